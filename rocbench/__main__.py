@@ -1,0 +1,3 @@
+from rocbench.cli import main
+
+main()

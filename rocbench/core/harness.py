@@ -1,0 +1,208 @@
+"""One (case, backend) on one rank: gate, determinism, fresh-data and graph-replay checks, timing.
+
+Every rank runs the same sequence of phases; after each phase the ranks exchange their outcome, so
+one rank's failure stops all of them at the same point instead of leaving peers in a collective.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from rocbench.core import gate, inject, timing
+from rocbench.core.axes import Case
+from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
+from rocbench.core.suite import Backend, RankContext, Suite, Verdict
+
+GRAPH_REPLAYS = 3  # each with fresh input data copied in first
+
+
+@dataclass
+class RunOptions:
+    correctness_only: bool = False
+    cuda_graph: bool = False
+    warmup: int = 5
+    iters: int = 30
+    seed: int = 0
+    timeout_s: float = 300.0
+    inject: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class PhaseError(Exception):
+    """A phase raised on some rank; `detail` names the phase, the rank and the error."""
+
+    def __init__(self, detail: str, fatal: bool):
+        super().__init__(detail)
+        self.detail = detail
+        self.fatal = fatal
+
+
+def exchange(ctx: RankContext, obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (over the gloo group, so it works beside any device group)."""
+    if ctx.world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj, group=ctx.cpu_group)
+    return gathered
+
+
+def device_alive(ctx: RankContext) -> bool:
+    if ctx.device.type != "cuda":
+        return True
+    try:
+        torch.cuda.synchronize(ctx.device)
+        return True
+    except Exception:  # noqa: BLE001 - any error here means the context is gone
+        return False
+
+
+def phase(ctx: RankContext, name: str, fn: Callable[[], Any]) -> Any:
+    try:
+        result = fn()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)  # surface asynchronous kernel faults in this phase
+        error = None
+    except Exception as exc:  # noqa: BLE001 - any exception becomes a fault row, never a crash
+        result = None
+        error = f"{type(exc).__name__}: {exc}".strip()
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        if last:
+            error += f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})"
+    alive = device_alive(ctx)
+    outcomes = exchange(ctx, (error, alive))
+    failed = [(rank, err) for rank, (err, _) in enumerate(outcomes) if err is not None]
+    if failed:
+        rank, err = failed[0]
+        where = f"rank {rank}: " if ctx.world_size > 1 else ""
+        # A dead context cannot run the next case; with several ranks a failed phase may also have left
+        # a communicator mid-collective, so the pool is restarted after any multi-rank fault.
+        fatal = not all(ok for _, ok in outcomes) or ctx.world_size > 1
+        raise PhaseError(f"{name}: {where}{err}", fatal)
+    return result
+
+
+def judged(suite: Suite, case: Case, ctx: RankContext, out: torch.Tensor, expected: Any) -> Verdict:
+    return Verdict.combine(exchange(ctx, suite.judge(case, out, expected)))
+
+
+def snapshot(out: torch.Tensor) -> torch.Tensor:
+    return out.detach().clone()
+
+
+def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions, row: dict) -> tuple[Any, Callable]:
+    """The correctness gate. Returns (io, runner) when every check passed, else fills `row` and returns None."""
+    io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
+    expected = phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
+    run = phase(ctx, "prepare", lambda: inject.wrap(backend.prepare(case, io, ctx), opts.inject, ctx.rank, ctx.world_size))
+    row["path"] = backend.describe(case, ctx)
+
+    first = phase(ctx, "run", lambda: snapshot(run()))
+    verdict = judged(suite, case, ctx, first, expected)
+    row.update(gate_kind=verdict.kind, tolerance=verdict.tolerance, max_abs_err=verdict.max_abs_err, cosine=verdict.cosine)
+    if not verdict.passed:
+        row.update(status=FAIL, gate="fail", detail=f"first call: {verdict.detail}")
+        return None
+
+    second = phase(ctx, "run again", lambda: snapshot(run()))
+    same = all(exchange(ctx, gate.bitwise_equal(first, second)))
+    row["deterministic"] = "yes" if same else "no"
+    if not same:
+        row.update(status=FAIL, gate="fail", detail="not deterministic: two runs on the same input differ bitwise")
+        return None
+
+    # New data in the same buffers: catches kernels that are right only on their first call.
+    expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=1))
+    fresh = phase(ctx, "run on new data", lambda: snapshot(run()))
+    verdict = judged(suite, case, ctx, fresh, expected)
+    if not verdict.passed:
+        row.update(status=FAIL, gate="fail", detail=f"second call, new data: {verdict.detail}")
+        return None
+
+    if opts.cuda_graph and ctx.device.type == "cuda":
+        graph = phase(ctx, "graph capture", lambda: timing.capture([run], 1, ctx.device, backend.graph_context(ctx)))
+        for replay in range(1, GRAPH_REPLAYS + 1):
+            expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=100 + replay))
+            out = phase(ctx, f"graph replay {replay}", lambda: (graph.replay(), snapshot(run_output(io, first)))[1])
+            verdict = judged(suite, case, ctx, out, expected)
+            if not verdict.passed:
+                row.update(status=FAIL, gate="fail", graph_replays=f"failed at {replay}/{GRAPH_REPLAYS}",
+                           detail=f"CUDA-graph replay {replay}: {verdict.detail}")
+                return None
+        row["graph_replays"] = f"{GRAPH_REPLAYS}/{GRAPH_REPLAYS} ok"
+        del graph
+    row["gate"] = "pass"
+    return io, run
+
+
+def run_output(io: Any, like: torch.Tensor) -> torch.Tensor:
+    """The output buffer a captured graph writes: suites keep it at `io.out`."""
+    out = getattr(io, "out", None)
+    if out is None:
+        raise RuntimeError("suite io has no .out buffer; graph replays cannot be checked")
+    return out
+
+
+def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
+                 io: Any, run: Callable, row: dict) -> None:
+    work = suite.work(case, ctx.world_size)
+    copies = timing.rotation_count(io_bytes(io), ctx.platform.l2_bytes)
+
+    def build_runners():
+        runners = [run]
+        for k in range(1, copies):
+            extra = suite.build_io(case, ctx)
+            suite.fill(case, extra, ctx, data_seed=1000 + k)
+            runners.append(inject.wrap(backend.prepare(case, extra, ctx), opts.inject, ctx.rank, ctx.world_size))
+        return runners
+
+    runners = phase(ctx, "build rotated inputs", build_runners)
+    barrier = (lambda: dist.barrier(group=ctx.cpu_group)) if ctx.world_size > 1 else None
+    samples, iters, mode = phase(ctx, "timing", lambda: timing.time_samples(
+        runners, ctx.device, opts.warmup, opts.iters, barrier, context=backend.graph_context(ctx)))
+    per_rank = exchange(ctx, samples)
+    # The slowest rank sets the pace of a collective: take the max across ranks sample by sample.
+    slowest = [max(s[i] for s in per_rank) for i in range(len(samples))]
+    stats = timing.TimingStats.from_samples(slowest, iters, len(runners), mode)
+    seconds = stats.median_us * 1e-6
+    algbw = work.bytes / seconds / 1e9
+    row.update(
+        time_us_median=stats.median_us, time_us_p10=stats.p10_us, time_us_p90=stats.p90_us,
+        samples=stats.samples, iters_per_sample=stats.iters_per_sample, rotation=stats.rotation, timing_mode=stats.mode,
+        algbw_GBps=algbw, tflops=work.flops / seconds / 1e12 if work.flops else None,
+        busbw_GBps=algbw * work.busbw_factor if work.busbw_factor is not None else None,
+    )
+    copy_bw = ctx.cache.get("copy_bw_GBps")
+    if copy_bw and work.busbw_factor is None:
+        row["pct_copy_bw"] = 100.0 * algbw / copy_bw
+
+
+def io_bytes(io: Any) -> int:
+    total = 0
+    for value in vars(io).values() if hasattr(io, "__dict__") else []:
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+    return total
+
+
+def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
+    """Run one (case, backend) on this rank. Rank 0's row is the one recorded."""
+    work = suite.work(case, ctx.world_size)
+    row: dict = {"status": PASS, "gate": "", "bytes": work.bytes, "flops": work.flops or None}
+    reason = backend.unsupported_reason(case)
+    if reason:
+        row.update(status=UNSUPPORTED, gate="n/a", detail=reason)
+        return row
+    try:
+        gated = gate_checks(suite, backend, case, ctx, opts, row)
+        if gated is not None and not opts.correctness_only and ctx.device.type == "cuda":
+            time_backend(suite, backend, case, ctx, opts, *gated, row)
+    except PhaseError as err:
+        row.update(status=FAULT, gate=row.get("gate") or "fault", detail=err.detail, _fatal=err.fatal)
+    finally:
+        if ctx.device.type == "cuda" and device_alive(ctx):
+            torch.cuda.empty_cache()
+    return row

@@ -1,0 +1,89 @@
+"""Fault injection for proving the gate works: test-only mutations of a backend's output.
+
+Reachable only through the hidden `--inject` option AND the environment variable
+ROCBENCH_ALLOW_INJECT=1, so a production run can never be mutated by accident.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from rocbench.core.errors import InputError
+from rocbench.core.suite import Runner
+
+ENV_FLAG = "ROCBENCH_ALLOW_INJECT"
+
+MUTATIONS = {
+    "flip-byte": "flip one bit of one output element on the last rank",
+    "nan": "write NaN (or the max integer) into one output element",
+    "ulp": "move one output element by one unit in the last place",
+    "stale": "right on the first call only; later calls return the first output",
+    "graph-only": "right in eager mode, wrong when captured in a CUDA graph",
+    "nondeterministic": "every other call perturbs one element",
+    "hang": "never returns",
+    "crash": "kills its own process (a fault that takes the rank down)",
+}
+
+
+def check_allowed(mutation: str | None) -> None:
+    if mutation is None:
+        return
+    if os.environ.get(ENV_FLAG) != "1":
+        raise InputError(f"--inject is a test-only option: set {ENV_FLAG}=1 to use it")
+    if mutation not in MUTATIONS:
+        raise InputError(f"--inject: unknown mutation {mutation!r} (choose from {', '.join(MUTATIONS)})")
+
+
+def _perturb(out: torch.Tensor, how: str) -> None:
+    flat = out.view(-1)
+    index = flat.numel() // 2
+    if how == "nan":
+        if out.dtype.is_floating_point:
+            flat[index] = float("nan")
+        elif out.dtype == torch.bool:
+            flat[index] = ~flat[index]
+        else:
+            flat[index] = torch.iinfo(out.dtype).max
+    elif how == "ulp":
+        bits = flat.view(torch.uint8) if out.element_size() == 1 else flat.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[out.element_size()])
+        bits[index] += 1
+    else:  # one flipped bit
+        raw = flat.view(torch.uint8)
+        raw[index * out.element_size()] ^= 1
+
+
+def wrap(run: Runner, mutation: str | None, rank: int, world_size: int) -> Runner:
+    if mutation is None:
+        return run
+    target_rank = world_size - 1
+    calls = {"n": 0}
+    first: dict[str, torch.Tensor] = {}
+
+    def mutated() -> torch.Tensor:
+        calls["n"] += 1
+        if mutation == "hang":
+            while True:
+                time.sleep(1)
+        if mutation == "crash" and rank == target_rank:
+            os._exit(17)
+        out = run()  # always run: a collective must still be entered by every rank
+        if rank != target_rank:
+            return out
+        if mutation == "stale":
+            if "out" in first:
+                out.copy_(first["out"])  # later calls see the first call's result
+            else:
+                first["out"] = out.clone()
+        elif mutation == "graph-only":
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                _perturb(out, "flip")
+        elif mutation == "nondeterministic":
+            if calls["n"] % 2 == 0:
+                _perturb(out, "ulp")
+        else:
+            _perturb(out, mutation)
+        return out
+
+    return mutated

@@ -1,0 +1,113 @@
+"""Run tasks in a pool of rank processes with a per-task timeout: a fault or hang becomes a row."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import socket
+import time
+
+from rocbench.core.ranks import PoolSpec, worker_main
+
+POLL_S = 0.2
+
+
+class PoolFailure(Exception):
+    """The pool cannot go on: `status` is "fault" or "timeout", `detail` says why."""
+
+    def __init__(self, status: str, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RankPool:
+    def __init__(self, spec: PoolSpec):
+        self.spec = spec
+        self.ctx = mp.get_context("spawn")
+        self.results = self.ctx.Queue()
+        self.task_queues = [self.ctx.Queue() for _ in range(spec.world_size)]
+        self.procs = [
+            self.ctx.Process(target=worker_main, args=(rank, spec, self.task_queues[rank], self.results), daemon=True)
+            for rank in range(spec.world_size)
+        ]
+        self.info: dict = {}
+
+    def start(self, timeout_s: float) -> "RankPool":
+        for proc in self.procs:
+            proc.start()
+        ready = set()
+        deadline = time.monotonic() + timeout_s
+        while len(ready) < len(self.procs):
+            kind, rank, payload = self._next(deadline, "starting ranks")
+            if kind == "startfail":
+                self.kill()
+                raise PoolFailure("fault", f"rank {rank} could not start: {payload}")
+            if kind == "ready":
+                ready.add(rank)
+                if rank == 0:
+                    self.info = payload
+        return self
+
+    def run(self, case_index: int, backend: str, timeout_s: float) -> dict:
+        for q in self.task_queues:
+            q.put((case_index, backend))
+        deadline = time.monotonic() + timeout_s
+        row, done, fatal = None, set(), False
+        while len(done) < len(self.procs):
+            kind, rank, key, payload = self._next(deadline, f"case {case_index} {backend}")
+            if key != (case_index, backend):
+                continue
+            done.add(rank)
+            fatal = fatal or payload.get("_fatal", False)
+            if rank == 0:
+                row = payload
+        row.pop("_fatal", None)
+        if fatal:
+            self.kill()  # ranks exit after a fatal fault; the next task gets a fresh pool
+        return row
+
+    def _next(self, deadline: float, what: str):
+        while True:
+            try:
+                return self.results.get(timeout=POLL_S)
+            except queue.Empty:
+                pass
+            dead = [(r, p.exitcode) for r, p in enumerate(self.procs) if p.exitcode is not None and p.exitcode != 0]
+            if dead:
+                rank, code = dead[0]
+                self.kill()
+                raise PoolFailure("fault", f"rank {rank} died with exit code {code} while {what}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise PoolFailure("timeout", f"no result within the time limit while {what}")
+
+    @property
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.procs)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        for q in self.task_queues:
+            q.put(None)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+        self.kill()
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        for q in [self.results, *self.task_queues]:
+            q.cancel_join_thread()
+            q.close()

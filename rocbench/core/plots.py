@@ -1,0 +1,64 @@
+"""Matplotlib figures from a results frame, driven by each suite's plot specs.
+
+A spec is a dict: file, title, x, y, hue (columns joined into one legend label), facet (one panel per
+value), logx/logy. Only rows that passed the gate and were timed are drawn.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI or on the device
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def label(row: pd.Series, columns: list[str]) -> str:
+    return " ".join(f"{row[c]}" if c == "backend" else f"{c}={row[c]}" for c in columns)
+
+
+def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
+    data = frame.dropna(subset=[spec["x"], spec["y"]])
+    if data.empty:
+        return False
+    facets = sorted(data[spec["facet"]].astype(str).unique()) if spec.get("facet") else [None]
+    ncols = min(3, len(facets))
+    nrows = math.ceil(len(facets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    hue = spec.get("hue", ["backend"])
+    for ax, facet in zip(axes.flat, facets):
+        part = data if facet is None else data[data[spec["facet"]].astype(str) == facet]
+        part = part.assign(_label=part.apply(lambda r: label(r, hue), axis=1))
+        for name, group in part.groupby("_label"):
+            group = group.groupby(spec["x"], as_index=False)[spec["y"]].median().sort_values(spec["x"])
+            ax.plot(group[spec["x"]], group[spec["y"]], marker="o", markersize=3, label=name)
+        if spec.get("logx", True):
+            ax.set_xscale("log", base=2)
+        if spec.get("logy"):
+            ax.set_yscale("log")
+        if spec.get("hline") is not None:
+            ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{spec['facet']}={facet}" if facet is not None else spec["title"], fontsize=9)
+        ax.set_xlabel(spec.get("xlabel", spec["x"]))
+        ax.set_ylabel(spec.get("ylabel", spec["y"]))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(facets):]:
+        ax.set_visible(False)
+    fig.suptitle(spec["title"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
+    timed = frame[(frame["status"] == "pass") & frame["time_us_median"].notna()] if "time_us_median" in frame else frame.iloc[0:0]
+    written = []
+    for spec in suite.plot_specs():
+        path = Path(run_dir) / spec["file"]
+        if line_figure(timed, spec, path):
+            written.append(path)
+    return written

@@ -1,0 +1,180 @@
+"""What a kernel family must state to plug into the harness: cases, inputs, reference, backends, work.
+
+A suite is semantics only. The harness (rocbench.core.harness) does the rest: launching ranks, the
+correctness gate, determinism and CUDA-graph replay checks, timing, and recording rows.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from rocbench.core.axes import Case
+from rocbench.core.platform import PlatformInfo
+
+
+@dataclass
+class RankContext:
+    """Everything a rank knows about where it runs."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    platform: PlatformInfo
+    seed: int
+    group: Any = None  # device process group (NCCL/RCCL/gloo); None when world_size == 1
+    cpu_group: Any = None  # gloo group for handshakes and object exchange
+    graph_mode: bool = False  # --cuda-graph: inputs live at non-zero offsets, graph replays are gated
+    cache: dict = field(default_factory=dict)  # per-rank state backends keep across cases (e.g. IPC pools)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class Work:
+    """Bytes and flops one call of a case moves and does, for bandwidth and throughput columns."""
+
+    bytes: int  # bytes the kernel must move (the denominator of GB/s)
+    flops: float = 0.0
+    busbw_factor: float | None = None  # collectives: busbw = algbw * factor (nccl-tests convention)
+
+
+@dataclass
+class Verdict:
+    """A gate's judgement of one output. `passed` is the only field the harness decides on."""
+
+    passed: bool
+    kind: str  # "exact" | "tolerance"
+    detail: str = ""
+    max_abs_err: float | None = None
+    cosine: float | None = None
+    tolerance: str = ""
+
+    @staticmethod
+    def combine(verdicts: list["Verdict"]) -> "Verdict":
+        """Merge per-rank verdicts: the worst error wins, any failure fails."""
+        failed = [(r, v) for r, v in enumerate(verdicts) if not v.passed]
+        errs = [v.max_abs_err for v in verdicts if v.max_abs_err is not None]
+        coss = [v.cosine for v in verdicts if v.cosine is not None]
+        detail = "; ".join(f"rank {r}: {v.detail}" for r, v in failed) if len(verdicts) > 1 else (failed[0][1].detail if failed else verdicts[0].detail)
+        return Verdict(
+            passed=not failed,
+            kind=verdicts[0].kind,
+            detail=detail,
+            max_abs_err=max(errs) if errs else None,
+            cosine=min(coss) if coss else None,
+            tolerance=verdicts[0].tolerance,
+        )
+
+
+Runner = Callable[[], torch.Tensor]
+
+
+class Backend(abc.ABC):
+    """One implementation under test. Heavy imports (triton, aiter) happen inside methods, lazily."""
+
+    name: ClassVar[str]
+    platforms: ClassVar[tuple[str, ...]]  # subset of ("cpu", "cuda", "rocm")
+    description: ClassVar[str] = ""
+
+    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
+        """Why this backend cannot run here at all (None: it can)."""
+        if platform.kind not in self.platforms:
+            return f"needs {'/'.join(self.platforms)}, this is {platform.kind}"
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """Why this backend cannot take this case (None: it can). Must not depend on the rank."""
+        return None
+
+    @abc.abstractmethod
+    def prepare(self, case: Case, io: Any, ctx: RankContext) -> Runner:
+        """Return a callable that runs the kernel on `io` and returns its output tensor.
+
+        The callable must be capturable in a CUDA graph on GPU: no host syncs, no allocation that
+        depends on data.
+        """
+
+    def graph_context(self, ctx: RankContext):
+        """Context manager around CUDA-graph capture (e.g. a communicator that registers buffers on exit)."""
+        return contextlib.nullcontext()
+
+    def describe(self, case: Case, ctx: RankContext) -> str:
+        """Which code path and mode runs for this case (shown per row), e.g. metadata mode."""
+        return ""
+
+
+class Registry:
+    """Backends by name, in the order they were registered (the first one is the baseline)."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, Backend] = {}
+
+    def register(self, cls: type[Backend]) -> type[Backend]:
+        self._backends[cls.name] = cls()
+        return cls
+
+    def names(self) -> list[str]:
+        return list(self._backends)
+
+    def get(self, name: str) -> Backend:
+        return self._backends[name]
+
+    def __iter__(self):
+        return iter(self._backends.values())
+
+
+class Suite(abc.ABC):
+    """A kernel family. Subclasses state semantics only."""
+
+    name: ClassVar[str]
+    backends: ClassVar[Registry]
+    baseline: ClassVar[str]  # backend every other backend's speedup is relative to
+    axis_columns: ClassVar[tuple[str, ...]]  # case axes, as CSV columns
+    size_column: ClassVar[str] = "bytes"  # x axis of the size plots
+
+    @abc.abstractmethod
+    def cases(self, params: dict) -> list[Case]:
+        """Expand validated parameters into cases."""
+
+    @abc.abstractmethod
+    def world_size(self, params: dict) -> int:
+        """Ranks to launch for these parameters."""
+
+    @abc.abstractmethod
+    def build_io(self, case: Case, ctx: RankContext) -> Any:
+        """Allocate inputs and outputs for one call (contents are written by `fill`)."""
+
+    @abc.abstractmethod
+    def fill(self, case: Case, io: Any, ctx: RankContext, data_seed: int) -> Any:
+        """Write fresh, deterministic input data into `io`; return what the output must be.
+
+        Every rank must be able to compute its expected output locally: no collective is trusted.
+        """
+
+    @abc.abstractmethod
+    def judge(self, case: Case, out: torch.Tensor, expected: Any) -> Verdict:
+        """Compare an output with the expectation from `fill`."""
+
+    @abc.abstractmethod
+    def work(self, case: Case, world_size: int) -> Work:
+        """Bytes and flops of one call."""
+
+    def case_columns(self, case: Case) -> dict:
+        """The case's values as CSV cells (default: its axes, formatted)."""
+        from rocbench.core.axes import format_value
+
+        return {name: format_value(case.get(name)) for name in self.axis_columns}
+
+    def size_label(self, case: Case, world_size: int) -> int:
+        """Value of the size plots' x axis for this case."""
+        return self.work(case, world_size).bytes
+
+    def plot_specs(self) -> list[dict]:
+        """Which plots to draw (see rocbench.core.plots)."""
+        return []

@@ -1,0 +1,148 @@
+"""Drive one suite's sweep: validate, launch rank pools, record rows, draw plots, print the table."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rocbench.core import inject, plots, report
+from rocbench.core.axes import Case
+from rocbench.core.errors import InputError
+from rocbench.core.harness import RunOptions
+from rocbench.core.isolate import PoolFailure, RankPool, free_port
+from rocbench.core.platform import PlatformInfo, detect, git_revision
+from rocbench.core.ranks import PoolSpec
+from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, ResultsWriter, base_meta, columns_for, new_run_dir,
+                                   write_meta)
+from rocbench.core.suite import Backend, Suite
+
+POOL_START_TIMEOUT_S = 240.0
+
+
+def choose_backends(suite: Suite, requested: list[str] | None, platform: PlatformInfo, world_size: int) -> list[Backend]:
+    names = suite.backends.names()
+    if requested:
+        for name in requested:
+            if name not in names:
+                raise InputError(f"--backends: unknown backend {name!r} for {suite.name} (choose from {', '.join(names)})")
+        chosen = [suite.backends.get(n) for n in names if n in requested]  # baseline first, always
+        for backend in chosen:
+            reason = backend.unavailable_reason(platform, world_size)
+            if reason:
+                raise InputError(f"--backends: {backend.name} is not available here: {reason}")
+        return chosen
+    chosen = [b for b in suite.backends if b.unavailable_reason(platform, world_size) is None]
+    if not chosen:
+        raise InputError(f"no {suite.name} backend is available on this {platform.kind} machine")
+    return chosen
+
+
+def check_world_size(world_size: int, platform: PlatformInfo) -> None:
+    if platform.has_gpu and world_size > platform.device_count:
+        raise InputError(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
+
+
+def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None) -> int:
+    """Run the sweep; return the exit code (0: every gated case passed)."""
+    console = console or Console()
+    inject.check_allowed(opts.inject)
+    platform = detect()
+    world_size = suite.world_size(params)
+    check_world_size(world_size, platform)
+    if opts.cuda_graph and not platform.has_gpu:
+        raise InputError("--cuda-graph needs a GPU; this machine has none")
+    if not platform.has_gpu and not opts.correctness_only:
+        console.print("[yellow]no GPU here: running correctness-only (timing needs a GPU)[/yellow]")
+        opts.correctness_only = True
+    backends = choose_backends(suite, params.get("backends"), platform, world_size)
+    cases = suite.cases(params)
+    if not cases:
+        raise InputError("the sweep has no cases")
+
+    run_dir = new_run_dir(out_dir, suite.name)
+    writer = ResultsWriter(run_dir, columns_for(suite.axis_columns))
+    meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
+    meta["options"] = asdict(opts)
+    meta["backends"] = [b.name for b in backends]
+    write_meta(run_dir, meta)
+    console.print(f"rocbench {suite.name}: {len(cases)} cases x {len(backends)} backends on {platform.kind} "
+                  f"({world_size} rank{'s' if world_size > 1 else ''}) -> {run_dir}")
+
+    spec = PoolSpec(suite.name, params, opts, world_size, free_port(), measure_copy_bw=not opts.correctness_only)
+    baseline_times: dict[int, float] = {}
+    pool: RankPool | None = None
+    interrupted = False
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            bar = progress.add_task(suite.name, total=len(cases) * len(backends))
+            for case in cases:
+                for backend in backends:
+                    progress.update(bar, description=f"{backend.name} {case.id}"[:70])
+                    if pool is None:
+                        pool, start_error = start_pool(spec, meta, run_dir)
+                    if pool is None:
+                        row = {"status": FAULT, "gate": "fault", "detail": start_error}
+                    else:
+                        try:
+                            row = pool.run(case.index, backend.name, opts.timeout_s)
+                            if not pool.alive:
+                                pool = None
+                        except PoolFailure as failure:
+                            row = {"status": failure.status, "gate": failure.status, "detail": failure.detail}
+                            pool = None
+                            spec.port = free_port()
+                    writer.append(finish_row(suite, case, backend, world_size, row, baseline_times))
+                    progress.advance(bar)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[red]interrupted: the finished rows are in results.csv[/red]")
+    finally:
+        if pool is not None:
+            pool.close()
+
+    meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    meta["interrupted"] = interrupted
+    frame = writer.frame()
+    meta["summary"] = report.status_counts(frame)
+    write_meta(run_dir, meta)
+    if not frame.empty:
+        plots.draw(suite, frame, run_dir)
+    report.print_table(frame, suite, console)
+    console.print(report.summary_line(frame))
+    console.print(f"results: {run_dir}")
+    if interrupted:
+        return 130
+    return 1 if frame["status"].isin(BAD_STATUSES).any() else 0
+
+
+def start_pool(spec: PoolSpec, meta: dict, run_dir: Path) -> tuple[RankPool | None, str]:
+    try:
+        pool = RankPool(spec).start(POOL_START_TIMEOUT_S)
+    except PoolFailure as failure:
+        spec.port = free_port()
+        return None, failure.detail
+    if "copy_bw_GBps" in pool.info and "copy_bw_GBps" not in meta:
+        meta["copy_bw_GBps"] = pool.info["copy_bw_GBps"]
+        write_meta(run_dir, meta)
+    spec.measure_copy_bw = False  # once per run is enough; later pools reuse the number
+    spec.options.extra["copy_bw_GBps"] = meta.get("copy_bw_GBps")
+    return pool, ""
+
+
+def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict, baseline_times: dict) -> dict:
+    full = {"suite": suite.name, "case": case.id, "backend": backend.name, "ranks": world_size}
+    full.update(suite.case_columns(case))
+    full.update(row)
+    if "bytes" not in row:
+        full["bytes"] = suite.work(case, world_size).bytes
+    median = row.get("time_us_median")
+    if row.get("status") == PASS and median:
+        if backend.name == suite.baseline:
+            baseline_times[case.index] = median
+        if case.index in baseline_times:
+            full["speedup"] = baseline_times[case.index] / median
+    return full

@@ -1,0 +1,1 @@
+"""Portable Triton kernels: the NVIDIA-side systems under test (Triton also runs on ROCm)."""

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from rocbench.core import gate
+from rocbench.core.axes import parse_dtypes, parse_ints, parse_shapes, product
+from rocbench.core.errors import InputError
+
+
+def test_shapes_parse():
+    assert parse_shapes("1x16160, 64x16160,7") == [(1, 16160), (64, 16160), (7,)]
+
+
+@pytest.mark.parametrize("text", ["", "1x", "x5", "1x0", "64xq", "1,,2", "-3x4"])
+def test_bad_shapes(text):
+    with pytest.raises(InputError):
+        parse_shapes(text)
+
+
+def test_dtypes_aliases_and_errors():
+    assert parse_dtypes("bf16,fp8,float32,bool") == [torch.bfloat16, torch.float8_e4m3fn, torch.float32, torch.bool]
+    with pytest.raises(InputError, match="unknown dtype"):
+        parse_dtypes("bfloat17")
+    with pytest.raises(InputError, match="not supported"):
+        parse_dtypes("float64", allowed=[torch.float32])
+
+
+def test_ints():
+    assert parse_ints("0,-1", "--dims") == [0, -1]
+    with pytest.raises(InputError):
+        parse_ints("0,a", "--dims")
+
+
+def test_product_order_and_ids():
+    cases = product({"a": [1, 2], "b": [torch.bfloat16], "c": [(2, 3)]})
+    assert [c.index for c in cases] == [0, 1]
+    assert cases[1].id == "a=2,b=bfloat16,c=2x3"
+
+
+def test_exact_sees_nan_payload_and_signed_zero():
+    a = torch.tensor([float("nan"), 0.0, 1.0])
+    b = a.clone()
+    assert gate.exact(a, b).passed  # torch.equal would say False on NaN
+    b.view(torch.int32)[0] ^= 1  # another NaN payload
+    verdict = gate.exact(a, b)
+    assert not verdict.passed and "1/3" in verdict.detail
+    c = a.clone()
+    c[1] = -0.0
+    assert not gate.exact(a, c).passed
+
+
+def test_exact_bool_and_fp8():
+    x = torch.tensor([True, False])
+    assert gate.exact(x, x.clone()).passed
+    f = torch.randn(16).to(torch.float8_e4m3fn)
+    g = f.clone()
+    g.view(torch.uint8)[3] ^= 0x80
+    assert not gate.exact(f, g).passed
+
+
+def test_tolerance_reports_and_fails():
+    ref = torch.randn(64, 32)
+    ok = gate.tolerance(ref + 1e-4, ref, atol=1e-3, rtol=0, min_cosine=0.999)
+    assert ok.passed and ok.max_abs_err == pytest.approx(1e-4, rel=1e-2) and ok.cosine > 0.999
+    bad = ref.clone()
+    bad[3, 4] += 0.5
+    verdict = gate.tolerance(bad, ref, atol=1e-3, rtol=0, min_cosine=0.9)
+    assert not verdict.passed and "(3, 4)" in verdict.detail
+    nan = ref.clone()
+    nan[0, 0] = float("nan")
+    assert not gate.tolerance(nan, ref, atol=1.0, rtol=1.0, min_cosine=0.0).passed
