@@ -17,6 +17,7 @@ Warmup = Annotated[int, typer.Option("--warmup", min=0, help="Untimed graph repl
 Out = Annotated[Path, typer.Option("--out", help="Directory that receives <suite>-<timestamp>/ with results.csv, meta.json and plots.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every generated input.")]
 Timeout = Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds one (case, backend) may take before it is recorded as a timeout.")]
+Resume = Annotated[Optional[Path], typer.Option("--resume", help="Finish an interrupted run in this directory: only the missing (case, backend) rows run.")]
 Inject = Annotated[Optional[str], typer.Option("--inject", hidden=True, help="Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).")]
 
 
@@ -30,11 +31,12 @@ def run_options(correctness_only: bool, cuda_graph: bool, iters: int, warmup: in
                       seed=seed, timeout_s=timeout, inject=inject)
 
 
-def run_command(suite_name: str, make_params: Callable[[], dict], opts: RunOptions, out: Path) -> int:
+def run_command(suite_name: str, make_params: Callable[[], dict], opts: RunOptions, out: Path,
+                resume: Path | None = None) -> int:
     """Validate, then sweep. Input errors propagate as InputError; rocbench.cli turns them into exit 2."""
     from rocbench.core.sweep import run_suite
     from rocbench.suites import load_suite
 
     suite = load_suite(suite_name)
     params = make_params()
-    return run_suite(suite, params, opts, out)
+    return run_suite(suite, params, opts, out, resume=resume)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from rocbench.core.isolate import PoolFailure, RankPool, free_port
 from rocbench.core.platform import PlatformInfo, detect, git_revision
 from rocbench.core.ranks import PoolSpec
 from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, ResultsWriter, base_meta, columns_for, new_run_dir,
-                                   write_meta)
+                                   read_results, write_meta)
 from rocbench.core.suite import Backend, Suite
 
 POOL_START_TIMEOUT_S = 240.0
@@ -45,7 +46,8 @@ def check_world_size(world_size: int, platform: PlatformInfo) -> None:
         raise InputError(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
 
 
-def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None) -> int:
+def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
+              resume: Path | None = None) -> int:
     """Run the sweep; return the exit code (0: every gated case passed)."""
     console = console or Console()
     inject.check_allowed(opts.inject)
@@ -62,25 +64,36 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if not cases:
         raise InputError("the sweep has no cases")
 
-    run_dir = new_run_dir(out_dir, suite.name)
-    writer = ResultsWriter(run_dir, columns_for(suite.axis_columns))
-    meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
-    meta["options"] = asdict(opts)
-    meta["backends"] = [b.name for b in backends]
+    columns = columns_for(suite.axis_columns)
+    if resume is not None:
+        run_dir, meta, finished_rows = open_for_resume(Path(resume), suite, columns)
+        meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
+    else:
+        run_dir, finished_rows = new_run_dir(out_dir, suite.name), []
+        meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
+        meta["options"] = asdict(opts)
+        meta["backends"] = [b.name for b in backends]
+    writer = ResultsWriter(run_dir, columns)
+    writer.rows.extend(finished_rows)
+    done = {(row["case"], row["backend"]) for row in finished_rows}
     write_meta(run_dir, meta)
     console.print(f"rocbench {suite.name}: {len(cases)} cases x {len(backends)} backends on {platform.kind} "
                   f"({world_size} rank{'s' if world_size > 1 else ''}) -> {run_dir}")
 
     spec = PoolSpec(suite.name, params, opts, world_size, free_port(), measure_copy_bw=not opts.correctness_only)
-    baseline_times: dict[int, float] = {}
+    baseline_times = {row["case"]: row["time_us_median"] for row in finished_rows
+                      if row["backend"] == suite.baseline and row["status"] == PASS and row.get("time_us_median")}
     pool: RankPool | None = None
     interrupted = False
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             bar = progress.add_task(suite.name, total=len(cases) * len(backends))
+            progress.advance(bar, sum((c.id, b.name) in done for c in cases for b in backends))
             for case in cases:
                 for backend in backends:
+                    if (case.id, backend.name) in done:
+                        continue
                     progress.update(bar, description=f"{backend.name} {case.id}"[:70])
                     if pool is None:
                         pool, start_error = start_pool(spec, meta, run_dir)
@@ -119,6 +132,23 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     return 1 if frame["status"].isin(BAD_STATUSES).any() else 0
 
 
+def open_for_resume(run_dir: Path, suite: Suite, columns: list[str]) -> tuple[Path, dict, list[dict]]:
+    """An earlier run's directory, its metadata and its finished rows (a killed run keeps all of them)."""
+    meta_path = run_dir / "meta.json"
+    if not meta_path.exists():
+        raise InputError(f"--resume {run_dir}: no meta.json there (not a rocbench run directory)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("suite") != suite.name:
+        raise InputError(f"--resume {run_dir}: that run is a {meta.get('suite')} run, not {suite.name}")
+    rows = []
+    if (run_dir / "results.csv").exists():
+        frame = read_results(run_dir)
+        if list(frame.columns) != columns:
+            raise InputError(f"--resume {run_dir}: results.csv has other columns than this version writes")
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
+    return run_dir, meta, rows
+
+
 def start_pool(spec: PoolSpec, meta: dict, run_dir: Path) -> tuple[RankPool | None, str]:
     try:
         pool = RankPool(spec).start(POOL_START_TIMEOUT_S)
@@ -142,7 +172,7 @@ def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row:
     median = row.get("time_us_median")
     if row.get("status") == PASS and median:
         if backend.name == suite.baseline:
-            baseline_times[case.index] = median
-        if case.index in baseline_times:
-            full["speedup"] = baseline_times[case.index] / median
+            baseline_times[case.id] = median
+        if case.id in baseline_times:
+            full["speedup"] = baseline_times[case.id] / median
     return full

@@ -28,9 +28,10 @@ def register(app: typer.Typer) -> None:
         out: opt.Out = Path("results"),
         seed: opt.Seed = 0,
         timeout: opt.Timeout = 300.0,
+        resume: opt.Resume = None,
         inject: opt.Inject = None,
     ) -> int:
         return opt.run_command(
             "allgather",
             lambda: SUITE.parse_params(tp, shapes, dtypes, dims, opt.backend_list(backends)),
-            opt.run_options(correctness_only, cuda_graph, iters, warmup, seed, timeout, inject), out)
+            opt.run_options(correctness_only, cuda_graph, iters, warmup, seed, timeout, inject), out, resume)
