@@ -180,12 +180,13 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
         row["pct_copy_bw"] = 100.0 * algbw / copy_bw
 
 
-def io_bytes(io: Any) -> int:
-    total = 0
-    for value in vars(io).values() if hasattr(io, "__dict__") else []:
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-    return total
+def io_bytes(io: Any, depth: int = 2) -> int:
+    """Bytes of every tensor an io object holds (one level of nested objects too, e.g. a paged cache)."""
+    if isinstance(io, torch.Tensor):
+        return io.numel() * io.element_size()
+    if depth == 0 or not hasattr(io, "__dict__"):
+        return 0
+    return sum(io_bytes(value, depth - 1) for value in vars(io).values())
 
 
 def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:

@@ -16,7 +16,7 @@ from rocbench.core.suite import Runner
 ENV_FLAG = "ROCBENCH_ALLOW_INJECT"
 
 MUTATIONS = {
-    "flip-byte": "flip one bit of one output element on the last rank",
+    "flip-byte": "flip one high bit of one output element on the last rank",
     "nan": "write NaN (or the max integer) into one output element",
     "ulp": "move one output element by one unit in the last place",
     "stale": "right on the first call only; later calls return the first output",
@@ -49,9 +49,9 @@ def _perturb(out: torch.Tensor, how: str) -> None:
     elif how == "ulp":
         bits = flat.view(torch.uint8) if out.element_size() == 1 else flat.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[out.element_size()])
         bits[index] += 1
-    else:  # one flipped bit
+    else:  # one flipped bit in the most significant byte (an exponent bit for floats: a large error)
         raw = flat.view(torch.uint8)
-        raw[index * out.element_size()] ^= 1
+        raw[index * out.element_size() + out.element_size() - 1] ^= 0x40
 
 
 def wrap(run: Runner, mutation: str | None, rank: int, world_size: int) -> Runner:

@@ -171,6 +171,10 @@ class Suite(abc.ABC):
 
         return {name: format_value(case.get(name)) for name in self.axis_columns}
 
+    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
+        """(case id, backend) whose time this row's speedup is relative to."""
+        return case.id, self.baseline
+
     def size_label(self, case: Case, world_size: int) -> int:
         """Value of the size plots' x axis for this case."""
         return self.work(case, world_size).bytes

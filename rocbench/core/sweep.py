@@ -81,8 +81,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                   f"({world_size} rank{'s' if world_size > 1 else ''}) -> {run_dir}")
 
     spec = PoolSpec(suite.name, params, opts, world_size, free_port(), measure_copy_bw=not opts.correctness_only)
-    baseline_times = {row["case"]: row["time_us_median"] for row in finished_rows
-                      if row["backend"] == suite.baseline and row["status"] == PASS and row.get("time_us_median")}
+    timed = {(row["case"], row["backend"]): row["time_us_median"] for row in finished_rows
+             if row["status"] == PASS and row.get("time_us_median")}
     pool: RankPool | None = None
     interrupted = False
     try:
@@ -108,7 +108,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                             row = {"status": failure.status, "gate": failure.status, "detail": failure.detail}
                             pool = None
                             spec.port = free_port()
-                    writer.append(finish_row(suite, case, backend, world_size, row, baseline_times))
+                    writer.append(finish_row(suite, case, backend, world_size, row, timed))
                     progress.advance(bar)
     except KeyboardInterrupt:
         interrupted = True
@@ -163,7 +163,7 @@ def start_pool(spec: PoolSpec, meta: dict, run_dir: Path) -> tuple[RankPool | No
     return pool, ""
 
 
-def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict, baseline_times: dict) -> dict:
+def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict, timed: dict) -> dict:
     full = {"suite": suite.name, "case": case.id, "backend": backend.name, "ranks": world_size}
     full.update(suite.case_columns(case))
     full.update(row)
@@ -171,8 +171,8 @@ def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row:
         full["bytes"] = suite.work(case, world_size).bytes
     median = row.get("time_us_median")
     if row.get("status") == PASS and median:
-        if backend.name == suite.baseline:
-            baseline_times[case.id] = median
-        if case.id in baseline_times:
-            full["speedup"] = baseline_times[case.id] / median
+        timed[(case.id, backend.name)] = median
+        base = suite.baseline_key(case, backend.name)
+        if base in timed:
+            full["speedup"] = timed[base] / median
     return full
