@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
               resume: Path | None = None) -> int:
     """Run the sweep; return the exit code (0: every gated case passed)."""
     console = console or Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)  # logs and CI: a table wider than 80 columns beats one folded letter by letter
     inject.check_allowed(opts.inject)
     platform = detect()
     world_size = suite.world_size(params)

@@ -127,9 +127,11 @@ def time_samples(
 
 
 def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
-    """Device-to-device copy rate in GB/s, counting bytes read plus bytes written."""
+    """Device-to-device copy rate in GB/s, counting bytes read plus bytes written (median of samples).
+
+    Enough warm-up replays (about a second of copying) that the clocks have left idle first."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 256)
     dst = torch.empty_like(src)
-    samples, _, _ = time_samples([lambda: dst.copy_(src)], device, warmup=2, repeats=repeats)
+    samples, _, _ = time_samples([lambda: dst.copy_(src)], device, warmup=40, repeats=repeats)
     del src, dst
     return 2 * nbytes / (float(np.median(samples)) * 1e-6) / 1e9
