@@ -114,6 +114,18 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         row.update(status=FAIL, gate="fail", detail="not deterministic: two runs on the same input differ bitwise")
         return None
 
+    for column, twin in suite.twin_cases(case):
+        if backend.unsupported_reason(twin):
+            row[column] = "n/a"
+            continue
+        twin_run = phase(ctx, f"prepare twin {column}", lambda: backend.prepare(twin, io, ctx))
+        twin_out = phase(ctx, f"run twin {column}", lambda: snapshot(twin_run()))
+        equal = all(exchange(ctx, gate.bitwise_equal(first, twin_out)))
+        row[column] = "yes" if equal else "no"
+        if not equal:
+            row.update(status=FAIL, gate="fail", detail=f"differs bitwise from its twin ({column}: {twin.id})")
+            return None
+
     # New data in the same buffers: catches kernels that are right only on their first call.
     expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=1))
     fresh = phase(ctx, "run on new data", lambda: snapshot(run()))

@@ -26,8 +26,8 @@ RESULT_COLUMNS = [
 ]
 
 
-def columns_for(axis_columns: Iterable[str]) -> list[str]:
-    return LEAD_COLUMNS + list(axis_columns) + RESULT_COLUMNS
+def columns_for(axis_columns: Iterable[str], extra_columns: Iterable[str] = ()) -> list[str]:
+    return LEAD_COLUMNS + list(axis_columns) + RESULT_COLUMNS + list(extra_columns)
 
 
 def new_run_dir(out: Path, suite: str) -> Path:

@@ -137,6 +137,7 @@ class Suite(abc.ABC):
     baseline: ClassVar[str]  # backend every other backend's speedup is relative to
     axis_columns: ClassVar[tuple[str, ...]]  # case axes, as CSV columns
     size_column: ClassVar[str] = "bytes"  # x axis of the size plots
+    extra_columns: ClassVar[tuple[str, ...]] = ()  # suite-specific result columns (e.g. twin checks)
 
     @abc.abstractmethod
     def cases(self, params: dict) -> list[Case]:
@@ -174,6 +175,11 @@ class Suite(abc.ABC):
     def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
         """(case id, backend) whose time this row's speedup is relative to."""
         return case.id, self.baseline
+
+    def twin_cases(self, case: Case) -> list[tuple[str, Case]]:
+        """Sibling configurations whose output must equal this case's output bitwise on the same io
+        (e.g. two weight layouts of one kernel): (column name, twin case) pairs."""
+        return []
 
     def size_label(self, case: Case, world_size: int) -> int:
         """Value of the size plots' x axis for this case."""

@@ -67,7 +67,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if not cases:
         raise InputError("the sweep has no cases")
 
-    columns = columns_for(suite.axis_columns)
+    columns = columns_for(suite.axis_columns, suite.extra_columns)
     if resume is not None:
         run_dir, meta, finished_rows = open_for_resume(Path(resume), suite, columns)
         meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))

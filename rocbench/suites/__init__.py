@@ -11,6 +11,8 @@ from rocbench.core.suite import Suite
 # name -> module that defines `SUITE` (a Suite instance) and `register(app)` (its Typer command)
 SUITES = {
     "allgather": "rocbench.suites.allgather",
+    "mla": "rocbench.suites.mla",
+    "moe": "rocbench.suites.moe",
 }
 
 

@@ -1,0 +1,569 @@
+"""Portable Triton kernels for absorbed (DeepSeek) MLA decode over a paged latent KV cache.
+
+Two systems under test, same math (see rocbench.suites.mla.reference for the semantics):
+
+- `mla_decode_split_kv`: non-persistent. Grid (batch, head groups, kv splits); every program
+  attends its sequence's split and writes a partial output + LSE; a second kernel merges the
+  splits with LSE weights.
+- `mla_decode_persistent`: exactly `schedule.num_programs` programs, each looping over the work
+  items that rocbench.suites.mla.scheduler dealt it (load-balanced over all sequences); items
+  that cover a whole (sequence, head group) write the output directly, the pieces of split
+  ones write partial slots that a reduce kernel merges.
+
+Tile: one program computes BLOCK_M query rows = qlen x heads_per_group (padded to a power of
+two >= 16, the smallest tl.dot M) against BLOCK_N cached tokens at a time. Each KV block is
+loaded ONCE, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent part
+serves as K (for QK^T) and as V (for PV). Online softmax in the exp2 domain, fp32 accumulation.
+fp8 KV is loaded as fp8 and converted to q's dtype in registers; the per-tensor scale is folded
+into the softmax scale (K) and applied to the fp32 accumulator (V), read from device memory so
+that nothing syncs the host.
+
+Both run functions launch a fixed number of kernels whose grids and buffers depend only on host
+integers (shapes, split count, schedule sizes): they can be captured in a CUDA graph. They are
+deterministic: the reductions are ordered loops, no atomics.
+
+Only Triton APIs present in 3.6 are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from rocbench.suites.mla.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
+from rocbench.suites.mla.scheduler import (
+    WORK_INFO_COLS,
+    MlaSchedule,
+    pick_heads_per_group,
+)
+
+LOG2E = 1.4426950408889634
+NEG_BIG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: keeps exp2(m_old - m_new) NaN-free
+
+
+@dataclass(frozen=True)
+class MlaKernelConfig:
+    """Launch knobs. block_n tokens per KV block; the latent [block_n, 512] tile of one stage
+    is 64 KiB in bf16 at block_n 64, so num_stages 2 fits the 228 KiB of an H100 SM."""
+
+    block_n: int = 64
+    num_warps: int = 8
+    num_stages: int = 2
+    max_tile_rows: int = 32  # query rows (qlen x heads) per tile; 64 spills the [rows, 512] fp32 accumulator
+    swap_ab: bool = False  # compute K Q^T / V^T P^T (KV block as the MMA's M side); see _attend_kv_range
+    prefetch: bool = False  # load block i+1 into registers while computing block i (use with num_stages=1)
+    reload_v: bool = False  # load the latent block again (an L2 hit) for PV; see _attend_kv_range
+    programs_per_sm: int = 1  # persistent grid = programs_per_sm x SMs (2 when two programs fit an SM)
+
+
+DEFAULT_CONFIG = MlaKernelConfig()
+# fp8: with one latent load feeding both MMAs Triton keeps that load synchronous (see
+# _attend_kv_range); loading it twice (HBM once, L2 once) lets both loads be pipelined.
+FP8_CONFIG = MlaKernelConfig(reload_v=True)
+
+
+@dataclass
+class MlaWorkspace:
+    """Partial results: partial_out [slots, rows, 512] fp32 and partial_lse [slots, rows] fp32
+    (log2 domain). Allocate outside a CUDA graph capture and pass it in."""
+
+    partial_out: torch.Tensor
+    partial_lse: torch.Tensor
+
+
+# The last compiled kernel launched per kernel name (register / spill diagnostics for scripts).
+LAST_COMPILED: dict = {}
+
+
+def _tile_rows(qlen: int, heads_per_group: int) -> int:
+    return max(16, triton.next_power_of_2(qlen * heads_per_group))
+
+
+# --------------------------------------------------------------------------------------------
+# Device code
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page, stride_kv_tok,
+                      BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr):
+    """Element offsets of tokens start..start+BLOCK_N-1 of a sequence in the page pool, and
+    which of them are < kv_end (a block wholly past kv_end looks up no page)."""
+    n = start + tl.arange(0, BLOCK_N)
+    n_ok = n < kv_end
+    if PAGE_ALIGNED:
+        # The block lies inside one page: one page-table lookup, contiguous rows.
+        page = tl.load(KV_INDICES + page_start + start // PAGE_SIZE, mask=start < kv_end, other=0)
+    else:
+        page = tl.load(KV_INDICES + page_start + n // PAGE_SIZE, mask=n_ok, other=0)
+    tok_off = page.to(tl.int64) * stride_kv_page + (n % PAGE_SIZE) * stride_kv_tok
+    return tok_off, n_ok
+
+
+@triton.jit
+def _load_rows(PTR, tok_off, n_ok, COL0: tl.constexpr, WIDTH: tl.constexpr):
+    """[BLOCK_N, WIDTH] channels COL0.. of the given tokens, zero for masked ones: slots past
+    the sequence's end hold garbage (NaN in the tests) and must not be read."""
+    cols = COL0 + tl.arange(0, WIDTH)
+    return tl.load(PTR + tok_off[:, None] + cols[None, :], mask=n_ok[:, None], other=0.0)
+
+
+@triton.jit
+def _softmax_step_rows(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale):
+    """One online-softmax step with query rows as the MMA's M side: acc [M, 512]."""
+    s = tl.dot(q_nope, tl.trans(k_nope))  # [M, N]
+    s = tl.dot(q_pe, tl.trans(k_pe), s)
+    s = tl.where(visible, s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _softmax_step_swapped(acc_t, m_i, l_i, qt_nope, qt_pe, k_nope, k_pe, v, visible_t, qk_scale):
+    """The same step transposed, KV block as the MMA's M side: acc_t [512, M]."""
+    s_t = tl.dot(k_nope, qt_nope)  # [N, M]
+    s_t = tl.dot(k_pe, qt_pe, s_t)
+    s_t = tl.where(visible_t, s_t * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s_t, 0))
+    alpha = tl.exp2(m_i - m_new)
+    p_t = tl.exp2(s_t - m_new[None, :])
+    l_i = l_i * alpha + tl.sum(p_t, 0)
+    acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(v), p_t.to(v.dtype))
+    return acc_t, m_new, l_i
+
+
+@triton.jit
+def _attend_kv_range(
+    Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+    stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+):
+    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence.
+
+    Row r of the tile is query row q_row0 + r // HPG, head head0 + r % HPG. Returns the
+    unnormalized fp32 accumulator [BLOCK_M, D_LATENT] (V scale applied), the running max m
+    and the running sum l (both log2 domain, [BLOCK_M]).
+
+    Variants (all compute the same function):
+    - SWAP_AB computes the transposed products (S^T = K Q^T, O^T = V^T P^T) so that the KV
+      block, not the few query rows, is the M side of the MMA (Hopper warpgroup MMAs).
+    - PREFETCH issues the next block's loads before computing the current one (register double
+      buffering, for num_stages=1).
+    - RELOAD_V loads the latent block a second time, through the alias V of the cache pointer
+      (so the compiler cannot merge the loads), for the PV product. HBM traffic is unchanged
+      (the second read hits L2) but each load then feeds one MMA, which lets Triton's pipeliner
+      make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous."""
+    rows = tl.arange(0, BLOCK_M)
+    j = rows // HPG
+    row_ok = j < QLEN
+    # Causal limit: row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1.
+    limit = seq_len - QLEN + 1 + j
+    q_off = (q_row0 + j).to(tl.int64) * stride_qt + (head0 + rows % HPG) * stride_qh
+    d = tl.arange(0, D_LATENT)
+    dr = tl.arange(0, D_ROPE)
+    m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    if SWAP_AB:
+        q_nope = tl.load(Q + q_off[None, :] + d[:, None], mask=row_ok[None, :], other=0.0)  # [512, M]
+        q_pe = tl.load(Q + q_off[None, :] + D_LATENT + dr[:, None], mask=row_ok[None, :], other=0.0)
+        acc = tl.zeros([D_LATENT, BLOCK_M], tl.float32)
+    else:
+        q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
+        q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
+        acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
+    if PREFETCH:
+        tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
+                                          stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+        next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+        next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+    for start in range(kv_start, kv_end, BLOCK_N):
+        if PREFETCH:
+            k_nope = next_nope
+            k_pe = next_pe
+            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start + BLOCK_N, kv_end, stride_kv_page,
+                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+            next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+            next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+        else:
+            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+            k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+            k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+        k_nope = k_nope.to(Q.dtype.element_ty)
+        k_pe = k_pe.to(Q.dtype.element_ty)
+        if RELOAD_V:
+            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT).to(Q.dtype.element_ty)
+        else:
+            v = k_nope  # V is the latent part of the same cached tokens
+        n = start + tl.arange(0, BLOCK_N)
+        if SWAP_AB:
+            visible = (n[:, None] < limit[None, :]) & (n < kv_end)[:, None]
+            acc, m_i, l_i = _softmax_step_swapped(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale)
+        else:
+            visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
+            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale)
+    if SWAP_AB:
+        acc = tl.trans(acc)
+    acc = acc * v_scale
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _store_final(
+    OUT, acc, l_i, q_row0, head0, stride_ot, stride_oh,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, D_LATENT: tl.constexpr,
+):
+    rows = tl.arange(0, BLOCK_M)
+    j = rows // HPG
+    d = tl.arange(0, D_LATENT)
+    o_off = (q_row0 + j).to(tl.int64) * stride_ot + (head0 + rows % HPG) * stride_oh
+    o = acc / l_i[:, None]
+    tl.store(OUT + o_off[:, None] + d[None, :], o.to(OUT.dtype.element_ty), mask=(j < QLEN)[:, None])
+
+
+@triton.jit
+def _store_partial(
+    PART_OUT, PART_LSE, slot, acc, m_i, l_i,
+    ROWS: tl.constexpr, BLOCK_M: tl.constexpr, D_LATENT: tl.constexpr,
+):
+    rows = tl.arange(0, BLOCK_M)
+    d = tl.arange(0, D_LATENT)
+    has = l_i > 0.0  # a causal row may see no token of this piece
+    o = tl.where(has[:, None], acc / tl.where(has, l_i, 1.0)[:, None], 0.0)
+    lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    base = slot.to(tl.int64) * ROWS
+    row_ok = rows < ROWS
+    tl.store(PART_OUT + (base + rows)[:, None] * D_LATENT + d[None, :], o, mask=row_ok[:, None])
+    tl.store(PART_LSE + base + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _load_kv_scale(KV_SCALE, HAS_SCALE: tl.constexpr):
+    if HAS_SCALE:
+        scale = tl.load(KV_SCALE).to(tl.float32)
+    else:
+        scale = 1.0
+    return scale
+
+
+@triton.jit
+def _split_kv_kernel(
+    Q, KV, V, KV_SCALE, KV_INDPTR, KV_INDICES, SEQ_LENS, OUT, PART_OUT, PART_LSE,
+    sm_scale_log2, num_splits,
+    stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
+    DIRECT_OUT: tl.constexpr,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
+    D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+):
+    # Head groups vary fastest so that the programs reading the same sequence's KV run together
+    # (the second group's reads hit L2).
+    g = tl.program_id(0)
+    b = tl.program_id(1)
+    split = tl.program_id(2)
+    num_groups = tl.num_programs(0)
+    seq_len = tl.load(SEQ_LENS + b)
+    # Splits are whole BLOCK_N blocks (so PAGE_ALIGNED holds); trailing splits may be empty.
+    split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    kv_start = split * split_len
+    kv_end = tl.minimum(seq_len, kv_start + split_len)
+    kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
+    acc, m_i, l_i = _attend_kv_range(
+        Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
+        sm_scale_log2 * kv_scale, kv_scale,
+        stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
+        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
+    )
+    if DIRECT_OUT:  # a single split: no partials, no reduce
+        _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
+    else:
+        slot = (b * num_groups + g) * num_splits + split
+        _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
+
+
+@triton.jit
+def _persistent_kernel(
+    Q, KV, V, KV_SCALE, KV_INDPTR, KV_INDICES, WORK_INDPTR, WORK_INFO, OUT, PART_OUT, PART_LSE,
+    sm_scale_log2,
+    stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
+    INFO_COLS: tl.constexpr,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
+    D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    first = tl.load(WORK_INDPTR + pid)
+    last = tl.load(WORK_INDPTR + pid + 1)
+    kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
+    for item in range(first, last):
+        info = WORK_INFO + item * INFO_COLS  # columns: rocbench.suites.mla.scheduler.WI_*
+        b = tl.load(info + 0)
+        g = tl.load(info + 1)
+        kv_start = tl.load(info + 2)
+        kv_end = tl.load(info + 3)
+        slot = tl.load(info + 4)
+        seq_len = tl.load(info + 5)
+        acc, m_i, l_i = _attend_kv_range(
+            Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
+            sm_scale_log2 * kv_scale, kv_scale,
+            stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
+            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
+        )
+        if slot < 0:
+            _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
+        else:
+            _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
+
+
+@triton.jit
+def _merge_into(acc, m, l, PART_OUT, PART_LSE, slot, row, ROWS: tl.constexpr, D_LATENT: tl.constexpr):
+    """Online LSE merge of partial `slot`, row `row` into (acc, m, l), log2 domain."""
+    d = tl.arange(0, D_LATENT)
+    base = slot.to(tl.int64) * ROWS + row
+    lse = tl.load(PART_LSE + base)
+    part = tl.load(PART_OUT + base * D_LATENT + d)
+    m_new = tl.maximum(m, lse)
+    keep = tl.exp2(m - m_new)
+    w = tl.exp2(lse - m_new)  # 0 for an empty piece (lse = -inf)
+    return acc * keep + part * w, m_new, l * keep + w
+
+
+@triton.jit
+def _store_row(OUT, acc, l, b, g, row, stride_ot, stride_oh, QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr):
+    d = tl.arange(0, D_LATENT)
+    t = b * QLEN + row // HPG
+    h = g * HPG + row % HPG
+    tl.store(OUT + t.to(tl.int64) * stride_ot + h * stride_oh + d, (acc / l).to(OUT.dtype.element_ty))
+
+
+@triton.jit
+def _reduce_splits_kernel(
+    OUT, PART_OUT, PART_LSE, num_splits, stride_ot, stride_oh,
+    QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr,
+):
+    g = tl.program_id(0)
+    b = tl.program_id(1)
+    row = tl.program_id(2)  # j * HPG + h
+    unit = b * tl.num_programs(0) + g
+    acc = tl.zeros([D_LATENT], tl.float32)
+    m = tl.full([], NEG_BIG, tl.float32)
+    l = tl.full([], 0.0, tl.float32)
+    for split in range(num_splits):  # fixed order: deterministic
+        acc, m, l = _merge_into(acc, m, l, PART_OUT, PART_LSE, unit * num_splits + split, row, QLEN * HPG, D_LATENT)
+    _store_row(OUT, acc, l, b, g, row, stride_ot, stride_oh, QLEN, HPG, D_LATENT)
+
+
+@triton.jit
+def _reduce_schedule_kernel(
+    OUT, PART_OUT, PART_LSE, REDUCE_INDPTR, REDUCE_FINAL, REDUCE_PARTIAL, stride_ot, stride_oh,
+    QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr,
+):
+    r = tl.program_id(0)  # one split (sequence, head group)
+    row = tl.program_id(1)  # j * HPG + h
+    lo = tl.load(REDUCE_INDPTR + r)
+    hi = tl.load(REDUCE_INDPTR + r + 1)
+    b = tl.load(REDUCE_FINAL + 2 * r)
+    g = tl.load(REDUCE_FINAL + 2 * r + 1)
+    acc = tl.zeros([D_LATENT], tl.float32)
+    m = tl.full([], NEG_BIG, tl.float32)
+    l = tl.full([], 0.0, tl.float32)
+    for i in range(lo, hi):  # KV order: the merge order is fixed, so results are deterministic
+        slot = tl.load(REDUCE_PARTIAL + i)
+        acc, m, l = _merge_into(acc, m, l, PART_OUT, PART_LSE, slot, row, QLEN * HPG, D_LATENT)
+    _store_row(OUT, acc, l, b, g, row, stride_ot, stride_oh, QLEN, HPG, D_LATENT)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q: torch.Tensor, kv: PagedKV, qlen: int) -> None:
+    if q.dim() != 3 or q.shape[2] != HEAD_DIM or q.stride(2) != 1:
+        raise ValueError(f"q must be [tokens, nhead, {HEAD_DIM}] with unit last stride, got {tuple(q.shape)}")
+    if q.shape[0] != kv.batch * qlen:
+        raise ValueError(f"q has {q.shape[0]} rows; expected batch {kv.batch} x qlen {qlen}")
+    if not kv.kv_buffer.is_contiguous() or kv.kv_buffer.shape[1:] != (kv.page_size, HEAD_DIM):
+        raise ValueError("kv_buffer must be a contiguous [num_pages, page_size, 576] tensor")
+    if kv.kv_buffer.dtype not in (q.dtype, torch.float8_e4m3fn):
+        raise ValueError(f"kv dtype {kv.kv_buffer.dtype} must equal q's ({q.dtype}) or be float8_e4m3fn")
+    if (kv.kv_buffer.dtype == torch.float8_e4m3fn) != (kv.kv_scale is not None):
+        raise ValueError("fp8 KV needs kv_scale; other dtypes must not have one")
+
+
+def _out_like(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    shape = (q.shape[0], q.shape[1], KV_LORA_RANK)
+    if out is None:
+        return torch.empty(shape, dtype=q.dtype, device=q.device)
+    if tuple(out.shape) != shape or out.stride(2) != 1:
+        raise ValueError(f"out must be {shape} with unit last stride")
+    return out
+
+
+def _common_args(q, kv: PagedKV, out, sm_scale):
+    scale_ptr = kv.kv_scale if kv.kv_scale is not None else kv.kv_buffer  # dummy when unused
+    return dict(
+        sm_scale_log2=float(sm_scale) * LOG2E,
+        stride_qt=q.stride(0),
+        stride_qh=q.stride(1),
+        stride_kv_page=kv.kv_buffer.stride(0),
+        stride_kv_tok=kv.kv_buffer.stride(1),
+        stride_ot=out.stride(0),
+        stride_oh=out.stride(1),
+        PAGE_SIZE=kv.page_size,
+        HAS_SCALE=kv.kv_scale is not None,
+        D_LATENT=KV_LORA_RANK,
+        D_ROPE=QK_ROPE_DIM,
+    ), scale_ptr
+
+
+def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_sms: int,
+                       min_tokens_per_split: int = 256, max_splits: int = 64) -> int:
+    """Split count for the non-persistent kernel.
+
+    Aim for about two programs per SM (batch x head groups x splits >= 2 x num_sms) so that
+    every SM has work and a second program hides the first one's tail, but keep every split at
+    >= min_tokens_per_split tokens of the average sequence, since each split pays a fixed cost
+    (loading q, writing and re-reading a fp32 partial). Clamped to [1, max_splits]. The count is
+    the same for every sequence, which is what makes this kernel lose on skewed batches."""
+    programs = max(1, batch * num_head_groups)
+    want = -(-2 * num_sms // programs)
+    cap = max(1, avg_seq_len // min_tokens_per_split)
+    return int(max(1, min(want, cap, max_splits)))
+
+
+def default_config(kv_dtype: torch.dtype) -> MlaKernelConfig:
+    """Launch knobs per KV dtype (picked from H100 sweeps by scripts/device_mla_check.py)."""
+    if kv_dtype == torch.float8_e4m3fn:
+        return FP8_CONFIG
+    return DEFAULT_CONFIG
+
+
+def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
+    """Programs for the persistent grid (build the schedule with this many)."""
+    return num_sms * config.programs_per_sm
+
+
+def kernel_heads_per_group(nhead: int, qlen: int, config: MlaKernelConfig) -> int:
+    """The head tile both kernels use for this config (build the schedule with the same)."""
+    return pick_heads_per_group(nhead, qlen, config.max_tile_rows)
+
+
+def _workspace(ws: MlaWorkspace | None, slots: int, rows: int, device) -> MlaWorkspace:
+    if ws is None:
+        return MlaWorkspace(
+            partial_out=torch.empty(slots, rows, KV_LORA_RANK, dtype=torch.float32, device=device),
+            partial_lse=torch.empty(slots, rows, dtype=torch.float32, device=device),
+        )
+    if (ws.partial_out.shape[0] < slots or tuple(ws.partial_out.shape[1:]) != (rows, KV_LORA_RANK)
+            or ws.partial_lse.shape[0] < slots or ws.partial_lse.shape[1] != rows
+            or not ws.partial_out.is_contiguous() or not ws.partial_lse.is_contiguous()):
+        raise ValueError(f"workspace too small or misshaped: need [{slots}, {rows}, {KV_LORA_RANK}] and [{slots}, {rows}]")
+    return ws
+
+
+def alloc_split_kv_workspace(q: torch.Tensor, num_kv_splits: int, qlen: int = 1,
+                             heads_per_group: int | None = None,
+                             config: MlaKernelConfig = DEFAULT_CONFIG) -> MlaWorkspace:
+    """Workspace for mla_decode_split_kv: batch x head groups x splits slots."""
+    nhead = q.shape[1]
+    hpg = heads_per_group or kernel_heads_per_group(nhead, qlen, config)
+    slots = (q.shape[0] // qlen) * (nhead // hpg) * num_kv_splits
+    return _workspace(None, slots, qlen * hpg, q.device)
+
+
+def alloc_persistent_workspace(schedule: MlaSchedule, device) -> MlaWorkspace:
+    """Workspace for mla_decode_persistent: one slot per partial of the schedule."""
+    return _workspace(None, max(1, schedule.num_partials), schedule.rows_per_item, device)
+
+
+def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int, num_kv_splits: int,
+                        out: torch.Tensor | None = None, workspace: MlaWorkspace | None = None,
+                        config: MlaKernelConfig | None = None,
+                        heads_per_group: int | None = None) -> torch.Tensor:
+    """Non-persistent split-KV MLA decode. Returns out [tokens, nhead, 512] in q's dtype.
+
+    Grid (head groups, batch, num_kv_splits); every split of a sequence has the same number of
+    BLOCK_N blocks (trailing splits of short sequences may be empty). With num_kv_splits == 1
+    the attention kernel writes the output directly and no reduce runs."""
+    _check_inputs(q, kv, qlen)
+    if num_kv_splits < 1:
+        raise ValueError("num_kv_splits must be >= 1")
+    config = config or default_config(kv.kv_buffer.dtype)
+    nhead = q.shape[1]
+    hpg = heads_per_group or kernel_heads_per_group(nhead, qlen, config)
+    if nhead % hpg:
+        raise ValueError(f"nhead {nhead} is not a multiple of heads_per_group {hpg}")
+    groups = nhead // hpg
+    out = _out_like(q, out)
+    workspace = _workspace(workspace, kv.batch * groups * num_kv_splits, qlen * hpg, q.device)
+    args, scale_ptr = _common_args(q, kv, out, sm_scale)
+    LAST_COMPILED['split_kv'] = _split_kv_kernel[(groups, kv.batch, num_kv_splits)](
+        q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
+        workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
+        DIRECT_OUT=num_kv_splits == 1, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg),
+        BLOCK_N=config.block_n,
+        # split boundaries are multiples of block_n, so a block never straddles a page
+        PAGE_ALIGNED=kv.page_size >= config.block_n,
+        SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
+        num_warps=config.num_warps, num_stages=config.num_stages, **args,
+    )
+    if num_kv_splits > 1:
+        _reduce_splits_kernel[(groups, kv.batch, qlen * hpg)](
+            out, workspace.partial_out, workspace.partial_lse, num_kv_splits, out.stride(0), out.stride(1),
+            QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, num_warps=4,
+        )
+    return out
+
+
+def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, sm_scale: float, qlen: int,
+                          out: torch.Tensor | None = None, workspace: MlaWorkspace | None = None,
+                          config: MlaKernelConfig | None = None) -> torch.Tensor:
+    """Persistent MLA decode: one launch of schedule.num_programs programs, then the reduce.
+
+    `schedule` (rocbench.suites.mla.scheduler.build_mla_schedule, with heads_per_group from
+    kernel_heads_per_group) must be on q's device and built for this batch's seq_lens, qlen
+    and nhead. Returns out [tokens, nhead, 512] in q's dtype."""
+    _check_inputs(q, kv, qlen)
+    if (schedule.qlen, schedule.nhead, schedule.batch) != (qlen, q.shape[1], kv.batch):
+        raise ValueError(
+            f"schedule built for qlen={schedule.qlen} nhead={schedule.nhead} batch={schedule.batch}, "
+            f"called with qlen={qlen} nhead={q.shape[1]} batch={kv.batch}"
+        )
+    if schedule.work_info.device != q.device:
+        raise ValueError("move the schedule to q's device first (schedule.to(device))")
+    config = config or default_config(kv.kv_buffer.dtype)
+    hpg = schedule.heads_per_group
+    out = _out_like(q, out)
+    workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
+    args, scale_ptr = _common_args(q, kv, out, sm_scale)
+    LAST_COMPILED['persistent'] = _persistent_kernel[(schedule.num_programs,)](
+        q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
+        out, workspace.partial_out, workspace.partial_lse,
+        INFO_COLS=WORK_INFO_COLS, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg), BLOCK_N=config.block_n,
+        # item boundaries are multiples of the granularity; blocks stay inside a page only if
+        # the granularity is a multiple of block_n
+        PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
+        SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
+        num_warps=config.num_warps, num_stages=config.num_stages, **args,
+    )
+    if schedule.num_reduce > 0:
+        _reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item)](
+            out, workspace.partial_out, workspace.partial_lse,
+            schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
+            out.stride(0), out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, num_warps=4,
+        )
+    return out

@@ -1,0 +1,221 @@
+"""Persistent-kernel work scheduler for MLA decode (plain torch, host side).
+
+In the spirit of AITER's get_mla_metadata_v1, written from scratch. The unit of work is a
+(sequence, head group) pair: the kernel's tile holds `heads_per_group` heads times the
+sequence's `qlen` query rows, so one pass over the sequence's KV serves all of them. Its cost
+is its KV length in granules of `kv_granularity` tokens (the last granule may be partial).
+The total cost W is dealt to `num_programs` programs in contiguous quotas of floor(W/P) or
+ceil(W/P) granules, walking the units in (sequence, head group) order (or one head group at a
+time over its own share of the programs, see build_mla_schedule); a unit that crosses a
+quota boundary is split at a granule boundary, and each piece of a split unit writes a
+partial (output + LSE) slot that a reduce kernel merges afterwards. Unsplit units write the
+final output directly.
+
+Why granules: split points land on multiples of kv_granularity tokens, so a kernel whose
+BLOCK_N divides the granularity (and whose pages are >= BLOCK_N) never straddles a page inside
+a block. Default 64 = the kernel's default BLOCK_N and a common page size.
+
+Invariants (tested): every KV token of every (sequence, head group) is covered exactly once;
+every program's load is floor(W/P) or ceil(W/P) granules; every partial slot is reduced
+exactly once, in KV order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+# Columns of work_info.
+WI_BATCH = 0  # sequence index b (its query rows are b*qlen .. b*qlen+qlen-1)
+WI_HEAD_GROUP = 1  # heads g*heads_per_group .. (g+1)*heads_per_group-1
+WI_KV_START = 2  # first token (within the sequence) of this item
+WI_KV_END = 3  # one past the last token of this item
+WI_PARTIAL = 4  # partial slot to write, or -1: the item covers the whole unit, write the output
+WI_SEQ_LEN = 5  # the sequence's full context length (for the causal limits of qlen > 1)
+WORK_INFO_COLS = 6
+
+# Columns of reduce_final_map.
+RF_BATCH = 0
+RF_HEAD_GROUP = 1
+
+DEFAULT_KV_GRANULARITY = 64
+MAX_TILE_ROWS = 32  # rows (heads x qlen) per kernel tile: the fp32 [rows, 512] accumulator lives in registers
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def pick_heads_per_group(nhead: int, qlen: int = 1, max_rows: int = MAX_TILE_ROWS) -> int:
+    """Largest power of two dividing nhead with heads * qlen <= max_rows (at least 1).
+
+    nhead 16 -> 16 (one group per sequence); nhead 128, qlen 1 -> 32 (four groups)."""
+    cap = _pow2_floor(max(1, max_rows // qlen))
+    hpg = 1
+    while hpg * 2 <= cap and nhead % (hpg * 2) == 0:
+        hpg *= 2
+    return hpg
+
+
+@dataclass
+class MlaSchedule:
+    work_indptr: torch.Tensor  # [num_programs + 1] int32: program p runs items work_indptr[p]..[p+1]-1
+    work_info: torch.Tensor  # [num_items, WORK_INFO_COLS] int32, columns WI_*
+    reduce_indptr: torch.Tensor  # [num_reduce + 1] int32: reduce r merges partial_map[indptr[r]:indptr[r+1]]
+    reduce_final_map: torch.Tensor  # [num_reduce, 2] int32: (batch, head group) the merge writes
+    reduce_partial_map: torch.Tensor  # [num_partials] int32 partial slots, KV order within a reduce
+    program_load: torch.Tensor  # [num_programs] int64 granules per program (diagnostics, tests)
+    num_programs: int
+    num_partials: int
+    num_reduce: int
+    batch: int
+    nhead: int
+    qlen: int
+    heads_per_group: int
+    kv_granularity: int
+
+    @property
+    def num_items(self) -> int:
+        return self.work_info.shape[0]
+
+    @property
+    def num_head_groups(self) -> int:
+        return self.nhead // self.heads_per_group
+
+    @property
+    def rows_per_item(self) -> int:
+        """Query rows (qlen x heads_per_group) one work item computes; a partial slot's height."""
+        return self.qlen * self.heads_per_group
+
+    def to(self, device) -> "MlaSchedule":
+        return replace(
+            self,
+            work_indptr=self.work_indptr.to(device),
+            work_info=self.work_info.to(device),
+            reduce_indptr=self.reduce_indptr.to(device),
+            reduce_final_map=self.reduce_final_map.to(device),
+            reduce_partial_map=self.reduce_partial_map.to(device),
+        )
+
+    def describe(self) -> str:
+        load = self.program_load.float()
+        return (
+            f"programs={self.num_programs} items={self.num_items} split_units={self.num_reduce} "
+            f"partials={self.num_partials} max_load={int(load.max())} mean_load={float(load.mean()):.2f} "
+            f"(granules of {self.kv_granularity} tokens) heads_per_group={self.heads_per_group} qlen={self.qlen}"
+        )
+
+
+def _quotas(total: int, num_programs: int) -> list[int]:
+    base, extra = divmod(total, num_programs)
+    return [base + (1 if p < extra else 0) for p in range(num_programs)]
+
+
+def _deal(units, costs, programs, items_per_program, kv_granularity, next_partial, reduce_final, reduce_members):
+    """Deal `units` (b, g, seq_len) in order to `programs` in contiguous quotas; split units that
+    cross a quota boundary at granule boundaries. Returns the next free partial slot."""
+    quotas = _quotas(sum(costs), len(programs))
+    slot_in_set, left = 0, quotas[0]
+    for (b, g, length), cost in zip(units, costs):
+        pieces = []  # (program, first granule, end granule)
+        done = 0
+        while done < cost:
+            while left == 0:  # sum(quotas) == sum(costs), so a program with room always exists
+                slot_in_set += 1
+                left = quotas[slot_in_set]
+            take = min(left, cost - done)
+            pieces.append((programs[slot_in_set], done, done + take))
+            left -= take
+            done += take
+        split = len(pieces) > 1
+        members = []
+        for p, first, end in pieces:
+            slot = -1
+            if split:
+                slot = next_partial
+                members.append(slot)
+                next_partial += 1
+            kv_start = first * kv_granularity
+            kv_end = min(end * kv_granularity, length)
+            items_per_program[p].append([b, g, kv_start, kv_end, slot, length])
+        if split:
+            reduce_final.append([b, g])
+            reduce_members.append(members)
+    return next_partial
+
+
+def build_mla_schedule(
+    seq_lens: Sequence[int] | torch.Tensor,
+    qlen: int,
+    nhead: int,
+    heads_per_group: int,
+    num_programs: int,
+    kv_granularity: int = DEFAULT_KV_GRANULARITY,
+) -> MlaSchedule:
+    """Split all (sequence, head group) KV work evenly over num_programs. Tensors are on CPU.
+
+    With G > 1 head groups and num_programs a multiple of G, program p serves head group
+    p % G only, and each group's work is dealt over its own num_programs / G programs: the G
+    programs that read the same KV then run side by side at the same pace, so one of them
+    pulls a block from HBM and the others hit L2. Otherwise the (sequence, group) units are
+    dealt in order over all programs."""
+    if isinstance(seq_lens, torch.Tensor):
+        seq_lens = seq_lens.tolist()
+    seq_lens = [int(x) for x in seq_lens]
+    if not seq_lens:
+        raise ValueError("empty batch")
+    if min(seq_lens) < qlen:
+        raise ValueError(f"every sequence needs >= qlen={qlen} tokens")
+    if nhead % heads_per_group != 0:
+        raise ValueError(f"nhead {nhead} is not a multiple of heads_per_group {heads_per_group}")
+    if num_programs < 1 or kv_granularity < 1:
+        raise ValueError("num_programs and kv_granularity must be >= 1")
+
+    groups = nhead // heads_per_group
+    cost = [-(-length // kv_granularity) for length in seq_lens]
+    items_per_program: list[list[list[int]]] = [[] for _ in range(num_programs)]
+    reduce_final: list[list[int]] = []
+    reduce_members: list[list[int]] = []
+    next_partial = 0
+    if groups > 1 and num_programs % groups == 0:
+        for g in range(groups):
+            units = [(b, g, length) for b, length in enumerate(seq_lens)]
+            programs = list(range(g, num_programs, groups))
+            next_partial = _deal(units, cost, programs, items_per_program, kv_granularity,
+                                 next_partial, reduce_final, reduce_members)
+    else:
+        units = [(b, g, length) for b, length in enumerate(seq_lens) for g in range(groups)]
+        costs = [cost[b] for b, _, _ in units]
+        next_partial = _deal(units, costs, list(range(num_programs)), items_per_program, kv_granularity,
+                             next_partial, reduce_final, reduce_members)
+
+    counts = [len(items) for items in items_per_program]
+    work_indptr = torch.zeros(num_programs + 1, dtype=torch.int32)
+    work_indptr[1:] = torch.cumsum(torch.tensor(counts), 0)
+    flat = [item for items in items_per_program for item in items]
+    work_info = torch.tensor(flat, dtype=torch.int32).reshape(-1, WORK_INFO_COLS)
+    reduce_indptr = torch.zeros(len(reduce_members) + 1, dtype=torch.int32)
+    if reduce_members:
+        reduce_indptr[1:] = torch.cumsum(torch.tensor([len(m) for m in reduce_members]), 0)
+    reduce_partial_map = torch.tensor([s for m in reduce_members for s in m], dtype=torch.int32)
+    reduce_final_map = torch.tensor(reduce_final, dtype=torch.int32).reshape(-1, 2)
+    load = [sum(-(-(it[3] - it[2]) // kv_granularity) for it in items) for items in items_per_program]
+
+    return MlaSchedule(
+        work_indptr=work_indptr,
+        work_info=work_info,
+        reduce_indptr=reduce_indptr,
+        reduce_final_map=reduce_final_map,
+        reduce_partial_map=reduce_partial_map,
+        program_load=torch.tensor(load, dtype=torch.int64),
+        num_programs=num_programs,
+        num_partials=next_partial,
+        num_reduce=len(reduce_members),
+        batch=len(seq_lens),
+        nhead=nhead,
+        qlen=qlen,
+        heads_per_group=heads_per_group,
+        kv_granularity=kv_granularity,
+    )

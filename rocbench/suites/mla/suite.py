@@ -1,0 +1,127 @@
+"""MLA decode semantics: DeepSeek absorbed attention over a paged latent KV cache, fp32 reference."""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from rocbench.core import gate
+from rocbench.core.axes import (Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product)
+from rocbench.core.errors import InputError
+from rocbench.core.suite import RankContext, Registry, Suite, Verdict, Work
+from rocbench.suites.mla.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
+                                          make_query, make_seq_lens)
+from rocbench.suites.mla.reference import mla_decode_reference
+
+KV_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float16, torch.float32)  # fp16/fp32: CPU-interpreter paths
+Q_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+NHEADS = (16, 32, 64, 128)  # DeepSeek-R1's 128 heads at TP 8/4/2/1
+# DeepSeek's softmax scale is 1/sqrt(192) times yarn's mscale^2; any fixed scale is fair when the
+# reference uses the same one.
+SM_SCALE = 1.0 / math.sqrt(192)
+# Stated tolerance: bf16 q and P@V in bf16 MMAs with fp32 accumulation, bf16 output.
+ATOL, RTOL, MIN_COSINE = 1e-2, 2e-2, 0.9999
+
+
+@dataclass
+class MlaIO:
+    q: torch.Tensor  # [batch*qlen, nhead, 576]
+    kv: PagedKV
+    out: torch.Tensor  # [batch*qlen, nhead, 512]
+
+
+class MlaSuite(Suite):
+    name = "mla"
+    backends = Registry()
+    baseline = "triton"
+    axis_columns = ("nhead", "batch", "ctx", "ctx_dist", "kv_dtype", "q_dtype", "page_size", "qlen", "persist")
+
+    def parse_params(self, nhead: str, batch: str, ctx: str, ctx_dist: str, kv_dtype: str, page_size: str, qlen: str,
+                     persist: bool | None, backends: list[str] | None, q_dtype: str = "bf16") -> dict:
+        page_sizes = parse_ints(page_size, "--page-size", minimum=1)
+        for size in page_sizes:
+            if size & (size - 1):
+                raise InputError(f"--page-size: {size} is not a power of two")
+        return {
+            "nhead": parse_ints(nhead, "--nhead", allowed=NHEADS),
+            "batch": parse_ints(batch, "--batch", minimum=1),
+            "ctx": parse_ints(ctx, "--ctx", minimum=4),
+            "ctx_dist": parse_choices(ctx_dist, "--ctx-dist", SEQ_LEN_DISTS),
+            "kv_dtype": parse_dtypes(kv_dtype, KV_DTYPES, "--kv-dtype"),
+            "q_dtype": parse_dtypes(q_dtype, Q_DTYPES, "--q-dtype"),
+            "page_size": page_sizes,
+            "qlen": parse_ints(qlen, "--qlen", allowed=(1, 2, 3, 4)),
+            "persist": [False, True] if persist is None else [persist],
+            "backends": backends,
+        }
+
+    def world_size(self, params: dict) -> int:
+        return 1
+
+    def cases(self, params: dict) -> list[Case]:
+        # persist varies fastest, so each persistent row lands right after its non-persistent twin
+        return product({k: params[k] for k in self.axis_columns})
+
+    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
+        """Persistent rows report their speedup over the same backend's non-persistent run."""
+        twin = Case(tuple((k, False if k == "persist" else v) for k, v in case.values))
+        return twin.id, backend
+
+    def seq_lens(self, case: Case) -> list[int]:
+        """Context lengths depend on the case alone, so bytes and flops are known without a rank."""
+        gen = torch.Generator().manual_seed(zlib.crc32(f"lens/{case.id}".encode()))
+        lens = make_seq_lens(case["batch"], case["ctx"], case["ctx_dist"], gen)
+        return [max(length, case["qlen"]) for length in lens]
+
+    def build_io(self, case: Case, ctx: RankContext) -> MlaIO:
+        kv = self.make_kv(case, ctx, data_seed=0)
+        tokens = case["batch"] * case["qlen"]
+        q = torch.empty(tokens, case["nhead"], HEAD_DIM, dtype=case["q_dtype"], device=ctx.device)
+        out = torch.empty(tokens, case["nhead"], KV_LORA_RANK, dtype=case["q_dtype"], device=ctx.device)
+        return MlaIO(q, kv, out)
+
+    def make_kv(self, case: Case, ctx: RankContext, data_seed: int) -> PagedKV:
+        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/kv/{case.id}/{data_seed}".encode()))
+        return build_paged_kv(self.seq_lens(case), case["page_size"], case["kv_dtype"], gen, ctx.device)
+
+    def fill(self, case: Case, io: MlaIO, ctx: RankContext, data_seed: int) -> torch.Tensor:
+        fresh = self.make_kv(case, ctx, data_seed)
+        for name in ("kv_buffer", "kv_indptr", "kv_indices", "kv_last_page_lens", "seq_lens"):
+            getattr(io.kv, name).copy_(getattr(fresh, name))  # same buffers, so captured graphs see new data
+        if fresh.kv_scale is not None:
+            io.kv.kv_scale.copy_(fresh.kv_scale)
+        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/q/{case.id}/{data_seed}".encode()))
+        io.q.copy_(make_query(io.q.shape[0], case["nhead"], case["q_dtype"], gen, ctx.device))
+        io.out.fill_(float("nan"))  # poison: an unwritten element fails the gate
+        expected, _ = mla_decode_reference(io.q, io.kv, SM_SCALE, case["qlen"])
+        return expected
+
+    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor) -> Verdict:
+        return gate.tolerance(out, expected, ATOL, RTOL, MIN_COSINE)
+
+    def work(self, case: Case, world_size: int) -> Work:
+        lens = self.seq_lens(case)
+        kv_bytes = sum(lens) * HEAD_DIM * torch.empty((), dtype=case["kv_dtype"]).element_size()
+        nhead, qlen = case["nhead"], case["qlen"]
+        # each query row j of a sequence of length L sees L - qlen + j + 1 tokens: QK^T over 576, PV over 512
+        visible = sum(length - qlen + j + 1 for length in lens for j in range(qlen))
+        flops = 2.0 * nhead * visible * (HEAD_DIM + KV_LORA_RANK)
+        return Work(bytes=kv_bytes, flops=flops)  # GB/s counts the KV bytes read, as kernel engineers quote it
+
+    def case_columns(self, case: Case) -> dict:
+        cols = {k: case[k] for k in self.axis_columns}
+        cols["kv_dtype"] = dtype_name(case["kv_dtype"])
+        cols["q_dtype"] = dtype_name(case["q_dtype"])
+        return cols
+
+    def plot_specs(self) -> list[dict]:
+        return [
+            dict(file="bandwidth.png", title="MLA decode: KV GB/s vs context", x="ctx", y="algbw_GBps",
+                 ylabel="GB/s", hue=["backend", "persist", "kv_dtype"], facet="nhead"),
+            dict(file="latency.png", title="MLA decode latency", x="ctx", y="time_us_median", ylabel="us", logy=True,
+                 hue=["backend", "persist", "kv_dtype"], facet="nhead"),
+            dict(file="pct_copy_bw.png", title="MLA decode: % of measured copy bandwidth", x="batch", y="pct_copy_bw",
+                 ylabel="% of copy bw", hue=["backend", "persist", "kv_dtype", "ctx_dist"], facet="nhead"),
+        ]

@@ -1,0 +1,99 @@
+"""MoE backends: the portable Triton a16w4 kernel (reads either layout's shuffled bytes directly) and
+AITER's fused_moe (ROCm)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rocbench.core.axes import Case
+from rocbench.core.platform import PlatformInfo
+from rocbench.core.suite import Backend, RankContext, Runner
+from rocbench.suites.moe.suite import MoeIO, MoeSuite
+
+REGISTRY = MoeSuite.backends
+
+
+@REGISTRY.register
+class TritonMoe(Backend):
+    name = "triton"
+    platforms = ("cuda", "rocm", "cpu")  # CPU only under TRITON_INTERPRET=1 (tests)
+    description = "portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant from shuffled bytes"
+
+    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
+        if platform.kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            return "Triton needs a GPU (or TRITON_INTERPRET=1 for tiny CPU runs)"
+        try:
+            import triton  # noqa: F401
+        except ImportError as err:
+            return f"triton is not installed: {err}"
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason
+
+        if case["inter"] % 32 or case["hidden"] % 32:
+            return (f"per-rank inter {case['inter']} / hidden {case['hidden']} is not a multiple of the MX block (32): "
+                    "this TP shard needs padding (--pad pads as SGLang does on ROCm)")
+        return moe_a16w4_unsupported_reason(case["layout"], case["experts"], case["inter"], case["hidden"])
+
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
+        from rocbench.kernels.moe_a16w4 import moe_a16w4, plan_moe
+
+        config = plan_moe(case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"],
+                          ctx.platform.sm_count or 132)
+        ctx.cache[("moe_plan", case.id)] = config
+        weights = io.layouts[case["layout"]]
+
+        def run() -> torch.Tensor:
+            return moe_a16w4(io.x, weights.w13, weights.w13_scale, weights.w2, weights.w2_scale, io.topk_weights,
+                             io.topk_ids, layout=case["layout"], experts=case["experts"], inter=case["inter"],
+                             hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
+                             out=io.out, config=config)
+        return run
+
+    def describe(self, case: Case, ctx: RankContext) -> str:
+        cfg = ctx.cache.get(("moe_plan", case.id))
+        if cfg is None:
+            return f"triton {case['layout']}"
+        return f"triton {case['layout']} bm={cfg.bm} split_k1={cfg.split1} {'inline-route' if cfg.inline else 'aligned'}"
+
+
+@REGISTRY.register
+class AiterMoe(Backend):
+    """AITER's fused MoE for bf16 x MXFP4 with the weights in the case's layout (gate_mode)."""
+
+    name = "aiter"
+    platforms = ("rocm",)
+    description = "AITER fused_moe, QuantType.per_1x32, gate_mode = the case's layout"
+
+    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
+        reason = super().unavailable_reason(platform, world_size)
+        if reason:
+            return reason
+        try:
+            import aiter.fused_moe  # noqa: F401
+        except Exception as err:  # noqa: BLE001 - aiter fails to import in many ways without ROCm
+            return f"aiter is not importable: {type(err).__name__}: {err}"
+        return None
+
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
+        from aiter import ActivationType, QuantType
+        from aiter.fused_moe import fused_moe
+
+        weights = io.layouts[case["layout"]]
+        activation = ActivationType.Swiglu if case["activation"] == "swiglu" else ActivationType.Silu
+        b13 = io.b13.float() if io.b13 is not None else None  # AITER wants fp32 biases
+        b2 = io.b2.float() if io.b2 is not None else None
+        extra = {"swiglu_limit": 7.0} if case["activation"] == "swiglu" else {}
+
+        def run() -> torch.Tensor:
+            out = fused_moe(io.x, weights.w13, weights.w2, io.topk_weights, io.topk_ids, activation=activation,
+                            quant_type=QuantType.per_1x32, w1_scale=weights.w13_scale, w2_scale=weights.w2_scale,
+                            bias1=b13, bias2=b2, gate_mode=case["layout"], **extra)
+            io.out.copy_(out)
+            return io.out
+        return run
+
+    def describe(self, case: Case, ctx: RankContext) -> str:
+        return f"aiter fused_moe gate_mode={case['layout']}"

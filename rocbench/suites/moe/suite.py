@@ -1,0 +1,221 @@
+"""MXFP4 MoE (a16w4) semantics: routed experts with bf16 activations and MXFP4 weights in AITER's
+two shuffle layouts, gated against an fp32 reference; the two layouts must agree bitwise."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from rocbench.core import gate
+from rocbench.core.axes import Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product
+from rocbench.core.errors import InputError
+from rocbench.core.suite import RankContext, Registry, Suite, Verdict, Work
+from rocbench.suites.moe.layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
+from rocbench.suites.moe.mxfp4 import dequantize_mxfp4, quantize_mxfp4
+from rocbench.suites.moe.reference import ACTIVATIONS, MODELS, moe_reference, rocm_padded_dims, route, shard_inter
+
+X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # fp16/fp32: CPU-interpreter paths
+# Stated tolerance: bf16 activations, exact fp4 x e8m0 weights, fp32 accumulation, the intermediate
+# rounded to the activation dtype before the down projection (the reference does the same).
+ATOL, RTOL, MIN_COSINE = 3e-2, 3e-2, 0.999
+CUSTOM = "custom"
+
+
+@dataclass
+class LayoutWeights:
+    w13: torch.Tensor  # shuffled packed fp4 [E, 2I, H/2]
+    w13_scale: torch.Tensor
+    w2: torch.Tensor  # shuffled packed fp4 [E, H, I/2]
+    w2_scale: torch.Tensor
+
+
+@dataclass
+class MoeIO:
+    x: torch.Tensor  # [T, H]
+    topk_weights: torch.Tensor  # [T, k] fp32
+    topk_ids: torch.Tensor  # [T, k] int32
+    layouts: dict  # layout name -> LayoutWeights (every layout this case or its twin needs)
+    w13_packed: torch.Tensor  # unshuffled quantized weights: the reference dequantizes these
+    w13_scales: torch.Tensor
+    w2_packed: torch.Tensor
+    w2_scales: torch.Tensor
+    b13: torch.Tensor | None
+    b2: torch.Tensor | None
+    out: torch.Tensor  # [T, H]
+
+
+class MoeSuite(Suite):
+    name = "moe"
+    backends = Registry()
+    baseline = "triton"
+    axis_columns = ("model", "tp", "tokens", "layout", "experts", "topk", "hidden", "inter", "padded", "activation",
+                    "x_dtype")
+    extra_columns = ("layouts_bitwise",)
+
+    def parse_params(self, model: str, tp: str, tokens: str, layout: str, activation: str | None,
+                     experts: int | None, topk: int | None, hidden: int | None, inter: int | None,
+                     x_dtype: str, renormalize: bool, backends: list[str] | None, pad: bool = False) -> dict:
+        explicit = [experts, topk, hidden, inter]
+        if any(v is not None for v in explicit):
+            if any(v is None for v in explicit):
+                raise InputError("--experts, --topk, --hidden and --inter go together (all four, or use --model)")
+            if topk > experts:
+                raise InputError(f"--topk {topk} exceeds --experts {experts}")
+            for name, value in zip(("--experts", "--topk", "--hidden", "--inter"), explicit):
+                if value < 1:
+                    raise InputError(f"{name} must be positive, got {value}")
+            if hidden % 32 or inter % 32:
+                raise InputError(f"--hidden {hidden} and --inter {inter} must be multiples of the MX block (32)")
+            models = [CUSTOM]
+            shapes = {CUSTOM: dict(experts=experts, topk=topk, hidden=hidden, inter=inter,
+                                   activation=activation or "silu", bias=False)}
+        else:
+            models = parse_choices(model, "--model", tuple(MODELS))
+            shapes = {m: dict(MODELS[m]) for m in models}
+        if activation:
+            if activation not in ACTIVATIONS:
+                raise InputError(f"--activation: unknown {activation!r} (choose from {', '.join(ACTIVATIONS)})")
+            for shape in shapes.values():
+                shape["activation"] = activation
+        tps = parse_ints(tp, "--tp", allowed=(1, 2, 4, 8))
+        for m in models:
+            for t in tps:
+                try:
+                    shard_inter(shapes[m]["inter"], t)
+                except ValueError as err:
+                    raise InputError(f"--tp {t}: {m}: {err}") from None
+        return {"model": models, "shapes": shapes, "tp": tps, "tokens": parse_ints(tokens, "--tokens", minimum=1),
+                "layout": parse_choices(layout, "--layout", LAYOUTS),
+                "x_dtype": parse_dtypes(x_dtype, X_DTYPES, "--x-dtype"), "renormalize": renormalize, "pad": pad,
+                "backends": backends}
+
+    def world_size(self, params: dict) -> int:
+        return 1  # TP shards the shape; one GPU runs one rank's share
+
+    def cases(self, params: dict) -> list[Case]:
+        cases = []
+        for m in params["model"]:
+            shape = params["shapes"][m]
+            for c in product({"model": [m], "tp": params["tp"], "tokens": params["tokens"], "layout": params["layout"],
+                              "x_dtype": params["x_dtype"]}):
+                hidden, inter = shape["hidden"], shard_inter(shape["inter"], c["tp"])
+                if params["pad"]:  # explicit, and shown in the `padded` column: never silent
+                    hidden, inter = rocm_padded_dims(hidden, inter)
+                values = dict(c.values, experts=shape["experts"], topk=shape["topk"], hidden=hidden, inter=inter,
+                              padded=params["pad"], activation=shape["activation"], bias=shape["bias"],
+                              renormalize=params["renormalize"])
+                cases.append(values)
+        # layout varies fastest, so separated rows follow their interleave twin
+        from rocbench.core.axes import reindex
+        return reindex(Case(tuple(v.items())) for v in cases)
+
+    def case_columns(self, case: Case) -> dict:
+        cols = {k: case[k] for k in self.axis_columns}
+        cols["x_dtype"] = dtype_name(case["x_dtype"])
+        return cols
+
+    def twin_cases(self, case: Case) -> list[tuple[str, Case]]:
+        other = [layout for layout in LAYOUTS if layout != case["layout"]][0]
+        return [("layouts_bitwise", with_value(case, "layout", other))]
+
+    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
+        """Separated rows report their speed relative to the interleave layout of the same shape."""
+        return with_value(case, "layout", INTERLEAVE).id, backend
+
+    @staticmethod
+    def generator(case: Case, ctx: RankContext, what: str, data_seed: int = 0) -> torch.Generator:
+        # the weights do not depend on the layout: both layouts shuffle the same quantized bytes
+        key = with_value(case, "layout", INTERLEAVE).id
+        return torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/{what}/{key}/{data_seed}".encode()))
+
+    def build_io(self, case: Case, ctx: RankContext) -> MoeIO:
+        from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason  # noqa: F401 - shape checks live there
+
+        E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
+        gen = self.generator(case, ctx, "weights")
+        w13 = torch.randn(E, 2 * I, H, generator=gen, device=ctx.device) * H ** -0.5
+        w2 = torch.randn(E, H, I, generator=gen, device=ctx.device) * I ** -0.5
+        w13_packed, w13_scales = quantize_mxfp4(w13)
+        w2_packed, w2_scales = quantize_mxfp4(w2)
+        del w13, w2
+        b13 = b2 = None
+        if case["bias"]:
+            b13 = torch.randn(E, 2 * I, generator=gen, device=ctx.device) * 0.1
+            b2 = torch.randn(E, H, generator=gen, device=ctx.device) * 0.1
+        layouts = {}
+        for layout in {case["layout"], *[t["layout"] for _, t in self.twin_cases(case)]}:
+            if self.layout_reason(with_value(case, "layout", layout)):
+                continue
+            layouts[layout] = LayoutWeights(
+                shuffle_weight(w13_packed, layout, True, E), shuffle_scale(w13_scales, layout, True, E),
+                shuffle_weight(w2_packed, layout, False, E), shuffle_scale(w2_scales, layout, False, E))
+        return MoeIO(
+            x=torch.empty(T, H, dtype=case["x_dtype"], device=ctx.device),
+            topk_weights=torch.empty(T, k, dtype=torch.float32, device=ctx.device),
+            topk_ids=torch.empty(T, k, dtype=torch.int32, device=ctx.device),
+            layouts=layouts, w13_packed=w13_packed, w13_scales=w13_scales, w2_packed=w2_packed, w2_scales=w2_scales,
+            b13=b13, b2=b2, out=torch.empty(T, H, dtype=case["x_dtype"], device=ctx.device))
+
+    @staticmethod
+    def layout_reason(case: Case) -> str | None:
+        from rocbench.suites.moe.layouts import layout_unsupported_reason
+
+        E, H, I = case["experts"], case["hidden"], case["inter"]
+        reason = layout_unsupported_reason(case["layout"], E, 2 * I, H, True)
+        if reason:
+            return f"w13: {reason}"
+        reason = layout_unsupported_reason(case["layout"], E, H, I, False)
+        return f"w2: {reason}" if reason else None
+
+    def routing(self, case: Case, device: torch.device, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router logits depend on the case and data seed only (generated on CPU), so bytes are known up front."""
+        key = with_value(case, "layout", INTERLEAVE).id
+        gen = torch.Generator().manual_seed(zlib.crc32(f"router/{key}/{data_seed}".encode()))
+        logits = torch.randn(case["tokens"], case["experts"], generator=gen)
+        weights, ids = route(logits, case["topk"], case["renormalize"])
+        return weights.to(device), ids.to(device)
+
+    def fill(self, case: Case, io: MoeIO, ctx: RankContext, data_seed: int) -> torch.Tensor:
+        gen = self.generator(case, ctx, "x", data_seed)
+        io.x.copy_(torch.randn(io.x.shape, generator=gen, device=ctx.device))
+        weights, ids = self.routing(case, ctx.device, data_seed)
+        io.topk_weights.copy_(weights)
+        io.topk_ids.copy_(ids)
+        io.out.fill_(float("nan"))  # poison
+        return self.reference(case, io)
+
+    def reference(self, case: Case, io: MoeIO) -> torch.Tensor:
+        """fp32 reference over the experts actually selected (dequantized on the fly, compactly)."""
+        used, compact_ids = torch.unique(io.topk_ids.long(), return_inverse=True)
+        w13 = dequantize_mxfp4(io.w13_packed[used], io.w13_scales[used])
+        w2 = dequantize_mxfp4(io.w2_packed[used], io.w2_scales[used])
+        b13 = io.b13[used] if io.b13 is not None else None
+        b2 = io.b2[used] if io.b2 is not None else None
+        return moe_reference(io.x, w13, w2, io.topk_weights, compact_ids.to(torch.int32), case["activation"],
+                             b13, b2, intermediate_dtype=case["x_dtype"])
+
+    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor) -> Verdict:
+        return gate.tolerance(out, expected, ATOL, RTOL, MIN_COSINE)
+
+    def work(self, case: Case, world_size: int) -> Work:
+        E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
+        _, ids = self.routing(case, torch.device("cpu"), 0)
+        used = int(torch.unique(ids).numel())
+        per_expert = (2 * I * H + H * I) // 2 + (2 * I * H + H * I) // 32  # packed fp4 + e8m0 scales
+        return Work(bytes=used * per_expert, flops=2.0 * T * k * 3 * H * I)
+
+    def plot_specs(self) -> list[dict]:
+        hue = ["backend", "layout"]
+        return [
+            dict(file="bandwidth.png", title="MXFP4 MoE: weight GB/s vs tokens", x="tokens", y="algbw_GBps",
+                 ylabel="weight GB/s", hue=hue, facet="tp"),
+            dict(file="pct_copy_bw.png", title="MXFP4 MoE: % of measured copy bandwidth", x="tokens", y="pct_copy_bw",
+                 ylabel="% copy bw", hue=hue, facet="tp"),
+            dict(file="latency.png", title="MXFP4 MoE latency", x="tokens", y="time_us_median", ylabel="us",
+                 logy=True, hue=hue, facet="tp"),
+        ]
+
+
+def with_value(case: Case, key: str, value) -> Case:
+    return Case(tuple((k, value if k == key else v) for k, v in case.values), case.index)

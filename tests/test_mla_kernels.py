@@ -1,0 +1,183 @@
+"""Triton MLA decode kernels (split-KV and persistent) against the fp32 reference.
+
+On a machine without a GPU these run under TRITON_INTERPRET=1 (set in conftest.py) with fp32 /
+fp16 inputs: the interpreter's bf16 tl.dot is wrong in Triton 3.9, so bf16 is GPU-only here."""
+
+import math
+
+import pytest
+import torch
+
+from rocbench.kernels.mla_decode import (
+    MlaKernelConfig,
+    alloc_persistent_workspace,
+    alloc_split_kv_workspace,
+    default_config,
+    kernel_heads_per_group,
+    mla_decode_persistent,
+    mla_decode_split_kv,
+    pick_num_kv_splits,
+)
+from rocbench.suites.mla.paged_kv import FP8_DTYPE, build_paged_kv, make_query, make_seq_lens
+from rocbench.suites.mla.reference import mla_decode_reference
+from rocbench.suites.mla.scheduler import build_mla_schedule
+
+SM_SCALE = 1.0 / math.sqrt(192)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Small blocks so that the tiny test sequences span several blocks, splits and work items.
+SMALL = MlaKernelConfig(block_n=16)
+# Error bounds vs the fp32 reference; out ~ 0.1-0.5 in magnitude. fp32 on a GPU runs tf32 dots.
+ATOL = {torch.float32: 2e-3 if DEVICE == "cuda" else 1e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _errors(out, ref):
+    diff = (out.float() - ref).abs()
+    cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.flatten(), dim=0)
+    return float(diff.max()), float(cos)
+
+
+def assert_matches_reference(out, ref, q_dtype):
+    assert torch.isfinite(out).all(), "unwritten or NaN output"
+    max_err, cos = _errors(out, ref)
+    assert max_err <= ATOL[q_dtype], f"max abs err {max_err:.3g} > {ATOL[q_dtype]}"
+    assert cos >= 0.99995, f"cosine {cos:.6f}"
+    return max_err
+
+
+def _case(seq_lens, page_size, q_dtype, kv_dtype, nhead, qlen, seed):
+    g = _gen(seed)
+    kv = build_paged_kv(seq_lens, page_size, kv_dtype, g, "cpu").to(DEVICE)
+    q = make_query(len(seq_lens) * qlen, nhead, q_dtype, g, DEVICE)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, qlen)
+    return q, kv, ref
+
+
+def _poisoned_out(q):
+    return torch.full((q.shape[0], q.shape[1], 512), float("nan"), dtype=q.dtype, device=q.device)
+
+
+def _run_both(q, kv, qlen, config, num_kv_splits, num_programs):
+    nhead = q.shape[1]
+    out_split = mla_decode_split_kv(q, kv, SM_SCALE, qlen, num_kv_splits, out=_poisoned_out(q), config=config)
+    hpg = kernel_heads_per_group(nhead, qlen, config)
+    sched = build_mla_schedule(kv.seq_lens.tolist(), qlen, nhead, hpg, num_programs, 16).to(DEVICE)
+    out_pers = mla_decode_persistent(q, kv, sched, SM_SCALE, qlen, out=_poisoned_out(q), config=config)
+    return out_split, out_pers, sched
+
+
+CASES = [
+    # seq_lens, page, q dtype, kv dtype, nhead, qlen, splits, programs, config
+    ([7, 40, 33], 1, torch.float32, torch.float32, 4, 1, 3, 5, SMALL),
+    ([50, 17], 16, torch.float16, torch.float16, 8, 1, 4, 3, SMALL),
+    ([9, 48, 20], 16, torch.float32, torch.float32, 4, 2, 2, 4, SMALL),
+    ([2, 35], 1, torch.float16, torch.float16, 4, 2, 5, 7, SMALL),
+    ([6, 6, 6, 90, 6, 6], 16, torch.float16, torch.float16, 4, 1, 2, 6, SMALL),  # skewed
+    ([40, 23], 16, torch.float16, FP8_DTYPE, 4, 1, 3, 4, SMALL),
+    ([31, 12], 1, torch.float32, FP8_DTYPE, 4, 2, 2, 3, SMALL),
+    ([64, 3], 64, torch.float16, torch.float16, 4, 1, 1, 2, SMALL),  # one split: direct output path
+    # The other code paths of the kernels: transposed MMAs, register prefetch, several head groups.
+    ([37, 70], 16, torch.float16, torch.float16, 8, 1, 3, 4, MlaKernelConfig(block_n=16, swap_ab=True)),
+    ([37, 70], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, prefetch=True, num_stages=1)),
+    ([45, 16], 4, torch.float32, torch.float32, 8, 1, 2, 8, MlaKernelConfig(block_n=16, max_tile_rows=2)),
+]
+
+
+@pytest.mark.parametrize("seq_lens,page,q_dtype,kv_dtype,nhead,qlen,splits,programs,config", CASES)
+def test_kernels_match_reference(seq_lens, page, q_dtype, kv_dtype, nhead, qlen, splits, programs, config):
+    q, kv, ref = _case(seq_lens, page, q_dtype, kv_dtype, nhead, qlen, seed=len(seq_lens) * 100 + page)
+    out_split, out_pers, sched = _run_both(q, kv, qlen, config, splits, programs)
+    assert out_split.dtype == q_dtype and out_split.shape == ref.shape
+    assert_matches_reference(out_split, ref, q_dtype)
+    assert_matches_reference(out_pers, ref, q_dtype)
+    if len(seq_lens) > 1 and max(seq_lens) > 16:
+        assert sched.num_partials > 0  # the reduce path ran
+
+
+def test_gate_catches_perturbations():
+    """The tolerance is tight enough to fail real bugs: the kernel's error is far below both an
+    injected output perturbation and a one-page indexing bug, and both fail the gate."""
+    q, kv, ref = _case([40, 33], 16, torch.float16, torch.float16, 4, 1, seed=11)
+    out = mla_decode_persistent(
+        q, kv, build_mla_schedule([40, 33], 1, 4, 4, 3, 16).to(DEVICE), SM_SCALE, 1, config=SMALL
+    )
+    err = assert_matches_reference(out, ref, torch.float16)
+
+    bumped = out.clone()
+    bumped[1, 2, 100] += 10 * ATOL[torch.float16]
+    with pytest.raises(AssertionError):
+        assert_matches_reference(bumped, ref, torch.float16)
+
+    # Indexing bug: sequence 0's first page replaced by sequence 1's first page. (Swapping two
+    # pages of one sequence would not do: attention is invariant to the order of its keys.)
+    bad_kv = kv.to(DEVICE)
+    bad_kv.kv_indices = kv.kv_indices.clone()
+    bad_kv.kv_indices[0] = kv.kv_indices[int(kv.kv_indptr[1])]
+    bad = mla_decode_split_kv(q, bad_kv, SM_SCALE, 1, 2, config=SMALL)
+    bad_err, _ = _errors(bad, ref)
+    assert bad_err > 10 * max(err, 1e-4)
+    with pytest.raises(AssertionError):
+        assert_matches_reference(bad, ref, torch.float16)
+
+
+def test_runs_are_bitwise_deterministic():
+    q, kv, _ = _case([70, 20, 45], 16, torch.float16, torch.float16, 4, 1, seed=12)
+    sched = build_mla_schedule([70, 20, 45], 1, 4, 4, 5, 16).to(DEVICE)
+    a = mla_decode_persistent(q, kv, sched, SM_SCALE, 1, config=SMALL)
+    b = mla_decode_persistent(q, kv, sched, SM_SCALE, 1, config=SMALL)
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    c = mla_decode_split_kv(q, kv, SM_SCALE, 1, 3, config=SMALL)
+    d = mla_decode_split_kv(q, kv, SM_SCALE, 1, 3, config=SMALL)
+    assert torch.equal(c.view(torch.int16), d.view(torch.int16))
+
+
+def test_preallocated_workspace_and_checks():
+    q, kv, ref = _case([33, 18], 16, torch.float32, torch.float32, 4, 1, seed=13)
+    ws = alloc_split_kv_workspace(q, 3, 1, config=SMALL)
+    out = mla_decode_split_kv(q, kv, SM_SCALE, 1, 3, workspace=ws, config=SMALL)
+    assert_matches_reference(out, ref, torch.float32)
+    with pytest.raises(ValueError):  # too few slots for 4 splits
+        mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, workspace=ws, config=SMALL)
+    sched = build_mla_schedule([33, 18], 1, 4, 4, 4, 16).to(DEVICE)
+    out = mla_decode_persistent(q, kv, sched, SM_SCALE, 1, workspace=alloc_persistent_workspace(sched, DEVICE), config=SMALL)
+    assert_matches_reference(out, ref, torch.float32)
+    with pytest.raises(ValueError):  # schedule built for another qlen
+        mla_decode_persistent(q, kv, build_mla_schedule([33, 18], 2, 4, 4, 4, 16), SM_SCALE, 1, config=SMALL)
+
+
+def test_pick_num_kv_splits():
+    assert pick_num_kv_splits(64, 1, 4096, 132) == 5  # ~2 programs per SM
+    assert pick_num_kv_splits(1, 1, 4096, 132) == 16  # capped by 256 tokens per split
+    assert pick_num_kv_splits(512, 1, 4096, 132) == 1
+    assert pick_num_kv_splits(1, 1, 100, 132) == 1
+    assert 1 <= pick_num_kv_splits(1, 1, 10**6, 132) <= 64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, FP8_DTYPE])
+def test_gpu_bf16_and_cuda_graph(kv_dtype):
+    lens = make_seq_lens(8, 700, "skewed", _gen(14))
+    q, kv, ref = _case(lens, 64, torch.bfloat16, kv_dtype, 16, 1, seed=15)
+    config = default_config(kv_dtype)
+    hpg = kernel_heads_per_group(16, 1, config)
+    sched = build_mla_schedule(lens, 1, 16, hpg, torch.cuda.get_device_properties(0).multi_processor_count).to("cuda")
+    ws_p = alloc_persistent_workspace(sched, "cuda")
+    ws_s = alloc_split_kv_workspace(q, 4, 1, config=config)
+    out_p = torch.empty(q.shape[0], 16, 512, dtype=q.dtype, device="cuda")
+    out_s = torch.empty_like(out_p)
+    run = lambda: (mla_decode_persistent(q, kv, sched, SM_SCALE, 1, out=out_p, workspace=ws_p),
+                   mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, out=out_s, workspace=ws_s))
+    run()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    out_p.fill_(float("nan"))
+    out_s.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_matches_reference(out_p, ref, torch.bfloat16)
+    assert_matches_reference(out_s, ref, torch.bfloat16)

@@ -1,0 +1,156 @@
+"""Invariants of the persistent MLA scheduler over many random batches."""
+
+import random
+from collections import defaultdict
+
+import pytest
+import torch
+
+from rocbench.suites.mla.paged_kv import make_seq_lens
+from rocbench.suites.mla.scheduler import (
+    WI_BATCH,
+    WI_HEAD_GROUP,
+    WI_KV_END,
+    WI_KV_START,
+    WI_PARTIAL,
+    WI_SEQ_LEN,
+    WORK_INFO_COLS,
+    build_mla_schedule,
+    pick_heads_per_group,
+)
+
+
+def check_invariants(s, seq_lens):
+    """Asserts every invariant the kernels rely on; returns nothing."""
+    P, G, gran = s.num_programs, s.num_head_groups, s.kv_granularity
+    indptr = s.work_indptr.tolist()
+    info = s.work_info.tolist()
+    assert s.work_info.dtype == torch.int32 and s.work_indptr.dtype == torch.int32
+    assert len(indptr) == P + 1 and indptr[0] == 0 and indptr[-1] == len(info)
+    assert all(a <= b for a, b in zip(indptr, indptr[1:]))
+    assert all(len(row) == WORK_INFO_COLS for row in info)
+
+    # 1. Coverage: the items of each (sequence, head group) tile [0, L) exactly once.
+    pieces = defaultdict(list)
+    load = [0] * P
+    for p in range(P):
+        for row in info[indptr[p] : indptr[p + 1]]:
+            b, g = row[WI_BATCH], row[WI_HEAD_GROUP]
+            start, end = row[WI_KV_START], row[WI_KV_END]
+            assert 0 <= start < end <= seq_lens[b] and start % gran == 0
+            assert row[WI_SEQ_LEN] == seq_lens[b]
+            pieces[(b, g)].append((start, end, row[WI_PARTIAL]))
+            load[p] += -(-(end - start) // gran)
+    assert set(pieces) == {(b, g) for b in range(len(seq_lens)) for g in range(G)}
+    for (b, g), ps in pieces.items():
+        ps.sort()
+        assert ps[0][0] == 0 and ps[-1][1] == seq_lens[b]
+        assert all(prev[1] == nxt[0] for prev, nxt in zip(ps, ps[1:]))
+        if len(ps) == 1:
+            assert ps[0][2] == -1  # a whole unit writes the output directly
+        else:
+            assert all(slot >= 0 for _, _, slot in ps)
+
+    # 2. Balance: every program within one granule of the mean (its head group's share of
+    #    programs when programs are partitioned by head group, which needs P % G == 0).
+    total = sum(-(-n // gran) for n in seq_lens) * G
+    assert sum(load) == total
+    assert max(load) - min(load) <= 1, (max(load), min(load))
+    assert s.program_load.tolist() == load
+
+    # 3. Reduce maps: every partial slot is written by exactly one item and merged exactly once,
+    #    in KV order, into the (sequence, head group) that owns it.
+    slots_written = [row[WI_PARTIAL] for row in info if row[WI_PARTIAL] >= 0]
+    assert sorted(slots_written) == list(range(s.num_partials))
+    assert sorted(s.reduce_partial_map.tolist()) == list(range(s.num_partials))
+    rptr = s.reduce_indptr.tolist()
+    assert len(rptr) == s.num_reduce + 1 and rptr[0] == 0 and rptr[-1] == s.num_partials
+    finals = s.reduce_final_map.tolist()
+    assert len(finals) == s.num_reduce == sum(1 for ps in pieces.values() if len(ps) > 1)
+    for r, (b, g) in enumerate(finals):
+        members = s.reduce_partial_map[rptr[r] : rptr[r + 1]].tolist()
+        assert members == [slot for _, _, slot in pieces[(b, g)]]  # KV order
+    assert len({tuple(f) for f in finals}) == len(finals)
+
+
+def _random_case(rng):
+    kind = rng.choice(["random", "tiny", "skewed", "uniform", "single"])
+    batch = 1 if kind == "single" else rng.choice([1, 2, 5, 17, 64])
+    gran = rng.choice([1, 16, 64])
+    qlen = rng.choice([1, 1, 2, 3, 4])
+    if kind == "tiny":  # shorter than the granularity
+        lens = [rng.randint(qlen, max(qlen, gran)) for _ in range(batch)]
+    elif kind in ("skewed", "uniform"):
+        lens = make_seq_lens(batch, rng.choice([64, 1000, 4096]), kind, torch.Generator().manual_seed(rng.randint(0, 99)))
+        lens = [max(n, qlen) for n in lens]
+    else:
+        lens = [rng.randint(qlen, 3000) for _ in range(batch)]
+    nhead = rng.choice([4, 16, 32, 128])
+    hpg = pick_heads_per_group(nhead, qlen, rng.choice([16, 32, 64]))
+    programs = rng.choice([1, 3, 8, 132, 264, 1000])
+    return lens, qlen, nhead, hpg, programs, gran
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_invariants_random(seed):
+    rng = random.Random(seed)
+    lens, qlen, nhead, hpg, programs, gran = _random_case(rng)
+    s = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran)
+    assert (s.qlen, s.nhead, s.batch, s.heads_per_group) == (qlen, nhead, len(lens), hpg)
+    check_invariants(s, lens)
+
+
+def test_skewed_h100_shape():
+    lens = make_seq_lens(64, 4096, "skewed", torch.Generator().manual_seed(0))
+    s = build_mla_schedule(lens, 1, 16, 16, 132, 64)
+    check_invariants(s, lens)
+    assert s.num_reduce >= 4  # the long sequences must be split over several programs
+    assert "programs=132" in s.describe()
+
+
+def test_group_major_programs_serve_one_head_group():
+    lens = [4096] * 8 + [300] * 8
+    s = build_mla_schedule(lens, 1, 128, 32, 132, 64)  # 4 groups, 132 % 4 == 0
+    check_invariants(s, lens)
+    indptr = s.work_indptr.tolist()
+    for p in range(132):
+        groups = {row[WI_HEAD_GROUP] for row in s.work_info[indptr[p] : indptr[p + 1]].tolist()}
+        assert groups <= {p % 4}
+
+
+def test_more_programs_than_work_leaves_idle_programs():
+    s = build_mla_schedule([5], 1, 16, 16, 132, 16)
+    check_invariants(s, [5])
+    assert s.num_items == 1 and s.num_partials == 0 and s.num_reduce == 0
+
+
+def test_checker_catches_a_broken_schedule():
+    # The invariant checker itself must be able to fail.
+    lens = [300, 900]
+    s = build_mla_schedule(lens, 1, 16, 16, 4, 64)
+    s.work_info[0, WI_KV_END] -= 1  # drop one token of coverage
+    with pytest.raises(AssertionError):
+        check_invariants(s, lens)
+
+
+def test_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        build_mla_schedule([1, 8], 2, 16, 16, 4)  # sequence shorter than qlen
+    with pytest.raises(ValueError):
+        build_mla_schedule([8], 1, 16, 32, 4)  # nhead not a multiple of the head tile
+
+
+def test_pick_heads_per_group():
+    assert pick_heads_per_group(16, 1, 32) == 16
+    assert pick_heads_per_group(128, 1, 32) == 32
+    assert pick_heads_per_group(128, 1, 64) == 64
+    assert pick_heads_per_group(16, 2, 32) == 16
+    assert pick_heads_per_group(16, 3, 32) == 8
+    assert pick_heads_per_group(4, 1, 64) == 4
+    assert pick_heads_per_group(6, 1, 64) == 2
+
+
+def test_to_device_roundtrip():
+    s = build_mla_schedule([100, 200], 1, 16, 16, 3, 16)
+    s2 = s.to("cpu")
+    assert torch.equal(s2.work_info, s.work_info) and s2.num_partials == s.num_partials

@@ -1,0 +1,67 @@
+"""The MLA suite end to end on CPU: Triton under the interpreter with fp16 (its bf16 dot is wrong)."""
+import pytest
+
+from tests.helpers import latest_run, results, rocbench
+
+TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
+        "--q-dtype", "fp16", "--ctx-dist", "uniform,skewed"]
+INTERPRET = {"TRITON_INTERPRET": "1"}
+
+
+def test_mla_gates_pass_on_both_paths(tmp_path):
+    proc = rocbench("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "mla"))
+    assert len(frame) == 2 * 2 * 2 * 2 * 2  # nhead x page size x dist x qlen x persist
+    assert set(frame["status"]) == {"pass"}
+    assert set(frame["deterministic"]) == {"yes"}
+    assert frame["tolerance"].str.contains("atol").all() and frame["cosine"].min() > 0.9999
+    persistent = frame[frame["persist"]]
+    assert persistent["path"].str.startswith("persistent programs=").all()
+    assert frame[~frame["persist"]]["path"].str.startswith("split-kv").all()
+
+
+@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance"), ("nan", "non-finite"),
+                                             ("stale", "second call, new data"), ("nondeterministic", "not deterministic")])
+def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
+    proc = rocbench("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
+                    "--q-dtype", "fp16", "--ctx-dist", "uniform", "--out", str(tmp_path), "--inject", mutation,
+                    env={**INTERPRET, "ROCBENCH_ALLOW_INJECT": "1"})
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    frame = results(latest_run(tmp_path, "mla"))
+    assert set(frame["status"]) == {"fail"} and frame["detail"].str.contains(words).all(), frame["detail"].tolist()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nhead", "24"], "not one of"),
+    (["--kv-dtype", "int8"], "not supported"),
+    (["--page-size", "3"], "power of two"),
+    (["--ctx-dist", "zipf"], "unknown value"),
+    (["--qlen", "9"], "not one of"),
+    (["--batch", "0"], "below the minimum"),
+])
+def test_mla_bad_axes(args, message, tmp_path):
+    proc = rocbench("mla", *args, "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_explain_prints_the_policy_for_nhead_64():
+    proc = rocbench("mla", "--explain")
+    assert proc.returncode == 0
+    line = [l for l in proc.stdout.splitlines() if l.split()[:1] == ["64"] and "bfloat16" in l and "True" in l][0]
+    assert "persistent" in line and "fast_mode" in line
+
+
+def test_policy_is_sglangs():
+    import torch
+
+    from rocbench.suites.mla.policy import aiter_mla_policy
+
+    bf16, fp8 = torch.bfloat16, torch.float8_e4m3fn
+    for nhead in (32, 64, 128):
+        d = aiter_mla_policy(nhead, fp8, True)
+        assert d.persistent and d.fast_mode and not d.intra_batch_mode  # 64 was the bug
+    assert not aiter_mla_policy(16, bf16, True).persistent
+    assert not aiter_mla_policy(128, bf16, True).persistent
+    assert aiter_mla_policy(64, bf16, True).persistent
+    assert aiter_mla_policy(16, fp8, True).persistent

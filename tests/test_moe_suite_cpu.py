@@ -1,0 +1,59 @@
+"""The MoE suite end to end on CPU: Triton under the interpreter with fp16 activations."""
+import pytest
+
+from tests.helpers import latest_run, results, rocbench
+
+TINY = ["--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--tokens", "3", "--x-dtype", "fp16"]
+INTERPRET = {"TRITON_INTERPRET": "1"}
+
+
+def test_both_layouts_pass_and_agree_bitwise(tmp_path):
+    proc = rocbench("moe", *TINY, "--tp", "1,2", "--activation", "swiglu", "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "moe"))
+    assert len(frame) == 4
+    assert set(frame["status"]) == {"pass"}, frame[["case", "detail"]].to_string()
+    assert set(frame["layouts_bitwise"]) == {"yes"}
+    assert set(frame["layout"]) == {"interleave", "separated"} and set(frame["inter"]) == {256, 128}
+
+
+def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
+    proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "64", "--inter", "128", "--tp", "1",
+                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    frame = results(latest_run(tmp_path, "moe"))
+    row = frame[frame["layout"] == "interleave"].iloc[0]
+    assert row["status"] == "unsupported" and "not a multiple" in row["detail"]
+    assert frame[frame["layout"] == "separated"].iloc[0]["status"] == "pass"
+
+
+@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance"), ("nan", "non-finite")])
+def test_moe_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
+    proc = rocbench("moe", *TINY, "--tp", "1", "--layout", "separated", "--out", str(tmp_path), "--inject", mutation,
+                    env={**INTERPRET, "ROCBENCH_ALLOW_INJECT": "1"})
+    assert proc.returncode == 1
+    frame = results(latest_run(tmp_path, "moe"))
+    assert set(frame["status"]) == {"fail"} and frame["detail"].str.contains(words).all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama"], "unknown value"),
+    (["--tp", "3"], "not one of"),
+    (["--experts", "8"], "go together"),
+    (["--experts", "4", "--topk", "8", "--hidden", "128", "--inter", "128"], "exceeds"),
+    (["--experts", "4", "--topk", "2", "--hidden", "100", "--inter", "128"], "multiples of the MX block"),
+    (["--layout", "blocked"], "unknown value"),
+    (["--tp", "0"], "not one of"),
+])
+def test_moe_bad_input(args, message, tmp_path):
+    proc = rocbench("moe", *args, "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported(tmp_path):
+    """gpt-oss-120b at TP8 has 360 intermediate columns per rank: not whole MX blocks without padding."""
+    proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "2880", "--tp", "8",
+                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path), env=INTERPRET)
+    assert proc.returncode == 0
+    frame = results(latest_run(tmp_path, "moe"))
+    assert set(frame["status"]) == {"unsupported"} and frame["detail"].str.contains("--pad").all()
