@@ -15,6 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def sort_key(value):
+    """Numbers in numeric order (16 before 128), then everything else as text."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
 def label(row: pd.Series, columns: list[str]) -> str:
     return " ".join(f"{row[c]}" if c == "backend" else f"{c}={row[c]}" for c in columns)
 
@@ -23,13 +31,13 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
     data = frame.dropna(subset=[spec["x"], spec["y"]])
     if data.empty:
         return False
-    facets = sorted(data[spec["facet"]].astype(str).unique()) if spec.get("facet") else [None]
+    facets = sorted(data[spec["facet"]].unique(), key=sort_key) if spec.get("facet") else [None]
     ncols = min(3, len(facets))
     nrows = math.ceil(len(facets) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
     hue = spec.get("hue", ["backend"])
     for ax, facet in zip(axes.flat, facets):
-        part = data if facet is None else data[data[spec["facet"]].astype(str) == facet]
+        part = data if facet is None else data[data[spec["facet"]] == facet]
         part = part.assign(_label=part.apply(lambda r: label(r, hue), axis=1))
         for name, group in part.groupby("_label"):
             group = group.groupby(spec["x"], as_index=False)[spec["y"]].median().sort_values(spec["x"])
