@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -24,9 +26,7 @@ app = typer.Typer(
 )
 
 for _name in SUITES:
-    _module = suite_module(_name)
-    if hasattr(_module, "register"):
-        _module.register(app)
+    suite_module(_name).COMMAND.register(app)
 
 
 @app.command("env", help="Platform, devices, versions, and which backends are available here (and why not the others).")
@@ -56,6 +56,78 @@ def env() -> int:
                           style="dim" if reason else None)
     console.print(table)
     return 0
+
+
+@app.command("sweep", help="Run a YAML config: any mix of suites and axes, into one sweep directory, then write its report.")
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML file (see configs/).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory that receives sweep-<name>-<timestamp>/.")] = Path("results"),
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML: one test case per row of every run.")] = None,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the whole file and print what would run; run nothing.")] = False,
+    write_report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.md with plots at the end.")] = True,
+) -> int:
+    from rocbench.core.config import run_config
+
+    return run_config(config, out, junit, json_summary, dry_run, write_report)
+
+
+@app.command("report", help="Write a markdown report (report.md plus PNGs) for a run or sweep directory.")
+def report(run_dir: Annotated[Path, typer.Argument(help="A results/<suite>-<time> or results/sweep-<name>-<time> directory.")]) -> int:
+    from rocbench.core.report import write_report
+
+    path = write_report(run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+@app.command("compare", help="Compare two runs or sweeps row by row; exit 1 on a regression beyond noise and threshold, or a gate that went from pass to fail.")
+def compare(
+    base: Annotated[Path, typer.Argument(help="Baseline run or sweep directory.")],
+    new: Annotated[Path, typer.Argument(help="New run or sweep directory.")],
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Relative slowdown that counts (0.05 = 5%), on top of being beyond noise.")] = 0.05,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the comparison as markdown to this file.")] = None,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False,
+) -> int:
+    import json
+
+    from rocbench.core import compare as cmp
+
+    result = cmp.compare(base, new, threshold)
+    text = cmp.to_markdown(result, base, new, threshold)
+    if markdown is not None:
+        markdown.write_text(text)
+    if json_summary:
+        print(json.dumps({"regressions": result.regressions[cmp.KEY + ["change", "noise"]].to_dict("records"),
+                          "gate_flips": result.gate_flips[cmp.KEY + ["status_new", "detail_new"]].to_dict("records"),
+                          "matched": len(result.table), "exit_code": int(result.failed)}, default=str))
+    else:
+        print(text)
+    return 1 if result.failed else 0
+
+
+@app.command("selfcheck", help="GPU: time a copy and bf16 GEMMs with the harness and with the profiler; record the copy bandwidth.")
+def selfcheck(
+    out: Annotated[Path, typer.Option("--out", help="Directory for selfcheck-<timestamp>/selfcheck.json.")] = Path("results"),
+) -> int:
+    import json
+
+    import torch
+    from tabulate import tabulate
+
+    from rocbench.core.results import new_run_dir
+    from rocbench.core.selfcheck import run_selfcheck
+
+    if not torch.cuda.is_available():
+        raise InputError("selfcheck needs a GPU; this machine has none")
+    result = run_selfcheck(torch.device("cuda", 0))
+    run_dir = new_run_dir(out, "selfcheck")
+    (run_dir / "selfcheck.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"device: {result['device']}; copy bandwidth (eager SM copy, read+write): {result['copy_bw_GBps']:.0f} GB/s")
+    print(tabulate(result["rows"], headers="keys", floatfmt=".3f"))
+    print(f"results: {run_dir}")
+    bad = [r for r in result["rows"] if r["within_3pct"] is False]
+    return 1 if bad else 0
 
 
 def main() -> None:

@@ -36,7 +36,6 @@ import torch
 from rocbench.kernels import mla_decode as K
 from rocbench.suites.mla.paged_kv import FP8_DTYPE, build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference
-from rocbench.suites.mla.scheduler import build_mla_schedule
 
 SM_SCALE = 1.0 / math.sqrt(192)
 DEVICE = "cuda"
@@ -70,7 +69,9 @@ def log(msg: str) -> None:
 
 def cfg_name(c: K.MlaKernelConfig) -> str:
     name = f"bn{c.block_n}w{c.num_warps}s{c.num_stages}"
-    for flag, tag in ((c.swap_ab, "swap"), (c.prefetch, "pf"), (c.reload_v, "rv")):
+    if c.max_tile_rows != 32:
+        name += f"r{c.max_tile_rows}"
+    for flag, tag in ((c.swap_ab, "swap"), (c.prefetch, "pf"), (c.reload_v, "rv"), (c.fp8_in_fp16, "f16")):
         if flag:
             name += "+" + tag
     if c.programs_per_sm != 1:
@@ -175,7 +176,7 @@ def make_call(persist: bool, case: Case, q, kv0, config: K.MlaKernelConfig, num_
     out = torch.empty(q.shape[0], nhead, 512, dtype=q.dtype, device=DEVICE)
     hpg = K.kernel_heads_per_group(nhead, case.qlen, config)
     if persist:
-        sched = build_mla_schedule(lens, case.qlen, nhead, hpg, K.persistent_num_programs(num_sms, config)).to(DEVICE)
+        sched = K.build_persistent_schedule(lens, case.qlen, nhead, num_sms, config).to(DEVICE)
         ws = K.alloc_persistent_workspace(sched, DEVICE)
         desc = sched.describe().split(" (")[0]
 
@@ -239,7 +240,7 @@ def _warm_job(job):
         q = make_query(len(lens) * qlen, nhead, Q_DTYPE, gen, DEVICE)
         hpg = K.kernel_heads_per_group(nhead, qlen, config)
         if persist:
-            sched = build_mla_schedule(lens, qlen, nhead, hpg, 3).to(DEVICE)
+            sched = K.build_persistent_schedule(lens, qlen, nhead, num_sms, config).to(DEVICE)
             K.mla_decode_persistent(q, kv, sched, SM_SCALE, qlen, config=config)
         else:
             K.mla_decode_split_kv(q, kv, SM_SCALE, qlen, splits, config=config, heads_per_group=hpg)
@@ -272,14 +273,20 @@ def splits_for(case: Case, nhead: int, config, num_sms: int) -> int:
 
 
 C = K.MlaKernelConfig
+PF = dict(prefetch=True, num_stages=1)
+# (kv, nhead) -> candidate configs, tuned on TUNE_CASE (persistent). Without tuning (or when no
+# candidate passes) the library's default_config is used.
 TUNE_CONFIGS = {
-    # (kv, head tile class) -> candidate configs; the first is the library default
-    ("bf16", 16): [C(), C(programs_per_sm=2), C(block_n=32, num_stages=3, programs_per_sm=2),
-                   C(swap_ab=True), C(num_warps=4), C(block_n=32, num_stages=3), C(num_stages=3)],
-    ("fp8", 16): [C(reload_v=True), C(reload_v=True, num_stages=3), C(reload_v=True, block_n=32, num_stages=3),
-                  C(prefetch=True, num_stages=1), C(prefetch=True, num_stages=1, block_n=32), C()],
-    ("bf16", 32): [C(), C(swap_ab=True), C(block_n=32, num_stages=3)],
-    ("fp8", 32): [C(reload_v=True), C(reload_v=True, block_n=32, num_stages=3), C(prefetch=True, num_stages=1, block_n=32)],
+    ("bf16", 16): [C(programs_per_sm=2), C(num_warps=4, programs_per_sm=2), C(), C(num_warps=4), C(num_stages=3)],
+    ("bf16", 32): [C(), C(num_stages=3), C(swap_ab=True), C(max_tile_rows=16, programs_per_sm=2)],
+    ("bf16", 64): [C(), C(max_tile_rows=64, block_n=32), C(max_tile_rows=16, programs_per_sm=2)],
+    ("bf16", 128): [C(), C(max_tile_rows=64, block_n=32), C(max_tile_rows=16, programs_per_sm=2)],
+    ("fp8", 16): [C(**PF), C(**PF, fp8_in_fp16=True), C(reload_v=True, fp8_in_fp16=True),
+                  C(reload_v=True, fp8_in_fp16=True, num_stages=3), C(reload_v=True), C(fp8_in_fp16=True)],
+    ("fp8", 32): [C(reload_v=True), C(reload_v=True, fp8_in_fp16=True), C(**PF, block_n=32, fp8_in_fp16=True),
+                  C(**PF, max_tile_rows=16, fp8_in_fp16=True)],
+    ("fp8", 64): [C(reload_v=True), C(reload_v=True, fp8_in_fp16=True), C(**PF, max_tile_rows=16, fp8_in_fp16=True)],
+    ("fp8", 128): [C(reload_v=True), C(reload_v=True, fp8_in_fp16=True), C(**PF, max_tile_rows=16, fp8_in_fp16=True)],
 }
 TUNE_CASE = Case(64, 4096, "uniform")
 TABLE_CASES = [
@@ -291,10 +298,6 @@ EXTRA_CASES = [  # nhead 16 only: the page-1 gather path and MTP (qlen 2)
     (Case(64, 4096, "uniform", page=1), 16),
     (Case(32, 4096, "uniform", qlen=2), 16),
 ]
-
-
-def tile_class(nhead: int, qlen: int = 1) -> int:
-    return 16 if K.pick_heads_per_group(nhead, qlen, 32) * qlen <= 16 else 32
 
 
 def print_table(rows, copy_gbs, device):
@@ -310,7 +313,7 @@ def print_table(rows, copy_gbs, device):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget-s", type=float, default=250.0, help="stop starting rows after this many seconds")
-    ap.add_argument("--no-tune", action="store_true", help="use the library's default configs")
+    ap.add_argument("--no-tune", action="store_true", help="use the library's default_config per (kv, nhead)")
     ap.add_argument("--workers", type=int, default=8, help="parallel compile processes")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -332,29 +335,25 @@ def main() -> int:
     copy_gbs = copy_bandwidth_gbs()
     log(f"copy bandwidth {copy_gbs:.0f} GB/s (read + write)")
 
-    best = {key: cands[0] for key, cands in TUNE_CONFIGS.items()}
+    best = {(kv, nhead): K.default_config(KV_DTYPES[kv], nhead) for kv, nhead in TUNE_CONFIGS}
     if not args.no_tune:
-        tune_nheads = {16: 16, 32: 128}
-        jobs = [(True, tune_nheads[cls], 1, TUNE_CASE.page, kv, cfg, 1, num_sms)
-                for (kv, cls), cands in TUNE_CONFIGS.items() for cfg in cands]
-        jobs += [(False, tune_nheads[cls], 1, TUNE_CASE.page, kv, cands[0],
-                  splits_for(TUNE_CASE, tune_nheads[cls], cands[0], num_sms), num_sms)
-                 for (kv, cls), cands in TUNE_CONFIGS.items()]
+        jobs = [(True, nhead, 1, TUNE_CASE.page, kv, cfg, 1, num_sms)
+                for (kv, nhead), cands in TUNE_CONFIGS.items() for cfg in cands]
         warm_compile(jobs, args.workers)
-        for (kv, cls), cands in TUNE_CONFIGS.items():
+        for (kv, nhead), cands in TUNE_CONFIGS.items():
             scored = []
             for cfg in cands:
-                if elapsed() > args.budget_s * 0.45:
+                if elapsed() > args.budget_s * 0.5:
                     log("tune budget reached")
                     break
-                r = run_row("tune", TUNE_CASE, kv, tune_nheads[cls], True, cfg, num_sms, l2_bytes, copy_gbs, writer, rows)
+                r = run_row("tune", TUNE_CASE, kv, nhead, True, cfg, num_sms, l2_bytes, copy_gbs, writer, rows)
                 ok = not r.get("error") and r.get("maxerr") not in (None, "nan") and float(r["cos"]) > 0.9999
                 if ok and r.get("us"):
                     scored.append((float(r["us"]), cfg))
             if scored:
-                best[(kv, cls)] = min(scored, key=lambda x: x[0])[1]
+                best[(kv, nhead)] = min(scored, key=lambda x: x[0])[1]
             fh.flush()
-        log("chosen: " + ", ".join(f"{k[0]}/rows{k[1]}={cfg_name(v)}" for k, v in best.items()))
+        log("chosen: " + ", ".join(f"{k[0]}/nhead{k[1]}={cfg_name(v)}" for k, v in best.items()))
 
     plan = []
     for case in TABLE_CASES:
@@ -368,7 +367,7 @@ def main() -> int:
                 plan.append((case, kv, nhead, persist))
     jobs = []
     for case, kv, nhead, persist in plan:
-        cfg = best[(kv, tile_class(nhead, case.qlen))]
+        cfg = best[(kv, nhead)]
         jobs.append((persist, nhead, case.qlen, case.page, kv, cfg, splits_for(case, nhead, cfg, num_sms), num_sms))
     warm_compile(jobs, args.workers)
     skipped = 0
@@ -376,7 +375,7 @@ def main() -> int:
         if elapsed() > args.budget_s:
             skipped += 1
             continue
-        cfg = best[(kv, tile_class(nhead, case.qlen))]
+        cfg = best[(kv, nhead)]
         run_row("table", case, kv, nhead, persist, cfg, num_sms, l2_bytes, copy_gbs, writer, rows)
         fh.flush()
     if skipped:

@@ -83,6 +83,8 @@ CASES = [
     ([37, 70], 16, torch.float16, torch.float16, 8, 1, 3, 4, MlaKernelConfig(block_n=16, swap_ab=True)),
     ([37, 70], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, prefetch=True, num_stages=1)),
     ([45, 16], 4, torch.float32, torch.float32, 8, 1, 2, 8, MlaKernelConfig(block_n=16, max_tile_rows=2)),
+    ([45, 30], 16, torch.float16, FP8_DTYPE, 8, 1, 2, 6,
+     MlaKernelConfig(block_n=16, reload_v=True, fp8_in_fp16=True, max_tile_rows=4, min_granules_per_program=2)),
 ]
 
 
@@ -156,12 +158,20 @@ def test_pick_num_kv_splits():
     assert 1 <= pick_num_kv_splits(1, 1, 10**6, 132) <= 64
 
 
+def test_default_config_by_tile_size():
+    assert default_config(torch.bfloat16, 16, 1).programs_per_sm == 2
+    assert kernel_heads_per_group(128, 1, default_config(torch.bfloat16, 128, 1)) == 64
+    assert kernel_heads_per_group(32, 1, default_config(torch.bfloat16, 32, 1)) == 32
+    assert default_config(FP8_DTYPE, 16, 1).prefetch and default_config(FP8_DTYPE, 64, 1).reload_v
+    assert not default_config(FP8_DTYPE, 128, 1).fp8_in_fp16  # opt-in only
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, FP8_DTYPE])
 def test_gpu_bf16_and_cuda_graph(kv_dtype):
     lens = make_seq_lens(8, 700, "skewed", _gen(14))
     q, kv, ref = _case(lens, 64, torch.bfloat16, kv_dtype, 16, 1, seed=15)
-    config = default_config(kv_dtype)
+    config = default_config(kv_dtype, 16, 1)
     hpg = kernel_heads_per_group(16, 1, config)
     sched = build_mla_schedule(lens, 1, 16, hpg, torch.cuda.get_device_properties(0).multi_processor_count).to("cuda")
     ws_p = alloc_persistent_workspace(sched, "cuda")
@@ -181,3 +191,12 @@ def test_gpu_bf16_and_cuda_graph(kv_dtype):
     torch.cuda.synchronize()
     assert_matches_reference(out_p, ref, torch.bfloat16)
     assert_matches_reference(out_s, ref, torch.bfloat16)
+
+
+def test_build_persistent_schedule_follows_config():
+    from rocbench.kernels.mla_decode import build_persistent_schedule
+
+    cfg = MlaKernelConfig(block_n=32, programs_per_sm=2, min_granules_per_program=2, max_tile_rows=16)
+    s = build_persistent_schedule([300, 70], 1, 32, 5, cfg)
+    assert (s.num_programs, s.heads_per_group, s.kv_granularity) == (10, 16, 64)
+    assert s.num_active_programs == 6  # 2 groups x min(5, 7 granules // 2)

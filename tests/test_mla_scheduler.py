@@ -51,11 +51,13 @@ def check_invariants(s, seq_lens):
         else:
             assert all(slot >= 0 for _, _, slot in ps)
 
-    # 2. Balance: every program within one granule of the mean (its head group's share of
-    #    programs when programs are partitioned by head group, which needs P % G == 0).
+    # 2. Balance: every active program within one granule of the mean (programs are
+    #    partitioned by head group in equal shares when G <= P); the rest are idle.
     total = sum(-(-n // gran) for n in seq_lens) * G
-    assert sum(load) == total
-    assert max(load) - min(load) <= 1, (max(load), min(load))
+    active = s.num_active_programs
+    assert 1 <= active <= P and sum(load) == total
+    assert max(load[:active]) - min(load[:active]) <= 1, (max(load[:active]), min(load[:active]))
+    assert all(x == 0 for x in load[active:])
     assert s.program_load.tolist() == load
 
     # 3. Reduce maps: every partial slot is written by exactly one item and merged exactly once,
@@ -88,14 +90,15 @@ def _random_case(rng):
     nhead = rng.choice([4, 16, 32, 128])
     hpg = pick_heads_per_group(nhead, qlen, rng.choice([16, 32, 64]))
     programs = rng.choice([1, 3, 8, 132, 264, 1000])
-    return lens, qlen, nhead, hpg, programs, gran
+    min_granules = rng.choice([1, 1, 4])
+    return lens, qlen, nhead, hpg, programs, gran, min_granules
 
 
 @pytest.mark.parametrize("seed", range(150))
 def test_invariants_random(seed):
     rng = random.Random(seed)
-    lens, qlen, nhead, hpg, programs, gran = _random_case(rng)
-    s = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran)
+    lens, qlen, nhead, hpg, programs, gran, min_granules = _random_case(rng)
+    s = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules)
     assert (s.qlen, s.nhead, s.batch, s.heads_per_group) == (qlen, nhead, len(lens), hpg)
     check_invariants(s, lens)
 
@@ -122,6 +125,16 @@ def test_more_programs_than_work_leaves_idle_programs():
     s = build_mla_schedule([5], 1, 16, 16, 132, 16)
     check_invariants(s, [5])
     assert s.num_items == 1 and s.num_partials == 0 and s.num_reduce == 0
+
+
+def test_min_granules_caps_active_programs():
+    lens = [512] * 4  # 32 granules of 64 tokens
+    s = build_mla_schedule(lens, 1, 16, 16, 132, 64, min_granules_per_program=4)
+    check_invariants(s, lens)
+    assert s.num_active_programs == 8 and s.program_load[:8].tolist() == [4] * 8
+    s = build_mla_schedule(lens, 1, 64, 16, 132, 64, min_granules_per_program=4)  # 4 groups, group-major
+    check_invariants(s, lens)
+    assert s.num_active_programs == 32
 
 
 def test_checker_catches_a_broken_schedule():

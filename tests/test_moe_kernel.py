@@ -89,6 +89,7 @@ CONFIG_VARIANTS = {
     "table": lambda c: dataclasses.replace(c, inline=False),
     "split2": lambda c: dataclasses.replace(c, split1=2),
     "table_split2_bm32": lambda c: dataclasses.replace(c, inline=False, split1=2, bm=32, bn1=16, nb1=2),
+    "fused_combine": lambda c: dataclasses.replace(c, fused_combine=True, split1=2),
 }
 
 
@@ -253,3 +254,19 @@ def test_gpu_bf16_layouts_bitwise_reference_and_graph(tokens):
         assert torch.equal(static_out.view(torch.int16), out.view(torch.int16))
         outs[layout] = out
     assert torch.equal(outs[L.INTERLEAVE].view(torch.int16), outs[L.SEPARATED].view(torch.int16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_gpu_asm_dequant_and_fused_combine_match_generic_bitwise(tokens):
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, dtype=torch.bfloat16, seed=10 + tokens)
+    plan = K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"])
+    base = _run(p, L.INTERLEAVE, "swiglu", plan)
+    for cfg in (dataclasses.replace(plan, asm_dequant=True),
+                dataclasses.replace(plan, asm_dequant=True, fused_combine=True)):
+        for layout in L.LAYOUTS:
+            out = _run(p, layout, "swiglu", cfg)
+            if cfg.fused_combine and cfg.inline:  # the fused sum may contract differently: gate only
+                assert _close(out, _reference(p, "swiglu"), rel=1e-2)[0]
+            else:
+                assert torch.equal(out.view(torch.int16), base.view(torch.int16)), (cfg, layout)

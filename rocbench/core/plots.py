@@ -70,3 +70,46 @@ def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
         if line_figure(timed, spec, path):
             written.append(path)
     return written
+
+
+def heatmap_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
+    """A value (e.g. speedup) over two case axes, one panel per facet value, numbers printed in cells."""
+    data = frame
+    for column, value in spec.get("where", {}).items():
+        data = data[data[column].astype(str) == str(value)]
+    data = data.dropna(subset=[spec["value"]])
+    if data.empty:
+        return False
+    facets = sorted(data[spec["facet"]].unique(), key=sort_key) if spec.get("facet") else [None]
+    fig, axes = plt.subplots(1, len(facets), figsize=(1.2 + 0.9 * max(3, data[spec["columns"]].nunique()) * len(facets),
+                                                      1.5 + 0.45 * max(3, data[spec["index"]].nunique())), squeeze=False)
+    for ax, facet in zip(axes.flat, facets):
+        part = data if facet is None else data[data[spec["facet"]] == facet]
+        table = part.pivot_table(index=spec["index"], columns=spec["columns"], values=spec["value"], aggfunc="median")
+        table = table.reindex(index=sorted(table.index, key=sort_key), columns=sorted(table.columns, key=sort_key))
+        center = spec.get("center", 1.0)
+        spread = max(abs(float(table.max().max()) - center), abs(center - float(table.min().min())), 1e-3)
+        image = ax.imshow(table.values, cmap="RdYlGn", vmin=center - spread, vmax=center + spread, aspect="auto")
+        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=8)
+        ax.set_xlabel(spec["columns"])
+        ax.set_ylabel(spec["index"])
+        for (i, j), value in pd.DataFrame(table.values).stack().items():
+            ax.text(j, i, spec.get("fmt", "{:.2f}").format(value), ha="center", va="center", fontsize=7)
+        ax.set_title(f"{spec['facet']}={facet}" if facet is not None else "", fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(spec["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def draw_heatmaps(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
+    timed = frame[(frame["status"] == "pass")] if "status" in frame else frame
+    written = []
+    for spec in suite.heatmap_specs():
+        path = Path(run_dir) / spec["file"]
+        if heatmap_figure(timed, spec, path):
+            written.append(path)
+    return written

@@ -1,12 +1,15 @@
 """Terminal table and summary lines for a finished sweep."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from rocbench.core.errors import InputError
 from rocbench.core.results import BAD_STATUSES, PASS
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
@@ -38,7 +41,7 @@ def display_columns(frame: pd.DataFrame, suite) -> list[str]:
     return [c for c in cols if c in frame and frame[c].notna().any() and (frame[c].astype(str).str.len() > 0).any()]
 
 
-def cell(column: str, value) -> str:
+def cell(column: str, value, width: int | None = 40) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if column in NUMERIC_COLUMNS:
@@ -47,7 +50,7 @@ def cell(column: str, value) -> str:
         except (TypeError, ValueError):
             return str(value)
     text = str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
 def print_table(frame: pd.DataFrame, suite, console: Console) -> None:
@@ -66,3 +69,91 @@ def print_table(frame: pd.DataFrame, suite, console: Console) -> None:
     bad = frame[frame["status"] != PASS]
     for _, row in bad.iterrows():
         console.print(f"[{STATUS_STYLE.get(str(row['status']), 'red')}]{row['status']}[/]: {row['backend']} {row['case']}: {row['detail']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown report of a run directory or a sweep directory
+# ---------------------------------------------------------------------------------------------
+
+def run_dirs(path: Path) -> list[Path]:
+    """A run directory itself, or every run directory a sweep directory holds."""
+    path = Path(path)
+    if (path / "results.csv").exists():
+        return [path]
+    found = sorted(p for p in path.iterdir() if (p / "results.csv").exists()) if path.is_dir() else []
+    if not found:
+        raise InputError(f"{path}: no results.csv here or in its subdirectories (not a rocbench run or sweep)")
+    return found
+
+
+def markdown_table(frame: pd.DataFrame, columns: list[str], full: tuple[str, ...] = ()) -> str:
+    """A GitHub markdown table; columns named in `full` are never shortened."""
+    from tabulate import tabulate
+
+    cols = [c for c in columns if c in frame]
+    rows = [[cell(c, r[c], None if c in full else 40) for c in cols] for _, r in frame.iterrows()]
+    return tabulate(rows, headers=[NUMERIC_COLUMNS.get(c, (c,))[0] for c in cols], tablefmt="github")
+
+
+def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for backend, part in frame.groupby("backend", sort=False):
+        timed = part.dropna(subset=["time_us_median"]) if "time_us_median" in part else part.iloc[0:0]
+        speed = part["speedup"].dropna() if "speedup" in part else pd.Series(dtype=float)
+        rows.append({
+            "backend": backend, "cases": len(part), "passed": int((part["status"] == PASS).sum()),
+            "failed": int(part["status"].isin(BAD_STATUSES).sum()),
+            "unsupported": int((part["status"] == "unsupported").sum()),
+            "speedup median": f"{speed.median():.2f}x" if len(speed) else "",
+            "speedup range": f"{speed.min():.2f}x - {speed.max():.2f}x" if len(speed) else "",
+            "best GB/s": f"{timed['algbw_GBps'].max():.0f}" if len(timed) else "",
+            "best % copy bw": f"{timed['pct_copy_bw'].max():.0f}%" if len(timed) and timed["pct_copy_bw"].notna().any() else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def write_report(path: Path) -> Path:
+    """report.md beside the results (in the sweep directory for a sweep), with its PNGs."""
+    from rocbench.core import plots
+    from rocbench.core.results import read_results
+    from rocbench.suites import load_suite
+
+    path = Path(path)
+    dirs = run_dirs(path)
+    out = path / "report.md"
+    sections, failures = [], []
+    header = [f"# rocbench report: {path.name}", ""]
+    for run_dir in dirs:
+        frame = read_results(run_dir)
+        meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
+        suite = load_suite(meta.get("suite") or frame["suite"].iloc[0])
+        plots.draw(suite, frame, run_dir)
+        plots.draw_heatmaps(suite, frame, run_dir)
+        platform = meta.get("platform", {})
+        bad = frame[frame["status"].isin(BAD_STATUSES)]
+        if not bad.empty:
+            failures.append(bad.assign(run=run_dir.name))
+        rel = run_dir.relative_to(path) if run_dir != path else Path(".")
+        lines = [f"## {suite.name}: `{rel}`", "",
+                 f"- device: {', '.join(platform.get('device_names') or [platform.get('kind', '?')])}; "
+                 f"copy bandwidth (measured): {meta.get('copy_bw_GBps', 0) or 0:.0f} GB/s" if meta.get("copy_bw_GBps")
+                 else f"- device: {platform.get('kind', '?')} (correctness only: nothing timed)",
+                 f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame)}", "",
+                 "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
+        timed = frame.dropna(subset=["time_us_median"]) if "time_us_median" in frame else frame.iloc[0:0]
+        if not timed.empty:
+            cols = ["backend", *suite.axis_columns, "path", "time_us_median", "time_us_p10", "time_us_p90", "algbw_GBps",
+                    "busbw_GBps", "pct_copy_bw", "tflops", "speedup"]
+            cols = [c for c in cols if c in timed and timed[c].notna().any()]
+            lines += ["### Timed cases", "", markdown_table(timed, cols), ""]
+        for png in sorted(run_dir.glob("*.png")):
+            lines += [f"![{png.stem}]({(rel / png.name).as_posix()})", ""]
+        sections.append("\n".join(lines))
+    if failures:
+        bad = pd.concat(failures)
+        first = ["## Failed, faulted or timed-out cases (read these first)", "",
+                 markdown_table(bad, ["run", "backend", "case", "status", "detail"], full=("case", "detail")), ""]
+    else:
+        first = ["## Failed, faulted or timed-out cases", "", "None: every gated case passed.", ""]
+    out.write_text("\n".join(header + first + sections) + "\n")
+    return out

@@ -186,5 +186,9 @@ class Suite(abc.ABC):
         return self.work(case, world_size).bytes
 
     def plot_specs(self) -> list[dict]:
-        """Which plots to draw (see rocbench.core.plots)."""
+        """Which line plots to draw (see rocbench.core.plots.line_figure)."""
+        return []
+
+    def heatmap_specs(self) -> list[dict]:
+        """Which heatmaps the report draws (see rocbench.core.plots.heatmap_figure)."""
         return []

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rocbench.core import inject, plots, report
+from rocbench.core.junit import write_junit
 from rocbench.core.axes import Case
 from rocbench.core.errors import InputError
 from rocbench.core.harness import RunOptions
@@ -47,12 +48,18 @@ def check_world_size(world_size: int, platform: PlatformInfo) -> None:
         raise InputError(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
 
 
-def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
-              resume: Path | None = None) -> int:
-    """Run the sweep; return the exit code (0: every gated case passed)."""
-    console = console or Console()
+def make_console(to_stderr: bool = False) -> Console:
+    console = Console(stderr=to_stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200)  # logs and CI: a table wider than 80 columns beats one folded letter by letter
+        console = Console(width=200, stderr=to_stderr)  # logs and CI: wide tables beat ones folded letter by letter
+    return console
+
+
+def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
+              resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
+              dry_run: bool = False) -> int:
+    """Run the sweep; return the exit code (0: every gated case passed)."""
+    console = console or make_console(to_stderr=as_json)
     inject.check_allowed(opts.inject)
     platform = detect()
     world_size = suite.world_size(params)
@@ -66,6 +73,12 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     cases = suite.cases(params)
     if not cases:
         raise InputError("the sweep has no cases")
+    if dry_run:
+        console.print(f"{suite.name}: {len(cases)} cases x {len(backends)} backends ({', '.join(b.name for b in backends)}), "
+                      f"{world_size} rank(s): valid, nothing run (--dry-run)")
+        return 0
+    if junit is not None:
+        check_writable(Path(junit))
 
     columns = columns_for(suite.axis_columns, suite.extra_columns)
     if resume is not None:
@@ -130,9 +143,30 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     report.print_table(frame, suite, console)
     console.print(report.summary_line(frame))
     console.print(f"results: {run_dir}")
-    if interrupted:
-        return 130
-    return 1 if frame["status"].isin(BAD_STATUSES).any() else 0
+    code = 130 if interrupted else (1 if frame["status"].isin(BAD_STATUSES).any() else 0)
+    if junit is not None:
+        write_junit(Path(junit), [(suite.name, frame)])
+    if as_json:
+        print(json.dumps(summary_json(suite.name, run_dir, frame, code), default=str))
+    return code
+
+
+def check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"--junit {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--junit {path}: directory {parent} is not writable")
+
+
+def summary_json(suite_name: str, run_dir: Path, frame, code: int) -> dict:
+    bad = frame[frame["status"].isin(BAD_STATUSES)]
+    return {
+        "suite": suite_name, "run_dir": str(run_dir), "exit_code": code,
+        "counts": report.status_counts(frame), "summary": report.summary_line(frame),
+        "failures": [{"case": r["case"], "backend": r["backend"], "status": r["status"], "detail": r["detail"]}
+                     for _, r in bad.iterrows()],
+    }
 
 
 def open_for_resume(run_dir: Path, suite: Suite, columns: list[str]) -> tuple[Path, dict, list[dict]]:

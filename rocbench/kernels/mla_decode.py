@@ -2,7 +2,7 @@
 
 Two systems under test, same math (see rocbench.suites.mla.reference for the semantics):
 
-- `mla_decode_split_kv`: non-persistent. Grid (batch, head groups, kv splits); every program
+- `mla_decode_split_kv`: non-persistent. Grid (head groups, batch, kv splits); every program
   attends its sequence's split and writes a partial output + LSE; a second kernel merges the
   splits with LSE weights.
 - `mla_decode_persistent`: exactly `schedule.num_programs` programs, each looping over the work
@@ -12,11 +12,13 @@ Two systems under test, same math (see rocbench.suites.mla.reference for the sem
 
 Tile: one program computes BLOCK_M query rows = qlen x heads_per_group (padded to a power of
 two >= 16, the smallest tl.dot M) against BLOCK_N cached tokens at a time. Each KV block is
-loaded ONCE, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent part
-serves as K (for QK^T) and as V (for PV). Online softmax in the exp2 domain, fp32 accumulation.
-fp8 KV is loaded as fp8 and converted to q's dtype in registers; the per-tensor scale is folded
-into the softmax scale (K) and applied to the fp32 accumulator (V), read from device memory so
-that nothing syncs the host.
+loaded from HBM once, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent
+part serves as K (for QK^T) and as V (for PV) (the reload_v variant reads it a second time, from
+L2). Online softmax in the exp2 domain, fp32 accumulation. fp8 KV is loaded as fp8 and converted
+to q's dtype in registers (fp16 with fp8_in_fp16); the per-tensor scale is folded into the
+softmax scale (K) and applied to the fp32 accumulator (V), read from device memory so that
+nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen) and the
+persistent schedule with build_persistent_schedule(..., config).
 
 Both run functions launch a fixed number of kernels whose grids and buffers depend only on host
 integers (shapes, split count, schedule sizes): they can be captured in a CUDA graph. They are
@@ -35,8 +37,10 @@ import triton.language as tl
 
 from rocbench.suites.mla.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
 from rocbench.suites.mla.scheduler import (
+    DEFAULT_KV_GRANULARITY,
     WORK_INFO_COLS,
     MlaSchedule,
+    build_mla_schedule,
     pick_heads_per_group,
 )
 
@@ -52,16 +56,33 @@ class MlaKernelConfig:
     block_n: int = 64
     num_warps: int = 8
     num_stages: int = 2
-    max_tile_rows: int = 32  # query rows (qlen x heads) per tile; 64 spills the [rows, 512] fp32 accumulator
+    max_tile_rows: int = 32  # query rows (qlen x heads) per tile: 64 needs block_n 32 to fit registers
     swap_ab: bool = False  # compute K Q^T / V^T P^T (KV block as the MMA's M side); see _attend_kv_range
     prefetch: bool = False  # load block i+1 into registers while computing block i (use with num_stages=1)
     reload_v: bool = False  # load the latent block again (an L2 hit) for PV; see _attend_kv_range
     programs_per_sm: int = 1  # persistent grid = programs_per_sm x SMs (2 when two programs fit an SM)
+    min_granules_per_program: int = 4  # persistent: leave programs idle rather than split finer (partials cost)
+    fp8_in_fp16: bool = False  # fp8 KV: run the MMAs in fp16 instead of q's dtype (cheaper conversion)
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
-# fp8: with one latent load feeding both MMAs Triton keeps that load synchronous (see
-# _attend_kv_range); loading it twice (HBM once, L2 once) lets both loads be pipelined.
+
+# Tuned on an H100 (Triton 3.6, batch 64 x ctx 4096, page 64, persistent kernel; microseconds
+# per call measured by scripts/device_mla_check.py, copy bandwidth 2.98 TB/s read+write).
+# bf16 KV:
+#   tile rows <= 16 (nhead 16): 4 warps, 2 programs per SM   119 us, 2.53 TB/s of KV (85%)
+#                               (8 warps, 1 program per SM   134 us, 76%)
+#   tile rows 32 (nhead 32):    8 warps, block 64            155 us, 65%
+#   tile rows 64 (nhead >= 64): 8 warps, block 32            229 us (nhead 64), 426 us (nhead 128)
+BF16_SMALL_TILE_CONFIG = MlaKernelConfig(num_warps=4, programs_per_sm=2)
+BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=32)
+# fp8 KV, converted to q's dtype: Triton keeps a single fp8 latent load that feeds both MMAs
+# synchronous (see _attend_kv_range), so either prefetch one block ahead in registers (best
+# at 16 rows: 141-145 us, 35%) or load the latent twice, HBM once and L2 once (best at 32+
+# rows: 189 us at nhead 32). fp8_in_fp16=True runs the MMAs in fp16 instead of bf16 and is
+# 10-15% faster (126 us at nhead 16, 175 us at nhead 32) with equal or smaller error, but it
+# departs from "compute in q's dtype" (q bf16 -> fp16 overflows past 65504), so it is opt-in.
+FP8_SMALL_TILE_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1)
 FP8_CONFIG = MlaKernelConfig(reload_v=True)
 
 
@@ -145,7 +166,7 @@ def _attend_kv_range(
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence.
 
@@ -161,7 +182,8 @@ def _attend_kv_range(
     - RELOAD_V loads the latent block a second time, through the alias V of the cache pointer
       (so the compiler cannot merge the loads), for the PV product. HBM traffic is unchanged
       (the second read hits L2) but each load then feeds one MMA, which lets Triton's pipeliner
-      make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous."""
+      make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous.
+    - COMPUTE_FP16 runs the MMAs in fp16 (q converted in registers); used for fp8 KV only."""
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
     row_ok = j < QLEN
@@ -180,6 +202,11 @@ def _attend_kv_range(
         q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
         q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
         acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
+    # MMA operand dtype: q's, or fp16 for fp8 KV (fp8 -> fp16 is one instruction per pair,
+    # fp8 -> bf16 three; q bf16 -> fp16 is exact for magnitudes in [6e-5, 65504]).
+    if COMPUTE_FP16:
+        q_nope = q_nope.to(tl.float16)
+        q_pe = q_pe.to(tl.float16)
     if PREFETCH:
         tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
                                           stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
@@ -198,12 +225,12 @@ def _attend_kv_range(
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
             k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
             k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        k_nope = k_nope.to(Q.dtype.element_ty)
-        k_pe = k_pe.to(Q.dtype.element_ty)
+        k_nope = k_nope.to(q_nope.dtype)
+        k_pe = k_pe.to(q_nope.dtype)
         if RELOAD_V:
             tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT).to(Q.dtype.element_ty)
+            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT).to(q_nope.dtype)
         else:
             v = k_nope  # V is the latent part of the same cached tokens
         n = start + tl.arange(0, BLOCK_N)
@@ -265,7 +292,7 @@ def _split_kv_kernel(
     DIRECT_OUT: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
+    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, HAS_SCALE: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     # Head groups vary fastest so that the programs reading the same sequence's KV run together
@@ -284,7 +311,7 @@ def _split_kv_kernel(
         Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
+        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, COMPUTE_FP16, D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -301,7 +328,7 @@ def _persistent_kernel(
     INFO_COLS: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
+    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, HAS_SCALE: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -320,7 +347,7 @@ def _persistent_kernel(
             Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
+            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, COMPUTE_FP16, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -445,16 +472,33 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
     return int(max(1, min(want, cap, max_splits)))
 
 
-def default_config(kv_dtype: torch.dtype) -> MlaKernelConfig:
-    """Launch knobs per KV dtype (picked from H100 sweeps by scripts/device_mla_check.py)."""
+def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> MlaKernelConfig:
+    """Launch knobs for a KV dtype and head count (the H100 sweep winners listed above)."""
+    small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     if kv_dtype == torch.float8_e4m3fn:
-        return FP8_CONFIG
+        return FP8_SMALL_TILE_CONFIG if small_tile else FP8_CONFIG
+    if small_tile:
+        return BF16_SMALL_TILE_CONFIG
+    if qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64:
+        return BF16_LARGE_TILE_CONFIG
     return DEFAULT_CONFIG
 
 
 def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
     """Programs for the persistent grid (build the schedule with this many)."""
     return num_sms * config.programs_per_sm
+
+
+def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
+                              config: MlaKernelConfig) -> MlaSchedule:
+    """The schedule mla_decode_persistent expects for `config` (head tile, grid size, minimum
+    work per program, granularity a multiple of block_n), on CPU: call .to(device)."""
+    return build_mla_schedule(
+        seq_lens, qlen, nhead, kernel_heads_per_group(nhead, qlen, config),
+        persistent_num_programs(num_sms, config),
+        kv_granularity=max(DEFAULT_KV_GRANULARITY, config.block_n),
+        min_granules_per_program=config.min_granules_per_program,
+    )
 
 
 def kernel_heads_per_group(nhead: int, qlen: int, config: MlaKernelConfig) -> int:
@@ -478,7 +522,8 @@ def _workspace(ws: MlaWorkspace | None, slots: int, rows: int, device) -> MlaWor
 def alloc_split_kv_workspace(q: torch.Tensor, num_kv_splits: int, qlen: int = 1,
                              heads_per_group: int | None = None,
                              config: MlaKernelConfig = DEFAULT_CONFIG) -> MlaWorkspace:
-    """Workspace for mla_decode_split_kv: batch x head groups x splits slots."""
+    """Workspace for mla_decode_split_kv: batch x head groups x splits slots. Pass the
+    heads_per_group or config the run will use (a mismatch raises in the run)."""
     nhead = q.shape[1]
     hpg = heads_per_group or kernel_heads_per_group(nhead, qlen, config)
     slots = (q.shape[0] // qlen) * (nhead // hpg) * num_kv_splits
@@ -502,7 +547,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     _check_inputs(q, kv, qlen)
     if num_kv_splits < 1:
         raise ValueError("num_kv_splits must be >= 1")
-    config = config or default_config(kv.kv_buffer.dtype)
+    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
     nhead = q.shape[1]
     hpg = heads_per_group or kernel_heads_per_group(nhead, qlen, config)
     if nhead % hpg:
@@ -519,6 +564,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
         SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
+        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype == torch.float8_e4m3fn,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if num_kv_splits > 1:
@@ -545,7 +591,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         )
     if schedule.work_info.device != q.device:
         raise ValueError("move the schedule to q's device first (schedule.to(device))")
-    config = config or default_config(kv.kv_buffer.dtype)
+    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
     hpg = schedule.heads_per_group
     out = _out_like(q, out)
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
@@ -558,6 +604,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
         SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
+        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype == torch.float8_e4m3fn,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:

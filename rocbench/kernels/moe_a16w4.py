@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import torch
 import triton
@@ -104,15 +105,57 @@ def _fp4_nibble_as_f16(b32, SHIFT: tl.constexpr):
     return v.to(tl.int16).to(tl.float16, bitcast=True)
 
 
+# PTX (sm_80+) for 4 packed fp4x2 bytes -> 4 bf16 values of one nibble each ($0, $1: bf16x2).
+# prmt spreads bytes 0,1 (then 2,3) into the two 16-bit halves; the nibble's sign bit goes to
+# bit 15 and its e1 e0 m bits to bf16 bits 8..6, which is the value times 2^-126 (exact, 0.5
+# being a bf16 subnormal); two bf16x2 FMAs (+ -0.0) multiply by 2^126 and by the block scale
+# 2^(s-127) ($3, $4). Same results as the generic path below (checked on the device).
+_ASM_FP4_BF16 = """
+{{
+.reg .b32 z, nz, c, t0, t1, a0, b0, a1, b1;
+mov.b32 z, 0;
+mov.b32 nz, 0x80008000;
+mov.b32 c, 0x7E807E80;
+prmt.b32 t0, $2, z, 0x4140;
+prmt.b32 t1, $2, z, 0x4342;
+shl.b32 a0, t0, {sign_shift};
+shl.b32 b0, t0, {bits_shift};
+and.b32 a0, a0, 0x80008000;
+and.b32 b0, b0, 0x01C001C0;
+or.b32 a0, a0, b0;
+fma.rn.bf16x2 a0, a0, c, nz;
+fma.rn.bf16x2 $0, a0, $3, nz;
+shl.b32 a1, t1, {sign_shift};
+shl.b32 b1, t1, {bits_shift};
+and.b32 a1, a1, 0x80008000;
+and.b32 b1, b1, 0x01C001C0;
+or.b32 a1, a1, b1;
+fma.rn.bf16x2 a1, a1, c, nz;
+fma.rn.bf16x2 $1, a1, $4, nz;
+}}
+"""
+_ASM_LO = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=12, bits_shift=6))
+_ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
+
+
 @triton.jit
-def _dequant(wq, sc, DTYPE: tl.constexpr):
+def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
     """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> (even-k, odd-k) operands [BN, NB*16] in DTYPE."""
-    b32 = wq.to(tl.int32)
-    f = _e8m0_factor(sc)[:, :, None]
-    lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
-    hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
-    shape: tl.constexpr = [wq.shape[0], wq.shape[1] * 16]
-    return tl.reshape(lo, shape), tl.reshape(hi, shape)
+    if ASM:  # bf16 only, CUDA only
+        si = sc.to(tl.int32)
+        fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
+        f = tl.broadcast_to(fbits.to(tl.int16).to(tl.bfloat16, bitcast=True)[:, :, None], wq.shape)
+        lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                       is_pure=True, pack=4)
+        hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                       is_pure=True, pack=4)
+    else:
+        b32 = wq.to(tl.int32)
+        f = _e8m0_factor(sc)[:, :, None]
+        lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
+        hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
+    return (tl.reshape(lo, [wq.shape[0], wq.shape[1] * 16]),
+            tl.reshape(hi, [wq.shape[0], wq.shape[1] * 16]))
 
 
 @triton.jit
@@ -218,6 +261,7 @@ def _moe_gemm1_kernel(
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, FUSE_ACT: tl.constexpr,
     INLINE: tl.constexpr, P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    ASM: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -254,10 +298,10 @@ def _moe_gemm1_kernel(
         k_even = ks * (NB * 32) + 2 * offs_j
         xe = tl.load(x_rows[None, :] + k_even[:, None], mask=m_mask[None, :], other=0.0)
         xo = tl.load(x_rows[None, :] + (k_even + 1)[:, None], mask=m_mask[None, :], other=0.0)
-        g_lo, g_hi = _dequant(wq_g, s_g, DTYPE)
+        g_lo, g_hi = _dequant(wq_g, s_g, DTYPE, ASM)
         acc_g = tl.dot(g_lo, xe, acc_g, input_precision=DOT_PREC)
         acc_g = tl.dot(g_hi, xo, acc_g, input_precision=DOT_PREC)
-        u_lo, u_hi = _dequant(wq_u, s_u, DTYPE)
+        u_lo, u_hi = _dequant(wq_u, s_u, DTYPE, ASM)
         acc_u = tl.dot(u_lo, xe, acc_u, input_precision=DOT_PREC)
         acc_u = tl.dot(u_hi, xo, acc_u, input_precision=DOT_PREC)
     pair64 = pair.to(tl.int64)[None, :]
@@ -299,13 +343,42 @@ def _act_operand(act_ptr, part_ptr, b13_ptr, e64, pair64, k, m_mask, P, INTER, S
     return a
 
 
-@triton.jit(do_not_specialize=["P", "SPLIT1"])
+@triton.jit
+def _inline_block_count(ids_ptr, P, E, BM: tl.constexpr, P_PAD: tl.constexpr):
+    """Number of blocks the inline routing creates (pairs whose same-expert rank % BM == 0)."""
+    offs_p = tl.arange(0, P_PAD)
+    ids = tl.load(ids_ptr + offs_p, mask=offs_p < P, other=-1)
+    earlier_same = (ids[:, None] == ids[None, :]) & (offs_p[None, :] < offs_p[:, None])
+    rank = tl.sum(earlier_same.to(tl.int32), axis=1)
+    lead = ((rank % BM) == 0) & (ids >= 0) & (ids < E) & (offs_p < P)
+    return tl.sum(lead.to(tl.int32), axis=0)
+
+
+@triton.jit
+def _combine_tile(y_ptr, tw_ptr, ids_ptr, out_ptr, offs_n, T, TOPK, HID, E):
+    """out[t, offs_n] = sum_k w[t, k] * y[t*TOPK + k, offs_n] for all tokens, fixed k order.
+    y was written by other programs: read it from L2 (.cg), not a possibly stale L1."""
+    for t in range(T):
+        acc = tl.zeros([offs_n.shape[0]], dtype=tl.float32)
+        for k in range(TOPK):
+            p = t * TOPK + k
+            e = tl.zeros([offs_n.shape[0]], dtype=tl.int32) + tl.load(ids_ptr + p)
+            valid = (e >= 0) & (e < E)
+            w = tl.where(valid, tl.load(tw_ptr + p).to(tl.float32), 0.0)
+            y = tl.load(y_ptr + p * HID + offs_n, mask=valid, other=0.0, cache_modifier=".cg")
+            acc += w * y
+        tl.store(out_ptr + t * HID + offs_n, acc.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit(do_not_specialize=["P", "SPLIT1", "T"])
 def _moe_gemm2_kernel(
     act_ptr, part_ptr, b13_ptr, w_ptr, s_ptr, b2_ptr,
     ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, y_ptr,
+    cnt_ptr, tw_ptr, out_ptr, T, TOPK,
     P, E, INTER, HID, KPB, SC, KSTEPS, SPLIT1, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, FUSE_ACT: tl.constexpr,
     INLINE: tl.constexpr, P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+    ASM: tl.constexpr, FUSED_COMBINE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -331,12 +404,21 @@ def _moe_gemm2_kernel(
                           SPLIT1, HAS_BIAS, ACT, alpha, limit, FUSE_ACT, DTYPE)
         ao = _act_operand(act_ptr, part_ptr, b13_ptr, e64, pair64, k_even + 1, m_mask, P, INTER,
                           SPLIT1, HAS_BIAS, ACT, alpha, limit, FUSE_ACT, DTYPE)
-        w_lo, w_hi = _dequant(wq, sc, DTYPE)
+        w_lo, w_hi = _dequant(wq, sc, DTYPE, ASM)
         acc = tl.dot(w_lo, ae, acc, input_precision=DOT_PREC)
         acc = tl.dot(w_hi, ao, acc, input_precision=DOT_PREC)
     if HAS_BIAS:
         acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
     tl.store(y_ptr + pair64[None, :] * HID + offs_n[:, None], acc, mask=m_mask[None, :])
+    if FUSED_COMBINE:
+        # The last block to finish this hidden tile combines it (a per-tile counter; the
+        # barrier orders every thread's y stores before the release of the atomic).
+        target = _inline_block_count(ids_ptr, P, E, BM, P_PAD)
+        tl.debug_barrier()
+        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        if done == target - 1:
+            _combine_tile(y_ptr, tw_ptr, ids_ptr, out_ptr, offs_n, T, TOPK, HID, E)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +511,8 @@ class MoeConfig:
     warps2: int = 4
     stages1: int = 3
     stages2: int = 3
+    asm_dequant: bool = False  # PTX fp4->bf16 (bf16 on CUDA only; ignored elsewhere)
+    fused_combine: bool = False  # last GEMM2 block per hidden tile does the top-k sum (inline only)
 
 
 @functools.lru_cache(maxsize=None)
@@ -572,24 +656,52 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         act = part  # unused
     layout_id = LAYOUT_IDS[layout]
     act_id = ACTIVATION_IDS[activation]
+    use_asm = (cfg.asm_dequant and x.dtype == torch.bfloat16 and device.type == "cuda"
+               and not _interpreting())
     _moe_gemm1_kernel[(inter // cfg.bn1, grid_b, split1)](
         x, x.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
         pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per_split, layout_id,
         has_bias, act_id, float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, FUSE_ACT=fuse, INLINE=cfg.inline, P_PAD=p_pad,
-        DTYPE=dtype, DOT_PREC=dot_prec, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        DTYPE=dtype, DOT_PREC=dot_prec, ASM=use_asm, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     y = torch.empty(pairs, hidden, dtype=torch.float32, device=device)
-    _moe_gemm2_kernel[(hidden // cfg.bn2, grid_b)](
+    n_tiles2 = hidden // cfg.bn2
+    counters = _combine_counters(device, n_tiles2) if (cfg.fused_combine and cfg.inline) else None
+    _moe_gemm2_kernel[(n_tiles2, grid_b)](
         act, part, b13_t, w2, s2, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y,
+        counters if counters is not None else ids, tw, out, tokens, topk,
         pairs, experts, inter, hidden, inter // 2, s2.shape[1], inter // 32 // cfg.nb2, split1,
         layout_id, has_bias, act_id, float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, FUSE_ACT=fuse, INLINE=cfg.inline, P_PAD=p_pad,
-        DTYPE=dtype, DOT_PREC=dot_prec, num_warps=cfg.warps2, num_stages=cfg.stages2)
+        DTYPE=dtype, DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=counters is not None,
+        num_warps=cfg.warps2, num_stages=cfg.stages2)
 
-    bh = min(1024, triton.next_power_of_2(hidden))
-    _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, topk, BH=bh)
+    if counters is None:
+        bh = min(1024, triton.next_power_of_2(hidden))
+        _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, topk, BH=bh)
     return out
+
+
+_COUNTERS: dict = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _combine_counters(device, n):
+    """Zeroed per-device counters for the fused combine; the kernel resets them after use.
+    Allocated outside graph capture only (returns None while capturing for the first time,
+    which falls back to the separate combine kernel). Not safe for concurrent streams."""
+    key = (device.type, device.index)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
 
 
 def weight_bytes_read(topk_ids: torch.Tensor, experts: int, inter: int, hidden: int) -> int:

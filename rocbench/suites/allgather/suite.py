@@ -138,6 +138,10 @@ class AllGatherSuite(Suite):
                  ylabel="x over torch", hline=1.0),
         ]
 
+    def heatmap_specs(self) -> list[dict]:
+        return [dict(file="heatmap_speedup.png", title="custom all-gather speedup over torch (NCCL), shape x dtype",
+                     where={"backend": "custom"}, index="shape", columns="dtype", value="speedup", facet="dim")]
+
 
 def rank_bytes(case: Case) -> int:
     numel = 1

@@ -1,12 +1,11 @@
 """MLA decode (DeepSeek absorbed multi-head latent attention): persistent and non-persistent, gated vs fp32."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from rocbench.core import cli_options as opt
+from rocbench.core.command import SuiteCommand
 from rocbench.suites.mla import backends as _backends  # noqa: F401 - registers the backends
 from rocbench.suites.mla.suite import MlaSuite
 
@@ -22,34 +21,28 @@ def print_policy() -> None:
     print(tabulate(policy_table(), headers="keys", tablefmt="simple"))
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("mla", help="MLA decode: nhead x batch x ctx x KV dtype, persistent and not; gated vs an fp32 reference, then timed.")
-    def mla(
-        nhead: Annotated[str, typer.Option("--nhead", help="Heads per rank: 16/32/64/128 = DeepSeek-R1 at TP 8/4/2/1.")] = "16,32,64,128",
-        batch: Annotated[str, typer.Option("--batch", help="Decode batch sizes.")] = "1,64",
-        ctx: Annotated[str, typer.Option("--ctx", help="Context lengths (mean per sequence).")] = "4096",
-        ctx_dist: Annotated[str, typer.Option("--ctx-dist", help="uniform (all = ctx), skewed (a few long among many short, same total) or random.")] = "uniform,skewed",
-        kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV cache dtypes: bf16, fp8 (e4m3, per-tensor scale).")] = "bf16,fp8",
-        page_size: Annotated[str, typer.Option("--page-size", help="Tokens per KV page (powers of two).")] = "64",
-        qlen: Annotated[str, typer.Option("--qlen", help="Query tokens per sequence: 1 (decode) or 2-4 (MTP).")] = "1",
-        q_dtype: Annotated[str, typer.Option("--q-dtype", help="Query/output dtype: bf16 (the real path); fp16/fp32 exist for CPU-interpreter runs.")] = "bf16",
-        persist: Annotated[Optional[bool], typer.Option("--persist/--no-persist", help="Only the persistent or only the non-persistent path (default: both).")] = None,
-        explain: Annotated[bool, typer.Option("--explain", help="Print the AITER persistent-path policy for every (nhead, KV dtype, persist) and exit.")] = False,
-        backends: opt.Backends = None,
-        correctness_only: opt.CorrectnessOnly = False,
-        cuda_graph: opt.CudaGraph = False,
-        iters: opt.Iters = 30,
-        warmup: opt.Warmup = 5,
-        out: opt.Out = Path("results"),
-        seed: opt.Seed = 0,
-        timeout: opt.Timeout = 300.0,
-        resume: opt.Resume = None,
-        inject: opt.Inject = None,
-    ) -> int:
-        if explain:
-            print_policy()
-            return 0
-        return opt.run_command(
-            "mla",
-            lambda: SUITE.parse_params(nhead, batch, ctx, ctx_dist, kv_dtype, page_size, qlen, persist, opt.backend_list(backends), q_dtype),
-            opt.run_options(correctness_only, cuda_graph, iters, warmup, seed, timeout, inject), out, resume)
+def explain(values: dict) -> int | None:
+    if values["explain"]:
+        print_policy()
+        return 0
+    return None
+
+
+COMMAND = SuiteCommand(
+    suite="mla",
+    help="MLA decode: nhead x batch x ctx x KV dtype, persistent and not; gated vs an fp32 reference, then timed.",
+    options={
+        "nhead": (Annotated[str, typer.Option("--nhead", help="Heads per rank: 16/32/64/128 = DeepSeek-R1 at TP 8/4/2/1.")], "16,32,64,128"),
+        "batch": (Annotated[str, typer.Option("--batch", help="Decode batch sizes.")], "1,64"),
+        "ctx": (Annotated[str, typer.Option("--ctx", help="Context lengths (mean per sequence).")], "4096"),
+        "ctx_dist": (Annotated[str, typer.Option("--ctx-dist", help="uniform (all = ctx), skewed (a few long among many short, same total) or random.")], "uniform,skewed"),
+        "kv_dtype": (Annotated[str, typer.Option("--kv-dtype", help="KV cache dtypes: bf16, fp8 (e4m3, per-tensor scale).")], "bf16,fp8"),
+        "page_size": (Annotated[str, typer.Option("--page-size", help="Tokens per KV page (powers of two).")], "64"),
+        "qlen": (Annotated[str, typer.Option("--qlen", help="Query tokens per sequence: 1 (decode) or 2-4 (MTP).")], "1"),
+        "q_dtype": (Annotated[str, typer.Option("--q-dtype", help="Query/output dtype: bf16 (the real path); fp16/fp32 exist for CPU-interpreter runs.")], "bf16"),
+        "persist": (Annotated[Optional[bool], typer.Option("--persist/--no-persist", help="Only the persistent or only the non-persistent path (default: both).")], None),
+        "explain": (Annotated[bool, typer.Option("--explain", help="Print the AITER persistent-path policy for every (nhead, KV dtype, persist) and exit.")], False),
+    },
+    build_params=lambda explain, **values: SUITE.parse_params(**values),
+    before_run=explain,
+)

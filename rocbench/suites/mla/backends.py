@@ -35,13 +35,12 @@ class TritonMla(Backend):
 
     def plan(self, case: Case, io: MlaIO, ctx: RankContext) -> dict:
         from rocbench.kernels import mla_decode as k
-        from rocbench.suites.mla.scheduler import build_mla_schedule
 
-        config = k.default_config(case["kv_dtype"])
+        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"])
         hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         if case["persist"]:
-            schedule = build_mla_schedule(lens, case["qlen"], case["nhead"], hpg, sm_count(ctx))
+            schedule = k.build_persistent_schedule(lens, case["qlen"], case["nhead"], sm_count(ctx), config)
             return {"schedule": schedule, "config": config, "hpg": hpg}
         splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
         return {"splits": splits, "config": config, "hpg": hpg}

@@ -68,6 +68,7 @@ class MlaSchedule:
     reduce_partial_map: torch.Tensor  # [num_partials] int32 partial slots, KV order within a reduce
     program_load: torch.Tensor  # [num_programs] int64 granules per program (diagnostics, tests)
     num_programs: int
+    num_active_programs: int  # programs 0..num_active_programs-1 hold the work; the rest exit at once
     num_partials: int
     num_reduce: int
     batch: int
@@ -102,7 +103,8 @@ class MlaSchedule:
     def describe(self) -> str:
         load = self.program_load.float()
         return (
-            f"programs={self.num_programs} items={self.num_items} split_units={self.num_reduce} "
+            f"programs={self.num_programs} active={self.num_active_programs} items={self.num_items} "
+            f"split_units={self.num_reduce} "
             f"partials={self.num_partials} max_load={int(load.max())} mean_load={float(load.mean()):.2f} "
             f"(granules of {self.kv_granularity} tokens) heads_per_group={self.heads_per_group} qlen={self.qlen}"
         )
@@ -153,14 +155,19 @@ def build_mla_schedule(
     heads_per_group: int,
     num_programs: int,
     kv_granularity: int = DEFAULT_KV_GRANULARITY,
+    min_granules_per_program: int = 1,
 ) -> MlaSchedule:
     """Split all (sequence, head group) KV work evenly over num_programs. Tensors are on CPU.
 
-    With G > 1 head groups and num_programs a multiple of G, program p serves head group
-    p % G only, and each group's work is dealt over its own num_programs / G programs: the G
-    programs that read the same KV then run side by side at the same pace, so one of them
-    pulls a block from HBM and the others hit L2. Otherwise the (sequence, group) units are
-    dealt in order over all programs."""
+    min_granules_per_program > 1 uses fewer programs when the work is small, so that no
+    program gets less than that many granules: every split costs a partial (fp32 [rows, 512]
+    written and read back), which at small batch can rival the KV bytes themselves.
+
+    With 1 < G <= num_programs head groups, program p serves head group p % G only, and each
+    group's work is dealt over its own floor(num_programs / G) programs (the remainder idle):
+    the G programs that read the same KV then run side by side at the same pace, so one of
+    them pulls a block from HBM and the others hit L2. With G > num_programs the
+    (sequence, group) units are dealt in order over all programs."""
     if isinstance(seq_lens, torch.Tensor):
         seq_lens = seq_lens.tolist()
     seq_lens = [int(x) for x in seq_lens]
@@ -170,8 +177,8 @@ def build_mla_schedule(
         raise ValueError(f"every sequence needs >= qlen={qlen} tokens")
     if nhead % heads_per_group != 0:
         raise ValueError(f"nhead {nhead} is not a multiple of heads_per_group {heads_per_group}")
-    if num_programs < 1 or kv_granularity < 1:
-        raise ValueError("num_programs and kv_granularity must be >= 1")
+    if num_programs < 1 or kv_granularity < 1 or min_granules_per_program < 1:
+        raise ValueError("num_programs, kv_granularity and min_granules_per_program must be >= 1")
 
     groups = nhead // heads_per_group
     cost = [-(-length // kv_granularity) for length in seq_lens]
@@ -179,16 +186,20 @@ def build_mla_schedule(
     reduce_final: list[list[int]] = []
     reduce_members: list[list[int]] = []
     next_partial = 0
-    if groups > 1 and num_programs % groups == 0:
+    if 1 < groups <= num_programs:
+        # num_programs % groups programs stay idle so that every group gets an equal share
+        per_group = max(1, min(num_programs // groups, sum(cost) // min_granules_per_program))
+        active = per_group * groups
         for g in range(groups):
             units = [(b, g, length) for b, length in enumerate(seq_lens)]
-            programs = list(range(g, num_programs, groups))
+            programs = list(range(g, active, groups))
             next_partial = _deal(units, cost, programs, items_per_program, kv_granularity,
                                  next_partial, reduce_final, reduce_members)
     else:
         units = [(b, g, length) for b, length in enumerate(seq_lens) for g in range(groups)]
         costs = [cost[b] for b, _, _ in units]
-        next_partial = _deal(units, costs, list(range(num_programs)), items_per_program, kv_granularity,
+        active = max(1, min(num_programs, sum(costs) // min_granules_per_program))
+        next_partial = _deal(units, costs, list(range(active)), items_per_program, kv_granularity,
                              next_partial, reduce_final, reduce_members)
 
     counts = [len(items) for items in items_per_program]
@@ -211,6 +222,7 @@ def build_mla_schedule(
         reduce_partial_map=reduce_partial_map,
         program_load=torch.tensor(load, dtype=torch.int64),
         num_programs=num_programs,
+        num_active_programs=active,
         num_partials=next_partial,
         num_reduce=len(reduce_members),
         batch=len(seq_lens),

@@ -125,3 +125,12 @@ class MlaSuite(Suite):
             dict(file="pct_copy_bw.png", title="MLA decode: % of measured copy bandwidth", x="batch", y="pct_copy_bw",
                  ylabel="% of copy bw", hue=["backend", "persist", "kv_dtype", "ctx_dist"], facet="nhead"),
         ]
+
+    def heatmap_specs(self) -> list[dict]:
+        return [
+            dict(file="heatmap_persistent_speedup.png", title="persistent over non-persistent (speedup), nhead x batch",
+                 where={"persist": True}, index="nhead", columns="batch", value="speedup", facet="ctx_dist"),
+            dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth, nhead x batch (persistent)",
+                 where={"persist": True}, index="nhead", columns="batch", value="pct_copy_bw", facet="kv_dtype",
+                 center=50.0, fmt="{:.0f}"),
+        ]

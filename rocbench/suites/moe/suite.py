@@ -216,6 +216,14 @@ class MoeSuite(Suite):
                  logy=True, hue=hue, facet="tp"),
         ]
 
+    def heatmap_specs(self) -> list[dict]:
+        return [
+            dict(file="heatmap_separated_vs_interleave.png", title="separated over interleave (speedup), tokens x TP",
+                 where={"layout": "separated"}, index="tokens", columns="tp", value="speedup", facet="model"),
+            dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth, tokens x TP",
+                 index="tokens", columns="tp", value="pct_copy_bw", facet="layout", center=50.0, fmt="{:.0f}"),
+        ]
+
 
 def with_value(case: Case, key: str, value) -> Case:
     return Case(tuple((k, value if k == key else v) for k, v in case.values), case.index)

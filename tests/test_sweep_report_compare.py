@@ -1,0 +1,163 @@
+"""YAML sweeps (and their errors), markdown reports, run-vs-run compare, JUnit and JSON output."""
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rocbench.core.config import ConfigError, plan
+from tests.helpers import REPO, latest_run, results, rocbench
+
+EXAMPLE = REPO / "results" / "examples" / "moe-deepseek-r1-tp8-h100"
+
+
+def write(tmp_path, text, name="sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("runs:\n  - suite: mla\n    nhed: 16\n", 3, "key 'nhed': mla has no such option"),
+    ("runs:\n  - suite: mla\n    nhead: [16\n", 4, "YAML syntax error"),
+    ("runs:\n  - suite: attention\n", 2, "unknown suite 'attention'"),
+    ("runs:\n  - nhead: 16\n", 2, "needs `suite:`"),
+    ("runs:\n  - suite: allgather\n    tp: [2, 4]\n", 3, "use `each:`"),
+    ("runs:\n  - suite: mla\n    out: /tmp\n", 3, "belongs to `rocbench sweep`"),
+    ("runs:\n  - suite: mla\n    correctness_only: maybe\n", 3, "expected true or false"),
+    ("name: x\nrun:\n  - suite: mla\n", 2, "unknown top-level key"),
+    ("name: x\n", 1, "needs a non-empty list of runs"),
+])
+def test_config_errors_name_file_key_and_line(tmp_path, text, line, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        plan(path)
+    assert str(err.value).startswith(f"{path}:{line}") and words in str(err.value), str(err.value)
+
+
+def test_option_error_is_mapped_to_its_key_and_line(tmp_path):
+    path = write(tmp_path, "runs:\n  - suite: mla\n    batch: 2\n    nhead: [16, 24]\n")
+    proc = rocbench("sweep", str(path), "--dry-run", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"rocbench: error: {path}:4: key 'nhead': mla: --nhead: 24 is not one of [16, 32, 64, 128]"
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_config(tmp_path):
+    proc = rocbench("sweep", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2 and "cannot read the config" in proc.stderr
+
+
+def test_each_expands_and_lists_join():
+    name, runs = plan(REPO / "configs" / "ci.yaml")
+    assert name == "ci"
+    gathers = [r for r in runs if r.suite == "allgather"]
+    assert [r.values["tp"] for r in gathers] == [2, 4]
+    assert gathers[0].values["dims"] == "0,-1" and gathers[0].values["correctness_only"] is True
+
+
+def test_shipped_configs_parse():
+    for config in (REPO / "configs").glob("*.yaml"):
+        _, runs = plan(config)
+        assert runs, config
+
+
+def test_ci_config_runs_and_reports(tmp_path):
+    out = tmp_path / "out"
+    junit = tmp_path / "ci.xml"
+    proc = rocbench("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(out), "--junit", str(junit), "--json",
+                    env={"TRITON_INTERPRET": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["exit_code"] == 0 and len(summary["runs"]) == 4
+    sweep_dir = Path(summary["sweep_dir"])
+    report = (sweep_dir / "report.md").read_text()
+    assert "every gated case passed" in report and "## mla" in report and "## moe" in report
+    meta = json.loads((sweep_dir / "meta.json").read_text())
+    assert meta["wall_s"] > 0 and all(r["exit_code"] == 0 for r in meta["runs"])
+    tree = ET.parse(junit).getroot()
+    assert tree.tag == "testsuites" and len(tree.findall("testsuite")) == 4
+    total_rows = sum(len(results(sweep_dir / r["run_dir"])) for r in meta["runs"])
+    assert len(tree.findall(".//testcase")) == total_rows
+
+
+def test_junit_carries_gate_detail(tmp_path):
+    junit = tmp_path / "j.xml"
+    proc = rocbench("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "int32", "--dims", "0",
+                    "--out", str(tmp_path), "--inject", "flip-byte", "--junit", str(junit),
+                    env={"ROCBENCH_ALLOW_INJECT": "1"})
+    assert proc.returncode == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert failure is not None and "elements differ" in failure.text
+
+
+def test_report_from_a_stored_run(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(EXAMPLE, run)
+    for p in run.rglob("*"):
+        p.chmod(0o644)
+    proc = rocbench("report", str(run))
+    assert proc.returncode == 0, proc.stderr
+    text = (run / "report.md").read_text()
+    assert text.index("Failed, faulted or timed-out") < text.index("## moe")
+    assert "![heatmap_separated_vs_interleave](heatmap_separated_vs_interleave.png)" in text
+    assert (run / "heatmap_separated_vs_interleave.png").stat().st_size > 1000
+    assert "| triton" in text and "best % copy bw" in text
+
+
+def test_report_lists_failures_first(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(EXAMPLE, run)
+    frame = pd.read_csv(run / "results.csv", dtype={"detail": object})
+    frame.loc[3, ["status", "detail"]] = ["fail", "first call: 7/10 elements outside tolerance"]
+    frame.to_csv(run / "results.csv", index=False)
+    (run / "meta.json").chmod(0o644)
+    rocbench("report", str(run))
+    text = (run / "report.md").read_text()
+    assert "read these first" in text and "7/10 elements outside tolerance" in text.split("## moe")[0]
+
+
+def slowed(run: Path, dest: Path, factor: float, rows: list[int]) -> Path:
+    shutil.copytree(run, dest)
+    for p in dest.rglob("*"):
+        p.chmod(0o644)
+    frame = pd.read_csv(dest / "results.csv")
+    for column in ("time_us_median", "time_us_p10", "time_us_p90"):
+        frame.loc[rows, column] = frame.loc[rows, column] * factor
+    frame.to_csv(dest / "results.csv", index=False)
+    return dest
+
+
+def test_compare_flags_a_planted_20pct_regression_only(tmp_path):
+    new = slowed(EXAMPLE, tmp_path / "new", 1.20, [2])
+    slowed(EXAMPLE, tmp_path / "noise", 1.01, [0, 1, 2, 3, 4, 5, 6, 7])
+    proc = rocbench("compare", str(EXAMPLE), str(new), "--json")
+    assert proc.returncode == 1
+    summary = json.loads(proc.stdout)
+    assert len(summary["regressions"]) == 1 and summary["regressions"][0]["case"].startswith("model=deepseek-r1,tp=8,tokens=16")
+    assert summary["regressions"][0]["change"] == pytest.approx(0.20, abs=1e-6)
+    calm = rocbench("compare", str(EXAMPLE), str(tmp_path / "noise"), "--markdown", str(tmp_path / "c.md"))
+    assert calm.returncode == 0, calm.stdout
+    assert "0 regressions" in (tmp_path / "c.md").read_text()
+
+
+def test_compare_flags_a_gate_that_went_from_pass_to_fail(tmp_path):
+    new = slowed(EXAMPLE, tmp_path / "new", 1.0, [])
+    frame = pd.read_csv(new / "results.csv", dtype={"detail": object})
+    frame.loc[5, ["status", "detail"]] = ["fail", "differs bitwise from its twin"]
+    frame.to_csv(new / "results.csv", index=False)
+    proc = rocbench("compare", str(EXAMPLE), str(new))
+    assert proc.returncode == 1 and "GATE FAILED" in proc.stdout
+
+
+def test_selfcheck_needs_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = rocbench("selfcheck")
+    assert proc.returncode == 2 and "needs a GPU" in proc.stderr
