@@ -1,6 +1,4 @@
 """All-gather on CPU with gloo: the CI correctness run, the gate's teeth, bad input, output schema."""
-import subprocess
-
 import pytest
 import torch
 
@@ -54,14 +52,9 @@ def test_float_inputs_carry_special_values():
         assert ((x == 0) & torch.signbit(x)).any()  # -0.0
 
 
-@pytest.mark.parametrize("mutation, status, words", [
-    ("flip-byte", "fail", "elements differ"),
-    ("nondeterministic", "fail", "not deterministic"),
-    ("stale", "fail", "second call, new data"),
-    ("nan", "fail", "elements differ"),
-    ("crash", "fault", "died"),
-])
+@pytest.mark.parametrize("mutation, status, words", [("flip-byte", "fail", "elements differ")])
 def test_broken_backend_is_caught(mutation, status, words, tmp_path):
+    """One flipped byte on one rank fails the gate (every other mutation: tests/test_hardening.py)."""
     proc = rocbench("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "bfloat16,int32", "--dims", "0,-1",
                     "--out", str(tmp_path), "--inject", mutation, env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -70,17 +63,6 @@ def test_broken_backend_is_caught(mutation, status, words, tmp_path):
     assert set(frame["status"]) == {status}
     assert frame["detail"].str.contains(words).all()
     assert "0 passed, 4 failed" in proc.stdout
-
-
-def test_hang_becomes_timeout_and_leaves_no_ranks(tmp_path):
-    proc = rocbench("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "bfloat16", "--dims", "0,-1",
-                    "--out", str(tmp_path), "--inject", "hang", "--timeout", "5", env={"ROCBENCH_ALLOW_INJECT": "1"})
-    assert proc.returncode == 1
-    frame = results(latest_run(tmp_path, "allgather"))
-    assert list(frame["status"]) == ["timeout", "timeout"]
-    leftover = subprocess.run(["pgrep", "-f", f"multiprocessing.spawn.*{tmp_path}"], capture_output=True, text=True)
-    ranks = subprocess.run(["pgrep", "-fa", "multiprocessing.spawn"], capture_output=True, text=True).stdout
-    assert leftover.stdout == "" and "rocbench" not in ranks
 
 
 def test_inject_needs_the_test_flag(tmp_path):

@@ -21,8 +21,7 @@ def test_mla_gates_pass_on_both_paths(tmp_path):
     assert frame[~frame["persist"]]["path"].str.startswith("split-kv").all()
 
 
-@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance"), ("nan", "non-finite"),
-                                             ("stale", "second call, new data"), ("nondeterministic", "not deterministic")])
+@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
                     "--q-dtype", "fp16", "--ctx-dist", "uniform", "--out", str(tmp_path), "--inject", mutation,

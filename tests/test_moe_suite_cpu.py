@@ -27,7 +27,7 @@ def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
     assert frame[frame["layout"] == "separated"].iloc[0]["status"] == "pass"
 
 
-@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance"), ("nan", "non-finite")])
+@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_moe_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("moe", *TINY, "--tp", "1", "--layout", "separated", "--out", str(tmp_path), "--inject", mutation,
                     env={**INTERPRET, "ROCBENCH_ALLOW_INJECT": "1"})

@@ -97,7 +97,7 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     """The correctness gate. Returns (io, runner) when every check passed, else fills `row` and returns None."""
     io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
     expected = phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
-    run = phase(ctx, "prepare", lambda: inject.wrap(backend.prepare(case, io, ctx), opts.inject, ctx.rank, ctx.world_size))
+    run = phase(ctx, "prepare", lambda: inject.wrap(backend.prepare(case, io, ctx), opts.inject, ctx.rank, ctx.world_size, case.index))
     row["path"] = backend.describe(case, ctx)
 
     first = phase(ctx, "run", lambda: snapshot(run()))
@@ -168,7 +168,8 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
         for k in range(1, copies):
             extra = suite.build_io(case, ctx)
             suite.fill(case, extra, ctx, data_seed=1000 + k)
-            runners.append(inject.wrap(backend.prepare(case, extra, ctx), opts.inject, ctx.rank, ctx.world_size))
+            runners.append(inject.wrap(backend.prepare(case, extra, ctx), opts.inject, ctx.rank, ctx.world_size,
+                                       case.index))
         return runners
 
     runners = phase(ctx, "build rotated inputs", build_runners)

@@ -23,8 +23,18 @@ MUTATIONS = {
     "graph-only": "right in eager mode, wrong when captured in a CUDA graph",
     "nondeterministic": "every other call perturbs one element",
     "hang": "never returns",
+    "absent-rank": "the last rank never joins the collective (it stalls); its peers wait for it",
     "crash": "kills its own process (a fault that takes the rank down)",
+    "device-fault": "GPU only: a kernel stores far out of bounds (an illegal-address fault kills the context)",
 }
+
+
+def parse(spec: str) -> tuple[str, int | None]:
+    """'flip-byte' mutates every case; 'device-fault@0' only the case with index 0."""
+    name, _, index = spec.partition("@")
+    if index and not index.isdigit():
+        raise InputError(f"--inject: {spec!r}: the part after @ must be a case index")
+    return name, int(index) if index else None
 
 
 def check_allowed(mutation: str | None) -> None:
@@ -32,8 +42,9 @@ def check_allowed(mutation: str | None) -> None:
         return
     if os.environ.get(ENV_FLAG) != "1":
         raise InputError(f"--inject is a test-only option: set {ENV_FLAG}=1 to use it")
-    if mutation not in MUTATIONS:
-        raise InputError(f"--inject: unknown mutation {mutation!r} (choose from {', '.join(MUTATIONS)})")
+    name, _ = parse(mutation)
+    if name not in MUTATIONS:
+        raise InputError(f"--inject: unknown mutation {name!r} (choose from {', '.join(MUTATIONS)})")
 
 
 def _perturb(out: torch.Tensor, how: str) -> None:
@@ -54,8 +65,25 @@ def _perturb(out: torch.Tensor, how: str) -> None:
         raw[index * out.element_size() + out.element_size() - 1] ^= 0x40
 
 
-def wrap(run: Runner, mutation: str | None, rank: int, world_size: int) -> Runner:
-    if mutation is None:
+def wild_store(out: torch.Tensor) -> None:
+    """Store one element 1 TiB past a real buffer: an illegal-address fault on the GPU."""
+    if out.device.type != "cuda":
+        raise RuntimeError("device-fault needs a GPU")
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _store_out_of_bounds(ptr):
+        tl.store(ptr + (1 << 40), tl.zeros((), dtype=ptr.dtype.element_ty))
+
+    _store_out_of_bounds[(1,)](out.view(-1))
+
+
+def wrap(run: Runner, spec: str | None, rank: int, world_size: int, case_index: int = 0) -> Runner:
+    if spec is None:
+        return run
+    mutation, only_case = parse(spec)
+    if only_case is not None and only_case != case_index:
         return run
     target_rank = world_size - 1
     calls = {"n": 0}
@@ -63,11 +91,13 @@ def wrap(run: Runner, mutation: str | None, rank: int, world_size: int) -> Runne
 
     def mutated() -> torch.Tensor:
         calls["n"] += 1
-        if mutation == "hang":
-            while True:
+        if mutation == "hang" or (mutation == "absent-rank" and rank == target_rank):
+            while True:  # a spinning kernel, or a rank that never joins: its peers wait in the collective
                 time.sleep(1)
         if mutation == "crash" and rank == target_rank:
             os._exit(17)
+        if mutation == "device-fault" and rank == target_rank:
+            wild_store(run())
         out = run()  # always run: a collective must still be entered by every rank
         if rank != target_rank:
             return out

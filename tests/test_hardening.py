@@ -1,0 +1,99 @@
+"""Hardening: the fault-injection matrix, killed runs, resume, concurrent runs, bad input everywhere."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import REPO, latest_run, results, rocbench
+
+SLOW_ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8,3x3,5x16", "--dtypes", "bfloat16,int32,int8,bool",
+                  "--dims", "0,-1"]
+
+
+def test_fault_injection_matrix_catches_everything_on_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/fault_injection.py", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=1500,
+                          env=dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO)))
+    table = pd.read_csv(tmp_path / "catch_rate.csv")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert (table["caught"] == "yes").all() and (table["orphans"] == 0).all()
+    assert "catch rate: 20/20 = 100%" in proc.stdout
+
+
+def start(args, out: Path, env=None):
+    return subprocess.Popen([sys.executable, "-m", "rocbench", *args, "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+
+
+def wait_for_rows(out: Path, rows: int, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for csv in out.glob("*/results.csv"):
+            if sum(1 for _ in open(csv)) - 1 >= rows:
+                return csv.parent
+        time.sleep(0.2)
+    raise AssertionError(f"no {rows} rows within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_run_keeps_a_valid_csv_and_resume_finishes_it(sig, tmp_path):
+    proc = start(SLOW_ALLGATHER, tmp_path)
+    run_dir = wait_for_rows(tmp_path, 3)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    before = results(run_dir)  # parses: every row written is whole
+    assert 3 <= len(before) < 32 and set(before["status"]) == {"pass"}
+    if sig == signal.SIGINT:
+        assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
+    time.sleep(1)
+    resumed = rocbench(*SLOW_ALLGATHER, "--out", str(tmp_path), "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    after = results(run_dir)
+    assert len(after) == 32 and not after.duplicated(["case", "backend"]).any()
+    assert after.iloc[: len(before)]["case"].tolist() == before["case"].tolist()  # finished rows untouched
+    assert len(list(tmp_path.iterdir())) == 1, "resume must not start a new run directory"
+
+
+def test_resume_rejects_another_suites_run(tmp_path):
+    first = rocbench("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "int8", "--dims", "0", "--out", str(tmp_path))
+    assert first.returncode == 0
+    run = latest_run(tmp_path, "allgather")
+    proc = rocbench("mla", "--resume", str(run), "--out", str(tmp_path), env={"TRITON_INTERPRET": "1"})
+    assert proc.returncode == 2 and "not mla" in proc.stderr
+
+
+def test_concurrent_runs_into_one_directory_do_not_collide(tmp_path):
+    args = ["allgather", "--tp", "2", "--shapes", "4x64,2x8", "--dtypes", "bfloat16,int32", "--dims", "0,-1"]
+    procs = [start(args, tmp_path) for _ in range(3)]
+    for proc in procs:
+        proc.wait(timeout=300)
+        assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    runs = sorted(tmp_path.glob("allgather-*"))
+    assert len(runs) == 3
+    for run in runs:
+        frame = results(run)
+        assert len(frame) == 8 and set(frame["status"]) == {"pass"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["allgather", "--tp", "2", "--out", "/proc/rocbench-cannot-write-here"], "cannot create results directory"),
+    (["mla", "--nhead", "16", "--kv-dtype", "fp4"], "unknown dtype"),
+    (["moe", "--model", "gpt-oss-120b", "--backends", "cutlass"], "unknown backend"),
+    (["moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--tokens", "0"], "below the minimum"),
+    (["allgather", "--tp", "2", "--inject", "teleport"], "unknown mutation"),
+    (["report", "/nonexistent/run"], "no results.csv"),
+    (["compare", "/nonexistent/a", "/nonexistent/b"], "no results.csv"),
+])
+def test_bad_input_everywhere_is_one_line_exit_2(args, message):
+    proc = rocbench(*args, env={"TRITON_INTERPRET": "1", "ROCBENCH_ALLOW_INJECT": "1"})
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
