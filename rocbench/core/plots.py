@@ -88,7 +88,8 @@ def heatmap_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
         table = part.pivot_table(index=spec["index"], columns=spec["columns"], values=spec["value"], aggfunc="median")
         table = table.reindex(index=sorted(table.index, key=sort_key), columns=sorted(table.columns, key=sort_key))
         center = spec.get("center", 1.0)
-        spread = max(abs(float(table.max().max()) - center), abs(center - float(table.min().min())), 1e-3)
+        # at least +-10% around the center: noise-level differences stay pale instead of saturating the scale
+        spread = max(abs(float(table.max().max()) - center), abs(center - float(table.min().min())), 0.1 * abs(center), 1e-3)
         image = ax.imshow(table.values, cmap="RdYlGn", vmin=center - spread, vmax=center + spread, aspect="auto")
         ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=8)
