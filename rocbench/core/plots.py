@@ -63,11 +63,15 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
 
 
 def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
-    timed = frame[(frame["status"] == "pass") & frame["time_us_median"].notna()] if "time_us_median" in frame else frame.iloc[0:0]
+    """Every line plot (passed and timed rows) and heatmap (passed rows) the suite asks for."""
+    passed = frame[frame["status"] == "pass"] if "status" in frame else frame
+    timed = passed.dropna(subset=["time_us_median"]) if "time_us_median" in passed else passed.iloc[0:0]
+    figures = [(line_figure, timed, spec) for spec in suite.plot_specs()]
+    figures += [(heatmap_figure, passed, spec) for spec in suite.heatmap_specs()]
     written = []
-    for spec in suite.plot_specs():
+    for figure, rows, spec in figures:
         path = Path(run_dir) / spec["file"]
-        if line_figure(timed, spec, path):
+        if figure(rows, spec, path):
             written.append(path)
     return written
 
@@ -104,13 +108,3 @@ def heatmap_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def draw_heatmaps(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
-    timed = frame[(frame["status"] == "pass")] if "status" in frame else frame
-    written = []
-    for spec in suite.heatmap_specs():
-        path = Path(run_dir) / spec["file"]
-        if heatmap_figure(timed, spec, path):
-            written.append(path)
-    return written

@@ -128,7 +128,6 @@ def write_report(path: Path) -> Path:
         meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
         suite = load_suite(meta.get("suite") or frame["suite"].iloc[0])
         plots.draw(suite, frame, run_dir)
-        plots.draw_heatmaps(suite, frame, run_dir)
         platform = meta.get("platform", {})
         bad = frame[frame["status"].isin(BAD_STATUSES)]
         if not bad.empty:

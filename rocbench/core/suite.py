@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -82,10 +84,19 @@ class Backend(abc.ABC):
     platforms: ClassVar[tuple[str, ...]]  # subset of ("cpu", "cuda", "rocm")
     description: ClassVar[str] = ""
 
+    requires: ClassVar[tuple[str, ...]] = ()  # modules that must import here (checked lazily)
+
     def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
         """Why this backend cannot run here at all (None: it can)."""
         if platform.kind not in self.platforms:
             return f"needs {'/'.join(self.platforms)}, this is {platform.kind}"
+        if platform.kind == "cpu" and "triton" in self.requires and os.environ.get("TRITON_INTERPRET") != "1":
+            return "Triton needs a GPU (or TRITON_INTERPRET=1 for tiny CPU runs)"
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except Exception as err:  # noqa: BLE001 - aiter, for one, fails to import in many ways without ROCm
+                return f"{module} is not importable: {type(err).__name__}: {err}"
         return None
 
     def unsupported_reason(self, case: Case) -> str | None:

@@ -1,19 +1,19 @@
 """Fused a16w4 MoE in Triton: bf16/fp16 activations x MXFP4 weights stored in AITER's layouts.
 
-Pipeline (all launches have static grids and no host syncs, so it can be CUDA-graph captured):
+Pipeline (static grids, no host syncs: CUDA-graph capturable; deterministic):
   0. route: group the T*topk (token, slot) pairs by expert into blocks of at most BM rows.
      Small batches (T*topk <= 64) do this inside the GEMM programs ("inline"); larger ones run
-     one single-program align kernel that writes a block table (counting sort, stable).
-  1. GEMM1: per (block, 32..64 intermediate columns, K split): the gate and up rows of w13 are
-     read straight from the shuffled bytes (16-byte loads: one MX block of one row), the fp4
-     codes are decoded with integer bit tricks into fp16 bit patterns (exact), multiplied by
-     2^(s - 113) from the E8M0 byte, cast to the activation dtype and fed to tl.dot with fp32
-     accumulation. The weights are the MMA's M side (decode has few rows per expert).
-     Without a K split the epilogue adds the bias, applies silu / gpt-oss swiglu and stores
-     the activation in the activation dtype; with a split it stores fp32 partial sums.
-  2. GEMM2: same for w2; with a GEMM1 K split, its prologue sums the partials in split order,
-     adds the bias and applies the activation. Epilogue adds b2 and stores fp32 y per pair.
-  3. combine: out[t] = sum_k topk_weight[t, k] * y[t, k] in fixed k order (no float atomics).
+     one single-program align kernel that writes a block table (stable counting sort).
+  1. GEMM1, one program per (block, BN intermediate columns, K split): the gate and up rows of
+     w13 are read straight from the shuffled bytes (16-byte loads = one MX block of one row),
+     decoded to bf16 (PTX bit tricks + two bf16x2 FMAs; a portable integer/fp16 path for other
+     dtypes and the interpreter), scaled by 2^(s-127) and fed to tl.dot with fp32 accumulation.
+     The weights are the MMA's M side (decode has few rows per expert). With a K split each
+     split stores fp32 partials and the last split to finish (atomic counter) sums them in
+     split order; then bias + silu / gpt-oss swiglu, stored in the activation dtype.
+  2. GEMM2, same for w2 (optionally K split): fp32 partial y per (split, pair); b2 in split 0.
+  3. combine: out[t] = sum_k topk_weight[t, k] * sum_s y[s, t*K + k] in fixed order (a separate
+     kernel, or the last GEMM2 program per hidden tile with fused_combine). No float atomics.
 
 Layout handling: both layouts store a row's 32-value MX block as 16 contiguous bytes inside a
 16-row strip (see rocbench.suites.moe.layouts), so addressing splits into a per-row base
@@ -140,7 +140,8 @@ _ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
 
 @triton.jit
 def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> (even-k, odd-k) operands [BN, NB*16] in DTYPE."""
+    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
+    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
     if ASM:  # bf16 only, CUDA only
         si = sc.to(tl.int32)
         fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
@@ -154,8 +155,7 @@ def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
         f = _e8m0_factor(sc)[:, :, None]
         lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
         hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
-    return (tl.reshape(lo, [wq.shape[0], wq.shape[1] * 16]),
-            tl.reshape(hi, [wq.shape[0], wq.shape[1] * 16]))
+    return tl.reshape(tl.join(lo, hi), [wq.shape[0], wq.shape[1] * 32])
 
 
 @triton.jit
@@ -250,18 +250,46 @@ def _moe_align_kernel(ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, P
 
 
 # ---------------------------------------------------------------------------------------------
-# GEMM1: x @ w13^T (+ b13, activation)
+# Cross-program finishing: the last of `count` programs to arrive at a counter does the
+# finishing work in a fixed order (deterministic), then resets the counter for the next call.
 # ---------------------------------------------------------------------------------------------
 
-@triton.jit(do_not_specialize=["P", "KSTEPS", "KS_PER_SPLIT"])
+@triton.jit
+def _arrive(cnt_ptr, idx, count):
+    """Returns True in exactly one program: the last of `count` to arrive at counter idx.
+    The barrier orders every thread's earlier global stores before the releasing atomic."""
+    tl.debug_barrier()
+    done = tl.atomic_add(cnt_ptr + idx, 1, sem="acq_rel", scope="gpu")
+    return done == count - 1
+
+
+@triton.jit
+def _reset(cnt_ptr, idx):
+    tl.atomic_xchg(cnt_ptr + idx, 0, sem="relaxed", scope="gpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMM1: act = activation(x @ w13^T + b13), one (block, BN intermediate columns, K split) each
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_BIAS, ACT, alpha,
+               limit, DTYPE: tl.constexpr):
+    if HAS_BIAS:
+        g += tl.load(b_ptr + e64 * N + offs_n).to(tl.float32)[:, None]
+        u += tl.load(b_ptr + e64 * N + INTER + offs_n).to(tl.float32)[:, None]
+    a = _activation(g, u, ACT, alpha, limit)
+    tl.store(act_ptr + pair64[None, :] * INTER + offs_n[:, None], a.to(DTYPE), mask=m_mask[None, :])
+
+
+@triton.jit(do_not_specialize=["P", "KSTEPS", "KS_PER_SPLIT", "SPLIT"])
 def _moe_gemm1_kernel(
     x_ptr, stride_x, w_ptr, s_ptr, b_ptr,
     ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr,
-    part_ptr, act_ptr,
-    P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
-    BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, FUSE_ACT: tl.constexpr,
-    INLINE: tl.constexpr, P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
-    ASM: tl.constexpr,
+    part_ptr, act_ptr, cnt_ptr,
+    P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
+    BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
+    P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -271,6 +299,7 @@ def _moe_gemm1_kernel(
     if nrows == 0:
         return
     e64 = e.to(tl.int64)
+    pair64 = pair.to(tl.int64)
     N = 2 * INTER
     offs_n = pid_n * BN + tl.arange(0, BN)
     row_g = offs_n
@@ -282,7 +311,7 @@ def _moe_gemm1_kernel(
     x_rows = x_ptr + (pair // TOPK).to(tl.int64) * stride_x
     offs_c = tl.arange(0, NB)
     offs_i = tl.arange(0, 16)
-    offs_j = tl.arange(0, NB * 16)
+    offs_k = tl.arange(0, NB * 32)
     acc_g = tl.zeros([BN, BM], dtype=tl.float32)
     acc_u = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
@@ -295,53 +324,36 @@ def _moe_gemm1_kernel(
         wq_u = tl.load(wu_rows[:, None, None] + w_off)
         s_g = tl.load(sg_rows[:, None] + s_off)
         s_u = tl.load(su_rows[:, None] + s_off)
-        k_even = ks * (NB * 32) + 2 * offs_j
-        xe = tl.load(x_rows[None, :] + k_even[:, None], mask=m_mask[None, :], other=0.0)
-        xo = tl.load(x_rows[None, :] + (k_even + 1)[:, None], mask=m_mask[None, :], other=0.0)
-        g_lo, g_hi = _dequant(wq_g, s_g, DTYPE, ASM)
-        acc_g = tl.dot(g_lo, xe, acc_g, input_precision=DOT_PREC)
-        acc_g = tl.dot(g_hi, xo, acc_g, input_precision=DOT_PREC)
-        u_lo, u_hi = _dequant(wq_u, s_u, DTYPE, ASM)
-        acc_u = tl.dot(u_lo, xe, acc_u, input_precision=DOT_PREC)
-        acc_u = tl.dot(u_hi, xo, acc_u, input_precision=DOT_PREC)
-    pair64 = pair.to(tl.int64)[None, :]
-    store_mask = m_mask[None, :]
-    if FUSE_ACT:
-        if HAS_BIAS:
-            acc_g += tl.load(b_ptr + e64 * N + row_g).to(tl.float32)[:, None]
-            acc_u += tl.load(b_ptr + e64 * N + row_u).to(tl.float32)[:, None]
-        a = _activation(acc_g, acc_u, ACT, alpha, limit)
-        tl.store(act_ptr + pair64 * INTER + offs_n[:, None], a.to(DTYPE), mask=store_mask)
+        # x rows are contiguous along K: vector loads, transposed for the dot's B operand
+        xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                     other=0.0)
+        xt = tl.trans(xt)
+        acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
+        acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
+    if SPLIT == 1:
+        _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
+                   ACT, alpha, limit, DTYPE)
     else:
-        base = part_ptr + ((pid_s * P + pair64) * 2) * INTER + offs_n[:, None]
-        tl.store(base, acc_g, mask=store_mask)
-        tl.store(base + INTER, acc_u, mask=store_mask)
+        # fp32 partials; the last split to finish this tile sums them in split order
+        base = part_ptr + ((pid_s * P + pair64[None, :]) * 2) * INTER + offs_n[:, None]
+        tl.store(base, acc_g, mask=m_mask[None, :])
+        tl.store(base + INTER, acc_u, mask=m_mask[None, :])
+        tile = pid_b * tl.num_programs(0) + pid_n
+        if _arrive(cnt_ptr, tile, SPLIT):
+            g = tl.zeros([BN, BM], dtype=tl.float32)
+            u = tl.zeros([BN, BM], dtype=tl.float32)
+            for s in range(SPLIT):
+                src = part_ptr + ((s * P + pair64[None, :]) * 2) * INTER + offs_n[:, None]
+                g += tl.load(src, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
+                u += tl.load(src + INTER, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
+            _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_BIAS,
+                       ACT, alpha, limit, DTYPE)
+            _reset(cnt_ptr, tile)
 
 
 # ---------------------------------------------------------------------------------------------
-# GEMM2: act @ w2^T + b2  -> y[pair, :] (fp32)
+# GEMM2: y[s, pair, :] = act @ w2^T (+ b2 in split 0), one (block, BN hidden rows, K split) each
 # ---------------------------------------------------------------------------------------------
-
-@triton.jit
-def _act_operand(act_ptr, part_ptr, b13_ptr, e64, pair64, k, m_mask, P, INTER, SPLIT1, HAS_BIAS,
-                 ACT, alpha, limit, FUSE_ACT: tl.constexpr, DTYPE: tl.constexpr):
-    """Activation columns k ([J]) of the block's pairs as a [J, BM] dot operand."""
-    mask = m_mask[None, :]
-    if FUSE_ACT:
-        a = tl.load(act_ptr + pair64[None, :] * INTER + k[:, None], mask=mask, other=0.0)
-    else:
-        g = tl.zeros([k.shape[0], pair64.shape[0]], dtype=tl.float32)
-        u = tl.zeros([k.shape[0], pair64.shape[0]], dtype=tl.float32)
-        for s in range(SPLIT1):  # fixed order: deterministic
-            base = part_ptr + ((s * P + pair64[None, :]) * 2) * INTER + k[:, None]
-            g += tl.load(base, mask=mask, other=0.0)
-            u += tl.load(base + INTER, mask=mask, other=0.0)
-        if HAS_BIAS:
-            g += tl.load(b13_ptr + e64 * 2 * INTER + k).to(tl.float32)[:, None]
-            u += tl.load(b13_ptr + e64 * 2 * INTER + INTER + k).to(tl.float32)[:, None]
-        a = _activation(g, u, ACT, alpha, limit).to(DTYPE)
-    return a
-
 
 @triton.jit
 def _inline_block_count(ids_ptr, P, E, BM: tl.constexpr, P_PAD: tl.constexpr):
@@ -355,33 +367,39 @@ def _inline_block_count(ids_ptr, P, E, BM: tl.constexpr, P_PAD: tl.constexpr):
 
 
 @triton.jit
-def _combine_tile(y_ptr, tw_ptr, ids_ptr, out_ptr, offs_n, T, TOPK, HID, E):
-    """out[t, offs_n] = sum_k w[t, k] * y[t*TOPK + k, offs_n] for all tokens, fixed k order.
-    y was written by other programs: read it from L2 (.cg), not a possibly stale L1."""
-    for t in range(T):
-        acc = tl.zeros([offs_n.shape[0]], dtype=tl.float32)
-        for k in range(TOPK):
-            p = t * TOPK + k
-            e = tl.zeros([offs_n.shape[0]], dtype=tl.int32) + tl.load(ids_ptr + p)
-            valid = (e >= 0) & (e < E)
-            w = tl.where(valid, tl.load(tw_ptr + p).to(tl.float32), 0.0)
-            y = tl.load(y_ptr + p * HID + offs_n, mask=valid, other=0.0, cache_modifier=".cg")
-            acc += w * y
-        tl.store(out_ptr + t * HID + offs_n, acc.to(out_ptr.dtype.element_ty))
+def _combine_rows(y_ptr, tw_ptr, ids_ptr, out_ptr, offs, mask, t, TOPK, HID, E, P, SPLIT2,
+                  CG: tl.constexpr):
+    """out[t, offs] = sum_k w[t, k] * (sum_s y[s, t*TOPK + k, offs]); fixed order."""
+    acc = tl.zeros([offs.shape[0]], dtype=tl.float32)
+    for k in range(TOPK):
+        p = t * TOPK + k
+        e = tl.zeros([offs.shape[0]], dtype=tl.int32) + tl.load(ids_ptr + p)
+        valid = (e >= 0) & (e < E) & mask
+        w = tl.where(valid, tl.load(tw_ptr + p).to(tl.float32), 0.0)
+        y = tl.zeros([offs.shape[0]], dtype=tl.float32)
+        for s in range(SPLIT2):
+            src = y_ptr + (s * P + p) * HID + offs  # < 2^31 for every supported shape
+            if CG:  # written by other programs of this launch: read from L2, not a stale L1
+                y += tl.load(src, mask=valid, other=0.0, cache_modifier=".cg")
+            else:
+                y += tl.load(src, mask=valid, other=0.0)
+        acc += w * y
+    tl.store(out_ptr + t * HID + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit(do_not_specialize=["P", "SPLIT1", "T"])
+@triton.jit(do_not_specialize=["P", "T", "KS_PER_SPLIT", "SPLIT2"])
 def _moe_gemm2_kernel(
-    act_ptr, part_ptr, b13_ptr, w_ptr, s_ptr, b2_ptr,
+    act_ptr, w_ptr, s_ptr, b2_ptr,
     ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, y_ptr,
     cnt_ptr, tw_ptr, out_ptr, T, TOPK,
-    P, E, INTER, HID, KPB, SC, KSTEPS, SPLIT1, LAYOUT, HAS_BIAS, ACT, alpha, limit,
-    BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, FUSE_ACT: tl.constexpr,
-    INLINE: tl.constexpr, P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
-    ASM: tl.constexpr, FUSED_COMBINE: tl.constexpr,
+    P, E, INTER, HID, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT2, LAYOUT, HAS_BIAS,
+    BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
+    P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
+    FUSED_COMBINE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
+    pid_s = tl.program_id(2)
     nrows, e, pair, m_mask = _block_rows(pid_b, ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr,
                                          blk_n_ptr, P, E, BM, INLINE, P_PAD)
     if nrows == 0:
@@ -391,54 +409,42 @@ def _moe_gemm2_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     w_rows = w_ptr + _w_row_base(e64, offs_n, HID, KPB, LAYOUT, False)
     s_rows = s_ptr + _s_row_part(e64, offs_n, HID, SC, LAYOUT, False)
+    a_rows = act_ptr + pair64 * INTER
     offs_c = tl.arange(0, NB)
     offs_i = tl.arange(0, 16)
-    offs_j = tl.arange(0, NB * 16)
+    offs_k = tl.arange(0, NB * 32)
     acc = tl.zeros([BN, BM], dtype=tl.float32)
-    for ks in range(0, KSTEPS):
+    ks0 = pid_s * KS_PER_SPLIT
+    ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
+    for ks in range(ks0, ks1):
         blk = ks * NB + offs_c
         wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + offs_i[None, None, :]))
         sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
-        k_even = ks * (NB * 32) + 2 * offs_j
-        ae = _act_operand(act_ptr, part_ptr, b13_ptr, e64, pair64, k_even, m_mask, P, INTER,
-                          SPLIT1, HAS_BIAS, ACT, alpha, limit, FUSE_ACT, DTYPE)
-        ao = _act_operand(act_ptr, part_ptr, b13_ptr, e64, pair64, k_even + 1, m_mask, P, INTER,
-                          SPLIT1, HAS_BIAS, ACT, alpha, limit, FUSE_ACT, DTYPE)
-        w_lo, w_hi = _dequant(wq, sc, DTYPE, ASM)
-        acc = tl.dot(w_lo, ae, acc, input_precision=DOT_PREC)
-        acc = tl.dot(w_hi, ao, acc, input_precision=DOT_PREC)
+        at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                     other=0.0)
+        acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
     if HAS_BIAS:
-        acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
-    tl.store(y_ptr + pair64[None, :] * HID + offs_n[:, None], acc, mask=m_mask[None, :])
+        if pid_s == 0:
+            acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
+    tl.store(y_ptr + (pid_s * P + pair64[None, :]) * HID + offs_n[:, None], acc, mask=m_mask[None, :])
     if FUSED_COMBINE:
-        # The last block to finish this hidden tile combines it (a per-tile counter; the
-        # barrier orders every thread's y stores before the release of the atomic).
-        target = _inline_block_count(ids_ptr, P, E, BM, P_PAD)
-        tl.debug_barrier()
-        done = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-        if done == target - 1:
-            _combine_tile(y_ptr, tw_ptr, ids_ptr, out_ptr, offs_n, T, TOPK, HID, E)
-            tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed", scope="gpu")  # ready for the next call
+        # the last program of this hidden tile (over blocks and splits) does the top-k sum
+        if _arrive(cnt_ptr, pid_n, _inline_block_count(ids_ptr, P, E, BM, P_PAD) * SPLIT2):
+            for t in range(T):
+                _combine_rows(y_ptr, tw_ptr, ids_ptr, out_ptr, offs_n, offs_n < HID, t, TOPK, HID,
+                              E, P, SPLIT2, True)
+            _reset(cnt_ptr, pid_n)
 
 
 # ---------------------------------------------------------------------------------------------
 # combine: out[t] = sum_k w[t, k] * y[t*K + k]
 # ---------------------------------------------------------------------------------------------
 
-@triton.jit
-def _moe_combine_kernel(y_ptr, tw_ptr, ids_ptr, out_ptr, HID, E, TOPK, BH: tl.constexpr):
+@triton.jit(do_not_specialize=["P", "SPLIT2"])
+def _moe_combine_kernel(y_ptr, tw_ptr, ids_ptr, out_ptr, HID, E, TOPK, P, SPLIT2, BH: tl.constexpr):
     t = tl.program_id(0)
     offs = tl.program_id(1) * BH + tl.arange(0, BH)
-    mask = offs < HID
-    acc = tl.zeros([BH], dtype=tl.float32)
-    for k in range(TOPK):  # fixed order: deterministic
-        p = t * TOPK + k
-        e = tl.zeros([BH], dtype=tl.int32) + tl.load(ids_ptr + p)  # broadcast: block-shaped mask
-        valid = (e >= 0) & (e < E)
-        w = tl.where(valid, tl.load(tw_ptr + p).to(tl.float32), 0.0)
-        y = tl.load(y_ptr + p.to(tl.int64) * HID + offs, mask=mask & valid, other=0.0)
-        acc += w * y
-    tl.store(out_ptr + t.to(tl.int64) * HID + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    _combine_rows(y_ptr, tw_ptr, ids_ptr, out_ptr, offs, offs < HID, t, TOPK, HID, E, P, SPLIT2, False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,21 +504,22 @@ def debug_read_scale(s_shuffled: torch.Tensor, layout: str, gate_up: bool, exper
 
 @dataclasses.dataclass(frozen=True)
 class MoeConfig:
-    """Tiling / launch choices. Every field changes only speed, except split1 and the BM/inline
-    choice, which can change rounding (never between layouts: both always use the same plan)."""
+    """Tiling / launch choices. bm, inline, split1 and split2 can change rounding (a different
+    summation order); both layouts always use the same plan, so they stay bitwise equal."""
     bm: int  # rows (token, slot pairs) per expert block: 16, 32 or 64
     bn1: int  # intermediate columns per GEMM1 program (gate and up each)
-    bn2: int  # hidden columns per GEMM2 program
+    bn2: int  # hidden rows per GEMM2 program
     nb1: int  # MX blocks (32 values) per K step in GEMM1
     nb2: int  # MX blocks per K step in GEMM2
-    split1: int  # GEMM1 K split (1: activation fused in GEMM1's epilogue)
+    split1: int  # GEMM1 K split (the last split to finish applies bias + activation)
+    split2: int  # GEMM2 K split (partials summed by the combine step)
     inline: bool  # route inside the GEMMs instead of running the align kernel
     warps1: int = 4
     warps2: int = 4
     stages1: int = 3
     stages2: int = 3
-    asm_dequant: bool = False  # PTX fp4->bf16 (bf16 on CUDA only; ignored elsewhere)
-    fused_combine: bool = False  # last GEMM2 block per hidden tile does the top-k sum (inline only)
+    asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
+    fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
 
 
 @functools.lru_cache(maxsize=None)
@@ -527,6 +534,14 @@ def _largest_dividing(n: int, options) -> int:
     raise ValueError(f"{n} is not divisible by any of {options}")
 
 
+def _pick_split(programs: int, ksteps: int, num_sms: int, max_split: int = 8) -> int:
+    """Split K until there are ~4 programs per SM, keeping >= 2 K steps per split."""
+    split = 1
+    while split < max_split and programs * split < 4 * num_sms and ksteps // (split * 2) >= 2:
+        split *= 2
+    return split
+
+
 def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
     """Pick a config from shapes only (static: safe for CUDA graphs)."""
     pairs = tokens * topk
@@ -539,14 +554,15 @@ def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_
     bn2 = _largest_dividing(hidden, (64, 32, 16))
     nb1 = _largest_dividing(hidden // 32, (4, 2, 1))
     nb2 = _largest_dividing(inter // 32, (4, 2, 1))
-    ksteps1 = hidden // 32 // nb1
-    programs1 = (inter // bn1) * active
-    split1 = 1
-    if pairs <= 512:  # decode: split K until GEMM1 has a few waves of programs
-        while split1 < 8 and programs1 * split1 < 3 * num_sms and ksteps1 // (split1 * 2) >= 2:
-            split1 *= 2
-    return MoeConfig(bm=bm, bn1=bn1, bn2=bn2, nb1=nb1, nb2=nb2, split1=split1,
-                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
+    decode = pairs <= 512
+    split1 = split2 = 1
+    if decode:  # few rows: K splits give the GPU enough programs to stream the weights
+        blocks = active * -(-rows_per_expert // bm)
+        split1 = _pick_split(int((inter // bn1) * blocks), hidden // 32 // nb1, num_sms)
+        split2 = _pick_split(int((hidden // bn2) * blocks), inter // 32 // nb2, num_sms)
+    stages = 2 if decode else 3
+    return MoeConfig(bm=bm, bn1=bn1, bn2=bn2, nb1=nb1, nb2=nb2, split1=split1, split2=split2,
+                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, stages1=stages, stages2=stages)
 
 
 def _check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
@@ -554,7 +570,7 @@ def _check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg} does not tile inter={inter} / hidden={hidden}")
     if (hidden // 32) % cfg.nb1 or (inter // 32) % cfg.nb2:
         raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
-    if cfg.bm not in (16, 32, 64) or cfg.split1 < 1:
+    if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
         raise ValueError(f"bad config {cfg}")
 
 
@@ -571,12 +587,7 @@ def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: 
     return None
 
 
-def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
-              topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
-              b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None):
-    """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
-    rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k].
-    Returns [T, H] in x.dtype (``out`` if given)."""
+def _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inter, hidden, activation):
     if layout not in LAYOUT_IDS:
         raise ValueError(f"unknown layout {layout!r}")
     if activation not in ACTIVATION_IDS:
@@ -589,10 +600,6 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     tokens, topk = topk_ids.shape
     if x.shape[0] != tokens or tuple(topk_weights.shape) != (tokens, topk):
         raise ValueError("x, topk_weights and topk_ids disagree on the token count / topk")
-    w13 = w13_packed_shuffled.view(torch.uint8)
-    w2 = w2_packed_shuffled.view(torch.uint8)
-    s13 = w13_scale_shuffled.view(torch.uint8)
-    s2 = w2_scale_shuffled.view(torch.uint8)
     if tuple(w13.shape) != (experts, 2 * inter, hidden // 2) or tuple(w2.shape) != (experts, hidden, inter // 2):
         raise ValueError(f"weight shapes {tuple(w13.shape)}, {tuple(w2.shape)} do not match "
                          f"E={experts}, inter={inter}, hidden={hidden}")
@@ -603,6 +610,23 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         if not t.is_contiguous():
             raise ValueError("weights and scales must be contiguous")
 
+
+def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
+              topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
+              b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None):
+    """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
+    rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k]; b13 [E, 2I] and
+    b2 [E, H] optional (together). Returns [T, H] in x.dtype (``out`` if given).
+    Graph-capturable (static grids, no host syncs); deterministic; concurrent calls on several
+    streams must not share a device (the finishing counters are per device)."""
+    w13 = w13_packed_shuffled.view(torch.uint8)
+    w2 = w2_packed_shuffled.view(torch.uint8)
+    s13 = w13_scale_shuffled.view(torch.uint8)
+    s2 = w2_scale_shuffled.view(torch.uint8)
+    _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inter, hidden, activation)
+    if (b13 is None) != (b2 is None):
+        raise ValueError("pass both b13 and b2, or neither")
+    tokens, topk = topk_ids.shape
     device = x.device
     num_sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
     cfg = config or plan_moe(tokens, topk, experts, inter, hidden, num_sms)
@@ -621,10 +645,10 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     dtype = _TL_DTYPES[x.dtype]
     dot_prec = "ieee" if x.dtype == torch.float32 else None
     has_bias = int(b13 is not None)
-    if (b13 is None) != (b2 is None):
-        raise ValueError("pass both b13 and b2, or neither")
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
+    use_asm = (cfg.asm_dequant and x.dtype == torch.bfloat16 and device.type == "cuda"
+               and not _interpreting())
 
     # routing
     i32 = dict(dtype=torch.int32, device=device)
@@ -644,62 +668,65 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         _moe_align_kernel[(1,)](ids, sorted_ids, blk_e, blk_row0, blk_n, pairs, experts, grid_b,
                                 BM=cfg.bm, E_PAD=e_pad, C=chunk, MBC=min(chunk, 64), num_warps=8)
 
-    fuse = cfg.split1 == 1
+    # GEMM1 (+ bias + activation)
     ksteps1 = hidden // 32 // cfg.nb1
-    ks_per_split = triton.cdiv(ksteps1, cfg.split1)
-    split1 = triton.cdiv(ksteps1, ks_per_split)
-    if fuse:
-        act = torch.empty(pairs, inter, dtype=x.dtype, device=device)
-        part = act  # unused
-    else:
+    ks_per1 = triton.cdiv(ksteps1, cfg.split1)
+    split1 = triton.cdiv(ksteps1, ks_per1)
+    tiles1 = inter // cfg.bn1
+    act = torch.empty(pairs, inter, dtype=x.dtype, device=device)
+    part = act
+    counters = ids
+    if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
-        act = part  # unused
-    layout_id = LAYOUT_IDS[layout]
-    act_id = ACTIVATION_IDS[activation]
-    use_asm = (cfg.asm_dequant and x.dtype == torch.bfloat16 and device.type == "cuda"
-               and not _interpreting())
-    _moe_gemm1_kernel[(inter // cfg.bn1, grid_b, split1)](
+        counters = _counters(device, tiles1 * grid_b)
+    _moe_gemm1_kernel[(tiles1, grid_b, split1)](
         x, x.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
-        pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per_split, layout_id,
-        has_bias, act_id, float(alpha), float(limit),
-        BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, FUSE_ACT=fuse, INLINE=cfg.inline, P_PAD=p_pad,
-        DTYPE=dtype, DOT_PREC=dot_prec, ASM=use_asm, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
+        LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
+        BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
+        DOT_PREC=dot_prec, ASM=use_asm, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
-    y = torch.empty(pairs, hidden, dtype=torch.float32, device=device)
-    n_tiles2 = hidden // cfg.bn2
-    counters = _combine_counters(device, n_tiles2) if (cfg.fused_combine and cfg.inline) else None
-    _moe_gemm2_kernel[(n_tiles2, grid_b)](
-        act, part, b13_t, w2, s2, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y,
-        counters if counters is not None else ids, tw, out, tokens, topk,
-        pairs, experts, inter, hidden, inter // 2, s2.shape[1], inter // 32 // cfg.nb2, split1,
-        layout_id, has_bias, act_id, float(alpha), float(limit),
-        BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, FUSE_ACT=fuse, INLINE=cfg.inline, P_PAD=p_pad,
-        DTYPE=dtype, DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=counters is not None,
-        num_warps=cfg.warps2, num_stages=cfg.stages2)
-
-    if counters is None:
+    # GEMM2 (+ b2), then the top-k sum
+    ksteps2 = inter // 32 // cfg.nb2
+    ks_per2 = triton.cdiv(ksteps2, cfg.split2)
+    split2 = triton.cdiv(ksteps2, ks_per2)
+    tiles2 = hidden // cfg.bn2
+    y = torch.empty(split2, pairs, hidden, dtype=torch.float32, device=device)
+    fused = cfg.fused_combine and cfg.inline
+    counters = _counters(device, tiles2) if fused else ids
+    _moe_gemm2_kernel[(tiles2, grid_b, split2)](
+        act, w2, s2, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y, counters, tw, out,
+        tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
+        split2, LAYOUT_IDS[layout], has_bias,
+        BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
+        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, num_warps=cfg.warps2,
+        num_stages=cfg.stages2)
+    if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))
-        _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, topk, BH=bh)
+        _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts,
+                                                              topk, pairs, split2, BH=bh)
     return out
 
 
 _COUNTERS: dict = {}
+_COUNTER_MIN = 1 << 16
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _combine_counters(device, n):
-    """Zeroed per-device counters for the fused combine; the kernel resets them after use.
-    Allocated outside graph capture only (returns None while capturing for the first time,
-    which falls back to the separate combine kernel). Not safe for concurrent streams."""
+def _counters(device, n):
+    """Zeroed int32 counters for the last-arriver finishing steps. Kernels reset every counter
+    they use, so one cached buffer per device serves every call (and CUDA graph replays).
+    While capturing a graph without a large enough cached buffer, a zeroed buffer is allocated
+    inside the graph instead (a memset node: still correct, a little slower)."""
     key = (device.type, device.index)
     buf = _COUNTERS.get(key)
     if buf is None or buf.numel() < n:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return None
-        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+            return torch.zeros(n, dtype=torch.int32, device=device)
+        buf = torch.zeros(max(n, _COUNTER_MIN), dtype=torch.int32, device=device)
         _COUNTERS[key] = buf
     return buf
 

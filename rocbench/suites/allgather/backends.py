@@ -8,7 +8,6 @@ import torch
 import torch.distributed as dist
 
 from rocbench.core.axes import Case, dtype_name
-from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, RankContext, Runner
 from rocbench.suites.allgather.suite import AllGatherIO, AllGatherSuite, rank_bytes
 
@@ -108,18 +107,8 @@ class CustomAllGather(Backend):
     name = "custom"
     platforms = ("cuda",)
     description = "one-shot pull over symmetric memory: stage, barrier, one Triton kernel reads every peer, barrier"
+    requires = ("torch.distributed._symmetric_memory", "triton")
     max_bytes_per_rank = 512 << 20
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        reason = super().unavailable_reason(platform, world_size)
-        if reason:
-            return reason
-        try:
-            import torch.distributed._symmetric_memory  # noqa: F401
-            import triton  # noqa: F401
-        except ImportError as err:
-            return f"needs torch symmetric memory and triton: {err}"
-        return None
 
     def unsupported_reason(self, case: Case) -> str | None:
         if rank_bytes(case) > self.max_bytes_per_rank:
@@ -161,16 +150,7 @@ class AiterAllGather(Backend):
     name = "aiter"
     platforms = ("rocm",)
     description = "AITER CustomAllreduce.all_gather_reg (graph capture) / all_gather_unreg (eager)"
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        reason = super().unavailable_reason(platform, world_size)
-        if reason:
-            return reason
-        try:
-            import aiter.dist.device_communicators.custom_all_reduce  # noqa: F401
-        except Exception as err:  # noqa: BLE001 - aiter fails to import in many ways without ROCm
-            return f"aiter is not importable: {type(err).__name__}: {err}"
-        return None
+    requires = ("aiter.dist.device_communicators.custom_all_reduce",)
 
     @staticmethod
     def communicator(ctx: RankContext):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from rocbench.core.axes import Case
-from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, RankContext, Runner
 from rocbench.suites.mla.policy import aiter_mla_policy
 from rocbench.suites.mla.suite import SM_SCALE, MlaIO, MlaSuite
@@ -21,17 +20,7 @@ class TritonMla(Backend):
     name = "triton"
     platforms = ("cuda", "rocm", "cpu")  # on CPU it runs under TRITON_INTERPRET=1 (tests only)
     description = "portable Triton: split-KV + LSE reduce, or persistent work lists over the SM count + reduce"
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        import os
-
-        if platform.kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            return "Triton needs a GPU (or TRITON_INTERPRET=1 for tiny CPU runs)"
-        try:
-            import triton  # noqa: F401
-        except ImportError as err:
-            return f"triton is not installed: {err}"
-        return None
+    requires = ("triton",)
 
     def plan(self, case: Case, io: MlaIO, ctx: RankContext) -> dict:
         from rocbench.kernels import mla_decode as k
@@ -84,16 +73,7 @@ class AiterMla(Backend):
     name = "aiter"
     platforms = ("rocm",)
     description = "AITER mla_decode_fwd; persistent via get_mla_metadata_v1 with SGLang's fast_mode policy"
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        reason = super().unavailable_reason(platform, world_size)
-        if reason:
-            return reason
-        try:
-            import aiter.mla  # noqa: F401
-        except Exception as err:  # noqa: BLE001 - aiter fails to import in many ways without ROCm
-            return f"aiter is not importable: {type(err).__name__}: {err}"
-        return None
+    requires = ("aiter.mla",)
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Runner:
         from aiter.mla import mla_decode_fwd

@@ -2,12 +2,9 @@
 AITER's fused_moe (ROCm)."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 from rocbench.core.axes import Case
-from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, RankContext, Runner
 from rocbench.suites.moe.suite import MoeIO, MoeSuite
 
@@ -19,15 +16,7 @@ class TritonMoe(Backend):
     name = "triton"
     platforms = ("cuda", "rocm", "cpu")  # CPU only under TRITON_INTERPRET=1 (tests)
     description = "portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant from shuffled bytes"
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        if platform.kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            return "Triton needs a GPU (or TRITON_INTERPRET=1 for tiny CPU runs)"
-        try:
-            import triton  # noqa: F401
-        except ImportError as err:
-            return f"triton is not installed: {err}"
-        return None
+    requires = ("triton",)
 
     def unsupported_reason(self, case: Case) -> str | None:
         from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason
@@ -66,16 +55,7 @@ class AiterMoe(Backend):
     name = "aiter"
     platforms = ("rocm",)
     description = "AITER fused_moe, QuantType.per_1x32, gate_mode = the case's layout"
-
-    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
-        reason = super().unavailable_reason(platform, world_size)
-        if reason:
-            return reason
-        try:
-            import aiter.fused_moe  # noqa: F401
-        except Exception as err:  # noqa: BLE001 - aiter fails to import in many ways without ROCm
-            return f"aiter is not importable: {type(err).__name__}: {err}"
-        return None
+    requires = ("aiter.fused_moe",)
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
         from aiter import ActivationType, QuantType
