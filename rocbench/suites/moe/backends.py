@@ -61,6 +61,7 @@ class AiterMoe(Backend):
         from aiter import ActivationType, QuantType
         from aiter.fused_moe import fused_moe
 
+        self.check_layout_bytes(case)
         weights = io.layouts[case["layout"]]
         activation = ActivationType.Swiglu if case["activation"] == "swiglu" else ActivationType.Silu
         b13 = io.b13.float() if io.b13 is not None else None  # AITER wants fp32 biases
@@ -75,5 +76,17 @@ class AiterMoe(Backend):
             return io.out
         return run
 
+    @staticmethod
+    def check_layout_bytes(case: Case) -> None:
+        """Where AITER imports, our shuffles (which the triton backend reads) must equal AITER's bytes
+        for this case's w13 and w2 shapes (two experts are enough: the permutation is per expert)."""
+        from rocbench.suites.moe.layouts import compare_with_aiter
+
+        shapes = [(2, 2 * case["inter"], case["hidden"]), (2, case["hidden"], case["inter"])]
+        result = compare_with_aiter(shapes)
+        if result["available"] and not result["all_equal"]:
+            bad = [c for c in result["cases"] if not (c["weight_equal"] and c["scale_equal"])]
+            raise RuntimeError(f"rocbench's {case['layout']} layout bytes differ from AITER's: {bad[:2]}")
+
     def describe(self, case: Case, ctx: RankContext) -> str:
-        return f"aiter fused_moe gate_mode={case['layout']}"
+        return f"aiter fused_moe gate_mode={case['layout']} (layout bytes checked against AITER's shuffles)"
