@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad user input (axis list, dtype, tp, config). The message is the whole story."""
+
+
+class NotEnoughGpus(InputError):
+    """The run needs more GPUs than this machine has: a sweep skips it (and says so) instead of stopping."""

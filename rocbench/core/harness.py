@@ -138,7 +138,7 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         graph = phase(ctx, "graph capture", lambda: timing.capture([run], 1, ctx.device, backend.graph_context(ctx)))
         for replay in range(1, GRAPH_REPLAYS + 1):
             expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=100 + replay))
-            out = phase(ctx, f"graph replay {replay}", lambda: (graph.replay(), snapshot(run_output(io, first)))[1])
+            out = phase(ctx, f"graph replay {replay}", lambda: replay_output(graph, io))
             verdict = judged(suite, case, ctx, out, expected)
             if not verdict.passed:
                 row.update(status=FAIL, gate="fail", graph_replays=f"failed at {replay}/{GRAPH_REPLAYS}",
@@ -150,12 +150,12 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     return io, run
 
 
-def run_output(io: Any, like: torch.Tensor) -> torch.Tensor:
-    """The output buffer a captured graph writes: suites keep it at `io.out`."""
-    out = getattr(io, "out", None)
-    if out is None:
+def replay_output(graph: torch.cuda.CUDAGraph, io: Any) -> torch.Tensor:
+    """Replay and snapshot the output buffer the captured graph writes (suites keep it at `io.out`)."""
+    if getattr(io, "out", None) is None:
         raise RuntimeError("suite io has no .out buffer; graph replays cannot be checked")
-    return out
+    graph.replay()
+    return snapshot(io.out)
 
 
 def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rocbench.core import inject, plots, report
 from rocbench.core.junit import write_junit
 from rocbench.core.axes import Case
-from rocbench.core.errors import InputError
+from rocbench.core.errors import InputError, NotEnoughGpus
 from rocbench.core.harness import RunOptions
 from rocbench.core.isolate import PoolFailure, RankPool, free_port
 from rocbench.core.platform import PlatformInfo, detect, git_revision
@@ -45,7 +45,7 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
 
 def check_world_size(world_size: int, platform: PlatformInfo) -> None:
     if platform.has_gpu and world_size > platform.device_count:
-        raise InputError(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
+        raise NotEnoughGpus(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
 
 
 def make_console(to_stderr: bool = False) -> Console:
