@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from rocbench.core import gate
-from rocbench.core.axes import Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product
+from rocbench.core.axes import Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product, reindex
 from rocbench.core.errors import InputError
 from rocbench.core.suite import RankContext, Registry, Suite, Verdict, Work
 from rocbench.suites.moe.layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
@@ -106,8 +106,7 @@ class MoeSuite(Suite):
                               padded=params["pad"], activation=shape["activation"], bias=shape["bias"],
                               renormalize=params["renormalize"])
                 cases.append(values)
-        # layout varies fastest, so separated rows follow their interleave twin
-        from rocbench.core.axes import reindex
+        # interleave comes before separated for every (model, tp, tokens): separated rows find their twin timed
         return reindex(Case(tuple(v.items())) for v in cases)
 
     def case_columns(self, case: Case) -> dict:
@@ -130,8 +129,6 @@ class MoeSuite(Suite):
         return torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/{what}/{key}/{data_seed}".encode()))
 
     def build_io(self, case: Case, ctx: RankContext) -> MoeIO:
-        from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason  # noqa: F401 - shape checks live there
-
         E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
         gen = self.generator(case, ctx, "weights")
         w13 = torch.randn(E, 2 * I, H, generator=gen, device=ctx.device) * H ** -0.5
