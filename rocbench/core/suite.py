@@ -147,7 +147,6 @@ class Suite(abc.ABC):
     backends: ClassVar[Registry]
     baseline: ClassVar[str]  # backend every other backend's speedup is relative to
     axis_columns: ClassVar[tuple[str, ...]]  # case axes, as CSV columns
-    size_column: ClassVar[str] = "bytes"  # x axis of the size plots
     extra_columns: ClassVar[tuple[str, ...]] = ()  # suite-specific result columns (e.g. twin checks)
 
     @abc.abstractmethod
@@ -191,10 +190,6 @@ class Suite(abc.ABC):
         """Sibling configurations whose output must equal this case's output bitwise on the same io
         (e.g. two weight layouts of one kernel): (column name, twin case) pairs."""
         return []
-
-    def size_label(self, case: Case, world_size: int) -> int:
-        """Value of the size plots' x axis for this case."""
-        return self.work(case, world_size).bytes
 
     def plot_specs(self) -> list[dict]:
         """Which line plots to draw (see rocbench.core.plots.line_figure)."""

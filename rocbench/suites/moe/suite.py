@@ -197,10 +197,10 @@ class MoeSuite(Suite):
 
     def work(self, case: Case, world_size: int) -> Work:
         E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
+        from rocbench.kernels.moe_a16w4 import weight_bytes_read
+
         _, ids = self.routing(case, torch.device("cpu"), 0)
-        used = int(torch.unique(ids).numel())
-        per_expert = (2 * I * H + H * I) // 2 + (2 * I * H + H * I) // 32  # packed fp4 + e8m0 scales
-        return Work(bytes=used * per_expert, flops=2.0 * T * k * 3 * H * I)
+        return Work(bytes=weight_bytes_read(ids, E, I, H), flops=2.0 * T * k * 3 * H * I)
 
     def plot_specs(self) -> list[dict]:
         hue = ["backend", "layout"]
