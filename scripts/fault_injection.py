@@ -29,6 +29,9 @@ MOE_CPU = ["moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter",
            "--x-dtype", "fp16"]
 MLA_GPU = ["mla", "--nhead", "16,64", "--batch", "8", "--ctx", "1024", "--ctx-dist", "uniform", "--kv-dtype", "bf16"]
 MOE_GPU = ["moe", "--model", "deepseek-r1", "--tp", "8", "--tokens", "4,16"]
+ALLGATHER_GPU = ["allgather", "--tp", "2", "--shapes", "4x64,64x16160", "--dtypes", "bfloat16", "--dims", "0,-1",
+                 "--correctness-only"]
+CUSTOM, NCCL = ["--backends", "custom"], ["--backends", "torch"]
 
 # (suite args, mutation, expected status of mutated rows, extra args)
 CPU_MATRIX = [
@@ -52,10 +55,20 @@ GPU_MATRIX = [
     (MOE_GPU, "graph-only", "fail", ["--cuda-graph", "--correctness-only"]),
     (MOE_GPU, "device-fault@0", "fault", ["--correctness-only"]),
 ]
+# Needs >= 2 GPUs: the custom (symmetric-memory) all-gather under graphs, and faults inside NCCL collectives.
+GPU_MULTI_MATRIX = [
+    (ALLGATHER_GPU, "flip-byte", "fail", CUSTOM),
+    (ALLGATHER_GPU, "nondeterministic", "fail", CUSTOM),
+    (ALLGATHER_GPU, "graph-only", "fail", CUSTOM + ["--cuda-graph"]),
+    (ALLGATHER_GPU, "absent-rank@1", "timeout", CUSTOM + ["--timeout", "20"]),
+    (ALLGATHER_GPU, "device-fault@0", "fault", CUSTOM),
+    (ALLGATHER_GPU, "graph-only", "fail", NCCL + ["--cuda-graph"]),
+    (ALLGATHER_GPU, "absent-rank@1", "timeout", NCCL + ["--timeout", "20"]),
+    (ALLGATHER_GPU, "device-fault@0", "fault", NCCL),
+]
 # Not applicable, and why (reported, never silently dropped):
 NOT_APPLICABLE = [
     ("mla", "ulp", "one ulp in one element is inside MLA's stated tolerance by design, and MLA has no bitwise twin"),
-    ("allgather", "graph-only/device-fault (GPU)", "needs >= 2 GPUs; none lent to this session"),
 ]
 
 
@@ -72,11 +85,12 @@ def leftover_ranks(tag: str) -> list[int]:
 
 
 def run_entry(args, mutation, expected, extra, out_dir: Path) -> dict:
-    tag = f"{os.getpid()}-{args[0]}-{mutation}"
+    backend = extra[extra.index("--backends") + 1] if "--backends" in extra else ""
+    tag = f"{os.getpid()}-{args[0]}-{backend}-{mutation}"
     env = dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO), ROCBENCH_INJECT_TAG=tag)
     if args[0] in ("mla", "moe") and "--gpu" not in sys.argv:
         env["TRITON_INTERPRET"] = "1"
-    target = out_dir / f"{args[0]}-{mutation}"
+    target = out_dir / "-".join(filter(None, (args[0], backend, mutation, "graph" if "--cuda-graph" in extra else "")))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "rocbench", *args, *extra, "--inject", mutation, "--out", str(target)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
@@ -95,7 +109,7 @@ def run_entry(args, mutation, expected, extra, out_dir: Path) -> dict:
     caught = (not mutated.empty and set(mutated["status"]) == {expected} and proc.returncode != 0
               and (untouched.empty or set(untouched["status"]) == {"pass"}) and not orphans)
     return {
-        "suite": args[0], "mutation": mutation, "expected": expected,
+        "suite": args[0], "backend": backend or "all", "mutation": mutation, "expected": expected,
         "observed": ",".join(mutated["status"]) if not frame.empty else "no rows",
         "untouched rows": ",".join(untouched["status"]) if not untouched.empty else "",
         "exit": proc.returncode, "orphans": len(orphans), "caught": "yes" if caught else "NO", "wall_s": round(wall, 1),
@@ -110,6 +124,14 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="only entries whose suite is this")
     options = parser.parse_args()
     matrix = GPU_MATRIX if options.gpu else CPU_MATRIX
+    not_applicable = list(NOT_APPLICABLE)
+    if options.gpu:
+        import torch
+
+        if torch.cuda.device_count() >= 2:
+            matrix = matrix + GPU_MULTI_MATRIX
+        else:
+            not_applicable.append(("allgather", "GPU entries", f"need >= 2 GPUs, this machine has {torch.cuda.device_count()}"))
     if options.only:
         matrix = [m for m in matrix if m[0][0] == options.only]
     out_dir = options.out or Path(tempfile.mkdtemp(prefix="rocbench-inject-"))
@@ -118,7 +140,7 @@ def main() -> int:
     frame = pd.DataFrame(rows)
     frame.to_csv(out_dir / "catch_rate.csv", index=False)
     print(tabulate(frame, headers="keys", tablefmt="github", showindex=False))
-    for suite, mutation, why in NOT_APPLICABLE:
+    for suite, mutation, why in not_applicable:
         print(f"n/a: {suite} {mutation}: {why}")
     caught = int((frame["caught"] == "yes").sum())
     print(f"catch rate: {caught}/{len(frame)} = {100.0 * caught / len(frame):.0f}%")
