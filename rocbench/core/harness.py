@@ -174,8 +174,9 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
 
     runners = phase(ctx, "build rotated inputs", build_runners)
     barrier = (lambda: dist.barrier(group=ctx.cpu_group)) if ctx.world_size > 1 else None
+    agree = (lambda iters: max(exchange(ctx, iters))) if ctx.world_size > 1 else None
     samples, iters, mode = phase(ctx, "timing", lambda: timing.time_samples(
-        runners, ctx.device, opts.warmup, opts.iters, barrier, context=backend.graph_context(ctx)))
+        runners, ctx.device, opts.warmup, opts.iters, barrier, context=backend.graph_context(ctx), agree=agree))
     per_rank = exchange(ctx, samples)
     # The slowest rank sets the pace of a collective: take the max across ranks sample by sample.
     slowest = [max(s[i] for s in per_rank) for i in range(len(samples))]

@@ -89,10 +89,14 @@ def time_samples(
     barrier: Callable[[], None] | None = None,
     use_graph: bool = True,
     context=None,
+    agree: Callable[[int], int] | None = None,
 ) -> tuple[list[float], int, str]:
-    """Per-call times (us) of `repeats` samples. `barrier` lines ranks up before each sample."""
+    """Per-call times (us) of `repeats` samples. `barrier` lines ranks up before each sample; `agree`
+    makes every rank capture the same number of calls (each estimates its own; a collective needs one)."""
     estimate = eager_estimate_us(runners[0], device)
     iters = iters_per_sample(estimate, len(runners))
+    if agree is not None:
+        iters = agree(iters)
     mode = "graph"
     replay: Callable[[], None]
     if use_graph:
