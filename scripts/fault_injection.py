@@ -62,6 +62,9 @@ GPU_MULTI_MATRIX = [
     (ALLGATHER_GPU, "graph-only", "fail", CUSTOM + ["--cuda-graph"]),
     (ALLGATHER_GPU, "absent-rank@1", "timeout", CUSTOM + ["--timeout", "20"]),
     (ALLGATHER_GPU, "device-fault@0", "fault", CUSTOM),
+    *[(ALLGATHER_GPU, m, "fail", CUSTOM) for m in ("nan", "ulp", "stale")],
+    (ALLGATHER_GPU, "hang@1", "timeout", CUSTOM + ["--timeout", "20"]),
+    (ALLGATHER_GPU, "crash@0", "fault", CUSTOM),
     (ALLGATHER_GPU, "graph-only", "fail", NCCL + ["--cuda-graph"]),
     (ALLGATHER_GPU, "absent-rank@1", "timeout", NCCL + ["--timeout", "20"]),
     (ALLGATHER_GPU, "device-fault@0", "fault", NCCL),
@@ -122,6 +125,7 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="run the GPU matrix (needs a CUDA GPU)")
     parser.add_argument("--out", type=Path, default=None, help="keep run directories and write catch_rate.csv here")
     parser.add_argument("--only", default=None, help="only entries whose suite is this")
+    parser.add_argument("--mutations", default=None, help="only these mutations (comma list, as written in the matrix)")
     options = parser.parse_args()
     matrix = GPU_MATRIX if options.gpu else CPU_MATRIX
     not_applicable = list(NOT_APPLICABLE)
@@ -134,6 +138,9 @@ def main() -> int:
             not_applicable.append(("allgather", "GPU entries", f"need >= 2 GPUs, this machine has {torch.cuda.device_count()}"))
     if options.only:
         matrix = [m for m in matrix if m[0][0] == options.only]
+    if options.mutations:
+        wanted = set(options.mutations.split(","))
+        matrix = [m for m in matrix if m[1] in wanted]
     out_dir = options.out or Path(tempfile.mkdtemp(prefix="rocbench-inject-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [run_entry(*entry, out_dir) for entry in matrix]
