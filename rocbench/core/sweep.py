@@ -23,6 +23,8 @@ from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, ResultsWriter, bas
 from rocbench.core.suite import Backend, Suite
 
 POOL_START_TIMEOUT_S = 240.0
+# gloo ranks on a CPU-only machine are processes, not devices: past this many a sweep only thrashes the host.
+MAX_CPU_RANKS = 64
 
 
 def choose_backends(suite: Suite, requested: list[str] | None, platform: PlatformInfo, world_size: int) -> list[Backend]:
@@ -45,7 +47,9 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
 
 def check_world_size(world_size: int, platform: PlatformInfo) -> None:
     if platform.has_gpu and world_size > platform.device_count:
-        raise NotEnoughGpus(f"tp {world_size} needs {world_size} GPUs, this machine has {platform.device_count}")
+        raise NotEnoughGpus(f"tp {world_size}: needs {world_size} GPUs, this machine has {platform.device_count}")
+    if not platform.has_gpu and world_size > MAX_CPU_RANKS:
+        raise InputError(f"tp {world_size}: this machine has no GPU and runs at most {MAX_CPU_RANKS} gloo ranks")
 
 
 def make_console(to_stderr: bool = False) -> Console:
