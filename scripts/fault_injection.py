@@ -91,8 +91,8 @@ def run_entry(args, mutation, expected, extra, out_dir: Path) -> dict:
     backend = extra[extra.index("--backends") + 1] if "--backends" in extra else ""
     tag = f"{os.getpid()}-{args[0]}-{backend}-{mutation}"
     env = dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO), ROCBENCH_INJECT_TAG=tag)
-    if args[0] in ("mla", "moe") and "--gpu" not in sys.argv:
-        env["TRITON_INTERPRET"] = "1"
+    if "--gpu" not in sys.argv:  # the CPU matrix is the CPU path on any machine: hide GPUs, interpret Triton
+        env.update(CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="1")
     target = out_dir / "-".join(filter(None, (args[0], backend, mutation, "graph" if "--cuda-graph" in extra else "")))
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "rocbench", *args, *extra, "--inject", mutation, "--out", str(target)],

@@ -13,9 +13,21 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 
 
-def rocbench(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+# The CLI tests are the CPU path (gloo ranks, Triton interpreter) on every machine: on a GPU box they would
+# otherwise become GPU runs and fail for want of a second GPU. GPU tests pass on_gpu=True.
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TRITON_INTERPRET": "1"}
+
+
+def cli_env(env: dict | None = None, on_gpu: bool = False) -> dict:
     full_env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    if not on_gpu:
+        full_env.update(CPU_ONLY)
     full_env.update(env or {})
+    return full_env
+
+
+def rocbench(*args: str, env: dict | None = None, timeout: float = 600, on_gpu: bool = False) -> subprocess.CompletedProcess:
+    full_env = cli_env(env, on_gpu)
     return subprocess.run([sys.executable, "-m", "rocbench", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=REPO)
 

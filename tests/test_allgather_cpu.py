@@ -81,11 +81,9 @@ def test_inject_needs_the_test_flag(tmp_path):
     (["--tp", "2", "--backends", "nccl2"], "unknown backend"),
     (["--tp", "2", "--backends", "custom"], "not available here"),
     (["--tp", "2", "--cuda-graph"], "needs a GPU"),
-    (["--tp", "1024"], "tp 1024: "),  # no GPU: the gloo rank cap; a GPU machine: too few GPUs
+    (["--tp", "1024"], "at most 64 gloo ranks"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    if torch.cuda.is_available() and message in ("needs a GPU", "not available here"):
-        pytest.skip("these inputs are valid on a GPU machine")
     proc = rocbench("allgather", *args, "--out", str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

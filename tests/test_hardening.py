@@ -1,6 +1,5 @@
 """Hardening: the fault-injection matrix, killed runs, resume, concurrent runs, bad input everywhere."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, latest_run, results, rocbench
+from tests.helpers import REPO, cli_env, latest_run, results, rocbench
 
 SLOW_ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8,3x3,5x16", "--dtypes", "bfloat16,int32,int8,bool",
                   "--dims", "0,-1"]
@@ -19,7 +18,7 @@ SLOW_ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8,3x3,5x16", "--
 def test_fault_injection_matrix_catches_everything_on_cpu(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/fault_injection.py", "--out", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=1500,
-                          env=dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO)))
+                          env=cli_env({"ROCBENCH_ALLOW_INJECT": "1"}))
     table = pd.read_csv(tmp_path / "catch_rate.csv")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert (table["caught"] == "yes").all() and (table["orphans"] == 0).all()
@@ -29,7 +28,7 @@ def test_fault_injection_matrix_catches_everything_on_cpu(tmp_path):
 def start(args, out: Path, env=None):
     return subprocess.Popen([sys.executable, "-m", "rocbench", *args, "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+                            env=cli_env(env))
 
 
 def wait_for_rows(out: Path, rows: int, timeout: float = 120) -> Path:

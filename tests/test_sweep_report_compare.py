@@ -155,9 +155,5 @@ def test_compare_flags_a_gate_that_went_from_pass_to_fail(tmp_path):
 
 
 def test_selfcheck_needs_a_gpu():
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    proc = rocbench("selfcheck")
+    proc = rocbench("selfcheck")  # the CLI tests hide GPUs, so this holds on any machine
     assert proc.returncode == 2 and "needs a GPU" in proc.stderr
