@@ -136,6 +136,14 @@ def main() -> int:
             matrix = matrix + GPU_MULTI_MATRIX
         else:
             not_applicable.append(("allgather", "GPU entries", f"need >= 2 GPUs, this machine has {torch.cuda.device_count()}"))
+    else:
+        sys.path.insert(0, str(REPO))
+        from rocbench.core.interpreter import interpreter_problem_in_child
+
+        problem = interpreter_problem_in_child()
+        if problem:  # the Triton suites cannot run on the CPU here; say so rather than count interpreter faults
+            matrix = [m for m in matrix if m[0][0] not in ("mla", "moe")]
+            not_applicable.append(("mla, moe", "CPU entries", problem))
     if options.only:
         matrix = [m for m in matrix if m[0][0] == options.only]
     if options.mutations:

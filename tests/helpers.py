@@ -44,3 +44,14 @@ def results(run_dir: Path) -> pd.DataFrame:
 
 def meta(run_dir: Path) -> dict:
     return json.loads((run_dir / "meta.json").read_text())
+
+
+def needs_interpreter(on_cpu_only: bool = False):
+    """Skip (saying why) where the Triton interpreter is broken; on_cpu_only: the test runs on the GPU when there is one."""
+    import pytest
+    import torch
+
+    from rocbench.core.interpreter import interpreter_problem_in_child
+
+    problem = None if on_cpu_only and torch.cuda.is_available() else interpreter_problem_in_child()
+    return pytest.mark.skipif(problem is not None, reason=f"Triton interpreter unusable here: {problem}")

@@ -22,7 +22,12 @@ def test_fault_injection_matrix_catches_everything_on_cpu(tmp_path):
     table = pd.read_csv(tmp_path / "catch_rate.csv")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert (table["caught"] == "yes").all() and (table["orphans"] == 0).all()
-    assert "catch rate: 20/20 = 100%" in proc.stdout
+    from rocbench.core.interpreter import interpreter_problem_in_child
+
+    if interpreter_problem_in_child():  # the Triton suites' CPU entries are listed as n/a, never dropped silently
+        assert "catch rate: 8/8 = 100%" in proc.stdout and "n/a: mla, moe CPU entries" in proc.stdout
+    else:
+        assert "catch rate: 20/20 = 100%" in proc.stdout
 
 
 def start(args, out: Path, env=None):

@@ -21,6 +21,9 @@ from rocbench.kernels.mla_decode import (
 from rocbench.suites.mla.paged_kv import FP8_DTYPE, build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference
 from rocbench.suites.mla.scheduler import build_mla_schedule
+from tests.helpers import needs_interpreter
+
+pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
 
 SM_SCALE = 1.0 / math.sqrt(192)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,13 +1,14 @@
 """The MLA suite end to end on CPU: Triton under the interpreter with fp16 (its bf16 dot is wrong)."""
 import pytest
 
-from tests.helpers import latest_run, results, rocbench
+from tests.helpers import latest_run, needs_interpreter, results, rocbench
 
 TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
         "--q-dtype", "fp16", "--ctx-dist", "uniform,skewed"]
 INTERPRET = {"TRITON_INTERPRET": "1"}
 
 
+@needs_interpreter()
 def test_mla_gates_pass_on_both_paths(tmp_path):
     proc = rocbench("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path), env=INTERPRET)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -21,6 +22,7 @@ def test_mla_gates_pass_on_both_paths(tmp_path):
     assert frame[~frame["persist"]]["path"].str.startswith("split-kv").all()
 
 
+@needs_interpreter()
 @pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",

@@ -10,6 +10,9 @@ from rocbench.kernels import moe_a16w4 as K
 from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight, unshuffle_scale, unshuffle_weight
 from rocbench.suites.moe import layouts as L
 from rocbench.suites.moe.reference import moe_reference, route
+from tests.helpers import needs_interpreter
+
+pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 

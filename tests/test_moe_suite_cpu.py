@@ -1,12 +1,13 @@
 """The MoE suite end to end on CPU: Triton under the interpreter with fp16 activations."""
 import pytest
 
-from tests.helpers import latest_run, results, rocbench
+from tests.helpers import latest_run, needs_interpreter, results, rocbench
 
 TINY = ["--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--tokens", "3", "--x-dtype", "fp16"]
 INTERPRET = {"TRITON_INTERPRET": "1"}
 
 
+@needs_interpreter()
 def test_both_layouts_pass_and_agree_bitwise(tmp_path):
     proc = rocbench("moe", *TINY, "--tp", "1,2", "--activation", "swiglu", "--out", str(tmp_path), env=INTERPRET)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -17,6 +18,7 @@ def test_both_layouts_pass_and_agree_bitwise(tmp_path):
     assert set(frame["layout"]) == {"interleave", "separated"} and set(frame["inter"]) == {256, 128}
 
 
+@needs_interpreter()
 def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
     proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "64", "--inter", "128", "--tp", "1",
                     "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path), env=INTERPRET)
@@ -27,6 +29,7 @@ def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
     assert frame[frame["layout"] == "separated"].iloc[0]["status"] == "pass"
 
 
+@needs_interpreter()
 @pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_moe_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("moe", *TINY, "--tp", "1", "--layout", "separated", "--out", str(tmp_path), "--inject", mutation,
@@ -50,6 +53,7 @@ def test_moe_bad_input(args, message, tmp_path):
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@needs_interpreter()
 def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported(tmp_path):
     """gpt-oss-120b at TP8 has 360 intermediate columns per rank: not whole MX blocks without padding."""
     proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "2880", "--tp", "8",

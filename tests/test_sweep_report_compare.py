@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rocbench.core.config import ConfigError, plan
-from tests.helpers import REPO, latest_run, results, rocbench
+from tests.helpers import REPO, latest_run, needs_interpreter, results, rocbench
 
 EXAMPLE = REPO / "results" / "examples" / "moe-deepseek-r1-tp8-h100"
 
@@ -64,6 +64,7 @@ def test_shipped_configs_parse():
         assert runs, config
 
 
+@needs_interpreter()
 def test_ci_config_runs_and_reports(tmp_path):
     out = tmp_path / "out"
     junit = tmp_path / "ci.xml"

@@ -97,6 +97,10 @@ class Backend(abc.ABC):
                 importlib.import_module(module)
             except Exception as err:  # noqa: BLE001 - aiter, for one, fails to import in many ways without ROCm
                 return f"{module} is not importable: {type(err).__name__}: {err}"
+        if platform.kind == "cpu" and "triton" in self.requires:
+            from rocbench.core.interpreter import interpreter_problem
+
+            return interpreter_problem()
         return None
 
     def unsupported_reason(self, case: Case) -> str | None:

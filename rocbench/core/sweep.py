@@ -39,9 +39,11 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
             if reason:
                 raise InputError(f"--backends: {backend.name} is not available here: {reason}")
         return chosen
-    chosen = [b for b in suite.backends if b.unavailable_reason(platform, world_size) is None]
+    reasons = {b.name: b.unavailable_reason(platform, world_size) for b in suite.backends}
+    chosen = [b for b in suite.backends if reasons[b.name] is None]
     if not chosen:
-        raise InputError(f"no {suite.name} backend is available on this {platform.kind} machine")
+        why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        raise InputError(f"no {suite.name} backend is available on this {platform.kind} machine ({why})")
     return chosen
 
 
@@ -65,6 +67,9 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     """Run the sweep; return the exit code (0: every gated case passed)."""
     console = console or make_console(to_stderr=as_json)
     inject.check_allowed(opts.inject)
+    columns = columns_for(suite.axis_columns, suite.extra_columns)
+    # A wrong --resume target is the user's first mistake to hear about, before anything about this machine.
+    resumed = open_for_resume(Path(resume), suite, columns) if resume is not None else None
     platform = detect()
     world_size = suite.world_size(params)
     check_world_size(world_size, platform)
@@ -84,9 +89,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if junit is not None:
         check_writable(Path(junit))
 
-    columns = columns_for(suite.axis_columns, suite.extra_columns)
-    if resume is not None:
-        run_dir, meta, finished_rows = open_for_resume(Path(resume), suite, columns)
+    if resumed is not None:
+        run_dir, meta, finished_rows = resumed
         meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
     else:
         run_dir, finished_rows = new_run_dir(out_dir, suite.name), []
