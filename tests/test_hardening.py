@@ -70,7 +70,7 @@ def test_resume_rejects_another_suites_run(tmp_path):
     first = rocbench("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "int8", "--dims", "0", "--out", str(tmp_path))
     assert first.returncode == 0
     run = latest_run(tmp_path, "allgather")
-    proc = rocbench("mla", "--resume", str(run), "--out", str(tmp_path), env={"TRITON_INTERPRET": "1"})
+    proc = rocbench("mla", "--resume", str(run), "--out", str(tmp_path))
     assert proc.returncode == 2 and "not mla" in proc.stderr
 
 
@@ -97,7 +97,7 @@ def test_concurrent_runs_into_one_directory_do_not_collide(tmp_path):
     (["compare", "/nonexistent/a", "/nonexistent/b"], "no results.csv"),
 ])
 def test_bad_input_everywhere_is_one_line_exit_2(args, message):
-    proc = rocbench(*args, env={"TRITON_INTERPRET": "1", "ROCBENCH_ALLOW_INJECT": "1"})
+    proc = rocbench(*args, env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], proc.stderr

@@ -5,12 +5,11 @@ from tests.helpers import latest_run, needs_interpreter, results, rocbench
 
 TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
         "--q-dtype", "fp16", "--ctx-dist", "uniform,skewed"]
-INTERPRET = {"TRITON_INTERPRET": "1"}
 
 
 @needs_interpreter()
 def test_mla_gates_pass_on_both_paths(tmp_path):
-    proc = rocbench("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path), env=INTERPRET)
+    proc = rocbench("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
     assert len(frame) == 2 * 2 * 2 * 2 * 2  # nhead x page size x dist x qlen x persist
@@ -27,7 +26,7 @@ def test_mla_gates_pass_on_both_paths(tmp_path):
 def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
                     "--q-dtype", "fp16", "--ctx-dist", "uniform", "--out", str(tmp_path), "--inject", mutation,
-                    env={**INTERPRET, "ROCBENCH_ALLOW_INJECT": "1"})
+                    env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1, proc.stdout[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
     assert set(frame["status"]) == {"fail"} and frame["detail"].str.contains(words).all(), frame["detail"].tolist()
@@ -42,7 +41,7 @@ def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     (["--batch", "0"], "below the minimum"),
 ])
 def test_mla_bad_axes(args, message, tmp_path):
-    proc = rocbench("mla", *args, "--out", str(tmp_path), env=INTERPRET)
+    proc = rocbench("mla", *args, "--out", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 

@@ -4,12 +4,11 @@ import pytest
 from tests.helpers import latest_run, needs_interpreter, results, rocbench
 
 TINY = ["--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--tokens", "3", "--x-dtype", "fp16"]
-INTERPRET = {"TRITON_INTERPRET": "1"}
 
 
 @needs_interpreter()
 def test_both_layouts_pass_and_agree_bitwise(tmp_path):
-    proc = rocbench("moe", *TINY, "--tp", "1,2", "--activation", "swiglu", "--out", str(tmp_path), env=INTERPRET)
+    proc = rocbench("moe", *TINY, "--tp", "1,2", "--activation", "swiglu", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "moe"))
     assert len(frame) == 4
@@ -21,7 +20,7 @@ def test_both_layouts_pass_and_agree_bitwise(tmp_path):
 @needs_interpreter()
 def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
     proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "64", "--inter", "128", "--tp", "1",
-                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path), env=INTERPRET)
+                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-2000:]
     frame = results(latest_run(tmp_path, "moe"))
     row = frame[frame["layout"] == "interleave"].iloc[0]
@@ -33,7 +32,7 @@ def test_a_shape_a_layout_cannot_take_is_unsupported_with_reason(tmp_path):
 @pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_moe_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     proc = rocbench("moe", *TINY, "--tp", "1", "--layout", "separated", "--out", str(tmp_path), "--inject", mutation,
-                    env={**INTERPRET, "ROCBENCH_ALLOW_INJECT": "1"})
+                    env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1
     frame = results(latest_run(tmp_path, "moe"))
     assert set(frame["status"]) == {"fail"} and frame["detail"].str.contains(words).all()
@@ -49,7 +48,7 @@ def test_moe_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     (["--tp", "0"], "not one of"),
 ])
 def test_moe_bad_input(args, message, tmp_path):
-    proc = rocbench("moe", *args, "--out", str(tmp_path), env=INTERPRET)
+    proc = rocbench("moe", *args, "--out", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
@@ -57,7 +56,7 @@ def test_moe_bad_input(args, message, tmp_path):
 def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported(tmp_path):
     """gpt-oss-120b at TP8 has 360 intermediate columns per rank: not whole MX blocks without padding."""
     proc = rocbench("moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "2880", "--tp", "8",
-                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path), env=INTERPRET)
+                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path))
     assert proc.returncode == 0
     frame = results(latest_run(tmp_path, "moe"))
     assert set(frame["status"]) == {"unsupported"} and frame["detail"].str.contains("--pad").all()

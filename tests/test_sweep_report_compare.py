@@ -68,8 +68,7 @@ def test_shipped_configs_parse():
 def test_ci_config_runs_and_reports(tmp_path):
     out = tmp_path / "out"
     junit = tmp_path / "ci.xml"
-    proc = rocbench("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(out), "--junit", str(junit), "--json",
-                    env={"TRITON_INTERPRET": "1"})
+    proc = rocbench("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(out), "--junit", str(junit), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == 0 and len(summary["runs"]) == 4
