@@ -35,15 +35,19 @@ def env() -> int:
 
     info = detect()
     console = Console()
-    console.print(f"platform: [bold]{info.kind}[/bold]  devices: {info.device_count}  host: {info.host}")
+    console.print(f"platform: [bold]{info.label}[/bold]  devices: {info.device_count}  host: {info.host}")
     for i, name in enumerate(info.device_names):
         console.print(f"  gpu {i}: {name}")
     if info.sm_count:
         console.print(f"  SMs: {info.sm_count}  L2: {(info.l2_bytes or 0) >> 20} MiB")
+    console.print(f"fp8 (e4m3) here: {str(info.fp8_dtype).removeprefix('torch.')}")
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()))
+    if info.kind == "rocm":
+        console.print(aiter_summary())
     table = Table(title="backends")
     for column in ("suite", "backend", "available", "why not / what it is"):
         table.add_column(column)
+    paths = []
     for name in SUITES:
         module = suite_module(name)
         suite = getattr(module, "SUITE", None)
@@ -54,8 +58,28 @@ def env() -> int:
             reason = backend.unavailable_reason(info, world)
             table.add_row(name, backend.name, "no" if reason else "yes", reason or backend.description,
                           style="dim" if reason else None)
+            if reason is None:
+                paths.append((name, backend, backend.paths_here(info)))
     console.print(table)
+    for name, backend, rows in paths:
+        if rows:
+            sub = Table(title=f"{name} / {backend.name}: paths on {info.label}")
+            for column in rows[0]:
+                sub.add_column(column, overflow="fold")
+            for row in rows:
+                sub.add_row(*[str(v) for v in row.values()])
+            console.print(sub)
     return 0
+
+
+def aiter_summary() -> str:
+    from rocbench.rocm import aiter_install
+
+    try:
+        return (f"AITER: version {aiter_install.version() or 'unknown'}, commit {aiter_install.git_commit() or 'unknown'}, "
+                f"kernel tables in {aiter_install.asm_dir()}")
+    except Exception as err:  # noqa: BLE001 - AITER fails to import in many ways
+        return f"AITER: not importable ({type(err).__name__}: {err})"
 
 
 @app.command("sweep", help="Run a YAML config: any mix of suites and axes, into one sweep directory, then write its report.")

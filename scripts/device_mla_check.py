@@ -34,7 +34,9 @@ import zlib
 import torch
 
 from rocbench.kernels import mla_decode as K
-from rocbench.suites.mla.paged_kv import FP8_DTYPE, build_paged_kv, make_query, make_seq_lens
+from rocbench.suites.mla.paged_kv import build_paged_kv, make_query, make_seq_lens
+
+FP8_DTYPE = torch.float8_e4m3fn
 from rocbench.suites.mla.reference import mla_decode_reference
 
 SM_SCALE = 1.0 / math.sqrt(192)

@@ -58,13 +58,15 @@ def test_exact_bool_and_fp8():
 
 
 def test_tolerance_reports_and_fails():
+    from rocbench.core.suite import Tolerance
+
     ref = torch.randn(64, 32)
-    ok = gate.tolerance(ref + 1e-4, ref, atol=1e-3, rtol=0, min_cosine=0.999)
+    ok = gate.tolerance(ref + 1e-4, ref, Tolerance(atol=1e-3, rtol=0, min_cosine=0.999))
     assert ok.passed and ok.max_abs_err == pytest.approx(1e-4, rel=1e-2) and ok.cosine > 0.999
     bad = ref.clone()
     bad[3, 4] += 0.5
-    verdict = gate.tolerance(bad, ref, atol=1e-3, rtol=0, min_cosine=0.9)
+    verdict = gate.tolerance(bad, ref, Tolerance(atol=1e-3, rtol=0, min_cosine=0.9))
     assert not verdict.passed and "(3, 4)" in verdict.detail
     nan = ref.clone()
     nan[0, 0] = float("nan")
-    assert not gate.tolerance(nan, ref, atol=1.0, rtol=1.0, min_cosine=0.0).passed
+    assert not gate.tolerance(nan, ref, Tolerance(atol=1.0, rtol=1.0, min_cosine=0.0)).passed

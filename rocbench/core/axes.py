@@ -17,6 +17,7 @@ DTYPE_ALIASES = {
     "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn", "e4m3": "float8_e4m3fn",
     "fp8_e5m2": "float8_e5m2", "e5m2": "float8_e5m2",
 }
+FP8_ALIASES = ("fp8", "fp8_e4m3", "e4m3")
 
 
 def split_list(text: str, what: str) -> list[str]:
@@ -26,7 +27,10 @@ def split_list(text: str, what: str) -> list[str]:
     return items
 
 
-def parse_dtype(name: str) -> torch.dtype:
+def parse_dtype(name: str, fp8: torch.dtype | None = None) -> torch.dtype:
+    """A torch dtype from its name or a short alias; `fp8` says which e4m3 flavour "fp8" means here."""
+    if fp8 is not None and name.strip().lower() in FP8_ALIASES:
+        return fp8
     canonical = DTYPE_ALIASES.get(name.strip().lower(), name.strip())
     dtype = getattr(torch, canonical, None)
     if not isinstance(dtype, torch.dtype):
@@ -34,8 +38,9 @@ def parse_dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def parse_dtypes(text: str, allowed: Sequence[torch.dtype] | None = None, what: str = "--dtypes") -> list[torch.dtype]:
-    dtypes = [parse_dtype(item) for item in split_list(text, what)]
+def parse_dtypes(text: str, allowed: Sequence[torch.dtype] | None = None, what: str = "--dtypes",
+                 fp8: torch.dtype | None = None) -> list[torch.dtype]:
+    dtypes = [parse_dtype(item, fp8) for item in split_list(text, what)]
     if allowed is not None:
         for dtype in dtypes:
             if dtype not in allowed:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from rocbench.core.suite import Verdict
+from rocbench.core.suite import Tolerance, Verdict
 
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -41,9 +41,9 @@ def exact(out: torch.Tensor, expected: torch.Tensor) -> Verdict:
     )
 
 
-def tolerance(out: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float, min_cosine: float) -> Verdict:
+def tolerance(out: torch.Tensor, reference: torch.Tensor, tol: Tolerance) -> Verdict:
     """|out - ref| <= atol + rtol*|ref| everywhere and cosine >= min_cosine; NaN never passes."""
-    stated = f"atol={atol:g} rtol={rtol:g} cos>={min_cosine:g}"
+    atol, rtol, min_cosine, stated = tol.atol, tol.rtol, tol.min_cosine, tol.describe()
     if out.shape != reference.shape:
         return Verdict(False, "tolerance", f"output {tuple(out.shape)} != reference {tuple(reference.shape)}", tolerance=stated)
     o = out.detach().double().cpu()  # float64: a cosine over millions of elements stays <= 1

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from rocbench.core import gate, inject, timing
 from rocbench.core.axes import Case
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
-from rocbench.core.suite import Backend, RankContext, Suite, Verdict
+from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
 
 GRAPH_REPLAYS = 3  # each with fresh input data copied in first
 
@@ -85,8 +85,10 @@ def phase(ctx: RankContext, name: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def judged(suite: Suite, case: Case, ctx: RankContext, out: torch.Tensor, expected: Any) -> Verdict:
-    return Verdict.combine(exchange(ctx, suite.judge(case, out, expected)))
+def judged(suite: Suite, case: Case, ctx: RankContext, out: torch.Tensor, expected: Any,
+           tolerance: Tolerance | None) -> Verdict:
+    verdict = phase(ctx, "judge", lambda: suite.judge(case, out, expected, tolerance))
+    return Verdict.combine(exchange(ctx, verdict))
 
 
 def snapshot(out: torch.Tensor) -> torch.Tensor:
@@ -99,9 +101,10 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     expected = phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
     run = phase(ctx, "prepare", lambda: inject.wrap(backend.prepare(case, io, ctx), opts.inject, ctx.rank, ctx.world_size, case.index))
     row["path"] = backend.describe(case, ctx)
+    tolerance = backend.tolerance(case, ctx.platform)
 
     first = phase(ctx, "run", lambda: snapshot(run()))
-    verdict = judged(suite, case, ctx, first, expected)
+    verdict = judged(suite, case, ctx, first, expected, tolerance)
     row.update(gate_kind=verdict.kind, tolerance=verdict.tolerance, max_abs_err=verdict.max_abs_err, cosine=verdict.cosine)
     if not verdict.passed:
         row.update(status=FAIL, gate="fail", detail=f"first call: {verdict.detail}")
@@ -114,8 +117,11 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         row.update(status=FAIL, gate="fail", detail="not deterministic: two runs on the same input differ bitwise")
         return None
 
-    for column, twin in suite.twin_cases(case):
-        if backend.unsupported_reason(twin):
+    twins = backend.twin_checks(case)
+    for column in set(suite.extra_columns) - {column for column, _ in twins}:
+        row[column] = "n/a"  # this backend runs different kernels per configuration: no bitwise twin
+    for column, twin in twins:
+        if backend.unsupported_reason(twin, ctx.platform):
             row[column] = "n/a"
             continue
         twin_run = phase(ctx, f"prepare twin {column}", lambda: backend.prepare(twin, io, ctx))
@@ -129,17 +135,18 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     # New data in the same buffers: catches kernels that are right only on their first call.
     expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=1))
     fresh = phase(ctx, "run on new data", lambda: snapshot(run()))
-    verdict = judged(suite, case, ctx, fresh, expected)
+    verdict = judged(suite, case, ctx, fresh, expected, tolerance)
     if not verdict.passed:
         row.update(status=FAIL, gate="fail", detail=f"second call, new data: {verdict.detail}")
         return None
 
     if opts.cuda_graph and ctx.device.type == "cuda":
-        graph = phase(ctx, "graph capture", lambda: timing.capture([run], 1, ctx.device, backend.graph_context(ctx)))
+        graph, outputs = phase(ctx, "graph capture", lambda: timing.capture_outputs(run, ctx.device,
+                                                                                    backend.graph_context(ctx)))
         for replay in range(1, GRAPH_REPLAYS + 1):
             expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=100 + replay))
-            out = phase(ctx, f"graph replay {replay}", lambda: replay_output(graph, io))
-            verdict = judged(suite, case, ctx, out, expected)
+            out = phase(ctx, f"graph replay {replay}", lambda: replay_output(graph, outputs))
+            verdict = judged(suite, case, ctx, out, expected, tolerance)
             if not verdict.passed:
                 row.update(status=FAIL, gate="fail", graph_replays=f"failed at {replay}/{GRAPH_REPLAYS}",
                            detail=f"CUDA-graph replay {replay}: {verdict.detail}")
@@ -150,12 +157,10 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     return io, run
 
 
-def replay_output(graph: torch.cuda.CUDAGraph, io: Any) -> torch.Tensor:
-    """Replay and snapshot the output buffer the captured graph writes (suites keep it at `io.out`)."""
-    if getattr(io, "out", None) is None:
-        raise RuntimeError("suite io has no .out buffer; graph replays cannot be checked")
+def replay_output(graph: torch.cuda.CUDAGraph, outputs: list[torch.Tensor]) -> torch.Tensor:
+    """Replay and snapshot the tensor the captured call returned (the graph rewrites it in place)."""
     graph.replay()
-    return snapshot(io.out)
+    return snapshot(outputs[-1])
 
 
 def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
@@ -207,7 +212,7 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
     """Run one (case, backend) on this rank. Rank 0's row is the one recorded."""
     work = suite.work(case, ctx.world_size)
     row: dict = {"status": PASS, "gate": "", "bytes": work.bytes, "flops": work.flops or None}
-    reason = backend.unsupported_reason(case)
+    reason = backend.unsupported_reason(case, ctx.platform)
     if reason:
         row.update(status=UNSUPPORTED, gate="n/a", detail=reason)
         return row

@@ -10,6 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from rocbench.core.errors import InputError
+from rocbench.formats.fp8 import fp8_for_arch
+
+# Test only: "rocm:gfx942" or "rocm:gfx950" makes a CPU machine report that platform, so the ROCm
+# backends run end to end against a stand-in AITER (tests/aiter_standin) on CI's CPUs.
+SIMULATE_ENV = "ROCBENCH_SIMULATE_PLATFORM"
+SIMULATED_ARCHS = ("gfx942", "gfx950")
+
 
 @dataclass
 class PlatformInfo:
@@ -20,10 +28,23 @@ class PlatformInfo:
     l2_bytes: int | None
     versions: dict[str, str] = field(default_factory=dict)
     host: str = ""
+    arch: str | None = None  # gfx942 / gfx950 on ROCm, sm_90 on CUDA
+    simulated: bool = False  # test only: a CPU machine posing as `kind`/`arch` (ROCBENCH_SIMULATE_PLATFORM)
 
     @property
     def has_gpu(self) -> bool:
-        return self.kind in ("cuda", "rocm")
+        """A real GPU runs the kernels (a simulated platform computes on the CPU)."""
+        return self.kind in ("cuda", "rocm") and not self.simulated
+
+    @property
+    def label(self) -> str:
+        text = self.kind + (f" {self.arch}" if self.arch else "")
+        return text + (f" (simulated on this CPU: {SIMULATE_ENV})" if self.simulated else "")
+
+    @property
+    def fp8_dtype(self) -> torch.dtype:
+        """The e4m3 flavour this platform's kernels take (fnuz on gfx942)."""
+        return fp8_for_arch(self.arch)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -36,15 +57,35 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def simulated_platform() -> tuple[str, str] | None:
+    value = os.environ.get(SIMULATE_ENV)
+    if not value:
+        return None
+    kind, _, arch = value.partition(":")
+    if kind != "rocm" or arch not in SIMULATED_ARCHS:
+        raise InputError(f"{SIMULATE_ENV}={value!r}: expected rocm:{' or rocm:'.join(SIMULATED_ARCHS)}")
+    return kind, arch
+
+
+def device_arch(props) -> str:
+    gcn = getattr(props, "gcnArchName", "")
+    return gcn.split(":")[0] if gcn else f"sm_{props.major}{props.minor}"
+
+
 @functools.lru_cache(maxsize=1)
 def detect() -> PlatformInfo:
-    if torch.cuda.is_available():
+    simulated = simulated_platform()
+    arch = None
+    if simulated is None and torch.cuda.is_available():
         kind = "rocm" if torch.version.hip else "cuda"
         count = torch.cuda.device_count()
         props = torch.cuda.get_device_properties(0)
         names = [torch.cuda.get_device_name(i) for i in range(count)]
         sm_count = props.multi_processor_count
         l2_bytes = getattr(props, "L2_cache_size", None)
+        arch = device_arch(props)
+    elif simulated is not None:
+        (kind, arch), count, names, sm_count, l2_bytes = simulated, 0, [], None, None
     else:
         kind, count, names, sm_count, l2_bytes = "cpu", 0, [], None, None
     versions = {"torch": torch.__version__, "python": pyplatform.python_version()}
@@ -56,13 +97,13 @@ def detect() -> PlatformInfo:
         versions["cuda"] = torch.version.cuda
     if torch.version.hip:
         versions["hip"] = torch.version.hip
-    if kind != "cpu":
+    if count:
         try:
             nccl = torch.cuda.nccl.version()
             versions["nccl" if kind == "cuda" else "rccl"] = ".".join(str(v) for v in nccl) if isinstance(nccl, tuple) else str(nccl)
         except Exception:  # noqa: BLE001 - a missing NCCL only means no version to report
             pass
-    return PlatformInfo(kind, count, names, sm_count, l2_bytes, versions, pyplatform.node())
+    return PlatformInfo(kind, count, names, sm_count, l2_bytes, versions, pyplatform.node(), arch, simulated is not None)
 
 
 def git_revision() -> str | None:

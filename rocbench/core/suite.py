@@ -46,6 +46,20 @@ class Work:
     busbw_factor: float | None = None  # collectives: busbw = algbw * factor (nccl-tests convention)
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """|out - ref| <= atol + rtol*|ref| everywhere and cosine >= min_cosine; `why` says what it fits."""
+
+    atol: float
+    rtol: float
+    min_cosine: float
+    why: str = ""
+
+    def describe(self) -> str:
+        text = f"atol={self.atol:g} rtol={self.rtol:g} cos>={self.min_cosine:g}"
+        return f"{text} ({self.why})" if self.why else text
+
+
 @dataclass
 class Verdict:
     """A gate's judgement of one output. `passed` is the only field the harness decides on."""
@@ -90,21 +104,31 @@ class Backend(abc.ABC):
         """Why this backend cannot run here at all (None: it can)."""
         if platform.kind not in self.platforms:
             return f"needs {'/'.join(self.platforms)}, this is {platform.kind}"
-        if platform.kind == "cpu" and "triton" in self.requires and os.environ.get("TRITON_INTERPRET") != "1":
+        if not platform.has_gpu and "triton" in self.requires and os.environ.get("TRITON_INTERPRET") != "1":
             return "Triton needs a GPU (or TRITON_INTERPRET=1 for tiny CPU runs)"
         for module in self.requires:
             try:
                 importlib.import_module(module)
             except Exception as err:  # noqa: BLE001 - aiter, for one, fails to import in many ways without ROCm
                 return f"{module} is not importable: {type(err).__name__}: {err}"
-        if platform.kind == "cpu" and "triton" in self.requires:
+        if not platform.has_gpu and "triton" in self.requires:
             from rocbench.core.interpreter import interpreter_problem
 
             return interpreter_problem()
         return None
 
-    def unsupported_reason(self, case: Case) -> str | None:
-        """Why this backend cannot take this case (None: it can). Must not depend on the rank."""
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        """Why this backend cannot take this case here (None: it can). Must not depend on the rank."""
+        return None
+
+    def twin_checks(self, case: Case) -> list[tuple[str, Case]]:
+        """Sibling configurations this backend must reproduce bitwise on the same inputs, as
+        (column, twin case) pairs: e.g. one kernel reading two weight layouts. A backend that runs
+        different kernels per configuration declares none."""
+        return []
+
+    def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
+        """A tolerance that fits the numerics this backend runs for the case (None: the suite's)."""
         return None
 
     @abc.abstractmethod
@@ -122,6 +146,10 @@ class Backend(abc.ABC):
     def describe(self, case: Case, ctx: RankContext) -> str:
         """Which code path and mode runs for this case (shown per row), e.g. metadata mode."""
         return ""
+
+    def paths_here(self, platform: PlatformInfo) -> list[dict]:
+        """For `rocbench env`: which of this backend's paths exist on this platform (rows of a table)."""
+        return []
 
 
 class Registry:
@@ -173,8 +201,8 @@ class Suite(abc.ABC):
         """
 
     @abc.abstractmethod
-    def judge(self, case: Case, out: torch.Tensor, expected: Any) -> Verdict:
-        """Compare an output with the expectation from `fill`."""
+    def judge(self, case: Case, out: torch.Tensor, expected: Any, tolerance: Tolerance | None = None) -> Verdict:
+        """Compare an output with the expectation from `fill` (within `tolerance` when a backend states one)."""
 
     @abc.abstractmethod
     def work(self, case: Case, world_size: int) -> Work:
@@ -189,11 +217,6 @@ class Suite(abc.ABC):
     def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
         """(case id, backend) whose time this row's speedup is relative to."""
         return case.id, self.baseline
-
-    def twin_cases(self, case: Case) -> list[tuple[str, Case]]:
-        """Sibling configurations whose output must equal this case's output bitwise on the same io
-        (e.g. two weight layouts of one kernel): (column name, twin case) pairs."""
-        return []
 
     def plot_specs(self) -> list[dict]:
         """Which line plots to draw (see rocbench.core.plots.line_figure)."""

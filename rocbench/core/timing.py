@@ -58,6 +58,19 @@ def eager_estimate_us(run: Callable[[], object], device: torch.device, reps: int
     return start.elapsed_time(end) * 1e3 / reps
 
 
+def capture_outputs(run: Callable[[], torch.Tensor], device: torch.device,
+                    context=None) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor]]:
+    """Capture one call; also return what the captured call returned, which every replay rewrites
+    (a backend may return a tensor it allocated inside the call, e.g. AITER's fused_moe)."""
+    outputs: list[torch.Tensor] = []
+
+    def call() -> torch.Tensor:
+        outputs.append(run())
+        return outputs[-1]
+
+    return capture([call], 1, device, context), outputs
+
+
 def capture(runners: Sequence[Callable[[], object]], iters: int, device: torch.device,
             context=None) -> torch.cuda.CUDAGraph:
     """Capture `iters` calls, cycling through the rotated runners, into one graph (inside `context`)."""

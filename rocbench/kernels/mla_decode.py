@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.suites.mla.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
 from rocbench.suites.mla.scheduler import (
     DEFAULT_KV_GRANULARITY,
@@ -425,9 +426,9 @@ def _check_inputs(q: torch.Tensor, kv: PagedKV, qlen: int) -> None:
         raise ValueError(f"q has {q.shape[0]} rows; expected batch {kv.batch} x qlen {qlen}")
     if not kv.kv_buffer.is_contiguous() or kv.kv_buffer.shape[1:] != (kv.page_size, HEAD_DIM):
         raise ValueError("kv_buffer must be a contiguous [num_pages, page_size, 576] tensor")
-    if kv.kv_buffer.dtype not in (q.dtype, torch.float8_e4m3fn):
-        raise ValueError(f"kv dtype {kv.kv_buffer.dtype} must equal q's ({q.dtype}) or be float8_e4m3fn")
-    if (kv.kv_buffer.dtype == torch.float8_e4m3fn) != (kv.kv_scale is not None):
+    if kv.kv_buffer.dtype != q.dtype and kv.kv_buffer.dtype not in E4M3_DTYPES:
+        raise ValueError(f"kv dtype {kv.kv_buffer.dtype} must equal q's ({q.dtype}) or be an fp8 e4m3 flavour")
+    if (kv.kv_buffer.dtype in E4M3_DTYPES) != (kv.kv_scale is not None):
         raise ValueError("fp8 KV needs kv_scale; other dtypes must not have one")
 
 
@@ -475,7 +476,7 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
 def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> MlaKernelConfig:
     """Launch knobs for a KV dtype and head count (the H100 sweep winners listed above)."""
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
-    if kv_dtype == torch.float8_e4m3fn:
+    if kv_dtype in E4M3_DTYPES:
         return FP8_SMALL_TILE_CONFIG if small_tile else FP8_CONFIG
     if small_tile:
         return BF16_SMALL_TILE_CONFIG
@@ -564,7 +565,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
         SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
-        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype == torch.float8_e4m3fn,
+        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype in E4M3_DTYPES,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if num_kv_splits > 1:
@@ -604,7 +605,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
         SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
-        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype == torch.float8_e4m3fn,
+        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype in E4M3_DTYPES,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:

@@ -3,11 +3,13 @@ and AITER's custom all-gather (ROCm)."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.distributed as dist
 
 from rocbench.core.axes import Case, dtype_name
+from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, RankContext, Runner
 from rocbench.suites.allgather.suite import AllGatherIO, AllGatherSuite, rank_bytes
 
@@ -73,7 +75,7 @@ class TorchAllGather(Backend):
         return torch_runner(case, io, ctx)
 
     def describe(self, case: Case, ctx: RankContext) -> str:
-        lib = {"cuda": "nccl", "rocm": "rccl"}.get(ctx.platform.kind, "gloo")
+        lib = {"cuda": "nccl", "rocm": "rccl"}.get(ctx.platform.kind, "gloo") if ctx.device.type == "cuda" else "gloo"
         dim = case["dim"] % len(case["shape"])
         path = lib if collective_takes_dtype(ctx, case["dtype"]) else f"{lib} on a uint8 view ({dtype_name(case['dtype'])} not accepted)"
         return path + (" + rearrange" if dim != 0 else "")
@@ -110,7 +112,7 @@ class CustomAllGather(Backend):
     requires = ("torch.distributed._symmetric_memory", "triton")
     max_bytes_per_rank = 512 << 20
 
-    def unsupported_reason(self, case: Case) -> str | None:
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         if rank_bytes(case) > self.max_bytes_per_rank:
             return f"{rank_bytes(case)} bytes per rank exceed the {self.max_bytes_per_rank >> 20} MiB staging pool"
         return None
@@ -140,36 +142,75 @@ class CustomAllGather(Backend):
         return "symm-mem pull, 1 kernel" + (" (last-dim layout fused)" if case["dim"] % len(case["shape"]) else "")
 
 
-AITER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+AITER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # SGLang sends only these to AITER
+# The all-gather kernel (csrc custom_all_reduce.cuh) has cases for these world sizes; at 6, which the
+# communicator accepts, it prints an error and launches nothing: the output is never written.
+AITER_KERNEL_WORLD_SIZES = (2, 4, 8)
+ALLOC_CONF_ENV = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def expandable_segments_on() -> bool:
+    """PyTorch's expandable_segments allocator hands out pointers hipIpcGetMemHandle cannot export, so
+    buffers captured in a graph cannot be registered (AITER issue #4174)."""
+    for name in ALLOC_CONF_ENV:
+        for field in os.environ.get(name, "").split(","):
+            key, _, value = field.partition(":")
+            if key.strip() == "expandable_segments":
+                return value.strip().lower() in ("1", "true", "yes", "on")
+    return False
+
+
+def aiter_gather_dim(case: Case) -> int | None:
+    """The dim to hand AITER: 0, or -1 for the last dim; None where AITER would misread it (its kernel
+    gathers every dim != 0 as the last one)."""
+    dim = case["dim"] % len(case["shape"])
+    if dim == 0:
+        return 0
+    return -1 if dim == len(case["shape"]) - 1 else None
 
 
 @REGISTRY.register
 class AiterAllGather(Backend):
-    """AITER's CustomAllreduce all-gather, dispatched the way SGLang does (seed PR #25093)."""
+    """AITER's CustomAllreduce all-gather, dispatched the way SGLang does (seed PRs #25093, #27163)."""
 
     name = "aiter"
     platforms = ("rocm",)
     description = "AITER CustomAllreduce.all_gather_reg (graph capture) / all_gather_unreg (eager)"
     requires = ("aiter.dist.device_communicators.custom_all_reduce",)
 
-    @staticmethod
-    def communicator(ctx: RankContext):
-        if "aiter_ca" not in ctx.cache:
-            from aiter.dist.device_communicators.custom_all_reduce import CustomAllreduce
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        if case["tp"] not in AITER_KERNEL_WORLD_SIZES:
+            return (f"AITER's all-gather kernel has cases for {'/'.join(map(str, AITER_KERNEL_WORLD_SIZES))} ranks; at "
+                    f"{case['tp']} it launches nothing (its communicator still accepts {case['tp']})")
+        return None
 
+    @staticmethod
+    def communicator(ctx: RankContext) -> "CustomAllreduce":
+        from aiter.dist.device_communicators.custom_all_reduce import CustomAllreduce
+
+        if "aiter_ca" not in ctx.cache:
             # Its IPC handshake must run over a CPU (gloo) group, never the RCCL one.
             ctx.cache["aiter_ca"] = CustomAllreduce(ctx.cpu_group, ctx.device)
         return ctx.cache["aiter_ca"]
 
     def fallback_reason(self, case: Case, io: AllGatherIO, ctx: RankContext) -> str | None:
         ca = self.communicator(ctx)
-        if getattr(ca, "disabled", True):
+        if ca.disabled:
             return "communicator disabled (library or topology unsupported)"
         if case["dtype"] not in AITER_DTYPES:
-            return f"{dtype_name(case['dtype'])} is not a dtype AITER's all-gather takes"
+            return f"{dtype_name(case['dtype'])} is not a dtype SGLang hands AITER's all-gather"
+        if aiter_gather_dim(case) is None:
+            return f"dim {case['dim']}: AITER's kernel gathers every dim != 0 as the last one"
+        if aiter_gather_dim(case) == -1 and (case["shape"][-1] * io.inp.element_size()) % 16:
+            return f"last dim of {case['shape'][-1] * io.inp.element_size()} bytes: AITER needs a multiple of 16"
         if not ca.should_custom_ag(io.inp):
             return "should_custom_ag is false (size, alignment or topology)"
         return None
+
+    def registers_in_capture(self, ctx: RankContext) -> bool:
+        """Whether graph capture can use the registered path (AITER >= its issue #4174 says so itself)."""
+        ca = self.communicator(ctx)
+        return getattr(ca, "enable_register_for_capturing", True) and not expandable_segments_on()
 
     def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
         reason = self.fallback_reason(case, io, ctx)
@@ -177,12 +218,16 @@ class AiterAllGather(Backend):
         if reason:
             return torch_runner(case, io, ctx)
         ca = self.communicator(ctx)
-        dim = case["dim"]
+        dim = aiter_gather_dim(case)
+        register = self.registers_in_capture(ctx)
 
         def run() -> torch.Tensor:
-            if getattr(ca, "_IS_CAPTURING", False):
+            if ca._IS_CAPTURING:
                 if torch.cuda.is_current_stream_capturing():
-                    ca.all_gather_reg(io.inp, out=io.out, dim=dim)
+                    if register:
+                        ca.all_gather_reg(io.inp, out=io.out, dim=dim)
+                    else:  # expandable_segments: the copy-in path, as AITER's own custom_all_gather does
+                        ca.all_gather_unreg(io.inp, out=io.out, dim=dim)
                 else:
                     io.out.zero_()  # warm-up inside ca.capture(): no collective, as SGLang does
             else:
@@ -193,8 +238,21 @@ class AiterAllGather(Backend):
     def graph_context(self, ctx: RankContext):
         """Graph capture must sit inside ca.capture() so AITER registers the graph's buffers on exit."""
         ca = ctx.cache.get("aiter_ca")
-        return ca.capture() if ca is not None and not getattr(ca, "disabled", True) else contextlib.nullcontext()
+        return ca.capture() if ca is not None and not ca.disabled else contextlib.nullcontext()
+
+    def paths_here(self, platform: PlatformInfo) -> list[dict]:
+        registration = ("off: expandable_segments is on, capture uses all_gather_unreg" if expandable_segments_on()
+                        else "all_gather_reg under capture, all_gather_unreg eager")
+        return [{"tp": tp, "path": self.unsupported_reason(Case((("tp", tp),)), platform)
+                 or f"dtypes {', '.join(dtype_name(d) for d in AITER_DTYPES)} (others fall back to torch); dim 0 and "
+                    f"the last dim (16-byte rows); {registration}"} for tp in (2, 4, 6, 8)]
 
     def describe(self, case: Case, ctx: RankContext) -> str:
         reason = ctx.cache.get(("aiter_fallback", case.id))
-        return f"fallback torch: {reason}" if reason else "aiter custom all-gather (reg under capture, unreg eager)"
+        if reason:
+            return f"fallback torch: {reason}"
+        dim = aiter_gather_dim(case)
+        if self.registers_in_capture(ctx):
+            return f"aiter custom all-gather dim={dim} (reg under capture, unreg eager)"
+        return (f"aiter custom all-gather dim={dim}: expandable_segments is on, so graph capture uses the copy-in "
+                "path (all_gather_unreg); SGLang's all_gather_reg could not register these buffers")

@@ -9,7 +9,7 @@ import torch
 from rocbench.core import gate
 from rocbench.core.axes import Case, dtype_name, parse_dtypes, parse_ints, parse_shapes, product, shape_name
 from rocbench.core.errors import InputError
-from rocbench.core.suite import RankContext, Registry, Suite, Verdict, Work
+from rocbench.core.suite import RankContext, Registry, Suite, Tolerance, Verdict, Work
 
 ALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
               torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool)
@@ -121,8 +121,8 @@ class AllGatherSuite(Suite):
         io.out.view(torch.uint8).fill_(0x5A)  # poison: an element the backend never writes cannot pass
         return torch.cat(inputs, dim=case["dim"])
 
-    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor) -> Verdict:
-        return gate.exact(out, expected)
+    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance | None = None) -> Verdict:
+        return gate.exact(out, expected)  # all-gather moves bytes: always bitwise
 
     def work(self, case: Case, world_size: int) -> Work:
         n = case["tp"]

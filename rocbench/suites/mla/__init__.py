@@ -36,7 +36,7 @@ COMMAND = SuiteCommand(
         "batch": (Annotated[str, typer.Option("--batch", help="Decode batch sizes.")], "1,64"),
         "ctx": (Annotated[str, typer.Option("--ctx", help="Context lengths (mean per sequence).")], "4096"),
         "ctx_dist": (Annotated[str, typer.Option("--ctx-dist", help="uniform (all = ctx), skewed (a few long among many short, same total) or random.")], "uniform,skewed"),
-        "kv_dtype": (Annotated[str, typer.Option("--kv-dtype", help="KV cache dtypes: bf16, fp8 (e4m3, per-tensor scale).")], "bf16,fp8"),
+        "kv_dtype": (Annotated[str, typer.Option("--kv-dtype", help="KV cache dtypes: bf16, fp8 (e4m3 with a per-tensor scale: float8_e4m3fnuz on gfx942, float8_e4m3fn elsewhere).")], "bf16,fp8"),
         "page_size": (Annotated[str, typer.Option("--page-size", help="Tokens per KV page (powers of two).")], "64"),
         "qlen": (Annotated[str, typer.Option("--qlen", help="Query tokens per sequence: 1 (decode) or 2-4 (MTP).")], "1"),
         "q_dtype": (Annotated[str, typer.Option("--q-dtype", help="Query/output dtype: bf16 (the real path); fp16/fp32 exist for CPU-interpreter runs.")], "bf16"),

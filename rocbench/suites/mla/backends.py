@@ -1,12 +1,17 @@
 """MLA decode backends: portable Triton kernels (split-KV and persistent) and AITER's mla_decode_fwd (ROCm)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rocbench.core.axes import Case
-from rocbench.core.suite import Backend, RankContext, Runner
-from rocbench.suites.mla.policy import aiter_mla_policy
-from rocbench.suites.mla.suite import SM_SCALE, MlaIO, MlaSuite
+from rocbench.core.axes import Case, dtype_name
+from rocbench.core.platform import PlatformInfo
+from rocbench.core.suite import Backend, RankContext, Runner, Tolerance
+from rocbench.formats.fp8 import is_fp8
+from rocbench.rocm.mla_coverage import Coverage, MlaRequest, coverage
+from rocbench.suites.mla.policy import MlaPathDecision, aiter_mla_policy
+from rocbench.suites.mla.suite import NHEADS, SM_SCALE, MlaIO, MlaSuite
 
 REGISTRY = MlaSuite.backends
 
@@ -66,47 +71,149 @@ class TritonMla(Backend):
         return f"split-kv splits={plan['splits']} heads/group={plan['hpg']}"
 
 
+def aiter_max_split_per_batch(qlen: int) -> int:
+    """SGLang's aiter backend: 64 KV splits per batch for plain decode, 32 with draft tokens (MTP)."""
+    return 64 if qlen == 1 else 32
+
+
+@dataclass(frozen=True)
+class AiterMlaPlan:
+    """What the aiter backend runs for a case, decided without AITER's kernels (tables only)."""
+
+    q_dtype: torch.dtype | None  # the query dtype the kernel gets (the cache's fp8 for an fp8 cache)
+    decision: MlaPathDecision | None
+    coverage: Coverage | None
+    reason: str | None  # why the case is unsupported
+    qlen: int = 1
+
+    def describe(self) -> str:
+        if self.reason:
+            return self.reason
+        q = "q bf16" if self.q_dtype == torch.bfloat16 else f"q cast to {dtype_name(self.q_dtype)} (q_scale 1, SGLang's fp8-KV path) in the call"
+        fold = f" heads folded {self.coverage.fold}x" if self.coverage.fold > 1 else ""
+        split = f" max_split_per_batch={self.split}" if self.decision.persistent else ""
+        return f"{self.decision.label()}{split}; {q}; kernel {self.coverage.kernel}{fold}"
+
+    @property
+    def split(self) -> int:
+        return aiter_max_split_per_batch(self.qlen)
+
+
+def aiter_mla_plan(case: Case, platform: PlatformInfo) -> AiterMlaPlan:
+    from rocbench.rocm import aiter_install
+
+    kv, fp8 = case["kv_dtype"], platform.fp8_dtype
+    if case["q_dtype"] != torch.bfloat16:
+        return AiterMlaPlan(None, None, None, f"AITER's MLA decode takes bf16 queries, not {dtype_name(case['q_dtype'])}")
+    if is_fp8(kv) and kv != fp8:
+        return AiterMlaPlan(None, None, None, f"{platform.arch}'s AITER fp8 is {dtype_name(fp8)}, not {dtype_name(kv)}")
+    if kv not in (torch.bfloat16, fp8):
+        return AiterMlaPlan(None, None, None, f"AITER's MLA decode takes a bf16 or fp8 KV cache, not {dtype_name(kv)}")
+    q_dtype = fp8 if kv == fp8 else torch.bfloat16
+    decision = aiter_mla_policy(case["nhead"], kv, case["persist"])
+    request = MlaRequest(platform.arch, "fp8" if is_fp8(q_dtype) else "bf16", "fp8" if is_fp8(kv) else "bf16",
+                         case["nhead"], case["qlen"], decision.persistent)
+    found = coverage(request, aiter_install.asm_dir())
+    return AiterMlaPlan(q_dtype, decision, found, found.reason, case["qlen"])
+
+
+@dataclass
+class AiterMlaSchedule:
+    """get_mla_metadata_v1's buffers and the split count they were built for (all None: non-persistent)."""
+
+    work_metadata_ptrs: torch.Tensor | None = None
+    work_indptr: torch.Tensor | None = None
+    work_info_set: torch.Tensor | None = None
+    reduce_indptr: torch.Tensor | None = None
+    reduce_final_map: torch.Tensor | None = None
+    reduce_partial_map: torch.Tensor | None = None
+    num_kv_splits: int | None = None
+    intra_batch_mode: bool = False
+
+
+# q cast to fp8 adds up to one fp8 ulp (2^-3 relative) per query element: scores move by ~1e-2.
+FP8_QUERY_TOLERANCE = Tolerance(atol=3e-2, rtol=5e-2, min_cosine=0.999, why="q in fp8")
+
+
 @REGISTRY.register
 class AiterMla(Backend):
-    """AITER's MLA decode, persistent only where SGLang's policy allows (rocbench.suites.mla.policy)."""
+    """AITER's MLA decode as SGLang's aiter backend calls it for decode (seed PRs #27188, #23382)."""
 
     name = "aiter"
     platforms = ("rocm",)
-    description = "AITER mla_decode_fwd; persistent via get_mla_metadata_v1 with SGLang's fast_mode policy"
-    requires = ("aiter.mla",)
+    description = ("AITER mla_decode_fwd; persistent via get_mla_metadata_v1 with SGLang's decode arguments and "
+                   "fast_mode policy; kernels looked up in AITER's mla_asm.csv")
+    requires = ("aiter.mla", "aiter.ops.attention")
+
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        return aiter_mla_plan(case, platform).reason
+
+    def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
+        return FP8_QUERY_TOLERANCE if is_fp8(case["kv_dtype"]) else None
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Runner:
         from aiter.mla import mla_decode_fwd
 
-        decision = aiter_mla_policy(case["nhead"], case["kv_dtype"], case["persist"])
-        batch, qlen = case["batch"], case["qlen"]
+        plan = aiter_mla_plan(case, ctx.platform)
+        batch, qlen, page_size = case["batch"], case["qlen"], io.kv.page_size
         qo_indptr = torch.arange(0, (batch + 1) * qlen, qlen, dtype=torch.int32, device=ctx.device)
-        kv_buffer = io.kv.kv_buffer.view(-1, io.kv.page_size, 1, io.kv.kv_buffer.shape[-1])
-        kwargs = dict(page_size=io.kv.page_size, sm_scale=SM_SCALE, kv_scale=io.kv.kv_scale)
-        if decision.persistent:
-            kwargs.update(self.metadata(case, io, ctx, qo_indptr, decision))
+        kv_buffer = io.kv.kv_buffer.view(-1, page_size, 1, io.kv.kv_buffer.shape[-1])
+        kv_scale = io.kv.kv_scale if is_fp8(io.kv.dtype) else None
+        q_scale, q_kernel = None, io.q
+        if plan.q_dtype != io.q.dtype:  # SGLang hands the kernel a query already in the cache's fp8
+            q_scale = torch.ones((), dtype=torch.float32, device=ctx.device)
+            q_kernel = torch.empty(io.q.shape, dtype=plan.q_dtype, device=ctx.device)
+        s = self.schedule(case, io, ctx, qo_indptr, plan) if plan.decision.persistent else AiterMlaSchedule()
 
         def run() -> torch.Tensor:
-            mla_decode_fwd(io.q, kv_buffer, io.out, qo_indptr, io.kv.kv_indptr, io.kv.kv_indices,
-                           io.kv.kv_last_page_lens, qlen, **kwargs)
+            if q_kernel is not io.q:
+                q_kernel.copy_(io.q)
+            mla_decode_fwd(q_kernel, kv_buffer, io.out, qo_indptr, io.kv.kv_indptr, io.kv.kv_indices,
+                           io.kv.kv_last_page_lens, qlen, page_size=page_size, nhead_kv=1, sm_scale=SM_SCALE,
+                           num_kv_splits=s.num_kv_splits, work_meta_data=s.work_metadata_ptrs,
+                           work_indptr=s.work_indptr, work_info_set=s.work_info_set, reduce_indptr=s.reduce_indptr,
+                           reduce_final_map=s.reduce_final_map, reduce_partial_map=s.reduce_partial_map,
+                           q_scale=q_scale, kv_scale=kv_scale, intra_batch_mode=s.intra_batch_mode)
             return io.out
         return run
 
     @staticmethod
-    def metadata(case: Case, io: MlaIO, ctx: RankContext, qo_indptr: torch.Tensor, decision) -> dict:
-        from aiter import get_mla_metadata_info_v1, get_mla_metadata_v1
+    def schedule(case: Case, io: MlaIO, ctx: RankContext, qo_indptr: torch.Tensor,
+                 plan: AiterMlaPlan) -> "AiterMlaSchedule":
+        """The persistent schedule, built the way SGLang builds it for decode."""
+        from aiter.ops.attention import get_mla_metadata_info_v1, get_mla_metadata_v1
 
-        info = get_mla_metadata_info_v1(case["batch"], case["qlen"], case["nhead"], io.q.dtype, io.kv.kv_buffer.dtype,
-                                        is_sparse=False, fast_mode=decision.fast_mode,
-                                        intra_batch_mode=decision.intra_batch_mode)
-        buffers = [torch.empty(shape, dtype=dtype, device=ctx.device) for shape, dtype in info]
-        get_mla_metadata_v1(qo_indptr, io.kv.kv_indptr, io.kv.kv_last_page_lens, case["nhead"], 1, True, *buffers,
-                            page_size=io.kv.page_size, max_seqlen_qo=case["qlen"], fast_mode=decision.fast_mode,
-                            intra_batch_mode=decision.intra_batch_mode, dtype_q=io.q.dtype,
-                            dtype_kv=io.kv.kv_buffer.dtype)
-        names = ("work_meta_data", "work_indptr", "work_info_set", "reduce_indptr", "reduce_final_map",
+        decision, split, page_size = plan.decision, plan.split, io.kv.page_size
+        specs = get_mla_metadata_info_v1(case["batch"], case["qlen"], case["nhead"], plan.q_dtype, io.kv.dtype,
+                                         is_sparse=False, fast_mode=decision.fast_mode, num_kv_splits=split,
+                                         intra_batch_mode=decision.intra_batch_mode)
+        # get_mla_metadata_info_v1 lists the buffers in this order (aiter/ops/attention.py:1136-1156) ...
+        order = ("work_metadata_ptrs", "work_indptr", "work_info_set", "reduce_indptr", "reduce_final_map",
                  "reduce_partial_map")
-        return dict(zip(names, buffers), intra_batch_mode=decision.intra_batch_mode)
+        s = AiterMlaSchedule(num_kv_splits=split, intra_batch_mode=decision.intra_batch_mode,
+                             **{name: torch.empty(shape, dtype=dtype, device=ctx.device)
+                                for name, (shape, dtype) in zip(order, specs)})
+        # ... and get_mla_metadata_v1 takes them in another order (:1362-1374): by keyword, never by position.
+        get_mla_metadata_v1(qo_indptr, io.kv.kv_indptr, io.kv.kv_last_page_lens, case["nhead"], 1, False,
+                            work_metadata_ptrs=s.work_metadata_ptrs, work_info_set=s.work_info_set,
+                            work_indptr=s.work_indptr, reduce_indptr=s.reduce_indptr,
+                            reduce_final_map=s.reduce_final_map, reduce_partial_map=s.reduce_partial_map,
+                            page_size=page_size, kv_granularity=max(page_size, 16), max_seqlen_qo=case["qlen"],
+                            uni_seqlen_qo=case["qlen"], fast_mode=decision.fast_mode, max_split_per_batch=split,
+                            intra_batch_mode=decision.intra_batch_mode, dtype_q=plan.q_dtype, dtype_kv=io.kv.dtype)
+        return s
 
     def describe(self, case: Case, ctx: RankContext) -> str:
-        return aiter_mla_policy(case["nhead"], case["kv_dtype"], case["persist"]).label()
+        return aiter_mla_plan(case, ctx.platform).describe()
+
+    def paths_here(self, platform: PlatformInfo) -> list[dict]:
+        rows = []
+        for nhead in NHEADS:
+            for kv in (torch.bfloat16, platform.fp8_dtype):
+                for persist in (False, True):
+                    case = Case((("nhead", nhead), ("kv_dtype", kv), ("q_dtype", torch.bfloat16), ("qlen", 1),
+                                 ("persist", persist)))
+                    plan = aiter_mla_plan(case, platform)
+                    rows.append({"nhead": nhead, "kv": dtype_name(kv), "persist asked": persist,
+                                 "q length 1": "unsupported: " + plan.reason if plan.reason else plan.describe()})
+        return rows

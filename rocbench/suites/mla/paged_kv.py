@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from rocbench.formats.fp8 import E4M3_DTYPES, fp8_max, nan_byte
+
 KV_LORA_RANK = 512  # latent channels; V is the first KV_LORA_RANK channels of a cached token
 QK_ROPE_DIM = 64
 HEAD_DIM = KV_LORA_RANK + QK_ROPE_DIM  # 576 channels per cached token and per query head
 
-FP8_DTYPE = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 SEQ_LEN_DISTS = ("uniform", "skewed", "random")
 
@@ -30,7 +30,7 @@ SEQ_LEN_DISTS = ("uniform", "skewed", "random")
 class PagedKV:
     """A paged latent KV cache. All index tensors are int32."""
 
-    kv_buffer: torch.Tensor  # [num_pages, page_size, 576], bf16/fp16/fp32 or float8_e4m3fn
+    kv_buffer: torch.Tensor  # [num_pages, page_size, 576], bf16/fp16/fp32 or an fp8 e4m3 flavour
     kv_scale: torch.Tensor | None  # fp32 0-d per-tensor scale (fp8 only): value = fp8 * scale
     kv_indptr: torch.Tensor  # [B + 1], in pages
     kv_indices: torch.Tensor  # [kv_indptr[-1]] page ids
@@ -103,7 +103,8 @@ def build_paged_kv(
     """Random paged cache for `seq_lens` (each >= 1) with randomly permuted page ids.
 
     Values are N(0, value_std^2), drawn on the generator's device and moved to `device`. For
-    float8_e4m3fn the per-tensor scale is amax / 448 over the used tokens. About 1/8 extra pages
+    fp8 (float8_e4m3fn, or float8_e4m3fnuz on gfx942) the per-tensor scale is amax / the
+    flavour's max (448 / 240) over the used tokens. About 1/8 extra pages
     (at least one) are owned by nobody; they and the unused tail of every last page are NaN.
     """
     if not _is_pow2(page_size):
@@ -128,12 +129,13 @@ def build_paged_kv(
     values = values.mul_(value_std).to(device)
     unused = ~_used_slots(num_pages, kv_indices, seq_lens, page_size).to(values.device)
     kv_scale = None
-    if kv_dtype == FP8_DTYPE:
+    if kv_dtype in E4M3_DTYPES:
         values[unused] = 0.0  # amax over used slots only
-        scale = (values.abs().amax().clamp_min(1e-12) / FP8_MAX).to(torch.float32)
-        kv_buffer = (values / scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+        top = fp8_max(kv_dtype)
+        scale = (values.abs().amax().clamp_min(1e-12) / top).to(torch.float32)
+        kv_buffer = (values / scale).clamp_(-top, top).to(kv_dtype)
         kv_scale = scale.reshape(())
-        kv_buffer.view(torch.uint8)[unused] = 0x7F  # float8_e4m3fn NaN
+        kv_buffer.view(torch.uint8)[unused] = nan_byte(kv_dtype)
     else:
         kv_buffer = values.to(kv_dtype)
         kv_buffer[unused] = float("nan")

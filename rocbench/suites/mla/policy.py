@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rocbench.formats.fp8 import is_fp8
+
 FAST_MODE_HEADS = (32, 64, 128)
 
 
@@ -38,7 +40,7 @@ def aiter_mla_policy(nhead: int, kv_dtype: torch.dtype, persist_requested: bool)
     if nhead in FAST_MODE_HEADS:
         fast_mode, intra_batch_mode = True, False
         reason = f"nhead {nhead} in {FAST_MODE_HEADS}: fast_mode"
-    if padded_heads(nhead) in (16, 128) and kv_dtype != torch.float8_e4m3fn:
+    if padded_heads(nhead) in (16, 128) and not is_fp8(kv_dtype):
         # the persistent a16w16 kernel has no 128-head variant and only qh16 emulates fake-nps
         return MlaPathDecision(False, False, False, f"padded heads {padded_heads(nhead)} with non-fp8 KV: "
                                                     "no persistent a16w16 kernel, falls back")

@@ -10,19 +10,22 @@ import torch
 from rocbench.core import gate
 from rocbench.core.axes import (Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product)
 from rocbench.core.errors import InputError
-from rocbench.core.suite import RankContext, Registry, Suite, Verdict, Work
+from rocbench.core.platform import detect
+from rocbench.core.suite import RankContext, Registry, Suite, Tolerance, Verdict, Work
+from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.suites.mla.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
                                           make_query, make_seq_lens)
 from rocbench.suites.mla.reference import mla_decode_reference
 
-KV_DTYPES = (torch.bfloat16, torch.float8_e4m3fn, torch.float16, torch.float32)  # fp16/fp32: CPU-interpreter paths
+# "fp8" means the platform's e4m3 flavour (fnuz on gfx942); fp16/fp32: CPU-interpreter paths
+KV_DTYPES = (torch.bfloat16, *E4M3_DTYPES, torch.float16, torch.float32)
 Q_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 NHEADS = (16, 32, 64, 128)  # DeepSeek-R1's 128 heads at TP 8/4/2/1
 # DeepSeek's softmax scale is 1/sqrt(192) times yarn's mscale^2; any fixed scale is fair when the
 # reference uses the same one.
 SM_SCALE = 1.0 / math.sqrt(192)
 # Stated tolerance: bf16 q and P@V in bf16 MMAs with fp32 accumulation, bf16 output.
-ATOL, RTOL, MIN_COSINE = 1e-2, 2e-2, 0.9999
+TOLERANCE = Tolerance(atol=1e-2, rtol=2e-2, min_cosine=0.9999)
 
 
 @dataclass
@@ -49,7 +52,7 @@ class MlaSuite(Suite):
             "batch": parse_ints(batch, "--batch", minimum=1),
             "ctx": parse_ints(ctx, "--ctx", minimum=4),
             "ctx_dist": parse_choices(ctx_dist, "--ctx-dist", SEQ_LEN_DISTS),
-            "kv_dtype": parse_dtypes(kv_dtype, KV_DTYPES, "--kv-dtype"),
+            "kv_dtype": parse_dtypes(kv_dtype, KV_DTYPES, "--kv-dtype", fp8=detect().fp8_dtype),
             "q_dtype": parse_dtypes(q_dtype, Q_DTYPES, "--q-dtype"),
             "page_size": page_sizes,
             "qlen": parse_ints(qlen, "--qlen", allowed=(1, 2, 3, 4)),
@@ -98,8 +101,8 @@ class MlaSuite(Suite):
         expected, _ = mla_decode_reference(io.q, io.kv, SM_SCALE, case["qlen"])
         return expected
 
-    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor) -> Verdict:
-        return gate.tolerance(out, expected, ATOL, RTOL, MIN_COSINE)
+    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance | None = None) -> Verdict:
+        return gate.tolerance(out, expected, tolerance or TOLERANCE)
 
     def work(self, case: Case, world_size: int) -> Work:
         lens = self.seq_lens(case)

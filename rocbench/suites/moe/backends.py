@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from rocbench.core.axes import Case
-from rocbench.core.suite import Backend, RankContext, Runner
-from rocbench.suites.moe.suite import MoeIO, MoeSuite
+from rocbench.core.axes import Case, dtype_name
+from rocbench.core.platform import PlatformInfo
+from rocbench.core.suite import Backend, RankContext, Runner, Tolerance
+from rocbench.rocm.moe_paths import MoePath, activation_path
+from rocbench.suites.moe.layouts import LAYOUTS
+from rocbench.suites.moe.suite import MoeIO, MoeSuite, with_value
 
 REGISTRY = MoeSuite.backends
 
@@ -18,13 +21,18 @@ class TritonMoe(Backend):
     description = "portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant from shuffled bytes"
     requires = ("triton",)
 
-    def unsupported_reason(self, case: Case) -> str | None:
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason
 
         if case["inter"] % 32 or case["hidden"] % 32:
             return (f"per-rank inter {case['inter']} / hidden {case['hidden']} is not a multiple of the MX block (32): "
                     "this TP shard needs padding (--pad pads as SGLang does on ROCm)")
         return moe_a16w4_unsupported_reason(case["layout"], case["experts"], case["inter"], case["hidden"])
+
+    def twin_checks(self, case: Case) -> list[tuple[str, Case]]:
+        """One kernel reads either layout's bytes with the same arithmetic: the layouts must agree bitwise."""
+        other = next(layout for layout in LAYOUTS if layout != case["layout"])
+        return [("layouts_bitwise", with_value(case, "layout", other))]
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
         from rocbench.kernels.moe_a16w4 import moe_a16w4, plan_moe
@@ -48,33 +56,67 @@ class TritonMoe(Backend):
         return f"triton {case['layout']} bm={cfg.bm} split_k1={cfg.split1} {'inline-route' if cfg.inline else 'aligned'}"
 
 
+# What each activation precision AITER may pick costs against the fp32 reference (bf16 x fp4 weights),
+# for this suite's outputs (RMS 0.25-0.5): quantizing both GEMMs' activations to fp8 e4m3 gives ~4.5%
+# relative error (max 0.1, cosine 0.999), to MX fp4 ~20% (max 0.5, cosine 0.977), measured on the CPU
+# with exact emulation of the quantization. The bounds leave ~2x margin; a wrong kernel lands far below.
+PATH_TOLERANCES = {
+    "fp8": Tolerance(atol=0.25, rtol=0.1, min_cosine=0.995, why="a8w4: AITER quantizes activations to fp8"),
+    "fp4": Tolerance(atol=1.0, rtol=0.5, min_cosine=0.95, why="a4w4: AITER quantizes activations to MX fp4"),
+}
+
+
+def aiter_moe_path(case: Case, platform: PlatformInfo) -> MoePath:
+    return activation_path(platform.arch, case["layout"], case["activation"], case["tokens"])
+
+
 @REGISTRY.register
 class AiterMoe(Backend):
-    """AITER's fused MoE for bf16 x MXFP4 with the weights in the case's layout (gate_mode)."""
+    """AITER's fused_moe for bf16 activations x MXFP4 weights, called as SGLang calls it: the shuffled
+    bytes viewed as float4_e2m1fn_x2 with is_shuffled set, gate_mode = the case's layout, fp32 biases,
+    hidden_pad / intermediate_pad for padded shapes. It declares no bitwise twin: AITER runs different
+    kernels (and activation precisions) per layout and token count."""
 
     name = "aiter"
     platforms = ("rocm",)
-    description = "AITER fused_moe, QuantType.per_1x32, gate_mode = the case's layout"
-    requires = ("aiter.fused_moe",)
+    description = "AITER fused_moe, QuantType.per_1x32, gate_mode = the case's layout, preshuffled fp4x2 weights"
+    requires = ("aiter.fused_moe", "aiter.ops.enum")
+
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        if case["x_dtype"] != torch.bfloat16:
+            return f"AITER's a16w4 MoE takes bf16 activations, not {dtype_name(case['x_dtype'])}"
+        return MoeSuite.layout_reason(case)
+
+    def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
+        return PATH_TOLERANCES.get(aiter_moe_path(case, platform).activations)
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
-        from aiter import ActivationType, QuantType
         from aiter.fused_moe import fused_moe
+        from aiter.ops.enum import ActivationType, QuantType
 
         self.check_layout_bytes(case)
         weights = io.layouts[case["layout"]]
+        w13, w2 = self.preshuffled(weights.w13), self.preshuffled(weights.w2)
         activation = ActivationType.Swiglu if case["activation"] == "swiglu" else ActivationType.Silu
         b13 = io.b13.float() if io.b13 is not None else None  # AITER wants fp32 biases
         b2 = io.b2.float() if io.b2 is not None else None
-        extra = {"swiglu_limit": 7.0} if case["activation"] == "swiglu" else {}
+        limit = 7.0 if case["activation"] == "swiglu" else None
 
         def run() -> torch.Tensor:
-            out = fused_moe(io.x, weights.w13, weights.w2, io.topk_weights, io.topk_ids, activation=activation,
-                            quant_type=QuantType.per_1x32, w1_scale=weights.w13_scale, w2_scale=weights.w2_scale,
-                            bias1=b13, bias2=b2, gate_mode=case["layout"], **extra)
-            io.out.copy_(out)
-            return io.out
+            return fused_moe(io.x, w13, w2, io.topk_weights, io.topk_ids, activation=activation,
+                             quant_type=QuantType.per_1x32, doweight_stage1=False, w1_scale=weights.w13_scale,
+                             w2_scale=weights.w2_scale, hidden_pad=case["hidden_pad"],
+                             intermediate_pad=case["inter_pad"], bias1=b13, bias2=b2, swiglu_limit=limit,
+                             gate_mode=case["layout"])
         return run
+
+    @staticmethod
+    def preshuffled(packed: torch.Tensor) -> torch.Tensor:
+        """The shuffled bytes as SGLang hands them to AITER, which picks kernels from the dtype and the flag
+        (aiter/fused_moe.py:747, 3949): float4_e2m1fn_x2 where torch has it, is_shuffled=True."""
+        view = packed.view(getattr(torch, "float4_e2m1fn_x2", torch.uint8))
+        view.is_shuffled = True
+        return view
 
     @staticmethod
     def check_layout_bytes(case: Case) -> None:
@@ -88,5 +130,18 @@ class AiterMoe(Backend):
             bad = [c for c in result["cases"] if not (c["weight_equal"] and c["scale_equal"])]
             raise RuntimeError(f"rocbench's {case['layout']} layout bytes differ from AITER's: {bad[:2]}")
 
+    def paths_here(self, platform: PlatformInfo) -> list[dict]:
+        rows = []
+        for layout in LAYOUTS:
+            for activation in ("silu", "swiglu"):
+                for tokens in (1, 255, 256, 8192):
+                    case = Case((("layout", layout), ("activation", activation), ("tokens", tokens)))
+                    path = aiter_moe_path(case, platform)
+                    tol = PATH_TOLERANCES.get(path.activations)
+                    rows.append({"layout": layout, "activation": activation, "tokens": tokens, "path": path.describe(),
+                                 "judged with": tol.describe() if tol else "the suite's a16w4 tolerance"})
+        return rows
+
     def describe(self, case: Case, ctx: RankContext) -> str:
-        return f"aiter fused_moe gate_mode={case['layout']} (layout bytes checked against AITER's shuffles)"
+        pads = f", hidden_pad={case['hidden_pad']} intermediate_pad={case['inter_pad']}" if case["hidden_pad"] or case["inter_pad"] else ""
+        return f"aiter fused_moe gate_mode={case['layout']}: {aiter_moe_path(case, ctx.platform).describe()}{pads}"

@@ -34,8 +34,6 @@ Scales (E8M0 bytes, given as [E*N, K/32]; AITER returns a 2-D tensor):
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 
 from .mxfp4 import MX_BLOCK
@@ -334,7 +332,9 @@ def compare_with_aiter(shapes=None, device: str | None = None, seed: int = 0) ->
     bytes that come from real scales are compared (AITER leaves its padding uninitialised).
     """
     try:
-        shuffle_mod = importlib.import_module("aiter.ops.shuffle")
+        from aiter.ops.shuffle import shuffle_scale as aiter_shuffle_scale
+        from aiter.ops.shuffle import shuffle_scale_a16w4, shuffle_weight_a16w4
+        from aiter.ops.shuffle import shuffle_weight as aiter_shuffle_weight
     except Exception as exc:  # ImportError, or AITER failing without ROCm
         return {"available": False, "reason": f"import aiter.ops.shuffle failed: {exc!r}"}
     if device is None:
@@ -352,12 +352,11 @@ def compare_with_aiter(shapes=None, device: str | None = None, seed: int = 0) ->
                 s = torch.randint(100, 140, (experts * n, k // 32), generator=gen, dtype=torch.uint8)
                 w, s = w.to(device), s.to(device)
                 if layout == INTERLEAVE:
-                    aw = shuffle_mod.shuffle_weight_a16w4(w, 16, gate_up)
-                    as_ = shuffle_mod.shuffle_scale_a16w4(s, experts, gate_up)
+                    aw = shuffle_weight_a16w4(w, 16, gate_up)
+                    as_ = shuffle_scale_a16w4(s, experts, gate_up)
                 else:
-                    aw = shuffle_mod.shuffle_weight(w, is_guinterleave=False, gate_up=gate_up)
-                    as_ = shuffle_mod.shuffle_scale(s, experts_cnt=experts, is_guinterleave=False,
-                                                    gate_up=gate_up)
+                    aw = aiter_shuffle_weight(w, is_guinterleave=False, gate_up=gate_up)
+                    as_ = aiter_shuffle_scale(s, experts_cnt=experts, is_guinterleave=False, gate_up=gate_up)
                 ow = shuffle_weight(w, layout, gate_up, experts)
                 os_ = shuffle_scale(s, layout, gate_up, experts)
                 weight_equal = torch.equal(aw.view(torch.uint8).reshape(ow.shape), ow)
