@@ -9,14 +9,16 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch is pinned exactly: 2.13.0 is the CPU wheel on this workplace's disk; a looser pin pulls a CUDA build.
+# --no-compile: byte-compiling all of torch at install costs more than compiling what is imported.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e '.[test,triton]'
+	$(PYTHON) -m pip install -q --no-compile torch==2.13.0
+	$(PYTHON) -m pip install -q --no-compile -e '.[test,triton]'
 	touch $(STAMP)
 
+# Two workers: the tests spend much of their time starting ranks and waiting on them.
 test: venv
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -rs -n 2
 
 bench: venv
 	$(PYTHON) scripts/bench.py

@@ -1,4 +1,5 @@
-"""The rocbench command line: one command per suite, plus `env`."""
+"""The rocbench command line: one command per registered suite (its options generated from the suite's
+parameter declarations), plus env, sweep, report, compare and selfcheck."""
 from __future__ import annotations
 
 import sys
@@ -10,12 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from rocbench.core.errors import InputError
+from rocbench.formats.fp8 import fp8_for_arch
 
 try:  # newer Typer vendors Click; older releases depend on it
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click.exceptions import UsageError
-from rocbench.suites import SUITES, suite_module
+from rocbench.core import registry
+from rocbench.core.command import one_line_errors, param_set, register_command
 
 app = typer.Typer(
     name="rocbench",
@@ -25,11 +28,22 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _name in SUITES:
-    suite_module(_name).COMMAND.register(app)
+registry.discover("rocbench.suites")
+for _name in registry.names():
+    register_command(app, registry.get(_name))
+
+
+def default_world_size(suite) -> int:
+    """The ranks a run with default options would use (what `env` checks availability for)."""
+    try:
+        defaults = param_set(suite).parse_cli({})
+        return suite.world_size(suite.finish({p.name: defaults[p.name] for p in suite.params}))
+    except InputError:
+        return 1
 
 
 @app.command("env", help="Platform, devices, versions, and which backends are available here (and why not the others).")
+@one_line_errors
 def env() -> int:
     from rocbench.core.platform import detect
 
@@ -40,7 +54,7 @@ def env() -> int:
         console.print(f"  gpu {i}: {name}")
     if info.sm_count:
         console.print(f"  SMs: {info.sm_count}  L2: {(info.l2_bytes or 0) >> 20} MiB")
-    console.print(f"fp8 (e4m3) here: {str(info.fp8_dtype).removeprefix('torch.')}")
+    console.print(f"fp8 (e4m3) here: {str(fp8_for_arch(info.arch)).removeprefix('torch.')}")
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()))
     if info.kind == "rocm":
         console.print(aiter_summary())
@@ -48,12 +62,9 @@ def env() -> int:
     for column in ("suite", "backend", "available", "why not / what it is"):
         table.add_column(column)
     paths = []
-    for name in SUITES:
-        module = suite_module(name)
-        suite = getattr(module, "SUITE", None)
-        if suite is None:
-            continue
-        world = 2 if name == "allgather" else 1
+    for name in registry.names():
+        suite = registry.get(name)
+        world = default_world_size(suite)
         for backend in suite.backends:
             reason = backend.unavailable_reason(info, world)
             table.add_row(name, backend.name, "no" if reason else "yes", reason or backend.description,
@@ -83,6 +94,7 @@ def aiter_summary() -> str:
 
 
 @app.command("sweep", help="Run a YAML config: any mix of suites and axes, into one sweep directory, then write its report.")
+@one_line_errors
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML file (see configs/).")],
     out: Annotated[Path, typer.Option("--out", help="Directory that receives sweep-<name>-<timestamp>/.")] = Path("results"),
@@ -97,6 +109,7 @@ def sweep(
 
 
 @app.command("report", help="Write a markdown report (report.md plus PNGs) for a run or sweep directory.")
+@one_line_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A results/<suite>-<time> or results/sweep-<name>-<time> directory.")]) -> int:
     from rocbench.core.report import write_report
 
@@ -106,6 +119,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A results/<suite>-<time
 
 
 @app.command("compare", help="Compare two runs or sweeps row by row; exit 1 on a regression beyond noise and threshold, or a gate that went from pass to fail.")
+@one_line_errors
 def compare(
     base: Annotated[Path, typer.Argument(help="Baseline run or sweep directory.")],
     new: Annotated[Path, typer.Argument(help="New run or sweep directory.")],
@@ -131,6 +145,7 @@ def compare(
 
 
 @app.command("selfcheck", help="GPU: time a copy and bf16 GEMMs with the harness and with the profiler; record the copy bandwidth.")
+@one_line_errors
 def selfcheck(
     out: Annotated[Path, typer.Option("--out", help="Directory for selfcheck-<timestamp>/selfcheck.json.")] = Path("results"),
 ) -> int:
@@ -155,15 +170,14 @@ def selfcheck(
 
 
 def main() -> None:
-    """Entry point: user errors are one line on stderr and exit code 2."""
+    """Entry point: user errors are one line on stderr and exit code 2 (the commands print them)."""
     try:
         code = app(standalone_mode=False)
-    except InputError as err:
-        print(f"rocbench: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except UsageError as err:
+    except typer.Exit as done:
+        code = done.exit_code
+    except UsageError as err:  # Typer's own parsing (an unknown option, a missing value)
         print(f"rocbench: error: {err.format_message()}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except typer.Abort:
-        sys.exit(130)
+        code = 130
     sys.exit(code if isinstance(code, int) else 0)

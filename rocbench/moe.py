@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from rocbench.suites.moe import layouts as _layouts
-from rocbench.suites.moe import mxfp4 as _mxfp4
-from rocbench.suites.moe.layouts import INTERLEAVE, LAYOUTS, SEPARATED, layout_unsupported_reason
+from rocbench.formats import moe_layouts as _layouts
+from rocbench.formats import mxfp4 as _mxfp4
+from rocbench.formats.moe_layouts import INTERLEAVE, LAYOUTS, SEPARATED, layout_unsupported_reason
 
 __all__ = [
     "quantize_mxfp4", "dequantize_mxfp4", "shuffle_weight", "unshuffle_weight", "shuffle_scale",
@@ -26,7 +26,7 @@ def quantize_mxfp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[..., K] bf16/fp16/fp32 -> (packed uint8 [..., K//2], E8M0 scales uint8 [..., K//32]).
 
     AITER's "even" scale rule, E2M1 round-to-nearest-even saturating at 6, element 2i in the
-    low nibble. NaN in a block -> scale 0xFF; inf saturates (see rocbench.suites.moe.mxfp4).
+    low nibble. NaN in a block -> scale 0xFF; inf saturates (see rocbench.formats.mxfp4).
     Raises ValueError when K is not a multiple of 32.
     """
     return _mxfp4.quantize_mxfp4(w)

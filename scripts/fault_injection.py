@@ -2,8 +2,9 @@
 
     ROCBENCH_ALLOW_INJECT=1 python scripts/fault_injection.py [--gpu] [--out DIR]
 
-A mutation is caught when every mutated row ends `fail`, `fault` or `timeout` as expected, rows it did
-not touch still `pass`, the exit code is non-zero, and no rank process is left behind. CPU entries run
+Each run puts mutation i on case i (`--inject flip-byte@0,nan@1,...`). A mutation is caught when its row
+ends `fail`, `fault` or `timeout` as expected, the rows no mutation touched still `pass`, the exit code is
+non-zero, and no rank process is left behind. CPU entries run
 in CI (gloo ranks; Triton under the interpreter); --gpu adds the entries that need a GPU.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -22,52 +24,42 @@ from tabulate import tabulate
 
 REPO = Path(__file__).resolve().parent.parent
 
-ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "bfloat16,int32", "--dims", "0,-1"]
-MLA_CPU = ["mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
+ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8,3x16", "--dtypes", "bfloat16,int32", "--dims", "0,-1"]
+MLA_CPU = ["mla", "--nhead", "16", "--batch", "1,2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
            "--q-dtype", "fp16", "--ctx-dist", "uniform"]
-MOE_CPU = ["moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--tp", "1", "--tokens", "3",
+MOE_CPU = ["moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "128", "--tp", "1", "--tokens", "1,2,3,4",
            "--x-dtype", "fp16"]
-MLA_GPU = ["mla", "--nhead", "16,64", "--batch", "8", "--ctx", "1024", "--ctx-dist", "uniform", "--kv-dtype", "bf16"]
+MLA_GPU = ["mla", "--nhead", "16,64", "--batch", "4,8", "--ctx", "1024", "--ctx-dist", "uniform", "--kv-dtype", "bf16"]
 MOE_GPU = ["moe", "--model", "deepseek-r1", "--tp", "8", "--tokens", "4,16"]
-ALLGATHER_GPU = ["allgather", "--tp", "2", "--shapes", "4x64,64x16160", "--dtypes", "bfloat16", "--dims", "0,-1",
-                 "--correctness-only"]
+ALLGATHER_GPU = ["allgather", "--tp", "2", "--shapes", "4x64,64x16160,8x7168", "--dtypes", "bfloat16,float16",
+                 "--dims", "0,-1", "--correctness-only"]
 CUSTOM, NCCL = ["--backends", "custom"], ["--backends", "torch"]
+FAIL = ("flip-byte", "nan", "ulp", "stale", "nondeterministic")
 
-# (suite args, mutation, expected status of mutated rows, extra args)
-CPU_MATRIX = [
-    *[(ALLGATHER, m, "fail", []) for m in ("flip-byte", "nan", "ulp", "stale", "nondeterministic")],
-    (ALLGATHER, "hang", "timeout", ["--timeout", "8"]),
-    (ALLGATHER, "absent-rank", "timeout", ["--timeout", "8"]),
-    (ALLGATHER, "crash", "fault", []),
-    *[(MLA_CPU, m, "fail", []) for m in ("flip-byte", "nan", "stale", "nondeterministic")],
-    (MLA_CPU, "hang", "timeout", ["--timeout", "20"]),
-    (MLA_CPU, "crash@0", "fault", ["--persist"]),
-    *[(MOE_CPU, m, "fail", []) for m in ("flip-byte", "nan", "ulp", "stale", "nondeterministic")],
-    (MOE_CPU, "crash@0", "fault", []),
+# One run per (suite, options): mutation i targets case i, so one run proves every mutation in it is
+# caught; the cases after the last mutation must still pass. (suite args, extra args, [(mutation, expected)])
+CPU_RUNS = [
+    (ALLGATHER, ["--timeout", "5"],
+     [*[(m, "fail") for m in FAIL], ("hang", "timeout"), ("absent-rank", "timeout"), ("crash", "fault")]),
+    (MLA_CPU, ["--timeout", "20"],
+     [*[(m, "fail") for m in FAIL if m != "ulp"], ("hang", "timeout"), ("crash", "fault")]),
+    (MOE_CPU, [], [*[(m, "fail") for m in FAIL], ("crash", "fault")]),
 ]
-# The GPU matrix: what needs a real GPU (graphs, device faults) plus the real bf16 paths.
-GPU_MATRIX = [
-    *[(MLA_GPU, m, "fail", ["--correctness-only"]) for m in ("flip-byte", "nan", "stale", "nondeterministic")],
-    (MLA_GPU, "graph-only", "fail", ["--cuda-graph", "--correctness-only"]),
-    (MLA_GPU, "device-fault@0", "fault", ["--correctness-only"]),
-    (MLA_GPU, "hang@1", "timeout", ["--timeout", "30", "--correctness-only"]),
-    (MOE_GPU, "ulp", "fail", ["--correctness-only"]),
-    (MOE_GPU, "graph-only", "fail", ["--cuda-graph", "--correctness-only"]),
-    (MOE_GPU, "device-fault@0", "fault", ["--correctness-only"]),
+# The GPU runs: what needs a real GPU (graphs, device faults) plus the real bf16 paths.
+GPU_RUNS = [
+    (MLA_GPU, ["--correctness-only", "--cuda-graph", "--timeout", "30"],
+     [*[(m, "fail") for m in FAIL if m != "ulp"], ("graph-only", "fail"), ("device-fault", "fault"),
+      ("hang", "timeout")]),
+    (MOE_GPU, ["--correctness-only", "--cuda-graph"], [("ulp", "fail"), ("graph-only", "fail"),
+                                                       ("device-fault", "fault")]),
 ]
 # Needs >= 2 GPUs: the custom (symmetric-memory) all-gather under graphs, and faults inside NCCL collectives.
-GPU_MULTI_MATRIX = [
-    (ALLGATHER_GPU, "flip-byte", "fail", CUSTOM),
-    (ALLGATHER_GPU, "nondeterministic", "fail", CUSTOM),
-    (ALLGATHER_GPU, "graph-only", "fail", CUSTOM + ["--cuda-graph"]),
-    (ALLGATHER_GPU, "absent-rank@1", "timeout", CUSTOM + ["--timeout", "20"]),
-    (ALLGATHER_GPU, "device-fault@0", "fault", CUSTOM),
-    *[(ALLGATHER_GPU, m, "fail", CUSTOM) for m in ("nan", "ulp", "stale")],
-    (ALLGATHER_GPU, "hang@1", "timeout", CUSTOM + ["--timeout", "20"]),
-    (ALLGATHER_GPU, "crash@0", "fault", CUSTOM),
-    (ALLGATHER_GPU, "graph-only", "fail", NCCL + ["--cuda-graph"]),
-    (ALLGATHER_GPU, "absent-rank@1", "timeout", NCCL + ["--timeout", "20"]),
-    (ALLGATHER_GPU, "device-fault@0", "fault", NCCL),
+GPU_MULTI_RUNS = [
+    (ALLGATHER_GPU, CUSTOM + ["--cuda-graph", "--timeout", "20"],
+     [*[(m, "fail") for m in FAIL], ("graph-only", "fail"), ("absent-rank", "timeout"), ("device-fault", "fault"),
+      ("hang", "timeout"), ("crash", "fault")]),
+    (ALLGATHER_GPU, NCCL + ["--cuda-graph", "--timeout", "20"],
+     [("graph-only", "fail"), ("absent-rank", "timeout"), ("device-fault", "fault")]),
 ]
 # Not applicable, and why (reported, never silently dropped):
 NOT_APPLICABLE = [
@@ -87,37 +79,38 @@ def leftover_ranks(tag: str) -> list[int]:
     return alive
 
 
-def run_entry(args, mutation, expected, extra, out_dir: Path) -> dict:
+def run_entries(args, extra, mutations, out_dir: Path) -> list[dict]:
+    """One run with mutation i on case i; a row per mutation: caught when its case ends as expected, the cases
+    no mutation touched pass, the exit code is non-zero and no rank process is left behind."""
     backend = extra[extra.index("--backends") + 1] if "--backends" in extra else ""
-    tag = f"{os.getpid()}-{args[0]}-{backend}-{mutation}"
+    tag = f"{os.getpid()}-{args[0]}-{backend}"
     env = dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO), ROCBENCH_INJECT_TAG=tag)
     if "--gpu" not in sys.argv:  # the CPU matrix is the CPU path on any machine: hide GPUs, interpret Triton
         env.update(CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="1")
-    target = out_dir / "-".join(filter(None, (args[0], backend, mutation, "graph" if "--cuda-graph" in extra else "")))
+    target = out_dir / "-".join(filter(None, (args[0], backend)))
+    spec = ",".join(f"{mutation}@{i}" for i, (mutation, _) in enumerate(mutations))
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "rocbench", *args, *extra, "--inject", mutation, "--out", str(target)],
+    proc = subprocess.run([sys.executable, "-m", "rocbench", *args, *extra, "--inject", spec, "--out", str(target)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     wall = time.monotonic() - start
     time.sleep(1)  # let the kernel reap what the run killed
     orphans = leftover_ranks(tag)
     runs = sorted(glob.glob(str(target / "*" / "results.csv")))
     frame = pd.read_csv(runs[-1], keep_default_na=False, na_values=[""]) if runs else pd.DataFrame()
-    only = int(mutation.split("@")[1]) if "@" in mutation else None
-    if frame.empty:
-        mutated, untouched = frame, frame
-    else:
-        index = frame.index.to_series()
-        mutated = frame if only is None else frame[index == only]
-        untouched = frame.iloc[0:0] if only is None else frame[index != only]
-    caught = (not mutated.empty and set(mutated["status"]) == {expected} and proc.returncode != 0
-              and (untouched.empty or set(untouched["status"]) == {"pass"}) and not orphans)
-    return {
-        "suite": args[0], "backend": backend or "all", "mutation": mutation, "expected": expected,
-        "observed": ",".join(mutated["status"]) if not frame.empty else "no rows",
-        "untouched rows": ",".join(untouched["status"]) if not untouched.empty else "",
-        "exit": proc.returncode, "orphans": len(orphans), "caught": "yes" if caught else "NO", "wall_s": round(wall, 1),
-        "detail": (mutated["detail"].iloc[0] if not mutated.empty else proc.stderr.strip()[-200:])[:90],
-    }
+    untouched = frame.iloc[len(mutations):] if not frame.empty else frame
+    clean = (not untouched.empty and set(untouched["status"]) == {"pass"} and proc.returncode != 0 and not orphans)
+    rows = []
+    for i, (mutation, expected) in enumerate(mutations):
+        row = frame.iloc[i] if i < len(frame) else None
+        observed = row["status"] if row is not None else "no row"
+        rows.append({
+            "suite": args[0], "backend": backend or "all", "mutation": mutation, "case": i, "expected": expected,
+            "observed": observed, "caught": "yes" if clean and observed == expected else "NO",
+            "untouched rows": ",".join(untouched["status"]) if not untouched.empty else "none",
+            "exit": proc.returncode, "orphans": len(orphans), "run_wall_s": round(wall, 1),
+            "detail": (row["detail"] if row is not None else proc.stderr.strip()[-200:])[:90],
+        })
+    return rows
 
 
 def main() -> int:
@@ -126,14 +119,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep run directories and write catch_rate.csv here")
     parser.add_argument("--only", default=None, help="only entries whose suite is this")
     parser.add_argument("--mutations", default=None, help="only these mutations (comma list, as written in the matrix)")
+    parser.add_argument("--jobs", type=int, default=3, help="runs at a time (they mostly wait on timeouts and ranks)")
     options = parser.parse_args()
-    matrix = GPU_MATRIX if options.gpu else CPU_MATRIX
+    matrix = GPU_RUNS if options.gpu else CPU_RUNS
     not_applicable = list(NOT_APPLICABLE)
     if options.gpu:
         import torch
 
         if torch.cuda.device_count() >= 2:
-            matrix = matrix + GPU_MULTI_MATRIX
+            matrix = matrix + GPU_MULTI_RUNS
         else:
             not_applicable.append(("allgather", "GPU entries", f"need >= 2 GPUs, this machine has {torch.cuda.device_count()}"))
     else:
@@ -148,10 +142,13 @@ def main() -> int:
         matrix = [m for m in matrix if m[0][0] == options.only]
     if options.mutations:
         wanted = set(options.mutations.split(","))
-        matrix = [m for m in matrix if m[1] in wanted]
+        matrix = [(args, extra, [m for m in mutations if m[0] in wanted]) for args, extra, mutations in matrix]
+        matrix = [entry for entry in matrix if entry[2]]
     out_dir = options.out or Path(tempfile.mkdtemp(prefix="rocbench-inject-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [run_entry(*entry, out_dir) for entry in matrix]
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        done = list(pool.map(lambda entry: run_entries(*entry, out_dir), matrix))
+    rows = [row for entry_rows in done for row in entry_rows]
     frame = pd.DataFrame(rows)
     frame.to_csv(out_dir / "catch_rate.csv", index=False)
     print(tabulate(frame, headers="keys", tablefmt="github", showindex=False))

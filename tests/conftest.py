@@ -10,3 +10,10 @@ except ImportError:  # pragma: no cover
     _has_gpu = False
 if not _has_gpu:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The longest tests start first, so that with several workers (pytest -n) they overlap the rest.
+LONG_FIRST = ("test_fault_injection_matrix", "test_killed_run", "test_ci_config_runs", "test_concurrent_runs")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.name.startswith(LONG_FIRST))

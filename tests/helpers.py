@@ -1,4 +1,5 @@
-"""Shared test helpers: run the CLI in a subprocess and read what it wrote."""
+"""Shared test helpers: run the CLI in-process (Typer's CliRunner) or, where a separate process is the
+point, as a subprocess; read what a run wrote."""
 from __future__ import annotations
 
 import glob
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -26,10 +28,27 @@ def cli_env(env: dict | None = None, on_gpu: bool = False) -> dict:
     return full_env
 
 
+def invoke(*args: str, env: dict | None = None, on_gpu: bool = False) -> SimpleNamespace:
+    """`rocbench ARGS` in this process; rank processes it starts see `env`. Returns returncode/stdout/stderr."""
+    from typer.testing import CliRunner
+
+    from rocbench.cli import app
+    from rocbench.core import platform
+
+    extra = {"COLUMNS": "200", **({} if on_gpu else CPU_ONLY), **(env or {})}
+    platform.detect.cache_clear()  # the platform may be simulated (ROCBENCH_SIMULATE_PLATFORM)
+    try:
+        result = CliRunner().invoke(app, list(args), env=extra, catch_exceptions=False)
+    finally:
+        platform.detect.cache_clear()
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
 def rocbench(*args: str, env: dict | None = None, timeout: float = 600, on_gpu: bool = False) -> subprocess.CompletedProcess:
-    full_env = cli_env(env, on_gpu)
+    """`python -m rocbench ARGS` as its own process: for what only a separate process shows (signals,
+    concurrent runs, the console entry point)."""
     return subprocess.run([sys.executable, "-m", "rocbench", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=REPO)
+                          env=cli_env(env, on_gpu), timeout=timeout, cwd=REPO)
 
 
 def latest_run(out_dir: Path, suite: str) -> Path:

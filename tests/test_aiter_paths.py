@@ -71,7 +71,7 @@ def test_moe_activation_precision(arch, layout, activation, tokens, expected):
 
 def test_fp8_per_arch_and_its_poison():
     from rocbench.formats.fp8 import fp8_for_arch, nan_byte
-    from rocbench.suites.mla.paged_kv import build_paged_kv
+    from rocbench.formats.paged_kv import build_paged_kv
     from rocbench.suites.mla.policy import aiter_mla_policy
 
     assert fp8_for_arch("gfx942") == torch.float8_e4m3fnuz and fp8_for_arch("gfx950") == torch.float8_e4m3fn
@@ -90,10 +90,10 @@ def test_fp8_means_the_platforms_flavour(monkeypatch):
     monkeypatch.setenv(platform.SIMULATE_ENV, "rocm:gfx942")
     platform.detect.cache_clear()
     try:
+        from rocbench.core.command import suite_params
         from rocbench.suites.mla import SUITE
 
-        params = SUITE.parse_params(nhead="16", batch="1", ctx="64", ctx_dist="uniform", kv_dtype="bf16,fp8",
-                                    page_size="16", qlen="1", persist=None, backends=None)
+        params = suite_params(SUITE, {"kv_dtype": "bf16,fp8"})
         assert params["kv_dtype"] == [torch.bfloat16, torch.float8_e4m3fnuz]
     finally:
         platform.detect.cache_clear()

@@ -1,7 +1,6 @@
 """The aiter backends end to end on a CPU: the platform simulated as ROCm gfx942 / gfx950, AITER replaced by
 the stand-in in tests/aiter_standin (same signatures as AITER, AITER's preconditions, results computed from
 its inputs), through the real harness: gates, unsupported rows with reasons, paths, graph-mode dispatch."""
-import multiprocessing as mp
 import os
 import sys
 
@@ -9,14 +8,20 @@ import pytest
 import torch
 
 from tests.aiter_source import REPO, STANDIN, aiter_source_dir, missing_reason
-from tests.helpers import latest_run, results, rocbench
+from tests.helpers import latest_run, results, invoke
 
 pytestmark = pytest.mark.skipif(aiter_source_dir() is None, reason=missing_reason())
 ARCHS = ["gfx942", "gfx950"]
 
 
-def simulated(arch: str) -> dict:
-    return {"PYTHONPATH": f"{REPO}{os.pathsep}{STANDIN}", "ROCBENCH_SIMULATE_PLATFORM": f"rocm:{arch}"}
+@pytest.fixture
+def simulated(monkeypatch):
+    """The stand-in importable here and in the rank processes; the env that makes the platform `arch`."""
+    monkeypatch.syspath_prepend(str(STANDIN))
+
+    def env(arch: str) -> dict:
+        return {"PYTHONPATH": f"{REPO}{os.pathsep}{STANDIN}", "ROCBENCH_SIMULATE_PLATFORM": f"rocm:{arch}"}
+    return env
 
 
 def rows(frame, **where):
@@ -27,8 +32,8 @@ def rows(frame, **where):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_allgather_aiter(arch, tmp_path):
-    proc = rocbench("allgather", "--tp", "2", "--backends", "aiter", "--correctness-only", "--shapes", "3x40,2x4x8,2x7",
+def test_allgather_aiter(arch, tmp_path, simulated):
+    proc = invoke("allgather", "--tp", "2", "--backends", "aiter", "--correctness-only", "--shapes", "3x40,2x4x8,2x7",
                     "--dtypes", "bf16,fp32,int32", "--dims", "0,-1,1", "--out", str(tmp_path), env=simulated(arch))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     frame = results(latest_run(tmp_path, "allgather"))
@@ -52,8 +57,8 @@ def test_allgather_aiter_at_tp6_is_unsupported():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mla_aiter(arch, tmp_path):
-    proc = rocbench("mla", "--backends", "aiter", "--correctness-only", "--nhead", "16,32,64,128", "--batch", "2",
+def test_mla_aiter(arch, tmp_path, simulated):
+    proc = invoke("mla", "--backends", "aiter", "--correctness-only", "--nhead", "16,32,64,128", "--batch", "2",
                     "--ctx", "40", "--page-size", "16", "--kv-dtype", "bf16,fp8", "--ctx-dist", "skewed",
                     "--out", str(tmp_path), env=simulated(arch))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -76,8 +81,8 @@ def test_mla_aiter(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_moe_aiter(arch, tmp_path):
-    proc = rocbench("moe", "--backends", "aiter", "--correctness-only", "--experts", "4", "--topk", "2", "--hidden",
+def test_moe_aiter(arch, tmp_path, simulated):
+    proc = invoke("moe", "--backends", "aiter", "--correctness-only", "--experts", "4", "--topk", "2", "--hidden",
                     "224", "--inter", "224", "--tp", "1", "--tokens", "3,256", "--activation", "silu", "--pad",
                     "--out", str(tmp_path), env=simulated(arch))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -90,9 +95,9 @@ def test_moe_aiter(arch, tmp_path):
     assert ("a8w4" if arch == "gfx950" else "a16w4") in interleave["path"]
 
 
-def test_moe_aiter_unsupported_rows(tmp_path):
+def test_moe_aiter_unsupported_rows(tmp_path, simulated):
     """A shape a layout cannot take, and activations AITER's a16w4 path does not take, are rows with reasons."""
-    proc = rocbench("moe", "--backends", "aiter", "--correctness-only", "--experts", "4", "--topk", "2", "--hidden", "64",
+    proc = invoke("moe", "--backends", "aiter", "--correctness-only", "--experts", "4", "--topk", "2", "--hidden", "64",
                     "--inter", "128", "--tp", "1", "--tokens", "2", "--x-dtype", "bf16,fp16", "--out", str(tmp_path),
                     env=simulated("gfx950"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -119,10 +124,11 @@ def standin(monkeypatch):
 
 
 def one_case(suite, **values):
+    from rocbench.core.command import suite_params
     from rocbench.core.platform import detect
     from rocbench.core.suite import RankContext
 
-    params = suite.parse_params(**values, backends=None)
+    params = suite_params(suite, {k: None if v is None else str(v) for k, v in values.items()})
     case = suite.cases(params)[0]
     ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
     io = suite.build_io(case, ctx)
@@ -135,8 +141,8 @@ def test_mla_metadata_is_built_as_sglang_builds_it(standin):
 
     case, ctx, io, expected = one_case(SUITE, nhead="64", batch="3", ctx="50", ctx_dist="skewed", kv_dtype="fp8",
                                        page_size="32", qlen="1", persist=True)
-    run = SUITE.backends.get("aiter").prepare(case, io, ctx)
-    assert SUITE.judge(case, run(), expected, SUITE.backends.get("aiter").tolerance(case, ctx.platform)).passed
+    run = SUITE.backends.get("aiter").prepare(case, io, ctx).run
+    assert SUITE.judge(case, "out", run(), expected, SUITE.backends.get("aiter").tolerance(case, ctx.platform)).passed
     (name, meta), (_, call) = standin.CALLS[0], standin.CALLS[1]
     assert name == "get_mla_metadata_v1" and not meta["is_causal"] and meta["kv_granularity"] == 32
     assert meta["max_seqlen_qo"] == meta["uni_seqlen_qo"] == 1 and meta["max_split_per_batch"] == 64
@@ -153,11 +159,10 @@ def test_moe_returns_what_fused_moe_returns(standin, monkeypatch):
     returned = []
     real = module.fused_moe
     monkeypatch.setattr(module, "fused_moe", lambda *a, **k: returned.append(real(*a, **k)) or returned[-1])
-    case, ctx, io, expected = one_case(SUITE, model="gpt-oss-120b", tp="1", tokens="2", layout="interleave",
-                                       activation=None, experts=4, topk=2, hidden=128, inter=128, x_dtype="bf16",
-                                       renormalize=True)
-    out = SUITE.backends.get("aiter").prepare(case, io, ctx)()
-    assert out is returned[0] and SUITE.judge(case, out, expected).passed
+    case, ctx, io, expected = one_case(SUITE, tp="1", tokens="2", layout="interleave", experts=4, topk=2, hidden=128,
+                                       inter=128)
+    out = SUITE.backends.get("aiter").prepare(case, io, ctx).run()
+    assert out is returned[0] and SUITE.judge(case, "out", out, expected).passed
 
 
 def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
@@ -180,7 +185,8 @@ def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
     backend = SUITE.backends.get("aiter")
     io = SUITE.build_io(case, ctx)
     expected = SUITE.fill(case, io, ctx, 0)
-    run = backend.prepare(case, io, ctx)
+    prepared = backend.prepare(case, io, ctx)
+    run = prepared.run
     from rocbench.core.gate import bitwise_equal
 
     eager_ok = bitwise_equal(run(), expected)  # NaN payloads included
@@ -189,15 +195,15 @@ def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
         warm_zero = bool((run() == 0).all())
         torch.cuda.is_current_stream_capturing = lambda: True
         captured_ok = bitwise_equal(run(), expected)
-    queue.put((rank, [name for name, _ in _standin.CALLS], eager_ok, warm_zero, captured_ok, backend.describe(case, ctx)))
+    queue.put((rank, [name for name, _ in _standin.CALLS], eager_ok, warm_zero, captured_ok, prepared.description))
     dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("expandable", [False, True])
 def test_graph_mode_dispatch_order(expandable):
-    from rocbench.core.isolate import free_port
+    from rocbench.core.isolate import free_port, rank_context
 
-    ctx = mp.get_context("spawn")
+    ctx = rank_context()  # the harness's own way to start ranks
     queue = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_dispatch_rank, args=(rank, port, queue, expandable)) for rank in range(2)]

@@ -4,19 +4,19 @@ import torch
 
 from rocbench.core.results import RESULT_COLUMNS
 from rocbench.suites.allgather.suite import ALL_DTYPES
-from tests.helpers import latest_run, meta, results, rocbench
+from tests.helpers import latest_run, meta, results, invoke
 
 ALL_DTYPE_NAMES = ",".join(str(d).removeprefix("torch.") for d in ALL_DTYPES)
 SMALL_SHAPES = "1x24,3x40,2x5"  # odd byte counts and rows too
 
 
-@pytest.mark.parametrize("tp", [2, 4, 8])
-def test_correctness_only_all_dtypes_both_dims(tp, tmp_path):
-    proc = rocbench("allgather", "--tp", str(tp), "--correctness-only", "--shapes", SMALL_SHAPES,
-                    "--dtypes", ALL_DTYPE_NAMES, "--dims", "0,-1", "--out", str(tmp_path))
+@pytest.mark.parametrize("tp, shapes", [(2, SMALL_SHAPES), (4, "2x5"), (8, "2x5")])
+def test_correctness_only_all_dtypes_both_dims(tp, shapes, tmp_path):
+    proc = invoke("allgather", "--tp", str(tp), "--correctness-only", "--shapes", shapes,
+                  "--dtypes", ALL_DTYPE_NAMES, "--dims", "0,-1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     frame = results(latest_run(tmp_path, "allgather"))
-    assert len(frame) == 3 * 10 * 2
+    assert len(frame) == len(shapes.split(",")) * 10 * 2
     assert set(frame["status"]) == {"pass"}, frame[frame.status != "pass"][["case", "detail"]].to_string()
     assert set(frame["deterministic"]) == {"yes"}
     assert (frame["tp"] == tp).all()
@@ -55,7 +55,7 @@ def test_float_inputs_carry_special_values():
 @pytest.mark.parametrize("mutation, status, words", [("flip-byte", "fail", "elements differ")])
 def test_broken_backend_is_caught(mutation, status, words, tmp_path):
     """One flipped byte on one rank fails the gate (every other mutation: tests/test_hardening.py)."""
-    proc = rocbench("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "bfloat16,int32", "--dims", "0,-1",
+    proc = invoke("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "bfloat16,int32", "--dims", "0,-1",
                     "--out", str(tmp_path), "--inject", mutation, env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "allgather"))
@@ -66,7 +66,7 @@ def test_broken_backend_is_caught(mutation, status, words, tmp_path):
 
 
 def test_inject_needs_the_test_flag(tmp_path):
-    proc = rocbench("allgather", "--tp", "2", "--inject", "flip-byte", "--out", str(tmp_path), env={"ROCBENCH_ALLOW_INJECT": ""})
+    proc = invoke("allgather", "--tp", "2", "--inject", "flip-byte", "--out", str(tmp_path), env={"ROCBENCH_ALLOW_INJECT": ""})
     assert proc.returncode == 2 and "test-only" in proc.stderr
 
 
@@ -84,7 +84,7 @@ def test_inject_needs_the_test_flag(tmp_path):
     (["--tp", "1024"], "at most 64 gloo ranks"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    proc = rocbench("allgather", *args, "--out", str(tmp_path))
+    proc = invoke("allgather", *args, "--out", str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("rocbench: error:") and message in lines[0], proc.stderr
@@ -92,26 +92,29 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def test_csv_and_meta_schema(tmp_path):
-    proc = rocbench("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "float16", "--dims", "0", "--out", str(tmp_path))
+    proc = invoke("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "float16", "--dims", "0", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     run = latest_run(tmp_path, "allgather")
     frame = results(run)
-    expected = ["suite", "case", "backend", "tp", "shape", "dtype", "dim", "bytes_per_rank", *RESULT_COLUMNS]
+    expected = ["suite", "case", "backend", "tp", "shape", "dtype", "dim", "bytes_per_rank", *RESULT_COLUMNS,
+                "speedup_vs_torch"]
     assert list(frame.columns) == expected
     row = frame.iloc[0]
     assert (row["suite"], row["backend"], row["shape"], row["dtype"], row["dim"]) == ("allgather", "torch", "2x8", "float16", 0)
     assert row["bytes"] == 2 * 2 * 8 * 2 and row["bytes_per_rank"] == 32 and row["gate_kind"] == "exact"
     info = meta(run)
-    for key in ("suite", "command", "git_revision", "platform", "params", "options", "backends", "finished", "summary"):
+    for key in ("suite", "suite_module", "command", "git_revision", "platform", "params", "options", "backends",
+                "finished", "summary", "speedups"):
         assert key in info
+    assert info["speedups"] == {"speedup_vs_torch": "torch backend on the same case"}
     assert info["platform"]["kind"] in ("cpu", "cuda", "rocm") and "torch" in info["platform"]["versions"]
     assert info["summary"] == {"pass": 1}
 
 
 def test_help_lists_commands():
-    proc = rocbench("--help")
+    proc = invoke("--help")
     assert proc.returncode == 0
     for command in ("allgather", "env"):
         assert command in proc.stdout
-    env = rocbench("env")
+    env = invoke("env")
     assert env.returncode == 0 and "torch" in env.stdout and "aiter" in env.stdout

@@ -18,9 +18,9 @@ from rocbench.kernels.mla_decode import (
     mla_decode_split_kv,
     pick_num_kv_splits,
 )
-from rocbench.suites.mla.paged_kv import build_paged_kv, make_query, make_seq_lens
+from rocbench.formats.paged_kv import build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference
-from rocbench.suites.mla.scheduler import build_mla_schedule
+from rocbench.formats.mla_schedule import build_mla_schedule
 from tests.helpers import needs_interpreter
 
 FP8_DTYPE = torch.float8_e4m3fn
@@ -88,11 +88,10 @@ CASES = [
                  marks=pytest.mark.skipif(DEVICE == "cuda", reason="float8_e4m3fnuz exists on ROCm only")),
     ([64, 3], 64, torch.float16, torch.float16, 4, 1, 1, 2, SMALL),  # one split: direct output path
     # The other code paths of the kernels: transposed MMAs, register prefetch, several head groups.
-    ([37, 70], 16, torch.float16, torch.float16, 8, 1, 3, 4, MlaKernelConfig(block_n=16, swap_ab=True)),
     ([37, 70], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, prefetch=True, num_stages=1)),
     ([45, 16], 4, torch.float32, torch.float32, 8, 1, 2, 8, MlaKernelConfig(block_n=16, max_tile_rows=2)),
     ([45, 30], 16, torch.float16, FP8_DTYPE, 8, 1, 2, 6,
-     MlaKernelConfig(block_n=16, reload_v=True, fp8_in_fp16=True, max_tile_rows=4, min_granules_per_program=2)),
+     MlaKernelConfig(block_n=16, reload_v=True, max_tile_rows=4, min_granules_per_program=2)),
 ]
 
 
@@ -171,7 +170,6 @@ def test_default_config_by_tile_size():
     assert kernel_heads_per_group(128, 1, default_config(torch.bfloat16, 128, 1)) == 64
     assert kernel_heads_per_group(32, 1, default_config(torch.bfloat16, 32, 1)) == 32
     assert default_config(FP8_DTYPE, 16, 1).prefetch and default_config(FP8_DTYPE, 64, 1).reload_v
-    assert not default_config(FP8_DTYPE, 128, 1).fp8_in_fp16  # opt-in only
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")

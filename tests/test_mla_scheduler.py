@@ -6,8 +6,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from rocbench.suites.mla.paged_kv import make_seq_lens
-from rocbench.suites.mla.scheduler import (
+from rocbench.formats.paged_kv import make_seq_lens
+from rocbench.formats.mla_schedule import (
     WI_BATCH,
     WI_HEAD_GROUP,
     WI_KV_END,

@@ -1,18 +1,18 @@
 """The MLA suite end to end on CPU: Triton under the interpreter with fp16 (its bf16 dot is wrong)."""
 import pytest
 
-from tests.helpers import latest_run, needs_interpreter, results, rocbench
+from tests.helpers import latest_run, needs_interpreter, results, invoke
 
 TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
-        "--q-dtype", "fp16", "--ctx-dist", "uniform,skewed"]
+        "--q-dtype", "fp16", "--ctx-dist", "skewed"]
 
 
 @needs_interpreter()
 def test_mla_gates_pass_on_both_paths(tmp_path):
-    proc = rocbench("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path))
+    proc = invoke("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
-    assert len(frame) == 2 * 2 * 2 * 2 * 2  # nhead x page size x dist x qlen x persist
+    assert len(frame) == 2 * 2 * 2 * 2  # nhead x page size x qlen x persist
     assert set(frame["status"]) == {"pass"}
     assert set(frame["deterministic"]) == {"yes"}
     assert frame["tolerance"].str.contains("atol").all() and frame["cosine"].min() > 0.9999
@@ -24,7 +24,7 @@ def test_mla_gates_pass_on_both_paths(tmp_path):
 @needs_interpreter()
 @pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
 def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
-    proc = rocbench("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
+    proc = invoke("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
                     "--q-dtype", "fp16", "--ctx-dist", "uniform", "--out", str(tmp_path), "--inject", mutation,
                     env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1, proc.stdout[-2000:]
@@ -41,12 +41,12 @@ def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
     (["--batch", "0"], "below the minimum"),
 ])
 def test_mla_bad_axes(args, message, tmp_path):
-    proc = rocbench("mla", *args, "--out", str(tmp_path))
+    proc = invoke("mla", *args, "--out", str(tmp_path))
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_explain_prints_the_policy_for_nhead_64():
-    proc = rocbench("mla", "--explain")
+    proc = invoke("mla", "--explain")
     assert proc.returncode == 0
     line = [l for l in proc.stdout.splitlines() if l.split()[:1] == ["64"] and "bfloat16" in l and "True" in l][0]
     assert "persistent" in line and "fast_mode" in line

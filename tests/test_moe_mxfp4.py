@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rocbench.moe import dequantize_mxfp4, quantize_mxfp4
-from rocbench.suites.moe.mxfp4 import FP4_VALUES, e8m0_exponent_from_amax, pack_fp4, unpack_fp4
+from rocbench.formats.mxfp4 import FP4_VALUES, e8m0_exponent_from_amax, pack_fp4, unpack_fp4
 
 MAGS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import rocbench.suites  # noqa: F401 - registers the built-in suites
 from rocbench.core.config import ConfigError, plan
-from tests.helpers import REPO, latest_run, needs_interpreter, results, rocbench
+from tests.helpers import REPO, latest_run, needs_interpreter, results, invoke
 
 EXAMPLE = REPO / "results" / "examples" / "moe-deepseek-r1-tp8-h100"
 
@@ -39,14 +40,29 @@ def test_config_errors_name_file_key_and_line(tmp_path, text, line, words):
 
 def test_option_error_is_mapped_to_its_key_and_line(tmp_path):
     path = write(tmp_path, "runs:\n  - suite: mla\n    batch: 2\n    nhead: [16, 24]\n")
-    proc = rocbench("sweep", str(path), "--dry-run", "--out", str(tmp_path / "out"))
+    proc = invoke("sweep", str(path), "--dry-run", "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"rocbench: error: {path}:4: key 'nhead': mla: --nhead: 24 is not one of [16, 32, 64, 128]"
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("key, value, flag", [
+    ("iters", "0", "--iters"), ("timeout", "0.01", "--timeout"), ("nhead", "[16, 24]", "--nhead"),
+    ("kv_dtype", "fp4", "--kv-dtype"), ("page_size", "3", "--page-size"), ("ctx_dist", "zipf", "--ctx-dist"),
+])
+def test_yaml_and_command_line_reject_a_value_with_the_same_message(tmp_path, key, value, flag):
+    """One parser per option: the YAML error is the command line's message, plus file, line, key and suite."""
+    path = write(tmp_path, f"runs:\n  - suite: mla\n    {key}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        plan(path)
+    cli = invoke("mla", flag, value.strip("[]").replace(" ", ""), "--dry-run")
+    assert cli.returncode == 2
+    message = cli.stderr.strip().removeprefix("rocbench: error: ")
+    assert str(err.value) == f"{path}:3: key '{key}': mla: {message}"
+
+
 def test_unreadable_config(tmp_path):
-    proc = rocbench("sweep", str(tmp_path / "missing.yaml"))
+    proc = invoke("sweep", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "cannot read the config" in proc.stderr
 
 
@@ -55,7 +71,7 @@ def test_each_expands_and_lists_join():
     assert name == "ci"
     gathers = [r for r in runs if r.suite == "allgather"]
     assert [r.values["tp"] for r in gathers] == [2, 4]
-    assert gathers[0].values["dims"] == "0,-1" and gathers[0].values["correctness_only"] is True
+    assert gathers[0].values["dims"] == [0, -1] and gathers[0].values["correctness_only"] is True
 
 
 def test_shipped_configs_parse():
@@ -68,7 +84,7 @@ def test_shipped_configs_parse():
 def test_ci_config_runs_and_reports(tmp_path):
     out = tmp_path / "out"
     junit = tmp_path / "ci.xml"
-    proc = rocbench("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(out), "--junit", str(junit), "--json")
+    proc = invoke("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(out), "--junit", str(junit), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["exit_code"] == 0 and len(summary["runs"]) == 4
@@ -85,7 +101,7 @@ def test_ci_config_runs_and_reports(tmp_path):
 
 def test_junit_carries_gate_detail(tmp_path):
     junit = tmp_path / "j.xml"
-    proc = rocbench("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "int32", "--dims", "0",
+    proc = invoke("allgather", "--tp", "2", "--shapes", "4x64", "--dtypes", "int32", "--dims", "0",
                     "--out", str(tmp_path), "--inject", "flip-byte", "--junit", str(junit),
                     env={"ROCBENCH_ALLOW_INJECT": "1"})
     assert proc.returncode == 1
@@ -100,7 +116,7 @@ def test_report_from_a_stored_run(tmp_path):
     shutil.copytree(EXAMPLE, run)
     for p in run.rglob("*"):
         p.chmod(0o644)
-    proc = rocbench("report", str(run))
+    proc = invoke("report", str(run))
     assert proc.returncode == 0, proc.stderr
     text = (run / "report.md").read_text()
     assert text.index("Failed, faulted or timed-out") < text.index("## moe")
@@ -116,7 +132,7 @@ def test_report_lists_failures_first(tmp_path):
     frame.loc[3, ["status", "detail"]] = ["fail", "first call: 7/10 elements outside tolerance"]
     frame.to_csv(run / "results.csv", index=False)
     (run / "meta.json").chmod(0o644)
-    rocbench("report", str(run))
+    invoke("report", str(run))
     text = (run / "report.md").read_text()
     assert "read these first" in text and "7/10 elements outside tolerance" in text.split("## moe")[0]
 
@@ -135,12 +151,12 @@ def slowed(run: Path, dest: Path, factor: float, rows: list[int]) -> Path:
 def test_compare_flags_a_planted_20pct_regression_only(tmp_path):
     new = slowed(EXAMPLE, tmp_path / "new", 1.20, [2])
     slowed(EXAMPLE, tmp_path / "noise", 1.01, [0, 1, 2, 3, 4, 5, 6, 7])
-    proc = rocbench("compare", str(EXAMPLE), str(new), "--json")
+    proc = invoke("compare", str(EXAMPLE), str(new), "--json")
     assert proc.returncode == 1
     summary = json.loads(proc.stdout)
     assert len(summary["regressions"]) == 1 and summary["regressions"][0]["case"].startswith("model=deepseek-r1,tp=8,tokens=16")
     assert summary["regressions"][0]["change"] == pytest.approx(0.20, abs=1e-6)
-    calm = rocbench("compare", str(EXAMPLE), str(tmp_path / "noise"), "--markdown", str(tmp_path / "c.md"))
+    calm = invoke("compare", str(EXAMPLE), str(tmp_path / "noise"), "--markdown", str(tmp_path / "c.md"))
     assert calm.returncode == 0, calm.stdout
     assert "0 regressions" in (tmp_path / "c.md").read_text()
 
@@ -150,10 +166,10 @@ def test_compare_flags_a_gate_that_went_from_pass_to_fail(tmp_path):
     frame = pd.read_csv(new / "results.csv", dtype={"detail": object})
     frame.loc[5, ["status", "detail"]] = ["fail", "differs bitwise from its twin"]
     frame.to_csv(new / "results.csv", index=False)
-    proc = rocbench("compare", str(EXAMPLE), str(new))
+    proc = invoke("compare", str(EXAMPLE), str(new))
     assert proc.returncode == 1 and "GATE FAILED" in proc.stdout
 
 
 def test_selfcheck_needs_a_gpu():
-    proc = rocbench("selfcheck")  # the CLI tests hide GPUs, so this holds on any machine
+    proc = invoke("selfcheck")  # the CLI tests hide GPUs, so this holds on any machine
     assert proc.returncode == 2 and "needs a GPU" in proc.stderr

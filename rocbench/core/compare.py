@@ -49,16 +49,38 @@ def verdict(row: pd.Series, threshold: float) -> str:
     return "REGRESSION" if slower else ("improved" if faster else "same (within noise/threshold)")
 
 
+def case_columns(frame: pd.DataFrame) -> list[str]:
+    """The case's own columns: between the leading ones and the first result column."""
+    columns = list(frame.columns)
+    return columns[columns.index("backend") + 1:columns.index("ranks")]
+
+
+def match_key(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """(suite, case, backend) when the case ids agree; for runs of another version, whose case ids name
+    other columns (e.g. MoE's padded became hidden_pad/inter_pad), the case columns both share."""
+    if set(a["case"]) & set(b["case"]):
+        return KEY
+    shared = [c for c in case_columns(a) if c in case_columns(b)]
+    key = ["suite", "backend", *shared]
+    if a.duplicated(key).any() or b.duplicated(key).any():
+        return KEY
+    return key
+
+
 def compare(base: Path, new: Path, threshold: float = 0.05) -> Comparison:
     a, b = load_rows(base), load_rows(new)
-    cols = KEY + ["status", "time_us_median", "time_us_p10", "time_us_p90", "detail"]
-    merged = a[cols].merge(b[cols], on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
+    key = match_key(a, b)
+    cols = list(dict.fromkeys(key + KEY + ["status", "time_us_median", "time_us_p10", "time_us_p90", "detail"]))
+    a, b = a[cols], b[cols]
+    if key != KEY:  # the case shown is the new run's
+        a = a.drop(columns="case")
+    merged = a.merge(b, on=key, how="outer", suffixes=("_base", "_new"), indicator=True)
     matched = merged[merged["_merge"] == "both"].drop(columns="_merge").copy()
     matched["change"] = matched["time_us_median_new"] / matched["time_us_median_base"] - 1
     matched["noise"] = ((matched["time_us_p90_base"] - matched["time_us_p10_base"]) / matched["time_us_median_base"]
                         ).combine((matched["time_us_p90_new"] - matched["time_us_p10_new"]) / matched["time_us_median_new"], max)
     matched["verdict"] = matched.apply(verdict, axis=1, threshold=threshold) if len(matched) else []
-    return Comparison(matched, merged[merged["_merge"] == "left_only"][KEY], merged[merged["_merge"] == "right_only"][KEY])
+    return Comparison(matched, merged[merged["_merge"] == "left_only"][key], merged[merged["_merge"] == "right_only"][key])
 
 
 def to_markdown(result: Comparison, base: Path, new: Path, threshold: float) -> str:

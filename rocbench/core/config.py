@@ -9,14 +9,14 @@
       - suite: mla
         nhead: [16, 32, 64, 128]          # a list is one comma-separated axis of one run
 
-Keys are the command's option names with underscores (`ctx_dist`, `correctness_only`); `out`, `junit`,
-`json` and `resume` belong to the sweep itself, not to its runs.
+Keys are the command's option names with underscores (`ctx_dist`, `correctness_only`), declared once
+with the command's options (rocbench.core.params): a value goes through the same parser as on the command
+line and fails with the same message, plus where it is. `out`, `junit`, `json`, `resume` and `dry_run`
+belong to the sweep itself, not to its runs.
 """
 from __future__ import annotations
 
 import itertools
-import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,6 @@ from typing import Any
 import yaml
 
 from rocbench.core.errors import InputError, NotEnoughGpus
-
-SWEEP_ONLY_KEYS = ("out", "junit", "json", "resume", "dry_run")
-
 
 @dataclass
 class PlannedRun:
@@ -73,31 +70,10 @@ def to_python(node) -> Any:
     return yaml.safe_load(yaml.serialize(node))
 
 
-def option_value(key: str, value: Any, annotation, path: Path, line: int) -> Any:
-    """A YAML value as the suite command expects it: lists become comma lists, types are checked."""
-    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
-    wanted = [t for t in (typing.get_args(base) or (base,)) if t is not type(None)]
-    kind = wanted[0] if wanted else str
-    if value is None:
-        return None
-    if isinstance(value, list):
-        if kind is not str:
-            raise ConfigError(f"{where(path, line, key)}: takes one value, not a list (use `each:` to run once per value)")
-        return ",".join(str(v) for v in value)
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where(path, line, key)}: expected true or false, got {value!r}")
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{where(path, line, key)}: expected a number, got {value!r}")
-    if kind is str:
-        return str(value)
-    if kind is Path:
-        return Path(str(value))
-    return kind(value)
-
-
 def plan(path: Path) -> tuple[str, list[PlannedRun]]:
-    """Parse and validate the file's structure; suite option checks happen in `validate`."""
-    from rocbench.suites import SUITES, suite_module
+    """Parse and check the whole file: structure, keys, and every value through its parameter's parser."""
+    from rocbench.core import registry
+    from rocbench.core.command import param_set
 
     path = Path(path)
     top = mapping(load_nodes(path), path, "the config")
@@ -115,45 +91,41 @@ def plan(path: Path) -> tuple[str, list[PlannedRun]]:
         entry_line = entry.start_mark.line + 1
         fields = mapping(entry, path, "a run")
         if "suite" not in fields:
-            raise ConfigError(f"{where(path, entry_line)}: a run needs `suite:` (one of {', '.join(SUITES)})")
-        suite = str(to_python(fields["suite"][1]))
-        if suite not in SUITES:
-            raise ConfigError(f"{where(path, fields['suite'][1].start_mark.line + 1, 'suite')}: unknown suite {suite!r} (choose from {', '.join(SUITES)})")
-        command = suite_module(suite).COMMAND
+            raise ConfigError(f"{where(path, entry_line)}: a run needs `suite:` (one of {', '.join(registry.names())})")
+        suite_name = str(to_python(fields["suite"][1]))
+        if suite_name not in registry.names():
+            raise ConfigError(f"{where(path, fields['suite'][1].start_mark.line + 1, 'suite')}: unknown suite "
+                              f"{suite_name!r} (choose from {', '.join(registry.names())})")
+        params = param_set(registry.get(suite_name))
         merged = {**defaults, **{k: v for k, v in fields.items() if k not in ("suite", "each")}}
         each = mapping(fields["each"][1], path, "each") if "each" in fields else {}
-        for key, (key_node, _) in [*merged.items(), *each.items()]:
-            if key in SWEEP_ONLY_KEYS:
-                raise ConfigError(f"{where(path, key_node.start_mark.line + 1, key)}: belongs to `rocbench sweep` itself, not to a run")
-            if key not in command.all_options:
-                raise ConfigError(f"{where(path, key_node.start_mark.line + 1, key)}: {suite} has no such option "
-                                  f"(options: {', '.join(k for k in command.all_options if k not in SWEEP_ONLY_KEYS + ('inject',))})")
         values, lines = {}, {}
-        for key, (key_node, value_node) in merged.items():
-            lines[key] = key_node.start_mark.line + 1
-            values[key] = option_value(key, to_python(value_node), command.all_options[key][0], path, lines[key])
+        for key, (key_node, value_node) in [*merged.items(), *each.items()]:
+            line = lines[key] = key_node.start_mark.line + 1
+            if key not in params or params[key].hidden:
+                raise ConfigError(f"{where(path, line, key)}: {suite_name} has no such option "
+                                  f"(options: {', '.join(params.yaml_keys())})")
+            if not params[key].in_yaml:
+                raise ConfigError(f"{where(path, line, key)}: belongs to `rocbench sweep` itself, not to a run")
+        for key, (_, value_node) in merged.items():
+            values[key] = parsed(params[key], to_python(value_node), path, lines[key], suite_name)
         expansions = []
-        for key, (key_node, value_node) in each.items():
-            lines[key] = key_node.start_mark.line + 1
+        for key, (_, value_node) in each.items():
             items = to_python(value_node)
             if not isinstance(items, list) or not items:
                 raise ConfigError(f"{where(path, lines[key], key)}: `each:` values must be non-empty lists")
-            expansions.append([(key, option_value(key, v, command.all_options[key][0], path, lines[key])) for v in items])
+            expansions.append([(key, parsed(params[key], item, path, lines[key], suite_name)) for item in items])
         for combo in itertools.product(*expansions) if expansions else [()]:
-            planned.append(PlannedRun(suite, {**values, **dict(combo)}, lines, entry_line))
+            planned.append(PlannedRun(suite_name, {**values, **dict(combo)}, lines, entry_line))
     return name, planned
 
 
-OPTION_IN_MESSAGE = re.compile(r"(?:^|\s)--([a-z][a-z0-9-]*)")
-
-
-def locate(error: InputError, run: PlannedRun, path: Path) -> ConfigError:
-    """Re-word a suite's option error so it points at the key and line that caused it."""
-    message = str(error)
-    match = OPTION_IN_MESSAGE.search(message)
-    key = match.group(1).replace("-", "_") if match else None
-    line = run.lines.get(key, run.entry_line) if key else run.entry_line
-    return ConfigError(f"{where(path, line, key if key in run.lines else None)}: {run.suite}: {message}")
+def parsed(param, raw, path: Path, line: int, suite: str):
+    """A YAML value through the parameter's own parser: the command line's message, with file, line and suite."""
+    try:
+        return param.from_yaml(raw)
+    except InputError as err:
+        raise ConfigError(f"{where(path, line, param.name)}: {suite}: {err}") from None
 
 
 def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool = False, dry_run: bool = False,
@@ -163,11 +135,12 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
     import json
     import time
 
+    from rocbench.core import registry
     from rocbench.core import report as report_mod
+    from rocbench.core.command import execute
     from rocbench.core.junit import write_junit
     from rocbench.core.results import new_run_dir, read_results, write_meta
     from rocbench.core.sweep import check_writable, make_console
-    from rocbench.suites import suite_module
 
     console = make_console(to_stderr=as_json)
     name, runs = plan(path)
@@ -175,14 +148,13 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
         check_writable(Path(junit))
     runnable, skipped = [], []
     for run in runs:
-        command = suite_module(run.suite).COMMAND
         try:
-            command.execute({**run.values, "dry_run": True, "out": out})
+            execute(registry.get(run.suite), {**run.values, "dry_run": True, "out": out})
         except NotEnoughGpus as err:  # a larger machine runs it; this one skips it, visibly
             skipped.append({"suite": run.suite, "line": run.entry_line, "why": str(err), **_printable(run.values)})
             continue
-        except InputError as err:
-            raise locate(err, run, path) from None
+        except InputError as err:  # a check across options (every single value was checked in plan)
+            raise ConfigError(f"{where(path, run.entry_line)}: {run.suite}: {err}") from None
         runnable.append(run)
     if dry_run:
         console.print(f"{path}: {len(runnable)} runs valid, {len(skipped)} skipped on this machine; nothing run (--dry-run)")
@@ -195,12 +167,11 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
     worst = 0
     for run in runnable:
         console.rule(f"{run.suite} ({path}:{run.entry_line})")
-        before = set(sweep_dir.iterdir())
-        code = suite_module(run.suite).COMMAND.execute({**run.values, "out": sweep_dir})
-        made = [p for p in set(sweep_dir.iterdir()) - before if p.is_dir()]
-        meta["runs"].append({"suite": run.suite, "line": run.entry_line, "exit_code": code,
-                             "run_dir": made[0].name if made else None, "options": _printable(run.values)})
-        worst = max(worst, code)
+        outcome = execute(registry.get(run.suite), {**run.values, "out": sweep_dir})
+        meta["runs"].append({"suite": run.suite, "line": run.entry_line, "exit_code": outcome.code,
+                             "run_dir": outcome.run_dir.name if outcome.run_dir else None,
+                             "options": _printable(run.values)})
+        worst = max(worst, outcome.code)
         write_meta(sweep_dir, meta)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")

@@ -29,6 +29,7 @@ class RunOptions:
     seed: int = 0
     timeout_s: float = 300.0
     inject: str | None = None
+    tune: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -85,48 +86,77 @@ def phase(ctx: RankContext, name: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def judged(suite: Suite, case: Case, ctx: RankContext, out: torch.Tensor, expected: Any,
-           tolerance: Tolerance | None) -> Verdict:
-    verdict = phase(ctx, "judge", lambda: suite.judge(case, out, expected, tolerance))
-    return Verdict.combine(exchange(ctx, verdict))
+def outputs_of(suite: Suite, result) -> dict[str, torch.Tensor]:
+    """A call's result by output name (a lone tensor is the suite's one output)."""
+    if isinstance(result, torch.Tensor):
+        if len(suite.outputs) != 1:
+            raise RuntimeError(f"the call returned one tensor; {suite.name} has outputs {suite.outputs}")
+        return {suite.outputs[0]: result}
+    missing = set(suite.outputs) - set(result)
+    if missing:
+        raise RuntimeError(f"the call did not return {', '.join(sorted(missing))}")
+    return {name: result[name] for name in suite.outputs}
 
 
-def snapshot(out: torch.Tensor) -> torch.Tensor:
-    return out.detach().clone()
+def snapshot(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in outputs.items()}
 
 
-def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions, row: dict) -> tuple[Any, Callable]:
-    """The correctness gate. Returns (io, runner) when every check passed, else fills `row` and returns None."""
+def judged(suite: Suite, case: Case, ctx: RankContext, got: dict, expected: Any, tolerance: Tolerance | None) -> Verdict:
+    """Every output judged on every rank; the worst rules."""
+    want = expected if isinstance(expected, dict) else {suite.outputs[0]: expected}
+
+    def judge_all() -> Verdict:
+        verdicts = [suite.judge(case, name, got[name], want[name], tolerance) for name in suite.outputs]
+        if len(verdicts) > 1:
+            for name, v in zip(suite.outputs, verdicts):
+                v.detail = f"{name}: {v.detail}" if v.detail else v.detail
+        return Verdict.worst(verdicts)
+
+    return Verdict.combine(exchange(ctx, phase(ctx, "judge", judge_all)))
+
+
+def same_bits(a: dict, b: dict) -> bool:
+    return all(gate.bitwise_equal(a[name], b[name]) for name in a)
+
+
+def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
+                row: dict) -> tuple[Any, Callable] | None:
+    """The correctness gate. Returns (io, call) when every check passed, else fills `row` and returns None."""
     io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
     expected = phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
-    run = phase(ctx, "prepare", lambda: inject.wrap(backend.prepare(case, io, ctx), opts.inject, ctx.rank, ctx.world_size, case.index))
-    row["path"] = backend.describe(case, ctx)
+    prepared = phase(ctx, "prepare", lambda: backend.prepare(case, io, ctx))
+    run = inject.wrap(lambda: outputs_of(suite, prepared.run()), opts.inject, ctx.rank, ctx.world_size, case.index)
+    row["path"] = prepared.description
     tolerance = backend.tolerance(case, ctx.platform)
 
-    first = phase(ctx, "run", lambda: snapshot(run()))
+    def checked_call(name: str, call: Callable = run) -> dict:
+        return phase(ctx, name, lambda: (suite.reset(case, io, ctx), snapshot(call()))[1])
+
+    first = checked_call("run")
     verdict = judged(suite, case, ctx, first, expected, tolerance)
     row.update(gate_kind=verdict.kind, tolerance=verdict.tolerance, max_abs_err=verdict.max_abs_err, cosine=verdict.cosine)
     if not verdict.passed:
         row.update(status=FAIL, gate="fail", detail=f"first call: {verdict.detail}")
         return None
 
-    second = phase(ctx, "run again", lambda: snapshot(run()))
-    same = all(exchange(ctx, gate.bitwise_equal(first, second)))
+    second = checked_call("run again")
+    same = all(exchange(ctx, same_bits(first, second)))
     row["deterministic"] = "yes" if same else "no"
     if not same:
         row.update(status=FAIL, gate="fail", detail="not deterministic: two runs on the same input differ bitwise")
         return None
 
     twins = backend.twin_checks(case)
-    for column in set(suite.extra_columns) - {column for column, _ in twins}:
+    for column in set(suite.twin_columns) - {column for column, _ in twins}:
         row[column] = "n/a"  # this backend runs different kernels per configuration: no bitwise twin
     for column, twin in twins:
         if backend.unsupported_reason(twin, ctx.platform):
             row[column] = "n/a"
             continue
-        twin_run = phase(ctx, f"prepare twin {column}", lambda: backend.prepare(twin, io, ctx))
-        twin_out = phase(ctx, f"run twin {column}", lambda: snapshot(twin_run()))
-        equal = all(exchange(ctx, gate.bitwise_equal(first, twin_out)))
+        twin_prepared = phase(ctx, f"prepare twin {column}", lambda: backend.prepare(twin, io, ctx))
+        twin_out = checked_call(f"run twin {column}", lambda: outputs_of(suite, twin_prepared.run()))
+        equal = all(exchange(ctx, same_bits(first, twin_out)))
         row[column] = "yes" if equal else "no"
         if not equal:
             row.update(status=FAIL, gate="fail", detail=f"differs bitwise from its twin ({column}: {twin.id})")
@@ -134,7 +164,7 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
 
     # New data in the same buffers: catches kernels that are right only on their first call.
     expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=1))
-    fresh = phase(ctx, "run on new data", lambda: snapshot(run()))
+    fresh = checked_call("run on new data")
     verdict = judged(suite, case, ctx, fresh, expected, tolerance)
     if not verdict.passed:
         row.update(status=FAIL, gate="fail", detail=f"second call, new data: {verdict.detail}")
@@ -145,7 +175,7 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
                                                                                     backend.graph_context(ctx)))
         for replay in range(1, GRAPH_REPLAYS + 1):
             expected = phase(ctx, "refill inputs", lambda: suite.fill(case, io, ctx, data_seed=100 + replay))
-            out = phase(ctx, f"graph replay {replay}", lambda: replay_output(graph, outputs))
+            out = phase(ctx, f"graph replay {replay}", lambda: replay_outputs(graph, outputs))
             verdict = judged(suite, case, ctx, out, expected, tolerance)
             if not verdict.passed:
                 row.update(status=FAIL, gate="fail", graph_replays=f"failed at {replay}/{GRAPH_REPLAYS}",
@@ -157,35 +187,40 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     return io, run
 
 
-def replay_output(graph: torch.cuda.CUDAGraph, outputs: list[torch.Tensor]) -> torch.Tensor:
-    """Replay and snapshot the tensor the captured call returned (the graph rewrites it in place)."""
+def replay_outputs(graph: torch.cuda.CUDAGraph, outputs: list[dict]) -> dict:
+    """Replay and snapshot what the captured call returned (the graph rewrites those tensors in place)."""
     graph.replay()
     return snapshot(outputs[-1])
 
 
-def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
-                 io: Any, run: Callable, row: dict) -> None:
-    work = suite.work(case, ctx.world_size)
-    copies = timing.rotation_count(io_bytes(io), ctx.platform.l2_bytes)
+def rotated_inputs(suite: Suite, case: Case, ctx: RankContext, io: Any) -> list:
+    """io plus enough freshly filled copies that consecutive calls never find their data in L2."""
+    ios = [io]
+    for k in range(1, timing.rotation_count(io_bytes(io), ctx.platform.l2_bytes)):
+        extra = suite.build_io(case, ctx)
+        suite.fill(case, extra, ctx, data_seed=1000 + k)
+        ios.append(extra)
+    return ios
 
-    def build_runners():
-        runners = [run]
-        for k in range(1, copies):
-            extra = suite.build_io(case, ctx)
-            suite.fill(case, extra, ctx, data_seed=1000 + k)
-            runners.append(inject.wrap(backend.prepare(case, extra, ctx), opts.inject, ctx.rank, ctx.world_size,
-                                       case.index))
-        return runners
 
-    runners = phase(ctx, "build rotated inputs", build_runners)
+def measure(backend: Backend, ctx: RankContext, opts: RunOptions, runners: list[Callable]) -> timing.TimingStats:
+    """Per-call times of the runners (one per rotated input), the slowest rank's, sample by sample."""
     barrier = (lambda: dist.barrier(group=ctx.cpu_group)) if ctx.world_size > 1 else None
     agree = (lambda iters: max(exchange(ctx, iters))) if ctx.world_size > 1 else None
     samples, iters, mode = phase(ctx, "timing", lambda: timing.time_samples(
         runners, ctx.device, opts.warmup, opts.iters, barrier, context=backend.graph_context(ctx), agree=agree))
     per_rank = exchange(ctx, samples)
-    # The slowest rank sets the pace of a collective: take the max across ranks sample by sample.
     slowest = [max(s[i] for s in per_rank) for i in range(len(samples))]
-    stats = timing.TimingStats.from_samples(slowest, iters, len(runners), mode)
+    return phase(ctx, "timing statistics", lambda: timing.TimingStats.from_samples(slowest, iters, len(runners), mode))
+
+
+def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
+                 ios: list, run: Callable, row: dict) -> None:
+    work = suite.work(case, ctx.world_size)
+    runners = [run] + phase(ctx, "prepare rotated inputs", lambda: [
+        inject.wrap(backend.prepare(case, extra, ctx).run, opts.inject, ctx.rank, ctx.world_size, case.index)
+        for extra in ios[1:]])
+    stats = measure(backend, ctx, opts, runners)
     seconds = stats.median_us * 1e-6
     algbw = work.bytes / seconds / 1e9
     row.update(
@@ -197,6 +232,40 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     copy_bw = ctx.cache.get("copy_bw_GBps")
     if copy_bw and work.busbw_factor is None:
         row["pct_copy_bw"] = 100.0 * algbw / copy_bw
+
+
+def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
+                 ios: list, row: dict) -> None:
+    """--tune: gate and time every config the backend offers for this case on the same rotated inputs; the
+    fastest that passes is stored where the kernel loads it for this device (the row says which won)."""
+    tuning = backend.tuning(case, ctx)
+    if tuning is None:
+        return
+    tolerance = backend.tolerance(case, ctx.platform)
+    times: dict[str, float] = {}
+    failed: list[str] = []
+    for name, config in tuning.candidates.items():
+        try:
+            expected = phase(ctx, f"tune {name}: fill", lambda: suite.fill(case, ios[0], ctx, data_seed=7))
+            prepared = [phase(ctx, f"tune {name}: prepare", lambda: tuning.prepare(io, config)) for io in ios]
+            got = phase(ctx, f"tune {name}: run", lambda: (suite.reset(case, ios[0], ctx),
+                                                            snapshot(outputs_of(suite, prepared[0].run())))[1])
+            if not judged(suite, case, ctx, got, expected, tolerance).passed:
+                failed.append(name)
+                continue
+            times[name] = measure(backend, ctx, opts, [p.run for p in prepared]).median_us
+        except PhaseError as err:
+            if err.fatal:
+                raise
+            failed.append(name)
+    if not times:
+        row["tuned"] = f"no candidate passed ({', '.join(failed)})"
+        return
+    best = min(times, key=times.get)
+    evidence = {"us": times, "failed": failed, "case": case.id, "default_us": row.get("time_us_median")}
+    where = tuning.remember(best, tuning.candidates[best], evidence) if ctx.rank == 0 else ""
+    row["tuned"] = (f"{best} {times[best]:.2f} us, best of {len(times)} passing ({len(failed)} failed); "
+                    f"stored in {where}")
 
 
 def io_bytes(io: Any, depth: int = 2) -> int:
@@ -219,7 +288,11 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
     try:
         gated = gate_checks(suite, backend, case, ctx, opts, row)
         if gated is not None and not opts.correctness_only and ctx.device.type == "cuda":
-            time_backend(suite, backend, case, ctx, opts, *gated, row)
+            io, run = gated
+            ios = phase(ctx, "build rotated inputs", lambda: rotated_inputs(suite, case, ctx, io))
+            time_backend(suite, backend, case, ctx, opts, ios, run, row)
+            if opts.tune:
+                tune_backend(suite, backend, case, ctx, opts, ios, row)
     except PhaseError as err:
         row.update(status=FAULT, gate=row.get("gate") or "fault", detail=err.detail, _fatal=err.fatal)
     finally:

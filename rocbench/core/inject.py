@@ -11,7 +11,6 @@ import time
 import torch
 
 from rocbench.core.errors import InputError
-from rocbench.core.suite import Runner
 
 ENV_FLAG = "ROCBENCH_ALLOW_INJECT"
 
@@ -29,22 +28,29 @@ MUTATIONS = {
 }
 
 
-def parse(spec: str) -> tuple[str, int | None]:
-    """'flip-byte' mutates every case; 'device-fault@0' only the case with index 0."""
-    name, _, index = spec.partition("@")
-    if index and not index.isdigit():
-        raise InputError(f"--inject: {spec!r}: the part after @ must be a case index")
-    return name, int(index) if index else None
+def parse(spec: str) -> dict[int | None, str]:
+    """'flip-byte' mutates every case; 'device-fault@0' only case 0; 'nan@0,hang@3' one mutation per case,
+    so one run proves several mutations are caught. Returns {case index or None: mutation}."""
+    plan: dict[int | None, str] = {}
+    for item in spec.split(","):
+        name, _, index = item.strip().partition("@")
+        if index and not index.isdigit():
+            raise InputError(f"--inject: {item!r}: the part after @ must be a case index")
+        if name not in MUTATIONS:
+            raise InputError(f"--inject: unknown mutation {name!r} (choose from {', '.join(MUTATIONS)})")
+        key = int(index) if index else None
+        if key in plan or (key is None and len(spec.split(",")) > 1):
+            raise InputError(f"--inject: {spec!r}: one mutation per case, and a mutation for every case stands alone")
+        plan[key] = name
+    return plan
 
 
-def check_allowed(mutation: str | None) -> None:
-    if mutation is None:
+def check_allowed(spec: str | None) -> None:
+    if spec is None:
         return
     if os.environ.get(ENV_FLAG) != "1":
         raise InputError(f"--inject is a test-only option: set {ENV_FLAG}=1 to use it")
-    name, _ = parse(mutation)
-    if name not in MUTATIONS:
-        raise InputError(f"--inject: unknown mutation {name!r} (choose from {', '.join(MUTATIONS)})")
+    parse(spec)
 
 
 def _perturb(out: torch.Tensor, how: str) -> None:
@@ -79,17 +85,18 @@ def wild_store(out: torch.Tensor) -> None:
     _store_out_of_bounds[(1,)](out.view(-1))
 
 
-def wrap(run: Runner, spec: str | None, rank: int, world_size: int, case_index: int = 0) -> Runner:
+def wrap(run, spec: str | None, rank: int, world_size: int, case_index: int = 0):
     if spec is None:
         return run
-    mutation, only_case = parse(spec)
-    if only_case is not None and only_case != case_index:
+    plan = parse(spec)
+    mutation = plan.get(None) or plan.get(case_index)
+    if mutation is None:
         return run
     target_rank = world_size - 1
     calls = {"n": 0}
     first: dict[str, torch.Tensor] = {}
 
-    def mutated() -> torch.Tensor:
+    def mutated():
         calls["n"] += 1
         if mutation == "hang" or (mutation == "absent-rank" and rank == target_rank):
             while True:  # a spinning kernel, or a rank that never joins: its peers wait in the collective
@@ -97,10 +104,11 @@ def wrap(run: Runner, spec: str | None, rank: int, world_size: int, case_index: 
         if mutation == "crash" and rank == target_rank:
             os._exit(17)
         if mutation == "device-fault" and rank == target_rank:
-            wild_store(run())
-        out = run()  # always run: a collective must still be entered by every rank
+            wild_store(first_output(run()))
+        result = run()  # always run: a collective must still be entered by every rank
+        out = first_output(result)
         if rank != target_rank:
-            return out
+            return result
         if mutation == "stale":
             if "out" in first:
                 out.copy_(first["out"])  # later calls see the first call's result
@@ -114,6 +122,11 @@ def wrap(run: Runner, spec: str | None, rank: int, world_size: int, case_index: 
                 _perturb(out, "ulp")
         else:
             _perturb(out, mutation)
-        return out
+        return result
 
     return mutated
+
+
+def first_output(result) -> torch.Tensor:
+    """The tensor a mutation changes: the call's (first) output."""
+    return result if isinstance(result, torch.Tensor) else next(iter(result.values()))

@@ -27,7 +27,8 @@ def write_junit(path: Path, runs: list[tuple[str, pd.DataFrame]]) -> None:
             case = ET.SubElement(node, "testcase", classname=f"rocbench.{suite_name}.{row['backend']}",
                                  name=text(row["case"]), time=f"{0.0 if math.isnan(seconds) else seconds:.9f}")
             props = ET.SubElement(case, "properties")
-            for key in ("path", "max_abs_err", "cosine", "deterministic", "time_us_median", "algbw_GBps", "speedup"):
+            for key in ("path", "max_abs_err", "cosine", "deterministic", "time_us_median", "algbw_GBps",
+                        *[c for c in frame.columns if c.startswith("speedup")]):
                 if text(row.get(key)):
                     ET.SubElement(props, "property", name=key, value=text(row.get(key)))
             status, detail = text(row["status"]), text(row.get("detail"))

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from rocbench.core.errors import InputError
-from rocbench.formats.fp8 import fp8_for_arch
 
 # Test only: "rocm:gfx942" or "rocm:gfx950" makes a CPU machine report that platform, so the ROCm
 # backends run end to end against a stand-in AITER (tests/aiter_standin) on CI's CPUs.
@@ -41,10 +40,6 @@ class PlatformInfo:
         text = self.kind + (f" {self.arch}" if self.arch else "")
         return text + (f" (simulated on this CPU: {SIMULATE_ENV})" if self.simulated else "")
 
-    @property
-    def fp8_dtype(self) -> torch.dtype:
-        """The e4m3 flavour this platform's kernels take (fnuz on gfx942)."""
-        return fp8_for_arch(self.arch)
 
     def as_dict(self) -> dict:
         return asdict(self)

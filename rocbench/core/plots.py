@@ -70,6 +70,9 @@ def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
     figures += [(heatmap_figure, passed, spec) for spec in suite.heatmap_specs()]
     written = []
     for figure, rows, spec in figures:
+        needed = {spec.get(k) for k in ("x", "y", "value", "index", "columns", "facet")} - {None}
+        if not needed <= set(rows.columns):  # a run written by an older version lacks the column
+            continue
         path = Path(run_dir) / spec["file"]
         if figure(rows, spec, path):
             written.append(path)

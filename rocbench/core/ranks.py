@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import signal
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -25,12 +25,14 @@ SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "N
 
 @dataclass
 class PoolSpec:
-    suite: str  # name in rocbench.suites.SUITES
+    suite: str  # the suite's registered name
+    suite_module: str  # the module whose import registers it (rank processes start empty)
     params: dict
     options: harness.RunOptions
     world_size: int
     port: int
     measure_copy_bw: bool
+    env: dict = field(default_factory=dict)  # the launching process's environment, for the ranks
 
 
 def die_with_parent() -> None:
@@ -55,11 +57,14 @@ def init_groups(spec: PoolSpec, rank: int, device: torch.device):
 
 def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
     die_with_parent()
+    if spec.env:  # forked from the fork server: take the launcher's environment (before any GPU use)
+        os.environ.clear()
+        os.environ.update(spec.env)
     os.environ.update(SAFE_ENV)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     # torch 2.13 deprecates all_gather_into_tensor in favour of a name older releases lack.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
-    from rocbench.suites import load_suite
+    from rocbench.core import registry
 
     try:
         platform = detect()
@@ -67,7 +72,7 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         group, cpu_group = init_groups(spec, rank, device)
-        suite = load_suite(spec.suite)
+        suite = registry.get(spec.suite, spec.suite_module)
         cases = suite.cases(spec.params)
         ctx = RankContext(rank, spec.world_size, device, platform, spec.options.seed, group, cpu_group,
                           graph_mode=spec.options.cuda_graph)

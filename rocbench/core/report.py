@@ -10,15 +10,22 @@ from rich.console import Console
 from rich.table import Table
 
 from rocbench.core.errors import InputError
-from rocbench.core.results import BAD_STATUSES, PASS
+from rocbench.core.results import BAD_STATUSES, PASS, speedup_columns
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
 NUMERIC_COLUMNS = {
     "time_us_median": ("us", "{:.2f}"), "time_us_p10": ("p10", "{:.2f}"), "time_us_p90": ("p90", "{:.2f}"),
     "algbw_GBps": ("algbw GB/s", "{:.1f}"), "busbw_GBps": ("busbw GB/s", "{:.1f}"), "tflops": ("TFLOP/s", "{:.1f}"),
-    "pct_copy_bw": ("% copy bw", "{:.1f}"), "speedup": ("speedup", "{:.2f}x"),
+    "pct_copy_bw": ("% copy bw", "{:.1f}"),
     "max_abs_err": ("max err", "{:.3g}"), "cosine": ("cosine", "{:.6f}"),
 }
+
+
+def numeric_format(column: str) -> tuple[str, str] | None:
+    """(header, format) of a numeric column; speedup columns keep their name, which says what they are over."""
+    if column.startswith("speedup_vs_"):
+        return ("x " + column.removeprefix("speedup_vs_").replace("_", " "), "{:.2f}x")
+    return NUMERIC_COLUMNS.get(column)
 
 
 def status_counts(frame: pd.DataFrame) -> dict:
@@ -35,8 +42,8 @@ def summary_line(frame: pd.DataFrame) -> str:
 
 
 def display_columns(frame: pd.DataFrame, suite) -> list[str]:
-    cols = ["backend", *suite.axis_columns, "status", "path"]
-    cols += [c for c in NUMERIC_COLUMNS if c in frame and frame[c].notna().any()]
+    cols = ["backend", *suite.columns(), "status", "path"]
+    cols += [c for c in [*NUMERIC_COLUMNS, *speedup_columns(frame)] if c in frame and frame[c].notna().any()]
     cols += ["deterministic", "graph_replays"]
     return [c for c in cols if c in frame and frame[c].notna().any() and (frame[c].astype(str).str.len() > 0).any()]
 
@@ -44,9 +51,9 @@ def display_columns(frame: pd.DataFrame, suite) -> list[str]:
 def cell(column: str, value, width: int | None = 40) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if column in NUMERIC_COLUMNS:
+    if numeric_format(column):
         try:
-            return NUMERIC_COLUMNS[column][1].format(float(value))
+            return numeric_format(column)[1].format(float(value))
         except (TypeError, ValueError):
             return str(value)
     text = str(value)
@@ -60,8 +67,8 @@ def print_table(frame: pd.DataFrame, suite, console: Console) -> None:
     columns = display_columns(frame, suite)
     table = Table(title=f"rocbench {suite.name}", show_lines=False)
     for column in columns:
-        table.add_column(NUMERIC_COLUMNS.get(column, (column,))[0], overflow="fold",
-                         justify="right" if column in NUMERIC_COLUMNS else "left")
+        table.add_column((numeric_format(column) or (column,))[0], overflow="fold",
+                         justify="right" if numeric_format(column) else "left")
     for _, row in frame.iterrows():
         style = STATUS_STYLE.get(str(row["status"]))
         table.add_row(*[cell(c, row[c]) for c in columns], style=style if row["status"] != PASS else None)
@@ -92,31 +99,32 @@ def markdown_table(frame: pd.DataFrame, columns: list[str], full: tuple[str, ...
 
     cols = [c for c in columns if c in frame]
     rows = [[cell(c, r[c], None if c in full else 40) for c in cols] for _, r in frame.iterrows()]
-    return tabulate(rows, headers=[NUMERIC_COLUMNS.get(c, (c,))[0] for c in cols], tablefmt="github")
+    return tabulate(rows, headers=[(numeric_format(c) or (c,))[0] for c in cols], tablefmt="github")
 
 
 def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for backend, part in frame.groupby("backend", sort=False):
         timed = part.dropna(subset=["time_us_median"]) if "time_us_median" in part else part.iloc[0:0]
-        speed = part["speedup"].dropna() if "speedup" in part else pd.Series(dtype=float)
-        rows.append({
-            "backend": backend, "cases": len(part), "passed": int((part["status"] == PASS).sum()),
-            "failed": int(part["status"].isin(BAD_STATUSES).sum()),
-            "unsupported": int((part["status"] == "unsupported").sum()),
-            "speedup median": f"{speed.median():.2f}x" if len(speed) else "",
-            "speedup range": f"{speed.min():.2f}x - {speed.max():.2f}x" if len(speed) else "",
-            "best GB/s": f"{timed['algbw_GBps'].max():.0f}" if len(timed) else "",
-            "best % copy bw": f"{timed['pct_copy_bw'].max():.0f}%" if len(timed) and timed["pct_copy_bw"].notna().any() else "",
-        })
+        row = {"backend": backend, "cases": len(part), "passed": int((part["status"] == PASS).sum()),
+               "failed": int(part["status"].isin(BAD_STATUSES).sum()),
+               "unsupported": int((part["status"] == "unsupported").sum())}
+        for column in speedup_columns(part):
+            speed = part[column].dropna()
+            if len(speed):
+                over = column.removeprefix("speedup_vs_").replace("_", " ")
+                row[f"x {over}: median (range)"] = f"{speed.median():.2f}x ({speed.min():.2f}-{speed.max():.2f})"
+        row["best GB/s"] = f"{timed['algbw_GBps'].max():.0f}" if len(timed) else ""
+        row["best % copy bw"] = (f"{timed['pct_copy_bw'].max():.0f}%" if len(timed) and timed["pct_copy_bw"].notna().any()
+                                 else "")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def write_report(path: Path) -> Path:
     """report.md beside the results (in the sweep directory for a sweep), with its PNGs."""
-    from rocbench.core import plots
+    from rocbench.core import plots, registry
     from rocbench.core.results import read_results
-    from rocbench.suites import load_suite
 
     path = Path(path)
     dirs = run_dirs(path)
@@ -126,7 +134,7 @@ def write_report(path: Path) -> Path:
     for run_dir in dirs:
         frame = read_results(run_dir)
         meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
-        suite = load_suite(meta.get("suite") or frame["suite"].iloc[0])
+        suite = registry.get(meta.get("suite") or frame["suite"].iloc[0], meta.get("suite_module"))
         plots.draw(suite, frame, run_dir)
         platform = meta.get("platform", {})
         bad = frame[frame["status"].isin(BAD_STATUSES)]
@@ -138,11 +146,12 @@ def write_report(path: Path) -> Path:
                  f"copy bandwidth (measured): {meta.get('copy_bw_GBps', 0) or 0:.0f} GB/s" if meta.get("copy_bw_GBps")
                  else f"- device: {platform.get('kind', '?')} (correctness only: nothing timed)",
                  f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame)}", "",
-                 "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
+                 *[f"- `{column}`: time of the {meaning} / this row's time" for column, meaning in meta.get("speedups", {}).items()],
+                 "", "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
         timed = frame.dropna(subset=["time_us_median"]) if "time_us_median" in frame else frame.iloc[0:0]
         if not timed.empty:
-            cols = ["backend", *suite.axis_columns, "path", "time_us_median", "time_us_p10", "time_us_p90", "algbw_GBps",
-                    "busbw_GBps", "pct_copy_bw", "tflops", "speedup"]
+            cols = ["backend", *suite.columns(), "path", "time_us_median", "time_us_p10", "time_us_p90", "algbw_GBps",
+                    "busbw_GBps", "pct_copy_bw", "tflops", *speedup_columns(timed)]
             cols = [c for c in cols if c in timed and timed[c].notna().any()]
             lines += ["### Timed cases", "", markdown_table(timed, cols), ""]
         for png in sorted(run_dir.glob("*.png")):

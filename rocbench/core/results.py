@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -22,12 +21,18 @@ RESULT_COLUMNS = [
     "ranks", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
     "graph_replays", "path", "detail",
     "time_us_median", "time_us_p10", "time_us_p90", "samples", "iters_per_sample", "rotation", "timing_mode",
-    "bytes", "flops", "algbw_GBps", "busbw_GBps", "tflops", "pct_copy_bw", "speedup",
+    "bytes", "flops", "algbw_GBps", "busbw_GBps", "tflops", "pct_copy_bw", "tuned",
 ]
 
 
-def columns_for(axis_columns: Iterable[str], extra_columns: Iterable[str] = ()) -> list[str]:
-    return LEAD_COLUMNS + list(axis_columns) + RESULT_COLUMNS + list(extra_columns)
+def columns_for(suite) -> list[str]:
+    """A suite's CSV columns: the case's, the results every suite has, its twin checks and its speedups."""
+    return (LEAD_COLUMNS + suite.columns() + RESULT_COLUMNS + list(suite.twin_columns)
+            + [s.column for s in suite.speedups()])
+
+
+def speedup_columns(frame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("speedup")]
 
 
 def new_run_dir(out: Path, suite: str) -> Path:

@@ -1,20 +1,31 @@
-"""What a kernel family must state to plug into the harness: cases, inputs, reference, backends, work.
+"""What a kernel family states to plug into the harness: its parameters, cases, inputs, outputs,
+expected outputs, backends, work and what each speedup is relative to.
 
-A suite is semantics only. The harness (rocbench.core.harness) does the rest: launching ranks, the
-correctness gate, determinism and CUDA-graph replay checks, timing, and recording rows.
+The contract, in the order the harness uses it per (case, backend):
+- `build_io(case, ctx)` allocates the buffers of one call; `fill(case, io, ctx, data_seed)` writes fresh
+  inputs and returns the expected value of every output named in `outputs` (a tensor when there is one
+  output, else a dict) computed on this rank alone;
+- `reset(case, io, ctx)` runs before every checked call (an in-place kernel restores its inputs there);
+- `Backend.prepare(case, io, ctx)` returns a `Prepared`: the call (it returns the outputs, a tensor or a
+  dict by output name; it must be capturable in a CUDA graph) and a description of the path it takes;
+- `judge(case, output, got, expected, tolerance)` rules on one output;
+- `work(case, world_size)` gives the bytes and flops behind the bandwidth and throughput columns.
+A suite is semantics only; the harness (rocbench.core.harness) does the rest.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import importlib
+import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, Union
 
 import torch
 
-from rocbench.core.axes import Case
+from rocbench.core.axes import Case, reindex
+from rocbench.core.params import Param
 from rocbench.core.platform import PlatformInfo
 
 
@@ -30,7 +41,7 @@ class RankContext:
     group: Any = None  # device process group (NCCL/RCCL/gloo); None when world_size == 1
     cpu_group: Any = None  # gloo group for handshakes and object exchange
     graph_mode: bool = False  # --cuda-graph: inputs live at non-zero offsets, graph replays are gated
-    cache: dict = field(default_factory=dict)  # per-rank state backends keep across cases (e.g. IPC pools)
+    cache: dict = field(default_factory=dict)  # per-rank resources backends keep across cases (e.g. IPC pools)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -72,6 +83,16 @@ class Verdict:
     tolerance: str = ""
 
     @staticmethod
+    def worst(verdicts: list["Verdict"]) -> "Verdict":
+        """One rank's outputs merged: the first failure, the largest error, the smallest cosine."""
+        failed = [v for v in verdicts if not v.passed]
+        errs = [v.max_abs_err for v in verdicts if v.max_abs_err is not None]
+        coss = [v.cosine for v in verdicts if v.cosine is not None]
+        lead = failed[0] if failed else verdicts[0]
+        return Verdict(not failed, lead.kind, lead.detail, max(errs) if errs else None, min(coss) if coss else None,
+                       "; ".join(dict.fromkeys(v.tolerance for v in verdicts if v.tolerance)))
+
+    @staticmethod
     def combine(verdicts: list["Verdict"]) -> "Verdict":
         """Merge per-rank verdicts: the worst error wins, any failure fails."""
         failed = [(r, v) for r, v in enumerate(verdicts) if not v.passed]
@@ -88,7 +109,40 @@ class Verdict:
         )
 
 
-Runner = Callable[[], torch.Tensor]
+Outputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+Runner = Callable[[], Outputs]
+
+
+@dataclass
+class Prepared:
+    """A backend's call for one case, and the path it takes (shown per row)."""
+
+    run: Runner
+    description: str = ""
+
+
+@dataclass
+class Tuning:
+    """What `--tune` may try for a case: named configs, how to prepare the call with one, and where the
+    winner goes (the kernel's tuned-config store) -- returns a description of the place."""
+
+    candidates: dict[str, Any]
+    prepare: Callable[[Any, Any], Prepared]  # (io, config) -> Prepared
+    remember: Callable[[str, Any, dict], str]  # (name, config, evidence) -> where it was stored
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """A speedup column: the time of the row named by `relative_to(case, backend)` over this row's time."""
+
+    column: str
+    meaning: str
+    relative_to: Callable[[Case, str], tuple[str, str] | None]
+
+
+def over_backend(baseline: str) -> Speedup:
+    return Speedup(f"speedup_vs_{baseline}", f"{baseline} backend on the same case",
+                   lambda case, backend: None if backend == baseline else (case.id, baseline))
 
 
 class Backend(abc.ABC):
@@ -132,28 +186,26 @@ class Backend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def prepare(self, case: Case, io: Any, ctx: RankContext) -> Runner:
-        """Return a callable that runs the kernel on `io` and returns its output tensor.
+    def prepare(self, case: Case, io: Any, ctx: RankContext) -> Prepared:
+        """The call on `io` (returning the suite's outputs) and its path. The call must be capturable in
+        a CUDA graph on a GPU: no host syncs, no allocation that depends on data."""
 
-        The callable must be capturable in a CUDA graph on GPU: no host syncs, no allocation that
-        depends on data.
-        """
+    def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
+        """The kernel configs `--tune` tries for this case (None: nothing to tune)."""
+        return None
 
     def graph_context(self, ctx: RankContext):
         """Context manager around CUDA-graph capture (e.g. a communicator that registers buffers on exit)."""
         return contextlib.nullcontext()
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        """Which code path and mode runs for this case (shown per row), e.g. metadata mode."""
-        return ""
 
     def paths_here(self, platform: PlatformInfo) -> list[dict]:
         """For `rocbench env`: which of this backend's paths exist on this platform (rows of a table)."""
         return []
 
 
-class Registry:
-    """Backends by name, in the order they were registered (the first one is the baseline)."""
+class Backends:
+    """A suite's backends by name, in registration order (the baseline first); `register` is a class
+    decorator, so a backend module registers its implementations by declaring them."""
 
     def __init__(self) -> None:
         self._backends: dict[str, Backend] = {}
@@ -176,18 +228,45 @@ class Suite(abc.ABC):
     """A kernel family. Subclasses state semantics only."""
 
     name: ClassVar[str]
-    backends: ClassVar[Registry]
-    baseline: ClassVar[str]  # backend every other backend's speedup is relative to
-    axis_columns: ClassVar[tuple[str, ...]]  # case axes, as CSV columns
-    extra_columns: ClassVar[tuple[str, ...]] = ()  # suite-specific result columns (e.g. twin checks)
+    help: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]  # the suite's own options; axes among them become CSV columns
+    derived_columns: ClassVar[tuple[str, ...]] = ()  # case values `cases` derives (shown as columns)
+    twin_columns: ClassVar[tuple[str, ...]] = ()  # result columns of backends' twin checks
+    outputs: ClassVar[tuple[str, ...]] = ("out",)  # what a call produces, by name
+    baseline: ClassVar[str]  # the backend every other backend's speedup is relative to
+    extra_speedups: ClassVar[tuple[Speedup, ...]] = ()  # e.g. persistent over split-KV
+    backends: ClassVar[Backends]
 
-    @abc.abstractmethod
-    def cases(self, params: dict) -> list[Case]:
-        """Expand validated parameters into cases."""
+    def finish(self, params: dict) -> dict:
+        """Checks across parameters and defaults that depend on others (InputError on bad input)."""
+        return params
 
-    @abc.abstractmethod
     def world_size(self, params: dict) -> int:
         """Ranks to launch for these parameters."""
+        return 1
+
+    def cases(self, params: dict) -> list[Case]:
+        """The product of the axes in declaration order (the last varies fastest); parameters that are not
+        axes but have a column join every case."""
+        # a case holds each value under its column's name (`--dtypes` sweeps `dtype`)
+        values = {p.column: [params[p.name]] if not p.axis else params[p.name] for p in self.params if p.column}
+        combos = itertools.product(*values.values())
+        return reindex(Case(tuple(zip(values, combo))) for combo in combos)
+
+    def columns(self) -> list[str]:
+        return [p.column for p in self.params if p.column] + list(self.derived_columns)
+
+    def case_columns(self, case: Case) -> dict:
+        cells = {p.column: p.fmt(case.get(p.column)) for p in self.params if p.column}
+        cells.update({column: case.get(column) for column in self.derived_columns})
+        return cells
+
+    def speedups(self) -> list[Speedup]:
+        return [over_backend(self.baseline), *self.extra_speedups]
+
+    def before_run(self, values: dict) -> int | None:
+        """May answer instead of running (e.g. `mla --explain`); `values` are the parsed options."""
+        return None
 
     @abc.abstractmethod
     def build_io(self, case: Case, ctx: RankContext) -> Any:
@@ -195,28 +274,22 @@ class Suite(abc.ABC):
 
     @abc.abstractmethod
     def fill(self, case: Case, io: Any, ctx: RankContext, data_seed: int) -> Any:
-        """Write fresh, deterministic input data into `io`; return what the output must be.
+        """Write fresh, deterministic input data into `io`; return what each output must be.
 
         Every rank must be able to compute its expected output locally: no collective is trusted.
         """
 
+    def reset(self, case: Case, io: Any, ctx: RankContext) -> None:
+        """Before every checked call: restore what a call changes in place (nothing by default)."""
+
     @abc.abstractmethod
-    def judge(self, case: Case, out: torch.Tensor, expected: Any, tolerance: Tolerance | None = None) -> Verdict:
-        """Compare an output with the expectation from `fill` (within `tolerance` when a backend states one)."""
+    def judge(self, case: Case, output: str, got: torch.Tensor, expected: Any,
+              tolerance: Tolerance | None = None) -> Verdict:
+        """Rule on one output against its expectation (within `tolerance` when a backend states one)."""
 
     @abc.abstractmethod
     def work(self, case: Case, world_size: int) -> Work:
         """Bytes and flops of one call."""
-
-    def case_columns(self, case: Case) -> dict:
-        """The case's values as CSV cells (default: its axes, formatted)."""
-        from rocbench.core.axes import format_value
-
-        return {name: format_value(case.get(name)) for name in self.axis_columns}
-
-    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
-        """(case id, backend) whose time this row's speedup is relative to."""
-        return case.id, self.baseline
 
     def plot_specs(self) -> list[dict]:
         """Which line plots to draw (see rocbench.core.plots.line_figure)."""

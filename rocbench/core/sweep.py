@@ -20,7 +20,9 @@ from rocbench.core.platform import PlatformInfo, detect, git_revision
 from rocbench.core.ranks import PoolSpec
 from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, ResultsWriter, base_meta, columns_for, new_run_dir,
                                    read_results, write_meta)
-from rocbench.core.suite import Backend, Suite
+from rocbench.core import registry
+from rocbench.core.command import Outcome
+from rocbench.core.suite import Backend, Speedup, Suite
 
 POOL_START_TIMEOUT_S = 240.0
 # gloo ranks on a CPU-only machine are processes, not devices: past this many a sweep only thrashes the host.
@@ -63,11 +65,11 @@ def make_console(to_stderr: bool = False) -> Console:
 
 def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
-              dry_run: bool = False) -> int:
-    """Run the sweep; return the exit code (0: every gated case passed)."""
+              dry_run: bool = False) -> Outcome:
+    """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory."""
     console = console or make_console(to_stderr=as_json)
     inject.check_allowed(opts.inject)
-    columns = columns_for(suite.axis_columns, suite.extra_columns)
+    columns = columns_for(suite)
     # A wrong --resume target is the user's first mistake to hear about, before anything about this machine.
     resumed = open_for_resume(Path(resume), suite, columns) if resume is not None else None
     platform = detect()
@@ -75,6 +77,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     check_world_size(world_size, platform)
     if opts.cuda_graph and not platform.has_gpu:
         raise InputError("--cuda-graph needs a GPU; this machine has none")
+    if opts.tune and (not platform.has_gpu or opts.correctness_only):
+        raise InputError("--tune times kernels: it needs a GPU and no --correctness-only")
     if not platform.has_gpu and not opts.correctness_only:
         console.print("[yellow]no GPU here: running correctness-only (timing needs a GPU)[/yellow]")
         opts.correctness_only = True
@@ -85,7 +89,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if dry_run:
         console.print(f"{suite.name}: {len(cases)} cases x {len(backends)} backends ({', '.join(b.name for b in backends)}), "
                       f"{world_size} rank(s): valid, nothing run (--dry-run)")
-        return 0
+        return Outcome(0, None)
     if junit is not None:
         check_writable(Path(junit))
 
@@ -95,6 +99,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     else:
         run_dir, finished_rows = new_run_dir(out_dir, suite.name), []
         meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
+        meta["suite_module"] = registry.module_of(suite.name)
+        meta["speedups"] = {s.column: s.meaning for s in suite.speedups()}
         meta["options"] = asdict(opts)
         meta["backends"] = [b.name for b in backends]
     writer = ResultsWriter(run_dir, columns)
@@ -104,9 +110,11 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     console.print(f"rocbench {suite.name}: {len(cases)} cases x {len(backends)} backends on {platform.kind} "
                   f"({world_size} rank{'s' if world_size > 1 else ''}) -> {run_dir}")
 
-    spec = PoolSpec(suite.name, params, opts, world_size, free_port(), measure_copy_bw=not opts.correctness_only)
+    spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
+                    measure_copy_bw=not opts.correctness_only)
     timed = {(row["case"], row["backend"]): row["time_us_median"] for row in finished_rows
              if row["status"] == PASS and row.get("time_us_median")}
+    speedups = suite.speedups()
     pool: RankPool | None = None
     interrupted = False
     try:
@@ -132,7 +140,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                             row = {"status": failure.status, "gate": failure.status, "detail": failure.detail}
                             pool = None
                             spec.port = free_port()
-                    writer.append(finish_row(suite, case, backend, world_size, row, timed))
+                    writer.append(finish_row(suite, case, backend, world_size, row, timed, speedups))
                     progress.advance(bar)
     except KeyboardInterrupt:
         interrupted = True
@@ -156,7 +164,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
         write_junit(Path(junit), [(suite.name, frame)])
     if as_json:
         print(json.dumps(summary_json(suite.name, run_dir, frame, code), default=str))
-    return code
+    return Outcome(code, run_dir)
 
 
 def check_writable(path: Path) -> None:
@@ -208,7 +216,8 @@ def start_pool(spec: PoolSpec, meta: dict, run_dir: Path) -> tuple[RankPool | No
     return pool, ""
 
 
-def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict, timed: dict) -> dict:
+def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict, timed: dict,
+               speedups: list[Speedup]) -> dict:
     full = {"suite": suite.name, "case": case.id, "backend": backend.name, "ranks": world_size}
     full.update(suite.case_columns(case))
     full.update(row)
@@ -217,7 +226,8 @@ def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row:
     median = row.get("time_us_median")
     if row.get("status") == PASS and median:
         timed[(case.id, backend.name)] = median
-        base = suite.baseline_key(case, backend.name)
-        if base in timed:
-            full["speedup"] = timed[base] / median
+        for speedup in speedups:
+            base = speedup.relative_to(case, backend.name)
+            if base in timed:
+                full[speedup.column] = timed[base] / median
     return full

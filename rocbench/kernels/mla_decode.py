@@ -6,7 +6,7 @@ Two systems under test, same math (see rocbench.suites.mla.reference for the sem
   attends its sequence's split and writes a partial output + LSE; a second kernel merges the
   splits with LSE weights.
 - `mla_decode_persistent`: exactly `schedule.num_programs` programs, each looping over the work
-  items that rocbench.suites.mla.scheduler dealt it (load-balanced over all sequences); items
+  items that rocbench.formats.mla_schedule dealt it (load-balanced over all sequences); items
   that cover a whole (sequence, head group) write the output directly, the pieces of split
   ones write partial slots that a reduce kernel merges.
 
@@ -15,9 +15,9 @@ two >= 16, the smallest tl.dot M) against BLOCK_N cached tokens at a time. Each 
 loaded from HBM once, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent
 part serves as K (for QK^T) and as V (for PV) (the reload_v variant reads it a second time, from
 L2). Online softmax in the exp2 domain, fp32 accumulation. fp8 KV is loaded as fp8 and converted
-to q's dtype in registers (fp16 with fp8_in_fp16); the per-tensor scale is folded into the
+to q's dtype in registers; the per-tensor scale is folded into the
 softmax scale (K) and applied to the fp32 accumulator (V), read from device memory so that
-nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen) and the
+nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device) and the
 persistent schedule with build_persistent_schedule(..., config).
 
 Both run functions launch a fixed number of kernels whose grids and buffers depend only on host
@@ -36,8 +36,9 @@ import triton
 import triton.language as tl
 
 from rocbench.formats.fp8 import E4M3_DTYPES
-from rocbench.suites.mla.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
-from rocbench.suites.mla.scheduler import (
+from rocbench.kernels import tuned
+from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
+from rocbench.formats.mla_schedule import (
     DEFAULT_KV_GRANULARITY,
     WORK_INFO_COLS,
     MlaSchedule,
@@ -58,18 +59,16 @@ class MlaKernelConfig:
     num_warps: int = 8
     num_stages: int = 2
     max_tile_rows: int = 32  # query rows (qlen x heads) per tile: 64 needs block_n 32 to fit registers
-    swap_ab: bool = False  # compute K Q^T / V^T P^T (KV block as the MMA's M side); see _attend_kv_range
     prefetch: bool = False  # load block i+1 into registers while computing block i (use with num_stages=1)
     reload_v: bool = False  # load the latent block again (an L2 hit) for PV; see _attend_kv_range
     programs_per_sm: int = 1  # persistent grid = programs_per_sm x SMs (2 when two programs fit an SM)
     min_granules_per_program: int = 4  # persistent: leave programs idle rather than split finer (partials cost)
-    fp8_in_fp16: bool = False  # fp8 KV: run the MMAs in fp16 instead of q's dtype (cheaper conversion)
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
 
 # Tuned on an H100 (Triton 3.6, batch 64 x ctx 4096, page 64, persistent kernel; microseconds
-# per call measured by scripts/device_mla_check.py, copy bandwidth 2.98 TB/s read+write).
+# per call, copy bandwidth 2.98 TB/s read+write). `rocbench mla --tune` re-measures the candidates.
 # bf16 KV:
 #   tile rows <= 16 (nhead 16): 4 warps, 2 programs per SM   119 us, 2.53 TB/s of KV (85%)
 #                               (8 warps, 1 program per SM   134 us, 76%)
@@ -80,9 +79,8 @@ BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=32)
 # fp8 KV, converted to q's dtype: Triton keeps a single fp8 latent load that feeds both MMAs
 # synchronous (see _attend_kv_range), so either prefetch one block ahead in registers (best
 # at 16 rows: 141-145 us, 35%) or load the latent twice, HBM once and L2 once (best at 32+
-# rows: 189 us at nhead 32). fp8_in_fp16=True runs the MMAs in fp16 instead of bf16 and is
-# 10-15% faster (126 us at nhead 16, 175 us at nhead 32) with equal or smaller error, but it
-# departs from "compute in q's dtype" (q bf16 -> fp16 overflows past 65504), so it is opt-in.
+# rows: 189 us at nhead 32). (Running those MMAs in fp16 was 10-15% faster but departs from
+# "compute in q's dtype" -- bf16 q overflows fp16 past 65504 -- and was removed.)
 FP8_SMALL_TILE_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1)
 FP8_CONFIG = MlaKernelConfig(reload_v=True)
 
@@ -94,10 +92,6 @@ class MlaWorkspace:
 
     partial_out: torch.Tensor
     partial_lse: torch.Tensor
-
-
-# The last compiled kernel launched per kernel name (register / spill diagnostics for scripts).
-LAST_COMPILED: dict = {}
 
 
 def _tile_rows(qlen: int, heads_per_group: int) -> int:
@@ -148,26 +142,12 @@ def _softmax_step_rows(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk
 
 
 @triton.jit
-def _softmax_step_swapped(acc_t, m_i, l_i, qt_nope, qt_pe, k_nope, k_pe, v, visible_t, qk_scale):
-    """The same step transposed, KV block as the MMA's M side: acc_t [512, M]."""
-    s_t = tl.dot(k_nope, qt_nope)  # [N, M]
-    s_t = tl.dot(k_pe, qt_pe, s_t)
-    s_t = tl.where(visible_t, s_t * qk_scale, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s_t, 0))
-    alpha = tl.exp2(m_i - m_new)
-    p_t = tl.exp2(s_t - m_new[None, :])
-    l_i = l_i * alpha + tl.sum(p_t, 0)
-    acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(v), p_t.to(v.dtype))
-    return acc_t, m_new, l_i
-
-
-@triton.jit
 def _attend_kv_range(
     Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence.
 
@@ -176,15 +156,12 @@ def _attend_kv_range(
     and the running sum l (both log2 domain, [BLOCK_M]).
 
     Variants (all compute the same function):
-    - SWAP_AB computes the transposed products (S^T = K Q^T, O^T = V^T P^T) so that the KV
-      block, not the few query rows, is the M side of the MMA (Hopper warpgroup MMAs).
     - PREFETCH issues the next block's loads before computing the current one (register double
       buffering, for num_stages=1).
     - RELOAD_V loads the latent block a second time, through the alias V of the cache pointer
       (so the compiler cannot merge the loads), for the PV product. HBM traffic is unchanged
       (the second read hits L2) but each load then feeds one MMA, which lets Triton's pipeliner
-      make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous.
-    - COMPUTE_FP16 runs the MMAs in fp16 (q converted in registers); used for fp8 KV only."""
+      make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous."""
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
     row_ok = j < QLEN
@@ -195,19 +172,9 @@ def _attend_kv_range(
     dr = tl.arange(0, D_ROPE)
     m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    if SWAP_AB:
-        q_nope = tl.load(Q + q_off[None, :] + d[:, None], mask=row_ok[None, :], other=0.0)  # [512, M]
-        q_pe = tl.load(Q + q_off[None, :] + D_LATENT + dr[:, None], mask=row_ok[None, :], other=0.0)
-        acc = tl.zeros([D_LATENT, BLOCK_M], tl.float32)
-    else:
-        q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
-        q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
-        acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
-    # MMA operand dtype: q's, or fp16 for fp8 KV (fp8 -> fp16 is one instruction per pair,
-    # fp8 -> bf16 three; q bf16 -> fp16 is exact for magnitudes in [6e-5, 65504]).
-    if COMPUTE_FP16:
-        q_nope = q_nope.to(tl.float16)
-        q_pe = q_pe.to(tl.float16)
+    q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
+    q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
+    acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
     if PREFETCH:
         tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
                                           stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
@@ -235,14 +202,8 @@ def _attend_kv_range(
         else:
             v = k_nope  # V is the latent part of the same cached tokens
         n = start + tl.arange(0, BLOCK_N)
-        if SWAP_AB:
-            visible = (n[:, None] < limit[None, :]) & (n < kv_end)[:, None]
-            acc, m_i, l_i = _softmax_step_swapped(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale)
-        else:
-            visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale)
-    if SWAP_AB:
-        acc = tl.trans(acc)
+        visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
+        acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, q_nope, q_pe, k_nope, k_pe, v, visible, qk_scale)
     acc = acc * v_scale
     return acc, m_i, l_i
 
@@ -292,8 +253,8 @@ def _split_kv_kernel(
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
     DIRECT_OUT: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, HAS_SCALE: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     # Head groups vary fastest so that the programs reading the same sequence's KV run together
@@ -312,7 +273,7 @@ def _split_kv_kernel(
         Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, COMPUTE_FP16, D_LATENT, D_ROPE,
+        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -328,8 +289,8 @@ def _persistent_kernel(
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
     INFO_COLS: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, COMPUTE_FP16: tl.constexpr, HAS_SCALE: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -337,7 +298,7 @@ def _persistent_kernel(
     last = tl.load(WORK_INDPTR + pid + 1)
     kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
     for item in range(first, last):
-        info = WORK_INFO + item * INFO_COLS  # columns: rocbench.suites.mla.scheduler.WI_*
+        info = WORK_INFO + item * INFO_COLS  # columns: rocbench.formats.mla_schedule.WI_*
         b = tl.load(info + 0)
         g = tl.load(info + 1)
         kv_start = tl.load(info + 2)
@@ -348,7 +309,7 @@ def _persistent_kernel(
             Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, SWAP_AB, PREFETCH, RELOAD_V, COMPUTE_FP16, D_LATENT, D_ROPE,
+            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -473,8 +434,27 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
     return int(max(1, min(want, cap, max_splits)))
 
 
-def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> MlaKernelConfig:
-    """Launch knobs for a KV dtype and head count (the H100 sweep winners listed above)."""
+def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int) -> str:
+    """What a tuned config is stored under: the KV element kind and the tile a program computes."""
+    rows = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows)
+    return f"kv={'fp8' if kv_dtype in E4M3_DTYPES else dtype_kind(kv_dtype)},tile_rows={rows}"
+
+
+def dtype_kind(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1,
+                   device: torch.device | None = None) -> MlaKernelConfig:
+    """Launch knobs for a KV dtype and head count: the config `rocbench mla --tune` stored for this device
+    when there is one, else the H100 sweep winners listed above."""
+    stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen))
+    if stored:
+        return MlaKernelConfig(**stored)
+    return builtin_config(kv_dtype, nhead, qlen)
+
+
+def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> MlaKernelConfig:
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     if kv_dtype in E4M3_DTYPES:
         return FP8_SMALL_TILE_CONFIG if small_tile else FP8_CONFIG
@@ -483,6 +463,18 @@ def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> Mla
     if qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64:
         return BF16_LARGE_TILE_CONFIG
     return DEFAULT_CONFIG
+
+
+def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int) -> dict[str, MlaKernelConfig]:
+    """What `--tune` tries for a case: the built-in choice and the alternatives that won somewhere."""
+    c, fp8 = MlaKernelConfig, kv_dtype in E4M3_DTYPES
+    options = ({"reload_v": c(reload_v=True), "prefetch": c(prefetch=True, num_stages=1),
+                "reload_v,stages3": c(reload_v=True, num_stages=3), "plain": c()} if fp8 else
+               {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
+                "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
+                "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
+    builtin = builtin_config(kv_dtype, nhead, qlen)
+    return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 
 def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
@@ -557,15 +549,14 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     out = _out_like(q, out)
     workspace = _workspace(workspace, kv.batch * groups * num_kv_splits, qlen * hpg, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
-    LAST_COMPILED['split_kv'] = _split_kv_kernel[(groups, kv.batch, num_kv_splits)](
+    _split_kv_kernel[(groups, kv.batch, num_kv_splits)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
         workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
         DIRECT_OUT=num_kv_splits == 1, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg),
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
-        SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
-        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype in E4M3_DTYPES,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if num_kv_splits > 1:
@@ -581,7 +572,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
                           config: MlaKernelConfig | None = None) -> torch.Tensor:
     """Persistent MLA decode: one launch of schedule.num_programs programs, then the reduce.
 
-    `schedule` (rocbench.suites.mla.scheduler.build_mla_schedule, with heads_per_group from
+    `schedule` (rocbench.formats.mla_schedule.build_mla_schedule, with heads_per_group from
     kernel_heads_per_group) must be on q's device and built for this batch's seq_lens, qlen
     and nhead. Returns out [tokens, nhead, 512] in q's dtype."""
     _check_inputs(q, kv, qlen)
@@ -597,15 +588,14 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     out = _out_like(q, out)
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
-    LAST_COMPILED['persistent'] = _persistent_kernel[(schedule.num_programs,)](
+    _persistent_kernel[(schedule.num_programs,)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
         out, workspace.partial_out, workspace.partial_lse,
         INFO_COLS=WORK_INFO_COLS, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg), BLOCK_N=config.block_n,
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
-        SWAP_AB=config.swap_ab, PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
-        COMPUTE_FP16=config.fp8_in_fp16 and kv.kv_buffer.dtype in E4M3_DTYPES,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:

@@ -16,7 +16,7 @@ Pipeline (static grids, no host syncs: CUDA-graph capturable; deterministic):
      kernel, or the last GEMM2 program per hidden tile with fused_combine). No float atomics.
 
 Layout handling: both layouts store a row's 32-value MX block as 16 contiguous bytes inside a
-16-row strip (see rocbench.suites.moe.layouts), so addressing splits into a per-row base
+16-row strip (see rocbench.formats.moe_layouts), so addressing splits into a per-row base
 (layout dependent: the strip order and the scale tile row) plus a per-K-block part (shared).
 The layout is a runtime argument: only the per-program row bases differ, every arithmetic
 operation is the same, so both layouts give bitwise identical results.
@@ -24,24 +24,22 @@ operation is the same, so both layouts give bitwise identical results.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-from rocbench.suites.moe import layouts as _lay
+from rocbench.formats import moe_layouts as _lay
+from rocbench.kernels.moe_plan import MoeConfig, check_config, moe_a16w4_unsupported_reason, plan_moe
 
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
 ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
-INLINE_ROUTE_MAX_PAIRS = 64
 
 
 # ---------------------------------------------------------------------------------------------
-# Address math (mirrors rocbench.suites.moe.layouts.weight_offset / scale_*_offset)
+# Address math (mirrors rocbench.formats.moe_layouts.weight_offset / scale_*_offset)
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
@@ -448,144 +446,8 @@ def _moe_combine_kernel(y_ptr, tw_ptr, ids_ptr, out_ptr, HID, E, TOPK, P, SPLIT2
 
 
 # ---------------------------------------------------------------------------------------------
-# Debug kernels: read a whole shuffled tensor back with the GEMMs' address helpers
-# ---------------------------------------------------------------------------------------------
-
-@triton.jit
-def _gather_weight_kernel(w_ptr, out_ptr, N, KPB, LAYOUT, GATE_UP: tl.constexpr,
-                          BR: tl.constexpr, NB: tl.constexpr):
-    e64 = tl.program_id(0).to(tl.int64)
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    bases = w_ptr + _w_row_base(e64, rows, N, KPB, LAYOUT, GATE_UP)
-    offs_c = tl.arange(0, NB)
-    offs_i = tl.arange(0, 16)
-    for c0 in range(0, KPB // 16, NB):
-        blk = c0 + offs_c
-        v = tl.load(bases[:, None, None] + (blk * 256)[None, :, None] + offs_i[None, None, :])
-        dst = (e64 * N + rows)[:, None, None] * KPB + (blk * 16)[None, :, None] + offs_i[None, None, :]
-        tl.store(out_ptr + dst, v)
-
-
-@triton.jit
-def _gather_scale_kernel(s_ptr, out_ptr, N, KB, SC, LAYOUT, GATE_UP: tl.constexpr,
-                         BR: tl.constexpr, BC: tl.constexpr):
-    e64 = tl.program_id(0).to(tl.int64)
-    rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    cols = tl.arange(0, BC)
-    src = _s_row_part(e64, rows, N, SC, LAYOUT, GATE_UP)[:, None] + _s_col_part(cols)[None, :]
-    mask = (cols < KB)[None, :]
-    v = tl.load(s_ptr + src, mask=mask)
-    tl.store(out_ptr + (e64 * N + rows)[:, None] * KB + cols[None, :], v, mask=mask)
-
-
-def debug_read_weight(w_shuffled: torch.Tensor, layout: str, gate_up: bool) -> torch.Tensor:
-    """Unshuffle [E, N, K/2] bytes with the kernel's address helpers (tests the index math)."""
-    e, n, kpb = w_shuffled.shape
-    out = torch.empty_like(w_shuffled)
-    nb = 2 if (kpb // 16) % 2 == 0 else 1
-    _gather_weight_kernel[(e, n // 16)](w_shuffled, out, n, kpb, LAYOUT_IDS[layout], gate_up,
-                                        BR=16, NB=nb)
-    return out
-
-
-def debug_read_scale(s_shuffled: torch.Tensor, layout: str, gate_up: bool, experts: int,
-                     n: int, k_blocks: int) -> torch.Tensor:
-    """Unshuffle a 2-D shuffled scale to [E, N, K/32] with the kernel's address helpers."""
-    out = torch.empty(experts, n, k_blocks, dtype=torch.uint8, device=s_shuffled.device)
-    bc = max(16, triton.next_power_of_2(k_blocks))
-    _gather_scale_kernel[(experts, n // 16)](s_shuffled, out, n, k_blocks, s_shuffled.shape[1],
-                                             LAYOUT_IDS[layout], gate_up, BR=16, BC=bc)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Host side
 # ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class MoeConfig:
-    """Tiling / launch choices. bm, inline, split1 and split2 can change rounding (a different
-    summation order); both layouts always use the same plan, so they stay bitwise equal."""
-    bm: int  # rows (token, slot pairs) per expert block: 16, 32 or 64
-    bn1: int  # intermediate columns per GEMM1 program (gate and up each)
-    bn2: int  # hidden rows per GEMM2 program
-    nb1: int  # MX blocks (32 values) per K step in GEMM1
-    nb2: int  # MX blocks per K step in GEMM2
-    split1: int  # GEMM1 K split (the last split to finish applies bias + activation)
-    split2: int  # GEMM2 K split (partials summed by the combine step)
-    inline: bool  # route inside the GEMMs instead of running the align kernel
-    warps1: int = 4
-    warps2: int = 4
-    stages1: int = 3
-    stages2: int = 3
-    asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
-    fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
-
-
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _largest_dividing(n: int, options) -> int:
-    for o in options:
-        if n % o == 0:
-            return o
-    raise ValueError(f"{n} is not divisible by any of {options}")
-
-
-def _pick_split(programs: int, ksteps: int, num_sms: int, max_split: int = 8) -> int:
-    """Split K until there are ~4 programs per SM, keeping >= 2 K steps per split."""
-    split = 1
-    while split < max_split and programs * split < 4 * num_sms and ksteps // (split * 2) >= 2:
-        split *= 2
-    return split
-
-
-def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
-    """Pick a config from shapes only (static: safe for CUDA graphs)."""
-    pairs = tokens * topk
-    active = max(1, min(experts, pairs))  # upper bound of experts hit
-    rows_per_expert = pairs / active
-    bm = 16
-    while bm < 64 and bm < 1.5 * rows_per_expert:
-        bm *= 2
-    bn1 = _largest_dividing(inter, (32, 16))
-    bn2 = _largest_dividing(hidden, (64, 32, 16))
-    nb1 = _largest_dividing(hidden // 32, (4, 2, 1))
-    nb2 = _largest_dividing(inter // 32, (4, 2, 1))
-    decode = pairs <= 512
-    split1 = split2 = 1
-    if decode:  # few rows: K splits give the GPU enough programs to stream the weights
-        blocks = active * -(-rows_per_expert // bm)
-        split1 = _pick_split(int((inter // bn1) * blocks), hidden // 32 // nb1, num_sms)
-        split2 = _pick_split(int((hidden // bn2) * blocks), inter // 32 // nb2, num_sms)
-    stages = 2 if decode else 3
-    return MoeConfig(bm=bm, bn1=bn1, bn2=bn2, nb1=nb1, nb2=nb2, split1=split1, split2=split2,
-                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, stages1=stages, stages2=stages)
-
-
-def _check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
-    if inter % cfg.bn1 or hidden % cfg.bn2:
-        raise ValueError(f"config {cfg} does not tile inter={inter} / hidden={hidden}")
-    if (hidden // 32) % cfg.nb1 or (inter // 32) % cfg.nb2:
-        raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
-    if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
-        raise ValueError(f"bad config {cfg}")
-
-
-def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
-    """Why this kernel cannot run a shape in `layout` (layout tiles, or its own 16-col tiles)."""
-    r = _lay.layout_unsupported_reason(layout, experts, 2 * inter, hidden, True)
-    if r:
-        return f"w13: {r}"
-    r = _lay.layout_unsupported_reason(layout, experts, hidden, inter, False)
-    if r:
-        return f"w2: {r}"
-    if inter % 16:
-        return f"kernel tiles the intermediate dim by 16; inter={inter}"
-    return None
-
 
 def _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inter, hidden, activation):
     if layout not in LAYOUT_IDS:
@@ -613,12 +475,14 @@ def _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inte
 
 def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
               topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
-              b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None):
+              b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None,
+              counters: torch.Tensor | None = None):
     """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
     rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k]; b13 [E, 2I] and
     b2 [E, H] optional (together). Returns [T, H] in x.dtype (``out`` if given).
-    Graph-capturable (static grids, no host syncs); deterministic; concurrent calls on several
-    streams must not share a device (the finishing counters are per device)."""
+    Graph-capturable (static grids, no host syncs); deterministic. `counters` (alloc_counters) is zeroed
+    scratch the finishing steps leave zeroed; without it each call allocates and zeroes its own. Calls
+    that run concurrently on several streams need a buffer each."""
     w13 = w13_packed_shuffled.view(torch.uint8)
     w2 = w2_packed_shuffled.view(torch.uint8)
     s13 = w13_scale_shuffled.view(torch.uint8)
@@ -628,9 +492,11 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         raise ValueError("pass both b13 and b2, or neither")
     tokens, topk = topk_ids.shape
     device = x.device
-    num_sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    cfg = config or plan_moe(tokens, topk, experts, inter, hidden, num_sms)
-    _check_config(cfg, inter, hidden)
+    num_sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    cfg = config or plan_moe(tokens, topk, experts, inter, hidden, num_sms, device)
+    check_config(cfg, inter, hidden)
+    if counters is None:
+        counters = alloc_counters(cfg, tokens, topk, experts, inter, hidden, device)
     pairs = tokens * topk
     x = x.contiguous()
     ids = topk_ids.reshape(-1)
@@ -675,10 +541,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     tiles1 = inter // cfg.bn1
     act = torch.empty(pairs, inter, dtype=x.dtype, device=device)
     part = act
-    counters = ids
     if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
-        counters = _counters(device, tiles1 * grid_b)
     _moe_gemm1_kernel[(tiles1, grid_b, split1)](
         x, x.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
@@ -693,7 +557,6 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     tiles2 = hidden // cfg.bn2
     y = torch.empty(split2, pairs, hidden, dtype=torch.float32, device=device)
     fused = cfg.fused_combine and cfg.inline
-    counters = _counters(device, tiles2) if fused else ids
     _moe_gemm2_kernel[(tiles2, grid_b, split2)](
         act, w2, s2, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y, counters, tw, out,
         tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
@@ -708,33 +571,21 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     return out
 
 
-_COUNTERS: dict = {}
-_COUNTER_MIN = 1 << 16
-
-
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _counters(device, n):
-    """Zeroed int32 counters for the last-arriver finishing steps. Kernels reset every counter
-    they use, so one cached buffer per device serves every call (and CUDA graph replays).
-    While capturing a graph without a large enough cached buffer, a zeroed buffer is allocated
-    inside the graph instead (a memset node: still correct, a little slower)."""
-    key = (device.type, device.index)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return torch.zeros(n, dtype=torch.int32, device=device)
-        buf = torch.zeros(max(n, _COUNTER_MIN), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-    return buf
+def counters_needed(config: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int) -> int:
+    """int32 counters the last-arriver finishing steps of one call use (GEMM1's K split, GEMM2's fused
+    combine); both steps reset the counters they use, so one zeroed buffer serves every call and replay."""
+    pairs = tokens * topk
+    grid_b = pairs if config.inline else min(pairs, triton.cdiv(pairs, config.bm) + min(experts, pairs))
+    gemm1 = (inter // config.bn1) * grid_b if config.split1 > 1 else 0
+    gemm2 = hidden // config.bn2 if config.fused_combine and config.inline else 0
+    return max(gemm1, gemm2, 1)
 
 
-def weight_bytes_read(topk_ids: torch.Tensor, experts: int, inter: int, hidden: int) -> int:
-    """Bytes of packed weights + scales of the experts actually selected (what a perfect kernel
-    must read once). Uses a host sync; call it outside timed regions."""
-    used = torch.unique(topk_ids.reshape(-1))
-    n_used = int(((used >= 0) & (used < experts)).sum())
-    per_expert = 2 * inter * hidden // 2 + 2 * inter * hidden // 32 + hidden * inter // 2 + hidden * inter // 32
-    return n_used * per_expert
+def alloc_counters(config: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int,
+                   device) -> torch.Tensor:
+    """The counters buffer to pass as `counters=`; allocate it outside a CUDA-graph capture."""
+    return torch.zeros(counters_needed(config, tokens, topk, experts, inter, hidden), dtype=torch.int32, device=device)

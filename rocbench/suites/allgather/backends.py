@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from rocbench.core.axes import Case, dtype_name
 from rocbench.core.platform import PlatformInfo
-from rocbench.core.suite import Backend, RankContext, Runner
+from rocbench.core.suite import Backend, Prepared, RankContext, Runner
 from rocbench.suites.allgather.suite import AllGatherIO, AllGatherSuite, rank_bytes
 
 REGISTRY = AllGatherSuite.backends
@@ -65,20 +65,21 @@ def torch_runner(case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
     return run
 
 
+def torch_path(case: Case, ctx: RankContext) -> str:
+    lib = {"cuda": "nccl", "rocm": "rccl"}.get(ctx.platform.kind, "gloo") if ctx.device.type == "cuda" else "gloo"
+    dim = case["dim"] % len(case["shape"])
+    path = lib if collective_takes_dtype(ctx, case["dtype"]) else f"{lib} on a uint8 view ({dtype_name(case['dtype'])} not accepted)"
+    return path + (" + rearrange" if dim != 0 else "")
+
+
 @REGISTRY.register
 class TorchAllGather(Backend):
     name = "torch"
     platforms = ("cpu", "cuda", "rocm")
     description = "torch.distributed.all_gather_into_tensor (NCCL on CUDA, RCCL on ROCm, gloo on CPU)"
 
-    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
-        return torch_runner(case, io, ctx)
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        lib = {"cuda": "nccl", "rocm": "rccl"}.get(ctx.platform.kind, "gloo") if ctx.device.type == "cuda" else "gloo"
-        dim = case["dim"] % len(case["shape"])
-        path = lib if collective_takes_dtype(ctx, case["dtype"]) else f"{lib} on a uint8 view ({dtype_name(case['dtype'])} not accepted)"
-        return path + (" + rearrange" if dim != 0 else "")
+    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Prepared:
+        return Prepared(torch_runner(case, io, ctx), torch_path(case, ctx))
 
 
 class SymmetricPool:
@@ -117,7 +118,7 @@ class CustomAllGather(Backend):
             return f"{rank_bytes(case)} bytes per rank exceed the {self.max_bytes_per_rank >> 20} MiB staging pool"
         return None
 
-    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
+    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.allgather import gather_from_peers
 
         nbytes = rank_bytes(case)
@@ -136,10 +137,7 @@ class CustomAllGather(Backend):
             gather_from_peers(pool.peer_ptrs, out, rows, chunk, ctx.world_size)
             pool.handle.barrier(channel=0)  # every peer is done reading my stage before it is reused
             return io.out
-        return run
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        return "symm-mem pull, 1 kernel" + (" (last-dim layout fused)" if case["dim"] % len(case["shape"]) else "")
+        return Prepared(run, "symm-mem pull, 1 kernel" + (" (last-dim layout fused)" if dim else ""))
 
 
 AITER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # SGLang sends only these to AITER
@@ -212,11 +210,10 @@ class AiterAllGather(Backend):
         ca = self.communicator(ctx)
         return getattr(ca, "enable_register_for_capturing", True) and not expandable_segments_on()
 
-    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
+    def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Prepared:
         reason = self.fallback_reason(case, io, ctx)
-        ctx.cache[("aiter_fallback", case.id)] = reason
         if reason:
-            return torch_runner(case, io, ctx)
+            return Prepared(torch_runner(case, io, ctx), f"fallback torch ({torch_path(case, ctx)}): {reason}")
         ca = self.communicator(ctx)
         dim = aiter_gather_dim(case)
         register = self.registers_in_capture(ctx)
@@ -233,12 +230,16 @@ class AiterAllGather(Backend):
             else:
                 ca.all_gather_unreg(io.inp, out=io.out, dim=dim)
             return io.out
-        return run
+
+        if register:
+            return Prepared(run, f"aiter custom all-gather dim={dim} (reg under capture, unreg eager)")
+        return Prepared(run, f"aiter custom all-gather dim={dim}: expandable_segments is on, so graph capture uses "
+                             "the copy-in path (all_gather_unreg); SGLang's all_gather_reg could not register these buffers")
 
     def graph_context(self, ctx: RankContext):
         """Graph capture must sit inside ca.capture() so AITER registers the graph's buffers on exit."""
-        ca = ctx.cache.get("aiter_ca")
-        return ca.capture() if ca is not None and not ca.disabled else contextlib.nullcontext()
+        ca = self.communicator(ctx)
+        return ca.capture() if not ca.disabled else contextlib.nullcontext()
 
     def paths_here(self, platform: PlatformInfo) -> list[dict]:
         registration = ("off: expandable_segments is on, capture uses all_gather_unreg" if expandable_segments_on()
@@ -246,13 +247,3 @@ class AiterAllGather(Backend):
         return [{"tp": tp, "path": self.unsupported_reason(Case((("tp", tp),)), platform)
                  or f"dtypes {', '.join(dtype_name(d) for d in AITER_DTYPES)} (others fall back to torch); dim 0 and "
                     f"the last dim (16-byte rows); {registration}"} for tp in (2, 4, 6, 8)]
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        reason = ctx.cache.get(("aiter_fallback", case.id))
-        if reason:
-            return f"fallback torch: {reason}"
-        dim = aiter_gather_dim(case)
-        if self.registers_in_capture(ctx):
-            return f"aiter custom all-gather dim={dim} (reg under capture, unreg eager)"
-        return (f"aiter custom all-gather dim={dim}: expandable_segments is on, so graph capture uses the copy-in "
-                "path (all_gather_unreg); SGLang's all_gather_reg could not register these buffers")

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from rocbench.core import gate
-from rocbench.core.axes import Case, dtype_name, parse_dtypes, parse_ints, parse_shapes, product, shape_name
+from rocbench.core.axes import Case, dtype_name, parse_shapes, reindex, shape_name
 from rocbench.core.errors import InputError
-from rocbench.core.suite import RankContext, Registry, Suite, Tolerance, Verdict, Work
+from rocbench.core.params import Param, dtypes, integer, ints, shapes
+from rocbench.core.suite import Backends, RankContext, Suite, Tolerance, Verdict, Work
 
 ALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
               torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool)
@@ -54,33 +55,43 @@ def special_values(dtype: torch.dtype) -> torch.Tensor:
     return values
 
 
+def ranks(text: str, what: str) -> int:
+    tp = integer()(text, what)
+    if tp < 2:
+        raise InputError(f"{what} {tp}: an all-gather needs at least 2 ranks")
+    return tp
+
+
 class AllGatherSuite(Suite):
     name = "allgather"
-    backends = Registry()
+    help = "All-gather across TP ranks: sweep shapes x dtypes x dims, gate bit-exactness, then time."
+    params = (
+        Param("tp", "Tensor-parallel ranks (one GPU each; processes on CPU).", ranks, "8", column="tp"),
+        Param("shapes", "Per-rank shapes, e.g. 1x16160,64x16160 (default: DeepSeek-R1 logits and hidden states at "
+                        "decode batches 1/8/64/256, plus 2048x16384).", shapes(), axis=True, column="shape"),
+        Param("dtypes", "Comma list of torch dtype names.", dtypes(ALL_DTYPES), ",".join(map(dtype_name, ALL_DTYPES)),
+              axis=True, column="dtype"),
+        Param("dims", "Gather dimensions; -1 puts each rank's slice side by side along the last dim (vocab-sharded "
+                      "logits).", ints(), "0,-1", axis=True, column="dim"),
+    )
+    derived_columns = ("bytes_per_rank",)
     baseline = "torch"
-    axis_columns = ("tp", "shape", "dtype", "dim", "bytes_per_rank")
+    backends = Backends()
 
-    def parse_params(self, tp: int, shapes: str | None, dtypes: str, dims: str, backends: list[str] | None) -> dict:
-        if tp < 2:
-            raise InputError(f"--tp {tp}: an all-gather needs at least 2 ranks")
-        parsed_shapes = parse_shapes(shapes or default_shapes(tp))
-        parsed_dims = parse_ints(dims, "--dims")
-        for shape in parsed_shapes:
-            for dim in parsed_dims:
+    def finish(self, params: dict) -> dict:
+        if params["shapes"] is None:
+            params["shapes"] = parse_shapes(default_shapes(params["tp"]))
+        for shape in params["shapes"]:
+            for dim in params["dims"]:
                 if not -len(shape) <= dim < len(shape):
                     raise InputError(f"--dims: dim {dim} is out of range for shape {shape_name(shape)}")
-        return {"tp": tp, "shapes": parsed_shapes, "dtypes": parse_dtypes(dtypes, ALL_DTYPES), "dims": parsed_dims,
-                "backends": backends}
+        return params
 
     def world_size(self, params: dict) -> int:
         return params["tp"]
 
     def cases(self, params: dict) -> list[Case]:
-        return product({"tp": [params["tp"]], "shape": params["shapes"], "dtype": params["dtypes"], "dim": params["dims"]})
-
-    def case_columns(self, case: Case) -> dict:
-        return {"tp": case["tp"], "shape": shape_name(case["shape"]), "dtype": dtype_name(case["dtype"]),
-                "dim": case["dim"], "bytes_per_rank": rank_bytes(case)}
+        return reindex(Case(c.values + (("bytes_per_rank", rank_bytes(c)),)) for c in super().cases(params))
 
     @staticmethod
     def out_shape(case: Case) -> tuple[int, ...]:
@@ -121,8 +132,9 @@ class AllGatherSuite(Suite):
         io.out.view(torch.uint8).fill_(0x5A)  # poison: an element the backend never writes cannot pass
         return torch.cat(inputs, dim=case["dim"])
 
-    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance | None = None) -> Verdict:
-        return gate.exact(out, expected)  # all-gather moves bytes: always bitwise
+    def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,
+              tolerance: Tolerance | None = None) -> Verdict:
+        return gate.exact(got, expected)  # all-gather moves bytes: always bitwise
 
     def work(self, case: Case, world_size: int) -> Work:
         n = case["tp"]
@@ -134,13 +146,13 @@ class AllGatherSuite(Suite):
             dict(common, file="latency.png", title="all-gather latency (slowest rank, median)", y="time_us_median",
                  ylabel="us", logy=True),
             dict(common, file="busbw.png", title="all-gather bus bandwidth", y="busbw_GBps", ylabel="busbw GB/s"),
-            dict(common, file="speedup.png", title="speedup over torch (NCCL/RCCL)", y="speedup",
+            dict(common, file="speedup.png", title="speedup over torch (NCCL/RCCL)", y="speedup_vs_torch",
                  ylabel="x over torch", hline=1.0),
         ]
 
     def heatmap_specs(self) -> list[dict]:
         return [dict(file="heatmap_speedup.png", title="custom all-gather speedup over torch (NCCL), shape x dtype",
-                     where={"backend": "custom"}, index="shape", columns="dtype", value="speedup", facet="dim")]
+                     where={"backend": "custom"}, index="shape", columns="dtype", value="speedup_vs_torch", facet="dim")]
 
 
 def rank_bytes(case: Case) -> int:

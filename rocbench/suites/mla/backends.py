@@ -1,14 +1,15 @@
 """MLA decode backends: portable Triton kernels (split-KV and persistent) and AITER's mla_decode_fwd (ROCm)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from rocbench.core.axes import Case, dtype_name
 from rocbench.core.platform import PlatformInfo
-from rocbench.core.suite import Backend, RankContext, Runner, Tolerance
-from rocbench.formats.fp8 import is_fp8
+from rocbench.core.suite import Backend, Prepared, RankContext, Tolerance, Tuning
+from rocbench.formats.fp8 import fp8_for_arch, is_fp8
 from rocbench.rocm.mla_coverage import Coverage, MlaRequest, coverage
 from rocbench.suites.mla.policy import MlaPathDecision, aiter_mla_policy
 from rocbench.suites.mla.suite import NHEADS, SM_SCALE, MlaIO, MlaSuite
@@ -27,48 +28,49 @@ class TritonMla(Backend):
     description = "portable Triton: split-KV + LSE reduce, or persistent work lists over the SM count + reduce"
     requires = ("triton",)
 
-    def plan(self, case: Case, io: MlaIO, ctx: RankContext) -> dict:
+    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
 
-        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"])
+        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device)
+        tuned = "tuned" if config != k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"]) else "built-in"
+        return self.prepare_with(case, io, ctx, config, f"{tuned} config")
+
+    def tuning(self, case: Case, ctx: RankContext) -> Tuning:
+        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels import tuned
+
+        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"])
+
+        def remember(name: str, config, evidence: dict) -> str:
+            where = tuned.remember("mla_decode", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
+            return f"{where} [{key}]"
+
+        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"]),
+                      lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
+
+    @staticmethod
+    def prepare_with(case: Case, io: MlaIO, ctx: RankContext, config, source: str) -> Prepared:
+        from rocbench.kernels import mla_decode as k
+
         hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
-        if case["persist"]:
-            schedule = k.build_persistent_schedule(lens, case["qlen"], case["nhead"], sm_count(ctx), config)
-            return {"schedule": schedule, "config": config, "hpg": hpg}
-        splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
-        return {"splits": splits, "config": config, "hpg": hpg}
-
-    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Runner:
-        from rocbench.kernels import mla_decode as k
-
-        plan = self.plan(case, io, ctx)
-        ctx.cache[("mla_plan", case.id)] = plan
         qlen = case["qlen"]
         if case["persist"]:
-            schedule = plan["schedule"].to(ctx.device)
+            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], sm_count(ctx), config).to(ctx.device)
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
             def run() -> torch.Tensor:
                 return k.mla_decode_persistent(io.q, io.kv, schedule, SM_SCALE, qlen, out=io.out,
-                                               workspace=workspace, config=plan["config"])
-            return run
-        workspace = k.alloc_split_kv_workspace(io.q, plan["splits"], qlen, plan["hpg"], plan["config"])
+                                               workspace=workspace, config=config)
+            return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
+                                 f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; {source}")
+        splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
+        workspace = k.alloc_split_kv_workspace(io.q, splits, qlen, hpg, config)
 
         def run() -> torch.Tensor:
-            return k.mla_decode_split_kv(io.q, io.kv, SM_SCALE, qlen, plan["splits"], out=io.out, workspace=workspace,
-                                         config=plan["config"], heads_per_group=plan["hpg"])
-        return run
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        plan = ctx.cache.get(("mla_plan", case.id))
-        if plan is None:
-            return "persistent" if case["persist"] else "split-kv"
-        if case["persist"]:
-            s = plan["schedule"]
-            return (f"persistent programs={s.num_programs} items={s.num_items} partials={s.num_partials} "
-                    f"heads/group={s.heads_per_group}")
-        return f"split-kv splits={plan['splits']} heads/group={plan['hpg']}"
+            return k.mla_decode_split_kv(io.q, io.kv, SM_SCALE, qlen, splits, out=io.out, workspace=workspace,
+                                         config=config, heads_per_group=hpg)
+        return Prepared(run, f"split-kv splits={splits} heads/group={hpg}; {source}")
 
 
 def aiter_max_split_per_batch(qlen: int) -> int:
@@ -102,7 +104,7 @@ class AiterMlaPlan:
 def aiter_mla_plan(case: Case, platform: PlatformInfo) -> AiterMlaPlan:
     from rocbench.rocm import aiter_install
 
-    kv, fp8 = case["kv_dtype"], platform.fp8_dtype
+    kv, fp8 = case["kv_dtype"], fp8_for_arch(platform.arch)
     if case["q_dtype"] != torch.bfloat16:
         return AiterMlaPlan(None, None, None, f"AITER's MLA decode takes bf16 queries, not {dtype_name(case['q_dtype'])}")
     if is_fp8(kv) and kv != fp8:
@@ -151,7 +153,7 @@ class AiterMla(Backend):
     def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
         return FP8_QUERY_TOLERANCE if is_fp8(case["kv_dtype"]) else None
 
-    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Runner:
+    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from aiter.mla import mla_decode_fwd
 
         plan = aiter_mla_plan(case, ctx.platform)
@@ -175,7 +177,7 @@ class AiterMla(Backend):
                            reduce_final_map=s.reduce_final_map, reduce_partial_map=s.reduce_partial_map,
                            q_scale=q_scale, kv_scale=kv_scale, intra_batch_mode=s.intra_batch_mode)
             return io.out
-        return run
+        return Prepared(run, plan.describe())
 
     @staticmethod
     def schedule(case: Case, io: MlaIO, ctx: RankContext, qo_indptr: torch.Tensor,
@@ -203,13 +205,10 @@ class AiterMla(Backend):
                             intra_batch_mode=decision.intra_batch_mode, dtype_q=plan.q_dtype, dtype_kv=io.kv.dtype)
         return s
 
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        return aiter_mla_plan(case, ctx.platform).describe()
-
     def paths_here(self, platform: PlatformInfo) -> list[dict]:
         rows = []
         for nhead in NHEADS:
-            for kv in (torch.bfloat16, platform.fp8_dtype):
+            for kv in (torch.bfloat16, fp8_for_arch(platform.arch)):
                 for persist in (False, True):
                     case = Case((("nhead", nhead), ("kv_dtype", kv), ("q_dtype", torch.bfloat16), ("qlen", 1),
                                  ("persist", persist)))

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .paged_kv import HEAD_DIM, KV_LORA_RANK, PagedKV
+from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, PagedKV
 
 
 def _check_shapes(q: torch.Tensor, kv: PagedKV, qlen: int) -> None:

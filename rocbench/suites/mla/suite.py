@@ -8,12 +8,13 @@ from dataclasses import dataclass
 import torch
 
 from rocbench.core import gate
-from rocbench.core.axes import (Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product)
+from rocbench.core.axes import Case, parse_ints
 from rocbench.core.errors import InputError
+from rocbench.core.params import Param, choices, dtypes, flag, ints, tristate
 from rocbench.core.platform import detect
-from rocbench.core.suite import RankContext, Registry, Suite, Tolerance, Verdict, Work
-from rocbench.formats.fp8 import E4M3_DTYPES
-from rocbench.suites.mla.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
+from rocbench.core.suite import Backends, RankContext, Speedup, Suite, Tolerance, Verdict, Work
+from rocbench.formats.fp8 import E4M3_DTYPES, fp8_for_arch
+from rocbench.formats.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
                                           make_query, make_seq_lens)
 from rocbench.suites.mla.reference import mla_decode_reference
 
@@ -35,42 +36,69 @@ class MlaIO:
     out: torch.Tensor  # [batch*qlen, nhead, 512]
 
 
+def power_of_two_ints(text: str, what: str) -> list[int]:
+    values = parse_ints(text, what, minimum=1)
+    for value in values:
+        if value & (value - 1):
+            raise InputError(f"{what}: {value} is not a power of two")
+    return values
+
+
+def platform_fp8() -> torch.dtype:
+    return fp8_for_arch(detect().arch)
+
+
+def explain(values: dict) -> int | None:
+    if not values["explain"]:
+        return None
+    from tabulate import tabulate
+
+    from rocbench.suites.mla.policy import policy_table
+
+    print("AITER MLA decode path per SGLang's policy (what the aiter backend runs):")
+    print(tabulate(policy_table(), headers="keys", tablefmt="simple"))
+    return 0
+
+
+def split_kv_twin(case: Case, backend: str) -> tuple[str, str] | None:
+    """A persistent row's speedup is over the same backend's non-persistent run of the case."""
+    if not case["persist"]:
+        return None
+    return Case(tuple((k, False if k == "persist" else v) for k, v in case.values)).id, backend
+
+
 class MlaSuite(Suite):
     name = "mla"
-    backends = Registry()
+    help = "MLA decode: nhead x batch x ctx x KV dtype, persistent and not; gated vs an fp32 reference, then timed."
+    params = (
+        Param("nhead", "Heads per rank: 16/32/64/128 = DeepSeek-R1 at TP 8/4/2/1.", ints(allowed=NHEADS),
+              "16,32,64,128", axis=True),
+        Param("batch", "Decode batch sizes.", ints(minimum=1), "1,64", axis=True),
+        Param("ctx", "Context lengths (mean per sequence).", ints(minimum=4), "4096", axis=True),
+        Param("ctx_dist", "uniform (all = ctx), skewed (a few long among many short, same total) or random.",
+              choices(SEQ_LEN_DISTS), "uniform,skewed", axis=True),
+        Param("kv_dtype", "KV cache dtypes: bf16, fp8 (e4m3 with a per-tensor scale: float8_e4m3fnuz on gfx942, "
+                          "float8_e4m3fn elsewhere).", dtypes(KV_DTYPES, platform_fp8), "bf16,fp8", axis=True),
+        Param("q_dtype", "Query/output dtype: bf16 (the real path); fp16/fp32 exist for CPU-interpreter runs.",
+              dtypes(Q_DTYPES), "bf16", axis=True),
+        Param("page_size", "Tokens per KV page (powers of two).", power_of_two_ints, "64", axis=True),
+        Param("qlen", "Query tokens per sequence: 1 (decode) or 2-4 (MTP).", ints(allowed=(1, 2, 3, 4)), "1",
+              axis=True),
+        tristate("persist", "Only the persistent or only the non-persistent path (default: both).", axis=True),
+        flag("explain", "Print the AITER persistent-path policy for every (nhead, KV dtype, persist) and exit."),
+    )
     baseline = "triton"
-    axis_columns = ("nhead", "batch", "ctx", "ctx_dist", "kv_dtype", "q_dtype", "page_size", "qlen", "persist")
+    extra_speedups = (Speedup("speedup_vs_split_kv", "same backend's non-persistent (split-KV) run of the case",
+                              split_kv_twin),)
+    backends = Backends()
 
-    def parse_params(self, nhead: str, batch: str, ctx: str, ctx_dist: str, kv_dtype: str, page_size: str, qlen: str,
-                     persist: bool | None, backends: list[str] | None, q_dtype: str = "bf16") -> dict:
-        page_sizes = parse_ints(page_size, "--page-size", minimum=1)
-        for size in page_sizes:
-            if size & (size - 1):
-                raise InputError(f"--page-size: {size} is not a power of two")
-        return {
-            "nhead": parse_ints(nhead, "--nhead", allowed=NHEADS),
-            "batch": parse_ints(batch, "--batch", minimum=1),
-            "ctx": parse_ints(ctx, "--ctx", minimum=4),
-            "ctx_dist": parse_choices(ctx_dist, "--ctx-dist", SEQ_LEN_DISTS),
-            "kv_dtype": parse_dtypes(kv_dtype, KV_DTYPES, "--kv-dtype", fp8=detect().fp8_dtype),
-            "q_dtype": parse_dtypes(q_dtype, Q_DTYPES, "--q-dtype"),
-            "page_size": page_sizes,
-            "qlen": parse_ints(qlen, "--qlen", allowed=(1, 2, 3, 4)),
-            "persist": [False, True] if persist is None else [persist],
-            "backends": backends,
-        }
+    def before_run(self, values: dict) -> int | None:
+        return explain(values)
 
-    def world_size(self, params: dict) -> int:
-        return 1
-
-    def cases(self, params: dict) -> list[Case]:
+    def finish(self, params: dict) -> dict:
         # persist varies fastest, so each persistent row lands right after its non-persistent twin
-        return product({k: params[k] for k in self.axis_columns})
-
-    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
-        """Persistent rows report their speedup over the same backend's non-persistent run."""
-        twin = Case(tuple((k, False if k == "persist" else v) for k, v in case.values))
-        return twin.id, backend
+        params["persist"] = [False, True] if params["persist"] is None else [params["persist"]]
+        return params
 
     def seq_lens(self, case: Case) -> list[int]:
         """Context lengths depend on the case alone, so bytes and flops are known without a rank."""
@@ -101,8 +129,9 @@ class MlaSuite(Suite):
         expected, _ = mla_decode_reference(io.q, io.kv, SM_SCALE, case["qlen"])
         return expected
 
-    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance | None = None) -> Verdict:
-        return gate.tolerance(out, expected, tolerance or TOLERANCE)
+    def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,
+              tolerance: Tolerance | None = None) -> Verdict:
+        return gate.tolerance(got, expected, tolerance or TOLERANCE)
 
     def work(self, case: Case, world_size: int) -> Work:
         lens = self.seq_lens(case)
@@ -112,12 +141,6 @@ class MlaSuite(Suite):
         visible = sum(length - qlen + j + 1 for length in lens for j in range(qlen))
         flops = 2.0 * nhead * visible * (HEAD_DIM + KV_LORA_RANK)
         return Work(bytes=kv_bytes, flops=flops)  # GB/s counts the KV bytes read, as kernel engineers quote it
-
-    def case_columns(self, case: Case) -> dict:
-        cols = {k: case[k] for k in self.axis_columns}
-        cols["kv_dtype"] = dtype_name(case["kv_dtype"])
-        cols["q_dtype"] = dtype_name(case["q_dtype"])
-        return cols
 
     def plot_specs(self) -> list[dict]:
         return [
@@ -132,7 +155,7 @@ class MlaSuite(Suite):
     def heatmap_specs(self) -> list[dict]:
         return [
             dict(file="heatmap_persistent_speedup.png", title="persistent over non-persistent (speedup), nhead x batch",
-                 where={"persist": True}, index="nhead", columns="batch", value="speedup", facet="ctx_dist"),
+                 where={"persist": True}, index="nhead", columns="batch", value="speedup_vs_split_kv", facet="ctx_dist"),
             dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth, nhead x batch (persistent)",
                  where={"persist": True}, index="nhead", columns="batch", value="pct_copy_bw", facet="kv_dtype",
                  center=50.0, fmt="{:.0f}"),

@@ -2,13 +2,15 @@
 AITER's fused_moe (ROCm)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from rocbench.core.axes import Case, dtype_name
 from rocbench.core.platform import PlatformInfo
-from rocbench.core.suite import Backend, RankContext, Runner, Tolerance
+from rocbench.core.suite import Backend, Prepared, RankContext, Tolerance, Tuning
 from rocbench.rocm.moe_paths import MoePath, activation_path
-from rocbench.suites.moe.layouts import LAYOUTS
+from rocbench.formats.moe_layouts import LAYOUTS
 from rocbench.suites.moe.suite import MoeIO, MoeSuite, with_value
 
 REGISTRY = MoeSuite.backends
@@ -34,26 +36,45 @@ class TritonMoe(Backend):
         other = next(layout for layout in LAYOUTS if layout != case["layout"])
         return [("layouts_bitwise", with_value(case, "layout", other))]
 
-    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
-        from rocbench.kernels.moe_a16w4 import moe_a16w4, plan_moe
+    @staticmethod
+    def shape(case: Case) -> tuple:
+        return case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"]
 
-        config = plan_moe(case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"],
-                          ctx.platform.sm_count or 132)
-        ctx.cache[("moe_plan", case.id)] = config
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
+        from rocbench.kernels.moe_plan import heuristic_plan, plan_moe
+
+        sms = ctx.platform.sm_count or 132
+        config = plan_moe(*self.shape(case), sms, ctx.device)
+        source = "heuristic" if config == heuristic_plan(*self.shape(case), sms) else "tuned"
+        return self.prepare_with(case, io, ctx, config, source)
+
+    def tuning(self, case: Case, ctx: RankContext) -> Tuning:
+        from rocbench.kernels import tuned
+        from rocbench.kernels.moe_plan import heuristic_plan, tune_candidates, tune_key
+
+        key = tune_key(*self.shape(case))
+        plan = heuristic_plan(*self.shape(case), ctx.platform.sm_count or 132)
+
+        def remember(name: str, config, evidence: dict) -> str:
+            where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
+            return f"{where} [{key}]"
+
+        return Tuning(tune_candidates(plan, case["inter"], case["hidden"]),
+                      lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
+
+    def prepare_with(self, case: Case, io: MoeIO, ctx: RankContext, config, source: str) -> Prepared:
+        from rocbench.kernels.moe_a16w4 import alloc_counters, moe_a16w4
+
+        counters = alloc_counters(config, *self.shape(case), ctx.device)
         weights = io.layouts[case["layout"]]
 
         def run() -> torch.Tensor:
             return moe_a16w4(io.x, weights.w13, weights.w13_scale, weights.w2, weights.w2_scale, io.topk_weights,
                              io.topk_ids, layout=case["layout"], experts=case["experts"], inter=case["inter"],
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
-                             out=io.out, config=config)
-        return run
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        cfg = ctx.cache.get(("moe_plan", case.id))
-        if cfg is None:
-            return f"triton {case['layout']}"
-        return f"triton {case['layout']} bm={cfg.bm} split_k1={cfg.split1} {'inline-route' if cfg.inline else 'aligned'}"
+                             out=io.out, config=config, counters=counters)
+        route = "inline-route" if config.inline else "aligned"
+        return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} ({source})")
 
 
 # What each activation precision AITER may pick costs against the fp32 reference (bf16 x fp4 weights),
@@ -90,7 +111,7 @@ class AiterMoe(Backend):
     def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
         return PATH_TOLERANCES.get(aiter_moe_path(case, platform).activations)
 
-    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Runner:
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from aiter.fused_moe import fused_moe
         from aiter.ops.enum import ActivationType, QuantType
 
@@ -108,7 +129,10 @@ class AiterMoe(Backend):
                              w2_scale=weights.w2_scale, hidden_pad=case["hidden_pad"],
                              intermediate_pad=case["inter_pad"], bias1=b13, bias2=b2, swiglu_limit=limit,
                              gate_mode=case["layout"])
-        return run
+        pads = (f", hidden_pad={case['hidden_pad']} intermediate_pad={case['inter_pad']}"
+                if case["hidden_pad"] or case["inter_pad"] else "")
+        return Prepared(run, f"aiter fused_moe gate_mode={case['layout']}: "
+                             f"{aiter_moe_path(case, ctx.platform).describe()}{pads}")
 
     @staticmethod
     def preshuffled(packed: torch.Tensor) -> torch.Tensor:
@@ -122,7 +146,7 @@ class AiterMoe(Backend):
     def check_layout_bytes(case: Case) -> None:
         """Where AITER imports, our shuffles (which the triton backend reads) must equal AITER's bytes
         for this case's w13 and w2 shapes (two experts are enough: the permutation is per expert)."""
-        from rocbench.suites.moe.layouts import compare_with_aiter
+        from rocbench.rocm.shuffle_check import compare_with_aiter
 
         shapes = [(2, 2 * case["inter"], case["hidden"]), (2, case["hidden"], case["inter"])]
         result = compare_with_aiter(shapes)
@@ -141,7 +165,3 @@ class AiterMoe(Backend):
                     rows.append({"layout": layout, "activation": activation, "tokens": tokens, "path": path.describe(),
                                  "judged with": tol.describe() if tol else "the suite's a16w4 tolerance"})
         return rows
-
-    def describe(self, case: Case, ctx: RankContext) -> str:
-        pads = f", hidden_pad={case['hidden_pad']} intermediate_pad={case['inter_pad']}" if case["hidden_pad"] or case["inter_pad"] else ""
-        return f"aiter fused_moe gate_mode={case['layout']}: {aiter_moe_path(case, ctx.platform).describe()}{pads}"

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from rocbench.core import gate
-from rocbench.core.axes import Case, dtype_name, parse_choices, parse_dtypes, parse_ints, product, reindex
+from rocbench.core.axes import Case, product, reindex
 from rocbench.core.errors import InputError
-from rocbench.core.suite import RankContext, Registry, Suite, Tolerance, Verdict, Work
-from rocbench.suites.moe.layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
-from rocbench.suites.moe.mxfp4 import dequantize_mxfp4, quantize_mxfp4
+from rocbench.core.params import Param, choices, dtypes, flag, integer, ints, one_of
+from rocbench.core.suite import Backends, RankContext, Speedup, Suite, Tolerance, Verdict, Work
+from rocbench.formats.moe_layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
+from rocbench.formats.mxfp4 import dequantize_mxfp4, mxfp4_bytes, quantize_mxfp4
 from rocbench.suites.moe.reference import ACTIVATIONS, MODELS, moe_reference, rocm_padded_dims, route, shard_inter
 
 X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # fp16/fp32: CPU-interpreter paths
@@ -50,53 +51,63 @@ class MoeIO:
     out: torch.Tensor  # [T, H]
 
 
+def interleave_twin(case: Case, backend: str) -> tuple[str, str] | None:
+    """A separated row's speedup is over the same backend's interleave run of the shape."""
+    return (with_value(case, "layout", INTERLEAVE).id, backend) if case["layout"] != INTERLEAVE else None
+
+
 class MoeSuite(Suite):
     name = "moe"
-    backends = Registry()
+    help = "MXFP4 MoE (bf16 x mxfp4): layouts x TP shards x token counts; gated vs fp32."
+    params = (
+        Param("model", "Model shapes: gpt-oss-120b, deepseek-r1.", choices(tuple(MODELS)), "gpt-oss-120b", axis=True),
+        Param("tp", "TP sizes: each shards the intermediate dim (one GPU runs one rank's share).",
+              ints(allowed=(1, 2, 4, 8)), "1,2,4,8", axis=True),
+        Param("tokens", "Token counts: decode 1..256, prefill 1024..8192.", ints(minimum=1), "1,16,64,1024", axis=True),
+        Param("layout", "Weight shuffle layouts: interleave, separated.", choices(LAYOUTS), "interleave,separated",
+              axis=True),
+        Param("x_dtype", "Activation dtype: bf16 (the real path); fp16/fp32 for CPU-interpreter runs.",
+              dtypes(X_DTYPES), "bf16", axis=True),
+        Param("activation", "Override the model's activation: silu (DeepSeek) or swiglu (gpt-oss).", one_of(ACTIVATIONS)),
+        Param("experts", "Explicit shape instead of --model: experts.", integer(1)),
+        Param("topk", "Explicit shape: experts per token.", integer(1)),
+        Param("hidden", "Explicit shape: hidden size.", integer(1)),
+        Param("inter", "Explicit shape: intermediate size before TP sharding.", integer(1)),
+        flag("pad", "Pad per-rank hidden to 256 and inter to 128 as SGLang does for AITER on ROCm (zero weights; "
+                    "shown in the hidden_pad / inter_pad columns)."),
+        flag("renormalize", "Renormalize the top-k router weights to sum 1.", default=True),
+    )
+    derived_columns = ("experts", "topk", "hidden", "inter", "hidden_pad", "inter_pad", "activation")
+    twin_columns = ("layouts_bitwise",)
     baseline = "triton"
-    axis_columns = ("model", "tp", "tokens", "layout", "experts", "topk", "hidden", "inter", "hidden_pad",
-                    "inter_pad", "activation", "x_dtype")
-    extra_columns = ("layouts_bitwise",)
+    extra_speedups = (Speedup("speedup_vs_interleave", "same backend's interleave run of the shape", interleave_twin),)
+    backends = Backends()
 
-    def parse_params(self, model: str, tp: str, tokens: str, layout: str, activation: str | None,
-                     experts: int | None, topk: int | None, hidden: int | None, inter: int | None,
-                     x_dtype: str, renormalize: bool, backends: list[str] | None, pad: bool = False) -> dict:
-        explicit = [experts, topk, hidden, inter]
+    def finish(self, params: dict) -> dict:
+        explicit = [params[k] for k in ("experts", "topk", "hidden", "inter")]
+        activation = params["activation"]
         if any(v is not None for v in explicit):
+            experts, topk, hidden, inter = explicit
             if any(v is None for v in explicit):
                 raise InputError("--experts, --topk, --hidden and --inter go together (all four, or use --model)")
             if topk > experts:
                 raise InputError(f"--topk {topk} exceeds --experts {experts}")
-            for name, value in zip(("--experts", "--topk", "--hidden", "--inter"), explicit):
-                if value < 1:
-                    raise InputError(f"{name} must be positive, got {value}")
             if hidden % 32 or inter % 32:
                 raise InputError(f"--hidden {hidden} and --inter {inter} must be multiples of the MX block (32)")
-            models = [CUSTOM]
-            shapes = {CUSTOM: dict(experts=experts, topk=topk, hidden=hidden, inter=inter,
-                                   activation=activation or "silu", bias=False)}
+            params["model"] = [CUSTOM]
+            params["shapes"] = {CUSTOM: dict(experts=experts, topk=topk, hidden=hidden, inter=inter,
+                                             activation=activation or "silu", bias=False)}
         else:
-            models = parse_choices(model, "--model", tuple(MODELS))
-            shapes = {m: dict(MODELS[m]) for m in models}
-        if activation:
-            if activation not in ACTIVATIONS:
-                raise InputError(f"--activation: unknown {activation!r} (choose from {', '.join(ACTIVATIONS)})")
-            for shape in shapes.values():
-                shape["activation"] = activation
-        tps = parse_ints(tp, "--tp", allowed=(1, 2, 4, 8))
-        for m in models:
-            for t in tps:
+            params["shapes"] = {m: dict(MODELS[m]) for m in params["model"]}
+        for shape in params["shapes"].values():
+            shape["activation"] = activation or shape["activation"]
+        for m in params["model"]:
+            for t in params["tp"]:
                 try:
-                    shard_inter(shapes[m]["inter"], t)
+                    shard_inter(params["shapes"][m]["inter"], t)
                 except ValueError as err:
                     raise InputError(f"--tp {t}: {m}: {err}") from None
-        return {"model": models, "shapes": shapes, "tp": tps, "tokens": parse_ints(tokens, "--tokens", minimum=1),
-                "layout": parse_choices(layout, "--layout", LAYOUTS),
-                "x_dtype": parse_dtypes(x_dtype, X_DTYPES, "--x-dtype"), "renormalize": renormalize, "pad": pad,
-                "backends": backends}
-
-    def world_size(self, params: dict) -> int:
-        return 1  # TP shards the shape; one GPU runs one rank's share
+        return params
 
     def cases(self, params: dict) -> list[Case]:
         cases = []
@@ -113,15 +124,6 @@ class MoeSuite(Suite):
                 cases.append(values)
         # interleave comes before separated for every (model, tp, tokens): separated rows find their twin timed
         return reindex(Case(tuple(v.items())) for v in cases)
-
-    def case_columns(self, case: Case) -> dict:
-        cols = {k: case[k] for k in self.axis_columns}
-        cols["x_dtype"] = dtype_name(case["x_dtype"])
-        return cols
-
-    def baseline_key(self, case: Case, backend: str) -> tuple[str, str]:
-        """Separated rows report their speed relative to the interleave layout of the same shape."""
-        return with_value(case, "layout", INTERLEAVE).id, backend
 
     @staticmethod
     def generator(case: Case, ctx: RankContext, what: str, data_seed: int = 0) -> torch.Generator:
@@ -161,7 +163,7 @@ class MoeSuite(Suite):
 
     @staticmethod
     def layout_reason(case: Case) -> str | None:
-        from rocbench.suites.moe.layouts import layout_unsupported_reason
+        from rocbench.formats.moe_layouts import layout_unsupported_reason
 
         E, H, I = case["experts"], case["hidden"], case["inter"]
         reason = layout_unsupported_reason(case["layout"], E, 2 * I, H, True)
@@ -198,16 +200,17 @@ class MoeSuite(Suite):
         return moe_reference(io.x, w13, w2, io.topk_weights, compact_ids.to(torch.int32), case["activation"],
                              b13, b2, intermediate_dtype=case["x_dtype"])
 
-    def judge(self, case: Case, out: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance | None = None) -> Verdict:
-        real = out.shape[-1] - case["hidden_pad"]  # a backend that skips padding leaves those columns unwritten
-        return gate.tolerance(out[..., :real], expected[..., :real], tolerance or TOLERANCE)
+    def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,
+              tolerance: Tolerance | None = None) -> Verdict:
+        real = got.shape[-1] - case["hidden_pad"]  # a backend that skips padding leaves those columns unwritten
+        return gate.tolerance(got[..., :real], expected[..., :real], tolerance or TOLERANCE)
 
     def work(self, case: Case, world_size: int) -> Work:
         E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
-        from rocbench.kernels.moe_a16w4 import weight_bytes_read
-
         _, ids = self.routing(case, torch.device("cpu"), 0)
-        return Work(bytes=weight_bytes_read(ids, E, I, H), flops=2.0 * T * k * 3 * H * I)
+        # the packed weights and scales of the experts the tokens select: what a call must read once
+        experts_used = int(torch.unique(ids).numel())
+        return Work(bytes=experts_used * (mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)), flops=2.0 * T * k * 3 * H * I)
 
     def plot_specs(self) -> list[dict]:
         hue = ["backend", "layout"]
@@ -223,7 +226,7 @@ class MoeSuite(Suite):
     def heatmap_specs(self) -> list[dict]:
         return [
             dict(file="heatmap_separated_vs_interleave.png", title="separated over interleave (speedup), tokens x TP",
-                 where={"layout": "separated"}, index="tokens", columns="tp", value="speedup", facet="model"),
+                 where={"layout": "separated"}, index="tokens", columns="tp", value="speedup_vs_interleave", facet="model"),
             dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth, tokens x TP",
                  index="tokens", columns="tp", value="pct_copy_bw", facet="layout", center=50.0, fmt="{:.0f}"),
         ]

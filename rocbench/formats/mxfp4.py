@@ -135,3 +135,8 @@ def dequantize_mxfp4(packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor
     values = table[codes.long()].reshape(*codes.shape[:-1], k // MX_BLOCK, MX_BLOCK)
     out = values * e8m0_to_float(scales).unsqueeze(-1)
     return out.reshape(*codes.shape[:-1], k)
+
+
+def mxfp4_bytes(rows: int, k: int) -> int:
+    """Bytes of a [rows, k] MXFP4 matrix: packed elements (2 per byte) plus one E8M0 scale per block."""
+    return rows * k // 2 + rows * k // MX_BLOCK

@@ -1,0 +1,125 @@
+"""Planning for the a16w4 MoE kernel: its launch configuration from the shape alone (static, so CUDA
+graphs can capture the call) and which shapes it cannot take."""
+from __future__ import annotations
+
+import dataclasses
+
+from rocbench.formats import moe_layouts as _lay
+from rocbench.kernels import tuned
+
+INLINE_ROUTE_MAX_PAIRS = 64  # up to this many (token, slot) pairs the GEMMs route inline
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeConfig:
+    """Tiling / launch choices. bm, inline, split1 and split2 can change rounding (a different
+    summation order); both layouts always use the same plan, so they stay bitwise equal."""
+    bm: int  # rows (token, slot pairs) per expert block: 16, 32 or 64
+    bn1: int  # intermediate columns per GEMM1 program (gate and up each)
+    bn2: int  # hidden rows per GEMM2 program
+    nb1: int  # MX blocks (32 values) per K step in GEMM1
+    nb2: int  # MX blocks per K step in GEMM2
+    split1: int  # GEMM1 K split (the last split to finish applies bias + activation)
+    split2: int  # GEMM2 K split (partials summed by the combine step)
+    inline: bool  # route inside the GEMMs instead of running the align kernel
+    warps1: int = 4
+    warps2: int = 4
+    stages1: int = 3
+    stages2: int = 3
+    asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
+    fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
+
+
+def _largest_dividing(n: int, options) -> int:
+    for o in options:
+        if n % o == 0:
+            return o
+    raise ValueError(f"{n} is not divisible by any of {options}")
+
+
+def _pick_split(programs: int, ksteps: int, num_sms: int, max_split: int = 8) -> int:
+    """Split K until there are ~4 programs per SM, keeping >= 2 K steps per split."""
+    split = 1
+    while split < max_split and programs * split < 4 * num_sms and ksteps // (split * 2) >= 2:
+        split *= 2
+    return split
+
+
+def tune_key(tokens: int, topk: int, experts: int, inter: int, hidden: int) -> str:
+    return f"tokens={tokens},topk={topk},experts={experts},inter={inter},hidden={hidden}"
+
+
+def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
+             device=None) -> MoeConfig:
+    """The config `rocbench moe --tune` stored for this device and shape, else one picked from the shape
+    alone (static either way: safe for CUDA graphs)."""
+    stored = tuned.lookup("moe_a16w4", device, tune_key(tokens, topk, experts, inter, hidden))
+    if stored:
+        return MoeConfig(**stored)
+    return heuristic_plan(tokens, topk, experts, inter, hidden, num_sms)
+
+
+def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
+    pairs = tokens * topk
+    active = max(1, min(experts, pairs))  # upper bound of experts hit
+    rows_per_expert = pairs / active
+    bm = 16
+    while bm < 64 and bm < 1.5 * rows_per_expert:
+        bm *= 2
+    bn1 = _largest_dividing(inter, (32, 16))
+    bn2 = _largest_dividing(hidden, (64, 32, 16))
+    nb1 = _largest_dividing(hidden // 32, (4, 2, 1))
+    nb2 = _largest_dividing(inter // 32, (4, 2, 1))
+    decode = pairs <= 512
+    split1 = split2 = 1
+    if decode:  # few rows: K splits give the GPU enough programs to stream the weights
+        blocks = active * -(-rows_per_expert // bm)
+        split1 = _pick_split(int((inter // bn1) * blocks), hidden // 32 // nb1, num_sms)
+        split2 = _pick_split(int((hidden // bn2) * blocks), inter // 32 // nb2, num_sms)
+    stages = 2 if decode else 3
+    return MoeConfig(bm=bm, bn1=bn1, bn2=bn2, nb1=nb1, nb2=nb2, split1=split1, split2=split2,
+                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, stages1=stages, stages2=stages)
+
+
+def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
+    if inter % cfg.bn1 or hidden % cfg.bn2:
+        raise ValueError(f"config {cfg} does not tile inter={inter} / hidden={hidden}")
+    if (hidden // 32) % cfg.nb1 or (inter // 32) % cfg.nb2:
+        raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
+    if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
+        raise ValueError(f"bad config {cfg}")
+
+
+def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
+    """Why this kernel cannot run a shape in `layout` (layout tiles, or its own 16-col tiles)."""
+    r = _lay.layout_unsupported_reason(layout, experts, 2 * inter, hidden, True)
+    if r:
+        return f"w13: {r}"
+    r = _lay.layout_unsupported_reason(layout, experts, hidden, inter, False)
+    if r:
+        return f"w2: {r}"
+    if inter % 16:
+        return f"kernel tiles the intermediate dim by 16; inter={inter}"
+    return None
+
+
+
+
+def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeConfig]:
+    """What `--tune` tries around the heuristic plan: K splits, tile widths, pipelining, the fused combine."""
+    variations = {
+        "plan": {}, "fused": dict(fused_combine=True), "split1*2": dict(split1=plan.split1 * 2),
+        "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
+        "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8), "stages3": dict(stages1=3, stages2=3),
+        "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
+    }
+    candidates = {}
+    for name, change in variations.items():
+        config = dataclasses.replace(plan, **change)
+        try:
+            check_config(config, inter, hidden)
+        except ValueError:
+            continue
+        if config not in candidates.values():
+            candidates[name] = config
+    return candidates

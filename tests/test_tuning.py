@@ -1,0 +1,80 @@
+"""--tune: the harness keeps the fastest candidate that passes the gate and stores it where the kernel loads it."""
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rocbench.core import harness
+from rocbench.core.command import suite_params
+from rocbench.core.platform import detect
+from rocbench.core.suite import Prepared, RankContext, Tuning
+from rocbench.kernels import tuned
+from tests import toy_addrmsnorm
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv(tuned.TUNED_ENV, str(tmp_path / "tuned.json"))
+    monkeypatch.setattr(tuned, "device_name", lambda device: "Fake GPU")
+    return tmp_path / "tuned.json"
+
+
+def test_the_kernels_load_what_was_stored(store):
+    from rocbench.kernels import mla_decode, moe_plan
+
+    fp8 = torch.float8_e4m3fn
+    assert mla_decode.default_config(fp8, 16, 1, "cuda") == mla_decode.builtin_config(fp8, 16, 1)
+    wanted = mla_decode.MlaKernelConfig(reload_v=True, num_stages=3)
+    tuned.remember("mla_decode", "cuda", mla_decode.tune_key(fp8, 16, 1), dataclasses.asdict(wanted), {})
+    assert mla_decode.default_config(fp8, 16, 1, "cuda") == wanted
+    assert mla_decode.default_config(fp8, 128, 1, "cuda") == mla_decode.builtin_config(fp8, 128, 1)  # other tile
+    shape = (16, 4, 128, 384, 3072)
+    plan = moe_plan.plan_moe(*shape, 132, "cuda")
+    better = dataclasses.replace(plan, split1=plan.split1 * 2)
+    tuned.remember("moe_a16w4", "cuda", moe_plan.tune_key(*shape), dataclasses.asdict(better), {})
+    assert moe_plan.plan_moe(*shape, 132, "cuda") == better and store.exists()
+
+
+def test_candidates_are_distinct_and_valid():
+    from rocbench.kernels import mla_decode, moe_plan
+
+    for kv in (torch.bfloat16, torch.float8_e4m3fn):
+        candidates = mla_decode.tune_candidates(kv, 64, 1)
+        assert candidates["builtin"] == mla_decode.builtin_config(kv, 64, 1)
+        assert len(set(candidates.values())) == len(candidates) >= 4
+    plan = moe_plan.heuristic_plan(1, 4, 128, 384, 3072)
+    candidates = moe_plan.tune_candidates(plan, 384, 3072)
+    assert candidates["plan"] == plan and len(candidates) >= 6
+    for config in candidates.values():
+        moe_plan.check_config(config, 384, 3072)
+
+
+def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
+    """Fake timings (a CPU cannot time); a wrong candidate is never kept however fast it is."""
+    suite = toy_addrmsnorm.SUITE
+    case = suite.cases(suite_params(suite, {"tokens": "2", "dtype": "fp32"}))[0]
+    ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
+    io = suite.build_io(case, ctx)
+    suite.fill(case, io, ctx, data_seed=0)
+    eager = suite.backends.get("eager")
+    speeds = {"slow": 9.0, "fast": 4.0, "wrong": 1.0}
+    stored, current = {}, {}
+
+    def prepare(io, config):
+        current["name"] = config  # the candidate being measured
+        prepared = eager.prepare(case, io, ctx)
+        if config == "wrong":
+            return dataclasses.replace(prepared, run=lambda: {**prepared.run(), "out": io.out.zero_()})
+        return dataclasses.replace(prepared, description=config)
+
+    tuning = Tuning({name: name for name in speeds}, prepare,
+                    lambda name, config, evidence: stored.update(name=name, evidence=evidence) or "the store")
+    monkeypatch.setattr(eager, "tuning", lambda case, ctx: tuning, raising=False)
+    monkeypatch.setattr(harness, "measure",
+                        lambda backend, ctx, opts, runners: SimpleNamespace(median_us=speeds[current["name"]]))
+    row = {"time_us_median": 7.0}
+    harness.tune_backend(suite, eager, case, ctx, harness.RunOptions(), [io], row)
+    assert stored["name"] == "fast" and stored["evidence"]["failed"] == ["wrong"]
+    assert set(stored["evidence"]["us"]) == {"slow", "fast"} and stored["evidence"]["default_us"] == 7.0
+    assert row["tuned"].startswith("fast 4.00 us, best of 2 passing (1 failed); stored in the store")
