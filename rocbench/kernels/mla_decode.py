@@ -434,10 +434,12 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
     return int(max(1, min(want, cap, max_splits)))
 
 
-def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int) -> str:
-    """What a tuned config is stored under: the KV element kind and the tile a program computes."""
-    rows = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows)
-    return f"kv={'fp8' if kv_dtype in E4M3_DTYPES else dtype_kind(kv_dtype)},tile_rows={rows}"
+def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> str:
+    """What a tuned config is stored under: the KV element kind, the heads, the q length and the batch
+    (rounded up to a power of two, at most 256: one decode batch plays like its neighbours)."""
+    batch_bucket = min(256, triton.next_power_of_2(max(1, batch))) if batch else "any"
+    kv = "fp8" if kv_dtype in E4M3_DTYPES else dtype_kind(kv_dtype)
+    return f"kv={kv},nhead={nhead},qlen={qlen},batch<={batch_bucket}"
 
 
 def dtype_kind(dtype: torch.dtype) -> str:
@@ -445,10 +447,10 @@ def dtype_kind(dtype: torch.dtype) -> str:
 
 
 def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1,
-                   device: torch.device | None = None) -> MlaKernelConfig:
+                   device: torch.device | None = None, batch: int | None = None) -> MlaKernelConfig:
     """Launch knobs for a KV dtype and head count: the config `rocbench mla --tune` stored for this device
-    when there is one, else the H100 sweep winners listed above."""
-    stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen))
+    (and batch) when there is one, else the H100 sweep winners listed above."""
+    stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen, batch))
     if stored:
         return MlaKernelConfig(**stored)
     return builtin_config(kv_dtype, nhead, qlen)

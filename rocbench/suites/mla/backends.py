@@ -31,7 +31,7 @@ class TritonMla(Backend):
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
 
-        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device)
+        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"])
         tuned = "tuned" if config != k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"]) else "built-in"
         return self.prepare_with(case, io, ctx, config, f"{tuned} config")
 
@@ -39,7 +39,7 @@ class TritonMla(Backend):
         from rocbench.kernels import mla_decode as k
         from rocbench.kernels import tuned
 
-        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"])
+        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"])
 
         def remember(name: str, config, evidence: dict) -> str:
             where = tuned.remember("mla_decode", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
