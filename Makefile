@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch is pinned exactly: 2.13.0 is the CPU wheel on this workplace's disk; a looser pin pulls a CUDA build.
-# --no-compile: byte-compiling all of torch at install costs more than compiling what is imported.
+# Byte-compiled on all cores afterwards (pip compiles one file at a time); compiled ahead because the
+# environment may forbid writing .pyc at import (PYTHONDONTWRITEBYTECODE), which makes every import slow.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --no-compile torch==2.13.0
 	$(PYTHON) -m pip install -q --no-compile -e '.[test,triton]'
+	$(PYTHON) -m compileall -q -j 0 $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null
 	touch $(STAMP)
 
 # Two workers: the tests spend much of their time starting ranks and waiting on them.

@@ -28,9 +28,19 @@ app = typer.Typer(
     add_completion=False,
 )
 
-registry.discover("rocbench.suites")
-for _name in registry.names():
-    register_command(app, registry.get(_name))
+_commands: set[str] = set()
+
+
+def add_suite_commands() -> None:
+    """`rocbench <suite>` for every family: the built-in ones, ROCBENCH_SUITES modules and entry points."""
+    registry.discover("rocbench.suites")
+    for name in registry.names():
+        if name not in _commands:
+            register_command(app, registry.get(name))
+            _commands.add(name)
+
+
+add_suite_commands()
 
 
 def default_world_size(suite) -> int:

@@ -25,9 +25,9 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parent.parent
 
 ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8,3x16", "--dtypes", "bfloat16,int32", "--dims", "0,-1"]
-MLA_CPU = ["mla", "--nhead", "16", "--batch", "1,2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
+MLA_CPU = ["mla", "--nhead", "16", "--batch", "1,2,3", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
            "--q-dtype", "fp16", "--ctx-dist", "uniform"]
-MOE_CPU = ["moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "128", "--tp", "1", "--tokens", "1,2,3,4",
+MOE_CPU = ["moe", "--experts", "2", "--topk", "1", "--hidden", "128", "--inter", "128", "--tp", "1", "--tokens", "1,2,3,4",
            "--x-dtype", "fp16"]
 MLA_GPU = ["mla", "--nhead", "16,64", "--batch", "4,8", "--ctx", "1024", "--ctx-dist", "uniform", "--kv-dtype", "bf16"]
 MOE_GPU = ["moe", "--model", "deepseek-r1", "--tp", "8", "--tokens", "4,16"]
@@ -39,10 +39,10 @@ FAIL = ("flip-byte", "nan", "ulp", "stale", "nondeterministic")
 # One run per (suite, options): mutation i targets case i, so one run proves every mutation in it is
 # caught; the cases after the last mutation must still pass. (suite args, extra args, [(mutation, expected)])
 CPU_RUNS = [
-    (ALLGATHER, ["--timeout", "5"],
+    (ALLGATHER, ["--timeout", "15"],
      [*[(m, "fail") for m in FAIL], ("hang", "timeout"), ("absent-rank", "timeout"), ("crash", "fault")]),
-    (MLA_CPU, ["--timeout", "20"],
-     [*[(m, "fail") for m in FAIL if m != "ulp"], ("hang", "timeout"), ("crash", "fault")]),
+    # (a hang is the harness's business, proven on the all-gather here and on MLA in the GPU runs)
+    (MLA_CPU, [], [*[(m, "fail") for m in FAIL if m != "ulp"], ("crash", "fault")]),
     (MOE_CPU, [], [*[(m, "fail") for m in FAIL], ("crash", "fault")]),
 ]
 # The GPU runs: what needs a real GPU (graphs, device faults) plus the real bf16 paths.

@@ -3,7 +3,7 @@ import pytest
 
 from tests.helpers import latest_run, needs_interpreter, results, invoke
 
-TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "1,16", "--kv-dtype", "fp16",
+TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
         "--q-dtype", "fp16", "--ctx-dist", "skewed"]
 
 
@@ -12,24 +12,13 @@ def test_mla_gates_pass_on_both_paths(tmp_path):
     proc = invoke("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
-    assert len(frame) == 2 * 2 * 2 * 2  # nhead x page size x qlen x persist
+    assert len(frame) == 2 * 2 * 2  # nhead x qlen x persist (page size 1 runs in the CI sweep and the fault matrix)
     assert set(frame["status"]) == {"pass"}
     assert set(frame["deterministic"]) == {"yes"}
     assert frame["tolerance"].str.contains("atol").all() and frame["cosine"].min() > 0.9999
     persistent = frame[frame["persist"]]
     assert persistent["path"].str.startswith("persistent programs=").all()
     assert frame[~frame["persist"]]["path"].str.startswith("split-kv").all()
-
-
-@needs_interpreter()
-@pytest.mark.parametrize("mutation, words", [("flip-byte", "outside tolerance")])  # the rest: test_hardening
-def test_mla_gate_catches_a_wrong_kernel(mutation, words, tmp_path):
-    proc = invoke("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16",
-                    "--q-dtype", "fp16", "--ctx-dist", "uniform", "--out", str(tmp_path), "--inject", mutation,
-                    env={"ROCBENCH_ALLOW_INJECT": "1"})
-    assert proc.returncode == 1, proc.stdout[-2000:]
-    frame = results(latest_run(tmp_path, "mla"))
-    assert set(frame["status"]) == {"fail"} and frame["detail"].str.contains(words).all(), frame["detail"].tolist()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -92,7 +92,6 @@ def test_separated_scale_with_straddling_tiles():
 CONFIG_VARIANTS = {
     "plan": lambda c: c,
     "table": lambda c: dataclasses.replace(c, inline=False),
-    "split1": lambda c: dataclasses.replace(c, split1=2, nb1=2),
     "split_both": lambda c: dataclasses.replace(c, split1=4, split2=2, nb1=2, nb2=2),
     "table_split_bm32": lambda c: dataclasses.replace(c, inline=False, split1=2, split2=2, bm=32,
                                                       bn1=16, nb1=2, nb2=2),
@@ -104,8 +103,8 @@ CONFIG_VARIANTS = {
 # meets both the inline and the table routing and a K split.
 @pytest.mark.parametrize("variant, activation, bias, dtype", [
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
-    ("split1", "silu", True, torch.float32), ("split_both", "swiglu", True, torch.float16),
-    ("table_split_bm32", "silu", True, torch.float32), ("fused_combine", "silu", False, torch.float16)])
+    ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
+    ("fused_combine", "silu", False, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])

@@ -9,7 +9,7 @@ from rocbench.core.command import suite_params
 from rocbench.core.platform import detect
 from rocbench.core.suite import RankContext
 from tests import toy_addrmsnorm
-from tests.helpers import latest_run, results, rocbench
+from tests.helpers import invoke, latest_run, results
 
 SUITE = toy_addrmsnorm.SUITE
 
@@ -61,9 +61,12 @@ def test_a_wrong_second_output_fails_with_its_name(monkeypatch):
     assert all(row["status"] == "fail" and row["detail"].startswith("first call: residual:") for row in rows)
 
 
-def test_the_cli_finds_it_by_name_alone(tmp_path):
-    proc = rocbench("addrmsnorm", "--tokens", "3", "--dtype", "fp16", "--out", str(tmp_path),
-                    env={"ROCBENCH_SUITES": "tests.toy_addrmsnorm"})
+def test_the_cli_finds_it_by_name_alone(tmp_path, monkeypatch):
+    from rocbench import cli
+
+    monkeypatch.setenv("ROCBENCH_SUITES", "tests.toy_addrmsnorm")
+    cli.add_suite_commands()  # what `rocbench` does when it starts
+    proc = invoke("addrmsnorm", "--tokens", "3", "--dtype", "fp16", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "addrmsnorm"))
     assert list(frame["backend"]) == ["eager", "rsqrt"] and set(frame["status"]) == {"pass"}
