@@ -75,6 +75,15 @@ class AddRmsNormSuite(Suite):
 SUITE = registry.register(AddRmsNormSuite())
 
 
+def _add_then_norm(io, norm):
+    """Both backends share the family's in-place contract: residual += x, out = norm(residual)."""
+    def run():
+        io.residual.add_(io.x)
+        io.out.copy_(norm(io.residual.float(), io.weight.float()))
+        return {"out": io.out, "residual": io.residual}
+    return run
+
+
 @SUITE.backends.register
 class Eager(Backend):
     name = "eager"
@@ -82,12 +91,8 @@ class Eager(Backend):
     description = "torch ops: add in place, then the norm in fp32"
 
     def prepare(self, case, io, ctx):
-        def run():
-            io.residual.add_(io.x)
-            r = io.residual.float()
-            torch.mul(r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + EPS), io.weight.float(), out=io.out)
-            return {"out": io.out, "residual": io.residual}
-        return Prepared(run, "add_ + fp32 norm")
+        return Prepared(_add_then_norm(io, lambda r, w: r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + EPS) * w),
+                        "add_ + fp32 norm")
 
 
 @SUITE.backends.register
@@ -97,9 +102,6 @@ class Rsqrt(Backend):
     description = "norm through torch.rms_norm"
 
     def prepare(self, case, io, ctx):
-        def run():
-            io.residual.add_(io.x)
-            normed = torch.nn.functional.rms_norm(io.residual.float(), (case["hidden"],), io.weight.float(), EPS)
-            io.out.copy_(normed)
-            return {"out": io.out, "residual": io.residual}
-        return Prepared(run, "add_ + torch.rms_norm")
+        hidden = (case["hidden"],)
+        return Prepared(_add_then_norm(io, lambda r, w: torch.nn.functional.rms_norm(r, hidden, w, EPS)),
+                        "add_ + torch.rms_norm")

@@ -55,20 +55,18 @@ def _weights(w, scale, layout: str, gate_up: bool) -> torch.Tensor:
 
 def fused_moe(
     hidden_states,
-    w1,  # [expert(local_expert:EP), inter_dim*2, dim] N,K
-    w2,  # [expert(local_expert:EP), dim, inter_dim]
+    w1,
+    w2,
     topk_weight,
     topk_ids,
-    expert_mask: torch.Tensor | None = None,  # EP
+    expert_mask: torch.Tensor | None = None,
     activation=ActivationType.Silu,
     quant_type=QuantType.No,
     doweight_stage1=False,
-    # following for quant
-    w1_scale: torch.Tensor | None = None,  # [expert(local_expert:EP), inter_dim, 1]
-    w2_scale: torch.Tensor | None = None,  # [expert(local_expert:EP), model_dim, 1]
-    a1_scale: torch.Tensor | None = None,  # [expert(local_expert:EP), 1, model_dim]
-    a2_scale: torch.Tensor | None = None,  # [expert(local_expert:EP), 1, inter_dim]
-    # following for tuning
+    w1_scale: torch.Tensor | None = None,
+    w2_scale: torch.Tensor | None = None,
+    a1_scale: torch.Tensor | None = None,
+    a2_scale: torch.Tensor | None = None,
     block_size_M=None,
     num_local_tokens: torch.Tensor | None = None,
     moe_sorting_dispatch_policy=0,

@@ -50,10 +50,10 @@ def mla_decode_fwd(
     max_seqlen_q,
     page_size=1,
     nhead_kv=1,
-    sm_scale=None,  # 1.0 / (qk_head_dim**0.5)
+    sm_scale=None,
     logit_cap=0.0,
-    num_kv_splits=None,  # for experts only!!!
-    num_kv_splits_indptr=None,  # for experts only!!!
+    num_kv_splits=None,
+    num_kv_splits_indptr=None,
     work_meta_data=None,
     work_indptr=None,
     work_info_set=None,
