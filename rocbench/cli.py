@@ -146,7 +146,7 @@ def compare(
     if markdown is not None:
         markdown.write_text(text)
     if json_summary:
-        print(json.dumps({"regressions": result.regressions[cmp.KEY + ["change", "noise"]].to_dict("records"),
+        print(json.dumps({"regressions": cmp.regression_records(result),
                           "gate_flips": result.gate_flips[cmp.KEY + ["status_new", "detail_new"]].to_dict("records"),
                           "matched": len(result.table), "exit_code": int(result.failed)}, default=str))
     else:
@@ -154,29 +154,37 @@ def compare(
     return 1 if result.failed else 0
 
 
-@app.command("selfcheck", help="GPU: time a copy and bf16 GEMMs with the harness and with the profiler; record the copy bandwidth.")
+@app.command("selfcheck", help="GPU: prove the two times against kernels of known duration (spin kernels) and "
+                                "show them on known work (copies, bf16 GEMMs); exit 1 if a time misses its criterion.")
 @one_line_errors
 def selfcheck(
-    out: Annotated[Path, typer.Option("--out", help="Directory for selfcheck-<timestamp>/selfcheck.json.")] = Path("results"),
+    out: Annotated[Path, typer.Option("--out", help="Directory for selfcheck-<timestamp>/ (meta.json, CSVs).")] = Path("results"),
+    max_noise: Annotated[float, typer.Option("--max-noise", min=0.0, help="Percent noise of the median that ends sampling.")] = 0.5,
+    max_time: Annotated[float, typer.Option("--max-time", min=0.01, help="Seconds of sampling per time.")] = 1.0,
 ) -> int:
-    import json
-
+    import pandas as pd
     import torch
     from tabulate import tabulate
 
-    from rocbench.core.results import new_run_dir
+    from rocbench.core.platform import detect
+    from rocbench.core.results import new_run_dir, write_meta
     from rocbench.core.selfcheck import run_selfcheck
 
     if not torch.cuda.is_available():
         raise InputError("selfcheck needs a GPU; this machine has none")
-    result = run_selfcheck(torch.device("cuda", 0))
+    result = run_selfcheck(torch.device("cuda", 0), detect().cache_bytes or 0, max_noise, max_time)
     run_dir = new_run_dir(out, "selfcheck")
-    (run_dir / "selfcheck.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_meta(run_dir, result)
+    spin, work = pd.DataFrame(result["spin"]), pd.DataFrame(result["known_work"])
+    spin.to_csv(run_dir / "spin.csv", index=False)
+    work.to_csv(run_dir / "known_work.csv", index=False)
     print(f"device: {result['device']}; copy bandwidth (eager SM copy, read+write): {result['copy_bw_GBps']:.0f} GB/s")
-    print(tabulate(result["rows"], headers="keys", floatfmt=".3f"))
-    print(f"results: {run_dir}")
-    bad = [r for r in result["rows"] if r["within_3pct"] is False]
-    return 1 if bad else 0
+    print(f"criterion: kernel_us {result['criterion']['kernel_us']}; graph_us {result['criterion']['graph_us']}")
+    print(tabulate(spin, headers="keys", floatfmt=".3f", showindex=False))
+    print(tabulate(work, headers="keys", floatfmt=".2f", showindex=False))
+    print("\n".join(result["explanation"]))
+    print(f"{'PASS' if result['passed'] else 'FAIL'}; results: {run_dir}")
+    return 0 if result["passed"] else 1
 
 
 def main() -> None:

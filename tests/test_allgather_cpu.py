@@ -84,14 +84,14 @@ def test_csv_and_meta_schema(tmp_path):
     run = latest_run(tmp_path, "allgather")
     frame = results(run)
     expected = ["suite", "case", "backend", "tp", "shape", "dtype", "dim", "bytes_per_rank", *RESULT_COLUMNS,
-                "speedup_vs_torch"]
+                "speedup_vs_torch_kernel", "speedup_vs_torch_graph"]
     assert list(frame.columns) == expected
     row = frame.iloc[0]
     assert (row["suite"], row["backend"], row["shape"], row["dtype"], row["dim"]) == ("allgather", "torch", "2x8", "float16", 0)
     assert row["bytes"] == 2 * 2 * 8 * 2 and row["bytes_per_rank"] == 32 and row["gate_kind"] == "exact"
     info = meta(run)
     for key in ("suite", "suite_module", "command", "git_revision", "platform", "params", "options", "backends",
-                "finished", "summary", "speedups"):
+                "finished", "summary", "speedups", "times"):
         assert key in info
     assert info["speedups"] == {"speedup_vs_torch": "torch backend on the same case"}
     assert info["platform"]["kind"] in ("cpu", "cuda", "rocm") and "torch" in info["platform"]["versions"]

@@ -70,4 +70,4 @@ def test_the_cli_finds_it_by_name_alone(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "addrmsnorm"))
     assert list(frame["backend"]) == ["eager", "rsqrt"] and set(frame["status"]) == {"pass"}
-    assert {"tokens", "hidden", "dtype", "speedup_vs_eager"} <= set(frame.columns)
+    assert {"tokens", "hidden", "dtype", "speedup_vs_eager_kernel", "speedup_vs_eager_graph"} <= set(frame.columns)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rocbench.core.errors import InputError
 from rocbench.core.harness import RunOptions
-from rocbench.core.params import Param, ParamSet, flag, integer, names, number, path, text
+from rocbench.core.params import Param, ParamSet, choices, flag, integer, names, number, path, text
 
 COMMON = (
     Param("backends", "Comma list of backends to run (default: every backend available on this platform; the "
@@ -20,7 +20,14 @@ COMMON = (
                        "replay with fresh data."),
     flag("tune", "Also gate and time every kernel config a backend offers for each case; the fastest is stored "
                  "for this device (ROCBENCH_TUNED_CONFIGS, default ~/.cache/rocbench) and the kernels load it."),
-    Param("iters", "Timed samples per case (each sample replays a graph of many calls).", integer(1), "30"),
+    Param("iters", "A fixed number of samples per time instead of the noise rule (a graph-time sample replays "
+                   "many back-to-back calls; a kernel-time sample is one profiled call).", integer(1)),
+    Param("max_noise", "Sample each time until the relative noise of its median (half its 95% confidence "
+                       "interval) is below this many percent...", number(0.0), "0.5", metavar="PCT"),
+    Param("max_time", "...or until this many seconds of sampling per time per case and backend.", number(0.01), "1",
+          metavar="S"),
+    Param("times", "Which times to take: kernel (profiler records, launch gaps excluded) and/or graph (CUDA "
+                   "graph of back-to-back calls).", choices(("kernel", "graph")), "kernel,graph", metavar="LIST"),
     Param("warmup", "Untimed graph replays before the samples.", integer(0), "5"),
     Param("seed", "Seed of every generated input.", integer(), "0"),
     Param("timeout", "Seconds one (case, backend) may take before it is recorded as a timeout.", number(1.0), "300"),
@@ -34,7 +41,8 @@ COMMON = (
     flag("dry_run", "Validate the options and print how many cases would run; run nothing.", in_yaml=False),
     Param("inject", "Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).", text(), hidden=True),
 )
-RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "warmup", "seed", "inject", "tune")
+RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "max_noise", "max_time", "times", "warmup", "seed", "inject",
+               "tune")
 
 
 @dataclass

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rocbench.core.report import markdown_table, run_dirs
-from rocbench.core.results import BAD_STATUSES, PASS, read_results
+from rocbench.core.results import BAD_STATUSES, PASS, TIMES, read_results, time_columns
 
 KEY = ["suite", "case", "backend"]
 
@@ -36,17 +37,27 @@ def load_rows(path: Path) -> pd.DataFrame:
     return pd.concat([read_results(d) for d in run_dirs(path)], ignore_index=True)
 
 
-def verdict(row: pd.Series, threshold: float) -> str:
-    if row["status_base"] == PASS and row["status_new"] in BAD_STATUSES:
-        return "GATE FAILED"
-    base, new = row.get("time_us_median_base"), row.get("time_us_median_new")
+def time_verdict(row: pd.Series, basis: str, threshold: float) -> str:
+    base, new = row.get(f"{basis}_us_median_base"), row.get(f"{basis}_us_median_new")
     if pd.isna(base) or pd.isna(new):
         return "not timed"
     # Beyond noise: the new run's fast tail (p10) is slower than the base's slow tail (p90), so
     # the two spreads do not overlap. Beyond threshold: the medians differ by more than it.
-    slower = new > base * (1 + threshold) and row["time_us_p10_new"] > row["time_us_p90_base"]
-    faster = new < base * (1 - threshold) and row["time_us_p90_new"] < row["time_us_p10_base"]
-    return "REGRESSION" if slower else ("improved" if faster else "same (within noise/threshold)")
+    slower = new > base * (1 + threshold) and row[f"{basis}_us_p10_new"] > row[f"{basis}_us_p90_base"]
+    faster = new < base * (1 - threshold) and row[f"{basis}_us_p90_new"] < row[f"{basis}_us_p10_base"]
+    return "REGRESSION" if slower else ("improved" if faster else "same")
+
+
+def verdict(row: pd.Series) -> str:
+    """The row's verdict over both times: a gate flip first, then a regression in either time."""
+    if row["status_base"] == PASS and row["status_new"] in BAD_STATUSES:
+        return "GATE FAILED"
+    verdicts = {basis: row[f"verdict_{basis}"] for basis in TIMES}
+    if "REGRESSION" in verdicts.values():
+        return "REGRESSION"
+    if set(verdicts.values()) == {"not timed"}:
+        return "not timed"
+    return "improved" if "improved" in verdicts.values() else "same (within noise/threshold)"
 
 
 def case_columns(frame: pd.DataFrame) -> list[str]:
@@ -70,28 +81,49 @@ def match_key(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
 def compare(base: Path, new: Path, threshold: float = 0.05) -> Comparison:
     a, b = load_rows(base), load_rows(new)
     key = match_key(a, b)
-    cols = list(dict.fromkeys(key + KEY + ["status", "time_us_median", "time_us_p10", "time_us_p90", "detail"]))
-    a, b = a[cols], b[cols]
+    times = [c for basis in TIMES for c in time_columns(basis)]
+    cols = list(dict.fromkeys(key + KEY + ["status", *times, "detail"]))
+    a, b = a.reindex(columns=cols), b.reindex(columns=cols)  # a run of an older version has no kernel time
     if key != KEY:  # the case shown is the new run's
         a = a.drop(columns="case")
     merged = a.merge(b, on=key, how="outer", suffixes=("_base", "_new"), indicator=True)
     matched = merged[merged["_merge"] == "both"].drop(columns="_merge").copy()
-    matched["change"] = matched["time_us_median_new"] / matched["time_us_median_base"] - 1
-    matched["noise"] = ((matched["time_us_p90_base"] - matched["time_us_p10_base"]) / matched["time_us_median_base"]
-                        ).combine((matched["time_us_p90_new"] - matched["time_us_p10_new"]) / matched["time_us_median_new"], max)
-    matched["verdict"] = matched.apply(verdict, axis=1, threshold=threshold) if len(matched) else []
+    for basis in TIMES:
+        median, p10, p90 = time_columns(basis)
+        matched[f"change_{basis}"] = matched[f"{median}_new"] / matched[f"{median}_base"] - 1
+        matched[f"noise_{basis}"] = np.fmax(  # the wider spread of the two; NaN only if neither was timed
+            (matched[f"{p90}_base"] - matched[f"{p10}_base"]) / matched[f"{median}_base"],
+            (matched[f"{p90}_new"] - matched[f"{p10}_new"]) / matched[f"{median}_new"])
+        matched[f"verdict_{basis}"] = (matched.apply(time_verdict, axis=1, basis=basis, threshold=threshold)
+                                       if len(matched) else [])
+    matched["verdict"] = matched.apply(verdict, axis=1) if len(matched) else []
     return Comparison(matched, merged[merged["_merge"] == "left_only"][key], merged[merged["_merge"] == "right_only"][key])
+
+
+def regression_records(result: Comparison) -> list[dict]:
+    """One record per (row, time) that regressed."""
+    records = []
+    for _, row in result.regressions.iterrows():
+        for basis in TIMES:
+            if row[f"verdict_{basis}"] == "REGRESSION":
+                records.append({**{k: row[k] for k in KEY}, "time": basis, "change": row[f"change_{basis}"],
+                                "noise": row[f"noise_{basis}"]})
+    return records
 
 
 def to_markdown(result: Comparison, base: Path, new: Path, threshold: float) -> str:
     show = result.table.copy()
-    show["change"] = show["change"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
-    show["noise"] = show["noise"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
+    for basis in TIMES:
+        show[f"change_{basis}"] = show[f"change_{basis}"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
+        show[f"noise_{basis}"] = show[f"noise_{basis}"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
     flagged = show[show["verdict"].isin(["REGRESSION", "GATE FAILED"])]
-    cols = ["suite", "backend", "case", "status_base", "status_new", "time_us_median_base", "time_us_median_new",
-            "change", "noise", "verdict"]
+    cols = ["suite", "backend", "case", "status_base", "status_new"]
+    for basis in TIMES:
+        cols += [f"{basis}_us_median_base", f"{basis}_us_median_new", f"change_{basis}", f"noise_{basis}"]
+    cols.append("verdict")
     lines = [f"# rocbench compare", "", f"- base: `{base}`", f"- new: `{new}`",
-             f"- threshold {threshold:.0%}; a slowdown counts only beyond it AND beyond noise (new p10 > base p90)",
+             f"- both times are checked (kernel_us and graph_us); a slowdown in either counts only beyond the "
+             f"threshold {threshold:.0%} AND beyond noise (new p10 > base p90)",
              f"- {len(result.table)} matched rows, {len(result.regressions)} regressions, "
              f"{len(result.gate_flips)} gates that went from pass to fail, {len(result.only_base)} rows only in base, "
              f"{len(result.only_new)} only in new", ""]

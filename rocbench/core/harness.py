@@ -12,9 +12,10 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from rocbench.core import gate, inject, timing
+from rocbench.core import clocks, gate, inject, kernel_time, timing
 from rocbench.core.axes import Case
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
+from rocbench.core.stats import StoppingRule
 from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
 
 GRAPH_REPLAYS = 3  # each with fresh input data copied in first
@@ -25,7 +26,10 @@ class RunOptions:
     correctness_only: bool = False
     cuda_graph: bool = False
     warmup: int = 5
-    iters: int = 30
+    iters: int | None = None  # fixed samples per time; None: sample until max_noise or max_time
+    max_noise: float = 0.5  # percent: relative noise of the median that ends sampling
+    max_time: float = 1.0  # seconds of sampling per time (kernel, graph) of one (case, backend)
+    times: tuple[str, ...] = ("kernel", "graph")
     seed: int = 0
     timeout_s: float = 300.0
     inject: str | None = None
@@ -194,50 +198,117 @@ def replay_outputs(graph: torch.cuda.CUDAGraph, outputs: list[dict]) -> dict:
 
 
 def rotated_inputs(suite: Suite, case: Case, ctx: RankContext, io: Any) -> list:
-    """io plus enough freshly filled copies that consecutive calls never find their data in L2."""
+    """io plus enough freshly filled copies that consecutive calls never find their data in cache."""
     ios = [io]
-    for k in range(1, timing.rotation_count(io_bytes(io), ctx.platform.l2_bytes)):
+    for k in range(1, timing.rotation_count(io_bytes(io), ctx.platform.cache_bytes)):
         extra = suite.build_io(case, ctx)
         suite.fill(case, extra, ctx, data_seed=1000 + k)
         ios.append(extra)
     return ios
 
 
-def measure(backend: Backend, ctx: RankContext, opts: RunOptions, runners: list[Callable]) -> timing.TimingStats:
-    """Per-call times of the runners (one per rotated input), the slowest rank's, sample by sample."""
-    barrier = (lambda: dist.barrier(group=ctx.cpu_group)) if ctx.world_size > 1 else None
-    agree = (lambda iters: max(exchange(ctx, iters))) if ctx.world_size > 1 else None
-    samples, iters, mode = phase(ctx, "timing", lambda: timing.time_samples(
-        runners, ctx.device, opts.warmup, opts.iters, barrier, context=backend.graph_context(ctx), agree=agree))
-    per_rank = exchange(ctx, samples)
-    slowest = [max(s[i] for s in per_rank) for i in range(len(samples))]
-    return phase(ctx, "timing statistics", lambda: timing.TimingStats.from_samples(slowest, iters, len(runners), mode))
+def rank_sync(ctx: RankContext) -> timing.RankSync:
+    if ctx.world_size == 1:
+        return timing.RankSync()
+    return timing.RankSync(barrier=lambda: dist.barrier(group=ctx.cpu_group), gather=lambda value: exchange(ctx, value))
+
+
+def stopping_rule(opts: RunOptions) -> StoppingRule:
+    return StoppingRule(max_noise=opts.max_noise / 100, max_seconds=opts.max_time, fixed=opts.iters)
+
+
+def measure_graph(backend: Backend, ctx: RankContext, opts: RunOptions, runners: list[Callable],
+                  clock_reader=None) -> timing.Measurement:
+    """graph_us of the runners (one per rotated input), the slowest rank's, sample by sample."""
+    return phase(ctx, "graph timing", lambda: timing.graph_time(
+        runners, ctx.device, opts.warmup, stopping_rule(opts), rank_sync(ctx), context=backend.graph_context(ctx),
+        clock_reader=clock_reader))
+
+
+def measure_kernel(backend: Backend, ctx: RankContext, opts: RunOptions, run: Callable,
+                   clock_reader=None) -> timing.Measurement | str:
+    """kernel_us of one call (caches flushed before each), or why it could not be taken here."""
+    def timed() -> timing.Measurement | str:
+        try:
+            if "flusher" not in ctx.cache:
+                ctx.cache["flusher"] = kernel_time.Flusher(ctx.device, ctx.platform.cache_bytes or 0)
+            return kernel_time.kernel_time(run, ctx.device, stopping_rule(opts), ctx.cache["flusher"], rank_sync(ctx),
+                                           context=backend.graph_context(ctx), clock_reader=clock_reader)
+        except ImportError as why:
+            return f"n/a: the cache flush that marks each call is a Triton kernel ({why})"
+        except kernel_time.KernelTimeUnavailable as why:
+            return f"n/a: {why}"
+    return phase(ctx, "kernel timing", timed)
 
 
 def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
                  ios: list, run: Callable, row: dict) -> None:
+    """graph_us of a gated backend (kernel_us is taken later, by kernel_pass: see there why)."""
     work = suite.work(case, ctx.world_size)
     runners = [run] + phase(ctx, "prepare rotated inputs", lambda: [
         inject.wrap(backend.prepare(case, extra, ctx).run, opts.inject, ctx.rank, ctx.world_size, case.index)
         for extra in ios[1:]])
-    stats = measure(backend, ctx, opts, runners)
+    reader = clocks.for_device(ctx.device, ctx.platform.kind)
+    before = clocks.read(reader)
+    graph = measure_graph(backend, ctx, opts, runners, reader)
+    after = clocks.read(reader)
+    graph.cold = timing.rotation_label(len(runners), io_bytes(ios[0]), ctx.platform.cache_bytes)
+    row.update(timing_mode=graph.mode, graph_calls_per_sample=graph.calls_per_sample, graph_cold=graph.cold,
+               clock_mhz_before=before.mhz, clock_mhz_after=after.mhz, clock_default_mhz=before.default_mhz,
+               throttle_before=before.throttle, throttle_after=after.throttle, clock_drops=graph.stats.dropped)
+    row.update(time_and_rates("graph", graph.stats, work, ctx.cache.get("copy_bw_GBps")))
+
+
+def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
+    """kernel_us of a backend whose gate passed earlier in this run: the columns to add to its row.
+
+    A sweep takes every row's graph time first and the kernel times after them, because a profiler session
+    leaves the process slower: on an H100, graph times of small decode calls taken after any profiled call
+    read 2-10% slow (the same rows taken with --times graph matched the previous version to 0.0%)."""
+    fragment: dict = {}
+    try:
+        io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
+        phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
+        prepared = phase(ctx, "prepare", lambda: backend.prepare(case, io, ctx))
+        run = inject.wrap(lambda: outputs_of(suite, prepared.run()), opts.inject, ctx.rank, ctx.world_size, case.index)
+        reader = clocks.for_device(ctx.device, ctx.platform.kind)
+        kernel = measure_kernel(backend, ctx, opts, run, reader)
+        if isinstance(kernel, str):
+            return {"kernel_cold": kernel}
+        fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
+                        clock_drops=kernel.stats.dropped)
+        fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
+                                       ctx.cache.get("copy_bw_GBps")))
+    except PhaseError as err:
+        fragment.update(status=FAULT, detail=f"kernel timing: {err.detail}", _fatal=err.fatal)
+    finally:
+        if ctx.device.type == "cuda" and device_alive(ctx):
+            torch.cuda.empty_cache()
+    return fragment
+
+
+def time_and_rates(basis: str, stats, work, copy_bw: float | None) -> dict:
+    """One time's columns: median/p10/p90, samples and noise, and the rates computed from its median."""
+    cols = {f"{basis}_us_median": stats.median_us, f"{basis}_us_p10": stats.p10_us, f"{basis}_us_p90": stats.p90_us,
+            f"{basis}_samples": stats.samples, f"{basis}_noise_pct": 100 * stats.noise}
+    if not stats.samples or not stats.median_us > 0:
+        return cols
     seconds = stats.median_us * 1e-6
     algbw = work.bytes / seconds / 1e9
-    row.update(
-        time_us_median=stats.median_us, time_us_p10=stats.p10_us, time_us_p90=stats.p90_us,
-        samples=stats.samples, iters_per_sample=stats.iters_per_sample, rotation=stats.rotation, timing_mode=stats.mode,
-        algbw_GBps=algbw, tflops=work.flops / seconds / 1e12 if work.flops else None,
-        busbw_GBps=algbw * work.busbw_factor if work.busbw_factor is not None else None,
-    )
-    copy_bw = ctx.cache.get("copy_bw_GBps")
-    if copy_bw and work.busbw_factor is None:
-        row["pct_copy_bw"] = 100.0 * algbw / copy_bw
+    cols[f"algbw_{basis}_GBps"] = algbw
+    cols[f"tflops_{basis}"] = work.flops / seconds / 1e12 if work.flops else None
+    if work.busbw_factor is not None:
+        cols[f"busbw_{basis}_GBps"] = algbw * work.busbw_factor
+    elif copy_bw:
+        cols[f"pct_copy_bw_{basis}"] = 100.0 * algbw / copy_bw
+    return cols
 
 
 def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
                  ios: list, row: dict) -> None:
     """--tune: gate and time every config the backend offers for this case on the same rotated inputs; the
-    fastest that passes is stored where the kernel loads it for this device (the row says which won)."""
+    fastest that passes (by graph time: what a serving graph pays) is stored where the kernel loads it for
+    this device (the row says which won)."""
     tuning = backend.tuning(case, ctx)
     if tuning is None:
         return
@@ -253,7 +324,7 @@ def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
             if not judged(suite, case, ctx, got, expected, tolerance).passed:
                 failed.append(name)
                 continue
-            times[name] = measure(backend, ctx, opts, [p.run for p in prepared]).median_us
+            times[name] = measure_graph(backend, ctx, opts, [p.run for p in prepared]).stats.median_us
         except PhaseError as err:
             if err.fatal:
                 raise
@@ -262,9 +333,9 @@ def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
         row["tuned"] = f"no candidate passed ({', '.join(failed)})"
         return
     best = min(times, key=times.get)
-    evidence = {"us": times, "failed": failed, "case": case.id, "default_us": row.get("time_us_median")}
+    evidence = {"us": times, "failed": failed, "case": case.id, "default_graph_us": row.get("graph_us_median")}
     where = tuning.remember(best, tuning.candidates[best], evidence) if ctx.rank == 0 else ""
-    row["tuned"] = (f"{best} {times[best]:.2f} us, best of {len(times)} passing ({len(failed)} failed); "
+    row["tuned"] = (f"{best} {times[best]:.2f} us (graph), best of {len(times)} passing ({len(failed)} failed); "
                     f"stored in {where}")
 
 
@@ -290,7 +361,8 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
         if gated is not None and not opts.correctness_only and ctx.device.type == "cuda":
             io, run = gated
             ios = phase(ctx, "build rotated inputs", lambda: rotated_inputs(suite, case, ctx, io))
-            time_backend(suite, backend, case, ctx, opts, ios, run, row)
+            if "graph" in opts.times:
+                time_backend(suite, backend, case, ctx, opts, ios, run, row)
             if opts.tune:
                 tune_backend(suite, backend, case, ctx, opts, ios, row)
     except PhaseError as err:

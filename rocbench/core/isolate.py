@@ -7,7 +7,7 @@ import queue
 import socket
 import time
 
-from rocbench.core.ranks import PoolSpec, worker_main
+from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, worker_main
 
 POLL_S = 0.2
 
@@ -65,14 +65,16 @@ class RankPool:
                     self.info = payload
         return self
 
-    def run(self, case_index: int, backend: str, timeout_s: float) -> dict:
+    def run(self, case_index: int, backend: str, timeout_s: float, stage: str = GATE_STAGE) -> dict:
+        task = (case_index, backend, stage)
         for q in self.task_queues:
-            q.put((case_index, backend))
+            q.put(task)
         deadline = time.monotonic() + timeout_s
         row, done, fatal = None, set(), False
         while len(done) < len(self.procs):
-            kind, rank, key, payload = self._next(deadline, f"case {case_index} {backend}")
-            if key != (case_index, backend):
+            kind, rank, key, payload = self._next(deadline, f"case {case_index} {backend}"
+                                                  + (" (kernel timing)" if stage == KERNEL_STAGE else ""))
+            if tuple(key) != task:
                 continue
             done.add(rank)
             fatal = fatal or payload.get("_fatal", False)

@@ -23,11 +23,12 @@ def write_junit(path: Path, runs: list[tuple[str, pd.DataFrame]]) -> None:
         node = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(len(frame)), failures=str(failures),
                              errors=str(errors), skipped=str(skipped))
         for _, row in frame.iterrows():
-            seconds = (row.get("time_us_median") or 0) * 1e-6
+            seconds = (row.get("graph_us_median") or 0) * 1e-6
             case = ET.SubElement(node, "testcase", classname=f"rocbench.{suite_name}.{row['backend']}",
                                  name=text(row["case"]), time=f"{0.0 if math.isnan(seconds) else seconds:.9f}")
             props = ET.SubElement(case, "properties")
-            for key in ("path", "max_abs_err", "cosine", "deterministic", "time_us_median", "algbw_GBps",
+            for key in ("path", "max_abs_err", "cosine", "deterministic", "kernel_us_median", "graph_us_median",
+                        "kernels_per_call", "algbw_kernel_GBps", "algbw_graph_GBps",
                         *[c for c in frame.columns if c.startswith("speedup")]):
                 if text(row.get(key)):
                     ET.SubElement(props, "property", name=key, value=text(row.get(key)))

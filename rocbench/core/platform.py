@@ -40,6 +40,13 @@ class PlatformInfo:
         text = self.kind + (f" {self.arch}" if self.arch else "")
         return text + (f" (simulated on this CPU: {SIMULATE_ENV})" if self.simulated else "")
 
+    @property
+    def cache_bytes(self) -> int | None:
+        """Bytes of device-side cache a cold measurement must evict: L2, plus on MI300X/MI355X the 256 MB
+        Infinity Cache that sits in front of HBM (torch reports only the L2)."""
+        if not self.l2_bytes:
+            return None
+        return self.l2_bytes + (256 << 20 if self.arch in ("gfx942", "gfx950") else 0)
 
     def as_dict(self) -> dict:
         return asdict(self)

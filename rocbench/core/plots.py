@@ -28,7 +28,8 @@ def label(row: pd.Series, columns: list[str]) -> str:
 
 
 def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
-    data = frame.dropna(subset=[spec["x"], spec["y"]])
+    ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]  # a second y is drawn dashed
+    data = frame.dropna(subset=[spec["x"], ys[0]])
     if data.empty:
         return False
     facets = sorted(data[spec["facet"]].unique(), key=sort_key) if spec.get("facet") else [None]
@@ -40,8 +41,12 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
         part = data if facet is None else data[data[spec["facet"]] == facet]
         part = part.assign(_label=part.apply(lambda r: label(r, hue), axis=1))
         for name, group in part.groupby("_label"):
-            group = group.groupby(spec["x"], as_index=False)[spec["y"]].median().sort_values(spec["x"])
-            ax.plot(group[spec["x"]], group[spec["y"]], marker="o", markersize=3, label=name)
+            group = group.groupby(spec["x"], as_index=False)[ys].median().sort_values(spec["x"])
+            line = None
+            for y, style in zip(ys, ("-", "--", ":")):
+                tag = f" ({y.split('_')[0]})" if len(ys) > 1 else ""
+                line, = ax.plot(group[spec["x"]], group[y], marker="o", markersize=3, linestyle=style, label=name + tag,
+                                color=None if line is None else line.get_color())
         if spec.get("logx", True):
             ax.set_xscale("log", base=2)
         if spec.get("logy"):
@@ -50,7 +55,7 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
             ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(f"{spec['facet']}={facet}" if facet is not None else spec["title"], fontsize=9)
         ax.set_xlabel(spec.get("xlabel", spec["x"]))
-        ax.set_ylabel(spec.get("ylabel", spec["y"]))
+        ax.set_ylabel(spec.get("ylabel", ys[0]))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(facets):]:
@@ -65,12 +70,14 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
 def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
     """Every line plot (passed and timed rows) and heatmap (passed rows) the suite asks for."""
     passed = frame[frame["status"] == "pass"] if "status" in frame else frame
-    timed = passed.dropna(subset=["time_us_median"]) if "time_us_median" in passed else passed.iloc[0:0]
+    present = [c for c in ("kernel_us_median", "graph_us_median") if c in passed]
+    timed = passed.dropna(subset=present, how="all") if present else passed.iloc[0:0]
     figures = [(line_figure, timed, spec) for spec in suite.plot_specs()]
     figures += [(heatmap_figure, passed, spec) for spec in suite.heatmap_specs()]
     written = []
     for figure, rows, spec in figures:
-        needed = {spec.get(k) for k in ("x", "y", "value", "index", "columns", "facet")} - {None}
+        needed = {spec.get(k) for k in ("x", "value", "index", "columns", "facet")} - {None}
+        needed |= set(spec["y"] if isinstance(spec.get("y"), list) else [spec.get("y")]) - {None}
         if not needed <= set(rows.columns):  # a run written by an older version lacks the column
             continue
         path = Path(run_dir) / spec["file"]

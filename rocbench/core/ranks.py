@@ -35,6 +35,9 @@ class PoolSpec:
     env: dict = field(default_factory=dict)  # the launching process's environment, for the ranks
 
 
+GATE_STAGE, KERNEL_STAGE = "gate", "kernel"  # a row's gate and graph time; later, its kernel time
+
+
 def die_with_parent() -> None:
     """Ask Linux to kill this rank if the parent dies, so no orphan keeps a GPU."""
     try:
@@ -93,9 +96,13 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         task = tasks.get()
         if task is None:
             break
-        case_index, backend_name = task
-        row = harness.execute(suite, suite.backends.get(backend_name), cases[case_index], ctx, spec.options)
-        results.put(("row", rank, (case_index, backend_name), row if rank == 0 else {"_fatal": row.get("_fatal", False)}))
+        case_index, backend_name, stage = task
+        backend, case = suite.backends.get(backend_name), cases[case_index]
+        if stage == KERNEL_STAGE:
+            row = harness.kernel_pass(suite, backend, case, ctx, spec.options)
+        else:
+            row = harness.execute(suite, backend, case, ctx, spec.options)
+        results.put(("row", rank, task, row if rank == 0 else {"_fatal": row.get("_fatal", False)}))
         if row.get("_fatal"):
             break  # the parent replaces this pool before the next task
     if spec.world_size > 1 and dist.is_initialized():

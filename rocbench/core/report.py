@@ -10,22 +10,41 @@ from rich.console import Console
 from rich.table import Table
 
 from rocbench.core.errors import InputError
-from rocbench.core.results import BAD_STATUSES, PASS, speedup_columns
+from rocbench.core.results import BAD_STATUSES, PASS, TIMES, speedup_columns
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
 NUMERIC_COLUMNS = {
-    "time_us_median": ("us", "{:.2f}"), "time_us_p10": ("p10", "{:.2f}"), "time_us_p90": ("p90", "{:.2f}"),
-    "algbw_GBps": ("algbw GB/s", "{:.1f}"), "busbw_GBps": ("busbw GB/s", "{:.1f}"), "tflops": ("TFLOP/s", "{:.1f}"),
-    "pct_copy_bw": ("% copy bw", "{:.1f}"),
+    "kernel_us_median": ("kernel us", "{:.2f}"), "kernel_us_p10": ("kernel p10", "{:.2f}"),
+    "kernel_us_p90": ("kernel p90", "{:.2f}"),
+    "graph_us_median": ("graph us", "{:.2f}"), "graph_us_p10": ("graph p10", "{:.2f}"),
+    "graph_us_p90": ("graph p90", "{:.2f}"),
+    "kernel_noise_pct": ("kernel noise %", "{:.2f}"), "graph_noise_pct": ("graph noise %", "{:.2f}"),
+    **{f"algbw_{b}_GBps": (f"algbw GB/s ({b})", "{:.1f}") for b in TIMES},
+    **{f"busbw_{b}_GBps": (f"busbw GB/s ({b})", "{:.1f}") for b in TIMES},
+    **{f"tflops_{b}": (f"TFLOP/s ({b})", "{:.1f}") for b in TIMES},
+    **{f"pct_copy_bw_{b}": (f"% copy bw ({b})", "{:.1f}") for b in TIMES},
     "max_abs_err": ("max err", "{:.3g}"), "cosine": ("cosine", "{:.6f}"),
 }
+# The terminal shows the kernel time's rates; the report shows both.
+TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "algbw_kernel_GBps",
+                    "busbw_kernel_GBps", "pct_copy_bw_kernel", "tflops_kernel", "max_abs_err", "cosine"]
+REPORT_TIME_COLUMNS = ["kernel_us_median", "kernel_us_p10", "kernel_us_p90", "graph_us_median", "graph_us_p10",
+                       "graph_us_p90", "kernels_per_call", *[f"{rate}_{b}{unit}" for rate, unit in
+                       (("algbw", "_GBps"), ("busbw", "_GBps"), ("pct_copy_bw", ""), ("tflops", "")) for b in TIMES],
+                       "clock_drops"]
 
 
 def numeric_format(column: str) -> tuple[str, str] | None:
-    """(header, format) of a numeric column; speedup columns keep their name, which says what they are over."""
+    """(header, format) of a numeric column; speedup columns keep their name, which says what they are over
+    and by which time."""
     if column.startswith("speedup_vs_"):
-        return ("x " + column.removeprefix("speedup_vs_").replace("_", " "), "{:.2f}x")
+        return (speedup_label(column), "{:.2f}x")
     return NUMERIC_COLUMNS.get(column)
+
+
+def speedup_label(column: str) -> str:
+    over, _, basis = column.removeprefix("speedup_vs_").rpartition("_")
+    return f"x {over.replace('_', ' ')} ({basis})"
 
 
 def status_counts(frame: pd.DataFrame) -> dict:
@@ -43,7 +62,7 @@ def summary_line(frame: pd.DataFrame) -> str:
 
 def display_columns(frame: pd.DataFrame, suite) -> list[str]:
     cols = ["backend", *suite.columns(), "status", "path"]
-    cols += [c for c in [*NUMERIC_COLUMNS, *speedup_columns(frame)] if c in frame and frame[c].notna().any()]
+    cols += [c for c in [*TERMINAL_COLUMNS, *speedup_columns(frame)] if c in frame and frame[c].notna().any()]
     cols += ["deterministic", "graph_replays"]
     return [c for c in cols if c in frame and frame[c].notna().any() and (frame[c].astype(str).str.len() > 0).any()]
 
@@ -105,20 +124,29 @@ def markdown_table(frame: pd.DataFrame, columns: list[str], full: tuple[str, ...
 def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for backend, part in frame.groupby("backend", sort=False):
-        timed = part.dropna(subset=["time_us_median"]) if "time_us_median" in part else part.iloc[0:0]
         row = {"backend": backend, "cases": len(part), "passed": int((part["status"] == PASS).sum()),
                "failed": int(part["status"].isin(BAD_STATUSES).sum()),
                "unsupported": int((part["status"] == "unsupported").sum())}
         for column in speedup_columns(part):
             speed = part[column].dropna()
             if len(speed):
-                over = column.removeprefix("speedup_vs_").replace("_", " ")
-                row[f"x {over}: median (range)"] = f"{speed.median():.2f}x ({speed.min():.2f}-{speed.max():.2f})"
-        row["best GB/s"] = f"{timed['algbw_GBps'].max():.0f}" if len(timed) else ""
-        row["best % copy bw"] = (f"{timed['pct_copy_bw'].max():.0f}%" if len(timed) and timed["pct_copy_bw"].notna().any()
-                                 else "")
+                row[f"{speedup_label(column)}: median (range)"] = f"{speed.median():.2f}x ({speed.min():.2f}-{speed.max():.2f})"
+        for basis in TIMES:
+            for column, label in ((f"algbw_{basis}_GBps", "best GB/s"), (f"pct_copy_bw_{basis}", "best % copy bw")):
+                if column in part and part[column].notna().any():
+                    row[f"{label} ({basis})"] = f"{part[column].max():.0f}" + ("%" if "pct" in column else "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def timed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a time (either)."""
+    present = [c for c in ("kernel_us_median", "graph_us_median") if c in frame]
+    return frame.dropna(subset=present, how="all") if present else frame.iloc[0:0]
+
+
+def times_legend(meta: dict) -> list[str]:
+    return [f"- `{basis}_us`: {meaning}" for basis, meaning in (meta.get("times") or TIMES).items()]
 
 
 def write_report(path: Path) -> Path:
@@ -146,12 +174,13 @@ def write_report(path: Path) -> Path:
                  f"copy bandwidth (measured): {meta.get('copy_bw_GBps', 0) or 0:.0f} GB/s" if meta.get("copy_bw_GBps")
                  else f"- device: {platform.get('kind', '?')} (correctness only: nothing timed)",
                  f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame)}", "",
-                 *[f"- `{column}`: time of the {meaning} / this row's time" for column, meaning in meta.get("speedups", {}).items()],
+                 *times_legend(meta),
+                 *[f"- `{column}_kernel`, `{column}_graph`: that time of the {meaning} / this row's"
+                   for column, meaning in meta.get("speedups", {}).items()],
                  "", "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
-        timed = frame.dropna(subset=["time_us_median"]) if "time_us_median" in frame else frame.iloc[0:0]
+        timed = timed_rows(frame)
         if not timed.empty:
-            cols = ["backend", *suite.columns(), "path", "time_us_median", "time_us_p10", "time_us_p90", "algbw_GBps",
-                    "busbw_GBps", "pct_copy_bw", "tflops", *speedup_columns(timed)]
+            cols = ["backend", *suite.columns(), "path", *REPORT_TIME_COLUMNS, *speedup_columns(timed)]
             cols = [c for c in cols if c in timed and timed[c].notna().any()]
             lines += ["### Timed cases", "", markdown_table(timed, cols), ""]
         for png in sorted(run_dir.glob("*.png")):

@@ -17,22 +17,61 @@ PASS, FAIL, FAULT, TIMEOUT, UNSUPPORTED = "pass", "fail", "fault", "timeout", "u
 BAD_STATUSES = (FAIL, FAULT, TIMEOUT)
 
 LEAD_COLUMNS = ["suite", "case", "backend"]
+
+# Two times per timed row; every rate and speedup column names the one it uses.
+TIMES = {
+    "kernel": "GPU time of the call's kernels without launch gaps: union of their profiler records, "
+              "caches flushed before each call; a collective's is its slowest rank's",
+    "graph": "per-call time inside a CUDA graph of back-to-back calls (launch gaps included: what a "
+             "serving graph pays), inputs rotated against the cache; a collective's is its slowest rank's",
+}
+
+
+def time_columns(basis: str) -> list[str]:
+    return [f"{basis}_us_median", f"{basis}_us_p10", f"{basis}_us_p90"]
+
+
+def rate_columns(basis: str) -> list[str]:
+    return [f"algbw_{basis}_GBps", f"busbw_{basis}_GBps", f"tflops_{basis}", f"pct_copy_bw_{basis}"]
+
+
 RESULT_COLUMNS = [
     "ranks", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
     "graph_replays", "path", "detail",
-    "time_us_median", "time_us_p10", "time_us_p90", "samples", "iters_per_sample", "rotation", "timing_mode",
-    "bytes", "flops", "algbw_GBps", "busbw_GBps", "tflops", "pct_copy_bw", "tuned",
+    *time_columns("kernel"), "kernel_samples", "kernel_noise_pct", "kernels_per_call", "kernel_cold",
+    *time_columns("graph"), "graph_samples", "graph_noise_pct", "graph_calls_per_sample", "graph_cold", "timing_mode",
+    "clock_mhz_before", "clock_mhz_after", "clock_default_mhz", "throttle_before", "throttle_after", "clock_drops",
+    "bytes", "flops", *rate_columns("kernel"), *rate_columns("graph"), "tuned",
 ]
+
+# Runs written before there were two times: their one time was today's graph time.
+LEGACY_COLUMNS = {"time_us_median": "graph_us_median", "time_us_p10": "graph_us_p10", "time_us_p90": "graph_us_p90",
+                  "samples": "graph_samples", "iters_per_sample": "graph_calls_per_sample",
+                  "algbw_GBps": "algbw_graph_GBps", "busbw_GBps": "busbw_graph_GBps", "tflops": "tflops_graph",
+                  "pct_copy_bw": "pct_copy_bw_graph"}
+
+
+def speedup_column(column: str, basis: str) -> str:
+    return f"{column}_{basis}"
 
 
 def columns_for(suite) -> list[str]:
     """A suite's CSV columns: the case's, the results every suite has, its twin checks and its speedups."""
     return (LEAD_COLUMNS + suite.columns() + RESULT_COLUMNS + list(suite.twin_columns)
-            + [s.column for s in suite.speedups()])
+            + [speedup_column(s.column, basis) for s in suite.speedups() for basis in TIMES])
 
 
 def speedup_columns(frame) -> list[str]:
     return [c for c in frame.columns if c.startswith("speedup")]
+
+
+def upgrade_legacy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A run of an older version, its columns renamed to what they mean now (its time was a graph time)."""
+    if "graph_us_median" in frame or "time_us_median" not in frame:
+        return frame
+    renames = {old: new for old, new in LEGACY_COLUMNS.items() if old in frame}
+    renames.update({c: speedup_column(c, "graph") for c in speedup_columns(frame)})
+    return frame.rename(columns=renames)
 
 
 def new_run_dir(out: Path, suite: str) -> Path:
@@ -72,6 +111,19 @@ class ResultsWriter:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         self.rows.append(row)
 
+    def update(self, index: int, values: dict) -> None:
+        """Add columns to a written row (its kernel time, taken after every row's gate): the file is rewritten
+        whole and swapped in, so a crash leaves the old one or the new one, never half of either."""
+        self.rows[index].update(values)
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        pd.DataFrame(self.rows, columns=self.columns).to_csv(tmp, index=False)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=self.columns)
 
@@ -80,7 +132,7 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "results.csv"
     if not path.exists():
         raise InputError(f"{run_dir}: no results.csv (not a rocbench run directory?)")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return upgrade_legacy(pd.read_csv(path, keep_default_na=False, na_values=[""]))
 
 
 def write_meta(run_dir: Path, meta: dict) -> None:

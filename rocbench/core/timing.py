@@ -1,44 +1,72 @@
-"""GPU timing: CUDA events around CUDA-graph-captured iterations, rotating inputs to defeat L2."""
+"""graph_us: per-call time inside a CUDA graph of back-to-back calls, timed with events around each replay.
+
+This is what a serving graph pays for the call, launch gaps between its kernels included. Inputs
+rotate through enough copies that consecutive calls miss the cache (the row says how many)."""
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-# Enough graph iterations that launch gaps and event resolution vanish, few enough to capture fast.
+from rocbench.core import clocks
+from rocbench.core.stats import StoppingRule, TimingStats, slowest_rank
+
+# Enough graph iterations that event resolution vanishes, few enough to capture fast.
 MIN_ITERS_PER_SAMPLE = 8
 MAX_ITERS_PER_SAMPLE = 128
 TARGET_SAMPLE_US = 300.0
 
 
 @dataclass
-class TimingStats:
-    median_us: float
-    p10_us: float
-    p90_us: float
-    samples: int
-    iters_per_sample: int
-    rotation: int
-    mode: str  # "graph" or "eager" (when the backend cannot be captured)
+class RankSync:
+    """How ranks keep in step while timing: a barrier before each sample, the slowest rank's samples, and
+    one rank's decision (rank 0's) so that every rank takes the same number of samples. Alone: no-ops."""
 
-    @staticmethod
-    def from_samples(samples_us: Sequence[float], iters: int, rotation: int, mode: str) -> "TimingStats":
-        arr = np.asarray(samples_us, dtype=np.float64)
-        return TimingStats(float(np.median(arr)), float(np.percentile(arr, 10)), float(np.percentile(arr, 90)),
-                           len(arr), iters, rotation, mode)
+    barrier: Callable[[], None] = lambda: None
+    gather: Callable[[object], list] = lambda value: [value]  # every rank's value, in rank order
+
+    def slowest(self, samples: Sequence[float]) -> list[float]:
+        return slowest_rank(self.gather(list(samples)))
+
+    def decide(self, flag: bool) -> bool:
+        return bool(self.gather(flag)[0])
+
+    def most(self, value: int) -> int:
+        return max(self.gather(value))
 
 
-def rotation_count(bytes_per_copy: int, l2_bytes: int | None, max_copies: int = 32, max_total: int = 8 << 30) -> int:
-    """How many input copies to cycle through so consecutive calls never find their data in L2."""
-    if not l2_bytes or bytes_per_copy <= 0:
+@dataclass
+class Measurement:
+    """One time (graph or kernel) of a case: its statistics and how it was taken."""
+
+    stats: TimingStats
+    calls_per_sample: int
+    mode: str  # "graph" | "eager" (a backend that cannot be captured)
+    cold: str  # how caches were kept cold: "flush ..." or "rotation ..."
+    kernels_per_call: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def rotation_count(bytes_per_copy: int, cache_bytes: int | None, max_copies: int = 32, max_total: int = 8 << 30) -> int:
+    """How many input copies to cycle through so consecutive calls never find their data in cache."""
+    if not cache_bytes or bytes_per_copy <= 0:
         return 1
-    wanted = math.ceil(2 * l2_bytes / bytes_per_copy) + 1
+    wanted = math.ceil(2 * cache_bytes / bytes_per_copy) + 1
     by_memory = max(1, max_total // bytes_per_copy)
     return max(1, min(wanted, max_copies, by_memory))
+
+
+def rotation_label(copies: int, bytes_per_copy: int, cache_bytes: int | None) -> str:
+    if not cache_bytes:
+        return f"rotation x{copies}"
+    cycled = copies * bytes_per_copy
+    if cycled >= 2 * cache_bytes:
+        return f"rotation x{copies} ({cycled / 2**20:.0f} MiB >= 2x cache)"
+    return f"rotation x{copies} ({cycled / 2**20:.0f} MiB < 2x cache {2 * cache_bytes / 2**20:.0f} MiB: partly warm)"
 
 
 def iters_per_sample(estimate_us: float, rotation: int) -> int:
@@ -73,7 +101,7 @@ def capture_outputs(run: Callable[[], torch.Tensor], device: torch.device,
 
 def capture(runners: Sequence[Callable[[], object]], iters: int, device: torch.device,
             context=None) -> torch.cuda.CUDAGraph:
-    """Capture `iters` calls, cycling through the rotated runners, into one graph (inside `context`)."""
+    """Capture `iters` calls, cycling through the runners, into one graph (inside `context`)."""
     with context if context is not None else contextlib.nullcontext():
         return _capture(runners, iters, device)
 
@@ -94,53 +122,77 @@ def _capture(runners: Sequence[Callable[[], object]], iters: int, device: torch.
     return graph
 
 
-def time_samples(
-    runners: Sequence[Callable[[], object]],
-    device: torch.device,
-    warmup: int,
-    repeats: int,
-    barrier: Callable[[], None] | None = None,
-    use_graph: bool = True,
-    context=None,
-    agree: Callable[[int], int] | None = None,
-) -> tuple[list[float], int, str]:
-    """Per-call times (us) of `repeats` samples. `barrier` lines ranks up before each sample; `agree`
-    makes every rank capture the same number of calls (each estimates its own; a collective needs one)."""
-    estimate = eager_estimate_us(runners[0], device)
-    iters = iters_per_sample(estimate, len(runners))
-    if agree is not None:
-        iters = agree(iters)
-    mode = "graph"
-    replay: Callable[[], None]
+def replayer(runners: Sequence[Callable[[], object]], iters: int, device: torch.device, use_graph: bool,
+             context=None) -> tuple[Callable[[], None], str]:
+    """A callable that runs `iters` calls: a graph replay, or the same calls eagerly when the backend
+    cannot be captured (the mode says which)."""
     if use_graph:
         try:
-            graph = capture(runners, iters, device, context)
-            replay = graph.replay
+            return capture(runners, iters, device, context).replay, "graph"
         except Exception:  # noqa: BLE001 - a backend that cannot be captured is timed eagerly, and says so
             torch.cuda.synchronize(device)
-            mode = "eager"
-    else:
-        mode = "eager"
-    if mode == "eager":
-        def replay() -> None:
-            for i in range(iters):
-                runners[i % len(runners)]()
 
+    def eager() -> None:
+        for i in range(iters):
+            runners[i % len(runners)]()
+    return eager, "eager"
+
+
+def sample_until(take: Callable[[int], list[float]], rule: StoppingRule, sync: RankSync) -> list[float]:
+    """Rounds of samples (the slowest rank's, NaN where clocks were low) until the rule, as rank 0 sees
+    it, is met. `take(n)` takes n samples on this rank and returns them per call, in order."""
+    samples: list[float] = []
+    started = time.perf_counter()
+    while True:
+        wanted = rule.wanted(len(samples))
+        try:
+            mine, error = take(wanted), None
+        except Exception as exc:  # noqa: BLE001 - every rank must learn of it, or its peers wait forever
+            mine, error = [math.nan] * wanted, exc
+        errors = sync.gather(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        failed = [(rank, text) for rank, text in enumerate(errors) if text]
+        if failed:
+            raise RuntimeError(f"rank {failed[0][0]}: {failed[0][1]}")
+        samples += sync.slowest(mine)
+        if sync.decide(rule.done(samples, time.perf_counter() - started)):
+            return samples
+
+
+def graph_time(runners: Sequence[Callable[[], object]], device: torch.device, warmup: int, rule: StoppingRule,
+               sync: RankSync = RankSync(), use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
+    """Per-call time of graph replays of many back-to-back calls cycling through `runners`."""
+    iters = sync.most(iters_per_sample(eager_estimate_us(runners[0], device), len(runners)))
+    replay, mode = replayer(runners, iters, device, use_graph, context)
     for _ in range(warmup):
         replay()
     torch.cuda.synchronize(device)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(repeats):
-        if barrier is not None:
-            barrier()
-        torch.cuda.synchronize(device)
-        start.record()
-        replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1e3 / iters)
-    return samples, iters, mode
+
+    def take(n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            sync.barrier()
+            torch.cuda.synchronize(device)
+            start.record()
+            replay()
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end) * 1e3 / iters)
+        return dropped_if_low(out, clock_reader)
+
+    samples = sample_until(take, rule, sync)
+    return Measurement(TimingStats.from_samples(samples), iters, mode, "")
+
+
+def dropped_if_low(samples: list[float], clock_reader) -> list[float]:
+    """A round's samples, all NaN (dropped) if the clock was low when it ended. Read once per round, not per
+    sample: on an H100 an NVML read between back-to-back samples made small graphs 3-8% slower and noisier."""
+    return [math.nan] * len(samples) if clocks.read(clock_reader).low else samples
+
+    samples = sample_until(take, rule, sync)
+    return Measurement(TimingStats.from_samples(samples), iters, mode, "")
 
 
 def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
@@ -151,6 +203,7 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats:
     Enough warm-up (about a second of copying) that the clocks have left idle first."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 256)
     dst = torch.empty_like(src)
-    samples, _, _ = time_samples([lambda: dst.copy_(src)], device, warmup=40, repeats=repeats, use_graph=False)
+    timed = graph_time([lambda: dst.copy_(src)], device, warmup=40, rule=StoppingRule(fixed=repeats), use_graph=False)
     del src, dst
-    return 2 * nbytes / (float(np.median(samples)) * 1e-6) / 1e9
+    return 2 * nbytes / (timed.stats.median_us * 1e-6) / 1e9
+
