@@ -153,6 +153,9 @@ class Backend(abc.ABC):
     description: ClassVar[str] = ""
 
     requires: ClassVar[tuple[str, ...]] = ()  # modules that must import here (checked lazily)
+    # A batch-invariant variant of another backend names it: its rows carry the price of determinism
+    # (this row's time over that backend's on the same case).
+    deterministic_of: ClassVar[str | None] = None
 
     def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
         """Why this backend cannot run here at all (None: it can)."""
