@@ -12,7 +12,7 @@ SMALL_SHAPES = "1x24,3x40,2x5"  # odd byte counts and rows too
 
 @pytest.mark.parametrize("tp, shapes", [(2, SMALL_SHAPES), (4, "2x5"), (8, "2x5")])
 def test_correctness_only_all_dtypes_both_dims(tp, shapes, tmp_path):
-    proc = invoke("allgather", "--tp", str(tp), "--correctness-only", "--shapes", shapes,
+    proc = invoke("allgather", "--tp", str(tp), "--correctness-only", "--shapes", shapes, "--skip-batch-probes",
                   "--dtypes", ALL_DTYPE_NAMES, "--dims", "0,-1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     frame = results(latest_run(tmp_path, "allgather"))
@@ -89,6 +89,7 @@ def test_csv_and_meta_schema(tmp_path):
     row = frame.iloc[0]
     assert (row["suite"], row["backend"], row["shape"], row["dtype"], row["dim"]) == ("allgather", "torch", "2x8", "float16", 0)
     assert row["bytes"] == 2 * 2 * 8 * 2 and row["bytes_per_rank"] == 32 and row["gate_kind"] == "exact"
+    assert row["batch_invariant"] == "yes" and "alone" in row["batch_variance"]  # every rank's row 0, gathered alone
     info = meta(run)
     for key in ("suite", "suite_module", "command", "git_revision", "platform", "params", "options", "backends",
                 "finished", "summary", "speedups", "times"):

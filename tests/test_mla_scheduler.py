@@ -52,11 +52,15 @@ def check_invariants(s, seq_lens):
             assert all(slot >= 0 for _, _, slot in ps)
 
     # 2. Balance: every active program within one granule of the mean (programs are
-    #    partitioned by head group in equal shares when G <= P); the rest are idle.
+    #    partitioned by head group in equal shares when G <= P); the rest are idle. Fixed
+    #    splits deal whole pieces: no program above the mean by more than one piece.
     total = sum(-(-n // gran) for n in seq_lens) * G
     active = s.num_active_programs
     assert 1 <= active <= P and sum(load) == total
-    assert max(load[:active]) - min(load[:active]) <= 1, (max(load[:active]), min(load[:active]))
+    if s.fixed_split_tokens is None:
+        assert max(load[:active]) - min(load[:active]) <= 1, (max(load[:active]), min(load[:active]))
+    else:
+        assert max(load[:active]) <= total / active + s.fixed_split_tokens // gran
     assert all(x == 0 for x in load[active:])
     assert s.program_load.tolist() == load
 

@@ -9,7 +9,7 @@ TINY = ["--nhead", "16,32", "--batch", "2", "--ctx", "40", "--page-size", "16", 
 
 @needs_interpreter()
 def test_mla_gates_pass_on_both_paths(tmp_path):
-    proc = invoke("mla", *TINY, "--qlen", "1,2", "--out", str(tmp_path))
+    proc = invoke("mla", *TINY, "--qlen", "1,2", "--skip-batch-probes", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
     assert len(frame) == 2 * 2 * 2  # nhead x qlen x persist (page size 1 runs in the CI sweep and the fault matrix)
@@ -39,6 +39,9 @@ def test_explain_prints_the_policy_for_nhead_64():
     assert proc.returncode == 0
     line = [l for l in proc.stdout.splitlines() if l.split()[:1] == ["64"] and "bfloat16" in l and "True" in l][0]
     assert "persistent" in line and "fast_mode" in line
+    variance = [l for l in proc.stdout.splitlines() if l.startswith("aiter ")]
+    assert len(variance) == 2 and all(" no " in l for l in variance)  # both aiter paths: batch-variant by construction
+    assert "get_meta_param" in proc.stdout
 
 
 def test_policy_is_sglangs():

@@ -117,6 +117,10 @@ class Case:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def replaced(self, **changes: Any) -> "Case":
+        """The same case with some values changed (e.g. another batch size for a batch-invariance probe)."""
+        return Case(tuple((k, changes.get(k, v)) for k, v in self.values), self.index)
+
     @property
     def id(self) -> str:
         return ",".join(f"{name}={format_value(value)}" for name, value in self.values)

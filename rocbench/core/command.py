@@ -13,11 +13,16 @@ from rocbench.core.harness import RunOptions
 from rocbench.core.params import Param, ParamSet, choices, flag, integer, names, number, path, text
 
 COMMON = (
-    Param("backends", "Comma list of backends to run (default: every backend available on this platform; the "
-                      "baseline always runs first).", names(), metavar="LIST"),
+    Param("backends", "Comma list of backends to run (default: every backend available on this platform except "
+                      "the batch-invariant variants such as triton_det, which run when named; the baseline always "
+                      "runs first).", names(), metavar="LIST"),
     flag("correctness_only", "Gate every backend, time nothing; exit 0 only if every case passed."),
     flag("cuda_graph", "Also capture each backend in a CUDA graph (inputs at non-zero offsets) and check every "
                        "replay with fresh data."),
+    flag("skip_batch_probes", "Do not run the batch-invariance probes (batch_invariant says skipped): for runs "
+                               "that test something else, e.g. the fault matrix on CI."),
+    flag("require_batch_invariant", "Fail a row whose backend is not batch-invariant (its probe request's output "
+                                     "changes with the rest of the batch); without it that is reported, not failed."),
     flag("tune", "Also gate and time every kernel config a backend offers for each case; the fastest is stored "
                  "for this device (ROCBENCH_TUNED_CONFIGS, default ~/.cache/rocbench) and the kernels load it."),
     Param("iters", "A fixed number of samples per time instead of the noise rule (a graph-time sample replays "
@@ -42,7 +47,7 @@ COMMON = (
     Param("inject", "Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).", text(), hidden=True),
 )
 RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "max_noise", "max_time", "times", "warmup", "seed", "inject",
-               "tune")
+               "tune", "require_batch_invariant", "skip_batch_probes")
 
 
 @dataclass

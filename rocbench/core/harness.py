@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from rocbench.core import clocks, gate, inject, kernel_time, timing
+from rocbench.core import clocks, gate, inject, invariance, kernel_time, timing
 from rocbench.core.axes import Case
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
 from rocbench.core.stats import StoppingRule
@@ -34,6 +34,8 @@ class RunOptions:
     timeout_s: float = 300.0
     inject: str | None = None
     tune: bool = False
+    require_batch_invariant: bool = False
+    skip_batch_probes: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -187,8 +189,46 @@ def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
                 return None
         row["graph_replays"] = f"{GRAPH_REPLAYS}/{GRAPH_REPLAYS} ok"
         del graph
+    if not batch_invariance(suite, backend, case, ctx, io, opts, row):
+        return None
     row["gate"] = "pass"
     return io, run
+
+
+def batch_invariance(suite: Suite, backend: Backend, case: Case, ctx: RankContext, io: Any, opts: RunOptions,
+                     row: dict) -> bool:
+    """The probe request's output in every batch the suite states, bitwise against its output in the case's
+    own batch. A property, not a correctness failure: False (the row fails) only under --require-batch-invariant."""
+    if opts.skip_batch_probes:
+        row["batch_invariant"] = invariance.SKIPPED
+        return True
+    probes = phase(ctx, "batch probes", lambda: suite.batch_probes(case, io, ctx))
+    probes = [p for p in probes or [] if not backend.unsupported_reason(p.case, ctx.platform)]
+    if len(probes) < 2:
+        row["batch_invariant"] = invariance.NOT_APPLICABLE
+        return True
+    reference = None
+    for probe in probes:
+        where = f"batch probe ({probe.perturbation})"
+        probe_io, probe_rows = phase(ctx, f"{where}: build", probe.build)
+        prepared = phase(ctx, f"{where}: prepare", lambda: backend.prepare(probe.case, probe_io, ctx))
+        got = phase(ctx, f"{where}: run", lambda: (suite.reset(probe.case, probe_io, ctx),
+                                                    snapshot(probe_rows(outputs_of(suite, prepared.run())))))[1]
+        if reference is None:
+            reference, reference_name = got, probe.perturbation
+            continue
+        differences = [d for d in exchange(ctx, invariance.first_difference(reference, got)) if d]
+        if differences:
+            row.update(batch_invariant=invariance.NO,
+                       batch_variance=f"{probe.perturbation} vs {reference_name}: {differences[0]}")
+            if opts.require_batch_invariant:
+                row.update(status=FAIL, gate="fail",
+                           detail=f"not batch-invariant (--require-batch-invariant): {row['batch_variance']}")
+                return False
+            return True
+    row.update(batch_invariant=invariance.YES,
+               batch_variance=f"bitwise equal in {len(probes)} batches: " + "; ".join(p.perturbation for p in probes))
+    return True
 
 
 def replay_outputs(graph: torch.cuda.CUDAGraph, outputs: list[dict]) -> dict:

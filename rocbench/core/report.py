@@ -23,15 +23,17 @@ NUMERIC_COLUMNS = {
     **{f"busbw_{b}_GBps": (f"busbw GB/s ({b})", "{:.1f}") for b in TIMES},
     **{f"tflops_{b}": (f"TFLOP/s ({b})", "{:.1f}") for b in TIMES},
     **{f"pct_copy_bw_{b}": (f"% copy bw ({b})", "{:.1f}") for b in TIMES},
+    **{f"determinism_price_{b}": (f"price of determinism ({b})", "{:.2f}x") for b in TIMES},
     "max_abs_err": ("max err", "{:.3g}"), "cosine": ("cosine", "{:.6f}"),
 }
 # The terminal shows the kernel time's rates; the report shows both.
-TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "algbw_kernel_GBps",
+TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "batch_invariant",
+                    "determinism_price_kernel", "algbw_kernel_GBps",
                     "busbw_kernel_GBps", "pct_copy_bw_kernel", "tflops_kernel", "max_abs_err", "cosine"]
 REPORT_TIME_COLUMNS = ["kernel_us_median", "kernel_us_p10", "kernel_us_p90", "graph_us_median", "graph_us_p10",
                        "graph_us_p90", "kernels_per_call", *[f"{rate}_{b}{unit}" for rate, unit in
                        (("algbw", "_GBps"), ("busbw", "_GBps"), ("pct_copy_bw", ""), ("tflops", "")) for b in TIMES],
-                       "clock_drops"]
+                       "clock_drops", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
 
 def numeric_format(column: str) -> tuple[str, str] | None:
@@ -139,6 +141,25 @@ def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def determinism_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per backend: on how many cases its probe request's output stayed bitwise the same in every batch, the
+    first perturbation that changed it, and the price of determinism (its time over its default twin's)."""
+    if "batch_invariant" not in frame:
+        return pd.DataFrame()
+    probed = frame[frame["batch_invariant"].isin(["yes", "no"])]
+    rows = []
+    for backend, part in probed.groupby("backend", sort=False):
+        variant = part[part["batch_invariant"] == "no"]
+        row = {"backend": backend, "batch-invariant": f"{int((part['batch_invariant'] == 'yes').sum())}/{len(part)} cases",
+               "first variance": (f"{variant['case'].iloc[0]}: {variant['batch_variance'].iloc[0]}"
+                                  if len(variant) else "")}
+        for basis in TIMES:
+            price = part.get(f"determinism_price_{basis}", pd.Series(dtype=float)).dropna()
+            row[f"price ({basis})"] = f"{price.median():.2f}x ({price.min():.2f}-{price.max():.2f})" if len(price) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def timed_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows with a time (either)."""
     present = [c for c in ("kernel_us_median", "graph_us_median") if c in frame]
@@ -178,6 +199,13 @@ def write_report(path: Path) -> Path:
                  *[f"- `{column}_kernel`, `{column}_graph`: that time of the {meaning} / this row's"
                    for column, meaning in meta.get("speedups", {}).items()],
                  "", "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
+        determinism = determinism_summary(frame)
+        if not determinism.empty:
+            lines += ["### Deterministic inference", "",
+                      "Is a request's output bitwise the same whatever else is in its batch (alone, at another "
+                      "position, beside other requests, at other batch sizes)? Price: a batch-invariant variant's "
+                      "time over its default backend's on the same case.", "",
+                      markdown_table(determinism, list(determinism.columns), full=("first variance",)), ""]
         timed = timed_rows(frame)
         if not timed.empty:
             cols = ["backend", *suite.columns(), "path", *REPORT_TIME_COLUMNS, *speedup_columns(timed)]

@@ -37,11 +37,12 @@ def rate_columns(basis: str) -> list[str]:
 
 RESULT_COLUMNS = [
     "ranks", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
-    "graph_replays", "path", "detail",
+    "graph_replays", "batch_invariant", "batch_variance", "path", "detail",
     *time_columns("kernel"), "kernel_samples", "kernel_noise_pct", "kernels_per_call", "kernel_cold",
     *time_columns("graph"), "graph_samples", "graph_noise_pct", "graph_calls_per_sample", "graph_cold", "timing_mode",
     "clock_mhz_before", "clock_mhz_after", "clock_default_mhz", "throttle_before", "throttle_after", "clock_drops",
-    "bytes", "flops", *rate_columns("kernel"), *rate_columns("graph"), "tuned",
+    "bytes", "flops", *rate_columns("kernel"), *rate_columns("graph"),
+    "determinism_price_kernel", "determinism_price_graph", "tuned",
 ]
 
 # Runs written before there were two times: their one time was today's graph time.

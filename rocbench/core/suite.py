@@ -285,6 +285,11 @@ class Suite(abc.ABC):
     def reset(self, case: Case, io: Any, ctx: RankContext) -> None:
         """Before every checked call: restore what a call changes in place (nothing by default)."""
 
+    def batch_probes(self, case: Case, io: Any, ctx: RankContext) -> list:
+        """The batch-invariance probes (rocbench.core.invariance.BatchProbe), the reference first: the same
+        request in several batches. Empty: the question does not apply to this suite."""
+        return []
+
     @abc.abstractmethod
     def judge(self, case: Case, output: str, got: torch.Tensor, expected: Any,
               tolerance: Tolerance | None = None) -> Verdict:

@@ -41,8 +41,10 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
             if reason:
                 raise InputError(f"--backends: {backend.name} is not available here: {reason}")
         return chosen
+    # Batch-invariant variants (deterministic_of) run when named: they answer a question of their own and
+    # would double every default sweep.
     reasons = {b.name: b.unavailable_reason(platform, world_size) for b in suite.backends}
-    chosen = [b for b in suite.backends if reasons[b.name] is None]
+    chosen = [b for b in suite.backends if reasons[b.name] is None and not b.deterministic_of]
     if not chosen:
         why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
         raise InputError(f"no {suite.name} backend is available on this {platform.kind} machine ({why})")
@@ -117,6 +119,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     cases_by_id = {case.id: case for case in cases}
     by_name = {backend.name: backend for backend in backends}
     speedups = suite.speedups()
+    default_twins = {b.name: b.deterministic_of for b in backends if b.deterministic_of}
     interrupted = False
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -129,7 +132,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                         continue
                     progress.update(bar, description=f"{backend.name} {case.id}"[:70])
                     row = finish_row(suite, case, backend, world_size, dispatch.run(case, backend, opts.timeout_s))
-                    add_speedups(row, writer.rows + [row], cases_by_id, speedups)
+                    add_speedups(row, writer.rows + [row], cases_by_id, speedups, default_twins)
                     writer.append(row)
                     progress.advance(bar)
             # Kernel times last: a profiler session slows the process's later graph times (see kernel_pass).
@@ -145,7 +148,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                     fragment["clock_drops"] += row.get("clock_drops") or 0
                 row.update(fragment)
                 for other in writer.rows:
-                    add_speedups(other, writer.rows, cases_by_id, speedups)
+                    add_speedups(other, writer.rows, cases_by_id, speedups, default_twins)
                 writer.rewrite()
                 progress.advance(bar)
     except KeyboardInterrupt:
@@ -230,16 +233,28 @@ def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row:
     return full
 
 
-def add_speedups(row: dict, rows: list[dict], cases_by_id: dict[str, Case], speedups: list[Speedup]) -> None:
-    """The row's speedup columns, per time basis, from the rows it is relative to (where they exist)."""
+def add_speedups(row: dict, rows: list[dict], cases_by_id: dict[str, Case], speedups: list[Speedup],
+                 default_twins: dict[str, str] | None = None) -> None:
+    """The row's speedup columns, per time basis, from the rows it is relative to (where they exist); for a
+    batch-invariant variant (default_twins: its backend -> the default backend), the price of determinism:
+    its time over the default's on the same case."""
     case = cases_by_id.get(row["case"])
     mine = medians(row) if row.get("status") == PASS else {}
+
+    def timed(target) -> dict[str, float]:
+        return next((medians(r) for r in rows if target == (r["case"], r["backend"]) and r.get("status") == PASS), {})
+
     for speedup in speedups:
-        target = speedup.relative_to(case, row["backend"]) if case is not None else None
-        base = next((medians(r) for r in rows if target == (r["case"], r["backend"]) and r.get("status") == PASS), {})
+        base = timed(speedup.relative_to(case, row["backend"]) if case is not None else None)
         for basis in TIMES:
             ok = basis in mine and basis in base
             row[speedup_column(speedup.column, basis)] = base[basis] / mine[basis] if ok else None
+    twin = (default_twins or {}).get(row["backend"])
+    if twin is not None:
+        default = timed((row["case"], twin))
+        for basis in TIMES:
+            ok = basis in mine and basis in default
+            row[f"determinism_price_{basis}"] = mine[basis] / default[basis] if ok else None
 
 
 def wants_kernel_time(row: dict, opts: RunOptions, cases_by_id: dict, backends: dict) -> bool:

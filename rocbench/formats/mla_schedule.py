@@ -15,9 +15,15 @@ Why granules: split points land on multiples of kv_granularity tokens, so a kern
 BLOCK_N divides the granularity (and whose pages are >= BLOCK_N) never straddles a page inside
 a block. Default 64 = the kernel's default BLOCK_N and a common page size.
 
+Fixed splits (`fixed_split_tokens`, for batch-invariant decode): every unit is cut at
+multiples of fixed_split_tokens alone, so where a unit splits -- and so the order its partials
+are merged in, and whether it writes the output directly -- depends on its own length, never on
+the rest of the batch or the program count. The pieces are then dealt whole.
+
 Invariants (tested): every KV token of every (sequence, head group) is covered exactly once;
-every program's load is floor(W/P) or ceil(W/P) granules; every partial slot is reduced
-exactly once, in KV order.
+every program's load is floor(W/P) or ceil(W/P) granules (fixed splits: at most the mean plus
+one piece, since pieces are never cut to fit a quota); every partial slot is reduced exactly
+once, in KV order.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class MlaSchedule:
     qlen: int
     heads_per_group: int
     kv_granularity: int
+    fixed_split_tokens: int | None = None  # units cut at multiples of this many tokens only (batch-invariant)
 
     @property
     def num_items(self) -> int:
@@ -107,6 +114,7 @@ class MlaSchedule:
             f"split_units={self.num_reduce} "
             f"partials={self.num_partials} max_load={int(load.max())} mean_load={float(load.mean()):.2f} "
             f"(granules of {self.kv_granularity} tokens) heads_per_group={self.heads_per_group} qlen={self.qlen}"
+            + (f" fixed_split_tokens={self.fixed_split_tokens}" if self.fixed_split_tokens else "")
         )
 
 
@@ -115,13 +123,14 @@ def _quotas(total: int, num_programs: int) -> list[int]:
     return [base + (1 if p < extra else 0) for p in range(num_programs)]
 
 
-def _deal(units, costs, programs, items_per_program, kv_granularity, next_partial, reduce_final, reduce_members):
-    """Deal `units` (b, g, seq_len) in order to `programs` in contiguous quotas; split units that
-    cross a quota boundary at granule boundaries. Returns the next free partial slot."""
+def _quota_pieces(costs, programs):
+    """Deal units of `costs` granules in order to `programs` in contiguous quotas, cutting a unit
+    wherever it crosses a quota boundary. Per unit: its pieces (program, first granule, end granule)."""
     quotas = _quotas(sum(costs), len(programs))
     slot_in_set, left = 0, quotas[0]
-    for (b, g, length), cost in zip(units, costs):
-        pieces = []  # (program, first granule, end granule)
+    per_unit = []
+    for cost in costs:
+        pieces = []
         done = 0
         while done < cost:
             while left == 0:  # sum(quotas) == sum(costs), so a program with room always exists
@@ -131,6 +140,47 @@ def _deal(units, costs, programs, items_per_program, kv_granularity, next_partia
             pieces.append((programs[slot_in_set], done, done + take))
             left -= take
             done += take
+        per_unit.append(pieces)
+    return per_unit
+
+
+def _fixed_pieces(costs, programs, split_granules):
+    """Cut every unit at multiples of split_granules (its own length alone decides where), then
+    give each piece to the program whose equal share of the total holds the piece's midpoint:
+    a program's load stays within one piece of the mean, and a unit's pieces go to the same or
+    neighbouring programs. Per unit: its pieces (program, first granule, end granule)."""
+    total, done = sum(costs), 0
+    per_unit = []
+    for cost in costs:
+        pieces = []
+        for first in range(0, cost, split_granules):
+            end = min(first + split_granules, cost)
+            share = (2 * done + end - first) * len(programs) // (2 * total)
+            pieces.append((programs[share], first, end))
+            done += end - first
+        per_unit.append(pieces)
+    return per_unit
+
+
+def _cut(costs, programs, split_granules):
+    if split_granules is None:
+        return _quota_pieces(costs, programs)
+    return _fixed_pieces(costs, programs, split_granules)
+
+
+def _useful_programs(costs, min_granules_per_program, split_granules) -> int:
+    """Programs worth running: each gets >= min_granules_per_program granules and, with fixed
+    splits (a piece is never shared), at least one piece."""
+    useful = sum(costs) // min_granules_per_program
+    if split_granules is not None:
+        useful = min(useful, sum(-(-cost // split_granules) for cost in costs))
+    return useful
+
+
+def _emit(units, pieces_per_unit, kv_granularity, items_per_program, next_partial, reduce_final, reduce_members):
+    """Work items for the units' pieces; a unit of several pieces gets partial slots and a reduce
+    entry (its slots in KV order). Returns the next free partial slot."""
+    for (b, g, length), pieces in zip(units, pieces_per_unit):
         split = len(pieces) > 1
         members = []
         for p, first, end in pieces:
@@ -156,12 +206,17 @@ def build_mla_schedule(
     num_programs: int,
     kv_granularity: int = DEFAULT_KV_GRANULARITY,
     min_granules_per_program: int = 1,
+    fixed_split_tokens: int | None = None,
 ) -> MlaSchedule:
     """Split all (sequence, head group) KV work evenly over num_programs. Tensors are on CPU.
 
     min_granules_per_program > 1 uses fewer programs when the work is small, so that no
     program gets less than that many granules: every split costs a partial (fp32 [rows, 512]
     written and read back), which at small batch can rival the KV bytes themselves.
+
+    fixed_split_tokens (a multiple of kv_granularity) cuts every unit at multiples of that many
+    tokens instead of at quota boundaries, and deals the pieces whole (batch-invariant
+    splits; loads within one piece of the mean, and no more programs than pieces are used).
 
     With 1 < G <= num_programs head groups, program p serves head group p % G only, and each
     group's work is dealt over its own floor(num_programs / G) programs (the remainder idle):
@@ -179,28 +234,33 @@ def build_mla_schedule(
         raise ValueError(f"nhead {nhead} is not a multiple of heads_per_group {heads_per_group}")
     if num_programs < 1 or kv_granularity < 1 or min_granules_per_program < 1:
         raise ValueError("num_programs, kv_granularity and min_granules_per_program must be >= 1")
+    if fixed_split_tokens is not None and (fixed_split_tokens < 1 or fixed_split_tokens % kv_granularity):
+        raise ValueError(f"fixed_split_tokens {fixed_split_tokens} must be a positive multiple of "
+                         f"kv_granularity {kv_granularity}")
 
     groups = nhead // heads_per_group
     cost = [-(-length // kv_granularity) for length in seq_lens]
+    split_granules = None if fixed_split_tokens is None else fixed_split_tokens // kv_granularity
     items_per_program: list[list[list[int]]] = [[] for _ in range(num_programs)]
     reduce_final: list[list[int]] = []
     reduce_members: list[list[int]] = []
     next_partial = 0
     if 1 < groups <= num_programs:
         # num_programs % groups programs stay idle so that every group gets an equal share
-        per_group = max(1, min(num_programs // groups, sum(cost) // min_granules_per_program))
+        useful = _useful_programs(cost, min_granules_per_program, split_granules)
+        per_group = max(1, min(num_programs // groups, useful))
         active = per_group * groups
         for g in range(groups):
             units = [(b, g, length) for b, length in enumerate(seq_lens)]
             programs = list(range(g, active, groups))
-            next_partial = _deal(units, cost, programs, items_per_program, kv_granularity,
-                                 next_partial, reduce_final, reduce_members)
+            next_partial = _emit(units, _cut(cost, programs, split_granules), kv_granularity,
+                                 items_per_program, next_partial, reduce_final, reduce_members)
     else:
         units = [(b, g, length) for b, length in enumerate(seq_lens) for g in range(groups)]
         costs = [cost[b] for b, _, _ in units]
-        active = max(1, min(num_programs, sum(costs) // min_granules_per_program))
-        next_partial = _deal(units, costs, list(range(active)), items_per_program, kv_granularity,
-                             next_partial, reduce_final, reduce_members)
+        active = max(1, min(num_programs, _useful_programs(costs, min_granules_per_program, split_granules)))
+        next_partial = _emit(units, _cut(costs, list(range(active)), split_granules), kv_granularity,
+                             items_per_program, next_partial, reduce_final, reduce_members)
 
     counts = [len(items) for items in items_per_program]
     work_indptr = torch.zeros(num_programs + 1, dtype=torch.int32)
@@ -230,4 +290,5 @@ def build_mla_schedule(
         qlen=qlen,
         heads_per_group=heads_per_group,
         kv_granularity=kv_granularity,
+        fixed_split_tokens=fixed_split_tokens,
     )

@@ -24,6 +24,14 @@ Both run functions launch a fixed number of kernels whose grids and buffers depe
 integers (shapes, split count, schedule sizes): they can be captured in a CUDA graph. They are
 deterministic: the reductions are ordered loops, no atomics.
 
+Batch invariance (deterministic inference: a request's output bitwise the same whatever else is in
+its batch) needs more than determinism: where a sequence's KV is split, and whether its output
+comes from one program or a merge of partials, must depend on that sequence alone. The default
+modes do not give that (the split count, and the schedule's quota boundaries, follow the whole
+batch). Fixed-size splits do: `mla_decode_split_kv(..., split_tokens=N)` and a schedule built
+with `fixed_split_tokens=N` cut every sequence at multiples of N tokens and merge its pieces in KV
+order. The config must not depend on the batch either (use builtin_config, not a per-batch tuned one).
+
 Only Triton APIs present in 3.6 are used.
 """
 
@@ -247,11 +255,30 @@ def _load_kv_scale(KV_SCALE, HAS_SCALE: tl.constexpr):
 
 
 @triton.jit
+def _split_range(seq_len, split, num_splits, SPLIT_TOKENS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Tokens [kv_start, kv_end) of a sequence's split `split` (kv_start >= kv_end: empty).
+
+    SPLIT_TOKENS > 0: split i is tokens [i * SPLIT_TOKENS, (i + 1) * SPLIT_TOKENS), whatever the
+    grid; else num_splits equal splits of whole BLOCK_N blocks. Either way the grid's last split
+    takes any rest, which only a fixed-split grid too small for the sequence leaves (the result
+    stays right but then depends on the grid)."""
+    if SPLIT_TOKENS > 0:
+        split_len = SPLIT_TOKENS
+    else:
+        split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    kv_start = split * split_len
+    kv_end = tl.where(split == num_splits - 1, seq_len, tl.minimum(seq_len, kv_start + split_len))
+    return kv_start, kv_end
+
+
+# num_splits follows the batch; specializing on it (== 1) would compile another kernel for some
+# batches, and a batch-invariant result needs the same machine code for every batch.
+@triton.jit(do_not_specialize=["num_splits"])
 def _split_kv_kernel(
     Q, KV, V, KV_SCALE, KV_INDPTR, KV_INDICES, SEQ_LENS, OUT, PART_OUT, PART_LSE,
     sm_scale_log2, num_splits,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
-    DIRECT_OUT: tl.constexpr,
+    DIRECT_OUT: tl.constexpr, SPLIT_TOKENS: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, HAS_SCALE: tl.constexpr,
@@ -265,9 +292,10 @@ def _split_kv_kernel(
     num_groups = tl.num_programs(0)
     seq_len = tl.load(SEQ_LENS + b)
     # Splits are whole BLOCK_N blocks (so PAGE_ALIGNED holds); trailing splits may be empty.
-    split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    kv_start = split * split_len
-    kv_end = tl.minimum(seq_len, kv_start + split_len)
+    kv_start, kv_end = _split_range(seq_len, split, num_splits, SPLIT_TOKENS, BLOCK_N)
+    if SPLIT_TOKENS > 0:
+        if kv_start >= seq_len:  # past this sequence's end: the reduce reads only its own splits
+            return
     kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
     acc, m_i, l_i = _attend_kv_range(
         Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
@@ -338,10 +366,10 @@ def _store_row(OUT, acc, l, b, g, row, stride_ot, stride_oh, QLEN: tl.constexpr,
     tl.store(OUT + t.to(tl.int64) * stride_ot + h * stride_oh + d, (acc / l).to(OUT.dtype.element_ty))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _reduce_splits_kernel(
-    OUT, PART_OUT, PART_LSE, num_splits, stride_ot, stride_oh,
-    QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr,
+    OUT, PART_OUT, PART_LSE, SEQ_LENS, num_splits, stride_ot, stride_oh,
+    QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr, SPLIT_TOKENS: tl.constexpr,
 ):
     g = tl.program_id(0)
     b = tl.program_id(1)
@@ -350,7 +378,10 @@ def _reduce_splits_kernel(
     acc = tl.zeros([D_LATENT], tl.float32)
     m = tl.full([], NEG_BIG, tl.float32)
     l = tl.full([], 0.0, tl.float32)
-    for split in range(num_splits):  # fixed order: deterministic
+    merged = num_splits
+    if SPLIT_TOKENS > 0:  # the sequence's own splits only (the attention kernel skipped the rest)
+        merged = tl.minimum(num_splits, tl.cdiv(tl.load(SEQ_LENS + b), SPLIT_TOKENS))
+    for split in range(merged):  # fixed order: deterministic
         acc, m, l = _merge_into(acc, m, l, PART_OUT, PART_LSE, unit * num_splits + split, row, QLEN * HPG, D_LATENT)
     _store_row(OUT, acc, l, b, g, row, stride_ot, stride_oh, QLEN, HPG, D_LATENT)
 
@@ -485,14 +516,17 @@ def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
 
 
 def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
-                              config: MlaKernelConfig) -> MlaSchedule:
+                              config: MlaKernelConfig, fixed_split_tokens: int | None = None) -> MlaSchedule:
     """The schedule mla_decode_persistent expects for `config` (head tile, grid size, minimum
-    work per program, granularity a multiple of block_n), on CPU: call .to(device)."""
+    work per program, granularity a multiple of block_n), on CPU: call .to(device).
+    fixed_split_tokens (a multiple of that granularity): batch-invariant splits, see
+    rocbench.formats.mla_schedule."""
     return build_mla_schedule(
         seq_lens, qlen, nhead, kernel_heads_per_group(nhead, qlen, config),
         persistent_num_programs(num_sms, config),
         kv_granularity=max(DEFAULT_KV_GRANULARITY, config.block_n),
         min_granules_per_program=config.min_granules_per_program,
+        fixed_split_tokens=fixed_split_tokens,
     )
 
 
@@ -514,6 +548,12 @@ def _workspace(ws: MlaWorkspace | None, slots: int, rows: int, device) -> MlaWor
     return ws
 
 
+def fixed_split_count(longest_seq_len: int, split_tokens: int) -> int:
+    """The split-KV grid's split count for fixed splits of split_tokens: enough for the longest
+    sequence of the batch (pass it as num_kv_splits, and to alloc_split_kv_workspace)."""
+    return max(1, -(-longest_seq_len // split_tokens))
+
+
 def alloc_split_kv_workspace(q: torch.Tensor, num_kv_splits: int, qlen: int = 1,
                              heads_per_group: int | None = None,
                              config: MlaKernelConfig = DEFAULT_CONFIG) -> MlaWorkspace:
@@ -533,16 +573,24 @@ def alloc_persistent_workspace(schedule: MlaSchedule, device) -> MlaWorkspace:
 def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int, num_kv_splits: int,
                         out: torch.Tensor | None = None, workspace: MlaWorkspace | None = None,
                         config: MlaKernelConfig | None = None,
-                        heads_per_group: int | None = None) -> torch.Tensor:
+                        heads_per_group: int | None = None, split_tokens: int | None = None) -> torch.Tensor:
     """Non-persistent split-KV MLA decode. Returns out [tokens, nhead, 512] in q's dtype.
 
     Grid (head groups, batch, num_kv_splits); every split of a sequence has the same number of
     BLOCK_N blocks (trailing splits of short sequences may be empty). With num_kv_splits == 1
-    the attention kernel writes the output directly and no reduce runs."""
+    the attention kernel writes the output directly and no reduce runs.
+
+    split_tokens (a multiple of config.block_n): batch-invariant fixed splits instead. Split i of
+    every sequence is tokens [i * split_tokens, (i + 1) * split_tokens), num_kv_splits is only the
+    grid's count (fixed_split_count of the longest sequence; checking it would sync the host), and
+    every sequence goes through partials and the reduce, whatever the grid."""
     _check_inputs(q, kv, qlen)
     if num_kv_splits < 1:
         raise ValueError("num_kv_splits must be >= 1")
     config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
+    if split_tokens is not None and (split_tokens < 1 or split_tokens % config.block_n):
+        raise ValueError(f"split_tokens {split_tokens} must be a positive multiple of block_n {config.block_n}")
+    direct_out = num_kv_splits == 1 and split_tokens is None
     nhead = q.shape[1]
     hpg = heads_per_group or kernel_heads_per_group(nhead, qlen, config)
     if nhead % hpg:
@@ -554,17 +602,17 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     _split_kv_kernel[(groups, kv.batch, num_kv_splits)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
         workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
-        DIRECT_OUT=num_kv_splits == 1, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg),
+        DIRECT_OUT=direct_out, SPLIT_TOKENS=split_tokens or 0, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg),
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
         PREFETCH=config.prefetch, RELOAD_V=config.reload_v,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
-    if num_kv_splits > 1:
+    if not direct_out:
         _reduce_splits_kernel[(groups, kv.batch, qlen * hpg)](
-            out, workspace.partial_out, workspace.partial_lse, num_kv_splits, out.stride(0), out.stride(1),
-            QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, num_warps=4,
+            out, workspace.partial_out, workspace.partial_lse, kv.seq_lens, num_kv_splits, out.stride(0),
+            out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, SPLIT_TOKENS=split_tokens or 0, num_warps=4,
         )
     return out
 

@@ -20,6 +20,11 @@ Layout handling: both layouts store a row's 32-value MX block as 16 contiguous b
 (layout dependent: the strip order and the scale tile row) plus a per-K-block part (shared).
 The layout is a runtime argument: only the per-program row bases differ, every arithmetic
 operation is the same, so both layouts give bitwise identical results.
+
+Batch invariance: plan_moe picks BM, K splits and the routing from the token count, and K splits
+change a token's summation order. With moe_plan.deterministic_plan (no K split, fixed tiles) the
+GEMM and combine kernels compile to the same code for every batch and each token's column of a dot
+is computed on its own, so a token's output does not depend on the rest of the batch.
 """
 
 from __future__ import annotations

@@ -66,19 +66,37 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     bm = 16
     while bm < 64 and bm < 1.5 * rows_per_expert:
         bm *= 2
-    bn1 = _largest_dividing(inter, (32, 16))
-    bn2 = _largest_dividing(hidden, (64, 32, 16))
-    nb1 = _largest_dividing(hidden // 32, (4, 2, 1))
-    nb2 = _largest_dividing(inter // 32, (4, 2, 1))
+    tiles = _shape_tiles(inter, hidden)
     decode = pairs <= 512
     split1 = split2 = 1
     if decode:  # few rows: K splits give the GPU enough programs to stream the weights
         blocks = active * -(-rows_per_expert // bm)
-        split1 = _pick_split(int((inter // bn1) * blocks), hidden // 32 // nb1, num_sms)
-        split2 = _pick_split(int((hidden // bn2) * blocks), inter // 32 // nb2, num_sms)
+        split1 = _pick_split(int((inter // tiles["bn1"]) * blocks), hidden // 32 // tiles["nb1"], num_sms)
+        split2 = _pick_split(int((hidden // tiles["bn2"]) * blocks), inter // 32 // tiles["nb2"], num_sms)
     stages = 2 if decode else 3
-    return MoeConfig(bm=bm, bn1=bn1, bn2=bn2, nb1=nb1, nb2=nb2, split1=split1, split2=split2,
-                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, stages1=stages, stages2=stages)
+    return MoeConfig(bm=bm, **tiles, split1=split1, split2=split2, inline=pairs <= INLINE_ROUTE_MAX_PAIRS,
+                     stages1=stages, stages2=stages)
+
+
+def _shape_tiles(inter: int, hidden: int) -> dict[str, int]:
+    """Tile widths and K steps: they depend on the weight shape only, never on the batch."""
+    return dict(bn1=_largest_dividing(inter, (32, 16)), bn2=_largest_dividing(hidden, (64, 32, 16)),
+                nb1=_largest_dividing(hidden // 32, (4, 2, 1)), nb2=_largest_dividing(inter // 32, (4, 2, 1)))
+
+
+DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
+
+
+def deterministic_plan(topk: int, experts: int, inter: int, hidden: int) -> MoeConfig:
+    """One config for every batch (deterministic inference): a token's output is bitwise the same whatever
+    else is in the batch. It is a function of the model's shape alone (today only of inter and hidden), never
+    of the token count or the device: no K split (each output is one program's K loop in ascending order), a
+    fixed BM (the dots compile once; the MMA computes each token's column on its own, so its place in the
+    tile and the masked-out padding columns change nothing), the block table (inline routing is for small
+    batches only) and the separate combine kernel (the top-k sum in slot order). Routing moves integers
+    only: every float operation a token meets is the same in any batch."""
+    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=1, split2=1, inline=False,
+                     fused_combine=False)
 
 
 def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:

@@ -132,6 +132,11 @@ class AllGatherSuite(Suite):
         io.out.view(torch.uint8).fill_(0x5A)  # poison: an element the backend never writes cannot pass
         return torch.cat(inputs, dim=case["dim"])
 
+    def batch_probes(self, case: Case, io: AllGatherIO, ctx: RankContext) -> list:
+        from rocbench.suites.allgather.probes import allgather_probes
+
+        return allgather_probes(case, io, ctx)
+
     def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,
               tolerance: Tolerance | None = None) -> Verdict:
         return gate.exact(got, expected)  # all-gather moves bytes: always bitwise

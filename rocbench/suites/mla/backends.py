@@ -1,4 +1,5 @@
-"""MLA decode backends: portable Triton kernels (split-KV and persistent) and AITER's mla_decode_fwd (ROCm)."""
+"""MLA decode backends: portable Triton kernels (split-KV and persistent, and their batch-invariant variant with
+fixed split sizes) and AITER's mla_decode_fwd (ROCm)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,9 @@ from rocbench.suites.mla.policy import MlaPathDecision, aiter_mla_policy
 from rocbench.suites.mla.suite import NHEADS, SM_SCALE, MlaIO, MlaSuite
 
 REGISTRY = MlaSuite.backends
+# Tokens per KV split of the batch-invariant Triton backend: SGLang's deterministic Triton attention splits
+# at a fixed 256 tokens too. A multiple of every config's block_n and of the persistent schedule's granularity.
+DETERMINISTIC_SPLIT_TOKENS = 256
 
 
 def sm_count(ctx: RankContext) -> int:
@@ -49,14 +53,17 @@ class TritonMla(Backend):
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     @staticmethod
-    def prepare_with(case: Case, io: MlaIO, ctx: RankContext, config, source: str) -> Prepared:
+    def prepare_with(case: Case, io: MlaIO, ctx: RankContext, config, source: str,
+                     split_tokens: int | None = None) -> Prepared:
+        """split_tokens: fixed splits of that many tokens (batch-invariant) instead of batch-sized ones."""
         from rocbench.kernels import mla_decode as k
 
         hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         qlen = case["qlen"]
         if case["persist"]:
-            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], sm_count(ctx), config).to(ctx.device)
+            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], sm_count(ctx), config,
+                                                   fixed_split_tokens=split_tokens).to(ctx.device)
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
             def run() -> torch.Tensor:
@@ -64,13 +71,39 @@ class TritonMla(Backend):
                                                workspace=workspace, config=config)
             return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
                                  f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; {source}")
-        splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
+        if split_tokens is None:
+            splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
+        else:
+            splits = k.fixed_split_count(max(lens), split_tokens)
         workspace = k.alloc_split_kv_workspace(io.q, splits, qlen, hpg, config)
 
         def run() -> torch.Tensor:
             return k.mla_decode_split_kv(io.q, io.kv, SM_SCALE, qlen, splits, out=io.out, workspace=workspace,
-                                         config=config, heads_per_group=hpg)
+                                         config=config, heads_per_group=hpg, split_tokens=split_tokens)
         return Prepared(run, f"split-kv splits={splits} heads/group={hpg}; {source}")
+
+
+@REGISTRY.register
+class TritonMlaDeterministic(Backend):
+    """The triton backend made batch-invariant: every sequence is split at multiples of a fixed token count, so a
+    request's output does not depend on the rest of its batch. No tuning: a config chosen per batch would make the
+    kernel, and so the result, depend on the batch."""
+
+    name = "triton_det"
+    platforms = TritonMla.platforms
+    description = (f"portable Triton, batch-invariant: fixed split size {DETERMINISTIC_SPLIT_TOKENS} tokens per "
+                   "sequence (split-KV, or persistent work lists of those pieces), each request's splits merged in KV "
+                   "order; built-in config")
+    requires = TritonMla.requires
+    deterministic_of = "triton"
+
+    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
+        from rocbench.kernels import mla_decode as k
+
+        config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"])
+        return TritonMla.prepare_with(case, io, ctx, config,
+                                      f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
+                                      split_tokens=DETERMINISTIC_SPLIT_TOKENS)
 
 
 def aiter_max_split_per_batch(qlen: int) -> int:

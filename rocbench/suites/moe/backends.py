@@ -77,6 +77,30 @@ class TritonMoe(Backend):
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} ({source})")
 
 
+@REGISTRY.register
+class TritonMoeDeterministic(TritonMoe):
+    """The same kernel with one plan for every batch (moe_plan.deterministic_plan): a token's output is bitwise
+    the same whatever else is in its batch. Not tuned: a config picked per shape and token count is what
+    makes the default backend batch-variant."""
+
+    name = "triton_det"
+    description = "batch-invariant fixed plan of the Triton a16w4 kernel: one tiling for every token count, no K split"
+    deterministic_of = "triton"
+
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
+        from rocbench.kernels.moe_plan import deterministic_plan
+
+        _, topk, experts, inter, hidden = self.shape(case)
+        config = deterministic_plan(topk, experts, inter, hidden)
+        prepared = self.prepare_with(case, io, ctx, config, "fixed")
+        return dataclasses.replace(prepared, description=(
+            f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, no K split, block-table "
+            "routing, top-k sum in slot order"))
+
+    def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
+        return None
+
+
 # What each activation precision AITER may pick costs against the fp32 reference (bf16 x fp4 weights),
 # for this suite's outputs (RMS 0.25-0.5): quantizing both GEMMs' activations to fp8 e4m3 gives ~4.5%
 # relative error (max 0.1, cosine 0.999), to MX fp4 ~20% (max 0.5, cosine 0.977), measured on the CPU

@@ -190,6 +190,11 @@ class MoeSuite(Suite):
         io.out.fill_(float("nan"))  # poison
         return self.reference(case, io)
 
+    def batch_probes(self, case: Case, io: MoeIO, ctx: RankContext) -> list:
+        from rocbench.suites.moe.probes import moe_probes
+
+        return moe_probes(case, io, ctx)
+
     def reference(self, case: Case, io: MoeIO) -> torch.Tensor:
         """fp32 reference over the experts actually selected (dequantized on the fly, compactly)."""
         used, compact_ids = torch.unique(io.topk_ids.long(), return_inverse=True)
