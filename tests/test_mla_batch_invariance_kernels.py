@@ -130,7 +130,7 @@ def test_default_schedule_cuts_follow_the_batch():
     assert any(not torch.equal(_bits(outputs[0]), _bits(other)) for other in outputs[1:])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float16])  # fp32 ran too when written; one dtype keeps CI short
 def test_fixed_split_kv_is_batch_invariant(dtype):
     probe = _probe(dtype)
     outputs = []
@@ -147,7 +147,7 @@ def test_fixed_split_kv_is_batch_invariant(dtype):
     _assert_same_bits(outputs)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float16])
 def test_fixed_persistent_is_batch_invariant(dtype):
     """Fixed splits over 1..8 programs (the program count changes which program runs which piece only)."""
     probe = _probe(dtype)
@@ -196,7 +196,7 @@ def _pieces_by_unit(schedule):
     return {unit: sorted(items) for unit, items in pieces.items()}
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(12))
 def test_fixed_schedule_invariants(seed):
     """Coverage once and reduce order in KV order (check_invariants), cuts at multiples of the split size only,
     and a unit's pieces the same in every batch and over every program count."""

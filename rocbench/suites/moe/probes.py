@@ -14,8 +14,9 @@ from rocbench.core.suite import RankContext
 from rocbench.suites.moe.reference import route
 
 TOKEN_COUNTS = (1, 16, 64, 1024)
-INTERPRETER_TOKEN_COUNTS = (1, 3, 16)  # the CPU interpreter runs tiny batches
+INTERPRETER_TOKEN_COUNTS = (1, 5)  # the CPU interpreter runs tiny batches
 SAME_EXPERTS = 16  # tokens in the batch whose every token is routed to the probe's experts
+INTERPRETER_SAME_EXPERTS = 4
 
 
 def probe_batch(case: Case, base, tokens: int, slot: int, ctx: RankContext, same_experts: bool = False):
@@ -50,9 +51,10 @@ def moe_probes(case: Case, io, ctx: RankContext) -> list[BatchProbe]:
     add("alone", 1, 0)
     if tokens > 1:
         add(f"last of {tokens}", tokens, tokens - 1)
-    add(f"among {SAME_EXPERTS} tokens routed to its experts", SAME_EXPERTS, 0, same_experts=True)
-    counts = INTERPRETER_TOKEN_COUNTS if ctx.device.type == "cpu" else TOKEN_COUNTS
-    for count in counts:
-        if count not in (1, tokens, SAME_EXPERTS):
+    on_cpu = ctx.device.type == "cpu"
+    same = INTERPRETER_SAME_EXPERTS if on_cpu else SAME_EXPERTS
+    add(f"among {same} tokens routed to its experts", same, 0, same_experts=True)
+    for count in INTERPRETER_TOKEN_COUNTS if on_cpu else TOKEN_COUNTS:
+        if count not in (1, tokens, same):
             add(f"among {count} tokens", count, count // 2)
     return probes
