@@ -163,7 +163,9 @@ def test_fixed_persistent_is_batch_invariant(dtype):
 
 @pytest.mark.parametrize("kv_dtype,qlen,max_tile_rows", [
     (torch.float16, 2, 32),  # causal rows: some see nothing of a split
-    (torch.float8_e4m3fn, 1, 4),  # fp8 KV, four head groups (group-major persistent programs)
+    # fp8 KV, four head groups (group-major persistent programs): 17 s in the interpreter, so on GPUs only
+    pytest.param(torch.float8_e4m3fn, 1, 4, marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                     reason="17 s under the CPU interpreter: GPU only")),
 ])
 def test_fixed_splits_match_reference_on_other_paths(kv_dtype, qlen, max_tile_rows):
     lens = [50, 19, 100]

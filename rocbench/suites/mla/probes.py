@@ -53,9 +53,9 @@ def mla_probes(case: Case, io, ctx: RankContext) -> list[BatchProbe]:
         variant = case.replaced(batch=len(new_lens))
         probes.append(BatchProbe(name, variant, lambda: probe_batch(variant, io, new_lens, slot, ctx)))
 
-    add("alone", [probe_len], 0)
     if batch > 1:
+        add("alone", [probe_len], 0)
         add(f"last of {batch}", lens[1:] + [probe_len], batch - 1)
-    neighbours = max(batch - 1, MIN_NEIGHBOURS)
+    neighbours = max(batch - 1, 2 if ctx.device.type == "cpu" else MIN_NEIGHBOURS)  # the interpreter is slow
     add(f"beside {neighbours} sequences of {LONGER * case['ctx']} tokens", [probe_len] + [LONGER * case["ctx"]] * neighbours, 0)
     return probes

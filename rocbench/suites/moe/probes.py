@@ -48,8 +48,8 @@ def moe_probes(case: Case, io, ctx: RankContext) -> list[BatchProbe]:
         variant = case.replaced(tokens=count)
         probes.append(BatchProbe(name, variant, lambda: probe_batch(variant, io, count, slot, ctx, same_experts)))
 
-    add("alone", 1, 0)
     if tokens > 1:
+        add("alone", 1, 0)
         add(f"last of {tokens}", tokens, tokens - 1)
     on_cpu = ctx.device.type == "cpu"
     same = INTERPRETER_SAME_EXPERTS if on_cpu else SAME_EXPERTS
