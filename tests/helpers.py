@@ -28,12 +28,20 @@ def cli_env(env: dict | None = None, on_gpu: bool = False) -> dict:
     return full_env
 
 
-def invoke(*args: str, env: dict | None = None, on_gpu: bool = False) -> SimpleNamespace:
+# Suite commands skip the batch-invariance probes unless a test asks for them (probes=True): under the CPU
+# interpreter they multiply a run's work, and most CLI tests test something else.
+SUITE_COMMANDS = ("allgather", "mla", "moe", "addrmsnorm")
+
+
+def invoke(*args: str, env: dict | None = None, on_gpu: bool = False, probes: bool = False) -> SimpleNamespace:
     """`rocbench ARGS` in this process; rank processes it starts see `env`. Returns returncode/stdout/stderr."""
     from typer.testing import CliRunner
 
     from rocbench.cli import app
     from rocbench.core import platform
+
+    if args and args[0] in SUITE_COMMANDS and not probes and "--skip-batch-probes" not in args:
+        args = (*args, "--skip-batch-probes")
 
     extra = {"COLUMNS": "200", **({} if on_gpu else CPU_ONLY), **(env or {})}
     platform.detect.cache_clear()  # the platform may be simulated (ROCBENCH_SIMULATE_PLATFORM)

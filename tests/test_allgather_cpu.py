@@ -79,7 +79,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def test_csv_and_meta_schema(tmp_path):
-    proc = invoke("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "float16", "--dims", "0", "--out", str(tmp_path))
+    proc = invoke("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "float16", "--dims", "0", "--out", str(tmp_path),
+                  probes=True)
     assert proc.returncode == 0, proc.stderr
     run = latest_run(tmp_path, "allgather")
     frame = results(run)

@@ -8,14 +8,16 @@ TINY = ["--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "-
 
 @needs_interpreter()
 def test_both_layouts_pass_and_agree_bitwise(tmp_path):
-    proc = invoke("moe", *TINY, "--tp", "2", "--tokens", "1", "--activation", "swiglu", "--out", str(tmp_path))
+    proc = invoke("moe", *TINY, "--tp", "2", "--tokens", "1", "--activation", "swiglu", "--out", str(tmp_path),
+                  probes=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "moe"))
     assert len(frame) == 2
     assert set(frame["status"]) == {"pass"}, frame[["case", "detail"]].to_string()
     assert set(frame["layouts_bitwise"]) == {"yes"}
     assert set(frame["layout"]) == {"interleave", "separated"} and set(frame["inter"]) == {128}  # 256 / TP 2
-    assert frame[["speedup_vs_interleave_kernel", "speedup_vs_interleave_graph"]].isna().all().all()  # nothing is timed on a CPU
+    assert frame[["speedup_vs_interleave_kernel", "speedup_vs_interleave_graph"]].isna().all().all()
+    assert set(frame["batch_invariant"]) == {"yes"}  # tiny shapes: one plan for every probed batch  # nothing is timed on a CPU
 
 
 @needs_interpreter()
