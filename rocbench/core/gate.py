@@ -20,23 +20,30 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(as_bits(a), as_bits(b))
 
 
+def first_mismatch(out: torch.Tensor, expected: torch.Tensor) -> tuple[int, tuple[int, ...]] | None:
+    """(how many elements differ bitwise, the index of the first), or None when all agree (same shape and dtype)."""
+    diff = as_bits(out).cpu() != as_bits(expected).cpu()
+    n_bad = int(diff.sum())
+    if n_bad == 0:
+        return None
+    flat = diff.flatten().nonzero()[0].item()
+    return n_bad, tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
+
+
 def exact(out: torch.Tensor, expected: torch.Tensor) -> Verdict:
     """Bitwise comparison; the detail names how many elements differ and the first one."""
     if out.shape != expected.shape or out.dtype != expected.dtype:
         return Verdict(False, "exact", f"output {tuple(out.shape)} {out.dtype} != expected {tuple(expected.shape)} {expected.dtype}")
-    got, want = as_bits(out).cpu(), as_bits(expected).cpu()
-    diff = got != want
-    n_bad = int(diff.sum())
-    if n_bad == 0:
+    mismatch = first_mismatch(out, expected)
+    if mismatch is None:
         return Verdict(True, "exact", "", max_abs_err=0.0, tolerance="bitwise")
-    flat = diff.flatten().nonzero()[0].item()
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape))
-    width = out.element_size() * 2
-    g = int(got.flatten()[flat]) & ((1 << (8 * out.element_size())) - 1)
-    w = int(want.flatten()[flat]) & ((1 << (8 * out.element_size())) - 1)
+    n_bad, index = mismatch
+    width, mask = out.element_size() * 2, (1 << (8 * out.element_size())) - 1
+    g = int(as_bits(out[index]).cpu()) & mask
+    w = int(as_bits(expected[index]).cpu()) & mask
     return Verdict(
         False, "exact",
-        f"{n_bad}/{diff.numel()} elements differ, first at {index}: got 0x{g:0{width}x} expected 0x{w:0{width}x}",
+        f"{n_bad}/{out.numel()} elements differ, first at {index}: got 0x{g:0{width}x} expected 0x{w:0{width}x}",
         tolerance="bitwise",
     )
 

@@ -126,13 +126,20 @@ def same_bits(a: dict, b: dict) -> bool:
     return all(gate.bitwise_equal(a[name], b[name]) for name in a)
 
 
-def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
-                row: dict) -> tuple[Any, Callable] | None:
-    """The correctness gate. Returns (io, call) when every check passed, else fills `row` and returns None."""
+def prepared_call(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions):
+    """Fresh inputs (data seed 0), their expected output, the backend prepared on them, and its call (with any
+    test-only mutation applied): (io, expected, prepared, run)."""
     io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
     expected = phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
     prepared = phase(ctx, "prepare", lambda: backend.prepare(case, io, ctx))
     run = inject.wrap(lambda: outputs_of(suite, prepared.run()), opts.inject, ctx.rank, ctx.world_size, case.index)
+    return io, expected, prepared, run
+
+
+def gate_checks(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
+                row: dict) -> tuple[Any, Callable] | None:
+    """The correctness gate. Returns (io, call) when every check passed, else fills `row` and returns None."""
+    io, expected, prepared, run = prepared_call(suite, backend, case, ctx, opts)
     row["path"] = prepared.description
     tolerance = backend.tolerance(case, ctx.platform)
 
@@ -254,7 +261,7 @@ def rank_sync(ctx: RankContext) -> timing.RankSync:
 
 
 def stopping_rule(opts: RunOptions) -> StoppingRule:
-    return StoppingRule(max_noise=opts.max_noise / 100, max_seconds=opts.max_time, fixed=opts.iters)
+    return StoppingRule.from_options(opts.max_noise, opts.max_time, opts.iters)
 
 
 def measure_graph(backend: Backend, ctx: RankContext, opts: RunOptions, runners: list[Callable],
@@ -307,10 +314,7 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     read 2-10% slow (the same rows taken with --times graph matched the previous version to 0.0%)."""
     fragment: dict = {}
     try:
-        io = phase(ctx, "build inputs", lambda: suite.build_io(case, ctx))
-        phase(ctx, "fill inputs", lambda: suite.fill(case, io, ctx, data_seed=0))
-        prepared = phase(ctx, "prepare", lambda: backend.prepare(case, io, ctx))
-        run = inject.wrap(lambda: outputs_of(suite, prepared.run()), opts.inject, ctx.rank, ctx.world_size, case.index)
+        run = prepared_call(suite, backend, case, ctx, opts)[3]
         reader = clocks.for_device(ctx.device, ctx.platform.kind)
         kernel = measure_kernel(backend, ctx, opts, run, reader)
         if isinstance(kernel, str):

@@ -30,14 +30,15 @@ class BatchProbe:
 
 
 def first_difference(reference: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str | None:
-    """None if every output is bitwise equal; else the output, how many elements differ and the first one."""
+    """None if every output is bitwise equal; else the output, how many elements differ and the first one,
+    with both values."""
     for name, want in reference.items():
-        verdict = gate.exact(got[name], want)
-        if not verdict.passed:
-            detail = verdict.detail
-            if "first at" in detail and got[name].shape == want.shape:
-                index = detail.split("first at ")[1].split(":")[0]
-                at = tuple(int(i) for i in index.strip("()").split(",") if i.strip())
-                detail += f" ({float(got[name][at]):.7g} vs {float(want[at]):.7g})"
-            return f"{name}: {detail}" if len(reference) > 1 else detail
+        same_layout = got[name].shape == want.shape and got[name].dtype == want.dtype
+        mismatch = gate.first_mismatch(got[name], want) if same_layout else None
+        if same_layout and mismatch is None:
+            continue
+        detail = gate.exact(got[name], want).detail  # only on a difference: its words, as the gate says them
+        if mismatch is not None:
+            detail += f" ({float(got[name][mismatch[1]]):.7g} vs {float(want[mismatch[1]]):.7g})"
+        return f"{name}: {detail}" if len(reference) > 1 else detail
     return None

@@ -135,11 +135,10 @@ def _flush_kernel():
 
 
 def kernel_time(run: Callable[[], object], device: torch.device, rule: StoppingRule, flusher: Flusher,
-                sync: RankSync = RankSync(), use_graph: bool = True, context=None, clock_reader=None,
-                calls_per_replay: int | None = None) -> Measurement:
+                sync: RankSync = RankSync(), use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
     """kernel_us of `run`: profiled replays of [flush, call] x M, in rounds until the rule is met."""
     estimate = eager_estimate_us(run, device)
-    calls = calls_per_replay or sync.most(min(MAX_CALLS_PER_REPLAY, max(1, math.ceil(TARGET_REPLAY_US / max(estimate, 1.0)))))
+    calls = sync.most(min(MAX_CALLS_PER_REPLAY, max(1, math.ceil(TARGET_REPLAY_US / max(estimate, 1.0)))))
     steps = [flusher, run]
     replay, mode = replayer(steps, 2 * calls, device, use_graph, context)
     replay()

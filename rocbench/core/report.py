@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rocbench.core.errors import InputError
-from rocbench.core.results import BAD_STATUSES, PASS, TIMES, speedup_columns
+from rocbench.core.results import BAD_STATUSES, PASS, TIMES, rate_columns, speedup_columns, time_columns
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
 NUMERIC_COLUMNS = {
@@ -30,9 +30,8 @@ NUMERIC_COLUMNS = {
 TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "batch_invariant",
                     "determinism_price_kernel", "algbw_kernel_GBps",
                     "busbw_kernel_GBps", "pct_copy_bw_kernel", "tflops_kernel", "max_abs_err", "cosine"]
-REPORT_TIME_COLUMNS = ["kernel_us_median", "kernel_us_p10", "kernel_us_p90", "graph_us_median", "graph_us_p10",
-                       "graph_us_p90", "kernels_per_call", *[f"{rate}_{b}{unit}" for rate, unit in
-                       (("algbw", "_GBps"), ("busbw", "_GBps"), ("pct_copy_bw", ""), ("tflops", "")) for b in TIMES],
+REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels_per_call",
+                       *[c for b in TIMES for c in rate_columns(b)],
                        "clock_drops", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
 

@@ -112,13 +112,9 @@ class ResultsWriter:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         self.rows.append(row)
 
-    def update(self, index: int, values: dict) -> None:
-        """Add columns to a written row (its kernel time, taken after every row's gate): the file is rewritten
-        whole and swapped in, so a crash leaves the old one or the new one, never half of either."""
-        self.rows[index].update(values)
-        self.rewrite()
-
     def rewrite(self) -> None:
+        """The file rewritten from `rows` (after columns were added to written rows, e.g. their kernel times) and
+        swapped in, so a crash leaves the old one or the new one, never half of either."""
         tmp = self.path.with_suffix(".csv.tmp")
         pd.DataFrame(self.rows, columns=self.columns).to_csv(tmp, index=False)
         with open(tmp, "rb+") as handle:

@@ -45,10 +45,6 @@ def within(measured: float, truth: float, rel: float, abs_us: float = 0.0) -> bo
     return abs(measured - truth) <= rel * truth + abs_us
 
 
-def rule(max_noise: float, max_time: float) -> StoppingRule:
-    return StoppingRule(max_noise=max_noise / 100, max_seconds=max_time)
-
-
 def spin_graphs(device: torch.device, reader, stop: StoppingRule) -> tuple[dict, dict]:
     calls = {(kernels, spin_us): spin_call(device, spin_us, kernels) for kernels in KERNELS_PER_CALL for spin_us in SPIN_US}
     graphs = {key: timing.graph_time([call], device, warmup=3, rule=stop, clock_reader=reader)
@@ -103,15 +99,7 @@ class BackToBack:
         self.graph.replay()
 
     def events_us(self) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(self.replays):
-            torch.cuda.synchronize(self.device)
-            start.record()
-            self.graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3 / self.iters)
+        times = timing.event_samples(self.graph.replay, self.iters, self.replays, self.device)
         return sorted(times)[len(times) // 2]
 
     def profiled(self) -> dict:
@@ -179,7 +167,7 @@ def explain(work: list[dict]) -> list[str]:
 def run_selfcheck(device: torch.device, cache_bytes: int, max_noise: float = 0.5, max_time: float = 1.0) -> dict:
     reader = clocks.for_device(device, "rocm" if torch.version.hip else "cuda")
     flusher = kernel_time.Flusher(device, cache_bytes)
-    stop = rule(max_noise, max_time)
+    stop = StoppingRule.from_options(max_noise, max_time)
     before = clocks.read(reader)
     # Every graph time before the first profiler session: a session slows later graph times in the same
     # process (the harness orders a sweep the same way).

@@ -35,6 +35,11 @@ class StoppingRule:
     max_seconds: float = 1.0
     fixed: int | None = None
 
+    @staticmethod
+    def from_options(max_noise_pct: float, max_seconds: float, fixed: int | None = None) -> "StoppingRule":
+        """The rule from the command line's units (--max-noise is in percent)."""
+        return StoppingRule(max_noise=max_noise_pct / 100, max_seconds=max_seconds, fixed=fixed)
+
     def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
         kept = [s for s in samples if not math.isnan(s)]
         if self.fixed is not None:

@@ -120,6 +120,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     by_name = {backend.name: backend for backend in backends}
     speedups = suite.speedups()
     default_twins = {b.name: b.deterministic_of for b in backends if b.deterministic_of}
+    timed = timed_medians(writer.rows)
     interrupted = False
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -132,7 +133,8 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                         continue
                     progress.update(bar, description=f"{backend.name} {case.id}"[:70])
                     row = finish_row(suite, case, backend, world_size, dispatch.run(case, backend, opts.timeout_s))
-                    add_speedups(row, writer.rows + [row], cases_by_id, speedups, default_twins)
+                    timed.update(timed_medians([row]))
+                    add_speedups(row, timed, cases_by_id, speedups, default_twins)
                     writer.append(row)
                     progress.advance(bar)
             # Kernel times last: a profiler session slows the process's later graph times (see kernel_pass).
@@ -147,8 +149,9 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
                 if "clock_drops" in fragment:
                     fragment["clock_drops"] += row.get("clock_drops") or 0
                 row.update(fragment)
-                for other in writer.rows:
-                    add_speedups(other, writer.rows, cases_by_id, speedups, default_twins)
+                timed.update(timed_medians([row]))
+                for other in writer.rows:  # this row's kernel time may be another row's baseline
+                    add_speedups(other, timed, cases_by_id, speedups, default_twins)
                 writer.rewrite()
                 progress.advance(bar)
     except KeyboardInterrupt:
@@ -233,25 +236,26 @@ def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row:
     return full
 
 
-def add_speedups(row: dict, rows: list[dict], cases_by_id: dict[str, Case], speedups: list[Speedup],
-                 default_twins: dict[str, str] | None = None) -> None:
-    """The row's speedup columns, per time basis, from the rows it is relative to (where they exist); for a
-    batch-invariant variant (default_twins: its backend -> the default backend), the price of determinism:
+def timed_medians(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """(case, backend) -> its medians per time basis, for the rows that passed."""
+    return {(r["case"], r["backend"]): medians(r) for r in rows if r.get("status") == PASS}
+
+
+def add_speedups(row: dict, timed: dict[tuple[str, str], dict[str, float]], cases_by_id: dict[str, Case],
+                 speedups: list[Speedup], default_twins: dict[str, str] | None = None) -> None:
+    """The row's speedup columns, per time basis, from the rows it is relative to (`timed`, see timed_medians);
+    for a batch-invariant variant (default_twins: its backend -> the default backend), the price of determinism:
     its time over the default's on the same case."""
     case = cases_by_id.get(row["case"])
     mine = medians(row) if row.get("status") == PASS else {}
-
-    def timed(target) -> dict[str, float]:
-        return next((medians(r) for r in rows if target == (r["case"], r["backend"]) and r.get("status") == PASS), {})
-
     for speedup in speedups:
-        base = timed(speedup.relative_to(case, row["backend"]) if case is not None else None)
+        base = timed.get(speedup.relative_to(case, row["backend"]) if case is not None else None, {})
         for basis in TIMES:
             ok = basis in mine and basis in base
             row[speedup_column(speedup.column, basis)] = base[basis] / mine[basis] if ok else None
     twin = (default_twins or {}).get(row["backend"])
     if twin is not None:
-        default = timed((row["case"], twin))
+        default = timed.get((row["case"], twin), {})
         for basis in TIMES:
             ok = basis in mine and basis in default
             row[f"determinism_price_{basis}"] = mine[basis] / default[basis] if ok else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -48,7 +48,6 @@ class Measurement:
     mode: str  # "graph" | "eager" (a backend that cannot be captured)
     cold: str  # how caches were kept cold: "flush ..." or "rotation ..."
     kernels_per_call: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def rotation_count(bytes_per_copy: int, cache_bytes: int | None, max_copies: int = 32, max_total: int = 8 << 30) -> int:
@@ -168,22 +167,29 @@ def graph_time(runners: Sequence[Callable[[], object]], device: torch.device, wa
     for _ in range(warmup):
         replay()
     torch.cuda.synchronize(device)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def take(n: int) -> list[float]:
-        out = []
-        for _ in range(n):
-            sync.barrier()
-            torch.cuda.synchronize(device)
-            start.record()
-            replay()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) * 1e3 / iters)
-        return dropped_if_low(out, clock_reader)
+        return dropped_if_low(event_samples(replay, iters, n, device, sync.barrier), clock_reader)
 
     samples = sample_until(take, rule, sync)
     return Measurement(TimingStats.from_samples(samples), iters, mode, "")
+
+
+def event_samples(replay: Callable[[], None], calls: int, samples: int, device: torch.device,
+                  before: Callable[[], None] = lambda: None) -> list[float]:
+    """Per-call times (us) of `samples` replays of `calls` calls each, events recorded around each replay on an
+    idle device (`before` runs first: the ranks' barrier)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    for _ in range(samples):
+        before()
+        torch.cuda.synchronize(device)
+        start.record()
+        replay()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) * 1e3 / calls)
+    return out
 
 
 def dropped_if_low(samples: list[float], clock_reader) -> list[float]:

@@ -21,15 +21,14 @@ def probe_rows(case: Case, rows: int):
 
 def probe_batch(case: Case, base, ctx: RankContext):
     """This rank's row 0 on top of random rows, in a fresh input of the variant case's shape."""
-    from rocbench.suites.allgather.suite import AllGatherIO
+    from rocbench.suites.allgather.suite import AllGatherIO, AllGatherSuite
 
-    shape, dim = case["shape"], case["dim"]
+    shape = case["shape"]
     inp = torch.empty(shape, dtype=base.inp.dtype, device=ctx.device)
     inp.view(torch.uint8).random_(0, 256, generator=torch.Generator(device=ctx.device).manual_seed(ctx.rank + 1))
     inp[0] = base.inp[0]
-    out_shape = list(shape)
-    out_shape[dim] *= case["tp"]
-    return AllGatherIO(inp, torch.empty(out_shape, dtype=base.inp.dtype, device=ctx.device)), probe_rows(case, shape[0])
+    out = torch.empty(AllGatherSuite.out_shape(case), dtype=base.inp.dtype, device=ctx.device)
+    return AllGatherIO(inp, out), probe_rows(case, shape[0])
 
 
 def allgather_probes(case: Case, io, ctx: RankContext) -> list[BatchProbe]:
