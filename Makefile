@@ -1,30 +1,31 @@
-# The two commands a newcomer needs: `make test` and `make bench`. Both build the venv first.
+# The two commands a newcomer needs: `make test` and `make bench`. Both build the venv first
+# (scripts/setup_env.py): over the torch and AITER of the Python that runs make when it has a torch (GPU and ROCm
+# boxes, offline too; never installing another torch), else with the pinned CPU torch (CI).
 PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Narrow a run by hand: make test PYTEST_ARGS=tests/test_layers.py; make bench BENCH_ARGS=--dry-run
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: venv test bench clean
 
 venv: $(STAMP)
 
-# torch is pinned exactly: 2.13.0 is the CPU wheel on this workplace's disk; a looser pin pulls a CUDA build.
-# Byte-compiled on all cores afterwards (pip compiles one file at a time); compiled ahead because the
-# environment may forbid writing .pyc at import (PYTHONDONTWRITEBYTECODE), which makes every import slow.
-# Files this Python cannot parse (torch ships 3.12-only test helpers) are skipped, as pip's own compile skips them.
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install -q --no-compile torch==2.13.0
-	$(PYTHON) -m pip install -q --no-compile -e '.[test,triton]'
-	$(PYTHON) -m compileall -q -j 0 $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null 2>&1 || true
+$(STAMP): pyproject.toml scripts/setup_env.py
+	$(PY) scripts/setup_env.py $(VENV)
 	touch $(STAMP)
 
-# Two workers: the tests spend much of their time starting ranks and waiting on them.
+# Two workers: the tests spend much of their time starting ranks and waiting on them. Tests that use a GPU
+# share one worker (xdist group "gpu"), so no two of them time kernels on it at once.
 test: venv
-	$(PYTHON) -m pytest -q -rs -n 2
+	$(PYTHON) -m rocbench env --origins
+	$(PYTHON) -m pytest -q -rs -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: venv
-	$(PYTHON) scripts/bench.py
+	$(PYTHON) -m rocbench env --origins
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -52,13 +52,19 @@ def default_world_size(suite) -> int:
         return 1
 
 
-@app.command("env", help="Platform, devices, versions, and which backends are available here (and why not the others).")
+@app.command("env", help="Platform, devices, versions, which torch/Triton/AITER run and from where, and which backends "
+                          "are available here (and why not the others).")
 @one_line_errors
-def env() -> int:
-    from rocbench.core.platform import detect
+def env(origins: Annotated[bool, typer.Option("--origins", help="Only which Python, torch, Triton and AITER run and "
+                                                                "where each comes from.")] = False) -> int:
+    from rocbench.core.platform import detect, software_origins
 
-    info = detect()
     console = Console()
+    for name, where in software_origins():
+        console.print(f"{name}: {where}", soft_wrap=True, highlight=False)
+    if origins:
+        return 0
+    info = detect()
     console.print(f"platform: [bold]{info.label}[/bold]  devices: {info.device_count}  host: {info.host}")
     for i, name in enumerate(info.device_names):
         console.print(f"  gpu {i}: {name}")

@@ -86,7 +86,7 @@ def run_entries(args, extra, mutations, out_dir: Path) -> list[dict]:
     tag = f"{os.getpid()}-{args[0]}-{backend}"
     env = dict(os.environ, ROCBENCH_ALLOW_INJECT="1", PYTHONPATH=str(REPO), ROCBENCH_INJECT_TAG=tag)
     if "--gpu" not in sys.argv:  # the CPU matrix is the CPU path on any machine: hide GPUs, interpret Triton
-        env.update(CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="1")
+        env.update(ROCBENCH_PLATFORM="cpu", CUDA_VISIBLE_DEVICES="", TRITON_INTERPRET="1")
     target = out_dir / "-".join(filter(None, (args[0], backend)))
     spec = ",".join(f"{mutation}@{i}" for i, (mutation, _) in enumerate(mutations))
     start = time.monotonic()

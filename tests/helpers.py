@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # The CLI tests are the CPU path (gloo ranks, Triton interpreter) on every machine: on a GPU box they would
-# otherwise become GPU runs and fail for want of a second GPU. GPU tests pass on_gpu=True.
-CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "TRITON_INTERPRET": "1"}
+# otherwise become GPU runs and fail for want of a second GPU. ROCBENCH_PLATFORM=cpu holds in this process
+# even after CUDA was initialised here (hiding devices would not); the rank processes start with the GPUs
+# hidden as well. GPU tests pass on_gpu=True.
+CPU_ONLY = {"ROCBENCH_PLATFORM": "cpu", "CUDA_VISIBLE_DEVICES": "", "TRITON_INTERPRET": "1"}
 
 
 def cli_env(env: dict | None = None, on_gpu: bool = False) -> dict:

@@ -16,7 +16,7 @@ from rocbench.core.harness import time_and_rates
 from rocbench.core.kernel_time import Activity, call_spans, kernels_label, union_ns
 from rocbench.core.stats import StoppingRule, TimingStats, median_noise, slowest_rank
 from rocbench.core.suite import Work, over_backend
-from rocbench.core.sweep import add_speedups, finish_row, timed_medians
+from rocbench.core.recorder import add_speedups, finish_row, timed_medians
 from rocbench.core.timing import RankSync, rotation_count, rotation_label, sample_until
 
 NAN = math.nan

@@ -19,6 +19,8 @@ from rocbench.core.stats import StoppingRule
 from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
 
 GRAPH_REPLAYS = 3  # each with fresh input data copied in first
+# The phase this rank is in (read by a launched job's watchdog thread to say where a case hung).
+current_phase = ""
 
 
 @dataclass
@@ -68,6 +70,8 @@ def device_alive(ctx: RankContext) -> bool:
 
 
 def phase(ctx: RankContext, name: str, fn: Callable[[], Any]) -> Any:
+    global current_phase
+    current_phase = name
     try:
         result = fn()
         if ctx.device.type == "cuda":
@@ -397,6 +401,9 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
     work = suite.work(case, ctx.world_size)
     row: dict = {"status": PASS, "gate": "", "bytes": work.bytes, "flops": work.flops or None}
     reason = backend.unsupported_reason(case, ctx.platform)
+    if backend.single_host and len(set(ctx.hosts)) > 1:
+        reason = (f"needs every rank on one host (it maps its peers' memory: IPC); these ranks span "
+                  f"{', '.join(dict.fromkeys(ctx.hosts))}")
     if reason:
         row.update(status=UNSUPPORTED, gate="n/a", detail=reason)
         return row

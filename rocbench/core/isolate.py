@@ -6,10 +6,13 @@ import os
 import queue
 import socket
 import time
+from typing import Callable, Iterator
 
-from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, worker_main
+from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, Task, worker_main
+from rocbench.core.results import FAULT
 
 POLL_S = 0.2
+POOL_START_TIMEOUT_S = 240.0
 
 
 class PoolFailure(Exception):
@@ -124,3 +127,50 @@ class RankPool:
         for q in [self.results, *self.task_queues]:
             q.cancel_join_thread()
             q.close()
+
+
+class PoolExecutor:
+    """Runs one task at a time on a rank pool, starting it when needed and replacing it after a failure;
+    a pool that cannot start, a timeout or a dead rank becomes the task's row."""
+
+    def __init__(self, spec: PoolSpec, timeout_s: float, placement: dict, on_copy_bw: Callable[[float], None]):
+        self.spec, self.timeout_s, self.placement, self.on_copy_bw = spec, timeout_s, placement, on_copy_bw
+        self.pool: RankPool | None = None
+
+    def run_tasks(self, tasks: list[Task], stage: str) -> Iterator[tuple[Task, dict]]:
+        for task in tasks:
+            yield task, {**self.run(task, stage), **self.placement}
+
+    def start(self) -> str:
+        """Start a pool; the reason it could not start, or ""."""
+        try:
+            self.pool = RankPool(self.spec).start(POOL_START_TIMEOUT_S)
+        except PoolFailure as failure:
+            self.spec.port = free_port()
+            return failure.detail
+        copy_bw = self.pool.info.get("copy_bw_GBps")
+        if copy_bw and not self.spec.options.extra.get("copy_bw_GBps"):
+            self.on_copy_bw(copy_bw)
+            self.spec.options.extra["copy_bw_GBps"] = copy_bw  # once per run: later pools reuse the number
+        self.spec.measure_copy_bw = False
+        return ""
+
+    def run(self, task: Task, stage: str = GATE_STAGE) -> dict:
+        prefix = "kernel timing: " if stage == KERNEL_STAGE else ""
+        if self.pool is None:
+            start_error = self.start()
+            if self.pool is None:
+                return {"status": FAULT, "gate": "fault", "detail": prefix + start_error}
+        try:
+            row = self.pool.run(task.case, task.backend, self.timeout_s, stage)
+        except PoolFailure as failure:
+            self.pool = None
+            self.spec.port = free_port()
+            return {"status": failure.status, "gate": failure.status, "detail": prefix + failure.detail}
+        if not self.pool.alive:
+            self.pool = None
+        return row
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()

@@ -37,6 +37,9 @@ class Param:
     in_yaml: bool = True  # sweep-level options (out, junit, ...) belong to `rocbench sweep` itself
     hidden: bool = False
     metavar: str | None = None
+    # The default on a machine without a GPU, where Triton kernels run under the CPU interpreter: for a dtype
+    # the interpreter computes wrong there (bf16 dot products), one it computes right.
+    cpu_default: str | None = None
 
     def __post_init__(self):
         if self.axis and self.column is None:
@@ -50,8 +53,17 @@ class Param:
         """The parsed value of a command-line input (None: the default)."""
         if self.kind != TEXT:
             return self.default if raw is None else bool(raw)
-        text = self.default if raw is None else raw
+        text = self.default_here() if raw is None else raw
         return None if text is None else self.parse(str(text), self.flag)
+
+    def default_here(self) -> Any:
+        """The default on this machine (cpu_default where there is no GPU)."""
+        if self.cpu_default is not None:
+            from rocbench.core.platform import detect
+
+            if detect().kind == "cpu":
+                return self.cpu_default
+        return self.default
 
     def from_yaml(self, raw: Any) -> Any:
         """A YAML value, checked for its shape, then through the same parser as the command line."""
@@ -75,7 +87,8 @@ class Param:
         help_text = self.help
         if self.kind == TEXT:
             if self.default is not None:
-                help_text += f"  (default: {self.default})"
+                on_cpu = f"; {self.cpu_default} without a GPU" if self.cpu_default is not None else ""
+                help_text += f"  (default: {self.default}{on_cpu})"
             annotation = Annotated[Optional[str], typer.Option(self.flag, help=help_text, hidden=self.hidden,
                                                                metavar=self.metavar or ("LIST" if self.axis else "VALUE"),
                                                                show_default=False)]

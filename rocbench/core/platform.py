@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
+import json
 import os
 import platform as pyplatform
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -16,6 +20,10 @@ from rocbench.core.errors import InputError
 # backends run end to end against a stand-in AITER (tests/aiter_standin) on CI's CPUs.
 SIMULATE_ENV = "ROCBENCH_SIMULATE_PLATFORM"
 SIMULATED_ARCHS = ("gfx942", "gfx950")
+# "cpu": the CPU path (gloo ranks, Triton's interpreter) on any machine, GPUs present or not. Read by every
+# process (the harness, its rank processes), so it holds where hiding devices cannot: after CUDA was
+# initialised in the process (a test process that ran GPU tests first).
+PLATFORM_ENV = "ROCBENCH_PLATFORM"
 
 
 @dataclass
@@ -69,6 +77,13 @@ def simulated_platform() -> tuple[str, str] | None:
     return kind, arch
 
 
+def forced_cpu() -> bool:
+    value = os.environ.get(PLATFORM_ENV, "").strip().lower()
+    if value not in ("", "cpu"):
+        raise InputError(f"{PLATFORM_ENV}={value!r}: the only value is cpu (the CPU path on any machine)")
+    return value == "cpu"
+
+
 def device_arch(props) -> str:
     gcn = getattr(props, "gcnArchName", "")
     return gcn.split(":")[0] if gcn else f"sm_{props.major}{props.minor}"
@@ -78,7 +93,7 @@ def device_arch(props) -> str:
 def detect() -> PlatformInfo:
     simulated = simulated_platform()
     arch = None
-    if simulated is None and torch.cuda.is_available():
+    if simulated is None and not forced_cpu() and torch.cuda.is_available():
         kind = "rocm" if torch.version.hip else "cuda"
         count = torch.cuda.device_count()
         props = torch.cuda.get_device_properties(0)
@@ -106,6 +121,56 @@ def detect() -> PlatformInfo:
         except Exception:  # noqa: BLE001 - a missing NCCL only means no version to report
             pass
     return PlatformInfo(kind, count, names, sm_count, l2_bytes, versions, pyplatform.node(), arch, simulated is not None)
+
+
+def driver_version(kind: str) -> str | None:
+    """The GPU driver's version (NVML on CUDA, amdsmi on ROCm), or None where neither answers."""
+    try:
+        if kind == "cuda":
+            import pynvml
+
+            pynvml.nvmlInit()
+            version = pynvml.nvmlSystemGetDriverVersion()
+            return version.decode() if isinstance(version, bytes) else str(version)
+        if kind == "rocm":
+            import amdsmi
+
+            amdsmi.amdsmi_init()
+            handle = amdsmi.amdsmi_get_processor_handles()[0]
+            return str(amdsmi.amdsmi_get_gpu_driver_info(handle).get("driver_version"))
+    except Exception:  # noqa: BLE001 - a missing or failing management library only means no version
+        return None
+    return None
+
+
+def module_origin(name: str) -> str | None:
+    """Where a module would be imported from, without importing it (aiter fails to import without ROCm)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    return str(Path(spec.origin).parent) if spec.origin else ", ".join(spec.submodule_search_locations or [])
+
+
+def software_origins() -> list[tuple[str, str]]:
+    """Which Python, torch, Triton and AITER rocbench runs on, and where each comes from."""
+    setup = Path(sys.prefix) / "setup.json"
+    python = sys.executable
+    if setup.exists():
+        record = json.loads(setup.read_text())
+        python += (f" (rocbench's venv over the packages of {record['python']})" if record.get("mode") == "host"
+                   else " (rocbench's venv, pinned CPU torch)")
+    build = f"ROCm {torch.version.hip}" if torch.version.hip else (f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU")
+    rows = [("python", python), ("torch", f"{torch.__version__} ({build}) from {module_origin('torch')}")]
+    triton = module_origin("triton")
+    version = package_version("triton") or package_version("pytorch-triton-rocm")
+    rows.append(("triton", f"{version or 'unknown version'} from {triton}" if triton else "not installed"))
+    aiter = module_origin("aiter")
+    version = package_version("amd-aiter") or package_version("aiter")
+    rows.append(("aiter", f"{version or 'unknown version'} from {aiter}" if aiter else "not installed"))
+    return rows
 
 
 def git_revision() -> str | None:

@@ -11,6 +11,7 @@ import os
 import signal
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,13 @@ from rocbench.core.suite import RankContext
 
 # NVLink multicast can take a shared host's GPUs down; never let a rank use it.
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+class Task(NamedTuple):
+    """One (case, backend) to run, by the case's index in the suite's case list."""
+
+    case: int
+    backend: str
 
 
 @dataclass
@@ -36,6 +44,46 @@ class PoolSpec:
 
 
 GATE_STAGE, KERNEL_STAGE = "gate", "kernel"  # a row's gate and graph time; later, its kernel time
+
+
+@dataclass
+class RankWorker:
+    """What one rank needs to run tasks: the suite, its cases and where this rank runs. The same for a rank of
+    rocbench's own pool and for a process a launcher (torchrun, srun) started."""
+
+    suite: Any
+    cases: list
+    ctx: RankContext
+    options: harness.RunOptions
+
+    @classmethod
+    def create(cls, suite_name: str, suite_module: str, params: dict, options: harness.RunOptions,
+               ctx: RankContext) -> "RankWorker":
+        from rocbench.core import registry
+
+        suite = registry.get(suite_name, suite_module)
+        return cls(suite, suite.cases(params), ctx, options)
+
+    def run(self, task: Task, stage: str) -> dict:
+        """The task's row on this rank (rank 0's is recorded; `_fatal`: this rank cannot run another task)."""
+        backend, case = self.suite.backends.get(task.backend), self.cases[task.case]
+        if stage == KERNEL_STAGE:
+            return harness.kernel_pass(self.suite, backend, case, self.ctx, self.options)
+        return harness.execute(self.suite, backend, case, self.ctx, self.options)
+
+
+def rank_device(platform, local_rank: int) -> torch.device:
+    """The device of a rank: its GPU by local rank, or the CPU."""
+    if not platform.has_gpu:
+        return torch.device("cpu")
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def copy_bandwidth(device: torch.device) -> float | None:
+    """The device's measured copy bandwidth (the % columns' reference), or None on a CPU."""
+    return timing.measure_copy_bandwidth(device) if device.type == "cuda" else None
 
 
 def die_with_parent() -> None:
@@ -58,35 +106,36 @@ def init_groups(spec: PoolSpec, rank: int, device: torch.device):
     return dist.group.WORLD, cpu_group
 
 
+def quiet_rank() -> None:
+    """What every rank process sets first: no NVLink multicast, interrupts left to whoever started it, and no
+    warning torch 2.13 prints for all_gather_into_tensor (deprecated there for a name older releases lack)."""
+    os.environ.update(SAFE_ENV)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+
+
 def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
     die_with_parent()
     if spec.env:  # forked from the fork server: take the launcher's environment (before any GPU use)
         os.environ.clear()
         os.environ.update(spec.env)
-    os.environ.update(SAFE_ENV)
+    quiet_rank()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
-    # torch 2.13 deprecates all_gather_into_tensor in favour of a name older releases lack.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
-    from rocbench.core import registry
 
     try:
         platform = detect()
-        device = torch.device("cuda", rank) if platform.has_gpu else torch.device("cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        device = rank_device(platform, rank)
         group, cpu_group = init_groups(spec, rank, device)
-        suite = registry.get(spec.suite, spec.suite_module)
-        cases = suite.cases(spec.params)
         ctx = RankContext(rank, spec.world_size, device, platform, spec.options.seed, group, cpu_group,
-                          graph_mode=spec.options.cuda_graph)
+                          graph_mode=spec.options.cuda_graph, hosts=(platform.host,))
+        worker = RankWorker.create(spec.suite, spec.suite_module, spec.params, spec.options, ctx)
         info = {}
         if spec.options.extra.get("copy_bw_GBps"):
             info["copy_bw_GBps"] = spec.options.extra["copy_bw_GBps"]
-        elif spec.measure_copy_bw and rank == 0 and device.type == "cuda":
-            info["copy_bw_GBps"] = timing.measure_copy_bandwidth(device)
+        elif spec.measure_copy_bw and rank == 0:
+            info["copy_bw_GBps"] = copy_bandwidth(device)
         if spec.world_size > 1:  # every rank needs the number for its % column
             info = harness.exchange(ctx, info)[0]
-        ctx.cache.update(info)
+        ctx.cache.update({k: v for k, v in info.items() if v is not None})
         results.put(("ready", rank, info))
     except Exception as exc:  # noqa: BLE001 - report why the rank could not start
         results.put(("startfail", rank, f"{type(exc).__name__}: {exc}"))
@@ -96,13 +145,9 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         task = tasks.get()
         if task is None:
             break
-        case_index, backend_name, stage = task
-        backend, case = suite.backends.get(backend_name), cases[case_index]
-        if stage == KERNEL_STAGE:
-            row = harness.kernel_pass(suite, backend, case, ctx, spec.options)
-        else:
-            row = harness.execute(suite, backend, case, ctx, spec.options)
-        results.put(("row", rank, task, row if rank == 0 else {"_fatal": row.get("_fatal", False)}))
+        task, stage = Task(*task[:2]), task[2]
+        row = worker.run(task, stage)
+        results.put(("row", rank, (*task, stage), row if rank == 0 else {"_fatal": row.get("_fatal", False)}))
         if row.get("_fatal"):
             break  # the parent replaces this pool before the next task
     if spec.world_size > 1 and dist.is_initialized():

@@ -36,7 +36,7 @@ def rate_columns(basis: str) -> list[str]:
 
 
 RESULT_COLUMNS = [
-    "ranks", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
+    "ranks", "hosts", "devices", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
     "graph_replays", "batch_invariant", "batch_variance", "path", "detail",
     *time_columns("kernel"), "kernel_samples", "kernel_noise_pct", "kernels_per_call", "kernel_cold",
     *time_columns("graph"), "graph_samples", "graph_noise_pct", "graph_calls_per_sample", "graph_cold", "timing_mode",

@@ -42,6 +42,7 @@ class RankContext:
     cpu_group: Any = None  # gloo group for handshakes and object exchange
     graph_mode: bool = False  # --cuda-graph: inputs live at non-zero offsets, graph replays are gated
     cache: dict = field(default_factory=dict)  # per-rank resources backends keep across cases (e.g. IPC pools)
+    hosts: tuple[str, ...] = ()  # the nodes this rank's group spans, in rank order (several: across nodes)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -156,6 +157,16 @@ class Backend(abc.ABC):
     # A batch-invariant variant of another backend names it: its rows carry the price of determinism
     # (this row's time over that backend's on the same case).
     deterministic_of: ClassVar[str | None] = None
+    # Needs every rank of its group on one host (CUDA/HIP IPC, symmetric memory): across nodes its rows are
+    # unsupported, with the reason.
+    single_host: ClassVar[bool] = False
+    # Case column -> dtypes whose dot products Triton's CPU interpreter computes wrong in this backend's
+    # kernels (bf16): a run that would interpret them is refused up front rather than report false failures.
+    interpreter_wrong_dtypes: ClassVar[Mapping[str, tuple[torch.dtype, ...]]] = {}
+
+    def runs_interpreted(self, platform: PlatformInfo) -> bool:
+        """Whether this backend's Triton kernels run under the CPU interpreter here."""
+        return not platform.has_gpu and "triton" in self.requires
 
     def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
         """Why this backend cannot run here at all (None: it can)."""

@@ -1,30 +1,25 @@
-"""Drive one suite's sweep: validate, launch rank pools, record rows, draw plots, print the table."""
+"""Drive one suite's run: validate, take the ranks from rocbench's own pool or from the world a launcher made
+(torchrun, srun), and let the recorder write rows, plots and the table."""
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
-from dataclasses import asdict
+import signal
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rocbench.core import inject, plots, report
-from rocbench.core.junit import write_junit
-from rocbench.core.axes import Case
+from rocbench.core import inject, launcher, registry
+from rocbench.core.axes import Case, dtype_name
+from rocbench.core.command import Outcome
 from rocbench.core.errors import InputError, NotEnoughGpus
 from rocbench.core.harness import RunOptions
-from rocbench.core.isolate import PoolFailure, RankPool, free_port
-from rocbench.core.platform import PlatformInfo, detect, git_revision
-from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec
-from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, base_meta, columns_for,
-                                   new_run_dir, read_results, speedup_column, write_meta)
-from rocbench.core import registry
-from rocbench.core.command import Outcome
-from rocbench.core.suite import Backend, Speedup, Suite
+from rocbench.core.isolate import PoolExecutor, free_port
+from rocbench.core.platform import PlatformInfo, detect
+from rocbench.core.ranks import PoolSpec, RankWorker
+from rocbench.core.recorder import RunRecorder, open_for_resume
+from rocbench.core.results import columns_for
+from rocbench.core.suite import Backend, Suite
 
-POOL_START_TIMEOUT_S = 240.0
 # gloo ranks on a CPU-only machine are processes, not devices: past this many a sweep only thrashes the host.
 MAX_CPU_RANKS = 64
 
@@ -51,32 +46,56 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
     return chosen
 
 
-def check_world_size(world_size: int, platform: PlatformInfo) -> None:
+def refuse_interpreter_dtypes(suite: Suite, backends: list[Backend], cases: list[Case], platform: PlatformInfo) -> None:
+    """Triton's CPU interpreter computes some dtypes' dot products wrong (bf16): refuse such a run up front, naming
+    what to use instead, rather than record the kernel's false failures."""
+    for backend in backends:
+        if not backend.runs_interpreted(platform):
+            continue
+        for column, wrong in backend.interpreter_wrong_dtypes.items():
+            used = sorted({dtype_name(case[column]) for case in cases if case.get(column) in wrong})
+            if not used:
+                continue
+            param = next(p for p in suite.params if p.column == column)
+            instead = f"; use {param.flag} {param.cpu_default} here" if param.cpu_default else ""
+            raise InputError(f"{param.flag} {','.join(used)}: Triton's CPU interpreter computes {'/'.join(used)} dot "
+                             f"products wrong, so the {backend.name} backend's rows would fail falsely{instead} "
+                             f"({'/'.join(used)} runs on a GPU)")
+
+
+def check_world_size(world_size: int, platform: PlatformInfo, me: launcher.LaunchedRank | None = None) -> None:
+    if me is not None:  # the launcher made the ranks: tp must fit its world
+        from rocbench.core.world import check_tp
+
+        check_tp(world_size, me, platform)
+        return
     if platform.has_gpu and world_size > platform.device_count:
         raise NotEnoughGpus(f"tp {world_size}: needs {world_size} GPUs, this machine has {platform.device_count}")
     if not platform.has_gpu and world_size > MAX_CPU_RANKS:
         raise InputError(f"tp {world_size}: this machine has no GPU and runs at most {MAX_CPU_RANKS} gloo ranks")
 
 
-def make_console(to_stderr: bool = False) -> Console:
-    console = Console(stderr=to_stderr)
+def make_console(to_stderr: bool = False, quiet: bool = False) -> Console:
+    console = Console(stderr=to_stderr, quiet=quiet)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200, stderr=to_stderr)  # logs and CI: wide tables beat ones folded letter by letter
+        console = Console(width=200, stderr=to_stderr, quiet=quiet)  # logs and CI: wide tables beat folded ones
     return console
 
 
 def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
               dry_run: bool = False) -> Outcome:
-    """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory."""
-    console = console or make_console(to_stderr=as_json)
+    """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory. Under a
+    launcher every process calls this: rank 0 records, the others run their share and print nothing."""
+    me = launcher.detect()
+    records_here = me is None or me.is_recorder
+    console = console or make_console(to_stderr=as_json, quiet=not records_here)
     inject.check_allowed(opts.inject)
-    columns = columns_for(suite)
     # A wrong --resume target is the user's first mistake to hear about, before anything about this machine.
-    resumed = open_for_resume(Path(resume), suite, columns) if resume is not None else None
+    resumed = open_for_resume(Path(resume), suite, columns_for(suite)) if resume is not None and records_here else None
     platform = detect()
     world_size = suite.world_size(params)
-    check_world_size(world_size, platform)
+    check_world_size(world_size, platform, me)
     if opts.cuda_graph and not platform.has_gpu:
         raise InputError("--cuda-graph needs a GPU; this machine has none")
     if opts.tune and (not platform.has_gpu or opts.correctness_only):
@@ -88,94 +107,97 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     cases = suite.cases(params)
     if not cases:
         raise InputError("the sweep has no cases")
+    refuse_interpreter_dtypes(suite, backends, cases, platform)
     if dry_run:
         console.print(f"{suite.name}: {len(cases)} cases x {len(backends)} backends ({', '.join(b.name for b in backends)}), "
                       f"{world_size} rank(s): valid, nothing run (--dry-run)")
         return Outcome(0, None)
-    if junit is not None:
+    if junit is not None and records_here:
         check_writable(Path(junit))
+    if me is not None:
+        return run_launched(me, suite, params, opts, platform, backends, cases, out_dir, resumed, console, junit,
+                            as_json)
 
-    if resumed is not None:
-        run_dir, meta, finished_rows = resumed
-        meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
-    else:
-        run_dir, finished_rows = new_run_dir(out_dir, suite.name), []
-        meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
-        meta["suite_module"] = registry.module_of(suite.name)
-        meta["speedups"] = {s.column: s.meaning for s in suite.speedups()}
-        meta["times"] = TIMES
-        meta["options"] = asdict(opts)
-        meta["backends"] = [b.name for b in backends]
-    writer = ResultsWriter(run_dir, columns)
-    writer.rows.extend(finished_rows)
-    done = {(row["case"], row["backend"]) for row in finished_rows}
-    write_meta(run_dir, meta)
-    console.print(f"rocbench {suite.name}: {len(cases)} cases x {len(backends)} backends on {platform.kind} "
-                  f"({world_size} rank{'s' if world_size > 1 else ''}) -> {run_dir}")
-
+    recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console)
+    recorder.world_size = world_size
+    announce(recorder, platform, world_size, "")
     spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
                     measure_copy_bw=not opts.correctness_only)
-    dispatch = Dispatcher(spec, meta, run_dir)
-    cases_by_id = {case.id: case for case in cases}
-    by_name = {backend.name: backend for backend in backends}
-    speedups = suite.speedups()
-    default_twins = {b.name: b.deterministic_of for b in backends if b.deterministic_of}
-    timed = timed_medians(writer.rows)
-    interrupted = False
+    if recorder.meta.get("copy_bw_GBps"):  # resumed: the run's own number
+        opts.extra["copy_bw_GBps"] = recorder.meta["copy_bw_GBps"]
+    devices = "cpu" if not platform.has_gpu else ",".join(f"cuda:{rank}" for rank in range(world_size))
+    executor = PoolExecutor(spec, opts.timeout_s, {"hosts": platform.host, "devices": devices},
+                            on_copy_bw=recorder.note_copy_bandwidth)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
-            bar = progress.add_task(suite.name, total=len(cases) * len(backends))
-            progress.advance(bar, sum((c.id, b.name) in done for c in cases for b in backends))
-            for case in cases:
-                for backend in backends:
-                    if (case.id, backend.name) in done:
-                        continue
-                    progress.update(bar, description=f"{backend.name} {case.id}"[:70])
-                    row = finish_row(suite, case, backend, world_size, dispatch.run(case, backend, opts.timeout_s))
-                    timed.update(timed_medians([row]))
-                    add_speedups(row, timed, cases_by_id, speedups, default_twins)
-                    writer.append(row)
-                    progress.advance(bar)
-            # Kernel times last: a profiler session slows the process's later graph times (see kernel_pass).
-            pending = [i for i, row in enumerate(writer.rows) if wants_kernel_time(row, opts, cases_by_id, by_name)]
-            if pending:
-                bar = progress.add_task(f"{suite.name} kernel_us", total=len(pending))
-            for i in pending:
-                row = writer.rows[i]
-                progress.update(bar, description=f"kernel_us {row['backend']} {row['case']}"[:70])
-                fragment = dispatch.run(cases_by_id[row["case"]], by_name[row["backend"]], opts.timeout_s, KERNEL_STAGE)
-                fragment.pop("gate", None)
-                if "clock_drops" in fragment:
-                    fragment["clock_drops"] += row.get("clock_drops") or 0
-                row.update(fragment)
-                timed.update(timed_medians([row]))
-                for other in writer.rows:  # this row's kernel time may be another row's baseline
-                    add_speedups(other, timed, cases_by_id, speedups, default_twins)
-                writer.rewrite()
-                progress.advance(bar)
+        recorder.drive(executor)
     except KeyboardInterrupt:
-        interrupted = True
+        recorder.interrupted = True
         console.print("[red]interrupted: the finished rows are in results.csv[/red]")
     finally:
-        dispatch.close()
+        executor.close()
+    return recorder.finish(junit, as_json)
 
-    meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-    meta["interrupted"] = interrupted
-    frame = writer.frame()
-    meta["summary"] = report.status_counts(frame)
-    write_meta(run_dir, meta)
-    if not frame.empty:
-        plots.draw(suite, frame, run_dir)
-    report.print_table(frame, suite, console)
-    console.print(report.summary_line(frame))
-    console.print(f"results: {run_dir}")
-    code = 130 if interrupted else (1 if frame["status"].isin(BAD_STATUSES).any() else 0)
-    if junit is not None:
-        write_junit(Path(junit), [(suite.name, frame)])
-    if as_json:
-        print(json.dumps(summary_json(suite.name, run_dir, frame, code), default=str))
-    return Outcome(code, run_dir)
+
+def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo,
+                 backends: list[Backend], cases: list[Case], out_dir: Path, resumed, console: Console,
+                 junit: Path | None, as_json: bool) -> Outcome:
+    """Join the launcher's world; rank 0 records, every rank runs its TP group's share of the tasks."""
+    from rocbench.core import world
+    from rocbench.core.launched import LaunchedExecutor, LaunchEnded
+
+    tp = suite.world_size(params)
+    joined = world.join(me, tp, platform, opts.seed, opts.cuda_graph, opts.timeout_s,
+                        measure_copy_bw=not opts.correctness_only)
+    executor = LaunchedExecutor(joined, RankWorker(suite, cases, joined.ctx, opts), opts.timeout_s)
+    if not me.is_recorder:
+        code = executor.serve()
+        if code != 1:
+            world.leave()
+        return Outcome(code, None)
+    try:
+        recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console)
+    except InputError:
+        executor.abort()  # the other ranks exit with code 2; this one prints why
+        raise
+    recorder.world_size = tp
+    recorder.meta["launcher"] = {"kind": me.launcher, "world_size": me.world_size, "tp": tp, "groups": joined.groups,
+                                 "nodes": joined.nodes()}
+    if joined.ctx.cache.get("copy_bw_GBps"):
+        recorder.note_copy_bandwidth(joined.ctx.cache["copy_bw_GBps"])
+    announce(recorder, platform, tp, f", {me.launcher} world of {me.world_size}: {joined.groups} group(s) side by side")
+
+    def ended_by_time_limit(rows, why, unfinished) -> None:  # the watchdog thread; every rank exits after it
+        recorder.end_early(rows, why, unfinished)
+        recorder.finish(junit, as_json)
+
+    executor.on_ended = ended_by_time_limit
+    signal.signal(signal.SIGTERM, interrupt)  # a launcher stops its ranks with SIGTERM: record, then stop
+    try:
+        recorder.drive(executor)
+        executor.close()
+    except LaunchEnded as ended:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher stops the job now: finish recording first
+        recorder.end_early([], ended.why, ended.unfinished)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        recorder.interrupted = True
+        recorder.stopped_during(executor.in_flight, "stopped by a signal: the launcher ended the job")
+        console.print(f"[red]interrupted: the finished rows are in results.csv; relaunch with --resume "
+                      f"{recorder.run_dir} to run the rest[/red]")
+    outcome = recorder.finish(junit, as_json)
+    if recorder.ended is None and not recorder.interrupted:
+        world.leave()
+    return outcome
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def announce(recorder: RunRecorder, platform: PlatformInfo, ranks: int, how: str) -> None:
+    recorder.console.print(f"rocbench {recorder.suite.name}: {len(recorder.cases)} cases x {len(recorder.backends)} "
+                           f"backends on {platform.kind} ({ranks} rank{'s' if ranks > 1 else ''}{how}) -> "
+                           f"{recorder.run_dir}")
 
 
 def check_writable(path: Path) -> None:
@@ -186,125 +208,3 @@ def check_writable(path: Path) -> None:
         raise InputError(f"--junit {path}: directory {parent} is not writable")
 
 
-def summary_json(suite_name: str, run_dir: Path, frame, code: int) -> dict:
-    bad = frame[frame["status"].isin(BAD_STATUSES)]
-    return {
-        "suite": suite_name, "run_dir": str(run_dir), "exit_code": code,
-        "counts": report.status_counts(frame), "summary": report.summary_line(frame),
-        "failures": [{"case": r["case"], "backend": r["backend"], "status": r["status"], "detail": r["detail"]}
-                     for _, r in bad.iterrows()],
-    }
-
-
-def open_for_resume(run_dir: Path, suite: Suite, columns: list[str]) -> tuple[Path, dict, list[dict]]:
-    """An earlier run's directory, its metadata and its finished rows (a killed run keeps all of them)."""
-    meta_path = run_dir / "meta.json"
-    if not meta_path.exists():
-        raise InputError(f"--resume {run_dir}: no meta.json there (not a rocbench run directory)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("suite") != suite.name:
-        raise InputError(f"--resume {run_dir}: that run is a {meta.get('suite')} run, not {suite.name}")
-    rows = []
-    if (run_dir / "results.csv").exists():
-        frame = read_results(run_dir)
-        if list(frame.columns) != columns:
-            raise InputError(f"--resume {run_dir}: results.csv has other columns than this version writes")
-        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
-    return run_dir, meta, rows
-
-
-def start_pool(spec: PoolSpec, meta: dict, run_dir: Path) -> tuple[RankPool | None, str]:
-    try:
-        pool = RankPool(spec).start(POOL_START_TIMEOUT_S)
-    except PoolFailure as failure:
-        spec.port = free_port()
-        return None, failure.detail
-    if "copy_bw_GBps" in pool.info and "copy_bw_GBps" not in meta:
-        meta["copy_bw_GBps"] = pool.info["copy_bw_GBps"]
-        write_meta(run_dir, meta)
-    spec.measure_copy_bw = False  # once per run is enough; later pools reuse the number
-    spec.options.extra["copy_bw_GBps"] = meta.get("copy_bw_GBps")
-    return pool, ""
-
-
-def finish_row(suite: Suite, case: Case, backend: Backend, world_size: int, row: dict) -> dict:
-    full = {"suite": suite.name, "case": case.id, "backend": backend.name, "ranks": world_size}
-    full.update(suite.case_columns(case))
-    full.update(row)
-    if "bytes" not in row:
-        full["bytes"] = suite.work(case, world_size).bytes
-    return full
-
-
-def timed_medians(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
-    """(case, backend) -> its medians per time basis, for the rows that passed."""
-    return {(r["case"], r["backend"]): medians(r) for r in rows if r.get("status") == PASS}
-
-
-def add_speedups(row: dict, timed: dict[tuple[str, str], dict[str, float]], cases_by_id: dict[str, Case],
-                 speedups: list[Speedup], default_twins: dict[str, str] | None = None) -> None:
-    """The row's speedup columns, per time basis, from the rows it is relative to (`timed`, see timed_medians);
-    for a batch-invariant variant (default_twins: its backend -> the default backend), the price of determinism:
-    its time over the default's on the same case."""
-    case = cases_by_id.get(row["case"])
-    mine = medians(row) if row.get("status") == PASS else {}
-    for speedup in speedups:
-        base = timed.get(speedup.relative_to(case, row["backend"]) if case is not None else None, {})
-        for basis in TIMES:
-            ok = basis in mine and basis in base
-            row[speedup_column(speedup.column, basis)] = base[basis] / mine[basis] if ok else None
-    twin = (default_twins or {}).get(row["backend"])
-    if twin is not None:
-        default = timed.get((row["case"], twin), {})
-        for basis in TIMES:
-            ok = basis in mine and basis in default
-            row[f"determinism_price_{basis}"] = mine[basis] / default[basis] if ok else None
-
-
-def wants_kernel_time(row: dict, opts: RunOptions, cases_by_id: dict, backends: dict) -> bool:
-    """A row still missing the kernel time it should have (also after --resume)."""
-    if opts.correctness_only or "kernel" not in opts.times or row.get("status") != PASS:
-        return False
-    if row["case"] not in cases_by_id or row["backend"] not in backends:
-        return False
-    taken = row.get("kernel_us_median")
-    return (taken is None or taken != taken) and not row.get("kernel_cold")
-
-
-class Dispatcher:
-    """Runs one task at a time on a rank pool, starting it when needed and replacing it after a failure;
-    a pool that cannot start, a timeout or a dead rank becomes the task's row."""
-
-    def __init__(self, spec: PoolSpec, meta: dict, run_dir: Path):
-        self.spec, self.meta, self.run_dir = spec, meta, run_dir
-        self.pool: RankPool | None = None
-
-    def run(self, case: Case, backend: Backend, timeout_s: float, stage: str = GATE_STAGE) -> dict:
-        prefix = "kernel timing: " if stage == KERNEL_STAGE else ""
-        if self.pool is None:
-            self.pool, start_error = start_pool(self.spec, self.meta, self.run_dir)
-            if self.pool is None:
-                return {"status": FAULT, "gate": "fault", "detail": prefix + start_error}
-        try:
-            row = self.pool.run(case.index, backend.name, timeout_s, stage)
-        except PoolFailure as failure:
-            self.pool = None
-            self.spec.port = free_port()
-            return {"status": failure.status, "gate": failure.status, "detail": prefix + failure.detail}
-        if not self.pool.alive:
-            self.pool = None
-        return row
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-
-
-def medians(row: dict) -> dict[str, float]:
-    """The row's median per time basis (those it has)."""
-    out = {}
-    for basis in TIMES:
-        value = row.get(f"{basis}_us_median")
-        if value is not None and value == value and value > 0:  # value == value: not NaN
-            out[basis] = float(value)
-    return out

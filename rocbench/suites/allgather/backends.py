@@ -111,6 +111,7 @@ class CustomAllGather(Backend):
     platforms = ("cuda",)
     description = "one-shot pull over symmetric memory: stage, barrier, one Triton kernel reads every peer, barrier"
     requires = ("torch.distributed._symmetric_memory", "triton")
+    single_host = True
     max_bytes_per_rank = 512 << 20
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
@@ -175,6 +176,7 @@ class AiterAllGather(Backend):
     platforms = ("rocm",)
     description = "AITER CustomAllreduce.all_gather_reg (graph capture) / all_gather_unreg (eager)"
     requires = ("aiter.dist.device_communicators.custom_all_reduce",)
+    single_host = True
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         if case["tp"] not in AITER_KERNEL_WORLD_SIZES:

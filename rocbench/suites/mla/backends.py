@@ -31,6 +31,7 @@ class TritonMla(Backend):
     platforms = ("cuda", "rocm", "cpu")  # on CPU it runs under TRITON_INTERPRET=1 (tests only)
     description = "portable Triton: split-KV + LSE reduce, or persistent work lists over the SM count + reduce"
     requires = ("triton",)
+    interpreter_wrong_dtypes = {"q_dtype": (torch.bfloat16,)}  # the KV is cast to q's dtype before each dot
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
@@ -95,6 +96,7 @@ class TritonMlaDeterministic(Backend):
                    "sequence (split-KV, or persistent work lists of those pieces), each request's splits merged in KV "
                    "order; built-in config")
     requires = TritonMla.requires
+    interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
     deterministic_of = "triton"
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:

@@ -22,6 +22,7 @@ class TritonMoe(Backend):
     platforms = ("cuda", "rocm", "cpu")  # CPU only under TRITON_INTERPRET=1 (tests)
     description = "portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant from shuffled bytes"
     requires = ("triton",)
+    interpreter_wrong_dtypes = {"x_dtype": (torch.bfloat16,)}  # weights are dequantized to the activations' dtype
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason

@@ -66,8 +66,9 @@ class MoeSuite(Suite):
         Param("tokens", "Token counts: decode 1..256, prefill 1024..8192.", ints(minimum=1), "1,16,64,1024", axis=True),
         Param("layout", "Weight shuffle layouts: interleave, separated.", choices(LAYOUTS), "interleave,separated",
               axis=True),
-        Param("x_dtype", "Activation dtype: bf16 (the real path); fp16/fp32 for CPU-interpreter runs.",
-              dtypes(X_DTYPES), "bf16", axis=True),
+        Param("x_dtype", "Activation dtype: bf16 (the real path); fp16/fp32 for runs under Triton's CPU "
+                         "interpreter, whose bf16 dot products are wrong.", dtypes(X_DTYPES), "bf16", axis=True,
+              cpu_default="fp16"),
         Param("activation", "Override the model's activation: silu (DeepSeek) or swiglu (gpt-oss).", one_of(ACTIVATIONS)),
         Param("experts", "Explicit shape instead of --model: experts.", integer(1)),
         Param("topk", "Explicit shape: experts per token.", integer(1)),

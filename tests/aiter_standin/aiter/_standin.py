@@ -30,9 +30,14 @@ def dtype_id(dtype: torch.dtype) -> str:
 
 
 def source_dir() -> Path | None:
-    from tests.aiter_source import aiter_source_dir
+    """tests/aiter_source.py, loaded by path: the stand-in also runs where the repository is not importable (a
+    simulated user's site-packages in tests/test_setup_env.py)."""
+    import importlib.util
 
-    return aiter_source_dir()
+    spec = importlib.util.spec_from_file_location("_rocbench_aiter_source", Path(__file__).resolve().parents[2] / "aiter_source.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.aiter_source_dir()
 
 
 def record(name: str, **details) -> None:
