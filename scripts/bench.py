@@ -1,31 +1,41 @@
-"""`make bench`: the main job on whatever hardware is here (timed on GPUs, correctness-only on CPU)."""
+"""`make bench`: the main job on whatever hardware is here (timed on GPUs, correctness-only on CPU).
+
+    make bench                      # every config that suits this machine, each ending in its report.md
+    make bench BENCH_ARGS=--dry-run # validate them and say what would run
+"""
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parent.parent
 
 
-def configs() -> list[str]:
+def configs(has_gpu: bool) -> list[str]:
     """The sweep that suits this machine: model configs on a GPU, the small correctness-only one on CPU."""
-    if not torch.cuda.is_available():
+    if not has_gpu:
         return ["configs/ci.yaml"]
     return ["configs/deepseek-r1-mxfp4.yaml", "configs/gpt-oss-120b.yaml"]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="validate the configs and say what would run")
+    options = parser.parse_args()
+    from rocbench.core.platform import detect
+
+    has_gpu = detect().has_gpu
     env = dict(os.environ)
-    if not torch.cuda.is_available():
+    if not has_gpu:
         env["TRITON_INTERPRET"] = "1"  # Triton kernels run on the CPU interpreter (tiny fp16 shapes)
     failed = 0
-    for config in configs():
-        print(f"+ rocbench sweep {config}", flush=True)  # each sweep ends by writing its report.md
-        failed += subprocess.call([sys.executable, "-m", "rocbench", "sweep", config], cwd=REPO, env=env) != 0
+    for config in configs(has_gpu):
+        args = ["sweep", config] + (["--dry-run"] if options.dry_run else [])
+        print(f"+ rocbench {' '.join(args)}", flush=True)  # each sweep ends by writing its report.md
+        failed += subprocess.call([sys.executable, "-m", "rocbench", *args], cwd=REPO, env=env) != 0
     return 1 if failed else 0
 
 

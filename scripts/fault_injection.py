@@ -47,7 +47,7 @@ CPU_RUNS = [
 ]
 # The GPU runs: what needs a real GPU (graphs, device faults) plus the real bf16 paths.
 GPU_RUNS = [
-    (MLA_GPU, ["--correctness-only", "--cuda-graph", "--timeout", "30"],
+    (MLA_GPU, ["--correctness-only", "--cuda-graph", "--timeout", "20"],
      [*[(m, "fail") for m in FAIL if m != "ulp"], ("graph-only", "fail"), ("device-fault", "fault"),
       ("hang", "timeout")]),
     (MOE_GPU, ["--correctness-only", "--cuda-graph"], [("ulp", "fail"), ("graph-only", "fail"),

@@ -7,7 +7,7 @@ import torch
 from rocbench.kernels.allgather import gather_from_peers
 from tests.helpers import needs_interpreter
 
-pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
+pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 POISON = 0x5A

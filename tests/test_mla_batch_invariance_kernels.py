@@ -39,7 +39,7 @@ from tests.helpers import needs_interpreter
 from tests.test_mla_kernels import DEVICE, SM_SCALE, assert_matches_reference
 from tests.test_mla_scheduler import check_invariants
 
-pytestmark = needs_interpreter(on_cpu_only=True)
+pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
 NHEAD = 16
 PAGE = 16

@@ -25,7 +25,7 @@ from tests.helpers import needs_interpreter
 
 FP8_DTYPE = torch.float8_e4m3fn
 
-pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
+pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
 SM_SCALE = 1.0 / math.sqrt(192)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -57,3 +57,36 @@ def test_policy_is_sglangs():
     assert not aiter_mla_policy(128, bf16, True).persistent
     assert aiter_mla_policy(64, bf16, True).persistent
     assert aiter_mla_policy(16, fp8, True).persistent
+
+
+@needs_interpreter()
+@pytest.mark.parametrize("suite, args, flag", [
+    ("mla", ["--nhead", "16", "--q-dtype", "bf16"], "--q-dtype"),
+    ("moe", ["--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "256", "--x-dtype", "fp16,bf16"], "--x-dtype"),
+])
+def test_the_interpreter_refuses_bf16_and_names_what_to_use(suite, args, flag, tmp_path):
+    """Triton's interpreter computes bf16 dot products wrong: a run that would report false failures is refused."""
+    proc = invoke(suite, *args, "--out", str(tmp_path))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and f"use {flag} fp16 here" in lines[0], proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@needs_interpreter()
+def test_a_config_asking_the_interpreter_for_bf16_is_refused_with_its_line(tmp_path):
+    config = tmp_path / "bf16.yaml"
+    config.write_text("runs:\n  - suite: mla\n    nhead: 16\n    q_dtype: bf16\n")
+    proc = invoke("sweep", str(config), "--out", str(tmp_path))
+    assert proc.returncode == 2 and f"{config}:2" in proc.stderr and "use --q-dtype fp16 here" in proc.stderr, proc.stderr
+
+
+@needs_interpreter()
+def test_the_readme_command_on_a_cpu_runs_in_fp16_and_passes(tmp_path):
+    """`rocbench mla --nhead 64 --persist` with its default dtypes: fp16 (and fp8 KV) where the kernels are
+    interpreted; the README's command, on a small batch and context."""
+    proc = invoke("mla", "--nhead", "64", "--persist", "--batch", "1", "--ctx", "48", "--page-size", "16",
+                  "--ctx-dist", "uniform", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "mla"))
+    assert frame["q_dtype"].tolist() == ["float16"] * 2 and frame["kv_dtype"].tolist() == ["float16", "float8_e4m3fn"]
+    assert frame["status"].tolist() == ["pass"] * 2

@@ -10,7 +10,7 @@ from rocbench.kernels import moe_plan
 from tests.helpers import needs_interpreter
 from tests.test_moe_kernel import _close, _problem, _reference, _run, _shuffled
 
-pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
+pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
 EXPERTS, TOPK, INTER = 4, 2, 128  # interleave tiles w2's K (= inter) by 128 values
 PROBE_EXPERTS = (3, 1)

@@ -14,7 +14,7 @@ from rocbench.formats import moe_layouts as L
 from rocbench.suites.moe.reference import moe_reference, route
 from tests.helpers import needs_interpreter
 
-pytestmark = needs_interpreter(on_cpu_only=True)  # on a GPU these run compiled
+pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -6,7 +6,7 @@ import torch
 from rocbench.core import kernel_time, timing
 from rocbench.core.stats import StoppingRule
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
 
 def four_kernels():

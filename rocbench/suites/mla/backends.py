@@ -31,7 +31,8 @@ class TritonMla(Backend):
     platforms = ("cuda", "rocm", "cpu")  # on CPU it runs under TRITON_INTERPRET=1 (tests only)
     description = "portable Triton: split-KV + LSE reduce, or persistent work lists over the SM count + reduce"
     requires = ("triton",)
-    interpreter_wrong_dtypes = {"q_dtype": (torch.bfloat16,)}  # the KV is cast to q's dtype before each dot
+    # bf16 q (and so a bf16 cache: a 16-bit cache must be q's dtype) meets bf16 dot products
+    interpreter_wrong_dtypes = {"q_dtype": (torch.bfloat16,), "kv_dtype": (torch.bfloat16,)}
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k

@@ -98,7 +98,8 @@ class MlaSuite(Suite):
         Param("ctx_dist", "uniform (all = ctx), skewed (a few long among many short, same total) or random.",
               choices(SEQ_LEN_DISTS), "uniform,skewed", axis=True),
         Param("kv_dtype", "KV cache dtypes: bf16, fp8 (e4m3 with a per-tensor scale: float8_e4m3fnuz on gfx942, "
-                          "float8_e4m3fn elsewhere).", dtypes(KV_DTYPES, platform_fp8), "bf16,fp8", axis=True),
+                          "float8_e4m3fn elsewhere).", dtypes(KV_DTYPES, platform_fp8), "bf16,fp8", axis=True,
+              cpu_default="fp16,fp8"),
         Param("q_dtype", "Query/output dtype: bf16 (the real path); fp16/fp32 for runs under Triton's CPU "
                          "interpreter, whose bf16 dot products are wrong.", dtypes(Q_DTYPES), "bf16", axis=True,
               cpu_default="fp16"),

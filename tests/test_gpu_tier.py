@@ -1,0 +1,72 @@
+"""The GPU tier of `make test` (skipped without a GPU, saying so): the real paths end to end on one GPU. The gates
+under CUDA-graph replay in bf16 and fp8, both times of a timed row (kernel_us from the profiler), a short
+selfcheck, and the fault matrix's GPU entries. The compiled Triton kernels in bf16/fp8 are the kernel test modules,
+which run on the GPU wherever there is one. Speeds are checked by `rocbench` on the device, never here."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import REPO, cli_env, latest_run, meta, results, rocbench
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+
+
+def test_mla_and_moe_gates_hold_under_graph_replay_in_bf16_and_fp8(tmp_path):
+    mla = rocbench("mla", "--nhead", "16,128", "--batch", "1,8", "--ctx", "600", "--kv-dtype", "bf16,fp8",
+                   "--ctx-dist", "skewed", "--correctness-only", "--cuda-graph", "--out", str(tmp_path), on_gpu=True)
+    assert mla.returncode == 0, mla.stdout[-3000:] + mla.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "mla"))
+    assert len(frame) == 16 and set(frame["status"]) == {"pass"} and set(frame["q_dtype"]) == {"bfloat16"}
+    assert frame["graph_replays"].str.startswith("3/3").all()
+    moe = rocbench("moe", "--model", "deepseek-r1", "--tp", "8", "--tokens", "1,40", "--correctness-only",
+                   "--cuda-graph", "--out", str(tmp_path), on_gpu=True)
+    assert moe.returncode == 0, moe.stdout[-3000:] + moe.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "moe"))
+    assert set(frame["status"]) == {"pass"} and set(frame["layouts_bitwise"]) == {"yes"}
+    assert frame["graph_replays"].str.startswith("3/3").all()
+
+
+def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
+    proc = rocbench("mla", "--nhead", "64", "--batch", "4", "--ctx", "2048", "--kv-dtype", "bf16", "--ctx-dist",
+                    "uniform", "--max-time", "0.2", "--out", str(tmp_path), on_gpu=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    run = latest_run(tmp_path, "mla")
+    frame = results(run)
+    assert set(frame["status"]) == {"pass"}
+    for basis in ("kernel", "graph"):
+        assert (frame[f"{basis}_us_median"] > 0).all() and (frame[f"{basis}_us_p10"] <= frame[f"{basis}_us_p90"]).all()
+        assert (frame[f"pct_copy_bw_{basis}"] > 0).all()
+    assert frame["kernel_cold"].str.startswith("flush").all() and (frame["kernels_per_call"].astype(str) != "").all()
+    assert frame["speedup_vs_split_kv_graph"].notna().iloc[1] and meta(run)["copy_bw_GBps"] > 100
+    assert frame["devices"].tolist() == ["cuda:0", "cuda:0"]
+
+
+def test_selfcheck_passes_briefly(tmp_path):
+    proc = rocbench("selfcheck", "--max-time", "0.2", "--out", str(tmp_path), on_gpu=True)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
+    spin = pd.read_csv(latest_run(tmp_path, "selfcheck") / "spin.csv")
+    assert spin["kernel_ok"].all()
+
+
+def test_fault_matrix_gpu_entries_are_all_caught(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/fault_injection.py", "--gpu", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env=cli_env({"ROCBENCH_ALLOW_INJECT": "1"}, on_gpu=True))
+    table = pd.read_csv(tmp_path / "catch_rate.csv", keep_default_na=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert (table["caught"] == "yes").all() and (table["orphans"] == 0).all()
+    assert {"graph-only", "device-fault", "hang"} <= set(table["mutation"])
+
+
+def test_the_cpu_path_holds_after_cuda_was_initialised_in_this_process(tmp_path):
+    """What the CPU tests rely on here: ROCBENCH_PLATFORM=cpu, where hiding the GPU no longer can."""
+    from tests.helpers import invoke
+
+    torch.zeros(1, device="cuda")
+    proc = invoke("allgather", "--tp", "2", "--shapes", "2x8", "--dtypes", "int8", "--dims", "0", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    frame = results(latest_run(tmp_path, "allgather"))
+    assert frame["status"].tolist() == ["pass"] and frame["devices"].tolist() == ["cpu"]

@@ -1,0 +1,41 @@
+"""`make` on a machine whose Python already has torch (and AITER): the venv keeps them, installs no torch, touches
+no network, and `make bench` / `make test` run on them. The user's Python is simulated: a venv whose site-packages
+see this torch and the aiter stand-in through a .pth file, from places a fresh venv would not look."""
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+import torch
+
+from tests.aiter_source import STANDIN
+from tests.helpers import REPO
+
+TORCH_SITE = str(Path(torch.__file__).resolve().parent.parent)
+
+
+def test_make_keeps_the_users_torch_and_aiter_and_fetches_nothing(tmp_path):
+    user = tmp_path / "user-python"
+    venv.EnvBuilder(with_pip=False).create(user)
+    site = Path(subprocess.run([str(user / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "users_packages.pth").write_text(f"import site; site.addsitedir({TORCH_SITE!r}); site.addsitedir({str(STANDIN)!r})\n")
+    rb_venv = tmp_path / "rb-venv"
+    # No index: any attempt to download (torch above all) fails the set-up.
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PYTHONPATH": ""}
+    make = ["make", "-s", "-C", str(REPO), f"PY={user / 'bin' / 'python'}", f"VENV={rb_venv}"]
+    bench = subprocess.run([*make, "bench", "BENCH_ARGS=--dry-run"], capture_output=True, text=True, env=env, timeout=600)
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    assert "installing nothing, no network" in bench.stdout
+    test = subprocess.run([*make, "test", "PYTEST_ARGS=tests/test_launchers.py::test_torchrun_variables"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert test.returncode == 0 and "1 passed" in test.stdout, test.stdout[-3000:] + test.stderr[-3000:]
+    for out in (bench.stdout, test.stdout):  # both commands say where their torch and aiter come from
+        assert f"torch: {torch.__version__}" in out and f"from {TORCH_SITE}/torch" in out
+        assert f"aiter: unknown version from {STANDIN}/aiter" in out
+        assert f"rocbench's venv over the packages of {user / 'bin' / 'python'}" in out
+    venv_site = Path(subprocess.run([str(rb_venv / "bin" / "python"), "-c",
+                                     "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    assert not list(venv_site.glob("torch*")) and not list(venv_site.glob("triton*")), "no torch or triton of its own"
+    assert "+ rocbench sweep configs/ci.yaml --dry-run" in bench.stdout and "runs valid" in bench.stdout
