@@ -172,11 +172,12 @@ def selfcheck(
     import torch
     from tabulate import tabulate
 
-    from rocbench.core.platform import detect
     from rocbench.core.results import new_run_dir, write_meta
     from rocbench.core.selfcheck import run_selfcheck
 
-    if not torch.cuda.is_available():
+    from rocbench.core.platform import detect
+
+    if not detect().has_gpu:
         raise InputError("selfcheck needs a GPU; this machine has none")
     result = run_selfcheck(torch.device("cuda", 0), detect().cache_bytes or 0, max_noise, max_time)
     run_dir = new_run_dir(out, "selfcheck")

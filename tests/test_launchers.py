@@ -22,7 +22,7 @@ from rocbench.core.platform import detect
 from rocbench.core.suite import RankContext
 from tests.helpers import REPO, cli_env, invoke, meta, results
 
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, wherever its script was installed
 ALL_DTYPES_TP4 = ["allgather", "--tp", "4", "--shapes", "3x40,2x8", "--dims", "0,-1", "--correctness-only",
                   "--skip-batch-probes"]  # two shapes x ten dtypes (the default) x dims 0/-1: 40 cases
 
@@ -66,7 +66,7 @@ def test_a_one_host_backend_is_unsupported_across_nodes():
 
 def torchrun_nodes(args: list[str], port: int, env: dict) -> list[subprocess.Popen]:
     """Two launcher processes on this host as two nodes (node ranks 0 and 1), two ranks each."""
-    return [subprocess.Popen([TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "2",
+    return [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "2",
                               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "rocbench", *args],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
