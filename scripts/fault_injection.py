@@ -39,7 +39,7 @@ FAIL = ("flip-byte", "nan", "ulp", "stale", "nondeterministic")
 # One run per (suite, options): mutation i targets case i, so one run proves every mutation in it is
 # caught; the cases after the last mutation must still pass. (suite args, extra args, [(mutation, expected)])
 CPU_RUNS = [
-    (ALLGATHER, ["--timeout", "15"],
+    (ALLGATHER, ["--timeout", "8"],
      [*[(m, "fail") for m in FAIL], ("hang", "timeout"), ("absent-rank", "timeout"), ("crash", "fault")]),
     # (a hang is the harness's business, proven on the all-gather here and on MLA in the GPU runs)
     (MLA_CPU, [], [*[(m, "fail") for m in FAIL if m != "ulp"], ("crash", "fault")]),

@@ -27,7 +27,7 @@ def test_make_keeps_the_users_torch_and_aiter_and_fetches_nothing(tmp_path):
     bench = subprocess.run([*make, "bench", "BENCH_ARGS=--dry-run"], capture_output=True, text=True, env=env, timeout=600)
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
     assert "installing nothing, no network" in bench.stdout
-    test = subprocess.run([*make, "test", "PYTEST_ARGS=tests/test_launchers.py::test_torchrun_variables"],
+    test = subprocess.run([*make, "test", "PYTEST_ARGS=-n 0 tests/test_launchers.py::test_torchrun_variables"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert test.returncode == 0 and "1 passed" in test.stdout, test.stdout[-3000:] + test.stderr[-3000:]
     for out in (bench.stdout, test.stdout):  # both commands say where their torch and aiter come from
