@@ -84,3 +84,25 @@ def needs_interpreter(on_cpu_only: bool = False):
 
     problem = None if on_cpu_only and torch.cuda.is_available() else interpreter_problem_in_child()
     return pytest.mark.skipif(problem is not None, reason=f"Triton interpreter unusable here: {problem}")
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs whose environment holds name=value: what a run started with it has left alive."""
+    needle = f"{name}={value}".encode()
+
+    def holds(environ: Path) -> bool:
+        try:
+            return needle in environ.read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            return False
+    return [int(environ.parent.name) for environ in Path("/proc").glob("[0-9]*/environ") if holds(environ)]
+
+
+def wait_until_gone(name: str, value: str, timeout: float = 10.0) -> list[int]:
+    """Processes still tagged name=value after up to `timeout` s (the kernel reaps killed ones quickly)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := processes_with_env(name, value)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

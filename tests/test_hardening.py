@@ -1,5 +1,6 @@
 """Hardening: the fault-injection matrix, killed runs, resume, concurrent runs, bad input everywhere."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, cli_env, invoke, latest_run, results
+from tests.helpers import REPO, cli_env, invoke, latest_run, processes_with_env, results, wait_until_gone
 
 SLOW_ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8", "--dtypes", "bfloat16,int32,int8,bool",
                   "--dims", "0,-1", "--skip-batch-probes"]
@@ -50,12 +51,15 @@ def wait_for_rows(out: Path, rows: int, timeout: float = 120) -> Path:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_killed_run_keeps_a_valid_csv_and_resume_finishes_it(sig, tmp_path):
-    proc = start(SLOW_ALLGATHER, tmp_path)
+def test_killed_run_keeps_a_valid_csv_leaves_no_process_and_resume_finishes_it(sig, tmp_path):
+    tag = f"killed-{sig}-{os.getpid()}"
+    proc = start(SLOW_ALLGATHER, tmp_path, env={"ROCBENCH_TEST_TAG": tag})
     run_dir = wait_for_rows(tmp_path, 3)
+    assert len(processes_with_env("ROCBENCH_TEST_TAG", tag)) >= 3  # rocbench, its fork server, its ranks
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+    assert wait_until_gone("ROCBENCH_TEST_TAG", tag) == [], "a fork server or rank outlived its run"
     before = results(run_dir)  # parses: every row written is whole
     assert 3 <= len(before) < SLOW_ROWS and set(before["status"]) == {"pass"}
     if sig == signal.SIGINT:

@@ -33,9 +33,10 @@ def free_port() -> int:
 def rank_context():
     """Rank processes fork from a server process that imported torch and the harness once and never
     touched a GPU (forkserver): a rank starts in a fraction of a second instead of re-importing torch,
-    and no CUDA state is ever forked. Each rank then takes the launching process's environment."""
+    and no CUDA state is ever forked. Each rank then takes the launching process's environment. The fork server
+    dies with this process (forkserver_guard), and each rank with the fork server, however this process ends."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rocbench.core.ranks"])
+    ctx.set_forkserver_preload(["rocbench.core.forkserver_guard", "rocbench.core.ranks"])
     return ctx
 
 

@@ -87,12 +87,15 @@ def copy_bandwidth(device: torch.device) -> float | None:
 
 
 def die_with_parent() -> None:
-    """Ask Linux to kill this rank if the parent dies, so no orphan keeps a GPU."""
+    """Ask Linux to kill this process when its parent dies, so no orphan keeps a GPU (or a fork server)."""
+    parent = os.getppid()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def init_groups(spec: PoolSpec, rank: int, device: torch.device):
