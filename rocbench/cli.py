@@ -118,10 +118,12 @@ def sweep(
     json_summary: Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the whole file and print what would run; run nothing.")] = False,
     write_report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.md with plots at the end.")] = True,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish the interrupted sweep in this directory: "
+                                                   "finished runs are kept, a partial run resumed, the rest run.")] = None,
 ) -> int:
     from rocbench.core.config import run_config
 
-    return run_config(config, out, junit, json_summary, dry_run, write_report)
+    return run_config(config, out, junit, json_summary, dry_run, write_report, resume)
 
 
 @app.command("report", help="Write a markdown report (report.md plus PNGs) for a run or sweep directory.")

@@ -46,10 +46,11 @@ def test_moe_bad_input(args, message, tmp_path):
 
 
 @needs_interpreter()
-def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported(tmp_path):
-    """gpt-oss-120b at TP8 has 360 intermediate columns per rank: not whole MX blocks without padding."""
+def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported_and_judges_nothing(tmp_path):
+    """gpt-oss-120b at TP8 has 360 intermediate columns per rank: not whole MX blocks without padding. Every row is
+    unsupported, so nothing was judged: that is exit 3, not a pass (--correctness-only in CI must not go green)."""
     proc = invoke("moe", "--experts", "4", "--topk", "2", "--hidden", "128", "--inter", "2880", "--tp", "8",
-                    "--tokens", "2", "--x-dtype", "fp16", "--out", str(tmp_path))
-    assert proc.returncode == 0
+                  "--tokens", "2", "--x-dtype", "fp16", "--correctness-only", "--out", str(tmp_path))
+    assert proc.returncode == 3 and "nothing ran that could be judged (exit 3)" in proc.stdout, proc.stdout
     frame = results(latest_run(tmp_path, "moe"))
     assert set(frame["status"]) == {"unsupported"} and frame["detail"].str.contains("--pad").all()

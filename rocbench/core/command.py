@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rocbench.core.errors import InputError
 from rocbench.core.harness import RunOptions
+from rocbench.core.results import read_meta
 from rocbench.core.params import Param, ParamSet, choices, flag, integer, names, number, path, text
 
 COMMON = (
@@ -68,11 +69,53 @@ def suite_params(suite, raw: dict) -> dict:
     return params
 
 
-def execute(suite, values: dict) -> Outcome:
-    """Run with parsed option values (missing ones take their defaults). InputError propagates."""
+# Where a run goes and what it prints: not part of what the run is, so a resumed run may name them anew.
+IO_OPTIONS = ("out", "resume", "junit", "json", "dry_run")
+
+
+def recorded_options(suite, values: dict) -> dict:
+    """The options that make a run what it is (all but IO_OPTIONS), as the command line writes them: kept in
+    meta.json, so that --resume runs exactly the same cases with the same options."""
+    return {p.name: p.text_of(values[p.name]) for p in param_set(suite).params if p.name not in IO_OPTIONS}
+
+
+def resumed_values(suite, run_dir: Path, given: dict) -> dict:
+    """A resumed run's option values: its own, from meta.json. An option named again must agree with them."""
+    meta = read_meta(run_dir, "--resume")
+    if meta.get("suite") != suite.name:
+        raise InputError(f"--resume {run_dir}: that run is a {meta.get('suite')} run, not {suite.name}")
+    stored = meta.get("run_options")
+    if stored is None:
+        raise InputError(f"--resume {run_dir}: that run does not record its options (an older rocbench wrote it); "
+                         "start a new run")
+    params = param_set(suite)
+    for name, value in given.items():
+        if name not in IO_OPTIONS and params[name].text_of(value) != stored.get(name):
+            flag = params[name].flag
+            raise InputError(f"--resume {run_dir}: {flag} {shown(params[name].text_of(value))} conflicts with the "
+                             f"run's {flag} {shown(stored.get(name))} (a resumed run keeps its options; start a new "
+                             "run for other ones)")
+    values = params.parse_cli(stored)
+    values.update({name: given[name] for name in IO_OPTIONS if name in given})
+    return values
+
+
+def shown(text) -> str:
+    if isinstance(text, bool):
+        return "on" if text else "off"
+    return "(not set)" if text is None else str(text)
+
+
+def execute(suite, given: dict, started=None, console=None) -> Outcome:
+    """Run with the options the user gave (parsed; the others take their defaults, or a resumed run's own).
+    `started(run_dir)` is told where the rows go as soon as the run directory exists; `console` (default: the
+    terminal, stderr with --json) takes everything but the JSON. InputError propagates."""
     from rocbench.core.sweep import run_suite
 
-    values = {**param_set(suite).parse_cli({}), **values}
+    if given.get("resume") is not None:
+        values = resumed_values(suite, Path(given["resume"]), given)
+    else:
+        values = {**param_set(suite).parse_cli({}), **given}
     answer = suite.before_run(values)
     if answer is not None:
         return Outcome(answer, None)
@@ -80,7 +123,8 @@ def execute(suite, values: dict) -> Outcome:
     params["backends"] = values["backends"]
     opts = RunOptions(**{name: values[name] for name in RUN_OPTIONS}, timeout_s=values["timeout"])
     return run_suite(suite, params, opts, values["out"], resume=values["resume"], junit=values["junit"],
-                     as_json=values["json"], dry_run=values["dry_run"])
+                     as_json=values["json"], dry_run=values["dry_run"], recorded=recorded_options(suite, values),
+                     started=started, console=console)
 
 
 def one_line_errors(fn):
@@ -106,7 +150,8 @@ def register_command(app, suite) -> None:
     params = param_set(suite)
 
     def command(**raw) -> int:
-        return execute(suite, params.parse_cli(raw)).code
+        given = {p.name: p.value(raw[p.name]) for p in params.params if p.given(raw[p.name])}
+        return execute(suite, given).code
 
     command.__signature__ = params.signature()
     command.__name__ = suite.name

@@ -129,54 +129,92 @@ def parsed(param, raw, path: Path, line: int, suite: str):
 
 
 def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool = False, dry_run: bool = False,
-               write_report: bool = True) -> int:
-    """Validate every run of the file first, then run them into one sweep directory."""
+               write_report: bool = True, resume: Path | None = None) -> int:
+    """Validate every run of the file first, then run them into one sweep directory (or finish the sweep that
+    --resume names: finished runs are kept, a partial run resumed, runs never started are run)."""
     import datetime as dt
+    import hashlib
     import json
     import time
 
     from rocbench.core import registry
     from rocbench.core import report as report_mod
     from rocbench.core.command import execute
+    from rocbench.core.exitcodes import Exit, worst
     from rocbench.core.junit import write_junit
-    from rocbench.core.results import new_run_dir, read_results, write_meta
+    from rocbench.core.results import new_run_dir, read_meta, read_results, write_meta
     from rocbench.core.sweep import check_writable, make_console
+    from rich.console import Console
 
     console = make_console(to_stderr=as_json)
     name, runs = plan(path)
+    text = Path(path).read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()
     if junit is not None:
         check_writable(Path(junit))
     runnable, skipped = [], []
     for run in runs:
         try:
-            execute(registry.get(run.suite), {**run.values, "dry_run": True, "out": out})
+            execute(registry.get(run.suite), {**run.values, "dry_run": True, "out": out}, console=Console(quiet=True))
         except NotEnoughGpus as err:  # a larger machine runs it; this one skips it, visibly
             skipped.append({"suite": run.suite, "line": run.entry_line, "why": str(err), **_printable(run.values)})
             continue
         except InputError as err:  # a check across options (every single value was checked in plan)
             raise ConfigError(f"{where(path, run.entry_line)}: {run.suite}: {err}") from None
         runnable.append(run)
+    planned = [{"suite": run.suite, "line": run.entry_line, "options": _printable(run.values)} for run in runnable]
     if dry_run:
         console.print(f"{path}: {len(runnable)} runs valid, {len(skipped)} skipped on this machine; nothing run (--dry-run)")
+        if as_json:
+            print(json.dumps({"config": str(path), "dry_run": True, "runs": planned, "skipped": skipped}, default=str))
         return 0
-    sweep_dir = new_run_dir(Path(out), f"sweep-{name}")
-    meta = {"config": str(path), "name": name, "started": dt.datetime.now().isoformat(timespec="seconds"),
-            "skipped": skipped, "runs": []}
+    if resume is not None:
+        sweep_dir = Path(resume)
+        meta = read_meta(sweep_dir, "--resume")
+        if meta.get("config_sha256") != digest:
+            raise ConfigError(f"--resume {sweep_dir}: {path} is not the config that sweep ran (it changed, or it is "
+                              "another file); resume with the same file")
+        if [(p["suite"], p["line"]) for p in meta.get("planned", [])] != [(p["suite"], p["line"]) for p in planned]:
+            raise ConfigError(f"--resume {sweep_dir}: this machine would run other runs than that sweep planned "
+                              f"({len(planned)} here, {len(meta.get('planned', []))} there)")
+        meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
+    else:
+        sweep_dir = new_run_dir(Path(out), f"sweep-{name}")
+        meta = {"config": str(path), "config_sha256": digest, "name": name,
+                "started": dt.datetime.now().isoformat(timespec="seconds"), "planned": planned, "skipped": skipped,
+                "runs": []}
     write_meta(sweep_dir, meta)
     started = time.monotonic()
-    worst = 0
-    for run in runnable:
-        console.rule(f"{run.suite} ({path}:{run.entry_line})")
-        outcome = execute(registry.get(run.suite), {**run.values, "out": sweep_dir})
-        meta["runs"].append({"suite": run.suite, "line": run.entry_line, "exit_code": outcome.code,
-                             "run_dir": outcome.run_dir.name if outcome.run_dir else None,
-                             "options": _printable(run.values)})
-        worst = max(worst, outcome.code)
+    interrupted = False
+    for index, run in enumerate(runnable):
+        entry = meta["runs"][index] if index < len(meta["runs"]) else None
+        if entry is not None and entry.get("finished"):
+            continue  # kept as it is
+        if entry is None:
+            entry = {"suite": run.suite, "line": run.entry_line, "run_dir": None, "options": _printable(run.values)}
+            meta["runs"].append(entry)
+
+        def note_start(run_dir: Path, entry=entry) -> None:  # the sweep knows the run before its first row
+            entry["run_dir"] = run_dir.name
+            write_meta(sweep_dir, meta)
+
+        console.rule(f"{run.suite} ({path}:{run.entry_line})" + (" (resumed)" if entry["run_dir"] else ""))
+        values = {**run.values, "out": sweep_dir}
+        if entry["run_dir"]:  # started earlier: finish it
+            values["resume"] = sweep_dir / entry["run_dir"]
+        outcome = execute(registry.get(run.suite), values, started=note_start, console=console)
+        entry["exit_code"] = outcome.code
+        entry["finished"] = outcome.code != Exit.INTERRUPTED
         write_meta(sweep_dir, meta)
-    meta["wall_s"] = round(time.monotonic() - started, 1)
+        if outcome.code == Exit.INTERRUPTED:
+            interrupted = True
+            break
+    meta["wall_s"] = round(meta.get("wall_s", 0) + time.monotonic() - started, 1)
     meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    meta["interrupted"] = interrupted
     write_meta(sweep_dir, meta)
-    frames = [(r["suite"], read_results(sweep_dir / r["run_dir"])) for r in meta["runs"] if r["run_dir"]]
+    frames = [(r["suite"], read_results(sweep_dir / r["run_dir"])) for r in meta["runs"]
+              if r.get("run_dir") and (sweep_dir / r["run_dir"] / "results.csv").exists()]
     if junit is not None:
         write_junit(Path(junit), frames)
     if write_report:
@@ -184,12 +222,20 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
         console.print(f"report: {report_path}")
     for entry in skipped:
         console.print(f"[yellow]skipped[/yellow] {entry['suite']} ({path}:{entry['line']}): {entry['why']}")
-    console.print(f"sweep {name}: {len(meta['runs'])} runs in {meta['wall_s']} s -> {sweep_dir}")
+    finished = [r for r in meta["runs"] if r.get("finished")]
+    not_finished = len(runnable) - len(finished)
+    code = worst([r.get("exit_code", Exit.INCOMPLETE) for r in meta["runs"]]
+                 + ([Exit.INTERRUPTED] if interrupted else []) + ([Exit.INCOMPLETE] if not_finished else []))
+    console.print(f"sweep {name}: {len(finished)} of {len(runnable)} runs finished in {meta['wall_s']} s -> {sweep_dir}: "
+                  f"{code.meaning} (exit {int(code)})"
+                  + (f"; finish it with: rocbench sweep {path} --resume {sweep_dir}" if not_finished else ""))
     if as_json:
-        print(json.dumps({"sweep_dir": str(sweep_dir), "exit_code": worst, "wall_s": meta["wall_s"],
+        print(json.dumps({"sweep_dir": str(sweep_dir), "exit_code": int(code), "outcome": code.meaning,
+                          "wall_s": meta["wall_s"], "planned_runs": len(runnable), "finished_runs": len(finished),
                           "runs": meta["runs"], "skipped": skipped,
-                          "counts": {s: report_mod.status_counts(f) for s, f in frames}}, default=str))
-    return worst
+                          "counts": {f"{s} ({i})": report_mod.status_counts(f) for i, (s, f) in enumerate(frames)}},
+                         default=str))
+    return int(code)
 
 
 def _printable(values: dict) -> dict:

@@ -27,11 +27,12 @@ from typing import Callable, Iterator
 import torch.distributed as dist
 
 from rocbench.core import harness
+from rocbench.core.exitcodes import Exit
 from rocbench.core.ranks import RankWorker, Task
 from rocbench.core.results import TIMEOUT
 from rocbench.core.world import LaunchedWorld
 
-ENDED_EXIT = 1  # a rank's exit code when the job ended early (a time limit, a lost rank, an unusable rank)
+ENDED_EXIT = int(Exit.INCOMPLETE)  # a rank's exit code when the job ended early (rank 0 exits with the run's own)
 
 Recorded = tuple[Task, dict]
 
@@ -75,8 +76,8 @@ class WatchdogReport:
 class LaunchedExecutor:
     def __init__(self, world: LaunchedWorld, worker: RankWorker, timeout_s: float):
         self.world, self.worker, self.timeout_s = world, worker, timeout_s
-        # Rank 0's recorder: (rows, why, unfinished) -> None, called when a time limit ends the job.
-        self.on_ended: Callable[[list[Recorded], str, list[Task]], None] | None = None
+        # Rank 0's recorder: (rows, why, unfinished) -> the run's exit code, called when a time limit ends the job.
+        self.on_ended: Callable[[list[Recorded], str, list[Task]], int] | None = None
         self.in_flight: list[Task] = []  # the round's tasks that have no row yet (what a stop interrupts)
         self.watchdog = Watchdog(self)
         self.watchdog.start()
@@ -106,7 +107,7 @@ class LaunchedExecutor:
             if command[0] == "stop":
                 return 0
             if command[0] == "abort":
-                return 2
+                return int(Exit.BAD_INPUT)
             try:
                 for _ in self._rounds(command[1], command[2]):
                     pass
@@ -194,18 +195,19 @@ class LaunchedExecutor:
             dist.all_gather_object(reports, report, group=world.watchdog)
         except RuntimeError:
             reports = []  # some rank's watchdog cannot answer (its process is stuck holding the interpreter)
+        code = ENDED_EXIT
         if world.me.is_recorder and self.on_ended is not None:
             rows, unfinished = self.timeout_rows(reports, round_tasks)
             why = (f"a case passed the time limit ({self.timeout_s:g} s)" if reports else
                    f"a case passed the time limit ({self.timeout_s:g} s) and some ranks did not answer")
-            self.on_ended(rows, why, unfinished)
+            code = self.on_ended(rows, why, unfinished)
         try:
             dist.barrier(group=world.watchdog)  # nobody exits before rank 0 has written
         except RuntimeError:
             pass
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(ENDED_EXIT)
+        os._exit(code)
 
     def timeout_rows(self, reports: list[WatchdogReport], round_tasks: list[Task | None]
                      ) -> tuple[list[Recorded], list[Task]]:

@@ -56,6 +56,18 @@ class Param:
         text = self.default_here() if raw is None else raw
         return None if text is None else self.parse(str(text), self.flag)
 
+    def text_of(self, value: Any) -> Any:
+        """The value as the command line writes it: value(text_of(v)) == v (a run's stored options)."""
+        if self.kind != TEXT or value is None:
+            return value
+        if isinstance(value, list):
+            return ",".join(format_value(item) for item in value)
+        return format_value(value)
+
+    def given(self, raw: Any) -> bool:
+        """Whether the command line named this option (Typer hands a flag its default when it is not named)."""
+        return raw is not None and (self.kind != FLAG or raw != self.default)
+
     def default_here(self) -> Any:
         """The default on this machine (cpu_default where there is no GPU)."""
         if self.cpu_default is not None:

@@ -4,6 +4,7 @@ and the table, plots, JUnit and JSON at the end."""
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rocbench.core import plots, registry, report
+from rocbench.core import exitcodes, plots, registry, report
 from rocbench.core.axes import Case
 from rocbench.core.command import Outcome
 from rocbench.core.errors import InputError
@@ -22,7 +23,9 @@ from rocbench.core.junit import write_junit
 from rocbench.core.platform import PlatformInfo, git_revision
 from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, Task
 from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, base_meta, columns_for, new_run_dir,
-                                   read_results, speedup_column, write_meta)
+                                   read_meta, read_results, speedup_column, write_meta)
+
+LOCK_FILE = ".lock"  # held by the process that runs (or resumes) the run
 from rocbench.core.suite import Backend, Speedup, Suite
 
 
@@ -47,26 +50,36 @@ class RunRecorder:
         self.world_size = 1
         self.interrupted = False
         self.ended: str | None = None  # why a launched job ended early
+        self.lock = None  # the open lock file (lock_run): held until this process ends
 
     @classmethod
     def open(cls, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo, backends: list[Backend],
-             cases: list[Case], out_dir: Path, resumed: tuple | None, console: Console) -> "RunRecorder":
-        """A new run directory under out_dir, or the one --resume opened (open_for_resume) with its finished rows."""
+             cases: list[Case], out_dir: Path, resumed: tuple | None, console: Console,
+             recorded: dict | None = None) -> "RunRecorder":
+        """A new run directory under out_dir, or the one --resume opened (open_for_resume) with its finished rows;
+        either way locked for this process, so that no two write one run."""
         if resumed is not None:
-            run_dir, meta, rows = resumed
+            run_dir = resumed[0]
+            lock = lock_run(run_dir, "--resume")
+            run_dir, meta, rows = open_for_resume(run_dir, suite, columns_for(suite))  # again, now that it is ours
             meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
             if "ended" in meta:  # how the earlier launch ended stays on record, not as this one's end
                 meta.setdefault("earlier_ends", []).append(meta.pop("ended"))
         else:
             run_dir, rows = new_run_dir(out_dir, suite.name), []
+            lock = lock_run(run_dir, "--out")
             meta = base_meta(suite.name, params, platform.as_dict(), git_revision())
             meta["suite_module"] = registry.module_of(suite.name)
             meta["speedups"] = {s.column: s.meaning for s in suite.speedups()}
             meta["times"] = TIMES
             meta["options"] = asdict(opts)
+            meta["run_options"] = recorded or {}
             meta["backends"] = [b.name for b in backends]
+        meta["planned"] = {"cases": len(cases), "backends": [b.name for b in backends], "rows": len(cases) * len(backends)}
         write_meta(run_dir, meta)
-        return cls(suite, opts, backends, cases, run_dir, meta, rows, console)
+        recorder = cls(suite, opts, backends, cases, run_dir, meta, rows, console)
+        recorder.lock = lock
+        return recorder
 
     def note_copy_bandwidth(self, copy_bw: float) -> None:
         """The measured copy bandwidth, kept once per run (the % columns' reference)."""
@@ -158,40 +171,57 @@ class RunRecorder:
         self.meta["summary"] = report.status_counts(self.writer.frame())
         write_meta(self.run_dir, self.meta)
 
+    def missing(self) -> list[Task]:
+        """Planned (case, backend) rows with no row: the run was interrupted, killed or ended early."""
+        done = {(row["case"], row["backend"]) for row in self.writer.rows}
+        return [Task(case.index, backend.name) for case in self.cases for backend in self.backends
+                if (case.id, backend.name) not in done]
+
     def finish(self, junit: Path | None, as_json: bool) -> Outcome:
-        """Metadata, plots, the table and summary; the exit code (0: every gated case passed)."""
+        """Metadata, plots, the table and summary; the exit code (rocbench.core.exitcodes)."""
         self.finish_meta()
         frame = self.writer.frame()
         if not frame.empty:
             plots.draw(self.suite, frame, self.run_dir)
         report.print_table(frame, self.suite, self.console)
-        self.console.print(report.summary_line(frame))
+        planned = len(self.cases) * len(self.backends)
+        code = exitcodes.of_rows(frame, planned, self.interrupted)
+        self.console.print(f"{report.summary_line(frame, planned)}: {code.meaning} (exit {int(code)})")
         self.console.print(f"results: {self.run_dir}")
-        bad = frame["status"].isin(BAD_STATUSES).any()
-        code = 130 if self.interrupted else (1 if bad or self.ended else 0)
         if junit is not None:
             write_junit(Path(junit), [(self.suite.name, frame)])
         if as_json:
-            print(json.dumps(summary_json(self.suite.name, self.run_dir, frame, code), default=str))
-        return Outcome(code, self.run_dir)
+            summary = summary_json(self.suite.name, self.run_dir, frame, code, planned)
+            summary["not_run"] = [{"case": self.cases[t.case].id, "backend": t.backend} for t in self.missing()]
+            print(json.dumps(summary, default=str))
+        return Outcome(int(code), self.run_dir)
 
 
-def summary_json(suite_name: str, run_dir: Path, frame, code: int) -> dict:
+def summary_json(suite_name: str, run_dir: Path, frame, code: exitcodes.Exit, planned: int) -> dict:
     bad = frame[frame["status"].isin(BAD_STATUSES)]
     return {
-        "suite": suite_name, "run_dir": str(run_dir), "exit_code": code,
-        "counts": report.status_counts(frame), "summary": report.summary_line(frame),
+        "suite": suite_name, "run_dir": str(run_dir), "exit_code": int(code), "outcome": code.meaning,
+        "planned_rows": planned, "counts": report.status_counts(frame), "summary": report.summary_line(frame, planned),
         "failures": [{"case": r["case"], "backend": r["backend"], "status": r["status"], "detail": r["detail"]}
                      for _, r in bad.iterrows()],
     }
 
 
+def lock_run(run_dir: Path, what: str):
+    """An exclusive lock on the run directory for as long as this process runs it (the open file holds it)."""
+    handle = open(Path(run_dir) / LOCK_FILE, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(f"{what} {run_dir}: another rocbench is running this run right now (its lock is held); "
+                         "wait for it to end") from None
+    return handle
+
+
 def open_for_resume(run_dir: Path, suite: Suite, columns: list[str]) -> tuple[Path, dict, list[dict]]:
     """An earlier run's directory, its metadata and its finished rows (a killed run keeps all of them)."""
-    meta_path = run_dir / "meta.json"
-    if not meta_path.exists():
-        raise InputError(f"--resume {run_dir}: no meta.json there (not a rocbench run directory)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(run_dir, "--resume")
     if meta.get("suite") != suite.name:
         raise InputError(f"--resume {run_dir}: that run is a {meta.get('suite')} run, not {suite.name}")
     rows = []

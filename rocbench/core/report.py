@@ -52,13 +52,15 @@ def status_counts(frame: pd.DataFrame) -> dict:
     return {str(k): int(v) for k, v in frame["status"].value_counts().items()} if not frame.empty else {}
 
 
-def summary_line(frame: pd.DataFrame) -> str:
-    """'N passed, N failed' over gated rows (unsupported rows are neither)."""
+def summary_line(frame: pd.DataFrame, planned: int | None = None) -> str:
+    """'N passed, N failed' over gated rows (unsupported rows are neither), and how many planned rows did not run."""
     passed = int((frame["status"] == PASS).sum()) if not frame.empty else 0
     failed = int(frame["status"].isin(BAD_STATUSES).sum()) if not frame.empty else 0
     unsupported = len(frame) - passed - failed
-    line = f"{passed} passed, {failed} failed"
-    return line + (f" ({unsupported} unsupported)" if unsupported else "")
+    line = f"{passed} passed, {failed} failed" + (f" ({unsupported} unsupported)" if unsupported else "")
+    if planned is not None and planned > len(frame):
+        line += f"; {planned - len(frame)} of {planned} planned rows did not run"
+    return line
 
 
 def display_columns(frame: pd.DataFrame, suite) -> list[str]:

@@ -132,6 +132,14 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     return upgrade_legacy(pd.read_csv(path, keep_default_na=False, na_values=[""]))
 
 
+def read_meta(run_dir: Path, what: str) -> dict:
+    """A run's (or sweep's) meta.json; `what` names the option or command that asked, for the error."""
+    path = Path(run_dir) / "meta.json"
+    if not path.exists():
+        raise InputError(f"{what} {run_dir}: no meta.json there (not a rocbench run directory)")
+    return json.loads(path.read_text())
+
+
 def write_meta(run_dir: Path, meta: dict) -> None:
     path = Path(run_dir) / "meta.json"
     tmp = path.with_suffix(".json.tmp")

@@ -59,6 +59,15 @@ class Work:
 
 
 @dataclass(frozen=True)
+class InterpreterCost:
+    """Seconds one row's gate takes under Triton's CPU interpreter (without the batch probes): per row plus per MiB
+    of the call's bytes, fitted on a 2-core CI box (the dry run's time estimate uses it)."""
+
+    per_row_s: float = 0.25
+    per_mib_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Tolerance:
     """|out - ref| <= atol + rtol*|ref| everywhere and cosine >= min_cosine; `why` says what it fits."""
 
@@ -250,6 +259,7 @@ class Suite(abc.ABC):
     baseline: ClassVar[str]  # the backend every other backend's speedup is relative to
     extra_speedups: ClassVar[tuple[Speedup, ...]] = ()  # e.g. persistent over split-KV
     backends: ClassVar[Backends]
+    interpreter_cost: ClassVar[InterpreterCost] = InterpreterCost()
 
     def finish(self, params: dict) -> dict:
         """Checks across parameters and defaults that depend on others (InputError on bad input)."""

@@ -2,9 +2,11 @@
 (torchrun, srun), and let the recorder write rows, plots and the table."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 
@@ -16,6 +18,7 @@ from rocbench.core.harness import RunOptions
 from rocbench.core.isolate import PoolExecutor, free_port
 from rocbench.core.platform import PlatformInfo, detect
 from rocbench.core.ranks import PoolSpec, RankWorker
+from rocbench.core.estimate import dry_run_plan
 from rocbench.core.recorder import RunRecorder, open_for_resume
 from rocbench.core.results import columns_for
 from rocbench.core.suite import Backend, Suite
@@ -84,12 +87,13 @@ def make_console(to_stderr: bool = False, quiet: bool = False) -> Console:
 
 def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
-              dry_run: bool = False) -> Outcome:
+              dry_run: bool = False, recorded: dict | None = None,
+              started: Callable[[Path], None] | None = None) -> Outcome:
     """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory. Under a
     launcher every process calls this: rank 0 records, the others run their share and print nothing."""
     me = launcher.detect()
     records_here = me is None or me.is_recorder
-    console = console or make_console(to_stderr=as_json, quiet=not records_here)
+    console = make_console(quiet=True) if not records_here else console or make_console(to_stderr=as_json)
     inject.check_allowed(opts.inject)
     # A wrong --resume target is the user's first mistake to hear about, before anything about this machine.
     resumed = open_for_resume(Path(resume), suite, columns_for(suite)) if resume is not None and records_here else None
@@ -109,17 +113,23 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
         raise InputError("the sweep has no cases")
     refuse_interpreter_dtypes(suite, backends, cases, platform)
     if dry_run:
+        plan = dry_run_plan(suite, cases, backends, world_size, opts, platform)
         console.print(f"{suite.name}: {len(cases)} cases x {len(backends)} backends ({', '.join(b.name for b in backends)}), "
                       f"{world_size} rank(s): valid, nothing run (--dry-run)")
+        console.print(plan["estimate"]["text"], highlight=False)
+        if as_json and records_here:
+            print(json.dumps(plan, default=str))
         return Outcome(0, None)
     if junit is not None and records_here:
         check_writable(Path(junit))
     if me is not None:
         return run_launched(me, suite, params, opts, platform, backends, cases, out_dir, resumed, console, junit,
-                            as_json)
+                            as_json, recorded)
 
-    recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console)
+    recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console, recorded)
     recorder.world_size = world_size
+    if started is not None:
+        started(recorder.run_dir)
     announce(recorder, platform, world_size, "")
     spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
                     measure_copy_bw=not opts.correctness_only)
@@ -140,7 +150,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
 
 def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo,
                  backends: list[Backend], cases: list[Case], out_dir: Path, resumed, console: Console,
-                 junit: Path | None, as_json: bool) -> Outcome:
+                 junit: Path | None, as_json: bool, recorded: dict | None) -> Outcome:
     """Join the launcher's world; rank 0 records, every rank runs its TP group's share of the tasks."""
     from rocbench.core import world
     from rocbench.core.launched import LaunchedExecutor, LaunchEnded
@@ -151,11 +161,11 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
     executor = LaunchedExecutor(joined, RankWorker(suite, cases, joined.ctx, opts), opts.timeout_s)
     if not me.is_recorder:
         code = executor.serve()
-        if code != 1:
+        if code == 0:
             world.leave()
         return Outcome(code, None)
     try:
-        recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console)
+        recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console, recorded)
     except InputError:
         executor.abort()  # the other ranks exit with code 2; this one prints why
         raise
@@ -166,9 +176,9 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
         recorder.note_copy_bandwidth(joined.ctx.cache["copy_bw_GBps"])
     announce(recorder, platform, tp, f", {me.launcher} world of {me.world_size}: {joined.groups} group(s) side by side")
 
-    def ended_by_time_limit(rows, why, unfinished) -> None:  # the watchdog thread; every rank exits after it
+    def ended_by_time_limit(rows, why, unfinished) -> int:  # the watchdog thread; every rank exits after it
         recorder.end_early(rows, why, unfinished)
-        recorder.finish(junit, as_json)
+        return recorder.finish(junit, as_json).code
 
     executor.on_ended = ended_by_time_limit
     signal.signal(signal.SIGTERM, interrupt)  # a launcher stops its ranks with SIGTERM: record, then stop

@@ -12,7 +12,7 @@ from rocbench.core.axes import Case, parse_ints
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param, choices, dtypes, flag, ints, tristate
 from rocbench.core.platform import detect
-from rocbench.core.suite import Backends, RankContext, Speedup, Suite, Tolerance, Verdict, Work
+from rocbench.core.suite import Backends, InterpreterCost, RankContext, Speedup, Suite, Tolerance, Verdict, Work
 from rocbench.formats.fp8 import E4M3_DTYPES, fp8_for_arch
 from rocbench.formats.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
                                           make_query, make_seq_lens)
@@ -113,6 +113,7 @@ class MlaSuite(Suite):
     extra_speedups = (Speedup("speedup_vs_split_kv", "same backend's non-persistent (split-KV) run of the case",
                               split_kv_twin),)
     backends = Backends()
+    interpreter_cost = InterpreterCost(per_row_s=0.4, per_mib_s=0.8)  # fitted: batch 2/8, ctx 64/256
 
     def before_run(self, values: dict) -> int | None:
         return explain(values)

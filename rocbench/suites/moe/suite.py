@@ -16,7 +16,7 @@ from rocbench.core import gate
 from rocbench.core.axes import Case, product, reindex
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param, choices, dtypes, flag, integer, ints, one_of
-from rocbench.core.suite import Backends, RankContext, Speedup, Suite, Tolerance, Verdict, Work
+from rocbench.core.suite import Backends, InterpreterCost, RankContext, Speedup, Suite, Tolerance, Verdict, Work
 from rocbench.formats.moe_layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
 from rocbench.formats.mxfp4 import dequantize_mxfp4, mxfp4_bytes, quantize_mxfp4
 from rocbench.suites.moe.reference import ACTIVATIONS, MODELS, moe_reference, rocm_padded_dims, route, shard_inter
@@ -83,6 +83,7 @@ class MoeSuite(Suite):
     baseline = "triton"
     extra_speedups = (Speedup("speedup_vs_interleave", "same backend's interleave run of the shape", interleave_twin),)
     backends = Backends()
+    interpreter_cost = InterpreterCost(per_row_s=5.5, per_mib_s=23.0)  # fitted: 4 and 8 experts, hidden 128/512
 
     def finish(self, params: dict) -> dict:
         explicit = [params[k] for k in ("experts", "topk", "hidden", "inter")]
