@@ -136,7 +136,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A results/<suite>-<time
     return 0
 
 
-@app.command("compare", help="Compare two runs or sweeps row by row; exit 1 on a regression beyond noise and threshold, or a gate that went from pass to fail.")
+@app.command("compare", help="Compare two runs or sweeps row by row; exit 1 on a regression beyond noise and threshold, "
+                              "or a gate that went from pass to fail; exit 4 when rows of the base are missing in the new.")
 @one_line_errors
 def compare(
     base: Annotated[Path, typer.Argument(help="Baseline run or sweep directory.")],
@@ -148,18 +149,24 @@ def compare(
     import json
 
     from rocbench.core import compare as cmp
+    from rocbench.core.sweep import check_writable
 
+    if markdown is not None:
+        check_writable(markdown, "--markdown")
     result = cmp.compare(base, new, threshold)
     text = cmp.to_markdown(result, base, new, threshold)
     if markdown is not None:
         markdown.write_text(text)
+    code = result.exit_code
     if json_summary:
-        print(json.dumps({"regressions": cmp.regression_records(result),
+        print(json.dumps({"exit_code": int(code), "outcome": code.meaning, "matched": len(result.table),
+                          "regressions": cmp.regression_records(result),
                           "gate_flips": result.gate_flips[cmp.KEY + ["status_new", "detail_new"]].to_dict("records"),
-                          "matched": len(result.table), "exit_code": int(result.failed)}, default=str))
+                          "missing_in_new": result.only_base.to_dict("records"),
+                          "only_in_new": result.only_new.to_dict("records")}, default=str))
     else:
         print(text)
-    return 1 if result.failed else 0
+    return int(code)
 
 
 @app.command("selfcheck", help="GPU: prove the two times against kernels of known duration (spin kernels) and "

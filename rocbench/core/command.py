@@ -44,7 +44,12 @@ COMMON = (
     Param("junit", "Also write a JUnit XML file: one test case per row, failures carry the gate's detail.", path(),
           in_yaml=False),
     flag("json", "Print a machine-readable JSON summary on stdout (the table goes to stderr).", in_yaml=False),
-    flag("dry_run", "Validate the options and print how many cases would run; run nothing.", in_yaml=False),
+    flag("dry_run", "Validate the options, print how many cases would run, about how long they take and the "
+                    "largest case's memory; run nothing.", in_yaml=False),
+    Param("columns", "The terminal table's columns (CSV column names, or speedup) instead of the compact default: "
+                     "the axes that vary, backend, status, both times, the headline rate and the speedup that "
+                     "applies.", names(), metavar="LIST", in_yaml=False),
+    flag("wide", "Show every column the terminal table can have (the CSV has all of them).", in_yaml=False),
     Param("inject", "Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).", text(), hidden=True),
 )
 RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "max_noise", "max_time", "times", "warmup", "seed", "inject",
@@ -70,7 +75,7 @@ def suite_params(suite, raw: dict) -> dict:
 
 
 # Where a run goes and what it prints: not part of what the run is, so a resumed run may name them anew.
-IO_OPTIONS = ("out", "resume", "junit", "json", "dry_run")
+IO_OPTIONS = ("out", "resume", "junit", "json", "dry_run", "columns", "wide")
 
 
 def recorded_options(suite, values: dict) -> dict:
@@ -110,6 +115,7 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
     """Run with the options the user gave (parsed; the others take their defaults, or a resumed run's own).
     `started(run_dir)` is told where the rows go as soon as the run directory exists; `console` (default: the
     terminal, stderr with --json) takes everything but the JSON. InputError propagates."""
+    from rocbench.core.report import TableView
     from rocbench.core.sweep import run_suite
 
     if given.get("resume") is not None:
@@ -124,7 +130,7 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
     opts = RunOptions(**{name: values[name] for name in RUN_OPTIONS}, timeout_s=values["timeout"])
     return run_suite(suite, params, opts, values["out"], resume=values["resume"], junit=values["junit"],
                      as_json=values["json"], dry_run=values["dry_run"], recorded=recorded_options(suite, values),
-                     started=started, console=console)
+                     started=started, console=console, view=TableView(values["columns"], values["wide"]))
 
 
 def one_line_errors(fn):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rocbench.core.exitcodes import Exit
 from rocbench.core.report import markdown_table, run_dirs
 from rocbench.core.results import BAD_STATUSES, PASS, TIMES, read_results, time_columns
 
@@ -31,6 +32,13 @@ class Comparison:
     @property
     def failed(self) -> bool:
         return not self.regressions.empty or not self.gate_flips.empty
+
+    @property
+    def exit_code(self) -> Exit:
+        """A regression or a gate flip fails; rows of the base that the new run lacks make it incomplete."""
+        if self.failed:
+            return Exit.FAILED
+        return Exit.INCOMPLETE if not self.only_base.empty else Exit.PASSED
 
 
 def load_rows(path: Path) -> pd.DataFrame:
@@ -128,6 +136,11 @@ def to_markdown(result: Comparison, base: Path, new: Path, threshold: float) -> 
              f"{len(result.gate_flips)} gates that went from pass to fail, {len(result.only_base)} rows only in base, "
              f"{len(result.only_new)} only in new", ""]
     if not flagged.empty:
-        lines += ["## Flagged", "", markdown_table(flagged, cols), ""]
-    lines += ["## All matched rows", "", markdown_table(show, cols), ""]
+        lines += ["## Flagged", "", markdown_table(flagged, cols, full=("case",)), ""]
+    if not result.only_base.empty:
+        lines += ["## In base, missing in new (not run there)", "",
+                  markdown_table(result.only_base, list(result.only_base.columns), full=("case",)), ""]
+    if not result.only_new.empty:
+        lines += ["## Only in new", "", markdown_table(result.only_new, list(result.only_new.columns), full=("case",)), ""]
+    lines += ["## All matched rows", "", markdown_table(show, cols, full=("case",)), ""]
     return "\n".join(lines)

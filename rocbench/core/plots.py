@@ -1,11 +1,17 @@
 """Matplotlib figures from a results frame, driven by each suite's plot specs.
 
-A spec is a dict: file, title, x, y, hue (columns joined into one legend label), facet (one panel per
-value), logx/logy. Only rows that passed the gate and were timed are drawn.
+A line spec: file, title, x (a column, or candidates in order: the first that varies in the run is the x axis;
+`along` names the axes the first one stands for, e.g. shape for bytes), y (one column, or several drawn solid/dashed/dotted), ylabel, facet (one panel per value), logy, hline. Every
+line is one real series: the rows of one backend and one value of every other axis that varies, so no point is
+an aggregate of different cases. When no candidate x varies, each row is one bar instead.
+A heatmap spec: file, title, index, columns, value, where (rows kept), ratio (a speedup: log colour scale centred
+at 1x), center/fmt otherwise; one panel per combination of the other axes that vary.
+Only rows that passed the gate (and, for lines, were timed) are drawn.
 """
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -13,62 +19,141 @@ import matplotlib
 matplotlib.use("Agg")  # no display on CI or on the device
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+MAX_PANELS = 12
+RATIO_TICKS = (1 / 8, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 0.8, 1, 1.25, 1.5, 2, 3, 4, 8)
+LEGEND = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)  # outside the data
 
 
 def sort_key(value):
-    """Numbers in numeric order (16 before 128), then everything else as text."""
+    """Numbers in numeric order (16 before 128), shapes by their dimensions (8x7168 before 64x7168), then text."""
+    text = str(value)
+    if re.fullmatch(r"\d+(x\d+)+", text):
+        dims = [int(d) for d in text.split("x")]
+        return (0, math.prod(dims), tuple(dims), "")
     try:
-        return (0, float(value), "")
+        return (0, float(value), (), "")
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        return (1, 0.0, (), text)
+
+
+def varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [c for c in columns if c in frame and frame[c].astype(str).nunique() > 1]
+
+
+SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8", "float8_e4m3fnuz": "fp8 fnuz",
+         "float8_e5m2": "fp8 e5m2", "True": "yes", "False": "no"}
 
 
 def label(row: pd.Series, columns: list[str]) -> str:
-    return " ".join(f"{row[c]}" if c == "backend" else f"{c}={row[c]}" for c in columns)
+    return " ".join(f"{row[c]}" if c == "backend" else f"{c}={SHORT.get(str(row[c]), row[c])}" for c in columns) or "all"
 
 
-def line_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
-    ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]  # a second y is drawn dashed
-    data = frame.dropna(subset=[spec["x"], ys[0]])
-    if data.empty:
+def shared_legend(fig, grid) -> None:
+    """One legend for every panel (their series are the same), outside the data, right of the figure."""
+    handles: dict[str, object] = {}
+    for ax in grid:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
+
+
+def y_columns(spec: dict, data: pd.DataFrame) -> list[str]:
+    ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    ys = [y for y in ys if y in data and data[y].notna().any()]
+    if spec.get("logy"):  # a log axis takes positive values only
+        ys = [y for y in ys if (data[y] > 0).any()]
+    return ys
+
+
+def panels(data: pd.DataFrame, facet: str | None) -> list[tuple[str | None, pd.DataFrame]]:
+    if not facet or facet not in data:
+        return [(None, data)]
+    return [(f"{facet}={SHORT.get(str(value), value)}", data[data[facet] == value])
+            for value in sorted(data[facet].unique(), key=sort_key)][:MAX_PANELS]
+
+
+def figure_grid(count: int, width: float, height: float):
+    ncols = min(2, count)
+    nrows = math.ceil(count / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def finish(fig, title: str, path: Path) -> None:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legends outside the axes are kept
+    plt.close(fig)
+
+
+def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) -> bool:
+    ys = y_columns(spec, frame)
+    if not ys:
         return False
-    facets = sorted(data[spec["facet"]].unique(), key=sort_key) if spec.get("facet") else [None]
-    ncols = min(3, len(facets))
-    nrows = math.ceil(len(facets) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
-    hue = spec.get("hue", ["backend"])
-    for ax, facet in zip(axes.flat, facets):
-        part = data if facet is None else data[data[spec["facet"]] == facet]
-        part = part.assign(_label=part.apply(lambda r: label(r, hue), axis=1))
-        for name, group in part.groupby("_label"):
-            group = group.groupby(spec["x"], as_index=False)[ys].median().sort_values(spec["x"])
+    data = frame.dropna(subset=[ys[0]])
+    candidates = spec["x"] if isinstance(spec["x"], list) else [spec["x"]]
+    x = next((c for c in candidates if c in data and data[c].nunique() > 1), None)
+    if x is None:
+        return bar_figure(data, spec, path, axes, ys)
+    facet = spec.get("facet") if spec.get("facet") in varying(data, axes) else None
+    along = spec.get("along", []) if x == candidates[0] else []  # axes the x column stands for (bytes: shape)
+    hue = [c for c in varying(data, ["backend", *axes]) if c not in (x, facet, *along)]
+    chosen = panels(data, facet)
+    fig, grid = figure_grid(len(chosen), 4.6, 3.4)
+    for ax, (title, part) in zip(grid, chosen):
+        for _, group in (part.groupby(hue, sort=False) if hue else [((), part)]):
+            group = group.sort_values(x)
             line = None
             for y, style in zip(ys, ("-", "--", ":")):
                 tag = f" ({y.split('_')[0]})" if len(ys) > 1 else ""
-                line, = ax.plot(group[spec["x"]], group[y], marker="o", markersize=3, linestyle=style, label=name + tag,
-                                color=None if line is None else line.get_color())
-        if spec.get("logx", True):
+                line, = ax.plot(group[x], group[y], marker="o", markersize=3, linestyle=style,
+                                label=label(group.iloc[0], hue) + tag, color=None if line is None else line.get_color())
+        if spec.get("logx", True) and (part[x] > 0).all():
             ax.set_xscale("log", base=2)
         if spec.get("logy"):
             ax.set_yscale("log")
         if spec.get("hline") is not None:
             ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(f"{spec['facet']}={facet}" if facet is not None else spec["title"], fontsize=9)
-        ax.set_xlabel(spec.get("xlabel", spec["x"]))
+        ax.set_title(title or "", fontsize=9)
+        ax.set_xlabel(spec.get("xlabel") if x == candidates[0] and spec.get("xlabel") else x)
         ax.set_ylabel(spec.get("ylabel", ys[0]))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(facets):]:
-        ax.set_visible(False)
-    fig.suptitle(spec["title"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    shared_legend(fig, grid[:len(chosen)])
+    finish(fig, spec["title"], path)
+    return True
+
+
+def bar_figure(data: pd.DataFrame, spec: dict, path: Path, axes: list[str], ys: list[str]) -> bool:
+    """No x axis varies: one bar per row (per y), labelled by what tells the rows apart."""
+    names = varying(data, ["backend", *axes]) or ["backend"]
+    data = data.sort_values([c for c in names if c in data], key=lambda col: col.map(sort_key))
+    labels = [label(row, names) for _, row in data.iterrows()]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(labels) * len(ys) + 2), 4.0))
+    width = 0.8 / len(ys)
+    for i, y in enumerate(ys):
+        ax.bar([k + i * width for k in range(len(labels))], data[y], width=width,
+               label=y.split("_")[0] if len(ys) > 1 else None)
+    ax.set_xticks([k + width * (len(ys) - 1) / 2 for k in range(len(labels))], labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel(spec.get("ylabel", ys[0]))  # linear: a bar's length is its value
+    if spec.get("hline") is not None:
+        ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
+    if len(ys) > 1:
+        ax.legend(**LEGEND)
+    ax.grid(True, axis="y", alpha=0.3)
+    finish(fig, spec["title"].replace(" (solid) and graph (dashed)", " and graph"), path)
     return True
 
 
 def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
     """Every line plot (passed and timed rows) and heatmap (passed rows) the suite asks for."""
+    axes = [p.column for p in suite.params if p.axis]
     passed = frame[frame["status"] == "pass"] if "status" in frame else frame
     present = [c for c in ("kernel_us_median", "graph_us_median") if c in passed]
     timed = passed.dropna(subset=present, how="all") if present else passed.iloc[0:0]
@@ -76,45 +161,61 @@ def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
     figures += [(heatmap_figure, passed, spec) for spec in suite.heatmap_specs()]
     written = []
     for figure, rows, spec in figures:
-        needed = {spec.get(k) for k in ("x", "value", "index", "columns", "facet")} - {None}
-        needed |= set(spec["y"] if isinstance(spec.get("y"), list) else [spec.get("y")]) - {None}
-        if not needed <= set(rows.columns):  # a run written by an older version lacks the column
-            continue
+        needed = {spec.get(k) for k in ("value", "index", "columns")} - {None}
+        ys = spec["y"] if isinstance(spec.get("y"), list) else [spec["y"]] if "y" in spec else []
+        xs = spec["x"] if isinstance(spec.get("x"), list) else [spec["x"]] if "x" in spec else []
+        if not needed <= set(rows.columns) or (ys and not any(y in rows for y in ys)) or (xs and not any(x in rows for x in xs)):
+            continue  # a run written by an older version lacks the columns
         path = Path(run_dir) / spec["file"]
-        if figure(rows, spec, path):
+        if figure(rows, spec, path, axes):
             written.append(path)
+        else:
+            path.unlink(missing_ok=True)  # an older picture of data this run does not have would mislead
     return written
 
 
-def heatmap_figure(frame: pd.DataFrame, spec: dict, path: Path) -> bool:
-    """A value (e.g. speedup) over two case axes, one panel per facet value, numbers printed in cells."""
+def heatmap_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) -> bool:
+    """A value over two case axes, numbers printed in the cells; one panel per combination of the other axes that
+    vary (never a median over cases). A ratio (spec["ratio"]) gets a log colour scale centred at 1x."""
     data = frame
     for column, value in spec.get("where", {}).items():
         data = data[data[column].astype(str) == str(value)]
     data = data.dropna(subset=[spec["value"]])
-    if data.empty:
+    if data.empty or data[spec["index"]].nunique() * data[spec["columns"]].nunique() < 2:
         return False
-    facets = sorted(data[spec["facet"]].unique(), key=sort_key) if spec.get("facet") else [None]
-    fig, axes = plt.subplots(1, len(facets), figsize=(1.2 + 0.9 * max(3, data[spec["columns"]].nunique()) * len(facets),
-                                                      1.5 + 0.45 * max(3, data[spec["index"]].nunique())), squeeze=False)
-    for ax, facet in zip(axes.flat, facets):
-        part = data if facet is None else data[data[spec["facet"]] == facet]
-        table = part.pivot_table(index=spec["index"], columns=spec["columns"], values=spec["value"], aggfunc="median")
+    others = [c for c in ["backend", *varying(data, axes)] if c not in (spec["index"], spec["columns"])]
+    others = [c for c in others if data[c].astype(str).nunique() > 1]
+    groups = list(data.groupby(others, sort=True)) if others else [((), data)]
+    groups = sorted(groups, key=lambda g: tuple(sort_key(v) for v in (g[0] if isinstance(g[0], tuple) else (g[0],))))
+    groups = groups[:MAX_PANELS]
+    n_cols = data[spec["columns"]].nunique()
+    fig, grid = figure_grid(len(groups), 1.6 + 0.8 * max(3, n_cols), 1.6 + 0.45 * max(3, data[spec["index"]].nunique()))
+    values = data[spec["value"]].astype(float)
+    if spec.get("ratio"):
+        reach = max(float(values.max()), 1.0 / max(float(values.min()), 1e-9), 1.1)
+        norm, cmap = LogNorm(vmin=1.0 / reach, vmax=reach), "RdYlGn"
+    else:
+        center = spec.get("center", float(values.median()))
+        spread = max(abs(float(values.max()) - center), abs(center - float(values.min())), 1e-3)
+        norm, cmap = matplotlib.colors.Normalize(vmin=center - spread, vmax=center + spread), "RdYlGn"
+    for ax, (key, part) in zip(grid, groups):
+        table = part.pivot(index=spec["index"], columns=spec["columns"], values=spec["value"]).astype(float)
         table = table.reindex(index=sorted(table.index, key=sort_key), columns=sorted(table.columns, key=sort_key))
-        center = spec.get("center", 1.0)
-        # at least +-10% around the center: noise-level differences stay pale instead of saturating the scale
-        spread = max(abs(float(table.max().max()) - center), abs(center - float(table.min().min())), 0.1 * abs(center), 1e-3)
-        image = ax.imshow(table.values, cmap="RdYlGn", vmin=center - spread, vmax=center + spread, aspect="auto")
+        image = ax.imshow(table.values, cmap=cmap, norm=norm, aspect="auto")
         ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=8)
         ax.set_xlabel(spec["columns"])
         ax.set_ylabel(spec["index"])
         for (i, j), value in pd.DataFrame(table.values).stack().items():
-            ax.text(j, i, spec.get("fmt", "{:.2f}").format(value), ha="center", va="center", fontsize=7)
-        ax.set_title(f"{spec['facet']}={facet}" if facet is not None else "", fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(spec["title"], fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+            ax.text(j, i, spec.get("fmt", "{:.2f}x" if spec.get("ratio") else "{:.2f}").format(value),
+                    ha="center", va="center", fontsize=7)
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(" ".join(f"{c}={SHORT.get(str(v), v)}" if c != "backend" else str(v) for c, v in zip(others, key)),
+                     fontsize=9)
+        bar = fig.colorbar(image, ax=ax, shrink=0.8)
+        if spec.get("ratio"):
+            bar.set_ticks([t for t in RATIO_TICKS if norm.vmin <= t <= norm.vmax])
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
+            bar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    finish(fig, spec["title"], path)
     return True

@@ -51,6 +51,7 @@ class RunRecorder:
         self.interrupted = False
         self.ended: str | None = None  # why a launched job ended early
         self.lock = None  # the open lock file (lock_run): held until this process ends
+        self.view = report.TableView()
 
     @classmethod
     def open(cls, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo, backends: list[Backend],
@@ -183,7 +184,7 @@ class RunRecorder:
         frame = self.writer.frame()
         if not frame.empty:
             plots.draw(self.suite, frame, self.run_dir)
-        report.print_table(frame, self.suite, self.console)
+        report.print_table(frame, self.suite, self.console, self.view.columns, self.view.wide)
         planned = len(self.cases) * len(self.backends)
         code = exitcodes.of_rows(frame, planned, self.interrupted)
         self.console.print(f"{report.summary_line(frame, planned)}: {code.meaning} (exit {int(code)})")

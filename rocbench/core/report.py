@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rocbench.core.errors import InputError
@@ -63,11 +66,67 @@ def summary_line(frame: pd.DataFrame, planned: int | None = None) -> str:
     return line
 
 
-def display_columns(frame: pd.DataFrame, suite) -> list[str]:
+def wide_columns(frame: pd.DataFrame, suite) -> list[str]:
+    """--wide: every column the terminal can show (the CSV has the rest)."""
     cols = ["backend", *suite.columns(), "status", "path"]
     cols += [c for c in [*TERMINAL_COLUMNS, *speedup_columns(frame)] if c in frame and frame[c].notna().any()]
     cols += ["deterministic", "graph_replays"]
     return [c for c in cols if c in frame and frame[c].notna().any() and (frame[c].astype(str).str.len() > 0).any()]
+
+
+# The compact table's headline rate: a row's rate against its bound where the run has one.
+HEADLINE_RATES = ("pct_copy_bw_kernel", "busbw_kernel_GBps", "pct_copy_bw_graph", "busbw_graph_GBps")
+SPEEDUP = "speedup"  # the compact table's derived column: the speedup that applies to the row
+TABLE_WIDTH = 100
+COMPACT_HEADERS = {"pct_copy_bw_kernel": "% copy bw", "pct_copy_bw_graph": "% bw (graph)", "busbw_kernel_GBps": "busbw GB/s",
+                   "busbw_graph_GBps": "busbw (graph)", "kernel_us_median": "kernel us", "graph_us_median": "graph us"}
+SHORT_VALUES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8", "float8_e4m3fnuz": "fp8fnuz",
+                "float8_e5m2": "fp8e5m2", "True": "yes", "False": "no"}
+
+
+def compact_columns(frame: pd.DataFrame, suite) -> list[str]:
+    """The default table: the axes that vary in this run, backend, status, both times, the headline rate and the
+    speedup that applies; the CSV keeps everything else."""
+    axes = [p.column for p in suite.params if p.axis]  # derived columns follow the axes: not shown
+    varying = [c for c in axes if c in frame and frame[c].astype(str).nunique() > 1]
+    cols = [*varying, "backend", "status", "kernel_us_median", "graph_us_median"]
+    cols += [next((c for c in HEADLINE_RATES if c in frame and frame[c].notna().any()), "")]
+    cols += [SPEEDUP] if speedup_columns(frame) and frame[speedup_columns(frame)].notna().any().any() else []
+    return [c for c in cols if c == SPEEDUP or (c in frame and frame[c].notna().any())]
+
+
+def applicable_speedup(row: pd.Series) -> tuple[float, str] | None:
+    """The row's first speedup, kernel time first: (value, what it is over, e.g. 'split kv' or 'triton (graph)')."""
+    for basis in TIMES:
+        for column in row.index:
+            if column.startswith("speedup_vs_") and column.endswith(f"_{basis}") and pd.notna(row[column]):
+                over = column.removeprefix("speedup_vs_").removesuffix(f"_{basis}").replace("_", " ")
+                return float(row[column]), over + ("" if basis == "kernel" else " (graph)")
+    return None
+
+
+def speedup_cells(frame: pd.DataFrame) -> tuple[str, list[str]]:
+    """The speedup column's header and cells: 'x split kv' over bare numbers when every row's speedup is over the
+    same thing, else each cell says what it is over."""
+    found = [applicable_speedup(row) for _, row in frame.iterrows()]
+    kinds = {f[1] for f in found if f is not None}
+    if len(kinds) == 1:
+        return f"x {kinds.pop()}", ["" if f is None else f"{f[0]:.2f}" for f in found]
+    return "speedup", ["" if f is None else f"{f[0]:.2f}x {f[1]}" for f in found]
+
+
+@dataclass(frozen=True)
+class TableView:
+    """How the terminal table shows a run: --columns, or --wide, or the compact default."""
+
+    columns: list[str] | None = None
+    wide: bool = False
+
+
+def check_columns(columns: list[str] | None, available: list[str]) -> None:
+    unknown = [c for c in columns or [] if c not in available and c != SPEEDUP]
+    if unknown:
+        raise InputError(f"--columns: no column {unknown[0]!r} (the CSV's columns, or speedup)")
 
 
 def cell(column: str, value, width: int | None = 40) -> str:
@@ -82,22 +141,32 @@ def cell(column: str, value, width: int | None = 40) -> str:
     return text if width is None or len(text) <= width else text[:width - 3] + "..."
 
 
-def print_table(frame: pd.DataFrame, suite, console: Console) -> None:
+def print_table(frame: pd.DataFrame, suite, console: Console, columns: list[str] | None = None,
+                wide: bool = False) -> None:
+    """The terminal table: compact (at most TABLE_WIDTH columns) unless --wide or --columns says otherwise; every
+    row that did not pass is then named with its detail."""
     if frame.empty:
         console.print("no rows")
         return
-    columns = display_columns(frame, suite)
-    table = Table(title=f"rocbench {suite.name}", show_lines=False)
+    compact = not wide and columns is None
+    columns = wide_columns(frame, suite) if wide else (columns or compact_columns(frame, suite))
+    table = Table(title=f"rocbench {suite.name}", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+                  padding=(0, 0 if compact else 1), pad_edge=False, show_edge=not compact)
+    speedup_header, speedups = speedup_cells(frame) if SPEEDUP in columns else ("", [])
     for column in columns:
-        table.add_column((numeric_format(column) or (column,))[0], overflow="fold",
-                         justify="right" if numeric_format(column) else "left")
-    for _, row in frame.iterrows():
+        header = speedup_header if column == SPEEDUP else (numeric_format(column) or (column,))[0]
+        header = COMPACT_HEADERS.get(column, header) if compact else header
+        table.add_column(header, overflow="fold", justify="right" if numeric_format(column) or column == SPEEDUP else "left")
+    for index, (_, row) in enumerate(frame.iterrows()):
         style = STATUS_STYLE.get(str(row["status"]))
-        table.add_row(*[cell(c, row[c]) for c in columns], style=style if row["status"] != PASS else None)
-    console.print(table)
+        cells = [speedups[index] if c == SPEEDUP else
+                 (SHORT_VALUES.get(cell(c, row[c]), cell(c, row[c])) if compact else cell(c, row[c])) for c in columns]
+        table.add_row(*cells, style=style if row["status"] != PASS else None)
+    console.print(table, width=min(console.width, TABLE_WIDTH) if compact else None)
     bad = frame[frame["status"] != PASS]
     for _, row in bad.iterrows():
-        console.print(f"[{STATUS_STYLE.get(str(row['status']), 'red')}]{row['status']}[/]: {row['backend']} {row['case']}: {row['detail']}")
+        console.print(f"[{STATUS_STYLE.get(str(row['status']), 'red')}]{row['status']}[/]: {row['backend']} "
+                      f"{escape(str(row['case']))}: {escape(str(row['detail']))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +236,57 @@ def timed_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.dropna(subset=present, how="all") if present else frame.iloc[0:0]
 
 
-def times_legend(meta: dict) -> list[str]:
-    return [f"- `{basis}_us`: {meaning}" for basis, meaning in (meta.get("times") or TIMES).items()]
+def times_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
+    """What each time means, for the times this run has (a CPU run has none)."""
+    return [f"- `{basis}_us`: {meaning}" for basis, meaning in (meta.get("times") or TIMES).items()
+            if f"{basis}_us_median" in frame and frame[f"{basis}_us_median"].notna().any()]
+
+
+def speedup_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
+    """What each speedup is over, for the speedup columns that have values in this run."""
+    lines = []
+    for column, meaning in meta.get("speedups", {}).items():
+        bases = [basis for basis in TIMES if f"{column}_{basis}" in frame and frame[f"{column}_{basis}"].notna().any()]
+        if bases:
+            lines.append(f"- {', '.join(f'`{column}_{basis}`' for basis in bases)}: that time of the {meaning} / this row's")
+    return lines
+
+
+def distinguishing_options(metas: list[dict]) -> list[str]:
+    """Per run, the options that tell it from the other runs of its suite in the same report (TP, model, ...)."""
+    labels = []
+    for meta in metas:
+        same = [m for m in metas if m.get("suite") == meta.get("suite")]
+        options = meta.get("run_options", {})
+        differing = [name for name, value in options.items()
+                     if any(other.get("run_options", {}).get(name) != value for other in same)]
+        labels.append(", ".join(f"{name}={options[name]}" for name in differing[:4]))
+    return labels
+
+
+def sweep_status(path: Path) -> tuple[list[str], int]:
+    """For a sweep directory: lines on the planned runs that did not finish, and how many there are."""
+    meta_path = Path(path) / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if "planned" not in meta:
+        return [], 0
+    runs = meta.get("runs", [])
+    lines = []
+    for index, planned in enumerate(meta["planned"]):
+        run = runs[index] if index < len(runs) else None
+        if run is None or not run.get("run_dir"):
+            lines.append(f"- {planned['suite']} (config line {planned['line']}): never started")
+        elif not run.get("finished"):
+            lines.append(f"- {planned['suite']} (config line {planned['line']}): started, did not finish "
+                         f"(`{run['run_dir']}`)")
+    count = len(lines)
+    if lines:
+        lines = ["## Runs that did not finish", "", f"Finish them with `rocbench sweep {meta.get('config')} --resume "
+                 f"{path}`.", "", *lines, ""]
+    if meta.get("skipped"):
+        lines += ["## Runs this machine skipped", "",
+                  *[f"- {entry['suite']} (config line {entry['line']}): {entry['why']}" for entry in meta["skipped"]], ""]
+    return lines, count
 
 
 def write_report(path: Path) -> Path:
@@ -179,26 +297,30 @@ def write_report(path: Path) -> Path:
     path = Path(path)
     dirs = run_dirs(path)
     out = path / "report.md"
-    sections, failures = [], []
+    sections, failures, incomplete = [], [], []
     header = [f"# rocbench report: {path.name}", ""]
-    for run_dir in dirs:
+    metas = [json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {} for d in dirs]
+    labels = distinguishing_options(metas)
+    for run_dir, meta, label in zip(dirs, metas, labels):
         frame = read_results(run_dir)
-        meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
         suite = registry.get(meta.get("suite") or frame["suite"].iloc[0], meta.get("suite_module"))
         plots.draw(suite, frame, run_dir)
         platform = meta.get("platform", {})
         bad = frame[frame["status"].isin(BAD_STATUSES)]
         if not bad.empty:
             failures.append(bad.assign(run=run_dir.name))
+        planned = (meta.get("planned") or {}).get("rows")
+        if planned and planned > len(frame):
+            incomplete.append(f"- `{run_dir.name}`: {planned - len(frame)} of {planned} planned rows did not run"
+                              + (f" ({meta['ended']})" if meta.get("ended") else
+                                 " (interrupted)" if meta.get("interrupted") else " (killed, or still running)"))
         rel = run_dir.relative_to(path) if run_dir != path else Path(".")
-        lines = [f"## {suite.name}: `{rel}`", "",
+        lines = [f"## {suite.name}{f' ({label})' if label else ''}: `{rel}`", "",
                  f"- device: {', '.join(platform.get('device_names') or [platform.get('kind', '?')])}; "
                  f"copy bandwidth (measured): {meta.get('copy_bw_GBps', 0) or 0:.0f} GB/s" if meta.get("copy_bw_GBps")
                  else f"- device: {platform.get('kind', '?')} (correctness only: nothing timed)",
-                 f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame)}", "",
-                 *times_legend(meta),
-                 *[f"- `{column}_kernel`, `{column}_graph`: that time of the {meaning} / this row's"
-                   for column, meaning in meta.get("speedups", {}).items()],
+                 f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame, planned)}", "",
+                 *times_legend(meta, frame), *speedup_legend(meta, frame),
                  "", "### Gate and speed by backend", "", markdown_table(backend_summary(frame), list(backend_summary(frame).columns)), ""]
         determinism = determinism_summary(frame)
         if not determinism.empty:
@@ -215,11 +337,19 @@ def write_report(path: Path) -> Path:
         for png in sorted(run_dir.glob("*.png")):
             lines += [f"![{png.stem}]({(rel / png.name).as_posix()})", ""]
         sections.append("\n".join(lines))
+    unfinished, never_done = sweep_status(path)
     if failures:
         bad = pd.concat(failures)
         first = ["## Failed, faulted or timed-out cases (read these first)", "",
                  markdown_table(bad, ["run", "backend", "case", "status", "detail"], full=("case", "detail")), ""]
+    elif never_done or incomplete:
+        first = ["## Failed, faulted or timed-out cases", "",
+                 f"None among the rows that ran; but {never_done} planned run(s) did not finish and "
+                 f"{len(incomplete)} run(s) lack planned rows (below): this is not a complete pass.", ""]
     else:
-        first = ["## Failed, faulted or timed-out cases", "", "None: every gated case passed.", ""]
-    out.write_text("\n".join(header + first + sections) + "\n")
+        first = ["## Failed, faulted or timed-out cases", "", "None: every planned case ran and every gated case passed.", ""]
+    if incomplete:
+        first += ["## Runs with planned rows that did not run", "", *incomplete,
+                  "", "Finish a run with `--resume RUN_DIR` (the run's own options are kept).", ""]
+    out.write_text("\n".join(header + first + unfinished + sections) + "\n")
     return out

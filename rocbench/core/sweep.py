@@ -20,6 +20,7 @@ from rocbench.core.platform import PlatformInfo, detect
 from rocbench.core.ranks import PoolSpec, RankWorker
 from rocbench.core.estimate import dry_run_plan
 from rocbench.core.recorder import RunRecorder, open_for_resume
+from rocbench.core.report import TableView, check_columns
 from rocbench.core.results import columns_for
 from rocbench.core.suite import Backend, Suite
 
@@ -88,7 +89,7 @@ def make_console(to_stderr: bool = False, quiet: bool = False) -> Console:
 def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
               dry_run: bool = False, recorded: dict | None = None,
-              started: Callable[[Path], None] | None = None) -> Outcome:
+              started: Callable[[Path], None] | None = None, view: TableView = TableView()) -> Outcome:
     """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory. Under a
     launcher every process calls this: rank 0 records, the others run their share and print nothing."""
     me = launcher.detect()
@@ -112,6 +113,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if not cases:
         raise InputError("the sweep has no cases")
     refuse_interpreter_dtypes(suite, backends, cases, platform)
+    check_columns(view.columns, columns_for(suite))
     if dry_run:
         plan = dry_run_plan(suite, cases, backends, world_size, opts, platform)
         console.print(f"{suite.name}: {len(cases)} cases x {len(backends)} backends ({', '.join(b.name for b in backends)}), "
@@ -124,10 +126,10 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
         check_writable(Path(junit))
     if me is not None:
         return run_launched(me, suite, params, opts, platform, backends, cases, out_dir, resumed, console, junit,
-                            as_json, recorded)
+                            as_json, recorded, view)
 
     recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console, recorded)
-    recorder.world_size = world_size
+    recorder.world_size, recorder.view = world_size, view
     if started is not None:
         started(recorder.run_dir)
     announce(recorder, platform, world_size, "")
@@ -150,7 +152,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
 
 def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo,
                  backends: list[Backend], cases: list[Case], out_dir: Path, resumed, console: Console,
-                 junit: Path | None, as_json: bool, recorded: dict | None) -> Outcome:
+                 junit: Path | None, as_json: bool, recorded: dict | None, view: TableView) -> Outcome:
     """Join the launcher's world; rank 0 records, every rank runs its TP group's share of the tasks."""
     from rocbench.core import world
     from rocbench.core.launched import LaunchedExecutor, LaunchEnded
@@ -169,7 +171,7 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
     except InputError:
         executor.abort()  # the other ranks exit with code 2; this one prints why
         raise
-    recorder.world_size = tp
+    recorder.world_size, recorder.view = tp, view
     recorder.meta["launcher"] = {"kind": me.launcher, "world_size": me.world_size, "tp": tp, "groups": joined.groups,
                                  "nodes": joined.nodes()}
     if joined.ctx.cache.get("copy_bw_GBps"):
@@ -210,11 +212,9 @@ def announce(recorder: RunRecorder, platform: PlatformInfo, ranks: int, how: str
                            f"{recorder.run_dir}")
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, flag: str = "--junit") -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise InputError(f"--junit {path}: directory {parent} does not exist")
+        raise InputError(f"{flag} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise InputError(f"--junit {path}: directory {parent} is not writable")
-
-
+        raise InputError(f"{flag} {path}: directory {parent} is not writable")

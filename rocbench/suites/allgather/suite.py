@@ -146,20 +146,19 @@ class AllGatherSuite(Suite):
         return Work(bytes=rank_bytes(case) * n, busbw_factor=(n - 1) / n)
 
     def plot_specs(self) -> list[dict]:
-        common = dict(x="bytes", xlabel="all-gather output bytes", hue=["backend", "dim"], facet="dtype")
+        common = dict(x=["bytes"], along=["shape"], xlabel="all-gather output bytes", facet="dtype")
         return [
             dict(common, file="latency.png", title="all-gather latency, kernel (solid) and graph (dashed)",
-                 y=["kernel_us_median", "graph_us_median"],
-                 ylabel="us", logy=True),
-            dict(common, file="busbw.png", title="all-gather bus bandwidth (kernel time)", y="busbw_kernel_GBps", ylabel="busbw GB/s"),
+                 y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True),
+            dict(common, file="busbw.png", title="all-gather bus bandwidth (kernel time)", y="busbw_kernel_GBps",
+                 ylabel="busbw GB/s"),
             dict(common, file="speedup.png", title="speedup over torch (NCCL/RCCL), kernel and graph time",
-                 y=["speedup_vs_torch_kernel", "speedup_vs_torch_graph"],
-                 ylabel="x over torch", hline=1.0),
+                 y=["speedup_vs_torch_kernel", "speedup_vs_torch_graph"], ylabel="x over torch", hline=1.0),
         ]
 
     def heatmap_specs(self) -> list[dict]:
         return [dict(file="heatmap_speedup.png", title="custom all-gather speedup over torch (NCCL) in graph time, shape x dtype",
-                     where={"backend": "custom"}, index="shape", columns="dtype", value="speedup_vs_torch_graph", facet="dim")]
+                     where={"backend": "custom"}, index="shape", columns="dtype", value="speedup_vs_torch_graph", ratio=True)]
 
 
 def rank_bytes(case: Case) -> int:

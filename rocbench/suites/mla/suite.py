@@ -171,22 +171,21 @@ class MlaSuite(Suite):
         return Work(bytes=kv_bytes, flops=flops)  # GB/s counts the KV bytes read, as kernel engineers quote it
 
     def plot_specs(self) -> list[dict]:
+        per_nhead = dict(facet="nhead")  # every other axis that varies makes its own line
         return [
-            dict(file="bandwidth.png", title="MLA decode: KV GB/s (kernel time) vs context", x="ctx", y="algbw_kernel_GBps",
-                 ylabel="GB/s", hue=["backend", "persist", "kv_dtype"], facet="nhead"),
-            dict(file="latency.png", title="MLA decode latency, kernel (solid) and graph (dashed)", x="ctx",
-                 y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True,
-                 hue=["backend", "persist", "kv_dtype"], facet="nhead"),
-            dict(file="pct_copy_bw.png", title="MLA decode: % of measured copy bandwidth (kernel time)", x="batch",
-                 y="pct_copy_bw_kernel",
-                 ylabel="% of copy bw", hue=["backend", "persist", "kv_dtype", "ctx_dist"], facet="nhead"),
+            dict(file="bandwidth.png", title="MLA decode: KV GB/s (kernel time)", x=["ctx", "batch"],
+                 y="algbw_kernel_GBps", ylabel="GB/s", **per_nhead),
+            dict(file="latency.png", title="MLA decode latency, kernel (solid) and graph (dashed)", x=["ctx", "batch"],
+                 y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True, **per_nhead),
+            dict(file="pct_copy_bw.png", title="MLA decode: % of measured copy bandwidth (kernel time)",
+                 x=["batch", "ctx"], y="pct_copy_bw_kernel", ylabel="% of copy bw", **per_nhead),
         ]
 
     def heatmap_specs(self) -> list[dict]:
         return [
-            dict(file="heatmap_persistent_speedup.png", title="persistent over non-persistent (speedup, kernel time), nhead x batch",
-                 where={"persist": True}, index="nhead", columns="batch", value="speedup_vs_split_kv_kernel", facet="ctx_dist"),
+            dict(file="heatmap_persistent_speedup.png", title="persistent over non-persistent (kernel time), nhead x batch",
+                 where={"persist": True}, index="nhead", columns="batch", value="speedup_vs_split_kv_kernel", ratio=True),
             dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth (kernel time), nhead x batch (persistent)",
-                 where={"persist": True}, index="nhead", columns="batch", value="pct_copy_bw_kernel", facet="kv_dtype",
+                 where={"persist": True}, index="nhead", columns="batch", value="pct_copy_bw_kernel",
                  center=50.0, fmt="{:.0f}"),
         ]

@@ -220,25 +220,23 @@ class MoeSuite(Suite):
         return Work(bytes=experts_used * (mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)), flops=2.0 * T * k * 3 * H * I)
 
     def plot_specs(self) -> list[dict]:
-        hue = ["backend", "layout"]
+        per_tp = dict(x=["tokens"], facet="tp")  # every other axis that varies (layout, model) makes its own line
         return [
-            dict(file="bandwidth.png", title="MXFP4 MoE: weight GB/s (kernel time) vs tokens", x="tokens",
-                 y="algbw_kernel_GBps",
-                 ylabel="weight GB/s", hue=hue, facet="tp"),
-            dict(file="pct_copy_bw.png", title="MXFP4 MoE: % of measured copy bandwidth (kernel time)", x="tokens",
-                 y="pct_copy_bw_kernel",
-                 ylabel="% copy bw", hue=hue, facet="tp"),
-            dict(file="latency.png", title="MXFP4 MoE latency, kernel (solid) and graph (dashed)", x="tokens",
-                 y=["kernel_us_median", "graph_us_median"], ylabel="us",
-                 logy=True, hue=hue, facet="tp"),
+            dict(file="bandwidth.png", title="MXFP4 MoE: weight GB/s (kernel time) vs tokens", y="algbw_kernel_GBps",
+                 ylabel="weight GB/s", **per_tp),
+            dict(file="pct_copy_bw.png", title="MXFP4 MoE: % of measured copy bandwidth (kernel time)",
+                 y="pct_copy_bw_kernel", ylabel="% copy bw", **per_tp),
+            dict(file="latency.png", title="MXFP4 MoE latency, kernel (solid) and graph (dashed)",
+                 y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True, **per_tp),
         ]
 
     def heatmap_specs(self) -> list[dict]:
         return [
-            dict(file="heatmap_separated_vs_interleave.png", title="separated over interleave (speedup, kernel time), tokens x TP",
-                 where={"layout": "separated"}, index="tokens", columns="tp", value="speedup_vs_interleave_kernel", facet="model"),
+            dict(file="heatmap_separated_vs_interleave.png", title="separated over interleave (kernel time), tokens x TP",
+                 where={"layout": "separated"}, index="tokens", columns="tp", value="speedup_vs_interleave_kernel",
+                 ratio=True),
             dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth (kernel time), tokens x TP",
-                 index="tokens", columns="tp", value="pct_copy_bw_kernel", facet="layout", center=50.0, fmt="{:.0f}"),
+                 index="tokens", columns="tp", value="pct_copy_bw_kernel", center=50.0, fmt="{:.0f}"),
         ]
 
 
