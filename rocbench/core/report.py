@@ -148,7 +148,8 @@ def print_table(frame: pd.DataFrame, suite, console: Console, columns: list[str]
     if frame.empty:
         console.print("no rows")
         return
-    compact = not wide and columns is None
+    limited = not wide and columns is None  # the default: at most TABLE_WIDTH columns
+    compact = not wide
     columns = wide_columns(frame, suite) if wide else (columns or compact_columns(frame, suite))
     table = Table(title=f"rocbench {suite.name}", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
                   padding=(0, 0 if compact else 1), pad_edge=False, show_edge=not compact)
@@ -162,7 +163,7 @@ def print_table(frame: pd.DataFrame, suite, console: Console, columns: list[str]
         cells = [speedups[index] if c == SPEEDUP else
                  (SHORT_VALUES.get(cell(c, row[c]), cell(c, row[c])) if compact else cell(c, row[c])) for c in columns]
         table.add_row(*cells, style=style if row["status"] != PASS else None)
-    console.print(table, width=min(console.width, TABLE_WIDTH) if compact else None)
+    console.print(table, width=min(console.width, TABLE_WIDTH) if limited else None)
     bad = frame[frame["status"] != PASS]
     for _, row in bad.iterrows():
         console.print(f"[{STATUS_STYLE.get(str(row['status']), 'red')}]{row['status']}[/]: {row['backend']} "
