@@ -174,14 +174,14 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
         if meta.get("config_sha256") != digest:
             raise ConfigError(f"--resume {sweep_dir}: {path} is not the config that sweep ran (it changed, or it is "
                               "another file); resume with the same file")
-        if [(p["suite"], p["line"]) for p in meta.get("planned", [])] != [(p["suite"], p["line"]) for p in planned]:
+        if [(p["suite"], p["line"]) for p in meta.get("planned_runs", [])] != [(p["suite"], p["line"]) for p in planned]:
             raise ConfigError(f"--resume {sweep_dir}: this machine would run other runs than that sweep planned "
-                              f"({len(planned)} here, {len(meta.get('planned', []))} there)")
+                              f"({len(planned)} here, {len(meta.get('planned_runs', []))} there)")
         meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
     else:
         sweep_dir = new_run_dir(Path(out), f"sweep-{name}")
         meta = {"config": str(path), "config_sha256": digest, "name": name,
-                "started": dt.datetime.now().isoformat(timespec="seconds"), "planned": planned, "skipped": skipped,
+                "started": dt.datetime.now().isoformat(timespec="seconds"), "planned_runs": planned, "skipped": skipped,
                 "runs": []}
     write_meta(sweep_dir, meta)
     started = time.monotonic()

@@ -39,6 +39,17 @@ def sort_key(value):
         return (1, 0.0, (), text)
 
 
+def numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose every value is a number, as numbers (a run's rows hold case values as text until read back)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or str(out[column].dtype).startswith(("str", "string")):
+            converted = pd.to_numeric(out[column], errors="coerce")
+            if converted.notna().sum() == out[column].notna().sum() and out[column].notna().any():
+                out[column] = converted
+    return out
+
+
 def varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in frame and frame[c].astype(str).nunique() > 1]
 
@@ -154,6 +165,7 @@ def bar_figure(data: pd.DataFrame, spec: dict, path: Path, axes: list[str], ys: 
 def draw(suite, frame: pd.DataFrame, run_dir: Path) -> list[Path]:
     """Every line plot (passed and timed rows) and heatmap (passed rows) the suite asks for."""
     axes = [p.column for p in suite.params if p.axis]
+    frame = numeric(frame)
     passed = frame[frame["status"] == "pass"] if "status" in frame else frame
     present = [c for c in ("kernel_us_median", "graph_us_median") if c in passed]
     timed = passed.dropna(subset=present, how="all") if present else passed.iloc[0:0]

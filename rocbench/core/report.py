@@ -269,11 +269,11 @@ def sweep_status(path: Path) -> tuple[list[str], int]:
     """For a sweep directory: lines on the planned runs that did not finish, and how many there are."""
     meta_path = Path(path) / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if "planned" not in meta:
+    if "planned_runs" not in meta:
         return [], 0
     runs = meta.get("runs", [])
     lines = []
-    for index, planned in enumerate(meta["planned"]):
+    for index, planned in enumerate(meta["planned_runs"]):
         run = runs[index] if index < len(runs) else None
         if run is None or not run.get("run_dir"):
             lines.append(f"- {planned['suite']} (config line {planned['line']}): never started")
