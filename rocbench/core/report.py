@@ -255,12 +255,14 @@ def speedup_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
 
 def distinguishing_options(metas: list[dict]) -> list[str]:
     """Per run, the options that tell it from the other runs of its suite in the same report (TP, model, ...)."""
+    def options_of(meta: dict) -> dict:  # runs of older versions recorded their parsed parameters only
+        return {k: str(v) for k, v in (meta.get("run_options") or meta.get("params") or {}).items()}
+
     labels = []
     for meta in metas:
-        same = [m for m in metas if m.get("suite") == meta.get("suite")]
-        options = meta.get("run_options", {})
-        differing = [name for name, value in options.items()
-                     if any(other.get("run_options", {}).get(name) != value for other in same)]
+        same = [options_of(m) for m in metas if m.get("suite") == meta.get("suite")]
+        options = options_of(meta)
+        differing = [name for name, value in options.items() if any(other.get(name) != value for other in same)]
         labels.append(", ".join(f"{name}={options[name]}" for name in differing[:4]))
     return labels
 
