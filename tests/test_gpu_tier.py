@@ -2,14 +2,16 @@
 under CUDA-graph replay in bf16 and fp8, both times of a timed row (kernel_us from the profiler), a short
 selfcheck, and the fault matrix's GPU entries. The compiled Triton kernels in bf16/fp8 are the kernel test modules,
 which run on the GPU wherever there is one. Speeds are checked by `rocbench` on the device, never here."""
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import REPO, cli_env, latest_run, meta, results, rocbench
+from tests.helpers import REPO, cli_env, latest_run, meta, results, rocbench, wait_until_gone
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
@@ -70,3 +72,21 @@ def test_the_cpu_path_holds_after_cuda_was_initialised_in_this_process(tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     frame = results(latest_run(tmp_path, "allgather"))
     assert frame["status"].tolist() == ["pass"] and frame["devices"].tolist() == ["cpu"]
+
+
+def test_a_sigkilled_gpu_run_leaves_no_process_holding_the_gpu(tmp_path):
+    tag = f"gpu-kill-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, "-m", "rocbench", "mla", "--nhead", "16", "--batch", "1,8", "--ctx", "600,1200",
+                             "--kv-dtype", "bf16", "--correctness-only", "--skip-batch-probes", "--out", str(tmp_path)],
+                            cwd=REPO, env=cli_env({"ROCBENCH_TEST_TAG": tag}, on_gpu=True),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        csvs = list(tmp_path.glob("*/results.csv"))
+        if csvs and sum(1 for _ in open(csvs[0])) - 1 >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert wait_until_gone("ROCBENCH_TEST_TAG", tag) == [], "a rank or fork server outlived its run"
+    assert 2 <= len(results(latest_run(tmp_path, "mla"))) < 16
