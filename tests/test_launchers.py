@@ -53,6 +53,12 @@ def test_tp_must_fit_the_launchers_world(tmp_path):
     assert proc.returncode == 2 and "world has 3 processes; tp must equal it or divide it" in proc.stderr
 
 
+def test_a_sweep_under_a_launcher_is_refused_in_one_line(tmp_path):
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    proc = invoke("sweep", str(REPO / "configs" / "ci.yaml"), "--out", str(tmp_path), env=env)
+    assert proc.returncode == 2 and "launch one suite command per run" in proc.stderr and not list(tmp_path.iterdir())
+
+
 def test_a_one_host_backend_is_unsupported_across_nodes():
     from rocbench.suites.allgather.backends import CustomAllGather
     from rocbench.suites.allgather.suite import AllGatherSuite

@@ -146,6 +146,11 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
     from rocbench.core.sweep import check_writable, make_console
     from rich.console import Console
 
+    from rocbench.core import launcher
+
+    if launcher.detect() is not None:
+        raise InputError("rocbench sweep under torchrun or srun is not supported: launch one suite command per run "
+                         "(each joins the launcher's world), or run the sweep without a launcher")
     console = make_console(to_stderr=as_json)
     name, runs = plan(path)
     text = Path(path).read_text()
