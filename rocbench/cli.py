@@ -56,8 +56,14 @@ def default_world_size(suite) -> int:
                           "are available here (and why not the others).")
 @one_line_errors
 def env(origins: Annotated[bool, typer.Option("--origins", help="Only which Python, torch, Triton and AITER run and "
-                                                                "where each comes from.")] = False) -> int:
+                                                                "where each comes from.")] = False,
+        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", help="Also load backends from this file or "
+                                                            "module (repeatable), to see whether they run here.")] = None,
+        ) -> int:
+    from rocbench.core import plugins
     from rocbench.core.platform import detect, software_origins
+
+    plugins.load_all(plugin)
 
     console = Console()
     for name, where in software_origins():
@@ -75,16 +81,17 @@ def env(origins: Annotated[bool, typer.Option("--origins", help="Only which Pyth
     if info.kind == "rocm":
         console.print(aiter_summary())
     table = Table(title="backends")
-    for column in ("suite", "backend", "available", "why not / what it is"):
-        table.add_column(column)
+    for column in ("suite", "backend", "available", "why not / what it is", "from"):
+        table.add_column(column, overflow="fold")
     paths = []
     for name in registry.names():
         suite = registry.get(name)
         world = default_world_size(suite)
         for backend in suite.backends:
             reason = backend.unavailable_reason(info, world)
+            origin = suite.backends.origins.get(backend.name, "")
             table.add_row(name, backend.name, "no" if reason else "yes", reason or backend.description,
-                          style="dim" if reason else None)
+                          "rocbench" if "/rocbench/suites/" in origin else origin, style="dim" if reason else None)
             if reason is None:
                 paths.append((name, backend, backend.paths_here(info)))
     console.print(table)

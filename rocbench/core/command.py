@@ -8,12 +8,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rocbench.core import plugins
 from rocbench.core.errors import InputError
 from rocbench.core.harness import RunOptions
 from rocbench.core.results import read_meta
-from rocbench.core.params import Param, ParamSet, choices, flag, integer, names, number, path, text
+from rocbench.core.params import Param, ParamSet, choices, flag, integer, items, names, number, path, text
 
 COMMON = (
+    Param("plugins", "Load backends from this Python file or module (repeatable, or a comma list): they register "
+                     "with the decorator the built-ins use and run through the same gates.", items(), metavar="FILE",
+          multiple=True, cli_flag="--plugin"),
     Param("backends", "Comma list of backends to run (default: every backend available on this platform except "
                       "the batch-invariant variants such as triton_det, which run when named; the baseline always "
                       "runs first).", names(), metavar="LIST"),
@@ -122,11 +126,12 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
         values = resumed_values(suite, Path(given["resume"]), given)
     else:
         values = {**param_set(suite).parse_cli({}), **given}
+    plugins.load_all(values["plugins"])  # before the backends are chosen
     answer = suite.before_run(values)
     if answer is not None:
         return Outcome(answer, None)
     params = suite.finish({p.name: values[p.name] for p in suite.params})
-    params["backends"] = values["backends"]
+    params["backends"], params["plugins"] = values["backends"], values["plugins"]  # the ranks load the same plugins
     opts = RunOptions(**{name: values[name] for name in RUN_OPTIONS}, timeout_s=values["timeout"])
     return run_suite(suite, params, opts, values["out"], resume=values["resume"], junit=values["junit"],
                      as_json=values["json"], dry_run=values["dry_run"], recorded=recorded_options(suite, values),

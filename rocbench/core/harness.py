@@ -400,7 +400,7 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
     """Run one (case, backend) on this rank. Rank 0's row is the one recorded."""
     work = suite.work(case, ctx.world_size)
     row: dict = {"status": PASS, "gate": "", "bytes": work.bytes, "flops": work.flops or None}
-    reason = backend.unsupported_reason(case, ctx.platform)
+    reason = backend.capability_reason(case) or backend.unsupported_reason(case, ctx.platform)
     if backend.single_host and len(set(ctx.hosts)) > 1:
         reason = (f"needs every rank on one host (it maps its peers' memory: IPC); these ranks span "
                   f"{', '.join(dict.fromkeys(ctx.hosts))}")

@@ -40,6 +40,8 @@ class Param:
     # The default on a machine without a GPU, where Triton kernels run under the CPU interpreter: for a dtype
     # the interpreter computes wrong there (bf16 dot products), one it computes right.
     cpu_default: str | None = None
+    multiple: bool = False  # the option may be given several times (its values join one list)
+    cli_flag: str | None = None  # the command-line flag, where it is not --<name> (e.g. --plugin for plugins)
 
     def __post_init__(self):
         if self.axis and self.column is None:
@@ -47,12 +49,14 @@ class Param:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.cli_flag or "--" + self.name.replace("_", "-")
 
     def value(self, raw: Any) -> Any:
         """The parsed value of a command-line input (None: the default)."""
         if self.kind != TEXT:
             return self.default if raw is None else bool(raw)
+        if isinstance(raw, (list, tuple)):  # a repeated option
+            raw = ",".join(raw) if raw else None
         text = self.default_here() if raw is None else raw
         return None if text is None else self.parse(str(text), self.flag)
 
@@ -66,7 +70,7 @@ class Param:
 
     def given(self, raw: Any) -> bool:
         """Whether the command line named this option (Typer hands a flag its default when it is not named)."""
-        return raw is not None and (self.kind != FLAG or raw != self.default)
+        return raw is not None and raw != [] and (self.kind != FLAG or raw != self.default)
 
     def default_here(self) -> Any:
         """The default on this machine (cpu_default where there is no GPU)."""
@@ -101,9 +105,10 @@ class Param:
             if self.default is not None:
                 on_cpu = f"; {self.cpu_default} without a GPU" if self.cpu_default is not None else ""
                 help_text += f"  (default: {self.default}{on_cpu})"
-            annotation = Annotated[Optional[str], typer.Option(self.flag, help=help_text, hidden=self.hidden,
-                                                               metavar=self.metavar or ("LIST" if self.axis else "VALUE"),
-                                                               show_default=False)]
+            annotation = Annotated[Optional[list[str]] if self.multiple else Optional[str],
+                                   typer.Option(self.flag, help=help_text, hidden=self.hidden,
+                                                metavar=self.metavar or ("LIST" if self.axis else "VALUE"),
+                                                show_default=False)]
             default = None
         else:
             switch = self.flag if self.default is False else f"{self.flag}/--no-{self.flag[2:]}"
@@ -172,6 +177,11 @@ def shapes() -> Parser:
 
 def names() -> Parser:
     return lambda text, what: [item.lower() for item in split_list(text, what)]
+
+
+def items() -> Parser:
+    """A comma list kept as written (file paths keep their case)."""
+    return lambda text, what: split_list(text, what)
 
 
 def text() -> Parser:

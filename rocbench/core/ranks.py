@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from rocbench.core import harness, timing
 from rocbench.core.platform import detect
+from rocbench.core.results import FAULT
 from rocbench.core.suite import RankContext
 
 # NVLink multicast can take a shared host's GPUs down; never let a rank use it.
@@ -59,13 +60,19 @@ class RankWorker:
     @classmethod
     def create(cls, suite_name: str, suite_module: str, params: dict, options: harness.RunOptions,
                ctx: RankContext) -> "RankWorker":
-        from rocbench.core import registry
+        from rocbench.core import plugins, registry
 
         suite = registry.get(suite_name, suite_module)
+        plugins.load_all(params.get("plugins"))  # a rank process starts with the built-in backends only
         return cls(suite, suite.cases(params), ctx, options)
 
     def run(self, task: Task, stage: str) -> dict:
         """The task's row on this rank (rank 0's is recorded; `_fatal`: this rank cannot run another task)."""
+        if task.backend not in self.suite.backends.names():
+            return {"status": FAULT, "gate": "fault",
+                    "detail": f"backend {task.backend!r} is not registered in the rank processes: a backend from outside "
+                              "rocbench must come from --plugin FILE or a rocbench.backends entry point, which every "
+                              "rank loads"}
         backend, case = self.suite.backends.get(task.backend), self.cases[task.case]
         if stage == KERNEL_STAGE:
             return harness.kernel_pass(self.suite, backend, case, self.ctx, self.options)

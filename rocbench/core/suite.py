@@ -19,12 +19,14 @@ import contextlib
 import importlib
 import itertools
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Union
 
 import torch
 
-from rocbench.core.axes import Case, reindex
+from rocbench.core.axes import Case, format_value, reindex
+from rocbench.core.errors import InputError
 from rocbench.core.params import Param
 from rocbench.core.platform import PlatformInfo
 
@@ -166,6 +168,9 @@ class Backend(abc.ABC):
     # A batch-invariant variant of another backend names it: its rows carry the price of determinism
     # (this row's time over that backend's on the same case).
     deterministic_of: ClassVar[str | None] = None
+    # What it supports, by case column (e.g. {"persist": (False,)} for a backend without a persistent path): any
+    # other value gets an `unsupported` row with the reason. A family's axes describe the family, not a backend.
+    supports: ClassVar[Mapping[str, tuple]] = {}
     # Needs every rank of its group on one host (CUDA/HIP IPC, symmetric memory): across nodes its rows are
     # unsupported, with the reason.
     single_host: ClassVar[bool] = False
@@ -196,6 +201,15 @@ class Backend(abc.ABC):
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         """Why this backend cannot take this case here (None: it can). Must not depend on the rank."""
+        return None
+
+    def capability_reason(self, case: Case) -> str | None:
+        """Why the case asks for something this backend does not state it supports (`supports`), or None."""
+        for column, allowed in self.supports.items():
+            value = case.get(column)
+            if value is not None and value not in allowed:
+                shown = ", ".join(format_value(v) for v in allowed)
+                return f"{self.name} supports {column} {shown}; this case has {format_value(value)}"
         return None
 
     def twin_checks(self, case: Case) -> list[tuple[str, Case]]:
@@ -232,9 +246,16 @@ class Backends:
 
     def __init__(self) -> None:
         self._backends: dict[str, Backend] = {}
+        self.origins: dict[str, str] = {}  # backend name -> where it came from (a module, or a plugin's file)
 
     def register(self, cls: type[Backend]) -> type[Backend]:
+        module = sys.modules.get(cls.__module__)
+        origin = getattr(module, "__file__", None) or cls.__module__
+        if cls.name in self._backends and self.origins[cls.name] != origin:
+            raise InputError(f"backend {cls.name!r} from {origin} takes the name of the one from "
+                             f"{self.origins[cls.name]}; give it another name")
         self._backends[cls.name] = cls()
+        self.origins[cls.name] = origin
         return cls
 
     def names(self) -> list[str]:
