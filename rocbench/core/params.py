@@ -90,7 +90,7 @@ class Param:
                 raise InputError(f"{self.flag}: expected true or false, got {raw!r}")
             return raw
         if isinstance(raw, list):
-            if not self.axis:
+            if not self.axis and not self.multiple:
                 raise InputError(f"{self.flag}: takes one value, not a list (use `each:` to run once per value)")
             raw = ",".join(str(v) for v in raw)
         elif isinstance(raw, (dict, bool)):
