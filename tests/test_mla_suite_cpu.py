@@ -90,3 +90,23 @@ def test_the_readme_command_on_a_cpu_runs_in_fp16_and_passes(tmp_path):
     frame = results(latest_run(tmp_path, "mla"))
     assert frame["q_dtype"].tolist() == ["float16"] * 2 and frame["kv_dtype"].tolist() == ["float16", "float8_e4m3fn"]
     assert frame["status"].tolist() == ["pass"] * 2
+
+
+@needs_interpreter()
+def test_aiter_triton_loaded_from_the_aiter_source_passes_the_gates_as_a_peer(tmp_path):
+    """AITER's Triton decode_attention_fwd (SGLang's and vLLM's Triton MLA kernel), loaded by path from the AITER
+    source as a user would from their checkout, on the same paged inputs: bf16 is the GPU's, fp16/fp8 KV here."""
+    from tests.aiter_source import aiter_source_dir, missing_reason
+
+    if aiter_source_dir() is None:
+        pytest.skip(missing_reason())
+    proc = invoke("mla", "--nhead", "16", "--batch", "2", "--ctx", "40", "--page-size", "16", "--kv-dtype", "fp16,fp8",
+                  "--ctx-dist", "skewed", "--backends", "triton,aiter_triton", "--out", str(tmp_path),
+                  env={"ROCBENCH_AITER_SRC": str(aiter_source_dir())})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    frame = results(latest_run(tmp_path, "mla"))
+    mine = frame[frame["backend"] == "aiter_triton"]
+    assert mine[~mine["persist"]]["status"].tolist() == ["pass", "pass"]
+    assert mine[~mine["persist"]]["path"].str.startswith("grouped stage 1, 8 KV splits").all()
+    assert set(mine[mine["persist"]]["status"]) == {"unsupported"}
+    assert "unsupported: aiter_triton" in proc.stdout and "and 1 more: aiter_triton supports persist False" in proc.stdout

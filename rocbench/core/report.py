@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rocbench.core.errors import InputError
-from rocbench.core.results import BAD_STATUSES, PASS, TIMES, rate_columns, speedup_columns, time_columns
+from rocbench.core.results import BAD_STATUSES, PASS, TIMES, UNSUPPORTED, rate_columns, speedup_columns, time_columns
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
 NUMERIC_COLUMNS = {
@@ -165,9 +165,14 @@ def print_table(frame: pd.DataFrame, suite, console: Console, columns: list[str]
         table.add_row(*cells, style=style if row["status"] != PASS else None)
     console.print(table, width=min(console.width, TABLE_WIDTH) if limited else None)
     bad = frame[frame["status"] != PASS]
-    for _, row in bad.iterrows():
+    for _, row in bad[bad["status"] != UNSUPPORTED].iterrows():  # every failure on its own line
         console.print(f"[{STATUS_STYLE.get(str(row['status']), 'red')}]{row['status']}[/]: {row['backend']} "
                       f"{escape(str(row['case']))}: {escape(str(row['detail']))}")
+    unsupported = bad[bad["status"] == UNSUPPORTED]
+    for (backend, detail), rows in unsupported.groupby(["backend", "detail"], sort=False):  # one line per reason
+        first = escape(str(rows["case"].iloc[0]))
+        console.print(f"[yellow]unsupported[/]: {backend} {first}" + (f" and {len(rows) - 1} more" if len(rows) > 1 else "")
+                      + f": {escape(str(detail))}")
 
 
 # ---------------------------------------------------------------------------------------------

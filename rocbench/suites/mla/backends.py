@@ -11,6 +11,7 @@ from rocbench.core.axes import Case, dtype_name
 from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, Prepared, RankContext, Tolerance, Tuning
 from rocbench.formats.fp8 import fp8_for_arch, is_fp8
+from rocbench.formats.paged_kv import KV_LORA_RANK
 from rocbench.rocm.mla_coverage import Coverage, MlaRequest, coverage
 from rocbench.suites.mla.policy import MlaPathDecision, aiter_mla_policy
 from rocbench.suites.mla.suite import NHEADS, SM_SCALE, MlaIO, MlaSuite
@@ -83,6 +84,57 @@ class TritonMla(Backend):
             return k.mla_decode_split_kv(io.q, io.kv, SM_SCALE, qlen, splits, out=io.out, workspace=workspace,
                                          config=config, heads_per_group=hpg, split_tokens=split_tokens)
         return Prepared(run, f"split-kv splits={splits} heads/group={hpg}; {source}")
+
+
+@REGISTRY.register
+class AiterTritonMla(Backend):
+    """The Triton MLA decode that SGLang's and vLLM's Triton backends run (AITER ships it), as a peer: the same paged
+    inputs, the page table made dense from the CSR indices as the kernel wants, SGLang's default split count."""
+
+    name = "aiter_triton"
+    platforms = ("cuda", "rocm", "cpu")  # on CPU under TRITON_INTERPRET=1 (tests)
+    description = ("AITER's Triton decode_attention_fwd (SGLang's and vLLM's Triton MLA kernel): CSR page table made "
+                   "dense, stage 1 over 8 KV splits (SGLang's default), then the LSE reduce")
+    requires = ("triton",)
+    supports = {"persist": (False,), "qlen": (1,)}  # a split-KV decode kernel: one query token per sequence
+    interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
+
+    def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
+        from rocbench.rocm import aiter_triton
+
+        reason = super().unavailable_reason(platform, world_size)
+        if reason:
+            return reason
+        try:
+            aiter_triton.module()
+        except ImportError as err:
+            return str(err)
+        return None
+
+    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
+        from rocbench.rocm import aiter_triton
+
+        kernel = aiter_triton.module()
+        kv = io.kv
+        slots = kv.kv_buffer.view(-1, 1, kv.kv_buffer.shape[-1])  # [pages * page_size, 1 latent head, 576]
+        values = slots[..., :KV_LORA_RANK]  # V is the first 512 of the latent
+        batch, nhead = case["batch"], case["nhead"]
+        pages = [(int(n) + kv.page_size - 1) // kv.page_size for n in kv.seq_lens.cpu()]
+        table = torch.zeros(batch, max(pages), dtype=torch.int32, device=ctx.device)
+        splits = aiter_triton.SGLANG_NUM_KV_SPLITS
+        logits = torch.empty(batch, nhead, splits, KV_LORA_RANK + 1, dtype=torch.float32, device=ctx.device)
+        lse = torch.empty(batch, nhead, dtype=torch.float32, device=ctx.device)
+        # an fp8 cache's scale, else ones made here: the kernel would otherwise make them inside a captured graph
+        scale = kv.kv_scale if kv.kv_scale is not None else torch.ones((), dtype=torch.float32, device=ctx.device)
+
+        def run() -> torch.Tensor:
+            kernel.csr_to_dense_block_table(kv.kv_indices, kv.kv_indptr, table, max(pages), batch)
+            kernel.decode_attention_fwd(io.q, slots, values, io.out, lse, table, kv.seq_lens, logits, splits, SM_SCALE,
+                                        page_size=kv.page_size, k_scale=scale, v_scale=scale)
+            return io.out
+        grouped = aiter_triton.grouped_path(nhead, ctx.platform.kind == "rocm")
+        return Prepared(run, f"{'grouped' if grouped else 'per-head'} stage 1, {splits} KV splits; "
+                             f"{aiter_triton.origin()}")
 
 
 @REGISTRY.register
