@@ -14,7 +14,7 @@ import torch
 
 CASES = {
     "allgather": [{"tp": tp, "shapes": "2x8,3x40,1x7", "dtypes": None, "dims": "0,-1"} for tp in ("2", "3")],
-    "mla": [{"nhead": "16,64", "batch": "1,3", "ctx": "40", "ctx_dist": "uniform,skewed,random",
+    "mla": [{"nhead": "16,64", "batch": "1,3", "ctx": "40", "ctx_dist": "skewed,random",
              "kv_dtype": "bf16,fp8,fp16", "q_dtype": "bf16,fp16", "page_size": "16", "qlen": "1,2"}],
     "moe": [{"experts": "4", "topk": "2", "hidden": "128", "inter": "256", "tp": "1,2", "tokens": "1,3",
              "layout": "interleave,separated", "x_dtype": "bf16,fp16", "activation": activation}

@@ -60,7 +60,7 @@ def test_the_public_api_does_not_drag_in_the_harness():
 
 
 def test_inputs_stay_bitwise_what_they_were():
-    """Every rank's inputs and expected output of 620 cases across the three families, bitwise as main built them
+    """Every rank's inputs and expected output of 524 cases across the three families, bitwise as main built them
     at a2c4e27 (tests/input_digests.py): old results stay comparable, and --resume of an old run runs the same data."""
     import json
 
