@@ -9,7 +9,7 @@ import torch
 
 from rocbench.kernels import moe_a16w4 as K
 from tests import moe_debug_kernels
-from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight, unshuffle_scale, unshuffle_weight
+from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight
 from rocbench.formats import moe_layouts as L
 from rocbench.suites.moe.reference import moe_reference, route
 from tests.helpers import needs_interpreter

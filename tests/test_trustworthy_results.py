@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from rich.console import Console
 
 from rocbench.core import plots, registry, report

@@ -8,7 +8,7 @@ import torch
 from rocbench.core import harness
 from rocbench.core.command import suite_params
 from rocbench.core.platform import detect
-from rocbench.core.suite import Prepared, RankContext, Tuning
+from rocbench.core.suite import RankContext, Tuning
 from rocbench.kernels import tuned
 from tests import toy_addrmsnorm
 

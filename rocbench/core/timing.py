@@ -197,9 +197,6 @@ def dropped_if_low(samples: list[float], clock_reader) -> list[float]:
     sample: on an H100 an NVML read between back-to-back samples made small graphs 3-8% slower and noisier."""
     return [math.nan] * len(samples) if clocks.read(clock_reader).low else samples
 
-    samples = sample_until(take, rule, sync)
-    return Measurement(TimingStats.from_samples(samples), iters, mode, "")
-
 
 def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
     """Device-to-device copy rate in GB/s, counting bytes read plus bytes written (median of samples).
