@@ -24,9 +24,9 @@ from rocbench.core.platform import PlatformInfo, git_revision
 from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, Task
 from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, base_meta, columns_for, new_run_dir,
                                    read_meta, read_results, speedup_column, write_meta)
+from rocbench.core.suite import Backend, Speedup, Suite
 
 LOCK_FILE = ".lock"  # held by the process that runs (or resumes) the run
-from rocbench.core.suite import Backend, Speedup, Suite
 
 
 class Executor(Protocol):
@@ -55,14 +55,13 @@ class RunRecorder:
 
     @classmethod
     def open(cls, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo, backends: list[Backend],
-             cases: list[Case], out_dir: Path, resumed: tuple | None, console: Console,
+             cases: list[Case], out_dir: Path, resume: Path | None, console: Console,
              recorded: dict | None = None) -> "RunRecorder":
-        """A new run directory under out_dir, or the one --resume opened (open_for_resume) with its finished rows;
-        either way locked for this process, so that no two write one run."""
-        if resumed is not None:
-            run_dir = resumed[0]
-            lock = lock_run(run_dir, "--resume")
-            run_dir, meta, rows = open_for_resume(run_dir, suite, columns_for(suite))  # again, now that it is ours
+        """A new run directory under out_dir, or the one --resume names with its finished rows (read once it is
+        locked); either way locked for this process, so that no two write one run."""
+        if resume is not None:
+            lock = lock_run(Path(resume), "--resume")
+            run_dir, meta, rows = open_for_resume(Path(resume), suite, columns_for(suite))
             meta.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
             if "ended" in meta:  # how the earlier launch ended stays on record, not as this one's end
                 meta.setdefault("earlier_ends", []).append(meta.pop("ended"))
@@ -90,7 +89,9 @@ class RunRecorder:
 
     # ---- what to run ---------------------------------------------------------------------------------
 
-    def gate_tasks(self) -> list[Task]:
+    def missing(self) -> list[Task]:
+        """Planned (case, backend) rows with no row yet: all of them in a new run; after --resume, or at the end of a
+        run that was interrupted, killed or ended early, those it did not finish."""
         done = {(row["case"], row["backend"]) for row in self.writer.rows}
         return [Task(case.index, backend.name) for case in self.cases for backend in self.backends
                 if (case.id, backend.name) not in done]
@@ -125,7 +126,7 @@ class RunRecorder:
         later graph times: see harness.kernel_pass)."""
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=self.console, transient=False) as progress:
-            tasks = self.gate_tasks()
+            tasks = self.missing()
             total = len(self.cases) * len(self.backends)
             bar = progress.add_task(self.suite.name, total=total, completed=total - len(tasks))
             for task, row in executor.run_tasks(tasks, GATE_STAGE):
@@ -171,12 +172,6 @@ class RunRecorder:
         self.meta["interrupted"] = self.interrupted
         self.meta["summary"] = report.status_counts(self.writer.frame())
         write_meta(self.run_dir, self.meta)
-
-    def missing(self) -> list[Task]:
-        """Planned (case, backend) rows with no row: the run was interrupted, killed or ended early."""
-        done = {(row["case"], row["backend"]) for row in self.writer.rows}
-        return [Task(case.index, backend.name) for case in self.cases for backend in self.backends
-                if (case.id, backend.name) not in done]
 
     def finish(self, junit: Path | None, as_json: bool) -> Outcome:
         """Metadata, plots, the table and summary; the exit code (rocbench.core.exitcodes)."""

@@ -19,7 +19,7 @@ from rocbench.core.isolate import PoolExecutor, free_port
 from rocbench.core.platform import PlatformInfo, detect
 from rocbench.core.ranks import PoolSpec, RankWorker
 from rocbench.core.estimate import dry_run_plan
-from rocbench.core.recorder import RunRecorder, open_for_resume
+from rocbench.core.recorder import RunRecorder
 from rocbench.core.report import TableView, check_columns
 from rocbench.core.results import columns_for
 from rocbench.core.suite import Backend, Suite
@@ -90,14 +90,13 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
               dry_run: bool = False, recorded: dict | None = None,
               started: Callable[[Path], None] | None = None, view: TableView = TableView()) -> Outcome:
-    """Run the sweep; the outcome holds the exit code (0: every gated case passed) and the run directory. Under a
-    launcher every process calls this: rank 0 records, the others run their share and print nothing."""
+    """Run the sweep; the outcome holds the exit code (rocbench.core.exitcodes) and the run directory. Under a
+    launcher every process calls this: rank 0 records, the others run their share and print nothing. A --resume
+    target's metadata was checked by command.execute (resumed_values); its rows are read once it is locked."""
     me = launcher.detect()
     records_here = me is None or me.is_recorder
     console = make_console(quiet=True) if not records_here else console or make_console(to_stderr=as_json)
     inject.check_allowed(opts.inject)
-    # A wrong --resume target is the user's first mistake to hear about, before anything about this machine.
-    resumed = open_for_resume(Path(resume), suite, columns_for(suite)) if resume is not None and records_here else None
     platform = detect()
     world_size = suite.world_size(params)
     check_world_size(world_size, platform, me)
@@ -125,10 +124,10 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if junit is not None and records_here:
         check_writable(Path(junit))
     if me is not None:
-        return run_launched(me, suite, params, opts, platform, backends, cases, out_dir, resumed, console, junit,
+        return run_launched(me, suite, params, opts, platform, backends, cases, out_dir, resume, console, junit,
                             as_json, recorded, view)
 
-    recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console, recorded)
+    recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resume, console, recorded)
     recorder.world_size, recorder.view = world_size, view
     if started is not None:
         started(recorder.run_dir)
@@ -151,7 +150,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
 
 
 def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo,
-                 backends: list[Backend], cases: list[Case], out_dir: Path, resumed, console: Console,
+                 backends: list[Backend], cases: list[Case], out_dir: Path, resume: Path | None, console: Console,
                  junit: Path | None, as_json: bool, recorded: dict | None, view: TableView) -> Outcome:
     """Join the launcher's world; rank 0 records, every rank runs its TP group's share of the tasks."""
     from rocbench.core import world
@@ -167,7 +166,7 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
             world.leave()
         return Outcome(code, None)
     try:
-        recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resumed, console, recorded)
+        recorder = RunRecorder.open(suite, params, opts, platform, backends, cases, out_dir, resume, console, recorded)
     except InputError:
         executor.abort()  # the other ranks exit with code 2; this one prints why
         raise

@@ -120,11 +120,9 @@ def join(me: LaunchedRank, tp: int, platform: PlatformInfo, seed: int, graph_mod
                             **kwargs)
     world_cpu = dist.new_group(backend="gloo", timeout=timeout)
     watchdog = dist.new_group(backend="gloo", timeout=dt.timedelta(seconds=WATCHDOG_TIMEOUT_S))
-    group = cpu_group = None
-    for index in range(me.world_size // tp):  # every rank creates every group, in the same order
+    group = cpu_group = None  # a group of one rank needs none
+    for index in range(me.world_size // tp if tp > 1 else 0):  # every rank creates every group, in the same order
         members = list(range(index * tp, (index + 1) * tp))
-        if tp == 1:
-            break
         device_group = dist.new_group(members, backend=backend, timeout=timeout)
         side_group = dist.new_group(members, backend="gloo", timeout=timeout)
         if me.rank in members:
@@ -133,10 +131,9 @@ def join(me: LaunchedRank, tp: int, platform: PlatformInfo, seed: int, graph_mod
     dist.all_gather_object(ranks, describe_rank(me, platform, device, backend), group=world_cpu)
     copy_bw = [copy_bandwidth(device) if measure_copy_bw and me.rank == 0 else None]
     dist.broadcast_object_list(copy_bw, src=0, group=world_cpu)  # every rank needs it for its % columns
-    index = me.rank // tp
     ctx = RankContext(me.rank % tp, tp, device, platform, seed, group, cpu_group, graph_mode=graph_mode)
     world = LaunchedWorld(me, tp, ranks, world_cpu, watchdog, ctx)
-    ctx.hosts = tuple(world.node_label(r) for r in world.members(index))
+    ctx.hosts = tuple(world.node_label(r) for r in world.members(world.group))
     if copy_bw[0]:
         ctx.cache["copy_bw_GBps"] = copy_bw[0]
     return world
