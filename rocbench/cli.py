@@ -18,7 +18,7 @@ try:  # newer Typer vendors Click; older releases depend on it
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click.exceptions import UsageError
 from rocbench.core import registry
-from rocbench.core.command import one_line_errors, param_set, register_command
+from rocbench.core.cli.command import one_line_errors, param_set, register_command
 
 app = typer.Typer(
     name="rocbench",
@@ -128,7 +128,7 @@ def sweep(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Finish the interrupted sweep in this directory: "
                                                    "finished runs are kept, a partial run resumed, the rest run.")] = None,
 ) -> int:
-    from rocbench.core.config import run_config
+    from rocbench.core.cli.config import run_config
 
     return run_config(config, out, junit, json_summary, dry_run, write_report, resume)
 
@@ -136,7 +136,7 @@ def sweep(
 @app.command("report", help="Write a markdown report (report.md plus PNGs) for a run or sweep directory.")
 @one_line_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A results/<suite>-<time> or results/sweep-<name>-<time> directory.")]) -> int:
-    from rocbench.core.report import write_report
+    from rocbench.core.reporting.report import write_report
 
     path = write_report(run_dir)
     print(f"report: {path}")
@@ -155,8 +155,8 @@ def compare(
 ) -> int:
     import json
 
-    from rocbench.core import compare as cmp
-    from rocbench.core.sweep import check_writable
+    from rocbench.core.reporting import compare as cmp
+    from rocbench.core.harness.sweep import check_writable
 
     if markdown is not None:
         check_writable(markdown, "--markdown")
@@ -189,7 +189,7 @@ def selfcheck(
     from tabulate import tabulate
 
     from rocbench.core.results import new_run_dir, write_meta
-    from rocbench.core.selfcheck import run_selfcheck
+    from rocbench.core.harness.selfcheck import run_selfcheck
 
     from rocbench.core.platform import detect
 

@@ -45,7 +45,7 @@ def digest(*objects) -> str:
 
 def input_digests() -> dict:
     from rocbench.core import registry
-    from rocbench.core.command import suite_params
+    from rocbench.core.cli.command import suite_params
     from rocbench.core.platform import detect
     from rocbench.core.suite import RankContext
 

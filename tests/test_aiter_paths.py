@@ -72,7 +72,7 @@ def test_moe_activation_precision(arch, layout, activation, tokens, expected):
 def test_fp8_per_arch_and_its_poison():
     from rocbench.formats.fp8 import fp8_for_arch, nan_byte
     from rocbench.formats.paged_kv import build_paged_kv
-    from rocbench.suites.mla.policy import aiter_mla_policy
+    from rocbench.rocm.mla_policy import aiter_mla_policy
 
     assert fp8_for_arch("gfx942") == torch.float8_e4m3fnuz and fp8_for_arch("gfx950") == torch.float8_e4m3fn
     kv = build_paged_kv([5, 3], 4, torch.float8_e4m3fnuz, torch.Generator().manual_seed(0), "cpu")
@@ -90,7 +90,7 @@ def test_fp8_means_the_platforms_flavour(monkeypatch):
     monkeypatch.setenv(platform.SIMULATE_ENV, "rocm:gfx942")
     platform.detect.cache_clear()
     try:
-        from rocbench.core.command import suite_params
+        from rocbench.core.cli.command import suite_params
         from rocbench.suites.mla import SUITE
 
         params = suite_params(SUITE, {"kv_dtype": "bf16,fp8"})

@@ -124,7 +124,7 @@ def standin(monkeypatch):
 
 
 def one_case(suite, **values):
-    from rocbench.core.command import suite_params
+    from rocbench.core.cli.command import suite_params
     from rocbench.core.platform import detect
     from rocbench.core.suite import RankContext
 
@@ -187,7 +187,7 @@ def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
     expected = SUITE.fill(case, io, ctx, 0)
     prepared = backend.prepare(case, io, ctx)
     run = prepared.run
-    from rocbench.core.gate import bitwise_equal
+    from rocbench.core.harness.gate import bitwise_equal
 
     eager_ok = bitwise_equal(run(), expected)  # NaN payloads included
     with backend.graph_context(ctx):
@@ -201,7 +201,7 @@ def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
 
 @pytest.mark.parametrize("expandable", [False, True])
 def test_graph_mode_dispatch_order(expandable):
-    from rocbench.core.isolate import free_port, rank_context
+    from rocbench.core.harness.isolate import free_port, rank_context
 
     ctx = rank_context()  # the harness's own way to start ranks
     queue = ctx.Queue()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rocbench.core import gate
+from rocbench.core.harness import gate
 from rocbench.core.axes import parse_dtypes, parse_ints, parse_shapes, product
 from rocbench.core.errors import InputError
 

@@ -4,8 +4,8 @@ batch. A planted backend whose split count depends on the batch is caught (and f
 import pytest
 import torch
 
-from rocbench.core import harness, invariance
-from rocbench.core.command import suite_params
+from rocbench.core.harness import invariance, measure
+from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
 from rocbench.core.suite import Prepared, RankContext
 from tests.helpers import needs_interpreter
@@ -56,11 +56,11 @@ def test_a_split_count_that_follows_the_batch_is_caught_and_named(ctx):
     suite, case, io = mla_case_and_io(ctx)
     row = {}
     planted = split_kv_backend(lambda batch: 1 if batch == 1 else 2)
-    assert harness.batch_invariance(suite, planted, case, ctx, io, harness.RunOptions(), row) is True  # a property
+    assert measure.batch_invariance(suite, planted, case, ctx, io, measure.RunOptions(), row) is True  # a property
     assert row["batch_invariant"] == invariance.NO
     assert row["batch_variance"].startswith("alone vs in its batch of 3, first: ") and "first at (" in row["batch_variance"]
     strict = {}
-    assert harness.batch_invariance(suite, planted, case, ctx, io, harness.RunOptions(require_batch_invariant=True),
+    assert measure.batch_invariance(suite, planted, case, ctx, io, measure.RunOptions(require_batch_invariant=True),
                                     strict) is False
     assert strict["status"] == "fail" and "not batch-invariant" in strict["detail"]
 
@@ -68,7 +68,7 @@ def test_a_split_count_that_follows_the_batch_is_caught_and_named(ctx):
 def test_a_fixed_split_count_passes_every_probe(ctx):
     suite, case, io = mla_case_and_io(ctx)
     row = {}
-    assert harness.batch_invariance(suite, split_kv_backend(lambda batch: 2), case, ctx, io, harness.RunOptions(), row)
+    assert measure.batch_invariance(suite, split_kv_backend(lambda batch: 2), case, ctx, io, measure.RunOptions(), row)
     assert row["batch_invariant"] == invariance.YES
     assert "alone" in row["batch_variance"] and "last of 3" in row["batch_variance"] and "beside" in row["batch_variance"]
 

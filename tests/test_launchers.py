@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rocbench.core import harness, launcher
+from rocbench.core.harness import launcher, measure
 from rocbench.core.axes import Case
 from rocbench.core.errors import InputError
-from rocbench.core.isolate import free_port
+from rocbench.core.harness.isolate import free_port
 from rocbench.core.platform import detect
 from rocbench.core.suite import RankContext
 from tests.helpers import REPO, cli_env, invoke, meta, results
@@ -65,7 +65,7 @@ def test_a_one_host_backend_is_unsupported_across_nodes():
 
     case = AllGatherSuite().cases({"tp": 2, "shapes": [(2, 8)], "dtypes": [torch.int8], "dims": [0]})[0]
     ctx = RankContext(0, 2, torch.device("cpu"), detect(), 0, hosts=("a", "b"))
-    row = harness.execute(AllGatherSuite(), CustomAllGather(), case, ctx, harness.RunOptions())
+    row = measure.execute(AllGatherSuite(), CustomAllGather(), case, ctx, measure.RunOptions())
     assert row["status"] == "unsupported" and "span a, b" in row["detail"]
     assert isinstance(case, Case)
 

@@ -1,24 +1,42 @@
 """Layers point one way: core knows no family; formats and kernels know no suite; the public API is light."""
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent / "rocbench"
-# layer -> the rocbench layers its modules may import (itself included)
+# layer -> the rocbench layers its modules may import (itself included). core's root holds the contract and the
+# types every layer shares; its wings sit above it: fault injection, reporting (reads results, runs nothing), the
+# harness (which writes a run's report) and the command line on top.
+CORE_WINGS = ("core.faults", "core.reporting", "core.harness", "core.cli")
 ALLOWED = {
     "core": {"core"},
+    "core.faults": {"core", "core.faults"},
+    "core.reporting": {"core", "core.reporting"},
+    "core.harness": {"core", "core.faults", "core.reporting", "core.harness"},
+    "core.cli": {"core", "core.faults", "core.reporting", "core.harness", "core.cli"},
     "formats": {"core", "formats"},
     "kernels": {"core", "formats", "kernels"},
     "rocm": {"core", "formats", "rocm"},
-    "suites": {"core", "formats", "kernels", "rocm", "suites"},
+    "suites": {"core", "core.harness", "formats", "kernels", "rocm", "suites"},
 }
 
 
 def layer(module: str) -> str:
-    """rocbench.<layer>.<...>; the package itself, cli, moe (the public API) and __main__ are the top."""
+    """rocbench.<layer>.<...> (core's wings are layers of their own); the package itself, cli, moe, plugin (the
+    public API) and __main__ are the top."""
     parts = module.split(".")
+    if len(parts) > 2 and ".".join(parts[1:3]) in CORE_WINGS:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else "top"
+
+
+def modules() -> dict[str, Path]:
+    return {".".join(path.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__"): path
+            for path in sorted(ROOT.rglob("*.py"))}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -33,8 +51,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 def test_no_import_points_upward():
     wrong = []
-    for path in sorted(ROOT.rglob("*.py")):
-        module = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+    for module, path in modules().items():
         own = layer(module)
         if own == "top":
             continue
@@ -50,10 +67,33 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     assert imports(bad) == [(2, "rocbench.suites.mla")] and layer("rocbench.suites.mla") not in ALLOWED["core"]
 
 
+def test_no_import_circles():
+    """Counting imports inside functions too: a lazy import that closes a circle still ties two modules together."""
+    known = modules()
+    graph = {module: {target for _, target in imports(path) if target in known and target != module}
+             for module, path in known.items()}
+    # `from rocbench.core.harness import gate` names the package; the module it loads is what the graph needs
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in known:
+                graph[module] |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known}
+    for module in graph:  # a package's own __init__ importing nothing does not tie its modules together
+        graph[module] -= {m for m in graph[module] if module.startswith(m + ".")}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        raise AssertionError(f"import circle: {' -> '.join(err.args[1])}") from None
+
+
+def test_the_circle_check_sees_a_circle():
+    with pytest.raises(graphlib.CycleError):
+        tuple(graphlib.TopologicalSorter({"a": {"b"}, "b": {"a"}}).static_order())
+
+
 def test_the_public_api_does_not_drag_in_the_harness():
     modules = "rocbench.moe, rocbench.formats.paged_kv, rocbench.kernels.mla_decode, rocbench.kernels.moe_a16w4"
     probe = (f"import sys, {modules}; heavy = ('typer', 'rich', 'pandas', 'matplotlib', 'rocbench.core.harness', "
-             "'rocbench.core.ranks', 'rocbench.suites'); print([m for m in sys.modules if m.startswith(heavy)])")
+             "'rocbench.core.harness.ranks', 'rocbench.suites'); print([m for m in sys.modules if m.startswith(heavy)])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT.parent,
                          env={"PYTHONPATH": str(ROOT.parent), "TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

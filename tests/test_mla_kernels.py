@@ -184,8 +184,10 @@ def test_gpu_bf16_and_cuda_graph(kv_dtype):
     ws_s = alloc_split_kv_workspace(q, 4, 1, config=config)
     out_p = torch.empty(q.shape[0], 16, 512, dtype=q.dtype, device="cuda")
     out_s = torch.empty_like(out_p)
-    run = lambda: (mla_decode_persistent(q, kv, sched, SM_SCALE, 1, out=out_p, workspace=ws_p),
-                   mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, out=out_s, workspace=ws_s))
+    def run():
+        return (mla_decode_persistent(q, kv, sched, SM_SCALE, 1, out=out_p, workspace=ws_p),
+                mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, out=out_s, workspace=ws_s))
+
     run()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()

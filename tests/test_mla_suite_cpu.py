@@ -47,7 +47,7 @@ def test_explain_prints_the_policy_for_nhead_64():
 def test_policy_is_sglangs():
     import torch
 
-    from rocbench.suites.mla.policy import aiter_mla_policy
+    from rocbench.rocm.mla_policy import aiter_mla_policy
 
     bf16, fp8 = torch.bfloat16, torch.float8_e4m3fn
     for nhead in (32, 64, 128):

@@ -29,7 +29,9 @@ def _problem(e=6, h=128, inter=128, t=5, topk=2, bias=True, seed=0, dtype=torch.
     b13 = torch.randn(e, 2 * inter, generator=g) if bias else None
     b2 = torch.randn(e, h, generator=g) if bias else None
     tw, ti = route(torch.randn(t, e, generator=g), topk)
-    to = lambda v: None if v is None else v.to(DEV)
+    def to(v):
+        return None if v is None else v.to(DEV)
+
     return dict(x=x.to(DEV), q13=q13.to(DEV), s13=s13.to(DEV), q2=q2.to(DEV), s2=s2.to(DEV),
                 b13=to(b13), b2=to(b2), tw=tw.to(DEV), ti=ti.to(DEV), e=e, h=h, inter=inter)
 

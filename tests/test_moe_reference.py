@@ -68,7 +68,9 @@ def test_route():
 def test_reference_accepts_selected_experts_only():
     x, w13, w2, b13, b2, tw, ti = _problem()
     used = sorted(set(ti.reshape(-1).tolist()))
-    pick = lambda t: {e: t[e] for e in used}
+    def pick(t):
+        return {e: t[e] for e in used}
+
     full = moe_reference(x, w13, w2, tw, ti, "swiglu", b13, b2)
     part = moe_reference(x, pick(w13), pick(w2), tw, ti, "swiglu", pick(b13), pick(b2))
     assert torch.equal(full, part)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import rocbench.suites  # noqa: F401 - registers the built-in suites
-from rocbench.core.config import ConfigError, plan
+from rocbench.core.cli.config import ConfigError, plan
 from tests.helpers import REPO, needs_interpreter, results, invoke
 
 EXAMPLE = REPO / "results" / "examples" / "moe-deepseek-r1-tp8-h100"

@@ -3,7 +3,7 @@ checked by `rocbench selfcheck` on the device)."""
 import pytest
 import torch
 
-from rocbench.core import kernel_time, timing
+from rocbench.core.harness import kernel_time, timing
 from rocbench.core.stats import StoppingRule
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]

@@ -10,14 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocbench.core import clocks, compare, report, results
+from rocbench.core.harness import clocks
+
+from rocbench.core.reporting import compare, report
+
+from rocbench.core import results
 from rocbench.core.axes import Case
-from rocbench.core.harness import time_and_rates
-from rocbench.core.kernel_time import Activity, call_spans, kernels_label, union_ns
+from rocbench.core.harness.measure import time_and_rates
+from rocbench.core.harness.kernel_time import Activity, call_spans, kernels_label, union_ns
 from rocbench.core.stats import StoppingRule, TimingStats, median_noise, slowest_rank
 from rocbench.core.suite import Work, over_backend
-from rocbench.core.recorder import add_speedups, finish_row, timed_medians
-from rocbench.core.timing import RankSync, rotation_count, rotation_label, sample_until
+from rocbench.core.harness.recorder import add_speedups, finish_row, timed_medians
+from rocbench.core.harness.timing import RankSync, rotation_count, rotation_label, sample_until
 
 NAN = math.nan
 MiB = 1 << 20

@@ -4,8 +4,8 @@ import dataclasses
 
 import torch
 
-from rocbench.core import harness
-from rocbench.core.command import suite_params
+from rocbench.core.harness import measure
+from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
 from rocbench.core.suite import RankContext
 from tests import toy_addrmsnorm
@@ -16,11 +16,11 @@ SUITE = toy_addrmsnorm.SUITE
 
 def run_all(suite, **options):
     ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
-    opts = harness.RunOptions(correctness_only=True, **options)
+    opts = measure.RunOptions(correctness_only=True, **options)
     rows = []
     for case in suite.cases(suite_params(suite, {"dtype": "fp32,bf16"})):
         for backend in suite.backends:
-            rows.append((case, backend.name, harness.execute(suite, backend, case, ctx, opts)))
+            rows.append((case, backend.name, measure.execute(suite, backend, case, ctx, opts)))
     return rows
 
 

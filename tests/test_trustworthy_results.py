@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from rocbench.core import plots, registry, report
+from rocbench.core.reporting import plots, report
+
+from rocbench.core import registry
 from rocbench.core.results import columns_for
 from tests.helpers import REPO, cli_env, invoke, latest_run, meta, results
 

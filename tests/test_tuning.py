@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rocbench.core import harness
-from rocbench.core.command import suite_params
+from rocbench.core.harness import measure
+from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
 from rocbench.core.suite import RankContext, Tuning
 from rocbench.kernels import tuned
@@ -72,10 +72,10 @@ def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
     tuning = Tuning({name: name for name in speeds}, prepare,
                     lambda name, config, evidence: stored.update(name=name, evidence=evidence) or "the store")
     monkeypatch.setattr(eager, "tuning", lambda case, ctx: tuning, raising=False)
-    monkeypatch.setattr(harness, "measure_graph", lambda backend, ctx, opts, runners: SimpleNamespace(
+    monkeypatch.setattr(measure, "measure_graph", lambda backend, ctx, opts, runners: SimpleNamespace(
         stats=SimpleNamespace(median_us=speeds[current["name"]])))
     row = {"graph_us_median": 7.0}
-    harness.tune_backend(suite, eager, case, ctx, harness.RunOptions(), [io], row)
+    measure.tune_backend(suite, eager, case, ctx, measure.RunOptions(), [io], row)
     assert stored["name"] == "fast" and stored["evidence"]["failed"] == ["wrong"]
     assert set(stored["evidence"]["us"]) == {"slow", "fast"} and stored["evidence"]["default_graph_us"] == 7.0
     assert row["tuned"].startswith("fast 4.00 us (graph), best of 2 passing (1 failed); stored in the store")

@@ -1,7 +1,9 @@
 """What rocbench's exit code says, defined once (the README lists them): every command returns one of these."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
 
 import pandas as pd
 
@@ -45,3 +47,12 @@ def of_rows(frame: pd.DataFrame, planned: int, interrupted: bool = False) -> Exi
     if not (statuses == PASS).any():
         return Exit.NOTHING_JUDGED
     return Exit.PASSED
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command ends with: its exit code, and the run directory it wrote (None when nothing ran: a dry
+    run, --explain, bad input)."""
+
+    code: int
+    run_dir: Path | None

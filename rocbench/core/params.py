@@ -7,10 +7,9 @@ InputError naming the flag.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -96,26 +95,6 @@ class Param:
         elif isinstance(raw, (dict, bool)):
             raise InputError(f"{self.flag}: expected {'a list or ' if self.axis else ''}a value, got {raw!r}")
         return self.parse(str(raw), self.flag)
-
-    def typer_parameter(self) -> inspect.Parameter:
-        import typer  # only the command line needs it
-
-        help_text = self.help
-        if self.kind == TEXT:
-            if self.default is not None:
-                on_cpu = f"; {self.cpu_default} without a GPU" if self.cpu_default is not None else ""
-                help_text += f"  (default: {self.default}{on_cpu})"
-            annotation = Annotated[Optional[list[str]] if self.multiple else Optional[str],
-                                   typer.Option(self.flag, help=help_text, hidden=self.hidden,
-                                                metavar=self.metavar or ("LIST" if self.axis else "VALUE"),
-                                                show_default=False)]
-            default = None
-        else:
-            switch = self.flag if self.default is False else f"{self.flag}/--no-{self.flag[2:]}"
-            annotation = Annotated[Optional[bool] if self.kind == TRISTATE else bool,
-                                   typer.Option(switch, help=help_text, hidden=self.hidden)]
-            default = self.default
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 def flag(name: str, help: str, default: bool = False, **kw) -> Param:
@@ -218,9 +197,6 @@ class ParamSet:
 
     def parse_cli(self, raw: dict) -> dict:
         return {p.name: p.value(raw.get(p.name)) for p in self.params}
-
-    def signature(self) -> inspect.Signature:
-        return inspect.Signature([p.typer_parameter() for p in self.params], return_annotation=int)
 
     def yaml_keys(self) -> list[str]:
         return [p.name for p in self.params if p.in_yaml and not p.hidden]

@@ -328,7 +328,7 @@ class Suite(abc.ABC):
         """Before every checked call: restore what a call changes in place (nothing by default)."""
 
     def batch_probes(self, case: Case, io: Any, ctx: RankContext) -> list:
-        """The batch-invariance probes (rocbench.core.invariance.BatchProbe), the reference first: the same
+        """The batch-invariance probes (rocbench.core.harness.invariance.BatchProbe), the reference first: the same
         request in several batches. Empty: the question does not apply to this suite."""
         return []
 
@@ -342,9 +342,9 @@ class Suite(abc.ABC):
         """Bytes and flops of one call."""
 
     def plot_specs(self) -> list[dict]:
-        """Which line plots to draw (see rocbench.core.plots.line_figure)."""
+        """Which line plots to draw (see rocbench.core.reporting.plots.line_figure)."""
         return []
 
     def heatmap_specs(self) -> list[dict]:
-        """Which heatmaps the report draws (see rocbench.core.plots.heatmap_figure)."""
+        """Which heatmaps the report draws (see rocbench.core.reporting.plots.heatmap_figure)."""
         return []

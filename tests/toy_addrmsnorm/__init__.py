@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rocbench.core import gate, registry
+from rocbench.core.harness import gate
+
+from rocbench.core import registry
 from rocbench.core.params import Param, dtypes, ints
 from rocbench.core.suite import Backend, Backends, Prepared, Suite, Tolerance, Work
 

@@ -24,7 +24,7 @@ def collective_takes_dtype(ctx: RankContext, dtype: torch.dtype) -> bool:
     """Whether the process group's all-gather accepts this dtype, agreed by all ranks (cached)."""
     key = ("dtype_ok", dtype)
     if key not in ctx.cache:
-        from rocbench.core.harness import exchange
+        from rocbench.core.harness.measure import exchange
 
         probe = torch.zeros(2, dtype=dtype, device=ctx.device)
         out = torch.empty(2 * ctx.world_size, dtype=dtype, device=ctx.device)
@@ -185,7 +185,7 @@ class AiterAllGather(Backend):
         return None
 
     @staticmethod
-    def communicator(ctx: RankContext) -> "CustomAllreduce":
+    def communicator(ctx: RankContext) -> "aiter.dist.device_communicators.custom_all_reduce.CustomAllreduce":
         from aiter.dist.device_communicators.custom_all_reduce import CustomAllreduce
 
         if "aiter_ca" not in ctx.cache:

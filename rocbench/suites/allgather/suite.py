@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from rocbench.core import gate
+from rocbench.core.harness import gate
 from rocbench.core.axes import Case, dtype_name, parse_shapes, reindex, shape_name
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param, dtypes, integer, ints, shapes
 from rocbench.core.suite import Backends, RankContext, Suite, Tolerance, Verdict, Work
+from rocbench.suites.allgather.probes import allgather_probes
 
 ALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2,
               torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool)
@@ -133,9 +134,7 @@ class AllGatherSuite(Suite):
         return torch.cat(inputs, dim=case["dim"])
 
     def batch_probes(self, case: Case, io: AllGatherIO, ctx: RankContext) -> list:
-        from rocbench.suites.allgather.probes import allgather_probes
-
-        return allgather_probes(case, io, ctx)
+        return allgather_probes(case, io, ctx, self.out_shape)
 
     def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,
               tolerance: Tolerance | None = None) -> Verdict:

@@ -12,8 +12,7 @@ from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, Prepared, RankContext, Tolerance, Tuning
 from rocbench.formats.fp8 import fp8_for_arch, is_fp8
 from rocbench.formats.paged_kv import KV_LORA_RANK
-from rocbench.rocm.mla_coverage import Coverage, MlaRequest, coverage
-from rocbench.suites.mla.policy import MlaPathDecision, aiter_mla_policy
+from rocbench.rocm.mla_policy import AiterMlaPlan, aiter_mla_plan
 from rocbench.suites.mla.suite import NHEADS, SM_SCALE, MlaIO, MlaSuite
 
 REGISTRY = MlaSuite.backends
@@ -159,52 +158,6 @@ class TritonMlaDeterministic(Backend):
         return TritonMla.prepare_with(case, io, ctx, config,
                                       f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
                                       split_tokens=DETERMINISTIC_SPLIT_TOKENS)
-
-
-def aiter_max_split_per_batch(qlen: int) -> int:
-    """SGLang's aiter backend: 64 KV splits per batch for plain decode, 32 with draft tokens (MTP)."""
-    return 64 if qlen == 1 else 32
-
-
-@dataclass(frozen=True)
-class AiterMlaPlan:
-    """What the aiter backend runs for a case, decided without AITER's kernels (tables only)."""
-
-    q_dtype: torch.dtype | None  # the query dtype the kernel gets (the cache's fp8 for an fp8 cache)
-    decision: MlaPathDecision | None
-    coverage: Coverage | None
-    reason: str | None  # why the case is unsupported
-    qlen: int = 1
-
-    def describe(self) -> str:
-        if self.reason:
-            return self.reason
-        q = "q bf16" if self.q_dtype == torch.bfloat16 else f"q cast to {dtype_name(self.q_dtype)} (q_scale 1, SGLang's fp8-KV path) in the call"
-        fold = f" heads folded {self.coverage.fold}x" if self.coverage.fold > 1 else ""
-        split = f" max_split_per_batch={self.split}" if self.decision.persistent else ""
-        return f"{self.decision.label()}{split}; {q}; kernel {self.coverage.kernel}{fold}"
-
-    @property
-    def split(self) -> int:
-        return aiter_max_split_per_batch(self.qlen)
-
-
-def aiter_mla_plan(case: Case, platform: PlatformInfo) -> AiterMlaPlan:
-    from rocbench.rocm import aiter_install
-
-    kv, fp8 = case["kv_dtype"], fp8_for_arch(platform.arch)
-    if case["q_dtype"] != torch.bfloat16:
-        return AiterMlaPlan(None, None, None, f"AITER's MLA decode takes bf16 queries, not {dtype_name(case['q_dtype'])}")
-    if is_fp8(kv) and kv != fp8:
-        return AiterMlaPlan(None, None, None, f"{platform.arch}'s AITER fp8 is {dtype_name(fp8)}, not {dtype_name(kv)}")
-    if kv not in (torch.bfloat16, fp8):
-        return AiterMlaPlan(None, None, None, f"AITER's MLA decode takes a bf16 or fp8 KV cache, not {dtype_name(kv)}")
-    q_dtype = fp8 if kv == fp8 else torch.bfloat16
-    decision = aiter_mla_policy(case["nhead"], kv, case["persist"])
-    request = MlaRequest(platform.arch, "fp8" if is_fp8(q_dtype) else "bf16", "fp8" if is_fp8(kv) else "bf16",
-                         case["nhead"], case["qlen"], decision.persistent)
-    found = coverage(request, aiter_install.asm_dir())
-    return AiterMlaPlan(q_dtype, decision, found, found.reason, case["qlen"])
 
 
 @dataclass

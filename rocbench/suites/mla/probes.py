@@ -2,12 +2,13 @@
 tokens, run alone, last in the batch, and beside longer sequences (what split-count heuristics react to)."""
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import torch
 
 from rocbench.core.axes import Case
-from rocbench.core.invariance import BatchProbe
+from rocbench.core.harness.invariance import BatchProbe
 from rocbench.core.suite import RankContext
 from rocbench.formats.paged_kv import KV_LORA_RANK, PagedKV, build_paged_kv, make_query
 
@@ -25,8 +26,6 @@ def token_slots(kv: PagedKV, seq: int, length: int) -> tuple[torch.Tensor, torch
 def probe_batch(case: Case, base, lens: list[int], slot: int, ctx: RankContext):
     """An MlaIO for `lens` with the base batch's sequence 0 copied to `slot` (its q rows and raw KV bytes,
     and the base's fp8 scale, which a serving engine would hold fixed), and the probe's output rows."""
-    from rocbench.suites.mla.suite import MlaIO
-
     qlen, nhead = case["qlen"], case["nhead"]
     gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/probe/{case.id}/{lens}/{slot}".encode()))
     kv = build_paged_kv(lens, case["page_size"], case["kv_dtype"], gen, ctx.device)
@@ -37,7 +36,7 @@ def probe_batch(case: Case, base, lens: list[int], slot: int, ctx: RankContext):
     q = make_query(len(lens) * qlen, nhead, case["q_dtype"], gen, ctx.device)
     q[slot * qlen:(slot + 1) * qlen] = base.q[:qlen]
     out = torch.full((len(lens) * qlen, nhead, KV_LORA_RANK), float("nan"), dtype=case["q_dtype"], device=ctx.device)
-    return MlaIO(q, kv, out), rows_of(slot, qlen)
+    return dataclasses.replace(base, q=q, kv=kv, out=out), rows_of(slot, qlen)
 
 
 def rows_of(slot: int, qlen: int):

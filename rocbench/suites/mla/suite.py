@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rocbench.core import gate
+from rocbench.core.harness import gate
 from rocbench.core.axes import Case, parse_ints
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param, choices, dtypes, flag, ints, tristate
@@ -17,6 +17,7 @@ from rocbench.formats.fp8 import E4M3_DTYPES, fp8_for_arch
 from rocbench.formats.paged_kv import (HEAD_DIM, KV_LORA_RANK, SEQ_LEN_DISTS, PagedKV, build_paged_kv,
                                           make_query, make_seq_lens)
 from rocbench.suites.mla.reference import mla_decode_reference
+from rocbench.suites.mla.probes import mla_probes
 
 # "fp8" means the platform's e4m3 flavour (fnuz on gfx942); fp16/fp32: CPU-interpreter paths
 KV_DTYPES = (torch.bfloat16, *E4M3_DTYPES, torch.float16, torch.float32)
@@ -53,7 +54,7 @@ def explain(values: dict) -> int | None:
         return None
     from tabulate import tabulate
 
-    from rocbench.suites.mla.policy import policy_table
+    from rocbench.rocm.mla_policy import policy_table
 
     print("AITER MLA decode path per SGLang's policy (what the aiter backend runs):")
     print(tabulate(policy_table(), headers="keys", tablefmt="simple"))
@@ -153,8 +154,6 @@ class MlaSuite(Suite):
         return expected
 
     def batch_probes(self, case: Case, io: MlaIO, ctx: RankContext) -> list:
-        from rocbench.suites.mla.probes import mla_probes
-
         return mla_probes(case, io, ctx)
 
     def judge(self, case: Case, output: str, got: torch.Tensor, expected: torch.Tensor,

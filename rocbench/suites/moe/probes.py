@@ -9,7 +9,7 @@ import zlib
 import torch
 
 from rocbench.core.axes import Case
-from rocbench.core.invariance import BatchProbe
+from rocbench.core.harness.invariance import BatchProbe
 from rocbench.core.suite import RankContext
 from rocbench.suites.moe.reference import route
 

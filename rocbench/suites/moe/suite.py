@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rocbench.core import gate
+from rocbench.core.harness import gate
 from rocbench.core.axes import Case, product, reindex
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param, choices, dtypes, flag, integer, ints, one_of
@@ -20,6 +20,7 @@ from rocbench.core.suite import Backends, InterpreterCost, RankContext, Speedup,
 from rocbench.formats.moe_layouts import INTERLEAVE, LAYOUTS, shuffle_scale, shuffle_weight
 from rocbench.formats.mxfp4 import dequantize_mxfp4, mxfp4_bytes, quantize_mxfp4
 from rocbench.suites.moe.reference import ACTIVATIONS, MODELS, moe_reference, rocm_padded_dims, route, shard_inter
+from rocbench.suites.moe.probes import moe_probes
 
 X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # fp16/fp32: CPU-interpreter paths
 # Stated tolerance: bf16 activations, exact fp4 x e8m0 weights, fp32 accumulation, the intermediate
@@ -193,8 +194,6 @@ class MoeSuite(Suite):
         return self.reference(case, io)
 
     def batch_probes(self, case: Case, io: MoeIO, ctx: RankContext) -> list:
-        from rocbench.suites.moe.probes import moe_probes
-
         return moe_probes(case, io, ctx)
 
     def reference(self, case: Case, io: MoeIO) -> torch.Tensor:
@@ -213,7 +212,7 @@ class MoeSuite(Suite):
         return gate.tolerance(got[..., :real], expected[..., :real], tolerance or TOLERANCE)
 
     def work(self, case: Case, world_size: int) -> Work:
-        E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
+        H, I, T, k = case["hidden"], case["inter"], case["tokens"], case["topk"]
         _, ids = self.routing(case, torch.device("cpu"), 0)
         # the packed weights and scales of the experts the tokens select: what a call must read once
         experts_used = int(torch.unique(ids).numel())

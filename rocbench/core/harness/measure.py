@@ -12,7 +12,9 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from rocbench.core import clocks, gate, inject, invariance, kernel_time, timing
+from rocbench.core.harness import clocks, gate, invariance, kernel_time, timing
+
+from rocbench.core.faults import inject
 from rocbench.core.axes import Case
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
 from rocbench.core.stats import StoppingRule

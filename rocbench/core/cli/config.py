@@ -73,7 +73,7 @@ def to_python(node) -> Any:
 def plan(path: Path) -> tuple[str, list[PlannedRun]]:
     """Parse and check the whole file: structure, keys, and every value through its parameter's parser."""
     from rocbench.core import registry
-    from rocbench.core.command import param_set
+    from rocbench.core.cli.command import param_set
 
     path = Path(path)
     top = mapping(load_nodes(path), path, "the config")
@@ -138,15 +138,15 @@ def run_config(path: Path, out: Path, junit: Path | None = None, as_json: bool =
     import time
 
     from rocbench.core import registry
-    from rocbench.core import report as report_mod
-    from rocbench.core.command import execute
+    from rocbench.core.reporting import report as report_mod
+    from rocbench.core.cli.command import execute
     from rocbench.core.exitcodes import Exit, worst
-    from rocbench.core.junit import write_junit
+    from rocbench.core.reporting.junit import write_junit
     from rocbench.core.results import new_run_dir, read_meta, read_results, write_meta
-    from rocbench.core.sweep import check_writable, make_console
+    from rocbench.core.harness.sweep import check_writable, make_console
     from rich.console import Console
 
-    from rocbench.core import launcher
+    from rocbench.core.harness import launcher
 
     if launcher.detect() is not None:
         raise InputError("rocbench sweep under torchrun or srun is not supported: launch one suite command per run "

@@ -123,6 +123,8 @@ class TableView:
     wide: bool = False
 
 
+COMPACT = TableView()  # the default: the axes that vary, backend, status, both times, headline rate, speedup
+
 def check_columns(columns: list[str] | None, available: list[str]) -> None:
     unknown = [c for c in columns or [] if c not in available and c != SPEEDUP]
     if unknown:
@@ -299,7 +301,8 @@ def sweep_status(path: Path) -> tuple[list[str], int]:
 
 def write_report(path: Path) -> Path:
     """report.md beside the results (in the sweep directory for a sweep), with its PNGs."""
-    from rocbench.core import plots, registry
+    from rocbench.core.reporting import plots
+    from rocbench.core import registry
     from rocbench.core.results import read_results
 
     path = Path(path)

@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 
 from rocbench.core.errors import InputError
-from rocbench.core.launcher import LaunchedRank
+from rocbench.core.harness.launcher import LaunchedRank
 from rocbench.core.platform import PlatformInfo, driver_version
-from rocbench.core.ranks import copy_bandwidth, quiet_rank, rank_device
+from rocbench.core.harness.ranks import copy_bandwidth, quiet_rank, rank_device
 from rocbench.core.suite import RankContext
 
 WATCHDOG_TIMEOUT_S = 60.0  # how long watchdogs wait for each other once a case passed its time limit

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rocbench.core.exitcodes import Exit
-from rocbench.core.report import markdown_table, run_dirs
+from rocbench.core.reporting.report import markdown_table, run_dirs
 from rocbench.core.results import BAD_STATUSES, PASS, TIMES, read_results, time_columns
 
 KEY = ["suite", "case", "backend"]
@@ -129,7 +129,7 @@ def to_markdown(result: Comparison, base: Path, new: Path, threshold: float) -> 
     for basis in TIMES:
         cols += [f"{basis}_us_median_base", f"{basis}_us_median_new", f"change_{basis}", f"noise_{basis}"]
     cols.append("verdict")
-    lines = [f"# rocbench compare", "", f"- base: `{base}`", f"- new: `{new}`",
+    lines = ["# rocbench compare", "", f"- base: `{base}`", f"- new: `{new}`",
              f"- both times are checked (kernel_us and graph_us); a slowdown in either counts only beyond the "
              f"threshold {threshold:.0%} AND beyond noise (new p10 > base p90)",
              f"- {len(result.table)} matched rows, {len(result.regressions)} regressions, "

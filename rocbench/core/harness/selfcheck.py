@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from rocbench.core import clocks, kernel_time, timing
+from rocbench.core.harness import clocks, kernel_time, timing
 from rocbench.core.stats import StoppingRule
 
 SPIN_US = (2, 5, 10, 20, 50, 200, 1000)
@@ -30,7 +30,7 @@ GRAPH_REL, GRAPH_FROM_US = 0.03, 200.0
 
 def spin_call(device: torch.device, spin_us: float, kernels: int) -> tuple[Callable[[], None], torch.Tensor]:
     """A call of `kernels` spin kernels of spin_us each; the tensor holds what each one measured (ns)."""
-    from rocbench.core import spin
+    from rocbench.core.harness import spin
 
     hip = bool(torch.version.hip)
     spun = torch.zeros(kernels, dtype=torch.int64, device=device)

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from rocbench.core.stats import StoppingRule, TimingStats
-from rocbench.core.timing import Measurement, RankSync, dropped_if_low, eager_estimate_us, replayer, sample_until
+from rocbench.core.harness.timing import ALONE, Measurement, RankSync, dropped_if_low, eager_estimate_us, replayer, sample_until
 
 FLUSH_KERNEL = "rocbench_l2_flush"
 TARGET_REPLAY_US = 1000.0  # calls per profiled replay: about a millisecond of work, 1 to 16 calls
@@ -135,7 +135,7 @@ def _flush_kernel():
 
 
 def kernel_time(run: Callable[[], object], device: torch.device, rule: StoppingRule, flusher: Flusher,
-                sync: RankSync = RankSync(), use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
+                sync: RankSync = ALONE, use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
     """kernel_us of `run`: profiled replays of [flush, call] x M, in rounds until the rule is met."""
     estimate = eager_estimate_us(run, device)
     calls = sync.most(min(MAX_CALLS_PER_REPLAY, max(1, math.ceil(TARGET_REPLAY_US / max(estimate, 1.0)))))

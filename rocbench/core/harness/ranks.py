@@ -1,7 +1,7 @@
 """Rank processes: one per tensor-parallel rank, each with its device and process groups.
 
 A pool of ranks is started once and fed (case, backend) tasks, so process groups and compiled kernels
-are reused across cases; rocbench.core.isolate restarts the pool when a task faults or hangs.
+are reused across cases; rocbench.core.harness.isolate restarts the pool when a task faults or hangs.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 
-from rocbench.core import harness, timing
+from rocbench.core.harness import measure, timing
 from rocbench.core.platform import detect
 from rocbench.core.results import FAULT
 from rocbench.core.suite import RankContext
@@ -37,7 +37,7 @@ class PoolSpec:
     suite: str  # the suite's registered name
     suite_module: str  # the module whose import registers it (rank processes start empty)
     params: dict
-    options: harness.RunOptions
+    options: measure.RunOptions
     world_size: int
     port: int
     measure_copy_bw: bool
@@ -55,10 +55,10 @@ class RankWorker:
     suite: Any
     cases: list
     ctx: RankContext
-    options: harness.RunOptions
+    options: measure.RunOptions
 
     @classmethod
-    def create(cls, suite_name: str, suite_module: str, params: dict, options: harness.RunOptions,
+    def create(cls, suite_name: str, suite_module: str, params: dict, options: measure.RunOptions,
                ctx: RankContext) -> "RankWorker":
         from rocbench.core import plugins, registry
 
@@ -75,8 +75,8 @@ class RankWorker:
                               "rank loads"}
         backend, case = self.suite.backends.get(task.backend), self.cases[task.case]
         if stage == KERNEL_STAGE:
-            return harness.kernel_pass(self.suite, backend, case, self.ctx, self.options)
-        return harness.execute(self.suite, backend, case, self.ctx, self.options)
+            return measure.kernel_pass(self.suite, backend, case, self.ctx, self.options)
+        return measure.execute(self.suite, backend, case, self.ctx, self.options)
 
 
 def rank_device(platform, local_rank: int) -> torch.device:
@@ -144,7 +144,7 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         elif spec.measure_copy_bw and rank == 0:
             info["copy_bw_GBps"] = copy_bandwidth(device)
         if spec.world_size > 1:  # every rank needs the number for its % column
-            info = harness.exchange(ctx, info)[0]
+            info = measure.exchange(ctx, info)[0]
         ctx.cache.update({k: v for k, v in info.items() if v is not None})
         results.put(("ready", rank, info))
     except Exception as exc:  # noqa: BLE001 - report why the rank could not start

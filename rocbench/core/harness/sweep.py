@@ -10,17 +10,21 @@ from typing import Callable
 
 from rich.console import Console
 
-from rocbench.core import inject, launcher, registry
+from rocbench.core.faults import inject
+
+from rocbench.core.harness import launcher
+
+from rocbench.core import registry
 from rocbench.core.axes import Case, dtype_name
-from rocbench.core.command import Outcome
+from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError, NotEnoughGpus
-from rocbench.core.harness import RunOptions
-from rocbench.core.isolate import PoolExecutor, free_port
+from rocbench.core.harness.measure import RunOptions
+from rocbench.core.harness.isolate import PoolExecutor, free_port
 from rocbench.core.platform import PlatformInfo, detect
-from rocbench.core.ranks import PoolSpec, RankWorker
-from rocbench.core.estimate import dry_run_plan
-from rocbench.core.recorder import RunRecorder
-from rocbench.core.report import TableView, check_columns
+from rocbench.core.harness.ranks import PoolSpec, RankWorker
+from rocbench.core.harness.estimate import dry_run_plan
+from rocbench.core.harness.recorder import RunRecorder
+from rocbench.core.reporting.report import COMPACT, TableView, check_columns
 from rocbench.core.results import columns_for
 from rocbench.core.suite import Backend, Suite
 
@@ -69,7 +73,7 @@ def refuse_interpreter_dtypes(suite: Suite, backends: list[Backend], cases: list
 
 def check_world_size(world_size: int, platform: PlatformInfo, me: launcher.LaunchedRank | None = None) -> None:
     if me is not None:  # the launcher made the ranks: tp must fit its world
-        from rocbench.core.world import check_tp
+        from rocbench.core.harness.world import check_tp
 
         check_tp(world_size, me, platform)
         return
@@ -89,7 +93,7 @@ def make_console(to_stderr: bool = False, quiet: bool = False) -> Console:
 def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, console: Console | None = None,
               resume: Path | None = None, junit: Path | None = None, as_json: bool = False,
               dry_run: bool = False, recorded: dict | None = None,
-              started: Callable[[Path], None] | None = None, view: TableView = TableView()) -> Outcome:
+              started: Callable[[Path], None] | None = None, view: TableView = COMPACT) -> Outcome:
     """Run the sweep; the outcome holds the exit code (rocbench.core.exitcodes) and the run directory. Under a
     launcher every process calls this: rank 0 records, the others run their share and print nothing. A --resume
     target's metadata was checked by command.execute (resumed_values); its rows are read once it is locked."""
@@ -153,8 +157,8 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
                  backends: list[Backend], cases: list[Case], out_dir: Path, resume: Path | None, console: Console,
                  junit: Path | None, as_json: bool, recorded: dict | None, view: TableView) -> Outcome:
     """Join the launcher's world; rank 0 records, every rank runs its TP group's share of the tasks."""
-    from rocbench.core import world
-    from rocbench.core.launched import LaunchedExecutor, LaunchEnded
+    from rocbench.core.harness import world
+    from rocbench.core.harness.launched import LaunchedExecutor, LaunchEnded
 
     tp = suite.world_size(params)
     joined = world.join(me, tp, platform, opts.seed, opts.cuda_graph, opts.timeout_s,

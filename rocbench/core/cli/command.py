@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from rocbench.core import plugins
+from rocbench.core.cli import options
 from rocbench.core.errors import InputError
-from rocbench.core.harness import RunOptions
+from rocbench.core.exitcodes import Outcome
+from rocbench.core.harness.measure import RunOptions
 from rocbench.core.results import read_meta
 from rocbench.core.params import Param, ParamSet, choices, flag, integer, items, names, number, path, text
 
@@ -58,12 +59,6 @@ COMMON = (
 )
 RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "max_noise", "max_time", "times", "warmup", "seed", "inject",
                "tune", "require_batch_invariant", "skip_batch_probes")
-
-
-@dataclass
-class Outcome:
-    code: int
-    run_dir: Path | None  # None when nothing ran (dry run, --explain)
 
 
 def param_set(suite) -> ParamSet:
@@ -119,8 +114,8 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
     """Run with the options the user gave (parsed; the others take their defaults, or a resumed run's own).
     `started(run_dir)` is told where the rows go as soon as the run directory exists; `console` (default: the
     terminal, stderr with --json) takes everything but the JSON. InputError propagates."""
-    from rocbench.core.report import TableView
-    from rocbench.core.sweep import run_suite
+    from rocbench.core.reporting.report import TableView
+    from rocbench.core.harness.sweep import run_suite
 
     if given.get("resume") is not None:
         values = resumed_values(suite, Path(given["resume"]), given)
@@ -164,6 +159,6 @@ def register_command(app, suite) -> None:
         given = {p.name: p.value(raw[p.name]) for p in params.params if p.given(raw[p.name])}
         return execute(suite, given).code
 
-    command.__signature__ = params.signature()
+    command.__signature__ = options.signature(params)
     command.__name__ = suite.name
     app.command(suite.name, help=suite.help)(one_line_errors(command))

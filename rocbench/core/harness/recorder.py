@@ -14,14 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rocbench.core import exitcodes, plots, registry, report
+from rocbench.core import exitcodes, registry
+
+from rocbench.core.reporting import plots, report
 from rocbench.core.axes import Case
-from rocbench.core.command import Outcome
+from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError
-from rocbench.core.harness import RunOptions
-from rocbench.core.junit import write_junit
+from rocbench.core.harness.measure import RunOptions
+from rocbench.core.reporting.junit import write_junit
 from rocbench.core.platform import PlatformInfo, git_revision
-from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, Task
+from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, Task
 from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, base_meta, columns_for, new_run_dir,
                                    read_meta, read_results, speedup_column, write_meta)
 from rocbench.core.suite import Backend, Speedup, Suite

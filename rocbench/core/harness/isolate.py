@@ -8,7 +8,7 @@ import socket
 import time
 from typing import Callable, Iterator
 
-from rocbench.core.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, Task, worker_main
+from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, Task, worker_main
 from rocbench.core.results import FAULT
 
 POLL_S = 0.2
@@ -36,7 +36,7 @@ def rank_context():
     and no CUDA state is ever forked. Each rank then takes the launching process's environment. The fork server
     dies with this process (forkserver_guard), and each rank with the fork server, however this process ends."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rocbench.core.forkserver_guard", "rocbench.core.ranks"])
+    ctx.set_forkserver_preload(["rocbench.core.harness.forkserver_guard", "rocbench.core.harness.ranks"])
     return ctx
 
 

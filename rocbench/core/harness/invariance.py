@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from rocbench.core import gate
+from rocbench.core.harness import gate
 from rocbench.core.axes import Case
 
 YES, NO, NOT_APPLICABLE, SKIPPED = "yes", "no", "n/a", "skipped"

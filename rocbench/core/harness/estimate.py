@@ -13,7 +13,7 @@ keep the caches cold (timing.rotation_count), plus its fp32 reference.
 """
 from __future__ import annotations
 
-from rocbench.core import timing
+from rocbench.core.harness import timing
 
 GPU_GATE_S = 0.6
 GPU_COMPILE_S = 3.0

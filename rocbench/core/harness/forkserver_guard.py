@@ -4,6 +4,6 @@ A rank asks to die with its parent (ranks.die_with_parent), but a rank's parent 
 SIGKILL of rocbench used to leave running, holding its ranks (and on a GPU their device contexts). With the fork
 server tied to rocbench the chain holds: rocbench dies, the fork server gets SIGKILL, its ranks get SIGKILL.
 """
-from rocbench.core.ranks import die_with_parent
+from rocbench.core.harness.ranks import die_with_parent
 
 die_with_parent()

@@ -26,11 +26,11 @@ from typing import Callable, Iterator
 
 import torch.distributed as dist
 
-from rocbench.core import harness
+from rocbench.core.harness import measure
 from rocbench.core.exitcodes import Exit
-from rocbench.core.ranks import RankWorker, Task
+from rocbench.core.harness.ranks import RankWorker, Task
 from rocbench.core.results import TIMEOUT
-from rocbench.core.world import LaunchedWorld
+from rocbench.core.harness.world import LaunchedWorld
 
 ENDED_EXIT = int(Exit.INCOMPLETE)  # a rank's exit code when the job ended early (rank 0 exits with the run's own)
 
@@ -188,7 +188,7 @@ class LaunchedExecutor:
         """Every rank's watchdog reports; rank 0 records the finished rows and a timeout row per unfinished group;
         then every rank exits (a hung kernel cannot be taken back inside this process)."""
         world = self.world
-        report = WatchdogReport(world.me.rank, outcome is None, harness.current_phase,
+        report = WatchdogReport(world.me.rank, outcome is None, measure.current_phase,
                                 outcome.row if outcome is not None else None)
         reports: list = [None] * world.me.world_size
         try:

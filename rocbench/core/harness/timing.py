@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from rocbench.core import clocks
+from rocbench.core.harness import clocks
 from rocbench.core.stats import StoppingRule, TimingStats, slowest_rank
 
 # Enough graph iterations that event resolution vanishes, few enough to capture fast.
@@ -21,7 +21,7 @@ MAX_ITERS_PER_SAMPLE = 128
 TARGET_SAMPLE_US = 300.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class RankSync:
     """How ranks keep in step while timing: a barrier before each sample, the slowest rank's samples, and
     one rank's decision (rank 0's) so that every rank takes the same number of samples. Alone: no-ops."""
@@ -38,6 +38,8 @@ class RankSync:
     def most(self, value: int) -> int:
         return max(self.gather(value))
 
+
+ALONE = RankSync()  # one rank: no barrier, its own samples
 
 @dataclass
 class Measurement:
@@ -160,7 +162,7 @@ def sample_until(take: Callable[[int], list[float]], rule: StoppingRule, sync: R
 
 
 def graph_time(runners: Sequence[Callable[[], object]], device: torch.device, warmup: int, rule: StoppingRule,
-               sync: RankSync = RankSync(), use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
+               sync: RankSync = ALONE, use_graph: bool = True, context=None, clock_reader=None) -> Measurement:
     """Per-call time of graph replays of many back-to-back calls cycling through `runners`."""
     iters = sync.most(iters_per_sample(eager_estimate_us(runners[0], device), len(runners)))
     replay, mode = replayer(runners, iters, device, use_graph, context)
@@ -207,6 +209,5 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats:
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 256)
     dst = torch.empty_like(src)
     timed = graph_time([lambda: dst.copy_(src)], device, warmup=40, rule=StoppingRule(fixed=repeats), use_graph=False)
-    del src, dst
     return 2 * nbytes / (timed.stats.median_us * 1e-6) / 1e9
 

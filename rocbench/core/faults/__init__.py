@@ -1,0 +1,1 @@
+"""Fault injection beside the harness: test-only mutations of backend outputs, to show every gate can fail."""
