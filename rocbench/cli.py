@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rocbench.core.options import DEFAULTS
 from rocbench.core.errors import InputError
 from rocbench.formats.fp8 import fp8_for_arch
 
@@ -181,8 +182,8 @@ def compare(
 @one_line_errors
 def selfcheck(
     out: Annotated[Path, typer.Option("--out", help="Directory for selfcheck-<timestamp>/ (meta.json, CSVs).")] = Path("results"),
-    max_noise: Annotated[float, typer.Option("--max-noise", min=0.0, help="Percent noise of the median that ends sampling.")] = 0.5,
-    max_time: Annotated[float, typer.Option("--max-time", min=0.01, help="Seconds of sampling per time.")] = 1.0,
+    max_noise: Annotated[float, typer.Option("--max-noise", min=0.0, help="Percent noise of the median that ends sampling.")] = DEFAULTS.max_noise_pct,
+    max_time: Annotated[float, typer.Option("--max-time", min=0.01, help="Seconds of sampling per time.")] = DEFAULTS.max_time_s,
 ) -> int:
     import pandas as pd
     import torch

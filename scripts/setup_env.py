@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The CPU wheel this workplace keeps on disk; a looser pin would pull a CUDA build of several GB.
 PINNED_TORCH = "torch==2.13.0"
 EXTRAS = ("test", "triton")
+OPTIONAL_EXTRAS = ("lint",)  # installed when pip can get them; without network they are left out
 HOST_PTH = "_rocbench_host_site.pth"
 # Distributions whose module has another name; triton counts as present when it imports (ROCm ships it as
 # pytorch-triton-rocm, which a `triton` requirement would not see).
@@ -66,14 +67,14 @@ def triton_version() -> str | None:
         return None
 
 
-def requirements() -> list[str]:
+def requirements(extras: tuple[str, ...] = EXTRAS) -> list[str]:
     try:
         import tomllib
     except ImportError:  # Python 3.10
         from pip._vendor import tomli as tomllib
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"])
-    for extra in EXTRAS:
+    reqs = list(project["dependencies"]) if extras == EXTRAS else []
+    for extra in extras:
         reqs += project["optional-dependencies"][extra]
     return reqs
 
@@ -158,6 +159,14 @@ def keep_host(path: Path, torch_info: dict, pip: list[str]) -> list[str]:
     has_setuptools = subprocess.run([python, "-c", "import setuptools"], capture_output=True).returncode == 0
     isolation = ["--no-build-isolation"] if has_setuptools else []  # an isolated build downloads setuptools
     run(*pip, "install", "-q", "--no-compile", "--no-deps", *offline, *isolation, "-e", str(REPO))
+    optional = json.loads(subprocess.run([python, "-c", MISSING_PROBE, json.dumps([requirements(OPTIONAL_EXTRAS), {}, []])],
+                                         check=True, capture_output=True, text=True).stdout)["missing"]
+    if optional:
+        try:
+            run(*pip, "install", "-q", "--no-compile", "-c", pins.name, *optional)
+            missing += optional
+        except subprocess.CalledProcessError:
+            log(f"could not install {', '.join(optional)} (offline?): make test skips the lint test")
     os.unlink(pins.name)
     return missing
 
@@ -165,7 +174,7 @@ def keep_host(path: Path, torch_info: dict, pip: list[str]) -> list[str]:
 def pinned(path: Path, pip: list[str]) -> None:
     log(f"no torch in {sys.executable}: installing the pinned {PINNED_TORCH} into the venv")
     run(*pip, "install", "-q", "--no-compile", PINNED_TORCH)
-    run(*pip, "install", "-q", "--no-compile", "-e", f"{REPO}[{','.join(EXTRAS)}]")
+    run(*pip, "install", "-q", "--no-compile", "-e", f"{REPO}[{','.join(EXTRAS + OPTIONAL_EXTRAS)}]")
 
 
 def byte_compile(path: Path) -> None:

@@ -174,14 +174,13 @@ def _dispatch_rank(rank: int, port: int, queue, expandable: bool) -> None:
     import torch.distributed as dist
 
     from aiter import _standin
-    from rocbench.core.axes import Case
     from rocbench.core.platform import detect
     from rocbench.core.suite import RankContext
     from rocbench.suites.allgather import SUITE
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     ctx = RankContext(rank, 2, torch.device("cpu"), detect(), 0, dist.group.WORLD, dist.group.WORLD, graph_mode=True)
-    case = Case((("tp", 2), ("shape", (4, 64)), ("dtype", torch.bfloat16), ("dim", 0)))
+    case = SUITE.cases({"tp": 2, "shapes": [(4, 64)], "dtypes": [torch.bfloat16], "dims": [0]})[0]
     backend = SUITE.backends.get("aiter")
     io = SUITE.build_io(case, ctx)
     expected = SUITE.fill(case, io, ctx, 0)

@@ -25,12 +25,11 @@ def test_correctness_only_all_dtypes_both_dims(tp, shapes, tmp_path):
 
 def test_expected_output_layout_for_last_dim():
     """dim -1 puts rank slices side by side in every row (vocab-sharded logits)."""
-    from rocbench.core.axes import Case
     from rocbench.core.suite import RankContext
     from rocbench.core.platform import detect
     from rocbench.suites.allgather import SUITE
 
-    case = Case((("tp", 2), ("shape", (2, 3)), ("dtype", torch.int32), ("dim", -1)))
+    case = SUITE.cases({"tp": 2, "shapes": [(2, 3)], "dtypes": [torch.int32], "dims": [-1]})[0]
     ctx = RankContext(0, 2, torch.device("cpu"), detect(), seed=0)
     io = SUITE.build_io(case, ctx)
     expected = SUITE.fill(case, io, ctx, data_seed=0)
@@ -42,11 +41,10 @@ def test_expected_output_layout_for_last_dim():
 
 
 def test_float_inputs_carry_special_values():
-    from rocbench.core.axes import Case
     from rocbench.suites.allgather import SUITE
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        case = Case((("tp", 2), ("shape", (4, 16)), ("dtype", dtype), ("dim", 0)))
+        case = SUITE.cases({"tp": 2, "shapes": [(4, 16)], "dtypes": [dtype], "dims": [0]})[0]
         x = SUITE.rank_input(case, 1, 0, 0, torch.device("cpu")).float()
         assert torch.isnan(x).any() and torch.isinf(x).any()
         assert ((x == 0) & torch.signbit(x)).any()  # -0.0

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rocbench.core.harness import gate
-from rocbench.core.axes import parse_dtypes, parse_ints, parse_shapes, product
+from rocbench.core.axes import Case, parse_dtypes, parse_ints, parse_shapes, product
 from rocbench.core.errors import InputError
 
 
@@ -70,3 +70,37 @@ def test_tolerance_reports_and_fails():
     nan = ref.clone()
     nan[0, 0] = float("nan")
     assert not gate.tolerance(nan, ref, Tolerance(atol=1.0, rtol=1.0, min_cosine=0.0)).passed
+
+
+def test_input_key_ignores_added_axes_and_keeps_a_renamed_axis_label():
+    declared = Case((("nhead", 16), ("batch", 4)), input_axes=("nhead", "batch"))
+    grown = Case((("nhead", 16), ("batch", 4), ("new_axis", "x")), input_axes=("nhead", "batch"))
+    renamed = Case((("heads", 16), ("batch", 4)), input_axes=("nhead=heads", "batch"))
+    assert declared.input_key == grown.input_key == renamed.input_key == "nhead=16,batch=4"
+    assert grown.id != declared.id  # the row key does change: a new axis is a new column
+    assert declared.replaced(batch=8).input_key == "nhead=16,batch=8"
+
+
+def test_a_case_without_declared_input_axes_has_no_input_key():
+    with pytest.raises(ValueError, match="Suite.input_axes"):
+        Case((("nhead", 16),)).input_key
+
+
+def test_a_family_builds_the_same_inputs_when_an_axis_is_added():
+    from rocbench.core import registry
+    from rocbench.core.cli.command import suite_params
+    from rocbench.core.platform import detect
+    from rocbench.core.suite import RankContext
+    from tests.input_digests import digest
+
+    registry.discover("rocbench.suites")
+    suite = registry.get("mla")
+    case = suite.cases(suite_params(suite, {"nhead": "16", "batch": "2", "ctx": "40", "kv_dtype": "fp16",
+                                            "q_dtype": "fp16", "page_size": "16", "ctx_dist": "random"}))[0]
+    grown = Case(case.values + (("scheduler", "new"),), case.index, case.input_axes)
+    ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=3)
+    built = []
+    for c in (case, grown):
+        io = suite.build_io(c, ctx)
+        built.append(digest(io, suite.fill(c, io, ctx, 0)))
+    assert built[0] == built[1]

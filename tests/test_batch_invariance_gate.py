@@ -4,6 +4,7 @@ batch. A planted backend whose split count depends on the batch is caught (and f
 import pytest
 import torch
 
+from rocbench.core.options import RunOptions
 from rocbench.core.harness import invariance, measure
 from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
@@ -56,11 +57,11 @@ def test_a_split_count_that_follows_the_batch_is_caught_and_named(ctx):
     suite, case, io = mla_case_and_io(ctx)
     row = {}
     planted = split_kv_backend(lambda batch: 1 if batch == 1 else 2)
-    assert measure.batch_invariance(suite, planted, case, ctx, io, measure.RunOptions(), row) is True  # a property
+    assert measure.batch_invariance(suite, planted, case, ctx, io, RunOptions(), row) is True  # a property
     assert row["batch_invariant"] == invariance.NO
     assert row["batch_variance"].startswith("alone vs in its batch of 3, first: ") and "first at (" in row["batch_variance"]
     strict = {}
-    assert measure.batch_invariance(suite, planted, case, ctx, io, measure.RunOptions(require_batch_invariant=True),
+    assert measure.batch_invariance(suite, planted, case, ctx, io, RunOptions(require_batch_invariant=True),
                                     strict) is False
     assert strict["status"] == "fail" and "not batch-invariant" in strict["detail"]
 
@@ -68,7 +69,7 @@ def test_a_split_count_that_follows_the_batch_is_caught_and_named(ctx):
 def test_a_fixed_split_count_passes_every_probe(ctx):
     suite, case, io = mla_case_and_io(ctx)
     row = {}
-    assert measure.batch_invariance(suite, split_kv_backend(lambda batch: 2), case, ctx, io, measure.RunOptions(), row)
+    assert measure.batch_invariance(suite, split_kv_backend(lambda batch: 2), case, ctx, io, RunOptions(), row)
     assert row["batch_invariant"] == invariance.YES
     assert "alone" in row["batch_variance"] and "last of 3" in row["batch_variance"] and "beside" in row["batch_variance"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rocbench.core.options import RunOptions
 from rocbench.core.harness import launcher, measure
 from rocbench.core.axes import Case
 from rocbench.core.errors import InputError
@@ -65,7 +66,7 @@ def test_a_one_host_backend_is_unsupported_across_nodes():
 
     case = AllGatherSuite().cases({"tp": 2, "shapes": [(2, 8)], "dtypes": [torch.int8], "dims": [0]})[0]
     ctx = RankContext(0, 2, torch.device("cpu"), detect(), 0, hosts=("a", "b"))
-    row = measure.execute(AllGatherSuite(), CustomAllGather(), case, ctx, measure.RunOptions())
+    row = measure.run_case(AllGatherSuite(), CustomAllGather(), case, ctx, RunOptions()).row
     assert row["status"] == "unsupported" and "span a, b" in row["detail"]
     assert isinstance(case, Case)
 

@@ -97,6 +97,12 @@ def test_ci_config_runs_and_reports(tmp_path):
     assert tree.tag == "testsuites" and len(tree.findall("testsuite")) == 4
     total_rows = sum(len(results(sweep_dir / r["run_dir"])) for r in meta["runs"])
     assert len(tree.findall(".//testcase")) == total_rows
+    # the same config run by main at a2c4e27 (before the typed core): every row is there again, under the same case
+    old = REPO / "results" / "examples" / "ci-cpu-a2c4e27"
+    compared = invoke("compare", str(old), str(sweep_dir), "--json")
+    verdict = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert compared.returncode == 0 and verdict["matched"] == total_rows == 26, verdict
+    assert not verdict["missing_in_new"] and not verdict["only_in_new"] and not verdict["gate_flips"], verdict
 
 
 def test_junit_carries_gate_detail(tmp_path):

@@ -54,7 +54,7 @@ def test_fixed_rule_takes_exactly_that_many_samples():
     ([NAN] * 40, 1.0, False), ([NAN] * 40, 3.99, False), ([NAN] * 40, 4.0, True),  # all dropped: 4x max_seconds
 ])
 def test_stopping_rule(samples, elapsed_s, done):
-    assert StoppingRule(max_noise=0.005, min_samples=10, max_seconds=1.0).done(samples, elapsed_s) == done
+    assert StoppingRule(max_rel_noise=0.005, min_samples=10, max_seconds=1.0).done(samples, elapsed_s) == done
 
 
 def test_wanted_asks_for_at_least_the_rest_of_min_samples():

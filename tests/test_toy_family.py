@@ -4,6 +4,7 @@ import dataclasses
 
 import torch
 
+from rocbench.core.options import RunOptions
 from rocbench.core.harness import measure
 from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
@@ -16,11 +17,11 @@ SUITE = toy_addrmsnorm.SUITE
 
 def run_all(suite, **options):
     ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
-    opts = measure.RunOptions(correctness_only=True, **options)
+    opts = RunOptions(correctness_only=True, **options)
     rows = []
     for case in suite.cases(suite_params(suite, {"dtype": "fp32,bf16"})):
         for backend in suite.backends:
-            rows.append((case, backend.name, measure.execute(suite, backend, case, ctx, opts)))
+            rows.append((case, backend.name, measure.run_case(suite, backend, case, ctx, opts).row))
     return rows
 
 

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from rocbench.core.reporting import plots, report
@@ -238,3 +239,23 @@ def test_a_plot_with_nothing_varying_on_x_is_a_bar_chart(monkeypatch, tmp_path):
 def test_shapes_sort_by_size_not_as_text():
     shapes = ["64x7168", "1x16160", "2048x16384", "8x7168", "1x1024"]
     assert sorted(shapes, key=plots.sort_key) == ["1x1024", "1x16160", "8x7168", "64x7168", "2048x16384"]
+
+
+def test_every_row_holds_only_schema_columns_with_their_types(tmp_path):
+    """results.csv of a real run: every column is named by the schema (no private keys), every cell has its type."""
+    from rocbench.core.results import RESULT_SCHEMA, ResultsWriter
+
+    assert invoke(*TINY, "--out", str(tmp_path)).returncode == 0
+    frame = results(latest_run(tmp_path, "allgather"))
+    registry.discover("rocbench.suites")
+    assert list(frame.columns) == columns_for(registry.get("allgather"))
+    for column, kind in RESULT_SCHEMA.items():
+        for cell in frame[column].dropna():
+            if kind is int:
+                assert float(cell) == int(float(cell)), (column, cell)
+            elif kind is float:
+                float(cell)
+            else:
+                assert isinstance(cell, str), (column, cell)
+    with pytest.raises(ValueError, match="_fatal"):
+        ResultsWriter(tmp_path, columns_for(registry.get("allgather"))).append({"status": "pass", "_fatal": True})

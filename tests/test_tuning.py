@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rocbench.core.options import RunOptions
 from rocbench.core.harness import measure
 from rocbench.core.cli.command import suite_params
 from rocbench.core.platform import detect
@@ -75,7 +76,7 @@ def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
     monkeypatch.setattr(measure, "measure_graph", lambda backend, ctx, opts, runners: SimpleNamespace(
         stats=SimpleNamespace(median_us=speeds[current["name"]])))
     row = {"graph_us_median": 7.0}
-    measure.tune_backend(suite, eager, case, ctx, measure.RunOptions(), [io], row)
+    measure.tune_backend(suite, eager, case, ctx, RunOptions(), [io], row)
     assert stored["name"] == "fast" and stored["evidence"]["failed"] == ["wrong"]
     assert set(stored["evidence"]["us"]) == {"slow", "fast"} and stored["evidence"]["default_graph_us"] == 7.0
     assert row["tuned"].startswith("fast 4.00 us (graph), best of 2 passing (1 failed); stored in the store")

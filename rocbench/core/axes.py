@@ -97,10 +97,15 @@ def shape_name(shape: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One point of a sweep: the axis values in a fixed order, hashable and printable."""
+    """One point of a sweep: the axis values in a fixed order, hashable and printable.
+
+    `id` names the case (rows, speedup twins, resume, compare); `input_key` seeds its inputs. The key is made only
+    of the axes its family declared as picking inputs (Suite.input_axes), under the labels it declared them with,
+    so adding an axis, or renaming one while keeping its label, leaves every input bitwise what it was."""
 
     values: tuple[tuple[str, Any], ...]
     index: int = field(default=0, compare=False)
+    input_axes: tuple[str, ...] = field(default=(), compare=False)  # "axis" or "label=axis", in the key's order
 
     def __getitem__(self, key: str) -> Any:
         for name, value in self.values:
@@ -119,11 +124,19 @@ class Case:
 
     def replaced(self, **changes: Any) -> "Case":
         """The same case with some values changed (e.g. another batch size for a batch-invariance probe)."""
-        return Case(tuple((k, changes.get(k, v)) for k, v in self.values), self.index)
+        return Case(tuple((k, changes.get(k, v)) for k, v in self.values), self.index, self.input_axes)
 
     @property
     def id(self) -> str:
         return ",".join(f"{name}={format_value(value)}" for name, value in self.values)
+
+    @property
+    def input_key(self) -> str:
+        """The text every input generator of the case seeds from (with the run's seed and the data seed)."""
+        if not self.input_axes:
+            raise ValueError(f"case {self.id} has no input axes: its family must declare Suite.input_axes")
+        labelled = (entry.split("=", 1) if "=" in entry else (entry, entry) for entry in self.input_axes)
+        return ",".join(f"{label}={format_value(self[axis])}" for label, axis in labelled)
 
 
 def format_value(value: Any) -> str:
@@ -143,5 +156,6 @@ def product(axes: dict[str, Sequence[Any]]) -> list[Case]:
     return cases
 
 
-def reindex(cases: Iterable[Case]) -> list[Case]:
-    return [Case(c.values, i) for i, c in enumerate(cases)]
+def reindex(cases: Iterable[Case], input_axes: tuple[str, ...] | None = None) -> list[Case]:
+    """The cases numbered in order; `input_axes` (when given) is what seeds their inputs (Case.input_key)."""
+    return [Case(c.values, i, c.input_axes if input_axes is None else input_axes) for i, c in enumerate(cases)]

@@ -35,15 +35,26 @@ def rate_columns(basis: str) -> list[str]:
     return [f"algbw_{basis}_GBps", f"busbw_{basis}_GBps", f"tflops_{basis}", f"pct_copy_bw_{basis}"]
 
 
-RESULT_COLUMNS = [
-    "ranks", "hosts", "devices", "status", "gate", "gate_kind", "tolerance", "max_abs_err", "cosine", "deterministic",
-    "graph_replays", "batch_invariant", "batch_variance", "path", "detail",
-    *time_columns("kernel"), "kernel_samples", "kernel_noise_pct", "kernels_per_call", "kernel_cold",
-    *time_columns("graph"), "graph_samples", "graph_noise_pct", "graph_calls_per_sample", "graph_cold", "timing_mode",
-    "clock_mhz_before", "clock_mhz_after", "clock_default_mhz", "throttle_before", "throttle_after", "clock_drops",
-    "bytes", "flops", *rate_columns("kernel"), *rate_columns("graph"),
-    "determinism_price_kernel", "determinism_price_graph", "tuned",
-]
+def _per_time(kind: type, *names: str) -> dict[str, type]:
+    return {name.format(basis=basis): kind for basis in TIMES for name in names}
+
+
+# Every column a row of any suite has, with the type of its cells (a cell may also be empty). The suite's case
+# columns, twin checks and speedups come on top (columns_for). A row holding any other key is refused.
+RESULT_SCHEMA: dict[str, type] = {
+    "ranks": int, "hosts": str, "devices": str, "status": str, "gate": str, "gate_kind": str, "tolerance": str,
+    "max_abs_err": float, "cosine": float, "deterministic": str, "graph_replays": str, "batch_invariant": str,
+    "batch_variance": str, "path": str, "detail": str,
+    **{c: float for c in time_columns("kernel")}, "kernel_samples": int, "kernel_noise_pct": float,
+    "kernels_per_call": int, "kernel_cold": str,
+    **{c: float for c in time_columns("graph")}, "graph_samples": int, "graph_noise_pct": float,
+    "graph_calls_per_sample": int, "graph_cold": str, "timing_mode": str,
+    "clock_mhz_before": float, "clock_mhz_after": float, "clock_default_mhz": float, "throttle_before": str,
+    "throttle_after": str, **_per_time(int, "clock_drops_{basis}"),
+    "bytes": int, "flops": float, **{c: float for basis in TIMES for c in rate_columns(basis)},
+    **_per_time(float, "determinism_price_{basis}"), "tuned": str,
+}
+RESULT_COLUMNS = list(RESULT_SCHEMA)
 
 # Runs written before there were two times: their one time was today's graph time.
 LEGACY_COLUMNS = {"time_us_median": "graph_us_median", "time_us_p10": "graph_us_p10", "time_us_p90": "graph_us_p90",
@@ -100,6 +111,9 @@ class ResultsWriter:
         self.rows: list[dict] = []
 
     def append(self, row: dict) -> None:
+        unknown = set(row) - set(self.columns)
+        if unknown:  # a private key or a misspelt column: a harness bug, never silently dropped
+            raise ValueError(f"row has keys outside the schema: {', '.join(sorted(unknown))}")
         frame = pd.DataFrame([row], columns=self.columns)
         with open(self.path, "a", newline="") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from rocbench.core.options import DEFAULTS
+
 # z for a two-sided 95% interval: the median's order-statistic interval is n/2 +- z*sqrt(n)/2 ranks.
 Z95 = 1.96
 
@@ -27,18 +29,18 @@ def median_noise(samples: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class StoppingRule:
-    """Sample until the median's relative noise is under `max_noise` (after `min_samples`), or `max_seconds`
+    """Sample until the median's relative noise is under `max_rel_noise` (after `min_samples`), or `max_seconds`
     of sampling have passed; `fixed` (a user's --iters) takes exactly that many samples instead."""
 
-    max_noise: float = 0.005
+    max_rel_noise: float = DEFAULTS.max_noise_pct / 100  # a fraction (the options say percent)
     min_samples: int = 10
-    max_seconds: float = 1.0
+    max_seconds: float = DEFAULTS.max_time_s
     fixed: int | None = None
 
     @staticmethod
     def from_options(max_noise_pct: float, max_seconds: float, fixed: int | None = None) -> "StoppingRule":
         """The rule from the command line's units (--max-noise is in percent)."""
-        return StoppingRule(max_noise=max_noise_pct / 100, max_seconds=max_seconds, fixed=fixed)
+        return StoppingRule(max_rel_noise=max_noise_pct / 100, max_seconds=max_seconds, fixed=fixed)
 
     def done(self, samples: Sequence[float], elapsed_s: float) -> bool:
         kept = [s for s in samples if not math.isnan(s)]
@@ -48,7 +50,7 @@ class StoppingRule:
             return True
         if elapsed_s >= 4 * self.max_seconds:  # every sample dropped (clocks low all along): give up, say so
             return True
-        return bool(len(kept) >= self.min_samples and median_noise(kept) <= self.max_noise)
+        return bool(len(kept) >= self.min_samples and median_noise(kept) <= self.max_rel_noise)
 
     def wanted(self, taken: int) -> int:
         """How many samples the next round should add (a fixed count: what is left of it)."""

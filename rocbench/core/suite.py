@@ -43,12 +43,22 @@ class RankContext:
     group: Any = None  # device process group (NCCL/RCCL/gloo); None when world_size == 1
     cpu_group: Any = None  # gloo group for handshakes and object exchange
     graph_mode: bool = False  # --cuda-graph: inputs live at non-zero offsets, graph replays are gated
-    cache: dict = field(default_factory=dict)  # per-rank resources backends keep across cases (e.g. IPC pools)
     hosts: tuple[str, ...] = ()  # the nodes this rank's group spans, in rank order (several: across nodes)
+    copy_bw_GBps: float | None = None  # measured once per run; the % of copy bandwidth columns divide by it
+    flusher: Any = None  # the harness's cache flusher for kernel timing (kernel_time.Flusher), made on first use
+    backend_states: dict[str, Any] = field(default_factory=dict, repr=False)  # backend name -> its state_type()
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def state(self, backend: "Backend") -> Any:
+        """This rank's state of `backend` (an instance of its state_type, made on first use), kept across cases."""
+        if backend.state_type is None:
+            raise TypeError(f"backend {backend.name} keeps no state (it declares no state_type)")
+        if backend.name not in self.backend_states:
+            self.backend_states[backend.name] = backend.state_type()
+        return self.backend_states[backend.name]
 
 
 @dataclass
@@ -177,6 +187,9 @@ class Backend(abc.ABC):
     # Case column -> dtypes whose dot products Triton's CPU interpreter computes wrong in this backend's
     # kernels (bf16): a run that would interpret them is refused up front rather than report false failures.
     interpreter_wrong_dtypes: ClassVar[Mapping[str, tuple[torch.dtype, ...]]] = {}
+    # What it keeps per rank across cases (IPC pools, a communicator, probed capabilities): a class whose
+    # no-argument call makes an empty one; ctx.state(self) returns this rank's.
+    state_type: ClassVar[type | None] = None
 
     def runs_interpreted(self, platform: PlatformInfo) -> bool:
         """Whether this backend's Triton kernels run under the CPU interpreter here."""
@@ -274,6 +287,9 @@ class Suite(abc.ABC):
     name: ClassVar[str]
     help: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]  # the suite's own options; axes among them become CSV columns
+    # the axes whose values seed a case's inputs (Case.input_key), frozen when declared: an axis added later
+    # stays out unless it changes the data, and a renamed axis keeps its label ("old=new")
+    input_axes: ClassVar[tuple[str, ...]] = ()
     derived_columns: ClassVar[tuple[str, ...]] = ()  # case values `cases` derives (shown as columns)
     twin_columns: ClassVar[tuple[str, ...]] = ()  # result columns of backends' twin checks
     outputs: ClassVar[tuple[str, ...]] = ("out",)  # what a call produces, by name
@@ -296,7 +312,7 @@ class Suite(abc.ABC):
         # a case holds each value under its column's name (`--dtypes` sweeps `dtype`)
         values = {p.column: [params[p.name]] if not p.axis else params[p.name] for p in self.params if p.column}
         combos = itertools.product(*values.values())
-        return reindex(Case(tuple(zip(values, combo))) for combo in combos)
+        return reindex((Case(tuple(zip(values, combo))) for combo in combos), self.input_axes)
 
     def columns(self) -> list[str]:
         return [p.column for p in self.params if p.column] + list(self.derived_columns)

@@ -11,7 +11,7 @@ from rocbench.core import plugins
 from rocbench.core.cli import options
 from rocbench.core.errors import InputError
 from rocbench.core.exitcodes import Outcome
-from rocbench.core.harness.measure import RunOptions
+from rocbench.core.options import DEFAULTS, RunOptions, default_text
 from rocbench.core.results import read_meta
 from rocbench.core.params import Param, ParamSet, choices, flag, integer, items, names, number, path, text
 
@@ -34,14 +34,17 @@ COMMON = (
     Param("iters", "A fixed number of samples per time instead of the noise rule (a graph-time sample replays "
                    "many back-to-back calls; a kernel-time sample is one profiled call).", integer(1)),
     Param("max_noise", "Sample each time until the relative noise of its median (half its 95% confidence "
-                       "interval) is below this many percent...", number(0.0), "0.5", metavar="PCT"),
-    Param("max_time", "...or until this many seconds of sampling per time per case and backend.", number(0.01), "1",
-          metavar="S"),
+                       "interval) is below this many percent...", number(0.0), default_text(DEFAULTS.max_noise_pct),
+          metavar="PCT"),
+    Param("max_time", "...or until this many seconds of sampling per time per case and backend.", number(0.01),
+          default_text(DEFAULTS.max_time_s), metavar="S"),
     Param("times", "Which times to take: kernel (profiler records, launch gaps excluded) and/or graph (CUDA "
-                   "graph of back-to-back calls).", choices(("kernel", "graph")), "kernel,graph", metavar="LIST"),
-    Param("warmup", "Untimed graph replays before the samples.", integer(0), "5"),
-    Param("seed", "Seed of every generated input.", integer(), "0"),
-    Param("timeout", "Seconds one (case, backend) may take before it is recorded as a timeout.", number(1.0), "300"),
+                   "graph of back-to-back calls).", choices(("kernel", "graph")), default_text(DEFAULTS.times),
+          metavar="LIST"),
+    Param("warmup", "Untimed graph replays before the samples.", integer(0), default_text(DEFAULTS.warmup)),
+    Param("seed", "Seed of every generated input.", integer(), default_text(DEFAULTS.seed)),
+    Param("timeout", "Seconds one (case, backend) may take before it is recorded as a timeout.", number(1.0),
+          default_text(DEFAULTS.timeout_s)),
     Param("out", "Directory that receives <suite>-<timestamp>/ with results.csv, meta.json and plots.", path(),
           "results", in_yaml=False),
     Param("resume", "Finish an interrupted run in this directory: only the missing (case, backend) rows run.",
@@ -57,8 +60,11 @@ COMMON = (
     flag("wide", "Show every column the terminal table can have (the CSV has all of them).", in_yaml=False),
     Param("inject", "Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).", text(), hidden=True),
 )
-RUN_OPTIONS = ("correctness_only", "cuda_graph", "iters", "max_noise", "max_time", "times", "warmup", "seed", "inject",
-               "tune", "require_batch_invariant", "skip_batch_probes")
+# option name -> RunOptions field (the option keeps the name users type; the field says its unit)
+RUN_OPTIONS = {"correctness_only": "correctness_only", "cuda_graph": "cuda_graph", "iters": "iters",
+               "max_noise": "max_noise_pct", "max_time": "max_time_s", "times": "times", "warmup": "warmup",
+               "seed": "seed", "timeout": "timeout_s", "inject": "inject", "tune": "tune",
+               "require_batch_invariant": "require_batch_invariant", "skip_batch_probes": "skip_batch_probes"}
 
 
 def param_set(suite) -> ParamSet:
@@ -127,7 +133,8 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
         return Outcome(answer, None)
     params = suite.finish({p.name: values[p.name] for p in suite.params})
     params["backends"], params["plugins"] = values["backends"], values["plugins"]  # the ranks load the same plugins
-    opts = RunOptions(**{name: values[name] for name in RUN_OPTIONS}, timeout_s=values["timeout"])
+    opts = RunOptions(**{field: tuple(values[name]) if isinstance(values[name], list) else values[name]
+                         for name, field in RUN_OPTIONS.items()})
     return run_suite(suite, params, opts, values["out"], resume=values["resume"], junit=values["junit"],
                      as_json=values["json"], dry_run=values["dry_run"], recorded=recorded_options(suite, values),
                      started=started, console=console, view=TableView(values["columns"], values["wide"]))

@@ -28,7 +28,7 @@ def row_seconds(suite, work, opts, has_gpu: bool) -> float:
         return gate * (1.0 if opts.skip_batch_probes else PROBE_FACTOR)
     if opts.correctness_only:
         return GPU_GATE_S
-    sampling = opts.max_time if opts.iters is None else 0.05 * opts.iters
+    sampling = opts.max_time_s if opts.iters is None else 0.05 * opts.iters
     return GPU_GATE_S + len(opts.times) * sampling
 
 

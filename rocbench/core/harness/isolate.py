@@ -1,6 +1,7 @@
 """Run tasks in a pool of rank processes with a per-task timeout: a fault or hang becomes a row."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -81,10 +82,9 @@ class RankPool:
             if tuple(key) != task:
                 continue
             done.add(rank)
-            fatal = fatal or payload.get("_fatal", False)
+            fatal = fatal or payload.fatal
             if rank == 0:
-                row = payload
-        row.pop("_fatal", None)
+                row = payload.row
         if fatal:
             self.kill()  # ranks exit after a fatal fault; the next task gets a fresh pool
         return row
@@ -150,9 +150,10 @@ class PoolExecutor:
             self.spec.port = free_port()
             return failure.detail
         copy_bw = self.pool.info.get("copy_bw_GBps")
-        if copy_bw and not self.spec.options.extra.get("copy_bw_GBps"):
+        if copy_bw and self.spec.options.copy_bw_GBps is None:
             self.on_copy_bw(copy_bw)
-            self.spec.options.extra["copy_bw_GBps"] = copy_bw  # once per run: later pools reuse the number
+            # once per run: later pools (after a fault) reuse the number
+            self.spec.options = dataclasses.replace(self.spec.options, copy_bw_GBps=copy_bw)
         self.spec.measure_copy_bw = False
         return ""
 

@@ -176,11 +176,10 @@ class LaunchedExecutor:
         if task is None:
             return RoundOutcome(rank, None, None, False, None)
         try:
-            row = self.worker.run(task, stage)
+            result = self.worker.run(task, stage)
         except Exception as err:  # noqa: BLE001 - outside the harness's phases: a handshake with a lost peer failed
             return RoundOutcome(rank, task, None, False, f"{type(err).__name__}: {brief(err)}")
-        fatal = bool(row.pop("_fatal", False))
-        return RoundOutcome(rank, task, row if self.world.is_leader else None, fatal, None)
+        return RoundOutcome(rank, task, result.row if self.world.is_leader else None, result.fatal, None)
 
     # ---- the time limit (called by the watchdog thread) -------------------------------------------------
 

@@ -6,7 +6,7 @@ one rank's failure stops all of them at the same point instead of leaving peers 
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -16,6 +16,7 @@ from rocbench.core.harness import clocks, gate, invariance, kernel_time, timing
 
 from rocbench.core.faults import inject
 from rocbench.core.axes import Case
+from rocbench.core.options import RunOptions
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
 from rocbench.core.stats import StoppingRule
 from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
@@ -25,22 +26,13 @@ GRAPH_REPLAYS = 3  # each with fresh input data copied in first
 current_phase = ""
 
 
-@dataclass
-class RunOptions:
-    correctness_only: bool = False
-    cuda_graph: bool = False
-    warmup: int = 5
-    iters: int | None = None  # fixed samples per time; None: sample until max_noise or max_time
-    max_noise: float = 0.5  # percent: relative noise of the median that ends sampling
-    max_time: float = 1.0  # seconds of sampling per time (kernel, graph) of one (case, backend)
-    times: tuple[str, ...] = ("kernel", "graph")
-    seed: int = 0
-    timeout_s: float = 300.0
-    inject: str | None = None
-    tune: bool = False
-    require_batch_invariant: bool = False
-    skip_batch_probes: bool = False
-    extra: dict = field(default_factory=dict)
+@dataclass(frozen=True)
+class RankResult:
+    """What one rank's phases made of a task: its row (or kernel-time fragment; rank 0's is recorded), and whether
+    this rank can run another task (False after a fault that leaves the device or the group unusable)."""
+
+    row: dict
+    fatal: bool = False
 
 
 class PhaseError(Exception):
@@ -267,7 +259,7 @@ def rank_sync(ctx: RankContext) -> timing.RankSync:
 
 
 def stopping_rule(opts: RunOptions) -> StoppingRule:
-    return StoppingRule.from_options(opts.max_noise, opts.max_time, opts.iters)
+    return StoppingRule.from_options(opts.max_noise_pct, opts.max_time_s, opts.iters)
 
 
 def measure_graph(backend: Backend, ctx: RankContext, opts: RunOptions, runners: list[Callable],
@@ -283,9 +275,9 @@ def measure_kernel(backend: Backend, ctx: RankContext, opts: RunOptions, run: Ca
     """kernel_us of one call (caches flushed before each), or why it could not be taken here."""
     def timed() -> timing.Measurement | str:
         try:
-            if "flusher" not in ctx.cache:
-                ctx.cache["flusher"] = kernel_time.Flusher(ctx.device, ctx.platform.cache_bytes or 0)
-            return kernel_time.kernel_time(run, ctx.device, stopping_rule(opts), ctx.cache["flusher"], rank_sync(ctx),
+            if ctx.flusher is None:
+                ctx.flusher = kernel_time.Flusher(ctx.device, ctx.platform.cache_bytes or 0)
+            return kernel_time.kernel_time(run, ctx.device, stopping_rule(opts), ctx.flusher, rank_sync(ctx),
                                            context=backend.graph_context(ctx), clock_reader=clock_reader)
         except ImportError as why:
             return f"n/a: the cache flush that marks each call is a Triton kernel ({why})"
@@ -308,8 +300,8 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     graph.cold = timing.rotation_label(len(runners), io_bytes(ios[0]), ctx.platform.cache_bytes)
     row.update(timing_mode=graph.mode, graph_calls_per_sample=graph.calls_per_sample, graph_cold=graph.cold,
                clock_mhz_before=before.mhz, clock_mhz_after=after.mhz, clock_default_mhz=before.default_mhz,
-               throttle_before=before.throttle, throttle_after=after.throttle, clock_drops=graph.stats.dropped)
-    row.update(time_and_rates("graph", graph.stats, work, ctx.cache.get("copy_bw_GBps")))
+               throttle_before=before.throttle, throttle_after=after.throttle, clock_drops_graph=graph.stats.dropped)
+    row.update(time_and_rates("graph", graph.stats, work, ctx.copy_bw_GBps))
 
 
 def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
@@ -319,22 +311,24 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     leaves the process slower: on an H100, graph times of small decode calls taken after any profiled call
     read 2-10% slow (the same rows taken with --times graph matched the previous version to 0.0%)."""
     fragment: dict = {}
+    fatal = False
     try:
         run = prepared_call(suite, backend, case, ctx, opts)[3]
         reader = clocks.for_device(ctx.device, ctx.platform.kind)
         kernel = measure_kernel(backend, ctx, opts, run, reader)
         if isinstance(kernel, str):
-            return {"kernel_cold": kernel}
+            return RankResult({"kernel_cold": kernel})
         fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
-                        clock_drops=kernel.stats.dropped)
+                        clock_drops_kernel=kernel.stats.dropped)
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
-                                       ctx.cache.get("copy_bw_GBps")))
+                                       ctx.copy_bw_GBps))
     except PhaseError as err:
-        fragment.update(status=FAULT, detail=f"kernel timing: {err.detail}", _fatal=err.fatal)
+        fragment.update(status=FAULT, detail=f"kernel timing: {err.detail}")
+        fatal = err.fatal
     finally:
         if ctx.device.type == "cuda" and device_alive(ctx):
             torch.cuda.empty_cache()
-    return fragment
+    return RankResult(fragment, fatal)
 
 
 def time_and_rates(basis: str, stats, work, copy_bw: float | None) -> dict:
@@ -398,8 +392,8 @@ def io_bytes(io: Any, depth: int = 2) -> int:
     return sum(io_bytes(value, depth - 1) for value in vars(io).values())
 
 
-def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
-    """Run one (case, backend) on this rank. Rank 0's row is the one recorded."""
+def run_case(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> RankResult:
+    """Gate and time one (case, backend) on this rank. Rank 0's row is the one recorded."""
     work = suite.work(case, ctx.world_size)
     row: dict = {"status": PASS, "gate": "", "bytes": work.bytes, "flops": work.flops or None}
     reason = backend.capability_reason(case) or backend.unsupported_reason(case, ctx.platform)
@@ -408,7 +402,8 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
                   f"{', '.join(dict.fromkeys(ctx.hosts))}")
     if reason:
         row.update(status=UNSUPPORTED, gate="n/a", detail=reason)
-        return row
+        return RankResult(row)
+    fatal = False
     try:
         gated = gate_checks(suite, backend, case, ctx, opts, row)
         if gated is not None and not opts.correctness_only and ctx.device.type == "cuda":
@@ -419,8 +414,9 @@ def execute(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: 
             if opts.tune:
                 tune_backend(suite, backend, case, ctx, opts, ios, row)
     except PhaseError as err:
-        row.update(status=FAULT, gate=row.get("gate") or "fault", detail=err.detail, _fatal=err.fatal)
+        row.update(status=FAULT, gate=row.get("gate") or "fault", detail=err.detail)
+        fatal = err.fatal
     finally:
         if ctx.device.type == "cuda" and device_alive(ctx):
             torch.cuda.empty_cache()
-    return row
+    return RankResult(row, fatal)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 
+from rocbench.core.options import RunOptions
 from rocbench.core.harness import measure, timing
 from rocbench.core.platform import detect
 from rocbench.core.results import FAULT
@@ -37,7 +38,7 @@ class PoolSpec:
     suite: str  # the suite's registered name
     suite_module: str  # the module whose import registers it (rank processes start empty)
     params: dict
-    options: measure.RunOptions
+    options: RunOptions
     world_size: int
     port: int
     measure_copy_bw: bool
@@ -55,10 +56,10 @@ class RankWorker:
     suite: Any
     cases: list
     ctx: RankContext
-    options: measure.RunOptions
+    options: RunOptions
 
     @classmethod
-    def create(cls, suite_name: str, suite_module: str, params: dict, options: measure.RunOptions,
+    def create(cls, suite_name: str, suite_module: str, params: dict, options: RunOptions,
                ctx: RankContext) -> "RankWorker":
         from rocbench.core import plugins, registry
 
@@ -66,17 +67,17 @@ class RankWorker:
         plugins.load_all(params.get("plugins"))  # a rank process starts with the built-in backends only
         return cls(suite, suite.cases(params), ctx, options)
 
-    def run(self, task: Task, stage: str) -> dict:
-        """The task's row on this rank (rank 0's is recorded; `_fatal`: this rank cannot run another task)."""
+    def run(self, task: Task, stage: str) -> measure.RankResult:
+        """The task's row on this rank (rank 0's is recorded), and whether this rank can run another task."""
         if task.backend not in self.suite.backends.names():
-            return {"status": FAULT, "gate": "fault",
+            return measure.RankResult({"status": FAULT, "gate": "fault",
                     "detail": f"backend {task.backend!r} is not registered in the rank processes: a backend from outside "
                               "rocbench must come from --plugin FILE or a rocbench.backends entry point, which every "
-                              "rank loads"}
+                              "rank loads"})
         backend, case = self.suite.backends.get(task.backend), self.cases[task.case]
         if stage == KERNEL_STAGE:
             return measure.kernel_pass(self.suite, backend, case, self.ctx, self.options)
-        return measure.execute(self.suite, backend, case, self.ctx, self.options)
+        return measure.run_case(self.suite, backend, case, self.ctx, self.options)
 
 
 def rank_device(platform, local_rank: int) -> torch.device:
@@ -138,14 +139,12 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         ctx = RankContext(rank, spec.world_size, device, platform, spec.options.seed, group, cpu_group,
                           graph_mode=spec.options.cuda_graph, hosts=(platform.host,))
         worker = RankWorker.create(spec.suite, spec.suite_module, spec.params, spec.options, ctx)
-        info = {}
-        if spec.options.extra.get("copy_bw_GBps"):
-            info["copy_bw_GBps"] = spec.options.extra["copy_bw_GBps"]
-        elif spec.measure_copy_bw and rank == 0:
+        info = {"copy_bw_GBps": spec.options.copy_bw_GBps}
+        if info["copy_bw_GBps"] is None and spec.measure_copy_bw and rank == 0:
             info["copy_bw_GBps"] = copy_bandwidth(device)
         if spec.world_size > 1:  # every rank needs the number for its % column
             info = measure.exchange(ctx, info)[0]
-        ctx.cache.update({k: v for k, v in info.items() if v is not None})
+        ctx.copy_bw_GBps = info["copy_bw_GBps"]
         results.put(("ready", rank, info))
     except Exception as exc:  # noqa: BLE001 - report why the rank could not start
         results.put(("startfail", rank, f"{type(exc).__name__}: {exc}"))
@@ -156,9 +155,9 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         if task is None:
             break
         task, stage = Task(*task[:2]), task[2]
-        row = worker.run(task, stage)
-        results.put(("row", rank, (*task, stage), row if rank == 0 else {"_fatal": row.get("_fatal", False)}))
-        if row.get("_fatal"):
+        result = worker.run(task, stage)
+        results.put(("row", rank, (*task, stage), result if rank == 0 else measure.RankResult({}, result.fatal)))
+        if result.fatal:
             break  # the parent replaces this pool before the next task
     if spec.world_size > 1 and dist.is_initialized():
         try:

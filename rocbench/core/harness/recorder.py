@@ -20,7 +20,7 @@ from rocbench.core.reporting import plots, report
 from rocbench.core.axes import Case
 from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError
-from rocbench.core.harness.measure import RunOptions
+from rocbench.core.options import RunOptions
 from rocbench.core.reporting.junit import write_junit
 from rocbench.core.platform import PlatformInfo, git_revision
 from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, Task
@@ -115,8 +115,6 @@ class RunRecorder:
         case_id = self.cases[task.case].id
         row = next(r for r in self.writer.rows if r["case"] == case_id and r["backend"] == task.backend)
         fragment = {k: v for k, v in fragment.items() if k not in ("gate", "hosts", "devices")}
-        if "clock_drops" in fragment:
-            fragment["clock_drops"] += row.get("clock_drops") or 0
         row.update(fragment)
         self.timed.update(timed_medians([row]))
         for other in self.writer.rows:  # this row's kernel time may be another row's baseline

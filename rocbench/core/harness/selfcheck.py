@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from rocbench.core.harness import clocks, kernel_time, timing
+from rocbench.core.options import DEFAULTS
 from rocbench.core.stats import StoppingRule
 
 SPIN_US = (2, 5, 10, 20, 50, 200, 1000)
@@ -164,10 +165,11 @@ def explain(work: list[dict]) -> list[str]:
     return lines
 
 
-def run_selfcheck(device: torch.device, cache_bytes: int, max_noise: float = 0.5, max_time: float = 1.0) -> dict:
+def run_selfcheck(device: torch.device, cache_bytes: int, max_noise_pct: float = DEFAULTS.max_noise_pct,
+                  max_time_s: float = DEFAULTS.max_time_s) -> dict:
     reader = clocks.for_device(device, "rocm" if torch.version.hip else "cuda")
     flusher = kernel_time.Flusher(device, cache_bytes)
-    stop = StoppingRule.from_options(max_noise, max_time)
+    stop = StoppingRule.from_options(max_noise_pct, max_time_s)
     before = clocks.read(reader)
     # Every graph time before the first profiler session: a session slows later graph times in the same
     # process (the harness orders a sweep the same way).

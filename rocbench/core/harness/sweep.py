@@ -2,6 +2,7 @@
 (torchrun, srun), and let the recorder write rows, plots and the table."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from rocbench.core import registry
 from rocbench.core.axes import Case, dtype_name
 from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError, NotEnoughGpus
-from rocbench.core.harness.measure import RunOptions
+from rocbench.core.options import RunOptions
 from rocbench.core.harness.isolate import PoolExecutor, free_port
 from rocbench.core.platform import PlatformInfo, detect
 from rocbench.core.harness.ranks import PoolSpec, RankWorker
@@ -110,7 +111,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
         raise InputError("--tune times kernels: it needs a GPU and no --correctness-only")
     if not platform.has_gpu and not opts.correctness_only:
         console.print("[yellow]no GPU here: running correctness-only (timing needs a GPU)[/yellow]")
-        opts.correctness_only = True
+        opts = dataclasses.replace(opts, correctness_only=True)
     backends = choose_backends(suite, params.get("backends"), platform, world_size)
     cases = suite.cases(params)
     if not cases:
@@ -136,10 +137,10 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if started is not None:
         started(recorder.run_dir)
     announce(recorder, platform, world_size, "")
-    spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
-                    measure_copy_bw=not opts.correctness_only)
     if recorder.meta.get("copy_bw_GBps"):  # resumed: the run's own number
-        opts.extra["copy_bw_GBps"] = recorder.meta["copy_bw_GBps"]
+        opts = dataclasses.replace(opts, copy_bw_GBps=recorder.meta["copy_bw_GBps"])
+    spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
+                    measure_copy_bw=not opts.correctness_only and opts.copy_bw_GBps is None)
     devices = "cpu" if not platform.has_gpu else ",".join(f"cuda:{rank}" for rank in range(world_size))
     executor = PoolExecutor(spec, opts.timeout_s, {"hosts": platform.host, "devices": devices},
                             on_copy_bw=recorder.note_copy_bandwidth)
@@ -177,8 +178,8 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
     recorder.world_size, recorder.view = tp, view
     recorder.meta["launcher"] = {"kind": me.launcher, "world_size": me.world_size, "tp": tp, "groups": joined.groups,
                                  "nodes": joined.nodes()}
-    if joined.ctx.cache.get("copy_bw_GBps"):
-        recorder.note_copy_bandwidth(joined.ctx.cache["copy_bw_GBps"])
+    if joined.ctx.copy_bw_GBps:
+        recorder.note_copy_bandwidth(joined.ctx.copy_bw_GBps)
     announce(recorder, platform, tp, f", {me.launcher} world of {me.world_size}: {joined.groups} group(s) side by side")
 
     def ended_by_time_limit(rows, why, unfinished) -> int:  # the watchdog thread; every rank exits after it

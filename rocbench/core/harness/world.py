@@ -134,8 +134,7 @@ def join(me: LaunchedRank, tp: int, platform: PlatformInfo, seed: int, graph_mod
     ctx = RankContext(me.rank % tp, tp, device, platform, seed, group, cpu_group, graph_mode=graph_mode)
     world = LaunchedWorld(me, tp, ranks, world_cpu, watchdog, ctx)
     ctx.hosts = tuple(world.node_label(r) for r in world.members(world.group))
-    if copy_bw[0]:
-        ctx.cache["copy_bw_GBps"] = copy_bw[0]
+    ctx.copy_bw_GBps = copy_bw[0]
     return world
 
 

@@ -35,7 +35,7 @@ TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "
                     "busbw_kernel_GBps", "pct_copy_bw_kernel", "tflops_kernel", "max_abs_err", "cosine"]
 REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels_per_call",
                        *[c for b in TIMES for c in rate_columns(b)],
-                       "clock_drops", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
+                       "clock_drops_kernel", "clock_drops_graph", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
 
 def numeric_format(column: str) -> tuple[str, str] | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -13,6 +15,9 @@ from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, Prepared, RankContext, Runner
 from rocbench.suites.allgather.suite import AllGatherIO, AllGatherSuite, rank_bytes
 
+if TYPE_CHECKING:  # AITER imports only on ROCm; the name is for readers and the AITER contract checker
+    from aiter.dist.device_communicators.custom_all_reduce import CustomAllreduce
+
 REGISTRY = AllGatherSuite.backends
 
 
@@ -20,10 +25,17 @@ def byte_view(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.uint8).view(-1) if t.element_size() == 1 else t.view(-1).view(torch.uint8)
 
 
+@dataclass
+class GroupCapabilities:
+    """The torch backend's state: which dtypes this rank's process group's all-gather accepts (probed once each)."""
+
+    takes_dtype: dict[torch.dtype, bool] = field(default_factory=dict)
+
+
 def collective_takes_dtype(ctx: RankContext, dtype: torch.dtype) -> bool:
-    """Whether the process group's all-gather accepts this dtype, agreed by all ranks (cached)."""
-    key = ("dtype_ok", dtype)
-    if key not in ctx.cache:
+    """Whether the process group's all-gather accepts this dtype, agreed by all ranks (probed once per rank)."""
+    known = ctx.state(REGISTRY.get("torch")).takes_dtype
+    if dtype not in known:
         from rocbench.core.harness.measure import exchange
 
         probe = torch.zeros(2, dtype=dtype, device=ctx.device)
@@ -34,8 +46,8 @@ def collective_takes_dtype(ctx: RankContext, dtype: torch.dtype) -> bool:
             ok = True
         except (RuntimeError, TypeError, ValueError):
             ok = False
-        ctx.cache[key] = all(exchange(ctx, ok))
-    return ctx.cache[key]
+        known[dtype] = all(exchange(ctx, ok))
+    return known[dtype]
 
 
 def torch_runner(case: Case, io: AllGatherIO, ctx: RankContext) -> Runner:
@@ -77,6 +89,7 @@ class TorchAllGather(Backend):
     name = "torch"
     platforms = ("cpu", "cuda", "rocm")
     description = "torch.distributed.all_gather_into_tensor (NCCL on CUDA, RCCL on ROCm, gloo on CPU)"
+    state_type = GroupCapabilities
 
     def prepare(self, case: Case, io: AllGatherIO, ctx: RankContext) -> Prepared:
         return Prepared(torch_runner(case, io, ctx), torch_path(case, ctx))
@@ -93,16 +106,22 @@ class SymmetricPool:
         self.handle = symm_mem.rendezvous(self.buffer, ctx.group)
         self.peer_ptrs = torch.tensor(self.handle.buffer_ptrs, dtype=torch.int64, device=ctx.device)
 
-    @staticmethod
-    def get(ctx: RankContext, nbytes: int) -> "SymmetricPool":
-        pool = ctx.cache.get("symm_pool")
-        if pool is None or pool.nbytes < nbytes:
-            size = max(1 << 20, 1 << (nbytes - 1).bit_length())
-            # Old pools stay alive: a captured graph may still point at them.
-            ctx.cache.setdefault("symm_pools_old", []).append(pool)
-            pool = SymmetricPool(ctx, size)
-            ctx.cache["symm_pool"] = pool
-        return pool
+
+
+@dataclass
+class SymmetricPools:
+    """The custom backend's state: the staging pool in use, and the ones it outgrew (kept alive: a captured graph
+    may still point at them)."""
+
+    current: SymmetricPool | None = None
+    outgrown: list[SymmetricPool] = field(default_factory=list)
+
+    def at_least(self, ctx: RankContext, nbytes: int) -> SymmetricPool:
+        if self.current is None or self.current.nbytes < nbytes:
+            if self.current is not None:
+                self.outgrown.append(self.current)
+            self.current = SymmetricPool(ctx, max(1 << 20, 1 << (nbytes - 1).bit_length()))
+        return self.current
 
 
 @REGISTRY.register
@@ -113,6 +132,7 @@ class CustomAllGather(Backend):
     requires = ("torch.distributed._symmetric_memory", "triton")
     single_host = True
     max_bytes_per_rank = 512 << 20
+    state_type = SymmetricPools
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         if rank_bytes(case) > self.max_bytes_per_rank:
@@ -123,7 +143,7 @@ class CustomAllGather(Backend):
         from rocbench.kernels.allgather import gather_from_peers
 
         nbytes = rank_bytes(case)
-        pool = SymmetricPool.get(ctx, nbytes)
+        pool = ctx.state(self).at_least(ctx, nbytes)
         stage = pool.handle.get_buffer(ctx.rank, (nbytes,), torch.uint8)
         inp, out = byte_view(io.inp), byte_view(io.out)
         dim = case["dim"] % io.inp.dim()
@@ -152,8 +172,8 @@ def expandable_segments_on() -> bool:
     """PyTorch's expandable_segments allocator hands out pointers hipIpcGetMemHandle cannot export, so
     buffers captured in a graph cannot be registered (AITER issue #4174)."""
     for name in ALLOC_CONF_ENV:
-        for field in os.environ.get(name, "").split(","):
-            key, _, value = field.partition(":")
+        for entry in os.environ.get(name, "").split(","):
+            key, _, value = entry.partition(":")
             if key.strip() == "expandable_segments":
                 return value.strip().lower() in ("1", "true", "yes", "on")
     return False
@@ -168,6 +188,13 @@ def aiter_gather_dim(case: Case) -> int | None:
     return -1 if dim == len(case["shape"]) - 1 else None
 
 
+@dataclass
+class AiterCommunicator:
+    """The aiter backend's state: one CustomAllreduce per rank (its IPC buffers are registered once)."""
+
+    communicator: Any = None
+
+
 @REGISTRY.register
 class AiterAllGather(Backend):
     """AITER's CustomAllreduce all-gather, dispatched the way SGLang does (seed PRs #25093, #27163)."""
@@ -177,6 +204,7 @@ class AiterAllGather(Backend):
     description = "AITER CustomAllreduce.all_gather_reg (graph capture) / all_gather_unreg (eager)"
     requires = ("aiter.dist.device_communicators.custom_all_reduce",)
     single_host = True
+    state_type = AiterCommunicator
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         if case["tp"] not in AITER_KERNEL_WORLD_SIZES:
@@ -184,14 +212,14 @@ class AiterAllGather(Backend):
                     f"{case['tp']} it launches nothing (its communicator still accepts {case['tp']})")
         return None
 
-    @staticmethod
-    def communicator(ctx: RankContext) -> "aiter.dist.device_communicators.custom_all_reduce.CustomAllreduce":
+    def communicator(self, ctx: RankContext) -> "CustomAllreduce":
         from aiter.dist.device_communicators.custom_all_reduce import CustomAllreduce
 
-        if "aiter_ca" not in ctx.cache:
+        state = ctx.state(self)
+        if state.communicator is None:
             # Its IPC handshake must run over a CPU (gloo) group, never the RCCL one.
-            ctx.cache["aiter_ca"] = CustomAllreduce(ctx.cpu_group, ctx.device)
-        return ctx.cache["aiter_ca"]
+            state.communicator = CustomAllreduce(ctx.cpu_group, ctx.device)
+        return state.communicator
 
     def fallback_reason(self, case: Case, io: AllGatherIO, ctx: RankContext) -> str | None:
         ca = self.communicator(ctx)

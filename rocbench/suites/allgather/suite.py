@@ -65,6 +65,7 @@ def ranks(text: str, what: str) -> int:
 
 class AllGatherSuite(Suite):
     name = "allgather"
+    input_axes = ("tp", "shape", "dtype", "dim", "bytes_per_rank")
     help = "All-gather across TP ranks: sweep shapes x dtypes x dims, gate bit-exactness, then time."
     params = (
         Param("tp", "Tensor-parallel ranks (one GPU each; processes on CPU).", ranks, "8", column="tp"),
@@ -92,7 +93,8 @@ class AllGatherSuite(Suite):
         return params["tp"]
 
     def cases(self, params: dict) -> list[Case]:
-        return reindex(Case(c.values + (("bytes_per_rank", rank_bytes(c)),)) for c in super().cases(params))
+        return reindex((Case(c.values + (("bytes_per_rank", rank_bytes(c)),)) for c in super().cases(params)),
+                       self.input_axes)
 
     @staticmethod
     def out_shape(case: Case) -> tuple[int, ...]:
@@ -108,7 +110,7 @@ class AllGatherSuite(Suite):
                            place(self.out_shape(case), case["dtype"], ctx.device, offset * 2))
 
     def rank_input(self, case: Case, rank: int, seed: int, data_seed: int, device: torch.device) -> torch.Tensor:
-        key = zlib.crc32(f"{seed}/{rank}/{case.id}/{data_seed}".encode())
+        key = zlib.crc32(f"{seed}/{rank}/{case.input_key}/{data_seed}".encode())
         gen = torch.Generator(device=device).manual_seed(key)
         dtype, shape = case["dtype"], case["shape"]
         numel = 1

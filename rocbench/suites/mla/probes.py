@@ -27,7 +27,7 @@ def probe_batch(case: Case, base, lens: list[int], slot: int, ctx: RankContext):
     """An MlaIO for `lens` with the base batch's sequence 0 copied to `slot` (its q rows and raw KV bytes,
     and the base's fp8 scale, which a serving engine would hold fixed), and the probe's output rows."""
     qlen, nhead = case["qlen"], case["nhead"]
-    gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/probe/{case.id}/{lens}/{slot}".encode()))
+    gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/probe/{case.input_key}/{lens}/{slot}".encode()))
     kv = build_paged_kv(lens, case["page_size"], case["kv_dtype"], gen, ctx.device)
     if base.kv.kv_scale is not None:
         kv.kv_scale.copy_(base.kv.kv_scale)

@@ -90,6 +90,7 @@ def split_kv_twin(case: Case, backend: str) -> tuple[str, str] | None:
 
 class MlaSuite(Suite):
     name = "mla"
+    input_axes = ("nhead", "batch", "ctx", "ctx_dist", "kv_dtype", "q_dtype", "page_size", "qlen", "persist")
     help = "MLA decode: nhead x batch x ctx x KV dtype, persistent and not; gated vs an fp32 reference, then timed."
     params = (
         Param("nhead", "Heads per rank: 16/32/64/128 = DeepSeek-R1 at TP 8/4/2/1.", ints(allowed=NHEADS),
@@ -126,7 +127,7 @@ class MlaSuite(Suite):
 
     def seq_lens(self, case: Case) -> list[int]:
         """Context lengths depend on the case alone, so bytes and flops are known without a rank."""
-        gen = torch.Generator().manual_seed(zlib.crc32(f"lens/{case.id}".encode()))
+        gen = torch.Generator().manual_seed(zlib.crc32(f"lens/{case.input_key}".encode()))
         lens = make_seq_lens(case["batch"], case["ctx"], case["ctx_dist"], gen)
         return [max(length, case["qlen"]) for length in lens]
 
@@ -138,7 +139,7 @@ class MlaSuite(Suite):
         return MlaIO(q, kv, out)
 
     def make_kv(self, case: Case, ctx: RankContext, data_seed: int) -> PagedKV:
-        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/kv/{case.id}/{data_seed}".encode()))
+        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/kv/{case.input_key}/{data_seed}".encode()))
         return build_paged_kv(self.seq_lens(case), case["page_size"], case["kv_dtype"], gen, ctx.device)
 
     def fill(self, case: Case, io: MlaIO, ctx: RankContext, data_seed: int) -> torch.Tensor:
@@ -147,7 +148,7 @@ class MlaSuite(Suite):
             getattr(io.kv, name).copy_(getattr(fresh, name))  # same buffers, so captured graphs see new data
         if fresh.kv_scale is not None:
             io.kv.kv_scale.copy_(fresh.kv_scale)
-        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/q/{case.id}/{data_seed}".encode()))
+        gen = torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/q/{case.input_key}/{data_seed}".encode()))
         io.q.copy_(make_query(io.q.shape[0], case["nhead"], case["q_dtype"], gen, ctx.device))
         io.out.fill_(float("nan"))  # poison: an unwritten element fails the gate
         expected, _ = mla_decode_reference(io.q, io.kv, SM_SCALE, case["qlen"])

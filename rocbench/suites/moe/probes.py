@@ -22,7 +22,7 @@ INTERPRETER_SAME_EXPERTS = 4
 def probe_batch(case: Case, base, tokens: int, slot: int, ctx: RankContext, same_experts: bool = False):
     """A MoeIO of `tokens` tokens sharing the base's weights, with the base's token 0 at `slot`; the other
     tokens are random, routed at random or (same_experts) to exactly the probe's experts."""
-    gen = torch.Generator().manual_seed(zlib.crc32(f"{ctx.seed}/probe/{case.id}/{tokens}/{slot}/{same_experts}".encode()))
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{ctx.seed}/probe/{case.input_key}/{tokens}/{slot}/{same_experts}".encode()))
     hidden, pad = base.x.shape[1], case["hidden_pad"]
     x = torch.randn(tokens, hidden, generator=gen).to(device=ctx.device, dtype=base.x.dtype)
     x[:, hidden - pad:] = 0

@@ -59,6 +59,8 @@ def interleave_twin(case: Case, backend: str) -> tuple[str, str] | None:
 
 class MoeSuite(Suite):
     name = "moe"
+    input_axes = ("model", "tp", "tokens", "layout", "x_dtype", "experts", "topk", "hidden", "inter", "hidden_pad",
+                  "inter_pad", "activation", "bias", "renormalize")
     help = "MXFP4 MoE (bf16 x mxfp4): layouts x TP shards x token counts; gated vs fp32."
     params = (
         Param("model", "Model shapes: gpt-oss-120b, deepseek-r1.", choices(tuple(MODELS)), "gpt-oss-120b", axis=True),
@@ -126,12 +128,12 @@ class MoeSuite(Suite):
                               activation=shape["activation"], bias=shape["bias"], renormalize=params["renormalize"])
                 cases.append(values)
         # interleave comes before separated for every (model, tp, tokens): separated rows find their twin timed
-        return reindex(Case(tuple(v.items())) for v in cases)
+        return reindex((Case(tuple(v.items())) for v in cases), self.input_axes)
 
     @staticmethod
     def generator(case: Case, ctx: RankContext, what: str, data_seed: int = 0) -> torch.Generator:
         # the weights do not depend on the layout: both layouts shuffle the same quantized bytes
-        key = with_value(case, "layout", INTERLEAVE).id
+        key = case.replaced(layout=INTERLEAVE).input_key
         return torch.Generator(device=ctx.device).manual_seed(zlib.crc32(f"{ctx.seed}/{what}/{key}/{data_seed}".encode()))
 
     def build_io(self, case: Case, ctx: RankContext) -> MoeIO:
@@ -177,7 +179,7 @@ class MoeSuite(Suite):
 
     def routing(self, case: Case, device: torch.device, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Router logits depend on the case and data seed only (generated on CPU), so bytes are known up front."""
-        key = with_value(case, "layout", INTERLEAVE).id
+        key = case.replaced(layout=INTERLEAVE).input_key
         gen = torch.Generator().manual_seed(zlib.crc32(f"router/{key}/{data_seed}".encode()))
         logits = torch.randn(case["tokens"], case["experts"], generator=gen)
         weights, ids = route(logits, case["topk"], case["renormalize"])
@@ -240,4 +242,4 @@ class MoeSuite(Suite):
 
 
 def with_value(case: Case, key: str, value) -> Case:
-    return Case(tuple((k, value if k == key else v) for k, v in case.values), case.index)
+    return case.replaced(**{key: value})
