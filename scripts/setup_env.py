@@ -163,7 +163,8 @@ def keep_host(path: Path, torch_info: dict, pip: list[str]) -> list[str]:
                                          check=True, capture_output=True, text=True).stdout)["missing"]
     if optional:
         try:
-            run(*pip, "install", "-q", "--no-compile", "-c", pins.name, *optional)
+            # one short try: an offline box should not wait on pip's retries for an optional tool
+            run(*pip, "install", "-q", "--no-compile", "--retries", "0", "--timeout", "10", "-c", pins.name, *optional)
             missing += optional
         except subprocess.CalledProcessError:
             log(f"could not install {', '.join(optional)} (offline?): make test skips the lint test")

@@ -190,6 +190,9 @@ class Backend(abc.ABC):
     # What it keeps per rank across cases (IPC pools, a communicator, probed capabilities): a class whose
     # no-argument call makes an empty one; ctx.state(self) returns this rank's.
     state_type: ClassVar[type | None] = None
+    # Whether each of its paths is batch-invariant by construction, from its source: (path, invariant, why). The
+    # family's --explain lists them; the batch_invariant column checks every row regardless.
+    batch_invariance: ClassVar[tuple[tuple[str, bool, str], ...]] = ()
 
     def runs_interpreted(self, platform: PlatformInfo) -> bool:
         """Whether this backend's Triton kernels run under the CPU interpreter here."""

@@ -33,6 +33,11 @@ class TritonMla(Backend):
     requires = ("triton",)
     # bf16 q (and so a bf16 cache: a 16-bit cache must be q's dtype) meets bf16 dot products
     interpreter_wrong_dtypes = {"q_dtype": (torch.bfloat16,), "kv_dtype": (torch.bfloat16,)}
+    batch_invariance = (
+        ("split-KV", False, "pick_num_kv_splits chooses the split count from batch, heads and SM count"),
+        ("persistent", False, "the schedule deals the batch's KV to programs in equal quotas: split points depend on "
+                              "the whole batch"),
+    )
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
@@ -96,6 +101,8 @@ class AiterTritonMla(Backend):
                    "dense, stage 1 over 8 KV splits (SGLang's default), then the LSE reduce")
     requires = ("triton",)
     supports = {"persist": (False,), "qlen": (1,)}  # a split-KV decode kernel: one query token per sequence
+    batch_invariance = (("split-KV", True, "a fixed 8 splits of each sequence's own length, reduced in order: "
+                                           "nothing depends on the rest of the batch"),)
     interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
 
     def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
@@ -150,6 +157,8 @@ class TritonMlaDeterministic(Backend):
     requires = TritonMla.requires
     interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
     deterministic_of = "triton"
+    batch_invariance = (("both", True, "fixed split size in tokens, reduced in KV order: depends on the request alone "
+                                       "(SGLang's deterministic Triton attention does the same)"),)
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
@@ -187,6 +196,14 @@ class AiterMla(Backend):
     description = ("AITER mla_decode_fwd; persistent via get_mla_metadata_v1 with SGLang's decode arguments and "
                    "fast_mode policy; kernels looked up in AITER's mla_asm.csv")
     requires = ("aiter.mla", "aiter.ops.attention")
+    batch_invariance = (
+        ("non-persistent", False, "rocbench passes num_kv_splits=None; mla_decode_fwd then asks get_meta_param for a "
+                                  "split count chosen from the batch size, total KV and CU count (aiter/mla.py:305-343, "
+                                  "called at :594-597): a request's KV is split, and reduced, differently in another "
+                                  "batch"),
+        ("persistent", False, "get_mla_metadata_v1 deals the whole batch's KV granules to the CUs "
+                              "(max_split_per_batch 64/32): a request's split points depend on every other sequence"),
+    )
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         return aiter_mla_plan(case, platform).reason

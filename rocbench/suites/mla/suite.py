@@ -60,25 +60,12 @@ def explain(values: dict) -> int | None:
     print(tabulate(policy_table(), headers="keys", tablefmt="simple"))
     print()
     print("Batch invariance (deterministic inference): which paths change a request's result with the batch.")
-    print(tabulate(BATCH_VARIANCE, headers=("backend", "path", "batch-invariant", "why"), tablefmt="simple",
+    rows = [(backend.name, path, "yes" if invariant else "no", why)
+            for backend in MlaSuite.backends for path, invariant, why in backend.batch_invariance]
+    print(tabulate(rows, headers=("backend", "path", "batch-invariant", "why"), tablefmt="simple",
                    maxcolwidths=[None, None, None, 90]))
     print("Every row's batch_invariant column checks it: the same request alone, last, and beside longer ones.")
     return 0
-
-
-# Which paths are batch-variant by construction, from the source (the batch_invariant gate checks each row).
-BATCH_VARIANCE = (
-    ("aiter", "non-persistent", "no", "rocbench passes num_kv_splits=None; mla_decode_fwd then asks "
-     "get_meta_param for a split count chosen from the batch size, total KV and CU count (aiter/mla.py:305-343, "
-     "called at :594-597): a request's KV is split, and reduced, differently in another batch"),
-    ("aiter", "persistent", "no", "get_mla_metadata_v1 deals the whole batch's KV granules to the CUs "
-     "(max_split_per_batch 64/32): a request's split points depend on every other sequence"),
-    ("triton", "split-KV", "no", "pick_num_kv_splits chooses the split count from batch, heads and SM count"),
-    ("triton", "persistent", "no", "the schedule deals the batch's KV to programs in equal quotas: split points "
-     "depend on the whole batch"),
-    ("triton_det", "both", "yes", "fixed split size in tokens, reduced in KV order: depends on the request alone "
-     "(SGLang's deterministic Triton attention does the same)"),
-)
 
 
 def split_kv_twin(case: Case, backend: str) -> tuple[str, str] | None:
