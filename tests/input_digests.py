@@ -2,7 +2,9 @@
 output): tests/data/input_digests.json was made on a2c4e27, the main before the typed core, so a change that moves
 inputs (a seed taken from the id's text, a renamed axis) fails test_inputs_stay_bitwise_what_they_were.
 
-    python -m tests.input_digests > tests/data/input_digests.json   # only to record a deliberate change
+    python -m tests.input_digests <commit> > tests/data/input_digests.json   # only for a deliberate change
+
+They hold on the torch that made them (recorded in the file): CI's pinned CPU torch.
 """
 from __future__ import annotations
 
@@ -67,5 +69,6 @@ def input_digests() -> dict:
 
 
 if __name__ == "__main__":
-    json.dump(input_digests(), sys.stdout, indent=1, sort_keys=True)
+    made_with = {"torch": torch.__version__, "commit": sys.argv[1] if len(sys.argv) > 1 else "?"}
+    json.dump({"made_with": made_with, **input_digests()}, sys.stdout, indent=1)
     print()

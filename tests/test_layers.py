@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent / "rocbench"
 # layer -> the rocbench layers its modules may import (itself included). core's root holds the contract and the
@@ -107,6 +108,11 @@ def test_inputs_stay_bitwise_what_they_were():
     from tests.input_digests import input_digests
 
     stored = json.loads((Path(__file__).parent / "data" / "input_digests.json").read_text())
+    made_with = stored.pop("made_with")
+    if torch.__version__ != made_with["torch"]:
+        # expected outputs are float math on the CPU and fp8 conversions of specials moved between torch versions:
+        # the digests say what rocbench's code builds on one torch (CI's pinned one), not what every torch builds
+        pytest.skip(f"the digests were made with torch {made_with['torch']}; this is {torch.__version__}")
     now = input_digests()
     for suite, digests in stored.items():
         moved = [case for case, value in digests.items() if now[suite].get(case) != value]

@@ -225,7 +225,7 @@ class Backend(abc.ABC):
             value = case.get(column)
             if value is not None and value not in allowed:
                 shown = ", ".join(format_value(v) for v in allowed)
-                return f"{self.name} supports {column} {shown}; this case has {format_value(value)}"
+                return f"{self.name} takes only {column}={shown} (this case: {column}={format_value(value)})"
         return None
 
     def twin_checks(self, case: Case) -> list[tuple[str, Case]]:

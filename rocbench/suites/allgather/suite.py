@@ -133,7 +133,7 @@ class AllGatherSuite(Suite):
         inputs = [self.rank_input(case, r, ctx.seed, data_seed, ctx.device) for r in range(case["tp"])]
         io.inp.copy_(inputs[ctx.rank])
         io.out.view(torch.uint8).fill_(0x5A)  # poison: an element the backend never writes cannot pass
-        return torch.cat(inputs, dim=case["dim"])
+        return gathered(inputs, case["dim"])
 
     def batch_probes(self, case: Case, io: AllGatherIO, ctx: RankContext) -> list:
         return allgather_probes(case, io, ctx, self.out_shape)
@@ -160,6 +160,13 @@ class AllGatherSuite(Suite):
     def heatmap_specs(self) -> list[dict]:
         return [dict(file="heatmap_speedup.png", title="custom all-gather speedup over torch (NCCL) in graph time, shape x dtype",
                      where={"backend": "custom"}, index="shape", columns="dtype", value="speedup_vs_torch_graph", ratio=True)]
+
+
+def gathered(inputs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """What an all-gather must produce: the ranks' bytes side by side along `dim`. Concatenated as bytes because a
+    gather moves bytes; torch.cat of fp8 along the last dim does not keep every NaN payload in every torch version
+    (2.11's CPU kernel differs from 2.13's), and the gate is bitwise."""
+    return torch.cat([t.view(torch.uint8) for t in inputs], dim=dim % inputs[0].dim()).view(inputs[0].dtype)
 
 
 def rank_bytes(case: Case) -> int:
