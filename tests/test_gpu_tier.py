@@ -40,9 +40,10 @@ def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
     assert set(frame["status"]) == {"pass"}
     for basis in ("kernel", "graph"):
         assert (frame[f"{basis}_us_median"] > 0).all() and (frame[f"{basis}_us_p10"] <= frame[f"{basis}_us_p90"]).all()
-        assert (frame[f"pct_copy_bw_{basis}"] > 0).all()
+        assert (frame[f"pct_copy_bw_{basis}"] > 0).all() and frame[f"pct_roofline_{basis}"].between(0, 100).all()
     assert frame["kernel_cold"].str.startswith("flush").all() and (frame["kernels_per_call"].astype(str) != "").all()
     assert frame["speedup_vs_split_kv_graph"].notna().iloc[1] and meta(run)["copy_bw_GBps"] > 100
+    assert meta(run)["roofline"]["mma_tflops"]["bf16"] > 10 and "8192" in meta(run)["roofline"]["how"]
     assert frame["devices"].tolist() == ["cuda:0", "cuda:0"]
 
 

@@ -18,6 +18,7 @@ from rocbench.core import results
 from rocbench.core.axes import Case
 from rocbench.core.harness.measure import time_and_rates
 from rocbench.core.harness.kernel_time import Activity, call_spans, kernels_label, union_ns
+from rocbench.core.roofline import Roofline
 from rocbench.core.stats import StoppingRule, TimingStats, median_noise, slowest_rank
 from rocbench.core.suite import Work, over_backend
 from rocbench.core.harness.recorder import add_speedups, finish_row, timed_medians
@@ -221,19 +222,30 @@ STATS_10US = TimingStats(10.0, 9.0, 11.0, 20, 0, 0.01)
 
 
 def test_collective_gets_busbw_and_no_copy_bw_share():
-    cols = time_and_rates("kernel", STATS_10US, Work(bytes=10_000_000, busbw_factor=1.5), copy_bw=3000.0)
+    cols = time_and_rates("kernel", STATS_10US, Work(bytes=10_000_000, busbw_factor=1.5), Roofline(3000.0))
     assert cols["kernel_us_median"] == 10.0 and cols["algbw_kernel_GBps"] == pytest.approx(1000.0)
     assert cols["busbw_kernel_GBps"] == pytest.approx(1500.0) and not any(c.startswith("pct_copy_bw") for c in cols)
 
 
 def test_non_collective_gets_share_of_copy_bandwidth():
-    cols = time_and_rates("graph", STATS_10US, Work(bytes=10_000_000, flops=2e7), copy_bw=4000.0)
+    cols = time_and_rates("graph", STATS_10US, Work(bytes=10_000_000, flops=2e7), Roofline(4000.0, 800.0))
     assert cols["pct_copy_bw_graph"] == pytest.approx(25.0) and cols["tflops_graph"] == pytest.approx(2.0)
     assert "busbw_graph_GBps" not in cols and not any("kernel" in c for c in cols)
+    assert cols["pct_roofline_graph"] == pytest.approx(25.0)  # 2.5 us of bytes outweigh 0.025 us of flops
+
+
+def test_the_roofline_is_the_larger_of_the_byte_and_the_flop_floor():
+    compute_bound = Work(bytes=4_000_000, flops=4e9)  # 1 us of bytes at 4 TB/s, 5 us of flops at 800 TFLOP/s
+    cols = time_and_rates("kernel", STATS_10US, compute_bound, Roofline(4000.0, 800.0, 1600.0))
+    assert cols["pct_roofline_kernel"] == pytest.approx(50.0)
+    fp8 = time_and_rates("kernel", STATS_10US, Work(bytes=4_000_000, flops=4e9, mma="fp8"), Roofline(4000.0, 800.0, 1600.0))
+    assert fp8["pct_roofline_kernel"] == pytest.approx(25.0)
+    unknown_rate = time_and_rates("kernel", STATS_10US, compute_bound, Roofline(4000.0))
+    assert "pct_roofline_kernel" not in unknown_rate  # a flop floor without a measured MMA rate would be untrue
 
 
 def test_no_kept_samples_gives_only_time_columns():
-    cols = time_and_rates("kernel", TimingStats.from_samples([NAN] * 4), Work(bytes=100), copy_bw=3000.0)
+    cols = time_and_rates("kernel", TimingStats.from_samples([NAN] * 4), Work(bytes=100), Roofline(3000.0))
     assert set(cols) == {"kernel_us_median", "kernel_us_p10", "kernel_us_p90", "kernel_samples", "kernel_noise_pct"}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rocbench.core.roofline import Roofline
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -22,7 +24,7 @@ class RunOptions:
     require_batch_invariant: bool = False
     skip_batch_probes: bool = False
     # Measured once per run (rank 0, before the first case) and handed to every rank for its % columns.
-    copy_bw_GBps: float | None = None
+    roofline: Roofline | None = None
 
 
 DEFAULTS = RunOptions()

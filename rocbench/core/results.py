@@ -32,7 +32,8 @@ def time_columns(basis: str) -> list[str]:
 
 
 def rate_columns(basis: str) -> list[str]:
-    return [f"algbw_{basis}_GBps", f"busbw_{basis}_GBps", f"tflops_{basis}", f"pct_copy_bw_{basis}"]
+    return [f"algbw_{basis}_GBps", f"busbw_{basis}_GBps", f"tflops_{basis}", f"pct_copy_bw_{basis}",
+            f"pct_roofline_{basis}"]
 
 
 def _per_time(kind: type, *names: str) -> dict[str, type]:

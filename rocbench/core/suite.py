@@ -29,6 +29,7 @@ from rocbench.core.axes import Case, format_value, reindex
 from rocbench.core.errors import InputError
 from rocbench.core.params import Param
 from rocbench.core.platform import PlatformInfo
+from rocbench.core.roofline import Roofline
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RankContext:
     cpu_group: Any = None  # gloo group for handshakes and object exchange
     graph_mode: bool = False  # --cuda-graph: inputs live at non-zero offsets, graph replays are gated
     hosts: tuple[str, ...] = ()  # the nodes this rank's group spans, in rank order (several: across nodes)
-    copy_bw_GBps: float | None = None  # measured once per run; the % of copy bandwidth columns divide by it
+    roofline: Roofline | None = None  # measured once per run; the % of copy bandwidth and roofline columns use it
     flusher: Any = None  # the harness's cache flusher for kernel timing (kernel_time.Flusher), made on first use
     backend_states: dict[str, Any] = field(default_factory=dict, repr=False)  # backend name -> its state_type()
 
@@ -68,6 +69,7 @@ class Work:
     bytes: int  # bytes the kernel must move (the denominator of GB/s)
     flops: float = 0.0
     busbw_factor: float | None = None  # collectives: busbw = algbw * factor (nccl-tests convention)
+    mma: str = "bf16"  # the MMA whose measured rate bounds the flops in the roofline: "bf16" or "fp8"
 
 
 @dataclass(frozen=True)

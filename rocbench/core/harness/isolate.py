@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, PoolSpec, Task, worker_main
 from rocbench.core.results import FAULT
+from rocbench.core.roofline import Roofline
 
 POLL_S = 0.2
 POOL_START_TIMEOUT_S = 240.0
@@ -134,8 +135,8 @@ class PoolExecutor:
     """Runs one task at a time on a rank pool, starting it when needed and replacing it after a failure;
     a pool that cannot start, a timeout or a dead rank becomes the task's row."""
 
-    def __init__(self, spec: PoolSpec, timeout_s: float, placement: dict, on_copy_bw: Callable[[float], None]):
-        self.spec, self.timeout_s, self.placement, self.on_copy_bw = spec, timeout_s, placement, on_copy_bw
+    def __init__(self, spec: PoolSpec, timeout_s: float, placement: dict, on_roofline: Callable[[Roofline], None]):
+        self.spec, self.timeout_s, self.placement, self.on_roofline = spec, timeout_s, placement, on_roofline
         self.pool: RankPool | None = None
 
     def run_tasks(self, tasks: list[Task], stage: str) -> Iterator[tuple[Task, dict]]:
@@ -149,12 +150,12 @@ class PoolExecutor:
         except PoolFailure as failure:
             self.spec.port = free_port()
             return failure.detail
-        copy_bw = self.pool.info.get("copy_bw_GBps")
-        if copy_bw and self.spec.options.copy_bw_GBps is None:
-            self.on_copy_bw(copy_bw)
-            # once per run: later pools (after a fault) reuse the number
-            self.spec.options = dataclasses.replace(self.spec.options, copy_bw_GBps=copy_bw)
-        self.spec.measure_copy_bw = False
+        roofline = self.pool.info.get("roofline")
+        if roofline and self.spec.options.roofline is None:
+            self.on_roofline(roofline)
+            # once per run: later pools (after a fault) reuse the numbers
+            self.spec.options = dataclasses.replace(self.spec.options, roofline=roofline)
+        self.spec.measure_roofline = False
         return ""
 
     def run(self, task: Task, stage: str = GATE_STAGE) -> dict:

@@ -17,6 +17,7 @@ from rocbench.core.harness import clocks, gate, invariance, kernel_time, timing
 from rocbench.core.faults import inject
 from rocbench.core.axes import Case
 from rocbench.core.options import RunOptions
+from rocbench.core.roofline import Roofline
 from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
 from rocbench.core.stats import StoppingRule
 from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
@@ -301,7 +302,7 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     row.update(timing_mode=graph.mode, graph_calls_per_sample=graph.calls_per_sample, graph_cold=graph.cold,
                clock_mhz_before=before.mhz, clock_mhz_after=after.mhz, clock_default_mhz=before.default_mhz,
                throttle_before=before.throttle, throttle_after=after.throttle, clock_drops_graph=graph.stats.dropped)
-    row.update(time_and_rates("graph", graph.stats, work, ctx.copy_bw_GBps))
+    row.update(time_and_rates("graph", graph.stats, work, ctx.roofline))
 
 
 def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
@@ -321,7 +322,7 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
                         clock_drops_kernel=kernel.stats.dropped)
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
-                                       ctx.copy_bw_GBps))
+                                       ctx.roofline))
     except PhaseError as err:
         fragment.update(status=FAULT, detail=f"kernel timing: {err.detail}")
         fatal = err.fatal
@@ -331,7 +332,7 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     return RankResult(fragment, fatal)
 
 
-def time_and_rates(basis: str, stats, work, copy_bw: float | None) -> dict:
+def time_and_rates(basis: str, stats, work, roofline: Roofline | None) -> dict:
     """One time's columns: median/p10/p90, samples and noise, and the rates computed from its median."""
     cols = {f"{basis}_us_median": stats.median_us, f"{basis}_us_p10": stats.p10_us, f"{basis}_us_p90": stats.p90_us,
             f"{basis}_samples": stats.samples, f"{basis}_noise_pct": 100 * stats.noise}
@@ -343,8 +344,11 @@ def time_and_rates(basis: str, stats, work, copy_bw: float | None) -> dict:
     cols[f"tflops_{basis}"] = work.flops / seconds / 1e12 if work.flops else None
     if work.busbw_factor is not None:
         cols[f"busbw_{basis}_GBps"] = algbw * work.busbw_factor
-    elif copy_bw:
-        cols[f"pct_copy_bw_{basis}"] = 100.0 * algbw / copy_bw
+    elif roofline and roofline.copy_bw_GBps:
+        cols[f"pct_copy_bw_{basis}"] = 100.0 * algbw / roofline.copy_bw_GBps
+    floor_us = roofline.floor_us(work.bytes, work.flops, work.mma) if roofline else None
+    if floor_us:
+        cols[f"pct_roofline_{basis}"] = 100.0 * floor_us / stats.median_us
     return cols
 
 

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from rocbench.core.options import RunOptions
 from rocbench.core.harness import measure, timing
+from rocbench.core.roofline import Roofline
 from rocbench.core.platform import detect
 from rocbench.core.results import FAULT
 from rocbench.core.suite import RankContext
@@ -41,7 +42,7 @@ class PoolSpec:
     options: RunOptions
     world_size: int
     port: int
-    measure_copy_bw: bool
+    measure_roofline: bool
     env: dict = field(default_factory=dict)  # the launching process's environment, for the ranks
 
 
@@ -89,9 +90,12 @@ def rank_device(platform, local_rank: int) -> torch.device:
     return device
 
 
-def copy_bandwidth(device: torch.device) -> float | None:
-    """The device's measured copy bandwidth (the % columns' reference), or None on a CPU."""
-    return timing.measure_copy_bandwidth(device) if device.type == "cuda" else None
+def machine_roofline(device: torch.device) -> Roofline | None:
+    """The device's measured copy bandwidth and MMA rates (the % columns' reference), or None on a CPU."""
+    if device.type != "cuda":
+        return None
+    return Roofline(timing.measure_copy_bandwidth(device), timing.measure_mma_tflops(device, "bf16"),
+                    timing.measure_mma_tflops(device, "fp8"))
 
 
 def die_with_parent() -> None:
@@ -139,12 +143,12 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         ctx = RankContext(rank, spec.world_size, device, platform, spec.options.seed, group, cpu_group,
                           graph_mode=spec.options.cuda_graph, hosts=(platform.host,))
         worker = RankWorker.create(spec.suite, spec.suite_module, spec.params, spec.options, ctx)
-        info = {"copy_bw_GBps": spec.options.copy_bw_GBps}
-        if info["copy_bw_GBps"] is None and spec.measure_copy_bw and rank == 0:
-            info["copy_bw_GBps"] = copy_bandwidth(device)
-        if spec.world_size > 1:  # every rank needs the number for its % column
+        info = {"roofline": spec.options.roofline}
+        if info["roofline"] is None and spec.measure_roofline and rank == 0:
+            info["roofline"] = machine_roofline(device)
+        if spec.world_size > 1:  # every rank needs the numbers for its % columns
             info = measure.exchange(ctx, info)[0]
-        ctx.copy_bw_GBps = info["copy_bw_GBps"]
+        ctx.roofline = info["roofline"]
         results.put(("ready", rank, info))
     except Exception as exc:  # noqa: BLE001 - report why the rank could not start
         results.put(("startfail", rank, f"{type(exc).__name__}: {exc}"))

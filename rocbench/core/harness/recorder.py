@@ -21,6 +21,7 @@ from rocbench.core.axes import Case
 from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError
 from rocbench.core.options import RunOptions
+from rocbench.core.roofline import Roofline
 from rocbench.core.reporting.junit import write_junit
 from rocbench.core.platform import PlatformInfo, git_revision
 from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, Task
@@ -83,10 +84,11 @@ class RunRecorder:
         recorder.lock = lock
         return recorder
 
-    def note_copy_bandwidth(self, copy_bw: float) -> None:
-        """The measured copy bandwidth, kept once per run (the % columns' reference)."""
-        if "copy_bw_GBps" not in self.meta:
-            self.meta["copy_bw_GBps"] = copy_bw
+    def note_roofline(self, roofline: Roofline) -> None:
+        """The measured copy bandwidth and MMA rates, kept once per run (the % columns' reference)."""
+        if "roofline" not in self.meta:
+            self.meta["copy_bw_GBps"] = roofline.copy_bw_GBps  # where reports and older tools look for it
+            self.meta["roofline"] = roofline.to_meta()
             write_meta(self.run_dir, self.meta)
 
     # ---- what to run ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from rocbench.core.axes import Case, dtype_name
 from rocbench.core.exitcodes import Outcome
 from rocbench.core.errors import InputError, NotEnoughGpus
 from rocbench.core.options import RunOptions
+from rocbench.core.roofline import Roofline
 from rocbench.core.harness.isolate import PoolExecutor, free_port
 from rocbench.core.platform import PlatformInfo, detect
 from rocbench.core.harness.ranks import PoolSpec, RankWorker
@@ -137,13 +138,13 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if started is not None:
         started(recorder.run_dir)
     announce(recorder, platform, world_size, "")
-    if recorder.meta.get("copy_bw_GBps"):  # resumed: the run's own number
-        opts = dataclasses.replace(opts, copy_bw_GBps=recorder.meta["copy_bw_GBps"])
+    if Roofline.from_meta(recorder.meta):  # resumed: the run's own numbers
+        opts = dataclasses.replace(opts, roofline=Roofline.from_meta(recorder.meta))
     spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
-                    measure_copy_bw=not opts.correctness_only and opts.copy_bw_GBps is None)
+                    measure_roofline=not opts.correctness_only and opts.roofline is None)
     devices = "cpu" if not platform.has_gpu else ",".join(f"cuda:{rank}" for rank in range(world_size))
     executor = PoolExecutor(spec, opts.timeout_s, {"hosts": platform.host, "devices": devices},
-                            on_copy_bw=recorder.note_copy_bandwidth)
+                            on_roofline=recorder.note_roofline)
     try:
         recorder.drive(executor)
     except KeyboardInterrupt:
@@ -163,7 +164,7 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
 
     tp = suite.world_size(params)
     joined = world.join(me, tp, platform, opts.seed, opts.cuda_graph, opts.timeout_s,
-                        measure_copy_bw=not opts.correctness_only)
+                        measure_roofline=not opts.correctness_only)
     executor = LaunchedExecutor(joined, RankWorker(suite, cases, joined.ctx, opts), opts.timeout_s)
     if not me.is_recorder:
         code = executor.serve()
@@ -178,8 +179,8 @@ def run_launched(me: launcher.LaunchedRank, suite: Suite, params: dict, opts: Ru
     recorder.world_size, recorder.view = tp, view
     recorder.meta["launcher"] = {"kind": me.launcher, "world_size": me.world_size, "tp": tp, "groups": joined.groups,
                                  "nodes": joined.nodes()}
-    if joined.ctx.copy_bw_GBps:
-        recorder.note_copy_bandwidth(joined.ctx.copy_bw_GBps)
+    if joined.ctx.roofline:
+        recorder.note_roofline(joined.ctx.roofline)
     announce(recorder, platform, tp, f", {me.launcher} world of {me.world_size}: {joined.groups} group(s) side by side")
 
     def ended_by_time_limit(rows, why, unfinished) -> int:  # the watchdog thread; every rank exits after it

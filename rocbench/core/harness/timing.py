@@ -211,3 +211,39 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats:
     timed = graph_time([lambda: dst.copy_(src)], device, warmup=40, rule=StoppingRule(fixed=repeats), use_graph=False)
     return 2 * nbytes / (timed.stats.median_us * 1e-6) / 1e9
 
+
+
+def measure_mma_tflops(device: torch.device, dtype: str = "bf16", size: int = 8192, repeats: int = 10) -> float | None:
+    """Dense MMA rate in TFLOP/s: back-to-back size^3 matmuls (bf16: torch.matmul; fp8: torch._scaled_mm on e4m3
+    with per-tensor scales), 2*size^3 flops each, median of samples. None where this torch or device lacks fp8."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    if dtype == "bf16":
+        out = torch.empty_like(a)
+
+        def call():
+            return torch.matmul(a, b, out=out)
+    else:
+        call = fp8_matmul(a, b, device)
+        if call is None:
+            return None
+    timed = graph_time([call], device, warmup=20, rule=StoppingRule(fixed=repeats))
+    return 2 * size ** 3 / (timed.stats.median_us * 1e-6) / 1e12
+
+
+def fp8_matmul(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> Callable[[], object] | None:
+    """a @ b in e4m3 through torch._scaled_mm (per-tensor scales of 1), in the first e4m3 flavour this device takes
+    (OCP e4m3fn; gfx942's e4m3fnuz), or None where neither runs."""
+    one = torch.ones((), dtype=torch.float32, device=device)
+    for fp8 in (torch.float8_e4m3fn, torch.float8_e4m3fnuz):
+        a8, b8 = a.to(fp8), b.t().contiguous().to(fp8).t()  # _scaled_mm wants the second operand column-major
+
+        def call(a8=a8, b8=b8):
+            return torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        try:
+            call()
+            torch.cuda.synchronize(device)
+            return call
+        except (RuntimeError, TypeError, AttributeError):
+            continue
+    return None

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from rocbench.core.errors import InputError
 from rocbench.core.harness.launcher import LaunchedRank
 from rocbench.core.platform import PlatformInfo, driver_version
-from rocbench.core.harness.ranks import copy_bandwidth, quiet_rank, rank_device
+from rocbench.core.harness.ranks import machine_roofline, quiet_rank, rank_device
 from rocbench.core.suite import RankContext
 
 WATCHDOG_TIMEOUT_S = 60.0  # how long watchdogs wait for each other once a case passed its time limit
@@ -107,7 +107,7 @@ def describe_rank(me: LaunchedRank, platform: PlatformInfo, device: torch.device
 
 
 def join(me: LaunchedRank, tp: int, platform: PlatformInfo, seed: int, graph_mode: bool, timeout_s: float,
-         measure_copy_bw: bool) -> LaunchedWorld:
+         measure_roofline: bool) -> LaunchedWorld:
     """Initialise torch.distributed from the launcher's rendezvous and build every group (all ranks call this)."""
     check_tp(tp, me, platform)
     quiet_rank()
@@ -129,12 +129,12 @@ def join(me: LaunchedRank, tp: int, platform: PlatformInfo, seed: int, graph_mod
             group, cpu_group = device_group, side_group
     ranks: list[Any] = [None] * me.world_size
     dist.all_gather_object(ranks, describe_rank(me, platform, device, backend), group=world_cpu)
-    copy_bw = [copy_bandwidth(device) if measure_copy_bw and me.rank == 0 else None]
-    dist.broadcast_object_list(copy_bw, src=0, group=world_cpu)  # every rank needs it for its % columns
+    roofline = [machine_roofline(device) if measure_roofline and me.rank == 0 else None]
+    dist.broadcast_object_list(roofline, src=0, group=world_cpu)  # every rank needs it for its % columns
     ctx = RankContext(me.rank % tp, tp, device, platform, seed, group, cpu_group, graph_mode=graph_mode)
     world = LaunchedWorld(me, tp, ranks, world_cpu, watchdog, ctx)
     ctx.hosts = tuple(world.node_label(r) for r in world.members(world.group))
-    ctx.copy_bw_GBps = copy_bw[0]
+    ctx.roofline = roofline[0]
     return world
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rocbench.core.errors import InputError
+from rocbench.core.roofline import Roofline
 from rocbench.core.results import BAD_STATUSES, PASS, TIMES, UNSUPPORTED, rate_columns, speedup_columns, time_columns
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
@@ -26,13 +27,15 @@ NUMERIC_COLUMNS = {
     **{f"busbw_{b}_GBps": (f"busbw GB/s ({b})", "{:.1f}") for b in TIMES},
     **{f"tflops_{b}": (f"TFLOP/s ({b})", "{:.1f}") for b in TIMES},
     **{f"pct_copy_bw_{b}": (f"% copy bw ({b})", "{:.1f}") for b in TIMES},
+    **{f"pct_roofline_{b}": (f"% roofline ({b})", "{:.1f}") for b in TIMES},
     **{f"determinism_price_{b}": (f"price of determinism ({b})", "{:.2f}x") for b in TIMES},
     "max_abs_err": ("max err", "{:.3g}"), "cosine": ("cosine", "{:.6f}"),
 }
 # The terminal shows the kernel time's rates; the report shows both.
 TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "batch_invariant",
                     "determinism_price_kernel", "algbw_kernel_GBps",
-                    "busbw_kernel_GBps", "pct_copy_bw_kernel", "tflops_kernel", "max_abs_err", "cosine"]
+                    "busbw_kernel_GBps", "pct_copy_bw_kernel", "pct_roofline_kernel", "tflops_kernel", "max_abs_err",
+                    "cosine"]
 REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels_per_call",
                        *[c for b in TIMES for c in rate_columns(b)],
                        "clock_drops_kernel", "clock_drops_graph", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
@@ -75,10 +78,12 @@ def wide_columns(frame: pd.DataFrame, suite) -> list[str]:
 
 
 # The compact table's headline rate: a row's rate against its bound where the run has one.
-HEADLINE_RATES = ("pct_copy_bw_kernel", "busbw_kernel_GBps", "pct_copy_bw_graph", "busbw_graph_GBps")
+HEADLINE_RATES = ("pct_roofline_kernel", "busbw_kernel_GBps", "pct_roofline_graph", "busbw_graph_GBps",
+                  "pct_copy_bw_kernel", "pct_copy_bw_graph")  # runs from before the roofline had only copy bw
 SPEEDUP = "speedup"  # the compact table's derived column: the speedup that applies to the row
 TABLE_WIDTH = 100
-COMPACT_HEADERS = {"pct_copy_bw_kernel": "% copy bw", "pct_copy_bw_graph": "% bw (graph)", "busbw_kernel_GBps": "busbw GB/s",
+COMPACT_HEADERS = {"pct_roofline_kernel": "% roofline", "pct_roofline_graph": "% roof (graph)",
+                   "pct_copy_bw_kernel": "% copy bw", "pct_copy_bw_graph": "% bw (graph)", "busbw_kernel_GBps": "busbw GB/s",
                    "busbw_graph_GBps": "busbw (graph)", "kernel_us_median": "kernel us", "graph_us_median": "graph us"}
 SHORT_VALUES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8", "float8_e4m3fnuz": "fp8fnuz",
                 "float8_e5m2": "fp8e5m2", "True": "yes", "False": "no"}
@@ -212,11 +217,19 @@ def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
             if len(speed):
                 row[f"{speedup_label(column)}: median (range)"] = f"{speed.median():.2f}x ({speed.min():.2f}-{speed.max():.2f})"
         for basis in TIMES:
-            for column, label in ((f"algbw_{basis}_GBps", "best GB/s"), (f"pct_copy_bw_{basis}", "best % copy bw")):
+            bound = (f"pct_roofline_{basis}", "best % roofline") if f"pct_roofline_{basis}" in part and part[
+                f"pct_roofline_{basis}"].notna().any() else (f"pct_copy_bw_{basis}", "best % copy bw")  # older runs
+            for column, label in ((f"algbw_{basis}_GBps", "best GB/s"), bound):
                 if column in part and part[column].notna().any():
                     row[f"{label} ({basis})"] = f"{part[column].max():.0f}" + ("%" if "pct" in column else "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def roofline_text(meta: dict) -> str:
+    """The run's measured rates, as the % columns use them (older runs measured only the copy bandwidth)."""
+    roofline = Roofline.from_meta(meta)
+    return roofline.describe() + ("" if roofline.bf16_tflops else " (no MMA rate: % roofline only for byte-bound rows)")
 
 
 def determinism_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -328,7 +341,7 @@ def write_report(path: Path) -> Path:
         rel = run_dir.relative_to(path) if run_dir != path else Path(".")
         lines = [f"## {suite.name}{f' ({label})' if label else ''}: `{rel}`", "",
                  f"- device: {', '.join(platform.get('device_names') or [platform.get('kind', '?')])}; "
-                 f"copy bandwidth (measured): {meta.get('copy_bw_GBps', 0) or 0:.0f} GB/s" if meta.get("copy_bw_GBps")
+                 f"roofline (measured): {roofline_text(meta)}" if meta.get("copy_bw_GBps")
                  else f"- device: {platform.get('kind', '?')} (correctness only: nothing timed)",
                  f"- command: `{meta.get('command', '')}`", f"- {summary_line(frame, planned)}", "",
                  *times_legend(meta, frame), *speedup_legend(meta, frame),
