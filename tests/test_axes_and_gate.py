@@ -104,3 +104,33 @@ def test_a_family_builds_the_same_inputs_when_an_axis_is_added():
         io = suite.build_io(c, ctx)
         built.append(digest(io, suite.fill(c, io, ctx, 0)))
     assert built[0] == built[1]
+
+
+def test_each_backend_keeps_its_own_state_on_a_rank_across_cases():
+    from dataclasses import dataclass, field
+
+    from rocbench.core.platform import detect
+    from rocbench.core.suite import Backend, RankContext
+
+    @dataclass
+    class Pools:
+        made: list = field(default_factory=list)
+
+    class Keeps(Backend):
+        name, platforms, state_type = "keeps", ("cpu",), Pools
+
+        def prepare(self, case, io, ctx):
+            raise NotImplementedError
+
+    class Other(Keeps):
+        name = "other"
+
+    class Stateless(Keeps):
+        name, state_type = "stateless", None
+
+    ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
+    ctx.state(Keeps()).made.append("pool")
+    assert ctx.state(Keeps()).made == ["pool"] and ctx.state(Other()).made == []  # kept, and per backend
+    assert RankContext(0, 1, torch.device("cpu"), detect(), seed=0).state(Keeps()).made == []  # per rank context
+    with pytest.raises(TypeError, match="stateless keeps no state"):
+        ctx.state(Stateless())

@@ -172,7 +172,7 @@ class MlaSuite(Suite):
         return [
             dict(file="heatmap_persistent_speedup.png", title="persistent over non-persistent (kernel time), nhead x batch",
                  where={"persist": True}, index="nhead", columns="batch", value="speedup_vs_split_kv_kernel", ratio=True),
-            dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth (kernel time), nhead x batch (persistent)",
-                 where={"persist": True}, index="nhead", columns="batch", value="pct_copy_bw_kernel",
+            dict(file="heatmap_pct_roofline.png", title="% of roofline (kernel time), nhead x batch (persistent)",
+                 where={"persist": True}, index="nhead", columns="batch", value="pct_roofline_kernel",
                  center=50.0, fmt="{:.0f}"),
         ]

@@ -236,8 +236,8 @@ class MoeSuite(Suite):
             dict(file="heatmap_separated_vs_interleave.png", title="separated over interleave (kernel time), tokens x TP",
                  where={"layout": "separated"}, index="tokens", columns="tp", value="speedup_vs_interleave_kernel",
                  ratio=True),
-            dict(file="heatmap_pct_copy_bw.png", title="% of measured copy bandwidth (kernel time), tokens x TP",
-                 index="tokens", columns="tp", value="pct_copy_bw_kernel", center=50.0, fmt="{:.0f}"),
+            dict(file="heatmap_pct_roofline.png", title="% of roofline (kernel time), tokens x TP",
+                 index="tokens", columns="tp", value="pct_roofline_kernel", center=50.0, fmt="{:.0f}"),
         ]
 
 
