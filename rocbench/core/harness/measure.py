@@ -346,7 +346,9 @@ def time_and_rates(basis: str, stats, work, roofline: Roofline | None) -> dict:
         cols[f"busbw_{basis}_GBps"] = algbw * work.busbw_factor
     elif roofline and roofline.copy_bw_GBps:
         cols[f"pct_copy_bw_{basis}"] = 100.0 * algbw / roofline.copy_bw_GBps
-    floor_us = roofline.floor_us(work.bytes, work.flops, work.mma) if roofline else None
+    # A collective is bound by its links, not by HBM: no roofline until a link rate is measured (busbw stays its
+    # headline, as in nccl-tests)
+    floor_us = roofline.floor_us(work.bytes, work.flops, work.mma) if roofline and work.busbw_factor is None else None
     if floor_us:
         cols[f"pct_roofline_{basis}"] = 100.0 * floor_us / stats.median_us
     return cols
