@@ -110,17 +110,22 @@ def test_each_backend_keeps_its_own_state_on_a_rank_across_cases():
     from dataclasses import dataclass, field
 
     from rocbench.core.platform import detect
-    from rocbench.core.suite import Backend, RankContext
+    from rocbench.core.suite import Backend, Prepared, RankContext
 
     @dataclass
     class Pools:
         made: list = field(default_factory=list)
 
     class Keeps(Backend):
+        """Makes a pool the first time a case needs one, as an IPC backend would, and reuses it after."""
+
         name, platforms, state_type = "keeps", ("cpu",), Pools
 
         def prepare(self, case, io, ctx):
-            raise NotImplementedError
+            pools = ctx.state(self).made
+            if not pools:
+                pools.append(torch.empty(4))
+            return Prepared(lambda: pools[0], f"pool {len(pools)}")
 
     class Other(Keeps):
         name = "other"
@@ -129,8 +134,9 @@ def test_each_backend_keeps_its_own_state_on_a_rank_across_cases():
         name, state_type = "stateless", None
 
     ctx = RankContext(0, 1, torch.device("cpu"), detect(), seed=0)
-    ctx.state(Keeps()).made.append("pool")
-    assert ctx.state(Keeps()).made == ["pool"] and ctx.state(Other()).made == []  # kept, and per backend
-    assert RankContext(0, 1, torch.device("cpu"), detect(), seed=0).state(Keeps()).made == []  # per rank context
+    first, second = Keeps().prepare(None, None, ctx), Keeps().prepare(None, None, ctx)
+    assert first.run() is second.run() and len(ctx.state(Keeps()).made) == 1  # kept across cases
+    assert ctx.state(Other()).made == []  # each backend its own
+    assert RankContext(0, 1, torch.device("cpu"), detect(), seed=0).state(Keeps()).made == []  # each rank its own
     with pytest.raises(TypeError, match="stateless keeps no state"):
         ctx.state(Stateless())

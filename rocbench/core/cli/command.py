@@ -3,6 +3,7 @@ command line and from YAML, then run.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -60,11 +61,10 @@ COMMON = (
     flag("wide", "Show every column the terminal table can have (the CSV has all of them).", in_yaml=False),
     Param("inject", "Test only: mutate backend outputs (needs ROCBENCH_ALLOW_INJECT=1).", text(), hidden=True),
 )
-# option name -> RunOptions field (the option keeps the name users type; the field says its unit)
-RUN_OPTIONS = {"correctness_only": "correctness_only", "cuda_graph": "cuda_graph", "iters": "iters",
-               "max_noise": "max_noise_pct", "max_time": "max_time_s", "times": "times", "warmup": "warmup",
-               "seed": "seed", "timeout": "timeout_s", "inject": "inject", "tune": "tune",
-               "require_batch_invariant": "require_batch_invariant", "skip_batch_probes": "skip_batch_probes"}
+# RunOptions fields whose option keeps the name users type (the field's name says its unit); every other field is
+# its option's name, except what a run measures rather than is told
+OPTION_OF_FIELD = {"max_noise_pct": "max_noise", "max_time_s": "max_time", "timeout_s": "timeout"}
+MEASURED_FIELDS = ("roofline",)
 
 
 def param_set(suite) -> ParamSet:
@@ -133,11 +133,17 @@ def execute(suite, given: dict, started=None, console=None) -> Outcome:
         return Outcome(answer, None)
     params = suite.finish({p.name: values[p.name] for p in suite.params})
     params["backends"], params["plugins"] = values["backends"], values["plugins"]  # the ranks load the same plugins
-    opts = RunOptions(**{field: tuple(values[name]) if isinstance(values[name], list) else values[name]
-                         for name, field in RUN_OPTIONS.items()})
+    opts = run_options(values)
     return run_suite(suite, params, opts, values["out"], resume=values["resume"], junit=values["junit"],
                      as_json=values["json"], dry_run=values["dry_run"], recorded=recorded_options(suite, values),
                      started=started, console=console, view=TableView(values["columns"], values["wide"]))
+
+
+def run_options(values: dict) -> RunOptions:
+    """The run's options from the parsed option values (lists frozen into tuples)."""
+    taken = {f.name: values[OPTION_OF_FIELD.get(f.name, f.name)] for f in dataclasses.fields(RunOptions)
+             if f.name not in MEASURED_FIELDS}
+    return RunOptions(**{name: tuple(v) if isinstance(v, list) else v for name, v in taken.items()})
 
 
 def one_line_errors(fn):

@@ -155,7 +155,6 @@ class PoolExecutor:
             self.on_roofline(roofline)
             # once per run: later pools (after a fault) reuse the numbers
             self.spec.options = dataclasses.replace(self.spec.options, roofline=roofline)
-        self.spec.measure_roofline = False
         return ""
 
     def run(self, task: Task, stage: str = GATE_STAGE) -> dict:

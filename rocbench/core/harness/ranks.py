@@ -42,7 +42,6 @@ class PoolSpec:
     options: RunOptions
     world_size: int
     port: int
-    measure_roofline: bool
     env: dict = field(default_factory=dict)  # the launching process's environment, for the ranks
 
 
@@ -143,8 +142,8 @@ def worker_main(rank: int, spec: PoolSpec, tasks, results) -> None:
         ctx = RankContext(rank, spec.world_size, device, platform, spec.options.seed, group, cpu_group,
                           graph_mode=spec.options.cuda_graph, hosts=(platform.host,))
         worker = RankWorker.create(spec.suite, spec.suite_module, spec.params, spec.options, ctx)
-        info = {"roofline": spec.options.roofline}
-        if info["roofline"] is None and spec.measure_roofline and rank == 0:
+        info = {"roofline": spec.options.roofline}  # measured once per run: a later pool gets the first one's
+        if info["roofline"] is None and not spec.options.correctness_only and rank == 0:
             info["roofline"] = machine_roofline(device)
         if spec.world_size > 1:  # every rank needs the numbers for its % columns
             info = measure.exchange(ctx, info)[0]

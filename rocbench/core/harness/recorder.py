@@ -54,7 +54,7 @@ class RunRecorder:
         self.interrupted = False
         self.ended: str | None = None  # why a launched job ended early
         self.lock = None  # the open lock file (lock_run): held until this process ends
-        self.view = report.TableView()
+        self.view = report.COMPACT
 
     @classmethod
     def open(cls, suite: Suite, params: dict, opts: RunOptions, platform: PlatformInfo, backends: list[Backend],

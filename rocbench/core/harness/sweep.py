@@ -138,10 +138,10 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
     if started is not None:
         started(recorder.run_dir)
     announce(recorder, platform, world_size, "")
-    if Roofline.from_meta(recorder.meta):  # resumed: the run's own numbers
-        opts = dataclasses.replace(opts, roofline=Roofline.from_meta(recorder.meta))
-    spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port(),
-                    measure_roofline=not opts.correctness_only and opts.roofline is None)
+    resumed_roofline = Roofline.from_meta(recorder.meta)
+    if resumed_roofline:  # resumed: the run's own numbers
+        opts = dataclasses.replace(opts, roofline=resumed_roofline)
+    spec = PoolSpec(suite.name, registry.module_of(suite.name), params, opts, world_size, free_port())
     devices = "cpu" if not platform.has_gpu else ",".join(f"cuda:{rank}" for rank in range(world_size))
     executor = PoolExecutor(spec, opts.timeout_s, {"hosts": platform.host, "devices": devices},
                             on_roofline=recorder.note_roofline)

@@ -41,6 +41,7 @@ class RankSync:
 
 ALONE = RankSync()  # one rank: no barrier, its own samples
 
+
 @dataclass
 class Measurement:
     """One time (graph or kernel) of a case: its statistics and how it was taken."""
@@ -210,7 +211,6 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int = 1 << 30, repeats:
     dst = torch.empty_like(src)
     timed = graph_time([lambda: dst.copy_(src)], device, warmup=40, rule=StoppingRule(fixed=repeats), use_graph=False)
     return 2 * nbytes / (timed.stats.median_us * 1e-6) / 1e9
-
 
 
 def measure_mma_tflops(device: torch.device, dtype: str = "bf16", size: int = 8192, repeats: int = 10) -> float | None:

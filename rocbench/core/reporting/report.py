@@ -41,6 +41,11 @@ REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels
                        "clock_drops_kernel", "clock_drops_graph", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
 
+
+def filled(frame: pd.DataFrame, column: str) -> bool:
+    """The frame has the column and at least one value in it (a run of an older version may lack either)."""
+    return column in frame and frame[column].notna().any()
+
 def numeric_format(column: str) -> tuple[str, str] | None:
     """(header, format) of a numeric column; speedup columns keep their name, which says what they are over
     and by which time."""
@@ -72,9 +77,9 @@ def summary_line(frame: pd.DataFrame, planned: int | None = None) -> str:
 def wide_columns(frame: pd.DataFrame, suite) -> list[str]:
     """--wide: every column the terminal can show (the CSV has the rest)."""
     cols = ["backend", *suite.columns(), "status", "path"]
-    cols += [c for c in [*TERMINAL_COLUMNS, *speedup_columns(frame)] if c in frame and frame[c].notna().any()]
+    cols += [c for c in [*TERMINAL_COLUMNS, *speedup_columns(frame)] if filled(frame, c)]
     cols += ["deterministic", "graph_replays"]
-    return [c for c in cols if c in frame and frame[c].notna().any() and (frame[c].astype(str).str.len() > 0).any()]
+    return [c for c in cols if filled(frame, c) and (frame[c].astype(str).str.len() > 0).any()]
 
 
 # The compact table's headline rate: a row's rate against its bound where the run has one.
@@ -95,9 +100,9 @@ def compact_columns(frame: pd.DataFrame, suite) -> list[str]:
     axes = [p.column for p in suite.params if p.axis]  # derived columns follow the axes: not shown
     varying = [c for c in axes if c in frame and frame[c].astype(str).nunique() > 1]
     cols = [*varying, "backend", "status", "kernel_us_median", "graph_us_median"]
-    cols += [next((c for c in HEADLINE_RATES if c in frame and frame[c].notna().any()), "")]
+    cols += [next((c for c in HEADLINE_RATES if filled(frame, c)), "")]
     cols += [SPEEDUP] if speedup_columns(frame) and frame[speedup_columns(frame)].notna().any().any() else []
-    return [c for c in cols if c == SPEEDUP or (c in frame and frame[c].notna().any())]
+    return [c for c in cols if c == SPEEDUP or filled(frame, c)]
 
 
 def applicable_speedup(row: pd.Series) -> tuple[float, str] | None:
@@ -217,10 +222,10 @@ def backend_summary(frame: pd.DataFrame) -> pd.DataFrame:
             if len(speed):
                 row[f"{speedup_label(column)}: median (range)"] = f"{speed.median():.2f}x ({speed.min():.2f}-{speed.max():.2f})"
         for basis in TIMES:
-            bound = (f"pct_roofline_{basis}", "best % roofline") if f"pct_roofline_{basis}" in part and part[
-                f"pct_roofline_{basis}"].notna().any() else (f"pct_copy_bw_{basis}", "best % copy bw")  # older runs
-            for column, label in ((f"algbw_{basis}_GBps", "best GB/s"), bound):
-                if column in part and part[column].notna().any():
+            roofline = f"pct_roofline_{basis}"
+            bound = (roofline, "best % roofline") if filled(part, roofline) else (f"pct_copy_bw_{basis}", "best % copy bw")
+            for column, label in ((f"algbw_{basis}_GBps", "best GB/s"), bound):  # older runs: copy bw, no roofline
+                if filled(part, column):
                     row[f"{label} ({basis})"] = f"{part[column].max():.0f}" + ("%" if "pct" in column else "")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -260,14 +265,14 @@ def timed_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def times_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
     """What each time means, for the times this run has (a CPU run has none)."""
     return [f"- `{basis}_us`: {meaning}" for basis, meaning in (meta.get("times") or TIMES).items()
-            if f"{basis}_us_median" in frame and frame[f"{basis}_us_median"].notna().any()]
+            if filled(frame, f"{basis}_us_median")]
 
 
 def speedup_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
     """What each speedup is over, for the speedup columns that have values in this run."""
     lines = []
     for column, meaning in meta.get("speedups", {}).items():
-        bases = [basis for basis in TIMES if f"{column}_{basis}" in frame and frame[f"{column}_{basis}"].notna().any()]
+        bases = [basis for basis in TIMES if filled(frame, f"{column}_{basis}")]
         if bases:
             lines.append(f"- {', '.join(f'`{column}_{basis}`' for basis in bases)}: that time of the {meaning} / this row's")
     return lines
@@ -356,7 +361,7 @@ def write_report(path: Path) -> Path:
         timed = timed_rows(frame)
         if not timed.empty:
             cols = ["backend", *suite.columns(), "path", *REPORT_TIME_COLUMNS, *speedup_columns(timed)]
-            cols = [c for c in cols if c in timed and timed[c].notna().any()]
+            cols = [c for c in cols if filled(timed, c)]
             lines += ["### Timed cases", "", markdown_table(timed, cols), ""]
         for png in sorted(run_dir.glob("*.png")):
             lines += [f"![{png.stem}]({(rel / png.name).as_posix()})", ""]

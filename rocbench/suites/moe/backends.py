@@ -11,7 +11,7 @@ from rocbench.core.platform import PlatformInfo
 from rocbench.core.suite import Backend, Prepared, RankContext, Tolerance, Tuning
 from rocbench.rocm.moe_paths import MoePath, activation_path
 from rocbench.formats.moe_layouts import LAYOUTS
-from rocbench.suites.moe.suite import MoeIO, MoeSuite, with_value
+from rocbench.suites.moe.suite import MoeIO, MoeSuite
 
 REGISTRY = MoeSuite.backends
 
@@ -35,7 +35,7 @@ class TritonMoe(Backend):
     def twin_checks(self, case: Case) -> list[tuple[str, Case]]:
         """One kernel reads either layout's bytes with the same arithmetic: the layouts must agree bitwise."""
         other = next(layout for layout in LAYOUTS if layout != case["layout"])
-        return [("layouts_bitwise", with_value(case, "layout", other))]
+        return [("layouts_bitwise", case.replaced(layout=other))]
 
     @staticmethod
     def shape(case: Case) -> tuple:

@@ -54,7 +54,7 @@ class MoeIO:
 
 def interleave_twin(case: Case, backend: str) -> tuple[str, str] | None:
     """A separated row's speedup is over the same backend's interleave run of the shape."""
-    return (with_value(case, "layout", INTERLEAVE).id, backend) if case["layout"] != INTERLEAVE else None
+    return (case.replaced(layout=INTERLEAVE).id, backend) if case["layout"] != INTERLEAVE else None
 
 
 class MoeSuite(Suite):
@@ -154,7 +154,7 @@ class MoeSuite(Suite):
             b2 = torch.nn.functional.pad(torch.randn(E, h, generator=gen, device=ctx.device) * 0.1, (0, H - h))
         layouts = {}
         for layout in LAYOUTS:  # both: a backend may check its layouts against each other
-            if self.layout_reason(with_value(case, "layout", layout)):
+            if self.layout_reason(case.replaced(layout=layout)):
                 continue
             layouts[layout] = LayoutWeights(
                 shuffle_weight(w13_packed, layout, True, E), shuffle_scale(w13_scales, layout, True, E),
@@ -239,7 +239,3 @@ class MoeSuite(Suite):
             dict(file="heatmap_pct_roofline.png", title="% of roofline (kernel time), tokens x TP",
                  index="tokens", columns="tp", value="pct_roofline_kernel", center=50.0, fmt="{:.0f}"),
         ]
-
-
-def with_value(case: Case, key: str, value) -> Case:
-    return case.replaced(**{key: value})
