@@ -98,6 +98,7 @@ CONFIG_VARIANTS = {
     "table_split_bm32": lambda c: dataclasses.replace(c, inline=False, split1=2, split2=2, bm=32,
                                                       bn1=16, nb1=2, nb2=2),
     "fused_combine": lambda c: dataclasses.replace(c, fused_combine=True, split1=2, split2=2, nb1=2, nb2=2),
+    "prefetch_split": lambda c: dataclasses.replace(c, prefetch=True, split1=2, split2=2, nb1=2, nb2=2),
 }
 
 
@@ -106,7 +107,7 @@ CONFIG_VARIANTS = {
 @pytest.mark.parametrize("variant, activation, bias, dtype", [
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
     ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
-    ("fused_combine", "silu", False, torch.float16)])
+    ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])
@@ -276,5 +277,7 @@ def test_gpu_asm_dequant_and_fused_combine_match_generic_bitwise(tokens):
     for layout in L.LAYOUTS:
         asm = _run(p, layout, "swiglu", dataclasses.replace(plan, asm_dequant=True))
         assert torch.equal(asm.view(torch.int16), generic.view(torch.int16)), layout
+        other = _run(p, layout, "swiglu", dataclasses.replace(plan, asm_dequant=True, prefetch=not plan.prefetch))
+        assert _close(other, _reference(p, "swiglu"), rel=1e-2)[0], layout
         fused = _run(p, layout, "swiglu", dataclasses.replace(plan, fused_combine=True))
         assert _close(fused, _reference(p, "swiglu"), rel=1e-2)[0]

@@ -271,6 +271,15 @@ def _reset(cnt_ptr, idx):
     tl.atomic_xchg(cnt_ptr + idx, 0, sem="relaxed", scope="gpu")
 
 
+@triton.jit
+def _weight_step(w_rows, s_rows, ks, NB: tl.constexpr):
+    """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows."""
+    blk = ks * NB + tl.arange(0, NB)
+    wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
+    sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
+    return wq, sc
+
+
 # ---------------------------------------------------------------------------------------------
 # GEMM1: act = activation(x @ w13^T + b13), one (block, BN intermediate columns, K split) each
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +302,7 @@ def _moe_gemm1_kernel(
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -312,21 +322,25 @@ def _moe_gemm1_kernel(
     sg_rows = s_ptr + _s_row_part(e64, row_g, N, SC, LAYOUT, True)
     su_rows = s_ptr + _s_row_part(e64, row_u, N, SC, LAYOUT, True)
     x_rows = x_ptr + (pair // TOPK).to(tl.int64) * stride_x
-    offs_c = tl.arange(0, NB)
-    offs_i = tl.arange(0, 16)
     offs_k = tl.arange(0, NB * 32)
     acc_g = tl.zeros([BN, BM], dtype=tl.float32)
     acc_u = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
+    if PREFETCH:
+        next_g, next_sg = _weight_step(wg_rows, sg_rows, ks0, NB)
+        next_u, next_su = _weight_step(wu_rows, su_rows, ks0, NB)
     for ks in range(ks0, ks1):
-        blk = ks * NB + offs_c
-        w_off = (blk * 256)[None, :, None] + offs_i[None, None, :]
-        s_off = _s_col_part(blk)[None, :]
-        wq_g = tl.load(wg_rows[:, None, None] + w_off)
-        wq_u = tl.load(wu_rows[:, None, None] + w_off)
-        s_g = tl.load(sg_rows[:, None] + s_off)
-        s_u = tl.load(su_rows[:, None] + s_off)
+        if PREFETCH:
+            # the next step's weights are loaded before this step's decode and dots (the last step reloads
+            # itself rather than branch): a load that feeds the decode is otherwise waited for in place
+            wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
+            ahead = tl.minimum(ks + 1, ks1 - 1)
+            next_g, next_sg = _weight_step(wg_rows, sg_rows, ahead, NB)
+            next_u, next_su = _weight_step(wu_rows, su_rows, ahead, NB)
+        else:
+            wq_g, s_g = _weight_step(wg_rows, sg_rows, ks, NB)
+            wq_u, s_u = _weight_step(wu_rows, su_rows, ks, NB)
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
         xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
@@ -398,7 +412,7 @@ def _moe_gemm2_kernel(
     P, E, INTER, HID, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT2, LAYOUT, HAS_BIAS,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-    FUSED_COMBINE: tl.constexpr,
+    FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -413,16 +427,18 @@ def _moe_gemm2_kernel(
     w_rows = w_ptr + _w_row_base(e64, offs_n, HID, KPB, LAYOUT, False)
     s_rows = s_ptr + _s_row_part(e64, offs_n, HID, SC, LAYOUT, False)
     a_rows = act_ptr + pair64 * INTER
-    offs_c = tl.arange(0, NB)
-    offs_i = tl.arange(0, 16)
     offs_k = tl.arange(0, NB * 32)
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
+    if PREFETCH:
+        next_w, next_s = _weight_step(w_rows, s_rows, ks0, NB)
     for ks in range(ks0, ks1):
-        blk = ks * NB + offs_c
-        wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + offs_i[None, None, :]))
-        sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
+        if PREFETCH:  # as in GEMM1
+            wq, sc = next_w, next_s
+            next_w, next_s = _weight_step(w_rows, s_rows, tl.minimum(ks + 1, ks1 - 1), NB)
+        else:
+            wq, sc = _weight_step(w_rows, s_rows, ks, NB)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
         acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
@@ -553,7 +569,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -567,7 +583,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, num_warps=cfg.warps2,
+        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, num_warps=cfg.warps2,
         num_stages=cfg.stages2)
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))

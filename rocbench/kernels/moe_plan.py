@@ -28,6 +28,10 @@ class MoeConfig:
     stages2: int = 3
     asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
     fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
+    # load the next K step's weights before decoding this one's (register double buffer). H200, kernel_us:
+    # gpt-oss-120b TP1 padded 86.9 -> 84.9 us at 1 token but 1702 -> 1771 at 64; DeepSeek-R1 TP8 41.5 -> 43.9 and
+    # 833 -> 864: off by default, a --tune candidate
+    prefetch: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -130,6 +134,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
         "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8), "stages3": dict(stages1=3, stages2=3),
         "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
+        "prefetch": dict(prefetch=not plan.prefetch), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
     }
     candidates = {}
     for name, change in variations.items():
