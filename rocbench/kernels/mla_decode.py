@@ -245,16 +245,16 @@ def _attend_kv_range(
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
             k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
             k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        if RELOAD_V:
-            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
-                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT)
-        else:
-            v = k_nope  # V is the latent part of the same cached tokens
-        v = v.to(mma_dtype)
         if not FP8_QK:
             k_nope = k_nope.to(mma_dtype)
             k_pe = k_pe.to(mma_dtype)
+        if RELOAD_V:
+            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT).to(mma_dtype)
+        else:
+            # V is the latent part of the same cached tokens (a no-op cast unless FP8_QK kept K in fp8)
+            v = k_nope.to(mma_dtype)
         n = start + tl.arange(0, BLOCK_N)
         visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
         if FP8_QK:
@@ -352,7 +352,7 @@ def _split_kv_kernel(
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
         QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, FP8_MAX,
-            D_LATENT, D_ROPE,
+        D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -399,8 +399,8 @@ def _persistent_kernel(
 
 @triton.jit
 def _merge_chunk(acc, m, l, PART_OUT, PART_LSE, slots, ok, row, col0, ROWS: tl.constexpr, D_LATENT: tl.constexpr):
-    """Online LSE merge of up to CHUNK partials (`slots` where `ok`), row `row`, channels
-    col0..col0+COLS-1, into (acc, m, l), log2 domain. The chunk's loads are independent, so they
+    """Online LSE merge of up to CHUNK partials (`slots` where `ok`), row `row`, the acc's channels
+    from col0, into (acc, m, l), log2 domain. The chunk's loads are independent, so they
     are in flight together (merging one partial per step waits out an L2 round trip per partial)."""
     d = col0 + tl.arange(0, acc.shape[0])
     base = slots.to(tl.int64) * ROWS + row
@@ -413,9 +413,17 @@ def _merge_chunk(acc, m, l, PART_OUT, PART_LSE, slots, ok, row, col0, ROWS: tl.c
 
 
 @triton.jit
-def _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN: tl.constexpr, HPG: tl.constexpr,
-               COLS: tl.constexpr):
-    d = col0 + tl.arange(0, COLS)
+def _merge_start(pid, D_LATENT: tl.constexpr, COLS: tl.constexpr):
+    """A reduce program's tile row and first channel (program `pid` along the row axis: D_LATENT // COLS
+    programs per row) and the empty merge (acc, m, l)."""
+    row = pid // (D_LATENT // COLS)  # j * HPG + h
+    col0 = pid % (D_LATENT // COLS) * COLS
+    return row, col0, tl.zeros([COLS], tl.float32), tl.full([], NEG_BIG, tl.float32), tl.full([], 0.0, tl.float32)
+
+
+@triton.jit
+def _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN: tl.constexpr, HPG: tl.constexpr):
+    d = col0 + tl.arange(0, acc.shape[0])
     t = b * QLEN + row // HPG
     h = g * HPG + row % HPG
     tl.store(OUT + t.to(tl.int64) * stride_ot + h * stride_oh + d, (acc / l).to(OUT.dtype.element_ty))
@@ -429,12 +437,8 @@ def _reduce_splits_kernel(
 ):
     g = tl.program_id(0)
     b = tl.program_id(1)
-    row = tl.program_id(2) // (D_LATENT // COLS)  # j * HPG + h
-    col0 = tl.program_id(2) % (D_LATENT // COLS) * COLS
+    row, col0, acc, m, l = _merge_start(tl.program_id(2), D_LATENT, COLS)
     unit = b * tl.num_programs(0) + g
-    acc = tl.zeros([COLS], tl.float32)
-    m = tl.full([], NEG_BIG, tl.float32)
-    l = tl.full([], 0.0, tl.float32)
     merged = num_splits
     if SPLIT_TOKENS > 0:  # the sequence's own splits only (the attention kernel skipped the rest)
         merged = tl.minimum(num_splits, tl.cdiv(tl.load(SEQ_LENS + b), SPLIT_TOKENS))
@@ -442,7 +446,7 @@ def _reduce_splits_kernel(
         split = first + tl.arange(0, CHUNK)
         acc, m, l = _merge_chunk(acc, m, l, PART_OUT, PART_LSE, unit * num_splits + split, split < merged, row, col0,
                                  QLEN * HPG, D_LATENT)
-    _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN, HPG, COLS)
+    _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN, HPG)
 
 
 @triton.jit
@@ -451,21 +455,17 @@ def _reduce_schedule_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr, COLS: tl.constexpr, CHUNK: tl.constexpr,
 ):
     r = tl.program_id(0)  # one split (sequence, head group)
-    row = tl.program_id(1) // (D_LATENT // COLS)  # j * HPG + h
-    col0 = tl.program_id(1) % (D_LATENT // COLS) * COLS
+    row, col0, acc, m, l = _merge_start(tl.program_id(1), D_LATENT, COLS)
     lo = tl.load(REDUCE_INDPTR + r)
     hi = tl.load(REDUCE_INDPTR + r + 1)
     b = tl.load(REDUCE_FINAL + 2 * r)
     g = tl.load(REDUCE_FINAL + 2 * r + 1)
-    acc = tl.zeros([COLS], tl.float32)
-    m = tl.full([], NEG_BIG, tl.float32)
-    l = tl.full([], 0.0, tl.float32)
     for first in range(lo, hi, CHUNK):  # KV order in fixed chunks: the merge order is fixed, so deterministic
         i = first + tl.arange(0, CHUNK)
         ok = i < hi
         slots = tl.load(REDUCE_PARTIAL + i, mask=ok, other=0)
         acc, m, l = _merge_chunk(acc, m, l, PART_OUT, PART_LSE, slots, ok, row, col0, QLEN * HPG, D_LATENT)
-    _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN, HPG, COLS)
+    _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN, HPG)
 
 
 # --------------------------------------------------------------------------------------------

@@ -305,8 +305,8 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     row.update(time_and_rates("graph", graph.stats, work, ctx.roofline))
 
 
-def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> dict:
-    """kernel_us of a backend whose gate passed earlier in this run: the columns to add to its row.
+def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> RankResult:
+    """kernel_us of a backend whose gate passed earlier in this run: the columns to add to its row (as a RankResult).
 
     A sweep takes every row's graph time first and the kernel times after them, because a profiler session
     leaves the process slower: on an H100, graph times of small decode calls taken after any profiled call
