@@ -99,6 +99,7 @@ CONFIG_VARIANTS = {
                                                       bn1=16, nb1=2, nb2=2),
     "fused_combine": lambda c: dataclasses.replace(c, fused_combine=True, split1=2, split2=2, nb1=2, nb2=2),
     "prefetch_split": lambda c: dataclasses.replace(c, prefetch=True, split1=2, split2=2, nb1=2, nb2=2),
+    "scale_bytes_bn32": lambda c: dataclasses.replace(c, scale_words=not c.scale_words, bn1=32, nb1=2, nb2=2),
 }
 
 
@@ -107,7 +108,8 @@ CONFIG_VARIANTS = {
 @pytest.mark.parametrize("variant, activation, bias, dtype", [
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
     ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
-    ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16)])
+    ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16),
+    ("scale_bytes_bn32", "silu", True, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])
@@ -123,6 +125,37 @@ def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation,
     a, b = outs[L.INTERLEAVE], outs[L.SEPARATED]
     assert torch.equal(a.view(torch.int16 if dtype != torch.float32 else torch.int32),
                        b.view(torch.int16 if dtype != torch.float32 else torch.int32))
+
+
+@pytest.mark.parametrize("tokens", [3, 40])  # inline routing, then the block table
+def test_scaled_dot_matches_reference_and_layouts_agree_bitwise(tokens):
+    # tl.dot_scaled is bf16-only here; the interpreter computes it correctly (unlike its bf16 tl.dot)
+    p = _problem(t=tokens, topk=2, dtype=torch.bfloat16, seed=20 + tokens)
+    cfg = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), scaled_dot=True)
+    ref = _reference(p, "swiglu")
+    outs = [_run(p, layout, "swiglu", cfg) for layout in L.LAYOUTS]
+    ok, info = _close(outs[0], ref, rel=1e-2)
+    assert ok, info
+    assert torch.equal(outs[0].view(torch.int16), outs[1].view(torch.int16))
+
+
+def test_unaligned_scales_fall_back_to_byte_loads():
+    # scale words need 4-byte-aligned scale tensors; views at an odd offset are read byte by byte, same bits
+    p = _problem(t=4, seed=5)
+    w = _shuffled(p, L.INTERLEAVE)
+    cfg = dataclasses.replace(K.plan_moe(4, 2, p["e"], p["inter"], p["h"]), scale_words=True)
+
+    def at_odd_offset(t):
+        buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        view = buf[1:].view(t.shape)
+        view.copy_(t)
+        assert view.data_ptr() % 4
+        return view
+
+    unaligned = (w[0], at_odd_offset(w[1]), w[2], at_odd_offset(w[3]))
+    a = _run(p, L.INTERLEAVE, "swiglu", cfg, weights=w)
+    b = _run(p, L.INTERLEAVE, "swiglu", cfg, weights=unaligned)
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
 
 
 @pytest.mark.parametrize("inline", [True, False])
@@ -185,7 +218,7 @@ def test_planted_layout_bugs_fail_the_gate():
     assert _close(_run(p, L.INTERLEAVE, "swiglu"), ref)[0]
 
 
-def test_align_kernel_tables():
+def test_route_blocks_tables():
     # 13 tokens x top-3 over 5 experts, BM=4: check the sorted pairs and the block table
     g = torch.Generator().manual_seed(11)
     e, t, k, bm = 5, 13, 3, 4
@@ -195,9 +228,7 @@ def test_align_kernel_tables():
     flat = ids.reshape(-1).to(DEV)
     p = flat.numel()
     mb = min(p, -(-p // bm) + min(e, p))
-    out = [torch.full((n,), -7, dtype=torch.int32, device=DEV) for n in (p, mb, mb, mb)]
-    K._moe_align_kernel[(1,)](flat, *out, p, e, mb, BM=bm, E_PAD=8, C=16, MBC=16)
-    sorted_ids, blk_e, blk_row0, blk_n = [o.cpu() for o in out]
+    sorted_ids, blk_e, blk_row0, blk_n = [o.cpu() for o in K.route_blocks(flat, e, bm, mb)]
     flat = flat.cpu()
     expect_sorted = [i for ex in range(e) for i in range(p) if flat[i] == ex]
     assert sorted_ids[: len(expect_sorted)].tolist() == expect_sorted
@@ -281,3 +312,7 @@ def test_gpu_asm_dequant_and_fused_combine_match_generic_bitwise(tokens):
         assert _close(other, _reference(p, "swiglu"), rel=1e-2)[0], layout
         fused = _run(p, layout, "swiglu", dataclasses.replace(plan, fused_combine=True))
         assert _close(fused, _reference(p, "swiglu"), rel=1e-2)[0]
+        for change in (dict(scale_words=not plan.scale_words), dict(bn1=32, scale_words=False), dict(scaled_dot=True),
+                       dict(bn2=128, warps2=8)):
+            other = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
+            assert _close(other, _reference(p, "swiglu"), rel=1e-2)[0], (layout, change)

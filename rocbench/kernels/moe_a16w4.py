@@ -2,12 +2,15 @@
 
 Pipeline (static grids, no host syncs: CUDA-graph capturable; deterministic):
   0. route: group the T*topk (token, slot) pairs by expert into blocks of at most BM rows.
-     Small batches (T*topk <= 64) do this inside the GEMM programs ("inline"); larger ones run
-     one single-program align kernel that writes a block table (stable counting sort).
+     Small batches (T*topk <= 64) do this inside the GEMM programs ("inline"); larger ones sort
+     the pairs by expert (torch's stable argsort) and build a block table (route_blocks).
   1. GEMM1, one program per (block, BN intermediate columns, K split): the gate and up rows of
-     w13 are read straight from the shuffled bytes (16-byte loads = one MX block of one row),
-     decoded to bf16 (PTX bit tricks + two bf16x2 FMAs; a portable integer/fp16 path for other
-     dtypes and the interpreter), scaled by 2^(s-127) and fed to tl.dot with fp32 accumulation.
+     w13 are read straight from the shuffled bytes (16-byte loads = one MX block of one row; with
+     MoeConfig.scale_words the scales as the 32-bit words holding them, so that Triton pipelines
+     them with the weights), decoded to bf16 (PTX bit tricks + two bf16x2 FMAs; a portable
+     integer/fp16 path for other dtypes and the interpreter), scaled by 2^(s-127) and fed to
+     tl.dot with fp32 accumulation (or, with MoeConfig.scaled_dot and bf16 x, handed to
+     tl.dot_scaled as e2m1 + e8m0 for Triton to decode).
      The weights are the MMA's M side (decode has few rows per expert). With a K split each
      split stores fp32 partials and the last split to finish (atomic counter) sums them in
      split order; then bias + silu / gpt-oss swiglu, stored in the activation dtype.
@@ -207,37 +210,16 @@ def _block_rows(pid_b, ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, 
 
 
 @triton.jit
-def _onehot(ids, offs_e, E):
-    """[E_PAD, C] int32: 1 where pair c goes to expert e; ids outside [0, E) match nothing."""
-    return ((ids[None, :] == offs_e[:, None]) & (offs_e < E)[:, None]).to(tl.int32)
-
-
-@triton.jit
-def _moe_align_kernel(ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, P, E, MB,
-                      BM: tl.constexpr, E_PAD: tl.constexpr, C: tl.constexpr, MBC: tl.constexpr):
-    """One program: stable counting sort of pairs by expert + a table of BM-row blocks."""
+def _moe_block_table_kernel(counts_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, E, MB,
+                            BM: tl.constexpr, E_PAD: tl.constexpr, MBC: tl.constexpr):
+    """One program: the table of BM-row blocks over the pairs sorted by expert (counts[e] pairs each)."""
     offs_e = tl.arange(0, E_PAD)
-    counts = tl.zeros([E_PAD], dtype=tl.int32)
-    for c0 in range(0, P, C):
-        offs = c0 + tl.arange(0, C)
-        ids = tl.load(ids_ptr + offs, mask=offs < P, other=-1)
-        counts += tl.sum(_onehot(ids, offs_e, E), axis=1)
+    counts = tl.load(counts_ptr + offs_e, mask=offs_e < E, other=0)
     seg_start = tl.cumsum(counts, axis=0) - counts
     nblk = (counts + BM - 1) // BM
     blk_end = tl.cumsum(nblk, axis=0)
     blk_start = blk_end - nblk
-    # scatter pair ids to their sorted position: expert segment start + rank within expert
-    seen = tl.zeros([E_PAD], dtype=tl.int32)
-    for c0 in range(0, P, C):
-        offs = c0 + tl.arange(0, C)
-        ids = tl.load(ids_ptr + offs, mask=offs < P, other=-1)
-        onehot = _onehot(ids, offs_e, E)
-        before = tl.cumsum(onehot, axis=1) - 1 + (seg_start + seen)[:, None]
-        pos = tl.sum(onehot * before, axis=0)
-        valid = (offs < P) & (ids >= 0) & (ids < E)
-        tl.store(sorted_ptr + pos, offs, mask=valid)
-        seen += tl.sum(onehot, axis=1)
-    # block table: block b belongs to the expert e with blk_start[e] <= b < blk_end[e]
+    # block b belongs to the expert e with blk_start[e] <= b < blk_end[e]
     for b0 in range(0, MB, MBC):
         offs_b = b0 + tl.arange(0, MBC)
         inb = ((blk_start[:, None] <= offs_b[None, :]) & (offs_b[None, :] < blk_end[:, None])).to(tl.int32)
@@ -250,6 +232,24 @@ def _moe_align_kernel(ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr, P
         tl.store(blk_e_ptr + offs_b, tl.where(has, e_b, -1), mask=bmask)
         tl.store(blk_row0_ptr + offs_b, tl.where(has, row0, 0), mask=bmask)
         tl.store(blk_n_ptr + offs_b, tl.where(has, nrows, 0), mask=bmask)
+
+
+def route_blocks(ids: torch.Tensor, experts: int, bm: int, num_blocks: int):
+    """Pairs grouped by expert and their BM-row block table, for the GEMMs' table routing.
+
+    Returns (sorted_ids [P], blk_e, blk_row0, blk_n [num_blocks]) int32. The sort is torch's stable argsort
+    (pair order kept within an expert; ids outside [0, E) sort last and join no block): no host sync, so
+    CUDA graphs capture it. It replaced a one-program counting sort that took 874 us of a 2.04 ms call at
+    DeepSeek-R1 TP8 x 1024 tokens on an H200 (8192 pairs, 256 experts)."""
+    valid = (ids >= 0) & (ids < experts)
+    key = torch.where(valid, ids, experts)
+    sorted_ids = torch.argsort(key, stable=True).to(torch.int32)
+    counts = torch.zeros(experts + 1, dtype=torch.int32, device=ids.device).scatter_add_(0, key.long(),
+                                                                                          torch.ones_like(key))
+    table = torch.empty(3, num_blocks, dtype=torch.int32, device=ids.device)
+    _moe_block_table_kernel[(1,)](counts, table[0], table[1], table[2], experts, num_blocks, BM=bm,
+                                  E_PAD=triton.next_power_of_2(experts), MBC=64, num_warps=8)
+    return sorted_ids, table[0], table[1], table[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,11 +272,33 @@ def _reset(cnt_ptr, idx):
 
 
 @triton.jit
-def _weight_step(w_rows, s_rows, ks, NB: tl.constexpr):
-    """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows."""
+def _scale_rows(s_ptr, row_part, WORDS: tl.constexpr):
+    """Per-row scale addressing: (int32 word pointer, bit shift of the row's byte in it) with WORDS, else
+    (byte pointer, 0). A row's byte offset row_part has the scale tile's 'np' bit (which 16-row half, or
+    gate/up) in its low two bits."""
+    if WORDS:
+        rows = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (row_part >> 2)
+        shift = (row_part & 3) * 8
+    else:
+        rows = s_ptr + row_part
+        shift = row_part * 0
+    return rows, shift
+
+
+@triton.jit
+def _weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.constexpr):
+    """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows.
+
+    With WORDS the scales are read as the aligned 32-bit words holding them (byte kp*2 + np of the word
+    at (c // 8) * 256 + (c % 4) * 64 + row bytes, see _s_col_part): Triton pipelines (cp.async) only
+    loads of 4 bytes or more, and byte loads leave one memory latency per K step inside the loop."""
     blk = ks * NB + tl.arange(0, NB)
     wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
-    sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
+    if WORDS:
+        words = tl.load(s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :])
+        sc = ((words >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
+    else:
+        sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
     return wq, sc
 
 
@@ -302,7 +324,7 @@ def _moe_gemm1_kernel(
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -319,8 +341,8 @@ def _moe_gemm1_kernel(
     row_u = offs_n + INTER
     wg_rows = w_ptr + _w_row_base(e64, row_g, N, KPB, LAYOUT, True)
     wu_rows = w_ptr + _w_row_base(e64, row_u, N, KPB, LAYOUT, True)
-    sg_rows = s_ptr + _s_row_part(e64, row_g, N, SC, LAYOUT, True)
-    su_rows = s_ptr + _s_row_part(e64, row_u, N, SC, LAYOUT, True)
+    sg_rows, sg_shift = _scale_rows(s_ptr, _s_row_part(e64, row_g, N, SC, LAYOUT, True), WORDS)
+    su_rows, su_shift = _scale_rows(s_ptr, _s_row_part(e64, row_u, N, SC, LAYOUT, True), WORDS)
     x_rows = x_ptr + (pair // TOPK).to(tl.int64) * stride_x
     offs_k = tl.arange(0, NB * 32)
     acc_g = tl.zeros([BN, BM], dtype=tl.float32)
@@ -328,25 +350,29 @@ def _moe_gemm1_kernel(
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if PREFETCH:
-        next_g, next_sg = _weight_step(wg_rows, sg_rows, ks0, NB)
-        next_u, next_su = _weight_step(wu_rows, su_rows, ks0, NB)
+        next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
+        next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
     for ks in range(ks0, ks1):
         if PREFETCH:
             # the next step's weights are loaded before this step's decode and dots (the last step reloads
             # itself rather than branch): a load that feeds the decode is otherwise waited for in place
             wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
             ahead = tl.minimum(ks + 1, ks1 - 1)
-            next_g, next_sg = _weight_step(wg_rows, sg_rows, ahead, NB)
-            next_u, next_su = _weight_step(wu_rows, su_rows, ahead, NB)
+            next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
+            next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
         else:
-            wq_g, s_g = _weight_step(wg_rows, sg_rows, ks, NB)
-            wq_u, s_u = _weight_step(wu_rows, su_rows, ks, NB)
+            wq_g, s_g = _weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
+            wq_u, s_u = _weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
         xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
         xt = tl.trans(xt)
-        acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
-        acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
+        if SCALED_DOT:
+            acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
+            acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
+        else:
+            acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
+            acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
     if SPLIT == 1:
         _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
                    ACT, alpha, limit, DTYPE)
@@ -412,7 +438,7 @@ def _moe_gemm2_kernel(
     P, E, INTER, HID, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT2, LAYOUT, HAS_BIAS,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-    FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr,
+    FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -425,23 +451,26 @@ def _moe_gemm2_kernel(
     pair64 = pair.to(tl.int64)
     offs_n = pid_n * BN + tl.arange(0, BN)
     w_rows = w_ptr + _w_row_base(e64, offs_n, HID, KPB, LAYOUT, False)
-    s_rows = s_ptr + _s_row_part(e64, offs_n, HID, SC, LAYOUT, False)
+    s_rows, s_shift = _scale_rows(s_ptr, _s_row_part(e64, offs_n, HID, SC, LAYOUT, False), WORDS)
     a_rows = act_ptr + pair64 * INTER
     offs_k = tl.arange(0, NB * 32)
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if PREFETCH:
-        next_w, next_s = _weight_step(w_rows, s_rows, ks0, NB)
+        next_w, next_s = _weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     for ks in range(ks0, ks1):
         if PREFETCH:  # as in GEMM1
             wq, sc = next_w, next_s
-            next_w, next_s = _weight_step(w_rows, s_rows, tl.minimum(ks + 1, ks1 - 1), NB)
+            next_w, next_s = _weight_step(w_rows, s_rows, s_shift, tl.minimum(ks + 1, ks1 - 1), NB, WORDS)
         else:
-            wq, sc = _weight_step(w_rows, s_rows, ks, NB)
+            wq, sc = _weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
-        acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
+        if SCALED_DOT:
+            acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
+        else:
+            acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
     if HAS_BIAS:
         if pid_s == 0:
             acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
@@ -536,9 +565,11 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b2_t = b2.contiguous() if b2 is not None else x
     use_asm = (cfg.asm_dequant and x.dtype == torch.bfloat16 and device.type == "cuda"
                and not _interpreting())
+    scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
+    # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
+    scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0
 
     # routing
-    i32 = dict(dtype=torch.int32, device=device)
     if cfg.inline:
         grid_b = pairs
         p_pad = max(16, triton.next_power_of_2(pairs))
@@ -546,14 +577,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     else:
         grid_b = min(pairs, triton.cdiv(pairs, cfg.bm) + min(experts, pairs))
         p_pad = 16
-        sorted_ids = torch.empty(pairs, **i32)
-        blk_e = torch.empty(grid_b, **i32)
-        blk_row0 = torch.empty(grid_b, **i32)
-        blk_n = torch.empty(grid_b, **i32)
-        e_pad = triton.next_power_of_2(experts)
-        chunk = max(16, min(triton.next_power_of_2(pairs), max(16, 16384 // e_pad)))
-        _moe_align_kernel[(1,)](ids, sorted_ids, blk_e, blk_row0, blk_n, pairs, experts, grid_b,
-                                BM=cfg.bm, E_PAD=e_pad, C=chunk, MBC=min(chunk, 64), num_warps=8)
+        sorted_ids, blk_e, blk_row0, blk_n = route_blocks(ids, experts, cfg.bm, grid_b)
 
     # GEMM1 (+ bias + activation)
     ksteps1 = hidden // 32 // cfg.nb1
@@ -569,7 +593,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
+        num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -583,7 +608,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, num_warps=cfg.warps2,
+        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
+        WORDS=scale_words, num_warps=cfg.warps2,
         num_stages=cfg.stages2)
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))

@@ -32,6 +32,13 @@ class MoeConfig:
     # gpt-oss-120b TP1 padded 86.9 -> 84.9 us at 1 token but 1702 -> 1771 at 64; DeepSeek-R1 TP8 41.5 -> 43.9 and
     # 833 -> 864: off by default, a --tune candidate
     prefetch: bool = False
+    # bf16 x: tl.dot_scaled(weights as e2m1 + e8m0 scales, x as bf16) instead of the kernel's own decode and
+    # tl.dot; Triton upcasts the fp4 operand itself (native MX MMAs where the GPU has them)
+    scaled_dot: bool = False
+    # scales read as the 32-bit words holding them (pipelined with the weights) rather than byte by byte. H200:
+    # with bn1 64 it gained (gpt-oss-120b TP1 x 64 tokens 1469 -> 1312 us); with bn1 32 and 4 warps it lost
+    # (87 -> 115 us at 1 token), so heuristic_plan keeps bytes there
+    scale_words: bool = True
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -77,14 +84,21 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
         blocks = active * -(-rows_per_expert // bm)
         split1 = _pick_split(int((inter // tiles["bn1"]) * blocks), hidden // 32 // tiles["nb1"], num_sms)
         split2 = _pick_split(int((hidden // tiles["bn2"]) * blocks), inter // 32 // tiles["nb2"], num_sms)
-    stages = 2 if decode else 3
-    return MoeConfig(bm=bm, **tiles, split1=split1, split2=split2, inline=pairs <= INLINE_ROUTE_MAX_PAIRS,
-                     stages1=stages, stages2=stages)
+    # H200 (kernel_us): 3 stages beat 2 at decode too (gpt-oss-120b TP1 x 64 tokens 1312 -> 1274 us, TP8
+    # 233 -> 223); for prefill a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485 -> 434 us;
+    # it lost at decode: 430 -> 538 us at 64 tokens)
+    wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
+    return MoeConfig(bm=bm, **{**tiles, **wide2}, split1=split1, split2=split2,
+                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, scale_words=tiles["bn1"] >= 64)
 
 
 def _shape_tiles(inter: int, hidden: int) -> dict[str, int]:
     """Tile widths and K steps: they depend on the weight shape only, never on the batch."""
-    return dict(bn1=_largest_dividing(inter, (32, 16)), bn2=_largest_dividing(hidden, (64, 32, 16)),
+    # bn1 64: GEMM1's weight tile is then a whole 64-row MMA (wgmma on Hopper) and each program decodes its own
+    # rows (at 32 rows and 4 warps, two warps decoded the same rows). H200, kernel_us, with 32 -> 64:
+    # gpt-oss-120b TP1 87 -> 75 us at 1 token, 1613 -> 1312 at 64, 4439 -> 2418 at 1024; DeepSeek-R1 TP8 825 -> 698
+    # at 64 tokens (results/examples/moe-tiles-h200)
+    return dict(bn1=_largest_dividing(inter, (64, 32, 16)), bn2=_largest_dividing(hidden, (64, 32, 16)),
                 nb1=_largest_dividing(hidden // 32, (4, 2, 1)), nb2=_largest_dividing(inter // 32, (4, 2, 1)))
 
 
@@ -99,8 +113,9 @@ def deterministic_plan(topk: int, experts: int, inter: int, hidden: int) -> MoeC
     tile and the masked-out padding columns change nothing), the block table (inline routing is for small
     batches only) and the separate combine kernel (the top-k sum in slot order). Routing moves integers
     only: every float operation a token meets is the same in any batch."""
-    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=1, split2=1, inline=False,
-                     fused_combine=False)
+    tiles = _shape_tiles(inter, hidden)
+    return MoeConfig(bm=DETERMINISTIC_BM, **tiles, split1=1, split2=1, inline=False, fused_combine=False,
+                     scale_words=tiles["bn1"] >= 64)
 
 
 def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
@@ -135,6 +150,11 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8), "stages3": dict(stages1=3, stages2=3),
         "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
         "prefetch": dict(prefetch=not plan.prefetch), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
+        "scale_bytes/words": dict(scale_words=not plan.scale_words), "scaled_dot": dict(scaled_dot=True),
+        "bn1=32,bytes": dict(bn1=32, scale_words=False), "bn1=128,w8": dict(bn1=128, warps1=8),
+        "stages2": dict(stages1=2, stages2=2),
+        # the plan before 64-row GEMM1 tiles: still faster in graph time at gpt-oss-120b TP 8 x 1 token (H200)
+        "bn1=32,bytes,stages2": dict(bn1=32, scale_words=False, stages1=2, stages2=2),
     }
     candidates = {}
     for name, change in variations.items():
