@@ -37,7 +37,7 @@ class MoeConfig:
     scaled_dot: bool = False
     # scales read as the 32-bit words holding them (pipelined with the weights) rather than byte by byte. H200:
     # with bn1 64 it gained (gpt-oss-120b TP1 x 64 tokens 1469 -> 1312 us); with bn1 32 and 4 warps it lost
-    # (87 -> 115 us at 1 token), so heuristic_plan keeps bytes there
+    # (87 -> 115 us at 1 token), so the plans keep bytes there (_shape_tiles)
     scale_words: bool = True
 
 
@@ -89,17 +89,19 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     # it lost at decode: 430 -> 538 us at 64 tokens)
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     return MoeConfig(bm=bm, **{**tiles, **wide2}, split1=split1, split2=split2,
-                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS, scale_words=tiles["bn1"] >= 64)
+                     inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
 
 
-def _shape_tiles(inter: int, hidden: int) -> dict[str, int]:
-    """Tile widths and K steps: they depend on the weight shape only, never on the batch."""
+def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
+    """Tile widths, K steps and how the scales load: they depend on the weight shape only, never on the batch."""
     # bn1 64: GEMM1's weight tile is then a whole 64-row MMA (wgmma on Hopper) and each program decodes its own
     # rows (at 32 rows and 4 warps, two warps decoded the same rows). H200, kernel_us, with 32 -> 64:
     # gpt-oss-120b TP1 87 -> 75 us at 1 token, 1613 -> 1312 at 64, 4439 -> 2418 at 1024; DeepSeek-R1 TP8 825 -> 698
     # at 64 tokens (results/examples/moe-tiles-h200)
-    return dict(bn1=_largest_dividing(inter, (64, 32, 16)), bn2=_largest_dividing(hidden, (64, 32, 16)),
-                nb1=_largest_dividing(hidden // 32, (4, 2, 1)), nb2=_largest_dividing(inter // 32, (4, 2, 1)))
+    bn1 = _largest_dividing(inter, (64, 32, 16))
+    return dict(bn1=bn1, bn2=_largest_dividing(hidden, (64, 32, 16)),
+                nb1=_largest_dividing(hidden // 32, (4, 2, 1)), nb2=_largest_dividing(inter // 32, (4, 2, 1)),
+                scale_words=bn1 >= 64)
 
 
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
@@ -113,9 +115,8 @@ def deterministic_plan(topk: int, experts: int, inter: int, hidden: int) -> MoeC
     tile and the masked-out padding columns change nothing), the block table (inline routing is for small
     batches only) and the separate combine kernel (the top-k sum in slot order). Routing moves integers
     only: every float operation a token meets is the same in any batch."""
-    tiles = _shape_tiles(inter, hidden)
-    return MoeConfig(bm=DETERMINISTIC_BM, **tiles, split1=1, split2=1, inline=False, fused_combine=False,
-                     scale_words=tiles["bn1"] >= 64)
+    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=1, split2=1, inline=False,
+                     fused_combine=False)
 
 
 def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:

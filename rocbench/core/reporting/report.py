@@ -41,10 +41,10 @@ REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels
                        "clock_drops_kernel", "clock_drops_graph", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
 
-
 def filled(frame: pd.DataFrame, column: str) -> bool:
     """The frame has the column and at least one value in it (a run of an older version may lack either)."""
     return column in frame and frame[column].notna().any()
+
 
 def numeric_format(column: str) -> tuple[str, str] | None:
     """(header, format) of a numeric column; speedup columns keep their name, which says what they are over
@@ -134,6 +134,7 @@ class TableView:
 
 
 COMPACT = TableView()  # the default: the axes that vary, backend, status, both times, headline rate, speedup
+
 
 def check_columns(columns: list[str] | None, available: list[str]) -> None:
     unknown = [c for c in columns or [] if c not in available and c != SPEEDUP]
