@@ -139,6 +139,19 @@ def test_scaled_dot_matches_reference_and_layouts_agree_bitwise(tokens):
     assert torch.equal(outs[0].view(torch.int16), outs[1].view(torch.int16))
 
 
+def test_scale_words_match_byte_loads_bitwise():
+    # K of 512 and 256 (16 and 8 MX blocks): each scale word's both halves (column blocks kp = 0 and 1) are read;
+    # a 128-wide K, as in the other cases, reads only the lower half
+    p = _problem(e=4, h=512, inter=256, t=3, topk=2, seed=9)
+    plan = K.plan_moe(3, 2, p["e"], p["inter"], p["h"])
+    ref = _reference(p, "swiglu")
+    for layout in L.LAYOUTS:
+        words = _run(p, layout, "swiglu", dataclasses.replace(plan, scale_words=True))
+        assert _close(words, ref)[0], layout
+        bytes_ = _run(p, layout, "swiglu", dataclasses.replace(plan, scale_words=False))
+        assert torch.equal(words.view(torch.int16), bytes_.view(torch.int16)), layout
+
+
 def test_unaligned_scales_fall_back_to_byte_loads():
     # scale words need 4-byte-aligned scale tensors; views at an odd offset are read byte by byte, same bits
     p = _problem(t=4, seed=5)
