@@ -48,9 +48,16 @@ def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
 
 
 def test_selfcheck_passes_briefly(tmp_path):
-    proc = rocbench("selfcheck", "--max-time", "0.2", "--out", str(tmp_path), on_gpu=True)
+    # One retry: the selfcheck fails (rightly) when another process shares the GPU, and `make test`'s other
+    # xdist worker may run a CLI test on it for a moment (H200, 2026-12-04: one such FAIL in a make test run).
+    # A selfcheck that is wrong fails both times.
+    for attempt in (1, 2):
+        out = tmp_path / f"attempt{attempt}"
+        proc = rocbench("selfcheck", "--max-time", "0.2", "--out", str(out), on_gpu=True)
+        if proc.returncode == 0:
+            break
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-2000:]
-    spin = pd.read_csv(latest_run(tmp_path, "selfcheck") / "spin.csv")
+    spin = pd.read_csv(latest_run(out, "selfcheck") / "spin.csv")
     assert spin["kernel_ok"].all()
 
 

@@ -95,6 +95,9 @@ CASES = [
     # q split into two fp8 parts for fp8 Q@K^T MMAs. (Triton 3.9's interpreter rounds fp32 -> fp8 up to 50%
     # off; the low part absorbs most of that, so this checks the scales and masks, and the GPU tier the accuracy.)
     ([40, 23], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, fp8_qk=True)),
+    # bf16 q, fp8 KV, MMAs in fp16 (q rescaled per row); no bf16 dot, so the interpreter runs it right
+    ([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True)),
+    ([37, 70], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True, fp8_qk=True)),
 ]
 
 
@@ -107,6 +110,17 @@ def test_kernels_match_reference(seq_lens, page, q_dtype, kv_dtype, nhead, qlen,
     assert_matches_reference(out_pers, ref, q_dtype)
     if len(seq_lens) > 1 and max(seq_lens) > 16:
         assert sched.num_partials > 0  # the reduce path ran
+
+
+def test_f16_mma_rescales_rows_beyond_fp16_range():
+    """fp16 MMAs for bf16 q: a row far past fp16's 65504 and an all-zero row still match the reference
+    (each row is divided by its own power of two; without that the first overflows to inf)."""
+    q, kv, _ = _case([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 1, seed=5)
+    q[0] *= 4e5
+    q[1, 3] = 0
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    for out in _run_both(q, kv, 1, MlaKernelConfig(block_n=16, f16_mma=True), 3, 4)[:2]:
+        assert_matches_reference(out, ref, torch.bfloat16)
 
 
 def test_gate_catches_perturbations():
@@ -173,9 +187,11 @@ def test_default_config_by_tile_size():
     assert default_config(torch.bfloat16, 16, 1).programs_per_sm == 2
     assert kernel_heads_per_group(128, 1, default_config(torch.bfloat16, 128, 1)) == 64
     assert kernel_heads_per_group(32, 1, default_config(torch.bfloat16, 32, 1)) == 32
-    assert default_config(FP8_DTYPE, 16, 1).prefetch and default_config(FP8_DTYPE, 32, 1).reload_v
+    small, mid = default_config(FP8_DTYPE, 16, 1), default_config(FP8_DTYPE, 32, 1)
+    assert small.reload_v and small.programs_per_sm == 2 and mid.reload_v and mid.num_stages == 3
+    assert small.f16_mma and mid.f16_mma  # fp8 KV: the converted MMAs in fp16
     wide = default_config(FP8_DTYPE, 64, 1)  # 64-row tiles: Q@K^T as fp8 MMAs
-    assert wide.fp8_qk and kernel_heads_per_group(64, 1, wide) == 64
+    assert wide.fp8_qk and wide.f16_mma and kernel_heads_per_group(64, 1, wide) == 64
     assert not default_config(torch.bfloat16, 64, 1).fp8_qk
 
 

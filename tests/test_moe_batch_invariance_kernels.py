@@ -2,6 +2,8 @@
 the same whatever else is in its batch. The default plan is batch-variant (it picks K splits and tiles from
 the token count); moe_plan.deterministic_plan is one plan for every batch. CPU interpreter, tiny shapes."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -51,7 +53,7 @@ def test_default_plan_is_batch_variant():
     alone = _run(_batch(p, 1, 0, crowd=False), L.SEPARATED, "swiglu", decode_plan, weights)
     in_batch = _run(_batch(p, 2, 1, crowd=False), L.SEPARATED, "swiglu", prefill_plan, weights)[1:2]
     assert not torch.equal(_bits(alone), _bits(in_batch))
-    fixed = moe_plan.deterministic_plan(TOPK, EXPERTS, INTER, 512)
+    fixed = moe_plan.deterministic_plan(1, TOPK, EXPERTS, INTER, 512)
     assert torch.equal(_bits(_run(_batch(p, 1, 0, crowd=False), L.SEPARATED, "swiglu", fixed, weights)),
                        _bits(_run(_batch(p, 2, 1, crowd=False), L.SEPARATED, "swiglu", fixed, weights)[1:2]))
 
@@ -65,12 +67,14 @@ BATCHES = [(1, 0, False), (5, 3, False), (17, 9, True), (40, 35, True)]
 def test_deterministic_plan_is_batch_invariant_and_correct(layout):
     """Under the interpreter a dot computes each column the same at any BM, so here this catches K splits
     and combine order; on a GPU (compiled) it also checks the MMA's columns and the padding rows."""
-    p = _problem_with_probe(others=max(t for t, _, _ in BATCHES), hidden=128, dtype=torch.float16)
-    config = moe_plan.deterministic_plan(TOPK, EXPERTS, INTER, 128)
+    p = _problem_with_probe(others=max(t for t, _, _ in BATCHES), hidden=1024, dtype=torch.float16)
     weights = _shuffled(p, layout)
     probe_rows = []
     for tokens, position, crowd in BATCHES:
         batch = _batch(p, tokens, position, crowd)
+        config = moe_plan.deterministic_plan(tokens, TOPK, EXPERTS, INTER, 1024)
+        # GEMM1 has 8 K steps here: a K split of 2 at every batch; inline routing up to 17 tokens, the table at 40
+        assert config.split1 == 2 and config.inline == (tokens * TOPK <= moe_plan.INLINE_ROUTE_MAX_PAIRS)
         out = _run(batch, layout, "swiglu", config, weights)
         probe_rows.append((tokens, _bits(out[position])))
     _, alone = probe_rows[0]
@@ -81,11 +85,15 @@ def test_deterministic_plan_is_batch_invariant_and_correct(layout):
 
 
 def test_deterministic_plan_fixes_what_the_default_plan_varies():
+    """Every float-relevant knob is the same at 1 and 4096 tokens; only the routing (integers) changes."""
     for hidden, inter in ((128, 128), (2880, 2880), (7168, 256)):
-        config = moe_plan.deterministic_plan(TOPK, EXPERTS, inter, hidden)
-        moe_plan.check_config(config, inter, hidden)
-        assert (config.split1, config.split2, config.inline, config.fused_combine) == (1, 1, False, False)
-        assert config.bm == moe_plan.DETERMINISTIC_BM
+        one, many = (moe_plan.deterministic_plan(tokens, TOPK, EXPERTS, inter, hidden) for tokens in (1, 4096))
+        moe_plan.check_config(one, inter, hidden)
+        assert dataclasses.replace(one, inline=False) == many and one.inline and not many.inline
+        assert (many.split2, many.fused_combine, many.bm) == (1, False, moe_plan.DETERMINISTIC_BM)
+        assert many.split1 == max(1, moe_plan.heuristic_plan(1, TOPK, EXPERTS, inter, hidden).split1 // 2)
+    # DeepSeek-R1 TP8 (256 experts, top 8, inter 256, hidden 7168): the 1-token plan splits GEMM1's K 8 ways
+    assert moe_plan.deterministic_plan(1, 8, 256, 256, 7168).split1 == 4
 
 
 def test_deterministic_backend_is_the_default_ones_untuned_twin():

@@ -15,7 +15,8 @@ two >= 16, the smallest tl.dot M) against BLOCK_N cached tokens at a time. Each 
 loaded from HBM once, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent
 part serves as K (for QK^T) and as V (for PV) (the reload_v variant reads it a second time, from
 L2). Online softmax in the exp2 domain, fp32 accumulation. fp8 KV is loaded as fp8 and converted
-to q's dtype in registers, or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8 MMAs
+in registers to q's dtype, or to fp16 with bf16 q (config f16_mma, the built-in choice: q rescaled per
+row to fit), or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8 MMAs
 on the tile as loaded, q split into a high and a low fp8 part with per-row scales; the per-tensor KV
 scale is folded into the softmax scale (K) and applied to the fp32 accumulator (V), read from device
 memory so that nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device) and the
@@ -38,6 +39,8 @@ Only Triton APIs present in 3.6 are used.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +78,9 @@ class MlaKernelConfig:
     # program beat 4 -- 23 vs 36 us at nhead 64 -- once the reduce loaded its partials together)
     min_granules_per_program: int = 1
     fp8_qk: bool = False  # fp8 KV: q split into two fp8 parts, Q@K^T as fp8 MMAs on the tile as loaded
+    # fp8 KV with bf16 q: the MMAs that take converted KV run in fp16 (see _f16_rows): e4m3 -> fp16 is one exact
+    # conversion instruction per two elements, e4m3 -> bf16 goes through fp16 and fp32
+    f16_mma: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -90,16 +96,21 @@ DEFAULT_CONFIG = MlaKernelConfig()
 #                               (block 32: 229 / 431 us; block 64 with 3 stages 191 / 340; 1 stage 225 / 401)
 BF16_SMALL_TILE_CONFIG = MlaKernelConfig(num_warps=4, programs_per_sm=2)
 BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
-# fp8 KV, converted to q's dtype: Triton keeps a single fp8 latent load that feeds both MMAs
-# synchronous (see _attend_kv_range), so either prefetch one block ahead in registers (best
-# at 16 rows: 141-145 us, 35%) or load the latent twice, HBM once and L2 once (best at 32
-# rows: 189 us at nhead 32). (Running those MMAs in fp16 was 10-15% faster but departs from
-# "compute in q's dtype" -- bf16 q overflows fp16 past 65504 -- and was removed.)
-# At 64 rows Q@K^T runs as fp8 MMAs (fp8_qk; H200: 263 us at nhead 64, 489 us at nhead 128, against
-# 356 / 678 us converting K too). At 16-32 rows fp8_qk was slower (175-180 vs 144 us at nhead 16).
-FP8_SMALL_TILE_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1)
-FP8_CONFIG = MlaKernelConfig(reload_v=True)
-FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True)
+# fp8 KV, converted for the MMAs: Triton keeps a single fp8 latent load that feeds both MMAs
+# synchronous (see _attend_kv_range), so either prefetch one block ahead in registers or load the
+# latent twice, HBM once and L2 once (reload_v). At 64 rows Q@K^T runs as fp8 MMAs (fp8_qk; H200: 263 us
+# at nhead 64, 489 us at nhead 128, against 356 / 678 us converting K too); at 16-32 rows fp8_qk was slower
+# (175-180 vs 144 us at nhead 16). With bf16 q the converted MMAs run in fp16 (f16_mma: e4m3 -> fp16 is one
+# instruction per two elements, -> bf16 three; offline sm_90 SASS: the 16-row loop 1105 -> 859 instructions per
+# warp). H200, kernel_us, batch 64, bf16 -> fp16 MMAs at each row count's best config:
+#   16 rows (nhead 16): prefetch, 8 warps 144.5 -> 135.0 us; reload_v, 4 warps, 2 per SM 124.0 us
+#   32 rows (nhead 32): reload_v 192.4 -> 177.1 us; reload_v, 3 stages 164.8 us
+#   64 rows (nhead 64 / 128): fp8_qk 259.3 -> 242.2 / 486.5 -> 445.7 us
+# (results/examples/mla-variants-h200/round3-f16-mma.jsonl). Still slower than bf16 KV (86.7 / 153.1 / 177.3 /
+# 313.0 us): the converted tile costs registers and issue slots the bf16 kernel spends on loads.
+FP8_SMALL_TILE_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, f16_mma=True)
+FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
+FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 
 
 @dataclass
@@ -172,6 +183,21 @@ def _fp8_rows(x_nope, x_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
 
 
 @triton.jit
+def _f16_rows(q_nope, q_pe):
+    """q's rows in fp16, each divided by the power of two that puts its largest magnitude in [2^14, 2^15)
+    (returned, for the softmax scale). Exact for every element above 2^-28 of its row's largest (fp16's
+    11-bit significand holds bf16's 8); smaller ones, which an fp32-accumulated dot product cannot see
+    next to the largest, become fp16 subnormals. Without the scale, bf16 q overflows fp16 past 65504."""
+    q_nope = q_nope.to(tl.float32)
+    q_pe = q_pe.to(tl.float32)
+    amax = tl.maximum(tl.max(tl.abs(q_nope), 1), tl.max(tl.abs(q_pe), 1))
+    # the exponent field of amax, less 14 (at least 1: an all-zero row gets the harmless scale 2^-126)
+    biased_exp = tl.maximum((amax.to(tl.int32, bitcast=True) >> 23) - 14, 1)
+    scale = (biased_exp << 23).to(tl.float32, bitcast=True)
+    return (q_nope / scale[:, None]).to(tl.float16), (q_pe / scale[:, None]).to(tl.float16), scale
+
+
+@triton.jit
 def _split_q_fp8(q_nope, q_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
     """q = hi * hi_scale + lo * lo_scale (per row), hi and lo in fp8: lo holds what hi's 3 mantissa
     bits lost, so the pair carries about bf16's precision and two fp8 MMAs cost what one bf16 MMA does."""
@@ -189,7 +215,7 @@ def _attend_kv_range(
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, FP8_MAX: tl.constexpr,
+    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence.
@@ -208,7 +234,10 @@ def _attend_kv_range(
     - FP8_QK (fp8 KV): q split into two fp8 parts with per-row scales (folded into the softmax
       scale), so that Q@K^T runs as fp8 MMAs on the KV tile as loaded; only V is converted. (fp8
       P@V was tried too: no faster at 16-32 rows, and wrong results from Triton 3.6's 64-row fp8
-      MMA with V as the second operand.)"""
+      MMA with V as the second operand.)
+    - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
+      power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
+      [0, 1]); e4m3 converts to fp16 exactly."""
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
     row_ok = j < QLEN
@@ -225,7 +254,10 @@ def _attend_kv_range(
         q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, KV.dtype.element_ty, FP8_MAX)
         hi_scale = (hi_scale * qk_scale)[:, None]
         lo_scale = (lo_scale * qk_scale)[:, None]
-    mma_dtype = Q.dtype.element_ty  # the non-fp8 MMAs run in q's dtype
+    elif F16_MMA:
+        q_nope, q_pe, q_scale = _f16_rows(q_nope, q_pe)
+        qk_scale = (q_scale * qk_scale)[:, None]
+    mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs run in q's dtype
     acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
     if PREFETCH:
         tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
@@ -331,7 +363,7 @@ def _split_kv_kernel(
     DIRECT_OUT: tl.constexpr, SPLIT_TOKENS: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, FP8_MAX: tl.constexpr,
+    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     # Head groups vary fastest so that the programs reading the same sequence's KV run together
@@ -351,7 +383,7 @@ def _split_kv_kernel(
         Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, FP8_MAX,
+        QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
         D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
@@ -369,7 +401,7 @@ def _persistent_kernel(
     INFO_COLS: tl.constexpr,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, FP8_MAX: tl.constexpr,
+    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -388,7 +420,7 @@ def _persistent_kernel(
             Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, FP8_MAX,
+            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
             D_LATENT, D_ROPE,
         )
         if slot < 0:
@@ -532,10 +564,12 @@ def reduce_shape(merged_rows: int, invariant: bool) -> ReduceShape:
     return NARROW_REDUCE
 
 
-def _fp8_args(kv: PagedKV, config: MlaKernelConfig) -> dict:
-    """The fp8 MMA switch (only for fp8 KV) and the e4m3 flavour's largest finite value."""
+def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
+    """The fp8 and fp16 MMA switches (only for fp8 KV; fp16 only for bf16 q: fp16 q runs its MMAs in fp16
+    anyway) and the e4m3 flavour's largest finite value."""
     fp8 = kv.kv_buffer.dtype in E4M3_DTYPES
-    return dict(FP8_QK=fp8 and config.fp8_qk, FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
+    return dict(FP8_QK=fp8 and config.fp8_qk, F16_MMA=fp8 and config.f16_mma and q.dtype == torch.bfloat16,
+                FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
 
 
 def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_sms: int,
@@ -588,7 +622,8 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> Mla
 
 def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int) -> dict[str, MlaKernelConfig]:
     """What `--tune` tries for a case: the built-in choice and the alternatives that won somewhere."""
-    c, fp8 = MlaKernelConfig, kv_dtype in E4M3_DTYPES
+    fp8 = kv_dtype in E4M3_DTYPES
+    c = functools.partial(MlaKernelConfig, f16_mma=True) if fp8 else MlaKernelConfig  # fp16 MMAs won everywhere
     # fp8: ncu on an H200 (nhead 16, batch 64, persistent, prefetch config) showed 255 registers per thread with
     # spills and one 8-warp program per SM (12.5% occupancy, DRAM 23%): the 4-warp, 2-per-SM shapes test that
     options = ({"reload_v": c(reload_v=True), "prefetch": c(prefetch=True, num_stages=1),
@@ -597,12 +632,15 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int) -> dict[str, M
                 "reload_v,warps4,2/sm": c(reload_v=True, num_warps=4, programs_per_sm=2),
                 "fp8qk": c(fp8_qk=True), "fp8qk,reload_v": c(fp8_qk=True, reload_v=True),
                 "fp8qk,rows64": c(fp8_qk=True, max_tile_rows=64, block_n=64),
-                "fp8qk,rows64,block32": c(fp8_qk=True, max_tile_rows=64, block_n=32)} if fp8 else
+                "fp8qk,rows64,block32": c(fp8_qk=True, max_tile_rows=64, block_n=32),
+                "reload_v,stages3,warps4,2/sm": c(reload_v=True, num_stages=3, num_warps=4, programs_per_sm=2)} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
     builtin = builtin_config(kv_dtype, nhead, qlen)
+    if fp8:
+        options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 
@@ -702,7 +740,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(kv, config),
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config),
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
@@ -743,7 +781,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(kv, config),
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config),
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:

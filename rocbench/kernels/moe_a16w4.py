@@ -25,9 +25,9 @@ The layout is a runtime argument: only the per-program row bases differ, every a
 operation is the same, so both layouts give bitwise identical results.
 
 Batch invariance: plan_moe picks BM, K splits and the routing from the token count, and K splits
-change a token's summation order. With moe_plan.deterministic_plan (no K split, fixed tiles) the
-GEMM and combine kernels compile to the same code for every batch and each token's column of a dot
-is computed on its own, so a token's output does not depend on the rest of the batch.
+change a token's summation order. With moe_plan.deterministic_plan (tiles and K splits fixed per shape)
+every float operation a token meets is the same for every batch: each token's column of a dot is computed
+on its own, and only the routing (integers: which program takes which pairs) follows the batch.
 """
 
 from __future__ import annotations

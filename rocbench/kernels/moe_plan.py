@@ -107,16 +107,23 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
 
 
-def deterministic_plan(topk: int, experts: int, inter: int, hidden: int) -> MoeConfig:
-    """One config for every batch (deterministic inference): a token's output is bitwise the same whatever
-    else is in the batch. It is a function of the model's shape alone (today only of inter and hidden), never
-    of the token count or the device: no K split (each output is one program's K loop in ascending order), a
-    fixed BM (the dots compile once; the MMA computes each token's column on its own, so its place in the
-    tile and the masked-out padding columns change nothing), the block table (inline routing is for small
-    batches only) and the separate combine kernel (the top-k sum in slot order). Routing moves integers
-    only: every float operation a token meets is the same in any batch."""
-    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=1, split2=1, inline=False,
-                     fused_combine=False)
+def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
+    """One arithmetic for every batch (deterministic inference): a token's output is bitwise the same whatever
+    else is in the batch. Every choice that touches a float -- tiles, BM, K splits -- is a function of the model's
+    shape and the GPU's SM count, never of the token count: a fixed BM (the dots compile once; the MMA computes
+    each token's column on its own, so its place in the tile and the masked-out padding columns change nothing),
+    a fixed GEMM1 K split summed in split order, no GEMM2 split, and the separate combine kernel (the top-k sum
+    in slot order). Only the routing follows the batch, and routing moves integers: inline for a few pairs,
+    the block table above, exactly as the default plan routes.
+
+    GEMM1's K split is half the 1-token plan's: without it a 1-token call had too few programs to stream the
+    weights (H200, kernel_us, x the default plan: 1.6x at gpt-oss-120b TP1, 3.3x at TP8, 3.6x at DeepSeek-R1
+    TP8), while the 1-token plan's full split writes and rereads fp32 partials at prefill (1.34x at gpt-oss TP1
+    x 1024 tokens); half stayed within 1.08-1.27x at 1, 64 and 1024 tokens for all three
+    (results/examples/moe-tiles-h200/det-splits.jsonl)."""
+    one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
+    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=max(1, one_token.split1 // 2),
+                     split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False)
 
 
 def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:

@@ -80,23 +80,23 @@ class TritonMoe(Backend):
 
 @REGISTRY.register
 class TritonMoeDeterministic(TritonMoe):
-    """The same kernel with one plan for every batch (moe_plan.deterministic_plan): a token's output is bitwise
-    the same whatever else is in its batch. Not tuned: a config picked per shape and token count is what
-    makes the default backend batch-variant."""
+    """The same kernel with one arithmetic for every batch (moe_plan.deterministic_plan): a token's output is
+    bitwise the same whatever else is in its batch. Not tuned: a config picked per shape and token count is
+    what makes the default backend batch-variant."""
 
     name = "triton_det"
-    description = "batch-invariant fixed plan of the Triton a16w4 kernel: one tiling for every token count, no K split"
+    description = "batch-invariant fixed plan of the Triton a16w4 kernel: one arithmetic for every token count"
     deterministic_of = "triton"
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.moe_plan import deterministic_plan
 
-        _, topk, experts, inter, hidden = self.shape(case)
-        config = deterministic_plan(topk, experts, inter, hidden)
+        config = deterministic_plan(*self.shape(case), ctx.platform.sm_count or 132)
         prepared = self.prepare_with(case, io, ctx, config, "fixed")
+        route = "inline routing" if config.inline else "block-table routing"
         return dataclasses.replace(prepared, description=(
-            f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, no K split, block-table "
-            "routing, top-k sum in slot order"))
+            f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, GEMM1 K split {config.split1} "
+            f"for every batch, {route}, top-k sum in slot order"))
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
         return None
