@@ -257,7 +257,7 @@ def _attend_kv_range(
     elif F16_MMA:
         q_nope, q_pe, q_scale = _f16_rows(q_nope, q_pe)
         qk_scale = (q_scale * qk_scale)[:, None]
-    mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs run in q's dtype
+    mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs: fp16, or q's dtype
     acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
     if PREFETCH:
         tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
