@@ -175,9 +175,15 @@ def _softmax_step_rows(acc, m_i, l_i, s, v, visible):
 
 
 @triton.jit
+def _row_amax(x_nope, x_pe):
+    """The largest magnitude of each row of x (its latent and rope parts together)."""
+    return tl.maximum(tl.max(tl.abs(x_nope), 1), tl.max(tl.abs(x_pe), 1))
+
+
+@triton.jit
 def _fp8_rows(x_nope, x_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
     """x's rows (fp32) in fp8 with one scale per row (amax / FP8_MAX; 1 for an all-zero row)."""
-    amax = tl.maximum(tl.max(tl.abs(x_nope), 1), tl.max(tl.abs(x_pe), 1))
+    amax = _row_amax(x_nope, x_pe)
     scale = tl.where(amax > 0.0, amax / FP8_MAX, 1.0)
     return (x_nope / scale[:, None]).to(FP8_TYPE), (x_pe / scale[:, None]).to(FP8_TYPE), scale
 
@@ -190,7 +196,7 @@ def _f16_rows(q_nope, q_pe):
     next to the largest, become fp16 subnormals. Without the scale, bf16 q overflows fp16 past 65504."""
     q_nope = q_nope.to(tl.float32)
     q_pe = q_pe.to(tl.float32)
-    amax = tl.maximum(tl.max(tl.abs(q_nope), 1), tl.max(tl.abs(q_pe), 1))
+    amax = _row_amax(q_nope, q_pe)
     # the exponent field of amax, less 14 (at least 1: an all-zero row gets the harmless scale 2^-126)
     biased_exp = tl.maximum((amax.to(tl.int32, bitcast=True) >> 23) - 14, 1)
     scale = (biased_exp << 23).to(tl.float32, bitcast=True)
