@@ -12,6 +12,7 @@ from rocbench.kernels.mla_decode import (
     MlaKernelConfig,
     alloc_persistent_workspace,
     alloc_split_kv_workspace,
+    builtin_config,
     default_config,
     kernel_heads_per_group,
     mla_decode_persistent,
@@ -193,6 +194,10 @@ def test_default_config_by_tile_size():
     wide = default_config(FP8_DTYPE, 64, 1)  # 64-row tiles: Q@K^T as fp8 MMAs
     assert wide.fp8_qk and wide.f16_mma and kernel_heads_per_group(64, 1, wide) == 64
     assert not default_config(torch.bfloat16, 64, 1).fp8_qk
+    # fp8 16-row tiles at small batches: the prefetch config; batch-invariant callers ask without a batch
+    assert default_config(FP8_DTYPE, 16, 1, batch=1).prefetch and default_config(FP8_DTYPE, 16, 1, batch=8).prefetch
+    assert default_config(FP8_DTYPE, 16, 1, batch=16) == small == builtin_config(FP8_DTYPE, 16, 1)
+    assert default_config(FP8_DTYPE, 64, 1, batch=1) == wide and default_config(torch.bfloat16, 16, 1, batch=1).programs_per_sm == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")

@@ -256,6 +256,23 @@ def test_route_blocks_tables():
     assert blk_n[b:].tolist() == [0] * (mb - b) and blk_e[b:].tolist() == [-1] * (mb - b)
 
 
+@pytest.mark.parametrize("tokens,topk,experts,bm", [(3, 8, 256, 32), (40, 2, 4, 32), (100, 8, 256, 16), (70, 4, 128, 64), (300, 8, 256, 32)])
+def test_route_blocks_is_a_stable_sort(tokens, topk, experts, bm):
+    # several chunks of 128 pairs (300 x 8: more than one scan step of 16 chunks), a last chunk part-filled, 256
+    # experts (the invalid key needs a 512-wide histogram)
+    g = torch.Generator().manual_seed(tokens)
+    ids = torch.randint(0, experts, (tokens * topk,), generator=g, dtype=torch.int32)
+    ids[[1, 5, ids.numel() - 1]] = torch.tensor([-1, experts, -7], dtype=torch.int32)
+    mb = min(ids.numel(), -(-ids.numel() // bm) + min(experts, ids.numel()))
+    sorted_ids, blk_e, _, blk_n = [o.cpu() for o in K.route_blocks(ids.to(DEV), experts, bm, mb)]
+    key = torch.where((ids >= 0) & (ids < experts), ids, experts)
+    assert torch.equal(sorted_ids, torch.argsort(key, stable=True).to(torch.int32))
+    counts = torch.bincount(key, minlength=experts + 1)[:experts]
+    assert torch.equal(blk_n[blk_e >= 0].sum(), counts.sum()) and (blk_e[blk_n == 0] == -1).all()
+    assert torch.equal(torch.bincount(blk_e[blk_e >= 0].long(), weights=blk_n[blk_e >= 0].double(),
+                                      minlength=experts).long(), counts)
+
+
 def test_unsupported_shapes_and_bad_inputs():
     assert "MX block" in K.moe_a16w4_unsupported_reason(L.SEPARATED, 128, 360, 2880)
     assert K.moe_a16w4_unsupported_reason(L.INTERLEAVE, 128, 2880, 2880).startswith("w13")

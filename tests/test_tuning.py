@@ -25,11 +25,11 @@ def test_the_kernels_load_what_was_stored(store):
     from rocbench.kernels import mla_decode, moe_plan
 
     fp8 = torch.float8_e4m3fn
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 1) == mla_decode.builtin_config(fp8, 16, 1)
+    assert mla_decode.default_config(fp8, 16, 1, "cuda", 1) == mla_decode.builtin_config(fp8, 16, 1, 1)
     wanted = mla_decode.MlaKernelConfig(reload_v=True, num_stages=3)
     tuned.remember("mla_decode", "cuda", mla_decode.tune_key(fp8, 16, 1, 3), dataclasses.asdict(wanted), {})
     assert mla_decode.default_config(fp8, 16, 1, "cuda", 4) == wanted  # batches 3 and 4 share a bucket
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 64) == mla_decode.builtin_config(fp8, 16, 1)
+    assert mla_decode.default_config(fp8, 16, 1, "cuda", 64) == mla_decode.builtin_config(fp8, 16, 1, 64)
     assert mla_decode.default_config(fp8, 128, 1, "cuda", 4) == mla_decode.builtin_config(fp8, 128, 1)  # other tile
     shape = (16, 4, 128, 384, 3072)
     plan = moe_plan.plan_moe(*shape, 132, "cuda")

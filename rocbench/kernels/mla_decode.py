@@ -32,7 +32,7 @@ comes from one program or a merge of partials, must depend on that sequence alon
 modes do not give that (the split count, and the schedule's quota boundaries, follow the whole
 batch). Fixed-size splits do: `mla_decode_split_kv(..., split_tokens=N)` and a schedule built
 with `fixed_split_tokens=N` cut every sequence at multiples of N tokens and merge its pieces in KV
-order. The config must not depend on the batch either (use builtin_config, not a per-batch tuned one).
+order. The config must not depend on the batch either (builtin_config without a batch, not a per-batch one).
 
 Only Triton APIs present in 3.6 are used.
 """
@@ -109,6 +109,11 @@ BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
 # (results/examples/mla-variants-h200/round3-f16-mma.jsonl). Still slower than bf16 KV (86.7 / 153.1 / 177.3 /
 # 313.0 us): the converted tile costs registers and issue slots the bf16 kernel spends on loads.
 FP8_SMALL_TILE_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, f16_mma=True)
+# ... but at small batches (persistent, nhead 16, ctx 4096, H200 kernel_us) the 8-warp prefetch config wins, where a
+# program gets one or two KV blocks: batch 1 13.8 vs 15.7 us, 2: 14.3 vs 18.4, 4: 18.6 vs 21.2, 8: 25.9 vs 28.6;
+# from batch 16 on the one above (42.8 vs 43.5, 32: 68.5 vs 73.0, 64: 124.8 vs 135.6; mla-variants-h200/smallbatch.jsonl)
+FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1, f16_mma=True)
+FP8_SMALL_BATCH_MAX = 8
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 
@@ -613,20 +618,26 @@ def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1,
     stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen, batch))
     if stored:
         return MlaKernelConfig(**stored)
-    return builtin_config(kv_dtype, nhead, qlen)
+    return builtin_config(kv_dtype, nhead, qlen, batch)
 
 
-def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1) -> MlaKernelConfig:
+def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch: int | None = None) -> MlaKernelConfig:
+    """The H100/H200 sweep winners listed above for a KV dtype, head count and q length. With a batch, the
+    small-batch winner where one differs; batch None gives the one config for every batch, which a
+    batch-invariant caller (triton_det) must use."""
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     large_tile = qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64
     if kv_dtype in E4M3_DTYPES:
+        if small_tile and batch is not None and batch <= FP8_SMALL_BATCH_MAX:
+            return FP8_SMALL_TILE_SMALL_BATCH_CONFIG
         return FP8_SMALL_TILE_CONFIG if small_tile else FP8_LARGE_TILE_CONFIG if large_tile else FP8_CONFIG
     if small_tile:
         return BF16_SMALL_TILE_CONFIG
     return BF16_LARGE_TILE_CONFIG if large_tile else DEFAULT_CONFIG
 
 
-def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int) -> dict[str, MlaKernelConfig]:
+def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
+                    batch: int | None = None) -> dict[str, MlaKernelConfig]:
     """What `--tune` tries for a case: the built-in choice and the alternatives that won somewhere."""
     fp8 = kv_dtype in E4M3_DTYPES
     c = functools.partial(MlaKernelConfig, f16_mma=True) if fp8 else MlaKernelConfig  # fp16 MMAs won everywhere
@@ -644,7 +655,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int) -> dict[str, M
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
-    builtin = builtin_config(kv_dtype, nhead, qlen)
+    builtin = builtin_config(kv_dtype, nhead, qlen, batch)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}

@@ -43,7 +43,8 @@ class TritonMla(Backend):
         from rocbench.kernels import mla_decode as k
 
         config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"])
-        tuned = "tuned" if config != k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"]) else "built-in"
+        builtin = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"])
+        tuned = "tuned" if config != builtin else "built-in"
         return self.prepare_with(case, io, ctx, config, f"{tuned} config")
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
@@ -56,7 +57,7 @@ class TritonMla(Backend):
             where = tuned.remember("mla_decode", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"]),
+        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"]),
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     @staticmethod
