@@ -197,6 +197,8 @@ def test_default_config_by_tile_size():
     # fp8 16-row tiles at small batches: the prefetch config; batch-invariant callers ask without a batch
     assert default_config(FP8_DTYPE, 16, 1, batch=1).prefetch and default_config(FP8_DTYPE, 16, 1, batch=8).prefetch
     assert default_config(FP8_DTYPE, 16, 1, batch=16) == small == builtin_config(FP8_DTYPE, 16, 1)
+    bf16_32 = {batch: default_config(torch.bfloat16, 32, 1, batch=batch) for batch in (2, 8, None)}
+    assert bf16_32[2].num_warps == 8 and bf16_32[8].programs_per_sm == bf16_32[None].programs_per_sm == 2
     assert default_config(FP8_DTYPE, 64, 1, batch=1) == wide and default_config(torch.bfloat16, 16, 1, batch=1).programs_per_sm == 2
 
 

@@ -75,8 +75,34 @@ def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
     monkeypatch.setattr(eager, "tuning", lambda case, ctx: tuning, raising=False)
     monkeypatch.setattr(measure, "measure_graph", lambda backend, ctx, opts, runners: SimpleNamespace(
         stats=SimpleNamespace(median_us=speeds[current["name"]])))
-    row = {"graph_us_median": 7.0}
-    measure.tune_backend(suite, eager, case, ctx, RunOptions(), [io], row)
+    row = {}
+    assert measure.tune_backend(suite, eager, case, ctx, RunOptions(), [io], row)
     assert stored["name"] == "fast" and stored["evidence"]["failed"] == ["wrong"]
-    assert set(stored["evidence"]["us"]) == {"slow", "fast"} and stored["evidence"]["default_graph_us"] == 7.0
+    assert set(stored["evidence"]["us"]) == {"slow", "fast"}
     assert row["tuned"].startswith("fast 4.00 us (graph), best of 2 passing (1 failed); stored in the store")
+
+
+def test_a_tuned_row_is_gated_and_timed_with_the_winner(monkeypatch):
+    """The kernel loads the stored winner after tuning (the later kernel pass too): the row's gate, path and graph
+    time must come from it as well, not from the default the case started with (found on an H200: a row with the
+    winner's kernel_us beside the built-in config's graph_us)."""
+    suite = toy_addrmsnorm.SUITE
+    case = suite.cases(suite_params(suite, {"tokens": "2", "dtype": "fp32"}))[0]
+    loaded, calls = {"config": "default"}, []
+
+    def gate(suite, backend, case, ctx, opts, row):
+        calls.append(("gate", loaded["config"]))
+        row["path"] = loaded["config"]
+        return "io", "run"
+
+    monkeypatch.setattr(measure, "gate_checks", gate)
+    monkeypatch.setattr(measure, "rotated_inputs", lambda suite, case, ctx, io: [io])
+    monkeypatch.setattr(measure, "tune_backend", lambda *args: calls.append(("tune",)) or loaded.update(config="winner")
+                        or True)
+    monkeypatch.setattr(measure, "time_backend", lambda *args: calls.append(("time", loaded["config"])))
+    monkeypatch.setattr(measure, "device_alive", lambda ctx: False)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    ctx = RankContext(0, 1, torch.device("cuda"), detect(), seed=0)  # only its type is read: no GPU needed
+    row = measure.run_case(suite, suite.backends.get("eager"), case, ctx, RunOptions(tune=True)).row
+    assert calls == [("gate", "default"), ("tune",), ("gate", "winner"), ("time", "winner")], row.get("detail")
+    assert row["path"] == "winner"

@@ -355,13 +355,13 @@ def time_and_rates(basis: str, stats, work, roofline: Roofline | None) -> dict:
 
 
 def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions,
-                 ios: list, row: dict) -> None:
+                 ios: list, row: dict) -> bool:
     """--tune: gate and time every config the backend offers for this case on the same rotated inputs; the
     fastest that passes (by graph time: what a serving graph pays) is stored where the kernel loads it for
-    this device (the row says which won)."""
+    this device (the row says which won). True when one was stored."""
     tuning = backend.tuning(case, ctx)
     if tuning is None:
-        return
+        return False
     tolerance = backend.tolerance(case, ctx.platform)
     times: dict[str, float] = {}
     failed: list[str] = []
@@ -381,12 +381,14 @@ def tune_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
             failed.append(name)
     if not times:
         row["tuned"] = f"no candidate passed ({', '.join(failed)})"
-        return
+        return False
     best = min(times, key=times.get)
-    evidence = {"us": times, "failed": failed, "case": case.id, "default_graph_us": row.get("graph_us_median")}
+    evidence = {"us": times, "failed": failed, "case": case.id}  # the default is one of the candidates
     where = tuning.remember(best, tuning.candidates[best], evidence) if ctx.rank == 0 else ""
+    rank_sync(ctx).barrier()  # every rank loads what rank 0 stored from here on
     row["tuned"] = (f"{best} {times[best]:.2f} us (graph), best of {len(times)} passing ({len(failed)} failed); "
                     f"stored in {where}")
+    return True
 
 
 def io_bytes(io: Any, depth: int = 2) -> int:
@@ -415,10 +417,15 @@ def run_case(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts:
         if gated is not None and not opts.correctness_only and ctx.device.type == "cuda":
             io, run = gated
             ios = phase(ctx, "build rotated inputs", lambda: rotated_inputs(suite, case, ctx, io))
-            if "graph" in opts.times:
+            if opts.tune and tune_backend(suite, backend, case, ctx, opts, ios, row):
+                # The kernel loads the stored winner from now on (the kernel pass too): the whole gate again, then
+                # the times, so that the row's path, gate and both times are the winner's
+                gated = gate_checks(suite, backend, case, ctx, opts, row)
+                if gated is not None:
+                    io, run = gated
+                    ios = phase(ctx, "build rotated inputs", lambda: rotated_inputs(suite, case, ctx, io))
+            if gated is not None and "graph" in opts.times:
                 time_backend(suite, backend, case, ctx, opts, ios, run, row)
-            if opts.tune:
-                tune_backend(suite, backend, case, ctx, opts, ios, row)
     except PhaseError as err:
         row.update(status=FAULT, gate=row.get("gate") or "fault", detail=err.detail)
         fatal = err.fatal
