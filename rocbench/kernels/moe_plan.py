@@ -160,7 +160,9 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "prefetch": dict(prefetch=not plan.prefetch), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
         "scale_bytes/words": dict(scale_words=not plan.scale_words), "scaled_dot": dict(scaled_dot=True),
         "bn1=32,bytes": dict(bn1=32, scale_words=False), "bn1=128,w8": dict(bn1=128, warps1=8),
-        "stages2": dict(stages1=2, stages2=2),
+        "stages2": dict(stages1=2, stages2=2), "stages4": dict(stages1=4, stages2=4),
+        # rows per expert block: the plan grows bm with the average rows per expert, which may misjudge skew
+        "bm*2": dict(bm=min(64, plan.bm * 2)), "bm/2": dict(bm=max(16, plan.bm // 2)),
         # the plan before 64-row GEMM1 tiles (its 9% lead in graph time at gpt-oss-120b TP 8 x 1 token on an H200 did
         # not recur in the next sweep: noise, but a cheap candidate to keep measuring)
         "bn1=32,bytes,stages2": dict(bn1=32, scale_words=False, stages1=2, stages2=2),
