@@ -45,14 +45,15 @@ from rocbench.kernels.moe_route import route_blocks
 
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
 
+ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
+_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
 
 def _halves_first(a: torch.Tensor) -> torch.Tensor:
     """[R, K] activations -> a contiguous copy with each 32-element MX block's even elements first, then its odd
     ones (MoeConfig.halves)."""
     rows, k = a.shape
     return a.reshape(rows, k // 32, 16, 2).transpose(2, 3).reshape(rows, k)
-ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
-_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
 
 # ---------------------------------------------------------------------------------------------
