@@ -44,7 +44,6 @@ from rocbench.kernels.moe_plan import MoeConfig, check_config, moe_a16w4_unsuppo
 from rocbench.kernels.moe_route import route_blocks
 
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
-
 ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
