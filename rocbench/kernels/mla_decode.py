@@ -94,10 +94,10 @@ DEFAULT_CONFIG = MlaKernelConfig()
 #   tile rows 32 (nhead 32):    8 warps, block 64            155 us, 65%  (H200: 4 warps, 2 per SM, see below)
 #   tile rows 64 (nhead >= 64): H200: block 64, 2 stages     179 us (nhead 64), 316 us (nhead 128; 231 TFLOP/s)
 #                               (block 32: 229 / 431 us; block 64 with 3 stages 191 / 340; 1 stage 225 / 401)
-BF16_SMALL_TILE_CONFIG = MlaKernelConfig(num_warps=4, programs_per_sm=2)
-# H200 (Triton 3.6, kernel_us): at 32 rows too, from batch 8 up: persistent batch 8 33.2 vs 34.2 us (8 warps), 16: 41.5
-# vs 48.9, 32: 61.9 vs 84.2, 64: 106.1 vs 153.2, 128: 196.4 vs 290.8; split-KV batch 64 154.6 vs 190.9; MTP (nhead 16
-# x qlen 2, batch 32) 63.8 vs 84.6. At batch 2 8 warps stay ahead (17.9 vs 19.7; batch 1 15.9 vs 16.1, batch 4 equal)
+BF16_TWO_PER_SM_CONFIG = MlaKernelConfig(num_warps=4, programs_per_sm=2)
+# H200 (Triton 3.6, kernel_us): the same at 32 rows, from batch 8 up: persistent batch 8 33.2 vs 34.2 us (8 warps),
+# 16: 41.5 vs 48.9, 32: 61.9 vs 84.2, 64: 106.1 vs 153.2, 128: 196.4 vs 290.8; split-KV batch 64 154.6 vs 190.9; MTP
+# (nhead 16 x qlen 2, batch 32) 63.8 vs 84.6. At batch 2 8 warps stay ahead (17.9 vs 19.7; batch 1 15.9 vs 16.1, batch 4 equal)
 # (mla-variants-h200/rows32.jsonl; `--tune` found it)
 BF16_SMALL_BATCH_MAX = 4
 BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
@@ -639,7 +639,7 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     if large_tile:
         return BF16_LARGE_TILE_CONFIG
     if small_tile or batch is None or batch > BF16_SMALL_BATCH_MAX:
-        return BF16_SMALL_TILE_CONFIG
+        return BF16_TWO_PER_SM_CONFIG
     return DEFAULT_CONFIG
 
 
