@@ -100,10 +100,6 @@ CONFIG_VARIANTS = {
     "fused_combine": lambda c: dataclasses.replace(c, fused_combine=True, split1=2, split2=2, nb1=2, nb2=2),
     "prefetch_split": lambda c: dataclasses.replace(c, prefetch=True, split1=2, split2=2, nb1=2, nb2=2),
     "scale_bytes_bn32": lambda c: dataclasses.replace(c, scale_words=not c.scale_words, bn1=32, nb1=2, nb2=2),
-    "halves": lambda c: dataclasses.replace(c, halves=True),
-    # bn1 16: a GEMM1 program stores half of each 32-column block of GEMM2's halves-first input
-    "halves_table_split_bn16": lambda c: dataclasses.replace(c, halves=True, inline=False, split1=2, split2=2, bm=32,
-                                                             bn1=16, nb1=2, nb2=2),
 }
 
 
@@ -113,8 +109,7 @@ CONFIG_VARIANTS = {
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
     ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
     ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16),
-    ("scale_bytes_bn32", "silu", True, torch.float16), ("halves", "swiglu", True, torch.float16),
-    ("halves_table_split_bn16", "silu", True, torch.float32)])
+    ("scale_bytes_bn32", "silu", True, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])
@@ -346,6 +341,6 @@ def test_gpu_asm_dequant_bitwise_and_config_variants_match_reference(tokens):
         assert torch.equal(asm.view(torch.int16), generic.view(torch.int16)), layout
         for change in (dict(asm_dequant=True, prefetch=not plan.prefetch), dict(fused_combine=True),
                        dict(scale_words=not plan.scale_words), dict(bn1=32, scale_words=False), dict(scaled_dot=True),
-                       dict(bn2=128, warps2=8), dict(halves=True), dict(halves=True, asm_dequant=False)):
+                       dict(bn2=128, warps2=8)):
             other = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
             assert _close(other, ref, rel=1e-2)[0], (layout, change)

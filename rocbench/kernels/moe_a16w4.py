@@ -10,8 +10,7 @@ Pipeline (static grids, no host syncs: CUDA-graph capturable; deterministic):
      them with the weights), decoded to bf16 (PTX bit tricks + two bf16x2 FMAs; a portable
      integer/fp16 path for other dtypes and the interpreter), scaled by 2^(s-127) and fed to
      tl.dot with fp32 accumulation (or, with MoeConfig.scaled_dot and bf16 x, handed to
-     tl.dot_scaled as e2m1 + e8m0 for Triton to decode; or, with MoeConfig.halves, as two dots per
-     K step over the even and the odd K elements, against activations stored halves-first).
+     tl.dot_scaled as e2m1 + e8m0 for Triton to decode).
      The weights are the MMA's M side (decode has few rows per expert). With a K split each
      split stores fp32 partials and the last split to finish (atomic counter) sums them in
      split order; then bias + silu / gpt-oss swiglu, stored in the activation dtype.
@@ -46,13 +45,6 @@ from rocbench.kernels.moe_route import route_blocks
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
 ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
-
-
-def _halves_first(a: torch.Tensor) -> torch.Tensor:
-    """[R, K] activations -> a contiguous copy with each 32-element MX block's even elements first, then its odd
-    ones (MoeConfig.halves)."""
-    rows, k = a.shape
-    return a.reshape(rows, k // 32, 16, 2).transpose(2, 3).reshape(rows, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,9 +146,9 @@ _ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
 
 
 @triton.jit
-def _decode_nibbles(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> (lo, hi) [BN, NB, 16] in DTYPE: the low nibbles (a block's
-    elements 2j) and the high nibbles (elements 2j+1), scaled."""
+def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
+    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
+    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
     if ASM:  # bf16 only, CUDA only
         si = sc.to(tl.int32)
         fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
@@ -170,40 +162,7 @@ def _decode_nibbles(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
         f = _e8m0_factor(sc)[:, :, None]
         lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
         hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
-    return lo, hi
-
-
-@triton.jit
-def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
-    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
-    lo, hi = _decode_nibbles(wq, sc, DTYPE, ASM)
     return tl.reshape(tl.join(lo, hi), [wq.shape[0], wq.shape[1] * 32])
-
-
-@triton.jit
-def _halves_load(rows, m_mask, ks, NB: tl.constexpr):
-    """K step ks of activation rows stored halves-first (_halves_first: a block's even elements at 32b + 0..15, its
-    odd ones at 32b + 16..31): (even, odd), each [NB * 16, BM] for a dot's B operand, 16 contiguous values a load."""
-    k = ks * (NB * 32) + (tl.arange(0, NB) * 32)[None, :, None] + tl.arange(0, 16)[None, None, :]
-    even = tl.load(rows[:, None, None] + k, mask=m_mask[:, None, None], other=0.0)
-    odd = tl.load(rows[:, None, None] + k + 16, mask=m_mask[:, None, None], other=0.0)
-    bm: tl.constexpr = even.shape[0]
-    return tl.trans(tl.reshape(even, [bm, NB * 16])), tl.trans(tl.reshape(odd, [bm, NB * 16]))
-
-
-@triton.jit
-def _decode_halves(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> (even K, odd K) weights, each [BN, NB * 16] in DTYPE: the low
-    and the high nibbles, never joined (see MoeConfig.halves)."""
-    lo, hi = _decode_nibbles(wq, sc, DTYPE, ASM)
-    return tl.reshape(lo, [wq.shape[0], wq.shape[1] * 16]), tl.reshape(hi, [wq.shape[0], wq.shape[1] * 16])
-
-
-@triton.jit
-def _halves_dot(w_even, w_odd, a_even, a_odd, acc, DOT_PREC: tl.constexpr):
-    acc = tl.dot(w_even, a_even, acc, input_precision=DOT_PREC)
-    return tl.dot(w_odd, a_odd, acc, input_precision=DOT_PREC)
 
 
 @triton.jit
@@ -307,15 +266,12 @@ def _weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.conste
 
 @triton.jit
 def _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_BIAS, ACT, alpha,
-               limit, DTYPE: tl.constexpr, HALVES: tl.constexpr):
+               limit, DTYPE: tl.constexpr):
     if HAS_BIAS:
         g += tl.load(b_ptr + e64 * N + offs_n).to(tl.float32)[:, None]
         u += tl.load(b_ptr + e64 * N + INTER + offs_n).to(tl.float32)[:, None]
     a = _activation(g, u, ACT, alpha, limit)
-    col = offs_n
-    if HALVES:  # GEMM2 reads its input halves-first: column 32b + 2j + h is stored at 32b + 16h + j
-        col = (offs_n // 32) * 32 + (offs_n % 2) * 16 + (offs_n % 32) // 2
-    tl.store(act_ptr + pair64[None, :] * INTER + col[:, None], a.to(DTYPE), mask=m_mask[None, :])
+    tl.store(act_ptr + pair64[None, :] * INTER + offs_n[:, None], a.to(DTYPE), mask=m_mask[None, :])
 
 
 @triton.jit(do_not_specialize=["P", "KSTEPS", "KS_PER_SPLIT", "SPLIT"])
@@ -326,7 +282,7 @@ def _moe_gemm1_kernel(
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-    PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, HALVES: tl.constexpr,
+    PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -365,26 +321,19 @@ def _moe_gemm1_kernel(
         else:
             wq_g, s_g = _weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
             wq_u, s_u = _weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
-        if HALVES:
-            x_even, x_odd = _halves_load(x_rows, m_mask, ks, NB)
-            # both decodes before the dots: SASS with them interleaved had 8 barriers per iteration, not 2
-            g_even, g_odd = _decode_halves(wq_g, s_g, DTYPE, ASM)
-            u_even, u_odd = _decode_halves(wq_u, s_u, DTYPE, ASM)
-            acc_g = _halves_dot(g_even, g_odd, x_even, x_odd, acc_g, DOT_PREC)
-            acc_u = _halves_dot(u_even, u_odd, x_even, x_odd, acc_u, DOT_PREC)
+        # x rows are contiguous along K: vector loads, transposed for the dot's B operand
+        xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                     other=0.0)
+        xt = tl.trans(xt)
+        if SCALED_DOT:
+            acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
+            acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
         else:
-            # x rows are contiguous along K: vector loads, transposed for the dot's B operand
-            xt = tl.trans(tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
-                                  other=0.0))
-            if SCALED_DOT:
-                acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
-                acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
-            else:
-                acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
-                acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
+            acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
+            acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
     if SPLIT == 1:
         _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
-                   ACT, alpha, limit, DTYPE, HALVES)
+                   ACT, alpha, limit, DTYPE)
     else:
         # fp32 partials; the last split to finish this tile sums them in split order
         base = part_ptr + ((pid_s * P + pair64[None, :]) * 2) * INTER + offs_n[:, None]
@@ -399,7 +348,7 @@ def _moe_gemm1_kernel(
                 g += tl.load(src, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
                 u += tl.load(src + INTER, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
             _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_BIAS,
-                       ACT, alpha, limit, DTYPE, HALVES)
+                       ACT, alpha, limit, DTYPE)
             _reset(cnt_ptr, tile)
 
 
@@ -448,7 +397,6 @@ def _moe_gemm2_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
-    HALVES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -475,17 +423,12 @@ def _moe_gemm2_kernel(
             next_w, next_s = _weight_step(w_rows, s_rows, s_shift, tl.minimum(ks + 1, ks1 - 1), NB, WORDS)
         else:
             wq, sc = _weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
-        if HALVES:
-            a_even, a_odd = _halves_load(a_rows, m_mask, ks, NB)
-            w_even, w_odd = _decode_halves(wq, sc, DTYPE, ASM)
-            acc = _halves_dot(w_even, w_odd, a_even, a_odd, acc, DOT_PREC)
+        at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                     other=0.0)
+        if SCALED_DOT:
+            acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
         else:
-            at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
-                         other=0.0)
-            if SCALED_DOT:
-                acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
-            else:
-                acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
+            acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
     if HAS_BIAS:
         if pid_s == 0:
             acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
@@ -603,14 +546,13 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     part = act
     if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
-    x_in = _halves_first(x) if cfg.halves else x
     _moe_gemm1_kernel[(tiles1, grid_b, split1)](
-        x_in, x_in.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
+        x, x.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        HALVES=cfg.halves, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -625,7 +567,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, HALVES=cfg.halves, num_warps=cfg.warps2,
+        WORDS=scale_words, num_warps=cfg.warps2,
         num_stages=cfg.stages2)
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))

@@ -39,13 +39,6 @@ class MoeConfig:
     # with bn1 64 it gained (gpt-oss-120b TP1 x 64 tokens 1469 -> 1312 us); with bn1 32 and 4 warps it lost
     # (87 -> 115 us at 1 token), so the plans keep bytes there (_shape_tiles)
     scale_words: bool = True
-    # each K step as two dots, the low nibbles (even K) and the high nibbles (odd K), against activations stored
-    # halves-first per MX block (x copied once per call, GEMM1 stores GEMM2's input so): no tl.join of the decoded
-    # values, whose layout conversions Triton does through shared memory (TTGIR of GEMM1's loop: 6 convert_layout
-    # and 2 join -> 4 convert_layout, the halves stored straight into the MMA's shared operand). Offline sm_90 SASS:
-    # GEMM1 loop 802 -> 646 instructions per warp (BAR 17 -> 2, PRMT 100 -> 36), GEMM2 446 -> 358. Not yet timed on
-    # a GPU: off by default, a --tune candidate
-    halves: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -140,8 +133,6 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
     if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
         raise ValueError(f"bad config {cfg}")
-    if cfg.halves and cfg.scaled_dot:
-        raise ValueError(f"config {cfg}: halves and scaled_dot are two different decodes, pick one")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -169,7 +160,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "prefetch": dict(prefetch=not plan.prefetch), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
         "scale_bytes/words": dict(scale_words=not plan.scale_words), "scaled_dot": dict(scaled_dot=True),
         "bn1=32,bytes": dict(bn1=32, scale_words=False), "bn1=128,w8": dict(bn1=128, warps1=8),
-        "stages2": dict(stages1=2, stages2=2), "stages4": dict(stages1=4, stages2=4), "halves": dict(halves=True),
+        "stages2": dict(stages1=2, stages2=2), "stages4": dict(stages1=4, stages2=4),
         # rows per expert block: the plan grows bm with the average rows per expert, which may misjudge skew
         "bm*2": dict(bm=min(64, plan.bm * 2)), "bm/2": dict(bm=max(16, plan.bm // 2)),
         # the plan before 64-row GEMM1 tiles (its 9% lead in graph time at gpt-oss-120b TP 8 x 1 token on an H200 did
