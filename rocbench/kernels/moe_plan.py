@@ -28,9 +28,9 @@ class MoeConfig:
     stages2: int = 3
     asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
     fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
-    # load the next K step's weights before decoding this one's (register double buffer). H200, kernel_us:
-    # gpt-oss-120b TP1 padded 86.9 -> 84.9 us at 1 token but 1702 -> 1771 at 64; DeepSeek-R1 TP8 41.5 -> 43.9 and
-    # 833 -> 864: off by default, a --tune candidate
+    # load the next K step's weights before decoding this one's (register double buffer). It lost with 32-column
+    # GEMM1 tiles (H200: gpt-oss-120b TP1 x 64 tokens 1702 -> 1771 us); with 64-column tiles and the scales read
+    # as words, --tune picked it with 1 stage at decode, and the decode plans take it (heuristic_plan)
     prefetch: bool = False
     # bf16 x: tl.dot_scaled(weights as e2m1 + e8m0 scales, x as bf16) instead of the kernel's own decode and
     # tl.dot; Triton upcasts the fp4 operand itself (native MX MMAs where the GPU has them)
@@ -84,11 +84,15 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
         blocks = active * -(-rows_per_expert // bm)
         split1 = _pick_split(int((inter // tiles["bn1"]) * blocks), hidden // 32 // tiles["nb1"], num_sms)
         split2 = _pick_split(int((hidden // tiles["bn2"]) * blocks), inter // 32 // tiles["nb2"], num_sms)
-    # H200 (kernel_us): 3 stages beat 2 at decode too (gpt-oss-120b TP1 x 64 tokens 1312 -> 1274 us, TP8
-    # 233 -> 223); for prefill a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485 -> 434 us;
-    # it lost at decode: 430 -> 538 us at 64 tokens)
+    # Decode: the weights prefetched one K step ahead in registers, with 1 pipeline stage. H200, kernel_us, 3
+    # stages -> prefetch + 1 stage (exp/moe_exp.py ROUND=prefetch): gpt-oss-120b TP1 x1 75.1 -> 67.0, x64 1258 ->
+    # 1188; TP8 x1 23.2 -> 21.2, x16 118.9 -> 111.4, x64 212.0 -> 190.0; DeepSeek-R1 TP8 x1 39.1 -> 35.5, x16
+    # 320.1 -> 303.5, x64 631.3 -> 586.7. Prefill keeps 3 stages (--tune: +4% and -4.5% at 1024 tokens) and takes
+    # a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485 -> 434 us; it lost at decode: 430 ->
+    # 538 us at 64 tokens)
+    pipeline = dict(prefetch=True, stages1=1, stages2=1) if decode else {}
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
-    return MoeConfig(bm=bm, **{**tiles, **wide2}, split1=split1, split2=split2,
+    return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
 
 
@@ -148,8 +152,6 @@ def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: 
     return None
 
 
-
-
 def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeConfig]:
     """What `--tune` tries around the heuristic plan: K splits, tile widths, pipelining, the fused combine."""
     variations = {
@@ -157,7 +159,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
         "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8),
         "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
-        "prefetch": dict(prefetch=not plan.prefetch), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
+        "prefetch": dict(prefetch=True), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
+        "stages3": dict(prefetch=False, stages1=3, stages2=3),
         "scale_bytes/words": dict(scale_words=not plan.scale_words), "scaled_dot": dict(scaled_dot=True),
         "bn1=32,bytes": dict(bn1=32, scale_words=False), "bn1=128,w8": dict(bn1=128, warps1=8),
         "stages2": dict(stages1=2, stages2=2), "stages4": dict(stages1=4, stages2=4),
