@@ -50,6 +50,7 @@ def test_candidates_are_distinct_and_valid():
     assert candidates["plan"] == plan and len(candidates) >= 6
     # decode plans prefetch with 1 stage; --tune still measures the 3-stage pipeline without prefetch
     assert plan.prefetch and plan.stages1 == 1 and not moe_plan.heuristic_plan(1024, 4, 128, 384, 3072).prefetch
+    assert not moe_plan.heuristic_plan(16, 4, 128, 2880, 2880).prefetch  # K steps of 2 MX blocks
     assert candidates["stages3"] == dataclasses.replace(plan, prefetch=False, stages1=3, stages2=3)
     for config in candidates.values():
         moe_plan.check_config(config, 384, 3072)

@@ -87,10 +87,12 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     # Decode: the weights prefetched one K step ahead in registers, with 1 pipeline stage. H200, kernel_us, 3
     # stages -> prefetch + 1 stage (exp/moe_exp.py ROUND=prefetch): gpt-oss-120b TP1 x1 75.1 -> 67.0, x64 1258 ->
     # 1188; TP8 x1 23.2 -> 21.2, x16 118.9 -> 111.4, x64 212.0 -> 190.0; DeepSeek-R1 TP8 x1 39.1 -> 35.5, x16
-    # 320.1 -> 303.5, x64 631.3 -> 586.7. Prefill keeps 3 stages (--tune: +4% and -4.5% at 1024 tokens) and takes
-    # a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485 -> 434 us; it lost at decode: 430 ->
-    # 538 us at 64 tokens)
-    pipeline = dict(prefetch=True, stages1=1, stages2=1) if decode else {}
+    # 320.1 -> 303.5, x64 631.3 -> 586.7. All these K steps are 4 MX blocks; with 2 (unpadded gpt-oss-120b, K 2880)
+    # it lost: TP1 x16 527.7 -> 589.3, so shorter steps keep the 3-stage pipeline. Prefill keeps 3 stages (--tune:
+    # +4% and -4.5% at 1024 tokens) and takes a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485
+    # -> 434 us; it lost at decode: 430 -> 538 us at 64 tokens)
+    long_steps = tiles["nb1"] == 4 and tiles["nb2"] == 4
+    pipeline = dict(prefetch=True, stages1=1, stages2=1) if decode and long_steps else {}
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
