@@ -75,7 +75,9 @@ class TritonMoe(Backend):
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
                              out=io.out, config=config, counters=counters)
         route = "inline-route" if config.inline else "aligned"
-        return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} ({source})")
+        pipeline = "prefetch" if config.prefetch else f"stages={config.stages1}"
+        return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
+                             f"({source})")
 
 
 @REGISTRY.register
