@@ -99,6 +99,11 @@ CASES = [
     # bf16 q, fp8 KV, MMAs in fp16 (q rescaled per row); no bf16 dot, so the interpreter runs it right
     ([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True)),
     ([37, 70], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True, fp8_qk=True)),
+    # two programs per item, each half of the output channels (the poisoned output fails an unwritten half):
+    # partials and the reduce, MTP rows; then the direct-output path with several head groups
+    ([37, 70], 16, torch.float16, torch.float16, 8, 2, 3, 4, MlaKernelConfig(block_n=16, dv_halves=True)),
+    ([64, 3], 64, torch.float32, torch.float32, 4, 1, 1, 4, MlaKernelConfig(block_n=16, dv_halves=True,
+                                                                             max_tile_rows=2)),
 ]
 
 
@@ -111,6 +116,15 @@ def test_kernels_match_reference(seq_lens, page, q_dtype, kv_dtype, nhead, qlen,
     assert_matches_reference(out_pers, ref, q_dtype)
     if len(seq_lens) > 1 and max(seq_lens) > 16:
         assert sched.num_partials > 0  # the reduce path ran
+
+
+def test_dv_halves_refuses_what_it_does_not_implement():
+    q, kv, _ = _case([40, 23], 16, torch.float16, FP8_DTYPE, 8, 1, seed=3)
+    with pytest.raises(ValueError, match="dv_halves"):
+        mla_decode_split_kv(q, kv, SM_SCALE, 1, 2, config=MlaKernelConfig(block_n=16, dv_halves=True))
+    q, kv, _ = _case([40, 23], 16, torch.float16, torch.float16, 8, 1, seed=3)
+    with pytest.raises(ValueError, match="dv_halves"):
+        mla_decode_split_kv(q, kv, SM_SCALE, 1, 2, config=MlaKernelConfig(block_n=16, dv_halves=True, prefetch=True))
 
 
 def test_f16_mma_rescales_rows_beyond_fp16_range():
