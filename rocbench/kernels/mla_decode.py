@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.kernels import tuned
@@ -463,7 +465,10 @@ def _split_kv_kernel(
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr, HALVES: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
+        gdc_launch_dependents()
     # Halves, then head groups vary fastest so that the programs reading the same sequence's KV run
     # together (the others' reads hit L2).
     g = tl.program_id(0) // HALVES
@@ -503,7 +508,10 @@ def _persistent_kernel(
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr, HALVES: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     half = tl.program_id(1)  # which half of the output channels (grid axis 1 is HALVES long)
     first = tl.load(WORK_INDPTR + pid)
@@ -567,7 +575,7 @@ def _store_row(OUT, acc, l, b, g, row, col0, stride_ot, stride_oh, QLEN: tl.cons
 def _reduce_splits_kernel(
     OUT, PART_OUT, PART_LSE, SEQ_LENS, num_splits, stride_ot, stride_oh,
     QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr, SPLIT_TOKENS: tl.constexpr,
-    COLS: tl.constexpr, CHUNK: tl.constexpr,
+    COLS: tl.constexpr, CHUNK: tl.constexpr, PDL: tl.constexpr,
 ):
     g = tl.program_id(0)
     b = tl.program_id(1)
@@ -576,6 +584,8 @@ def _reduce_splits_kernel(
     merged = num_splits
     if SPLIT_TOKENS > 0:  # the sequence's own splits only (the attention kernel skipped the rest)
         merged = tl.minimum(num_splits, tl.cdiv(tl.load(SEQ_LENS + b), SPLIT_TOKENS))
+    if PDL:  # launched early (programmatic dependent launch): the partials are complete only after this
+        gdc_wait()
     for first in range(0, merged, CHUNK):  # fixed chunks in split order: deterministic
         split = first + tl.arange(0, CHUNK)
         acc, m, l = _merge_chunk(acc, m, l, PART_OUT, PART_LSE, unit * num_splits + split, split < merged, row, col0,
@@ -587,13 +597,16 @@ def _reduce_splits_kernel(
 def _reduce_schedule_kernel(
     OUT, PART_OUT, PART_LSE, REDUCE_INDPTR, REDUCE_FINAL, REDUCE_PARTIAL, stride_ot, stride_oh,
     QLEN: tl.constexpr, HPG: tl.constexpr, D_LATENT: tl.constexpr, COLS: tl.constexpr, CHUNK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     r = tl.program_id(0)  # one split (sequence, head group)
     row, col0, acc, m, l = _merge_start(tl.program_id(1), D_LATENT, COLS)
-    lo = tl.load(REDUCE_INDPTR + r)
+    lo = tl.load(REDUCE_INDPTR + r)  # the schedule: the host's, not the attention kernel's output
     hi = tl.load(REDUCE_INDPTR + r + 1)
     b = tl.load(REDUCE_FINAL + 2 * r)
     g = tl.load(REDUCE_FINAL + 2 * r + 1)
+    if PDL:  # launched early (programmatic dependent launch): the partials are complete only after this
+        gdc_wait()
     for first in range(lo, hi, CHUNK):  # KV order in fixed chunks: the merge order is fixed, so deterministic
         i = first + tl.arange(0, CHUNK)
         ok = i < hi
@@ -672,6 +685,22 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
     fp8 = kv.kv_buffer.dtype in E4M3_DTYPES
     return dict(FP8_QK=fp8 and config.fp8_qk, F16_MMA=fp8 and config.f16_mma and q.dtype == torch.bfloat16,
                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
+
+
+def _dependent_launch(device: torch.device) -> bool:
+    """Programmatic dependent launch of the reduce: CUDA on sm_90+ (Hopper's griddepcontrol). The reduce's
+    launch and prologue then overlap the attention kernel's tail instead of following it."""
+    return (device.type == "cuda" and torch.version.hip is None and not _interpreting()
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _pdl_launch(pdl: bool) -> dict:
+    """The launch option for a dependent kernel (only passed where it exists: CUDA's Triton backend)."""
+    return {"launch_pdl": True} if pdl else {}
 
 
 def _output_halves(kv: PagedKV, config: MlaKernelConfig) -> int:
@@ -860,6 +889,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     workspace = _workspace(workspace, kv.batch * groups * num_kv_splits, qlen * hpg, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     halves = _output_halves(kv, config)
+    pdl = not direct_out and _dependent_launch(q.device)
     _split_kv_kernel[(groups * halves, kv.batch, num_kv_splits)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
         workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
@@ -867,7 +897,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves, PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
@@ -875,7 +905,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         _reduce_splits_kernel[(groups, kv.batch, qlen * hpg * (KV_LORA_RANK // shape.cols))](
             out, workspace.partial_out, workspace.partial_lse, kv.seq_lens, num_kv_splits, out.stride(0),
             out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, SPLIT_TOKENS=split_tokens or 0,
-            COLS=shape.cols, CHUNK=shape.chunk, num_warps=4,
+            COLS=shape.cols, CHUNK=shape.chunk, PDL=pdl, num_warps=4, **_pdl_launch(pdl),
         )
     return out
 
@@ -902,6 +932,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     halves = _output_halves(kv, config)
+    pdl = schedule.num_reduce > 0 and _dependent_launch(q.device)
     _persistent_kernel[(schedule.num_programs, halves)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
         out, workspace.partial_out, workspace.partial_lse,
@@ -909,7 +940,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves, PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:
@@ -919,6 +950,6 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
             out, workspace.partial_out, workspace.partial_lse,
             schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
             out.stride(0), out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, COLS=shape.cols,
-            CHUNK=shape.chunk, num_warps=4,
+            CHUNK=shape.chunk, PDL=pdl, num_warps=4, **_pdl_launch(pdl),
         )
     return out
