@@ -3,6 +3,7 @@
 On a machine without a GPU these run under TRITON_INTERPRET=1 (set in conftest.py) with fp32 /
 fp16 inputs: the interpreter's bf16 tl.dot is wrong in Triton 3.9, so bf16 is GPU-only here."""
 
+import dataclasses
 import math
 
 import pytest
@@ -217,12 +218,17 @@ def test_default_config_by_tile_size():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")
-@pytest.mark.parametrize("kv_dtype,nhead", [(torch.bfloat16, 16), (FP8_DTYPE, 16), (torch.bfloat16, 64), (FP8_DTYPE, 64)])
-def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead):
+@pytest.mark.parametrize("kv_dtype,nhead,change", [
+    (torch.bfloat16, 16, {}), (FP8_DTYPE, 16, {}), (torch.bfloat16, 64, {}), (FP8_DTYPE, 64, {}),
+    # the reduce as a programmatic dependent (Hopper), inside a CUDA graph too
+    (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True)),
+    # the 64-row tile as two programs per item, half the output channels each (the --tune candidate)
+    (torch.bfloat16, 64, dict(dv_halves=True, block_n=32, num_stages=1, num_warps=4))])
+def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     """The default configs compiled: at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
     lens = make_seq_lens(8, 700, "skewed", _gen(14))
     q, kv, ref = _case(lens, 64, torch.bfloat16, kv_dtype, nhead, 1, seed=15)
-    config = default_config(kv_dtype, nhead, 1)
+    config = dataclasses.replace(default_config(kv_dtype, nhead, 1), **change)
     hpg = kernel_heads_per_group(nhead, 1, config)
     sched = build_mla_schedule(lens, 1, nhead, hpg, torch.cuda.get_device_properties(0).multi_processor_count).to("cuda")
     ws_p = alloc_persistent_workspace(sched, "cuda")

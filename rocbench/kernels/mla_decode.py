@@ -89,6 +89,9 @@ class MlaKernelConfig:
     # [64, 256] accumulators at 4 warps and a smaller KV stage let two unsynchronized programs share an SM. Only
     # the plain load path (no prefetch, reload_v or fp8_qk)
     dv_halves: bool = False
+    # the reduce launched as a programmatic dependent (CUDA sm_90+; ignored elsewhere): its launch and prologue
+    # overlap the attention kernel's tail. Off until timed on a GPU; a --tune candidate
+    dependent_reduce: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -687,10 +690,10 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
 
 
-def _dependent_launch(device: torch.device) -> bool:
-    """Programmatic dependent launch of the reduce: CUDA on sm_90+ (Hopper's griddepcontrol). The reduce's
-    launch and prologue then overlap the attention kernel's tail instead of following it."""
-    return (device.type == "cuda" and torch.version.hip is None and not _interpreting()
+def _dependent_launch(config: MlaKernelConfig, device: torch.device) -> bool:
+    """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists: CUDA on sm_90+
+    (Hopper's griddepcontrol), not the interpreter."""
+    return (config.dependent_reduce and device.type == "cuda" and torch.version.hip is None and not _interpreting()
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
@@ -796,6 +799,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
     builtin = builtin_config(kv_dtype, nhead, qlen, batch)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
+    options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 
@@ -889,7 +893,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     workspace = _workspace(workspace, kv.batch * groups * num_kv_splits, qlen * hpg, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     halves = _output_halves(kv, config)
-    pdl = not direct_out and _dependent_launch(q.device)
+    pdl = not direct_out and _dependent_launch(config, q.device)
     _split_kv_kernel[(groups * halves, kv.batch, num_kv_splits)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
         workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
@@ -932,7 +936,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     halves = _output_halves(kv, config)
-    pdl = schedule.num_reduce > 0 and _dependent_launch(q.device)
+    pdl = schedule.num_reduce > 0 and _dependent_launch(config, q.device)
     _persistent_kernel[(schedule.num_programs, halves)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
         out, workspace.partial_out, workspace.partial_lse,
