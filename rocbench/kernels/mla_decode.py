@@ -47,7 +47,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.kernels import tuned
@@ -59,6 +58,21 @@ from rocbench.formats.mla_schedule import (
     build_mla_schedule,
     pick_heads_per_group,
 )
+
+try:  # grid dependency control (dependent_reduce); older Tritons lack it, and then it is never asked for
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    HAS_GDC = True
+except ImportError:
+    HAS_GDC = False
+
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
 
 LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: keeps exp2(m_old - m_new) NaN-free
@@ -693,7 +707,8 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
 def _dependent_launch(config: MlaKernelConfig, device: torch.device) -> bool:
     """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists: CUDA on sm_90+
     (Hopper's griddepcontrol), not the interpreter."""
-    return (config.dependent_reduce and device.type == "cuda" and torch.version.hip is None and not _interpreting()
+    return (config.dependent_reduce and HAS_GDC and device.type == "cuda" and torch.version.hip is None
+            and not _interpreting()
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
