@@ -16,6 +16,7 @@ def test_both_layouts_pass_and_agree_bitwise(tmp_path):
     assert set(frame["status"]) == {"pass"}, frame[["case", "detail"]].to_string()
     assert set(frame["layouts_bitwise"]) == {"yes"}
     assert set(frame["layout"]) == {"interleave", "separated"} and set(frame["inter"]) == {128}  # 256 / TP 2
+    assert frame["path"].str.contains(" prefetch ").all()  # a decode plan with 4-block K steps, and the row says so
     assert frame[["speedup_vs_interleave_kernel", "speedup_vs_interleave_graph"]].isna().all().all()
     assert set(frame["batch_invariant"]) == {"yes"}  # tiny shapes: one plan for every probed batch  # nothing is timed on a CPU
 
