@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +49,7 @@ import triton.language as tl
 
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.kernels import tuned
+from rocbench.kernels.target import nvidia_gpu
 from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
 from rocbench.formats.mla_schedule import (
     DEFAULT_KV_GRANULARITY,
@@ -707,13 +707,8 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
 def _dependent_launch(config: MlaKernelConfig, device: torch.device) -> bool:
     """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists: CUDA on sm_90+
     (Hopper's griddepcontrol), not the interpreter."""
-    return (config.dependent_reduce and HAS_GDC and device.type == "cuda" and torch.version.hip is None
-            and not _interpreting()
+    return (config.dependent_reduce and HAS_GDC and nvidia_gpu(device)
             and torch.cuda.get_device_capability(device)[0] >= 9)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _pdl_launch(pdl: bool) -> dict:
