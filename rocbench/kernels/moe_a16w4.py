@@ -39,7 +39,7 @@ import triton.language as tl
 from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import MoeConfig, check_config, moe_a16w4_unsupported_reason, plan_moe
 from rocbench.kernels.moe_route import route_blocks
-from rocbench.kernels.target import interpreting
+from rocbench.kernels.target import nvidia_gpu
 
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
 ACTIVATION_IDS = {"silu": 0, "swiglu": 1}
@@ -520,7 +520,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     has_bias = int(b13 is not None)
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
-    use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and device.type == "cuda" and not interpreting()
+    use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and nvidia_gpu(device)  # PTX: not for ROCm's "cuda"
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0

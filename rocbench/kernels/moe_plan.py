@@ -26,7 +26,7 @@ class MoeConfig:
     warps2: int = 4
     stages1: int = 3
     stages2: int = 3
-    asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on CUDA only; generic path otherwise)
+    asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on NVIDIA GPUs only; generic path otherwise)
     fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
     # load the next K step's weights before decoding this one's (register double buffer). It lost with 32-column
     # GEMM1 tiles (H200: gpt-oss-120b TP1 x 64 tokens 1702 -> 1771 us); with 64-column tiles and the scales read
