@@ -146,6 +146,18 @@ FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1,
 FP8_SMALL_BATCH_MAX = 8
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
+# Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
+# builtin of the time against the winner). So few sequences leave SMs idle; 16-row tiles, two programs per SM, split
+# them into more work items (the KV they share is read once from HBM, then from L2):
+#   bf16 nhead 32: batch 1 17.3 -> 16.8, batch 4 26.3 -> 24.8; nhead 64: batch 1 19.7 -> 17.8 (a second run 20.2
+#   -> 17.6), batch 4 33.4 -> 33.3. nhead 128 keeps its 64-row tile (batch 1 22.9 vs 23.1).
+#   fp8 nhead 32, batch 1: 18.8 -> 15.4 (at batch 4 the 32-row config stays ahead)
+TINY_BATCH_MAX = 4
+TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
+# fp8 at nhead 64-128 and batch <= 4: fp8_qk's 64-row tile loses to the 32-row FP8_CONFIG: nhead 64 batch 1 26.6 ->
+# 19.6, batch 4 41.1 -> 34.8; nhead 128 batch 1 29.9 -> 25.1, batch 4 49.2 both. At batch 1 and 16 heads the reduce
+# runs as a programmatic dependent (dependent_reduce): bf16 14.1 -> 13.1 (again 14.2 -> 13.0), fp8 15.4 -> 13.9
+# (elsewhere within +-1 us at batch 1-4 and +-1.5% at 16-128; off there)
 
 
 @dataclass
@@ -768,6 +780,18 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     """The H100/H200 sweep winners listed above for a KV dtype, head count and q length. With a batch, the
     small-batch winner where one differs; batch None gives the one config for every batch, which a
     batch-invariant caller (triton_det) must use."""
+    config = _batch_free_config(kv_dtype, nhead, qlen, batch)
+    if batch is None or qlen != 1 or batch > TINY_BATCH_MAX:
+        return config
+    fp8 = kv_dtype in E4M3_DTYPES
+    if nhead <= 16:
+        return dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
+    if nhead <= 32 and (batch == 1 or not fp8) or nhead <= 64 and not fp8:
+        return dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
+    return FP8_CONFIG if fp8 else config
+
+
+def _batch_free_config(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     large_tile = qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64
     if kv_dtype in E4M3_DTYPES:
@@ -795,7 +819,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
                 "fp8qk": c(fp8_qk=True), "fp8qk,reload_v": c(fp8_qk=True, reload_v=True),
                 "fp8qk,rows64": c(fp8_qk=True, max_tile_rows=64, block_n=64),
                 "fp8qk,rows64,block32": c(fp8_qk=True, max_tile_rows=64, block_n=32),
-                "reload_v,stages3,warps4,2/sm": c(reload_v=True, num_stages=3, num_warps=4, programs_per_sm=2)} if fp8 else
+                "reload_v,stages3,warps4,2/sm": c(reload_v=True, num_stages=3, num_warps=4, programs_per_sm=2),
+                "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
