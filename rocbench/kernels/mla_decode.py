@@ -154,8 +154,10 @@ FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=Tru
 #   fp8 nhead 32, batch 1: 18.8 -> 15.4 (at batch 4 the 32-row config stays ahead)
 TINY_BATCH_MAX = 4
 TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
-# fp8 at nhead 64-128 and batch <= 4: fp8_qk's 64-row tile loses to the 32-row FP8_CONFIG: nhead 64 batch 1 26.6 ->
-# 19.6, batch 4 41.1 -> 34.8; nhead 128 batch 1 29.9 -> 25.1, batch 4 49.2 both. At batch 1 and 16 heads the reduce
+# fp8 at nhead 64 and batch <= 4: fp8_qk's 64-row tile loses to the 32-row FP8_CONFIG: batch 1 26.6 -> 19.6, batch 4
+# 41.1 -> 34.8 (make bench's sweep, batch 1 kernel_us: persistent 25.8 -> 18.4, split-KV 22.4 -> 17.1). At nhead 128
+# the persistent kernel gains too (batch 1 29.9 -> 25.1; sweep 28.1 -> 23.6) but split-KV loses (sweep 26.1 -> 29.1)
+# and one config serves both, so 128 heads keep fp8_qk (batch 4: 49.2 both). At batch 1 and 16 heads the reduce
 # runs as a programmatic dependent (dependent_reduce): bf16 14.1 -> 13.1 (again 14.2 -> 13.0), fp8 15.4 -> 13.9
 # (elsewhere within +-1 us at batch 1-4 and +-1.5% at 16-128; off there)
 
@@ -788,7 +790,7 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         return dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
     if nhead <= 32 and (batch == 1 or not fp8) or nhead <= 64 and not fp8:
         return dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
-    return FP8_CONFIG if fp8 else config
+    return FP8_CONFIG if fp8 and nhead <= 64 else config
 
 
 def _batch_free_config(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
