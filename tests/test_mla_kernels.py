@@ -100,11 +100,6 @@ CASES = [
     # bf16 q, fp8 KV, MMAs in fp16 (q rescaled per row); no bf16 dot, so the interpreter runs it right
     ([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True)),
     ([37, 70], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True, fp8_qk=True)),
-    # two programs per item, each half of the output channels (the poisoned output fails an unwritten half):
-    # partials and the reduce, MTP rows; then the direct-output path with several head groups
-    ([37, 70], 16, torch.float16, torch.float16, 8, 2, 3, 4, MlaKernelConfig(block_n=16, dv_halves=True)),
-    ([64, 3], 64, torch.float32, torch.float32, 4, 1, 1, 4, MlaKernelConfig(block_n=16, dv_halves=True,
-                                                                             max_tile_rows=2)),
 ]
 
 
@@ -117,15 +112,6 @@ def test_kernels_match_reference(seq_lens, page, q_dtype, kv_dtype, nhead, qlen,
     assert_matches_reference(out_pers, ref, q_dtype)
     if len(seq_lens) > 1 and max(seq_lens) > 16:
         assert sched.num_partials > 0  # the reduce path ran
-
-
-def test_dv_halves_refuses_what_it_does_not_implement():
-    q, kv, _ = _case([40, 23], 16, torch.float16, FP8_DTYPE, 8, 1, seed=3)
-    with pytest.raises(ValueError, match="dv_halves"):
-        mla_decode_split_kv(q, kv, SM_SCALE, 1, 2, config=MlaKernelConfig(block_n=16, dv_halves=True))
-    q, kv, _ = _case([40, 23], 16, torch.float16, torch.float16, 8, 1, seed=3)
-    with pytest.raises(ValueError, match="dv_halves"):
-        mla_decode_split_kv(q, kv, SM_SCALE, 1, 2, config=MlaKernelConfig(block_n=16, dv_halves=True, prefetch=True))
 
 
 def test_f16_mma_rescales_rows_beyond_fp16_range():
@@ -238,9 +224,7 @@ def test_tiny_batch_configs():
 @pytest.mark.parametrize("kv_dtype,nhead,change", [
     (torch.bfloat16, 16, {}), (FP8_DTYPE, 16, {}), (torch.bfloat16, 64, {}), (FP8_DTYPE, 64, {}),
     # the reduce as a programmatic dependent (Hopper), inside a CUDA graph too
-    (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True)),
-    # the 64-row tile as two programs per item, half the output channels each (the --tune candidate)
-    (torch.bfloat16, 64, dict(dv_halves=True, block_n=32, num_stages=1, num_warps=4))])
+    (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True))])
 def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     """The default configs compiled: at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
     lens = make_seq_lens(8, 700, "skewed", _gen(14))

@@ -14,7 +14,7 @@ Tile: one program computes BLOCK_M query rows = qlen x heads_per_group (padded t
 two >= 16, the smallest tl.dot M) against BLOCK_N cached tokens at a time. Each KV block is
 loaded from HBM once, as a [BLOCK_N, 512] latent part and a [BLOCK_N, 64] rope part; the latent
 part serves as K (for QK^T) and as V (for PV) (the reload_v variant reads it a second time, from
-L2; with config dv_halves two programs share an item, each computing half of the 512 output channels). Online softmax in the exp2 domain, fp32 accumulation. fp8 KV is loaded as fp8 and converted
+L2). Online softmax in the exp2 domain, fp32 accumulation. fp8 KV is loaded as fp8 and converted
 in registers to q's dtype, or to fp16 with bf16 q (config f16_mma, the built-in choice: q rescaled per
 row to fit), or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8 MMAs
 on the tile as loaded, q split into a high and a low fp8 part with per-row scales; the per-tensor KV
@@ -97,12 +97,6 @@ class MlaKernelConfig:
     # fp8 KV with bf16 q: the MMAs that take converted KV run in fp16 (see _f16_rows): e4m3 -> fp16 is one exact
     # conversion instruction per two elements, e4m3 -> bf16 goes through fp16 and fp32
     f16_mma: bool = False
-    # two programs per work item, each computing half of the 512 output channels (P@V against its half of the
-    # latent; both compute Q@K^T, 1.5x the MMA work). For 64-row tiles, whose [64, 512] accumulator and 221 KB of
-    # shared memory allow one program per SM where nothing overlaps a block's loads, MMAs and softmax: the halves'
-    # [64, 256] accumulators at 4 warps and a smaller KV stage let two unsynchronized programs share an SM. Only
-    # the plain load path (no prefetch, reload_v or fp8_qk)
-    dv_halves: bool = False
     # the reduce launched as a programmatic dependent (CUDA sm_90+; ignored elsewhere): its launch and prologue
     # overlap the attention kernel's tail. Off until timed on a GPU; a --tune candidate
     dependent_reduce: bool = False
@@ -361,82 +355,13 @@ def _attend_kv_range(
 
 
 @triton.jit
-def _attend_kv_range_half(
-    Q, KV, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-    stride_qt, stride_qh, stride_kv_page, stride_kv_tok, V_HALF: tl.constexpr,
-    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
-):
-    """_attend_kv_range for output channels [V_HALF * 256, V_HALF * 256 + 256) (MlaKernelConfig.dv_halves; 16-bit
-    KV, plain loads). The latent loads as two [BLOCK_N, 256] halves: both feed Q@K^T and half V_HALF feeds P@V,
-    so one load serves both MMAs as in the full kernel. Returns acc [BLOCK_M, D_LATENT // 2], m and l (the same
-    for both halves: the same scores in the same order)."""
-    HALF: tl.constexpr = D_LATENT // 2
-    row_ok, limit, q_off = _query_rows(q_row0, head0, seq_len, stride_qt, stride_qh, QLEN, HPG, BLOCK_M)
-    d = tl.arange(0, HALF)
-    dr = tl.arange(0, D_ROPE)
-    q_lo = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)
-    q_hi = tl.load(Q + q_off[:, None] + HALF + d[None, :], mask=row_ok[:, None], other=0.0)
-    q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
-    m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HALF], tl.float32)
-    for start in range(kv_start, kv_end, BLOCK_N):
-        tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page, stride_kv_tok,
-                                          BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-        k_lo = _load_rows(KV, tok_off, n_ok, 0, HALF).to(q_lo.dtype)
-        k_hi = _load_rows(KV, tok_off, n_ok, HALF, HALF).to(q_lo.dtype)
-        s = tl.dot(q_lo, tl.trans(k_lo))
-        s = tl.dot(q_hi, tl.trans(k_hi), s)
-        s = tl.dot(q_pe, tl.trans(_load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE).to(q_lo.dtype)), s) * qk_scale
-        n = start + tl.arange(0, BLOCK_N)
-        visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-        if V_HALF == 0:
-            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, k_lo, visible)
-        else:
-            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, k_hi, visible)
-    return acc * v_scale, m_i, l_i
-
-
-@triton.jit
-def _attend_item(
-    half, Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-    stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    D_LATENT: tl.constexpr, D_ROPE: tl.constexpr, HALVES: tl.constexpr,
-):
-    """One work item's attention: all output channels (HALVES 1), or half `half` of them (HALVES 2)."""
-    if HALVES == 2:
-        if half == 0:
-            acc, m_i, l_i = _attend_kv_range_half(
-                Q, KV, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-                stride_qt, stride_qh, stride_kv_page, stride_kv_tok, 0, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-                PAGE_ALIGNED, D_LATENT, D_ROPE)
-        else:
-            acc, m_i, l_i = _attend_kv_range_half(
-                Q, KV, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-                stride_qt, stride_qh, stride_kv_page, stride_kv_tok, 1, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-                PAGE_ALIGNED, D_LATENT, D_ROPE)
-    else:
-        acc, m_i, l_i = _attend_kv_range(
-            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-            stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-            QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            D_LATENT, D_ROPE,
-        )
-    return acc, m_i, l_i
-
-
-@triton.jit
 def _store_final(
     OUT, acc, l_i, q_row0, head0, stride_ot, stride_oh,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
-    d = tl.arange(0, acc.shape[1])  # D_LATENT, or a half's channels (OUT then points at the half)
+    d = tl.arange(0, acc.shape[1])  # D_LATENT
     o_off = (q_row0 + j).to(tl.int64) * stride_ot + (head0 + rows % HPG) * stride_oh
     o = acc / l_i[:, None]
     tl.store(OUT + o_off[:, None] + d[None, :], o.to(OUT.dtype.element_ty), mask=(j < QLEN)[:, None])
@@ -448,7 +373,7 @@ def _store_partial(
     ROWS: tl.constexpr, BLOCK_M: tl.constexpr, D_LATENT: tl.constexpr,
 ):
     rows = tl.arange(0, BLOCK_M)
-    d = tl.arange(0, acc.shape[1])  # D_LATENT (the row stride), or a half's channels (PART_OUT then points at it)
+    d = tl.arange(0, acc.shape[1])  # D_LATENT (also the row stride)
     has = l_i > 0.0  # a causal row may see no token of this piece
     o = tl.where(has[:, None], acc / tl.where(has, l_i, 1.0)[:, None], 0.0)
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
@@ -495,18 +420,17 @@ def _split_kv_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr, HALVES: tl.constexpr,
+    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
         gdc_launch_dependents()
-    # Halves, then head groups vary fastest so that the programs reading the same sequence's KV run
-    # together (the others' reads hit L2).
-    g = tl.program_id(0) // HALVES
-    half = tl.program_id(0) % HALVES
+    # Head groups vary fastest so that the programs reading the same sequence's KV run together
+    # (the second group's reads hit L2).
+    g = tl.program_id(0)
     b = tl.program_id(1)
     split = tl.program_id(2)
-    num_groups = tl.num_programs(0) // HALVES
+    num_groups = tl.num_programs(0)
     seq_len = tl.load(SEQ_LENS + b)
     # Splits are whole BLOCK_N blocks (so PAGE_ALIGNED holds); trailing splits may be empty.
     kv_start, kv_end = _split_range(seq_len, split, num_splits, SPLIT_TOKENS, BLOCK_N)
@@ -514,19 +438,18 @@ def _split_kv_kernel(
         if kv_start >= seq_len:  # past this sequence's end: the reduce reads only its own splits
             return
     kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
-    acc, m_i, l_i = _attend_item(
-        half, Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
+    acc, m_i, l_i = _attend_kv_range(
+        Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
         QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-        D_LATENT, D_ROPE, HALVES,
+        D_LATENT, D_ROPE,
     )
-    col0 = half * acc.shape[1]
     if DIRECT_OUT:  # a single split: no partials, no reduce
-        _store_final(OUT + col0, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
+        _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
     else:
         slot = (b * num_groups + g) * num_splits + split
-        _store_partial(PART_OUT + col0, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
+        _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
 
 
 @triton.jit
@@ -538,13 +461,12 @@ def _persistent_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr, HALVES: tl.constexpr,
+    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
         gdc_launch_dependents()
     pid = tl.program_id(0)
-    half = tl.program_id(1)  # which half of the output channels (grid axis 1 is HALVES long)
     first = tl.load(WORK_INDPTR + pid)
     last = tl.load(WORK_INDPTR + pid + 1)
     kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
@@ -556,18 +478,17 @@ def _persistent_kernel(
         kv_end = tl.load(info + 3)
         slot = tl.load(info + 4)
         seq_len = tl.load(info + 5)
-        acc, m_i, l_i = _attend_item(
-            half, Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
+        acc, m_i, l_i = _attend_kv_range(
+            Q, KV, V, KV_INDICES, tl.load(KV_INDPTR + b), b * QLEN, g * HPG, kv_start, kv_end, seq_len,
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
             QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            D_LATENT, D_ROPE, HALVES,
+            D_LATENT, D_ROPE,
         )
-        col0 = half * acc.shape[1]
         if slot < 0:
-            _store_final(OUT + col0, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
+            _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
         else:
-            _store_partial(PART_OUT + col0, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
+            _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
 
 
 @triton.jit
@@ -730,16 +651,6 @@ def _pdl_launch(pdl: bool) -> dict:
     return {"launch_pdl": True} if pdl else {}
 
 
-def _output_halves(kv: PagedKV, config: MlaKernelConfig) -> int:
-    """Programs per work item along the output channels: 2 with config.dv_halves (16-bit KV, plain loads)."""
-    if not config.dv_halves:
-        return 1
-    if kv.kv_buffer.dtype in E4M3_DTYPES or config.prefetch or config.reload_v or config.fp8_qk:
-        raise ValueError(f"config {config}: dv_halves takes 16-bit KV and the plain loads "
-                         "(no prefetch, reload_v or fp8_qk)")
-    return 2
-
-
 def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_sms: int,
                        min_tokens_per_split: int = 64, max_splits: int = 64) -> int:
     """Split count for the non-persistent kernel.
@@ -826,13 +737,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
-                "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2),
-                # 64-row tiles as two programs per item, each half of the output channels: offline sm_90 SASS
-                # (Triton 3.6) 104 KB of shared memory and 255 registers at 4 warps, so two per SM, no spills; loop
-                # 612 instructions per warp per 32 tokens (the built-in: 221 KB, one per SM, 995 per 64 tokens)
-                "rows64,halves": c(max_tile_rows=64, block_n=32, num_stages=1, num_warps=4, dv_halves=True),
-                "rows64,halves,2/sm": c(max_tile_rows=64, block_n=32, num_stages=1, num_warps=4, dv_halves=True,
-                                        programs_per_sm=2)})
+                "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
     builtin = builtin_config(kv_dtype, nhead, qlen, batch)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
@@ -929,16 +834,15 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     out = _out_like(q, out)
     workspace = _workspace(workspace, kv.batch * groups * num_kv_splits, qlen * hpg, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
-    halves = _output_halves(kv, config)
     pdl = not direct_out and _dependent_launch(config, q.device)
-    _split_kv_kernel[(groups * halves, kv.batch, num_kv_splits)](
+    _split_kv_kernel[(groups, kv.batch, num_kv_splits)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, kv.seq_lens, out,
         workspace.partial_out, workspace.partial_lse, num_splits=num_kv_splits,
         DIRECT_OUT=direct_out, SPLIT_TOKENS=split_tokens or 0, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg),
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves, PDL=pdl,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
@@ -972,16 +876,15 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     out = _out_like(q, out)
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
-    halves = _output_halves(kv, config)
     pdl = schedule.num_reduce > 0 and _dependent_launch(config, q.device)
-    _persistent_kernel[(schedule.num_programs, halves)](
+    _persistent_kernel[(schedule.num_programs,)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
         out, workspace.partial_out, workspace.partial_lse,
         INFO_COLS=WORK_INFO_COLS, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg), BLOCK_N=config.block_n,
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), HALVES=halves, PDL=pdl,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:
