@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from rocbench.kernels.mla_decode import (
+    NARROW_REDUCE,
+    WIDE_REDUCE,
     MlaKernelConfig,
+    ReduceShape,
     alloc_persistent_workspace,
     alloc_split_kv_workspace,
     builtin_config,
@@ -19,6 +22,8 @@ from rocbench.kernels.mla_decode import (
     mla_decode_persistent,
     mla_decode_split_kv,
     pick_num_kv_splits,
+    reduce_shape,
+    tune_candidates,
 )
 from rocbench.formats.paged_kv import build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference
@@ -97,6 +102,10 @@ CASES = [
     # q split into two fp8 parts for fp8 Q@K^T MMAs. (Triton 3.9's interpreter rounds fp32 -> fp8 up to 50%
     # off; the low part absorbs most of that, so this checks the scales and masks, and the GPU tier the accuracy.)
     ([40, 23], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, fp8_qk=True)),
+    # the reduce's shape from the config: loads of 2 partials (the last one part-masked), 8 programs per row;
+    # then one load larger than the partials, one program per row
+    ([70, 41], 16, torch.float16, torch.float16, 4, 1, 5, 9, MlaKernelConfig(block_n=16, reduce_cols=64, reduce_chunk=2)),
+    ([90], 16, torch.float32, torch.float32, 4, 2, 6, 7, MlaKernelConfig(block_n=16, reduce_cols=512, reduce_chunk=64)),
     # bf16 q, fp8 KV, MMAs in fp16 (q rescaled per row); no bf16 dot, so the interpreter runs it right
     ([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True)),
     ([37, 70], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True, fp8_qk=True)),
@@ -201,6 +210,18 @@ def test_default_config_by_tile_size():
     bf16_32 = {batch: default_config(torch.bfloat16, 32, 1, batch=batch) for batch in (2, 8, None)}
     assert bf16_32[2].num_warps == 8 and bf16_32[8].programs_per_sm == bf16_32[None].programs_per_sm == 2
     assert default_config(FP8_DTYPE, 64, 1, batch=16) == wide and default_config(torch.bfloat16, 16, 1, batch=1).programs_per_sm == 2
+
+
+def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
+    config = MlaKernelConfig(reduce_cols=64, reduce_chunk=64)
+    assert reduce_shape(16, False, config) == ReduceShape(cols=64, chunk=64)
+    assert reduce_shape(16, True, config) == reduce_shape(16, True) == WIDE_REDUCE  # triton_det's sum order
+    assert reduce_shape(4096, False, MlaKernelConfig(reduce_chunk=64)) == ReduceShape(cols=NARROW_REDUCE.cols, chunk=64)
+    for bad in (MlaKernelConfig(reduce_cols=96), MlaKernelConfig(reduce_chunk=48), MlaKernelConfig(reduce_cols=1024)):
+        with pytest.raises(ValueError, match="powers of two"):
+            reduce_shape(16, False, bad)
+    assert "reduce64x64" in tune_candidates(torch.bfloat16, 16, 1, 1) and "reduce64x64" not in tune_candidates(
+        torch.bfloat16, 16, 1, 64)
 
 
 def test_tiny_batch_configs():

@@ -98,8 +98,13 @@ class MlaKernelConfig:
     # conversion instruction per two elements, e4m3 -> bf16 goes through fp16 and fp32
     f16_mma: bool = False
     # the reduce launched as a programmatic dependent (CUDA sm_90+; ignored elsewhere): its launch and prologue
-    # overlap the attention kernel's tail. Off until timed on a GPU; a --tune candidate
+    # overlap the attention kernel's tail. Built in at batch 1 with 16 heads (builtin_config); a --tune candidate
     dependent_reduce: bool = False
+    # the reduce's shape where the run need not be batch-invariant (0: reduce_shape's choice): output channels
+    # per reduce program and partials merged per load. ncu at batch 1 (H200): the reduce is latency-bound (2-8% of
+    # issue slots), walking up to 64 partials in loads of 32; one load of 64 merges them in one round trip
+    reduce_cols: int = 0
+    reduce_chunk: int = 0
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -623,12 +628,20 @@ class ReduceShape:
 WIDE_REDUCE, NARROW_REDUCE = ReduceShape(cols=128, chunk=32), ReduceShape(cols=KV_LORA_RANK, chunk=16)
 
 
-def reduce_shape(merged_rows: int, invariant: bool) -> ReduceShape:
-    """The merge's launch shape for this many output rows to merge. A batch-invariant run keeps one shape
-    whatever the batch: the shape sets the order of the sums over a chunk's partials."""
-    if invariant or merged_rows < 512:
+def reduce_shape(merged_rows: int, invariant: bool, config: MlaKernelConfig | None = None) -> ReduceShape:
+    """The merge's launch shape for this many output rows to merge, or the one config asks for. A batch-invariant
+    run keeps one shape whatever the batch and the config: the shape sets the order of the sums over a chunk's
+    partials."""
+    if invariant:
         return WIDE_REDUCE
-    return NARROW_REDUCE
+    shape = WIDE_REDUCE if merged_rows < 512 else NARROW_REDUCE
+    if config is None or not (config.reduce_cols or config.reduce_chunk):
+        return shape
+    shape = ReduceShape(cols=config.reduce_cols or shape.cols, chunk=config.reduce_chunk or shape.chunk)
+    powers_of_two = all(n > 0 and n & (n - 1) == 0 for n in (shape.cols, shape.chunk))
+    if not powers_of_two or shape.cols > KV_LORA_RANK:
+        raise ValueError(f"config {config}: reduce_cols (<= {KV_LORA_RANK}) and reduce_chunk must be powers of two")
+    return shape
 
 
 def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
@@ -746,6 +759,9 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
+    if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
+        options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
+        options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 
@@ -850,7 +866,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
-        shape = reduce_shape(groups * kv.batch * qlen * hpg, invariant=split_tokens is not None)
+        shape = reduce_shape(groups * kv.batch * qlen * hpg, invariant=split_tokens is not None, config=config)
         _reduce_splits_kernel[(groups, kv.batch, qlen * hpg * (KV_LORA_RANK // shape.cols))](
             out, workspace.partial_out, workspace.partial_lse, kv.seq_lens, num_kv_splits, out.stride(0),
             out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, SPLIT_TOKENS=split_tokens or 0,
@@ -893,7 +909,7 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     )
     if schedule.num_reduce > 0:
         shape = reduce_shape(schedule.num_reduce * schedule.rows_per_item,
-                             invariant=schedule.fixed_split_tokens is not None)
+                             invariant=schedule.fixed_split_tokens is not None, config=config)
         _reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
             out, workspace.partial_out, workspace.partial_lse,
             schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
