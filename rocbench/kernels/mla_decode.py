@@ -709,15 +709,16 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     config = _batch_free_config(kv_dtype, nhead, qlen, batch)
     if batch is None or qlen != 1 or batch > TINY_BATCH_MAX:
         return config
-    fp8 = kv_dtype in E4M3_DTYPES
+    fp8 = kv_dtype in E4M3_DTYPES  # batch 1-4, one query row per head: the winners listed with TINY_BATCH_CONFIG
     if nhead <= 16:
         return dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
-    if nhead <= 32 and (batch == 1 or not fp8) or nhead <= 64 and not fp8:
+    if not fp8 and nhead <= 64 or fp8 and nhead <= 32 and batch == 1:
         return dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
     return FP8_CONFIG if fp8 and nhead <= 64 else config
 
 
 def _batch_free_config(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
+    """The winners by tile size (batch only splits fp8 16-row and bf16 32-row tiles at small batches)."""
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     large_tile = qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64
     if kv_dtype in E4M3_DTYPES:
