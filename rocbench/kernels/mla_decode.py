@@ -264,18 +264,6 @@ def _split_q_fp8(q_nope, q_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
 
 
 @triton.jit
-def _query_rows(q_row0, head0, seq_len, stride_qt, stride_qh, QLEN: tl.constexpr, HPG: tl.constexpr,
-                BLOCK_M: tl.constexpr):
-    """The tile's rows: which are real (row_ok), how many tokens each sees (limit), where its q is (q_off)."""
-    rows = tl.arange(0, BLOCK_M)
-    j = rows // HPG
-    # Causal limit: row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1.
-    limit = seq_len - QLEN + 1 + j
-    q_off = (q_row0 + j).to(tl.int64) * stride_qt + (head0 + rows % HPG) * stride_qh
-    return j < QLEN, limit, q_off
-
-
-@triton.jit
 def _attend_kv_range(
     Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
@@ -304,7 +292,12 @@ def _attend_kv_range(
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
       power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
       [0, 1]); e4m3 converts to fp16 exactly."""
-    row_ok, limit, q_off = _query_rows(q_row0, head0, seq_len, stride_qt, stride_qh, QLEN, HPG, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    j = rows // HPG
+    row_ok = j < QLEN
+    # Causal limit: row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1.
+    limit = seq_len - QLEN + 1 + j
+    q_off = (q_row0 + j).to(tl.int64) * stride_qt + (head0 + rows % HPG) * stride_qh
     d = tl.arange(0, D_LATENT)
     dr = tl.arange(0, D_ROPE)
     m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
@@ -362,11 +355,11 @@ def _attend_kv_range(
 @triton.jit
 def _store_final(
     OUT, acc, l_i, q_row0, head0, stride_ot, stride_oh,
-    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, D_LATENT: tl.constexpr,
 ):
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
-    d = tl.arange(0, acc.shape[1])  # D_LATENT
+    d = tl.arange(0, D_LATENT)
     o_off = (q_row0 + j).to(tl.int64) * stride_ot + (head0 + rows % HPG) * stride_oh
     o = acc / l_i[:, None]
     tl.store(OUT + o_off[:, None] + d[None, :], o.to(OUT.dtype.element_ty), mask=(j < QLEN)[:, None])
@@ -378,7 +371,7 @@ def _store_partial(
     ROWS: tl.constexpr, BLOCK_M: tl.constexpr, D_LATENT: tl.constexpr,
 ):
     rows = tl.arange(0, BLOCK_M)
-    d = tl.arange(0, acc.shape[1])  # D_LATENT (also the row stride)
+    d = tl.arange(0, D_LATENT)
     has = l_i > 0.0  # a causal row may see no token of this piece
     o = tl.where(has[:, None], acc / tl.where(has, l_i, 1.0)[:, None], 0.0)
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
@@ -451,7 +444,7 @@ def _split_kv_kernel(
         D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
-        _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
+        _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
     else:
         slot = (b * num_groups + g) * num_splits + split
         _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
@@ -491,7 +484,7 @@ def _persistent_kernel(
             D_LATENT, D_ROPE,
         )
         if slot < 0:
-            _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M)
+            _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
         else:
             _store_partial(PART_OUT, PART_LSE, slot, acc, m_i, l_i, QLEN * HPG, BLOCK_M, D_LATENT)
 
