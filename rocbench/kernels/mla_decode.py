@@ -699,7 +699,7 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     """The H100/H200 sweep winners listed above for a KV dtype, head count and q length. With a batch, the
     small-batch winner where one differs; batch None gives the one config for every batch, which a
     batch-invariant caller (triton_det) must use."""
-    config = _batch_free_config(kv_dtype, nhead, qlen, batch)
+    config = _config_by_tile(kv_dtype, nhead, qlen, batch)
     if batch is None or qlen != 1 or batch > TINY_BATCH_MAX:
         return config
     fp8 = kv_dtype in E4M3_DTYPES  # batch 1-4, one query row per head: the winners listed with TINY_BATCH_CONFIG
@@ -710,7 +710,7 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     return FP8_CONFIG if fp8 and nhead <= 64 else config
 
 
-def _batch_free_config(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
+def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
     """The winners by tile size (batch only splits fp8 16-row and bf16 32-row tiles at small batches)."""
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     large_tile = qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64
