@@ -199,7 +199,7 @@ def test_default_config_by_tile_size():
     assert kernel_heads_per_group(128, 1, default_config(torch.bfloat16, 128, 1)) == 64
     assert kernel_heads_per_group(32, 1, default_config(torch.bfloat16, 32, 1)) == 32
     small, mid = default_config(FP8_DTYPE, 16, 1), default_config(FP8_DTYPE, 32, 1)
-    assert small.reload_v and small.programs_per_sm == 2 and mid.reload_v and mid.num_stages == 3
+    assert small == mid and small.reload_v and small.programs_per_sm == 2 and small.block_n == 32  # 16-32 rows
     assert small.f16_mma and mid.f16_mma  # fp8 KV: the converted MMAs in fp16
     wide = default_config(FP8_DTYPE, 64, 1)  # 64-row tiles: Q@K^T as fp8 MMAs
     assert wide.fp8_qk and wide.f16_mma and kernel_heads_per_group(64, 1, wide) == 64
@@ -220,8 +220,12 @@ def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
     for bad in (MlaKernelConfig(reduce_cols=96), MlaKernelConfig(reduce_chunk=48), MlaKernelConfig(reduce_cols=1024)):
         with pytest.raises(ValueError, match="powers of two"):
             reduce_shape(16, False, bad)
-    assert "reduce64x64" in tune_candidates(torch.bfloat16, 16, 1, 1) and "reduce64x64" not in tune_candidates(
-        torch.bfloat16, 16, 1, 64)
+    # up to 64 rows to merge the 64 x 64 shape is built in; --tune can still ask for reduce_shape's choice
+    assert (builtin_config(torch.bfloat16, 16, 1, 4).reduce_chunk == builtin_config(FP8_DTYPE, 64, 1, 1).reduce_chunk
+            == 64)
+    assert not builtin_config(torch.bfloat16, 64, 1, 4).reduce_chunk and not builtin_config(FP8_DTYPE, 16, 1).reduce_chunk
+    assert "reduce_by_rows" in tune_candidates(torch.bfloat16, 16, 1, 1)
+    assert not {"reduce64x128", "reduce_by_rows"} & set(tune_candidates(torch.bfloat16, 16, 1, 64))
 
 
 def test_tiny_batch_configs():

@@ -137,12 +137,18 @@ BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
 #   64 rows (nhead 64 / 128): fp8_qk 259.3 -> 242.2 / 486.5 -> 445.7 us
 # (results/examples/mla-variants-h200/round3-f16-mma.jsonl). Still slower than bf16 KV (86.7 / 153.1 / 177.3 /
 # 313.0 us): the converted tile costs registers and issue slots the bf16 kernel spends on loads.
-FP8_SMALL_TILE_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, f16_mma=True)
+# 16-32 rows from batch 16 up: the 16-row config above with 32-token blocks. Offline sm_90 SASS (Triton 3.6): with
+# 64-token blocks it spills 44 registers and reloads 48 per block; with 32 none. H200 `--tune` (persistent, ctx 4096,
+# graph us, 2026-12-04): nhead 16 batch 16 44.7 -> 40.5, 64 125.6 -> 110.1, 128 235.8 -> 207.6; nhead 32 (against
+# reload_v with 3 stages, 8 warps) batch 64 167.2 -> 150.6. At 64 rows it lost (nhead 64 282.3, 128 535.4 vs 246 / 451).
+FP8_TWO_PER_SM_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32, f16_mma=True)
 # ... but at small batches (persistent, nhead 16, ctx 4096, H200 kernel_us) the 8-warp prefetch config wins, where a
 # program gets one or two KV blocks: batch 1 13.8 vs 15.7 us, 2: 14.3 vs 18.4, 4: 18.6 vs 21.2, 8: 25.9 vs 28.6;
-# from batch 16 on the one above (42.8 vs 43.5, 32: 68.5 vs 73.0, 64: 124.8 vs 135.6; mla-variants-h200/smallbatch.jsonl)
+# from batch 16 on the one above (then with 64-token blocks: 42.8 vs 43.5, 32: 68.5 vs 73.0, 64: 124.8 vs 135.6;
+# mla-variants-h200/smallbatch.jsonl)
 FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1, f16_mma=True)
 FP8_SMALL_BATCH_MAX = 8
+# The 32-row winner before 32-token blocks; it stays at batch <= 4 (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 # Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
@@ -159,6 +165,11 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 # and one config serves both, so 128 heads keep fp8_qk (batch 4: 49.2 both). At batch 1 and 16 heads the reduce
 # runs as a programmatic dependent (dependent_reduce): bf16 14.1 -> 13.1 (again 14.2 -> 13.0), fp8 15.4 -> 13.9
 # (elsewhere within +-1 us at batch 1-4 and +-1.5% at 16-128; off there)
+# Up to 64 rows to merge (qlen 1: batch x heads), the reduce takes 64 channels per program and merges 64 partials per
+# load (ncu: it was latency-bound, walking its partials in two dependent loads of 32). `--tune`, graph us, H200:
+# batch 1 bf16 nhead 16 12.9 -> 11.2, nhead 64 17.6 -> 16.2; fp8 14.1 -> 12.2, 19.6 -> 18.1; batch 4 nhead 16 bf16
+# 20.7 -> 19.2, fp8 20.4 -> 19.0. At 256 rows (nhead 64, batch 4) it did not pay (bf16 >= 32.6 vs 32.2, fp8 35.5 vs 34.0)
+TINY_REDUCE_ROWS = 64
 
 
 @dataclass
@@ -704,10 +715,14 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         return config
     fp8 = kv_dtype in E4M3_DTYPES  # batch 1-4, one query row per head: the winners listed with TINY_BATCH_CONFIG
     if nhead <= 16:
-        return dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
-    if not fp8 and nhead <= 64 or fp8 and nhead <= 32 and batch == 1:
-        return dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
-    return FP8_CONFIG if fp8 and nhead <= 64 else config
+        config = dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
+    elif not fp8 and nhead <= 64 or fp8 and nhead <= 32 and batch == 1:
+        config = dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
+    elif fp8 and nhead <= 64:
+        config = FP8_CONFIG
+    if batch * nhead <= TINY_REDUCE_ROWS:
+        config = dataclasses.replace(config, reduce_cols=64, reduce_chunk=64)
+    return config
 
 
 def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
@@ -717,7 +732,7 @@ def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if kv_dtype in E4M3_DTYPES:
         if small_tile and batch is not None and batch <= FP8_SMALL_BATCH_MAX:
             return FP8_SMALL_TILE_SMALL_BATCH_CONFIG
-        return FP8_SMALL_TILE_CONFIG if small_tile else FP8_LARGE_TILE_CONFIG if large_tile else FP8_CONFIG
+        return FP8_LARGE_TILE_CONFIG if large_tile else FP8_TWO_PER_SM_CONFIG
     if large_tile:
         return BF16_LARGE_TILE_CONFIG
     if small_tile or batch is None or batch > BF16_SMALL_BATCH_MAX:
@@ -756,6 +771,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)
+        options["reduce_by_rows"] = dataclasses.replace(builtin, reduce_cols=0, reduce_chunk=0)  # reduce_shape's
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 
