@@ -39,7 +39,7 @@ def split_kv_backend(splits_for_batch):
             from rocbench.kernels import mla_decode as k
             from rocbench.suites.mla.suite import SM_SCALE
 
-            config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"])
+            config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=False)
             hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
             splits = splits_for_batch(int(io.kv.batch))
             workspace = k.alloc_split_kv_workspace(io.q, splits, case["qlen"], hpg, config)

@@ -200,6 +200,10 @@ def test_default_config_by_tile_size():
     assert kernel_heads_per_group(32, 1, default_config(torch.bfloat16, 32, 1)) == 32
     small, mid = default_config(FP8_DTYPE, 16, 1), default_config(FP8_DTYPE, 32, 1)
     assert small == mid and small.reload_v and small.programs_per_sm == 2 and small.block_n == 32  # 16-32 rows
+    # the split-KV kernel lost with 32-token blocks: it keeps 64-token ones (16 rows: 4 warps, 32 rows: 3 stages)
+    split_small, split_mid = (default_config(FP8_DTYPE, h, 1, persistent=False) for h in (16, 32))
+    assert split_small.block_n == split_mid.block_n == 64 and split_small.programs_per_sm == 2 and split_mid.num_stages == 3
+    assert default_config(FP8_DTYPE, 64, 1, persistent=False) == default_config(FP8_DTYPE, 64, 1)
     assert small.f16_mma and mid.f16_mma  # fp8 KV: the converted MMAs in fp16
     wide = default_config(FP8_DTYPE, 64, 1)  # 64-row tiles: Q@K^T as fp8 MMAs
     assert wide.fp8_qk and wide.f16_mma and kernel_heads_per_group(64, 1, wide) == 64
@@ -230,14 +234,15 @@ def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
 
 def test_tiny_batch_configs():
     """Batch 1-4 with one query row per head: 16-row tiles at 32-64 heads (bf16; fp8 at 32 heads and batch 1),
-    the 32-row fp8 config instead of fp8_qk's 64-row tile at 64 heads, the dependent reduce at 16 heads, batch 1."""
+    the 32-row fp8 config instead of fp8_qk's 64-row tile at 64 heads (and at 128 in the persistent kernel), the dependent reduce at 16 heads, batch 1."""
     def rows(kv_dtype, nhead, batch, qlen=1):
         return kernel_heads_per_group(nhead, qlen, builtin_config(kv_dtype, nhead, qlen, batch)) * qlen
     assert [rows(torch.bfloat16, h, 1) for h in (16, 32, 64, 128)] == [16, 16, 16, 64]
     assert [rows(torch.bfloat16, h, 4) for h in (32, 64)] == [16, 16] and rows(torch.bfloat16, 64, 8) == 64
-    assert [rows(FP8_DTYPE, h, 1) for h in (32, 64, 128)] == [16, 32, 64] and rows(FP8_DTYPE, 32, 4) == 32
+    assert [rows(FP8_DTYPE, h, 1) for h in (32, 64, 128)] == [16, 32, 32] and rows(FP8_DTYPE, 32, 4) == 32
     assert not builtin_config(FP8_DTYPE, 64, 1, 4).fp8_qk and builtin_config(FP8_DTYPE, 64, 1, 8).fp8_qk
-    assert builtin_config(FP8_DTYPE, 128, 1, 1) == builtin_config(FP8_DTYPE, 128, 1)  # split-KV lost with 32 rows
+    # at 128 heads only the persistent kernel gained from 32 rows; split-KV lost with them
+    assert builtin_config(FP8_DTYPE, 128, 1, 1, persistent=False).fp8_qk
     assert builtin_config(FP8_DTYPE, 32, 1, 1).f16_mma and not builtin_config(torch.bfloat16, 32, 1, 1).f16_mma
     assert builtin_config(torch.bfloat16, 16, 1, 1).dependent_reduce and builtin_config(FP8_DTYPE, 16, 1, 1).dependent_reduce
     assert not any(builtin_config(kv, 16, 1, b).dependent_reduce for kv in (torch.bfloat16, FP8_DTYPE) for b in (2, None))

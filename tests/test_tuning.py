@@ -31,6 +31,9 @@ def test_the_kernels_load_what_was_stored(store):
     assert mla_decode.default_config(fp8, 16, 1, "cuda", 4) == wanted  # batches 3 and 4 share a bucket
     assert mla_decode.default_config(fp8, 16, 1, "cuda", 64) == mla_decode.builtin_config(fp8, 16, 1, 64)
     assert mla_decode.default_config(fp8, 128, 1, "cuda", 4) == mla_decode.builtin_config(fp8, 128, 1, 4)  # other tile
+    # stored for the persistent kernel: the split-KV kernel keeps its own built-in config
+    assert mla_decode.default_config(fp8, 16, 1, "cuda", 4, persistent=False) == mla_decode.builtin_config(
+        fp8, 16, 1, 4, persistent=False) != wanted
     shape = (16, 4, 128, 384, 3072)
     plan = moe_plan.plan_moe(*shape, 132, "cuda")
     better = dataclasses.replace(plan, split1=plan.split1 * 2)

@@ -19,8 +19,9 @@ in registers to q's dtype, or to fp16 with bf16 q (config f16_mma, the built-in 
 row to fit), or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8 MMAs
 on the tile as loaded, q split into a high and a low fp8 part with per-row scales; the per-tensor KV
 scale is folded into the softmax scale (K) and applied to the fp32 accumulator (V), read from device
-memory so that nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device) and the
-persistent schedule with build_persistent_schedule(..., config).
+memory so that nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device,
+persistent=...) (the two kernels' best knobs differ) and the persistent schedule with
+build_persistent_schedule(..., config).
 
 Both run functions launch a fixed number of kernels whose grids and buffers depend only on host
 integers (shapes, split count, schedule sizes): they can be captured in a CUDA graph. They are
@@ -137,18 +138,22 @@ BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
 #   64 rows (nhead 64 / 128): fp8_qk 259.3 -> 242.2 / 486.5 -> 445.7 us
 # (results/examples/mla-variants-h200/round3-f16-mma.jsonl). Still slower than bf16 KV (86.7 / 153.1 / 177.3 /
 # 313.0 us): the converted tile costs registers and issue slots the bf16 kernel spends on loads.
-# 16-32 rows from batch 16 up: the 16-row config above with 32-token blocks. Offline sm_90 SASS (Triton 3.6): with
-# 64-token blocks it spills 44 registers and reloads 48 per block; with 32 none. H200 `--tune` (persistent, ctx 4096,
-# graph us, 2026-12-04): nhead 16 batch 16 44.7 -> 40.5, 64 125.6 -> 110.1, 128 235.8 -> 207.6; nhead 32 (against
-# reload_v with 3 stages, 8 warps) batch 64 167.2 -> 150.6. At 64 rows it lost (nhead 64 282.3, 128 535.4 vs 246 / 451).
-FP8_TWO_PER_SM_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32, f16_mma=True)
+FP8_SMALL_TILE_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, f16_mma=True)
+# The persistent kernel at 16-32 rows from batch 16 up: the same with 32-token blocks. Offline sm_90 SASS (Triton
+# 3.6): with 64-token blocks it spills 44 registers and reloads 48 per block; with 32 none. H200 `--tune` (persistent,
+# ctx 4096, graph us, 2026-12-04): nhead 16 batch 16 44.7 -> 40.5, 64 125.6 -> 110.1, 128 235.8 -> 207.6; nhead 32
+# (against FP8_CONFIG below) batch 64 167.2 -> 150.6; at 64 rows it lost (nhead 64 282.3, 128 535.4 vs 246 / 451).
+# `make bench` (kernel_us, uniform): persistent nhead 16 batch 64 124.5 -> 107.7, nhead 32 168.2 -> 148.7; but the
+# split-KV kernel lost with it (nhead 16 batch 64 118.8 -> 151.2, nhead 32 batch 128 skewed 1229 -> 2070), so
+# split-KV keeps FP8_SMALL_TILE_CONFIG and FP8_CONFIG (compare-sweep-deepseek-r1-h200-batch1-tiles-vs-block32-reduce64)
+FP8_PERSISTENT_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32, f16_mma=True)
 # ... but at small batches (persistent, nhead 16, ctx 4096, H200 kernel_us) the 8-warp prefetch config wins, where a
 # program gets one or two KV blocks: batch 1 13.8 vs 15.7 us, 2: 14.3 vs 18.4, 4: 18.6 vs 21.2, 8: 25.9 vs 28.6;
 # from batch 16 on the one above (then with 64-token blocks: 42.8 vs 43.5, 32: 68.5 vs 73.0, 64: 124.8 vs 135.6;
 # mla-variants-h200/smallbatch.jsonl)
 FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1, f16_mma=True)
 FP8_SMALL_BATCH_MAX = 8
-# The 32-row winner before 32-token blocks; it stays at batch <= 4 (see TINY_BATCH_CONFIG below)
+# 32 rows: split-KV's config, and the persistent kernel's at batch <= 4 (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 # Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
@@ -162,7 +167,7 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 # fp8 at nhead 64 and batch <= 4: fp8_qk's 64-row tile loses to the 32-row FP8_CONFIG: batch 1 26.6 -> 19.6, batch 4
 # 41.1 -> 34.8 (make bench's sweep, batch 1 kernel_us: persistent 25.8 -> 18.4, split-KV 22.4 -> 17.1). At nhead 128
 # the persistent kernel gains too (batch 1 29.9 -> 25.1; sweep 28.1 -> 23.6) but split-KV loses (sweep 26.1 -> 29.1)
-# and one config serves both, so 128 heads keep fp8_qk (batch 4: 49.2 both). At batch 1 and 16 heads the reduce
+# so at 128 heads only the persistent kernel takes it (batch 4: 49.2 both). At batch 1 and 16 heads the reduce
 # runs as a programmatic dependent (dependent_reduce): bf16 14.1 -> 13.1 (again 14.2 -> 13.0), fp8 15.4 -> 13.9
 # (elsewhere within +-1 us at batch 1-4 and +-1.5% at 16-128; off there)
 # Up to 64 rows to merge (qlen 1: batch x heads), the reduce takes 64 channels per program and merges 64 partials per
@@ -684,33 +689,35 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
     return int(max(1, min(want, cap, max_splits)))
 
 
-def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> str:
-    """What a tuned config is stored under: the KV element kind, the heads, the q length and the batch
-    (rounded up to a power of two, at most 256: one decode batch plays like its neighbours)."""
+def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None, *, persistent: bool = True) -> str:
+    """What a tuned config is stored under: the KV element kind, the heads, the q length, the batch
+    (rounded up to a power of two, at most 256: one decode batch plays like its neighbours) and the kernel."""
     batch_bucket = min(256, triton.next_power_of_2(max(1, batch))) if batch else "any"
     kv = "fp8" if kv_dtype in E4M3_DTYPES else dtype_kind(kv_dtype)
-    return f"kv={kv},nhead={nhead},qlen={qlen},batch<={batch_bucket}"
+    kernel = "persistent" if persistent else "split_kv"
+    return f"kv={kv},nhead={nhead},qlen={qlen},batch<={batch_bucket},kernel={kernel}"
 
 
 def dtype_kind(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1,
-                   device: torch.device | None = None, batch: int | None = None) -> MlaKernelConfig:
-    """Launch knobs for a KV dtype and head count: the config `rocbench mla --tune` stored for this device
-    (and batch) when there is one, else the H100 sweep winners listed above."""
-    stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen, batch))
+def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, device: torch.device | None = None,
+                   batch: int | None = None, *, persistent: bool = True) -> MlaKernelConfig:
+    """Launch knobs for a KV dtype and head count and one of the two kernels: the config `rocbench mla --tune`
+    stored for this device (and batch) when there is one, else the sweep winners listed above."""
+    stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen, batch, persistent=persistent))
     if stored:
         return MlaKernelConfig(**stored)
-    return builtin_config(kv_dtype, nhead, qlen, batch)
+    return builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
 
 
-def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch: int | None = None) -> MlaKernelConfig:
-    """The H100/H200 sweep winners listed above for a KV dtype, head count and q length. With a batch, the
-    small-batch winner where one differs; batch None gives the one config for every batch, which a
-    batch-invariant caller (triton_det) must use."""
-    config = _config_by_tile(kv_dtype, nhead, qlen, batch)
+def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch: int | None = None, *,
+                   persistent: bool = True) -> MlaKernelConfig:
+    """The H100/H200 sweep winners listed above for a KV dtype, head count, q length and kernel (persistent or
+    split-KV). With a batch, the small-batch winner where one differs; batch None gives the one config for every
+    batch, which a batch-invariant caller (triton_det) must use."""
+    config = _config_by_tile(kv_dtype, nhead, qlen, batch, persistent)
     if batch is None or qlen != 1 or batch > TINY_BATCH_MAX:
         return config
     fp8 = kv_dtype in E4M3_DTYPES  # batch 1-4, one query row per head: the winners listed with TINY_BATCH_CONFIG
@@ -718,21 +725,25 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         config = dataclasses.replace(config, dependent_reduce=True) if batch == 1 else config
     elif not fp8 and nhead <= 64 or fp8 and nhead <= 32 and batch == 1:
         config = dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
-    elif fp8 and nhead <= 64:
+    elif fp8 and (nhead <= 64 or persistent):
         config = FP8_CONFIG
     if batch * nhead <= TINY_REDUCE_ROWS:
         config = dataclasses.replace(config, reduce_cols=64, reduce_chunk=64)
     return config
 
 
-def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None) -> MlaKernelConfig:
-    """The winners by tile size (batch only splits fp8 16-row and bf16 32-row tiles at small batches)."""
+def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None,
+                    persistent: bool) -> MlaKernelConfig:
+    """The winners by tile size (batch only splits fp8 16-row and bf16 32-row tiles at small batches; the kernel
+    only fp8's 16-32 row tiles)."""
     small_tile = qlen * pick_heads_per_group(nhead, qlen, DEFAULT_CONFIG.max_tile_rows) <= 16
     large_tile = qlen * pick_heads_per_group(nhead, qlen, BF16_LARGE_TILE_CONFIG.max_tile_rows) >= 64
     if kv_dtype in E4M3_DTYPES:
         if small_tile and batch is not None and batch <= FP8_SMALL_BATCH_MAX:
             return FP8_SMALL_TILE_SMALL_BATCH_CONFIG
-        return FP8_LARGE_TILE_CONFIG if large_tile else FP8_TWO_PER_SM_CONFIG
+        if large_tile or persistent:
+            return FP8_LARGE_TILE_CONFIG if large_tile else FP8_PERSISTENT_CONFIG
+        return FP8_SMALL_TILE_CONFIG if small_tile else FP8_CONFIG
     if large_tile:
         return BF16_LARGE_TILE_CONFIG
     if small_tile or batch is None or batch > BF16_SMALL_BATCH_MAX:
@@ -740,8 +751,8 @@ def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     return DEFAULT_CONFIG
 
 
-def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
-                    batch: int | None = None) -> dict[str, MlaKernelConfig]:
+def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None = None, *,
+                    persistent: bool = True) -> dict[str, MlaKernelConfig]:
     """What `--tune` tries for a case: the built-in choice and the alternatives that won somewhere."""
     fp8 = kv_dtype in E4M3_DTYPES
     c = functools.partial(MlaKernelConfig, f16_mma=True) if fp8 else MlaKernelConfig  # fp16 MMAs won everywhere
@@ -764,7 +775,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int,
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
-    builtin = builtin_config(kv_dtype, nhead, qlen, batch)
+    builtin = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
@@ -852,7 +863,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
     _check_inputs(q, kv, qlen)
     if num_kv_splits < 1:
         raise ValueError("num_kv_splits must be >= 1")
-    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
+    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen, persistent=False)
     if split_tokens is not None and (split_tokens < 1 or split_tokens % config.block_n):
         raise ValueError(f"split_tokens {split_tokens} must be a positive multiple of block_n {config.block_n}")
     direct_out = num_kv_splits == 1 and split_tokens is None

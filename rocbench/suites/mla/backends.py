@@ -42,8 +42,9 @@ class TritonMla(Backend):
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
 
-        config = k.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"])
-        builtin = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"])
+        shape = case["kv_dtype"], case["nhead"], case["qlen"]
+        config = k.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
+        builtin = k.builtin_config(*shape, case["batch"], persistent=case["persist"])
         tuned = "tuned" if config != builtin else "built-in"
         return self.prepare_with(case, io, ctx, config, f"{tuned} config")
 
@@ -51,13 +52,14 @@ class TritonMla(Backend):
         from rocbench.kernels import mla_decode as k
         from rocbench.kernels import tuned
 
-        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"])
+        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
 
         def remember(name: str, config, evidence: dict) -> str:
             where = tuned.remember("mla_decode", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"]),
+        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
+                                        persistent=case["persist"]),
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     @staticmethod
@@ -164,7 +166,7 @@ class TritonMlaDeterministic(Backend):
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
 
-        config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"])
+        config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=case["persist"])
         return TritonMla.prepare_with(case, io, ctx, config,
                                       f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
                                       split_tokens=DETERMINISTIC_SPLIT_TOKENS)
