@@ -234,7 +234,8 @@ def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
 
 def test_tiny_batch_configs():
     """Batch 1-4 with one query row per head: 16-row tiles at 32-64 heads (bf16; fp8 at 32 heads and batch 1),
-    the 32-row fp8 config instead of fp8_qk's 64-row tile at 64 heads (and at 128 in the persistent kernel), the dependent reduce at 16 heads, batch 1."""
+    the 32-row fp8 config instead of fp8_qk's 64-row tile at 64 heads (and at 128 in the persistent kernel),
+    the dependent reduce at 16 heads, batch 1."""
     def rows(kv_dtype, nhead, batch, qlen=1):
         return kernel_heads_per_group(nhead, qlen, builtin_config(kv_dtype, nhead, qlen, batch)) * qlen
     assert [rows(torch.bfloat16, h, 1) for h in (16, 32, 64, 128)] == [16, 16, 16, 64]

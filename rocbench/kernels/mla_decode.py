@@ -153,7 +153,8 @@ FP8_PERSISTENT_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per
 # mla-variants-h200/smallbatch.jsonl)
 FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1, f16_mma=True)
 FP8_SMALL_BATCH_MAX = 8
-# 32 rows: split-KV's config, and the persistent kernel's at batch <= 4 (see TINY_BATCH_CONFIG below)
+# 32 rows: split-KV's config at any batch; at batch <= 4 also the persistent kernel's, and at 64 heads (128 in the
+# persistent kernel) both kernels' instead of the 64-row tile (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 # Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
