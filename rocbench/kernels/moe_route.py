@@ -43,24 +43,26 @@ def _chunk_histogram_kernel(ids_ptr, hist_ptr, P, E, CH: tl.constexpr, K_PAD: tl
 @triton.jit
 def _write_block_table(counts, keys, blk_e_ptr, blk_row0_ptr, blk_n_ptr, MB, BM: tl.constexpr,
                        MBC: tl.constexpr):
-    """The table of BM-row blocks over pairs sorted by expert, counts[e] pairs each (keys = e)."""
+    """The table of BM-row blocks over pairs sorted by expert, counts[e] pairs each (keys = e). Every expert
+    writes its own blocks, the j-th of all experts at once: max(blocks per expert) steps of one store per expert.
+    (It replaced a search of every block among all experts, an [experts, 64] compare per 64 blocks: ncu on the
+    H200 had the scan kernel at 19.6 us for 512 pairs over 256 experts, 255 registers.)"""
     seg_start = tl.cumsum(counts, axis=0) - counts
     nblk = (counts + BM - 1) // BM
-    blk_end = tl.cumsum(nblk, axis=0)
-    blk_start = blk_end - nblk
-    # block b belongs to the expert e with blk_start[e] <= b < blk_end[e]
-    for b0 in range(0, MB, MBC):
+    blk_start = tl.cumsum(nblk, axis=0) - nblk
+    used = tl.sum(nblk, axis=0)
+    for b0 in range(0, MB, MBC):  # the blocks no expert fills (addresses disjoint from the loop below)
         offs_b = b0 + tl.arange(0, MBC)
-        inb = ((blk_start[:, None] <= offs_b[None, :]) & (offs_b[None, :] < blk_end[:, None])).to(tl.int32)
-        has = tl.sum(inb, axis=0) > 0
-        e_b = tl.sum(inb * keys[:, None], axis=0)
-        j = offs_b - tl.sum(inb * blk_start[:, None], axis=0)
-        row0 = tl.sum(inb * seg_start[:, None], axis=0) + j * BM
-        nrows = tl.minimum(tl.sum(inb * counts[:, None], axis=0) - j * BM, BM)
-        bmask = offs_b < MB
-        tl.store(blk_e_ptr + offs_b, tl.where(has, e_b, -1), mask=bmask)
-        tl.store(blk_row0_ptr + offs_b, tl.where(has, row0, 0), mask=bmask)
-        tl.store(blk_n_ptr + offs_b, tl.where(has, nrows, 0), mask=bmask)
+        unused = (offs_b >= used) & (offs_b < MB)
+        tl.store(blk_e_ptr + offs_b, tl.full([MBC], -1, tl.int32), mask=unused)
+        tl.store(blk_row0_ptr + offs_b, tl.zeros([MBC], tl.int32), mask=unused)
+        tl.store(blk_n_ptr + offs_b, tl.zeros([MBC], tl.int32), mask=unused)
+    for j in range(0, tl.max(nblk, axis=0)):
+        b = blk_start + j
+        mine = (j < nblk) & (b < MB)
+        tl.store(blk_e_ptr + b, keys, mask=mine)
+        tl.store(blk_row0_ptr + b, seg_start + j * BM, mask=mine)
+        tl.store(blk_n_ptr + b, tl.minimum(counts - j * BM, BM), mask=mine)
 
 
 @triton.jit
