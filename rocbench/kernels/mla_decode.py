@@ -146,7 +146,7 @@ FP8_SMALL_TILE_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per
 # `make bench` (kernel_us, uniform): persistent nhead 16 batch 64 124.5 -> 107.7, nhead 32 168.2 -> 148.7; but the
 # split-KV kernel lost with it (nhead 16 batch 64 118.8 -> 151.2, nhead 32 batch 128 skewed 1229 -> 2070), so
 # split-KV keeps FP8_SMALL_TILE_CONFIG and FP8_CONFIG (compare-sweep-deepseek-r1-h200-batch1-tiles-vs-block32-reduce64)
-FP8_PERSISTENT_CONFIG = MlaKernelConfig(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32, f16_mma=True)
+FP8_PERSISTENT_CONFIG = dataclasses.replace(FP8_SMALL_TILE_CONFIG, block_n=32)
 # ... but at small batches (persistent, nhead 16, ctx 4096, H200 kernel_us) the 8-warp prefetch config wins, where a
 # program gets one or two KV blocks: batch 1 13.8 vs 15.7 us, 2: 14.3 vs 18.4, 4: 18.6 vs 21.2, 8: 25.9 vs 28.6;
 # from batch 16 on the one above (then with 64-token blocks: 42.8 vs 43.5, 32: 68.5 vs 73.0, 64: 124.8 vs 135.6;
@@ -783,7 +783,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)
-        options["reduce_by_rows"] = dataclasses.replace(builtin, reduce_cols=0, reduce_chunk=0)  # reduce_shape's
+        # reduce_shape's own choice by rows, where the built-in config asks for a shape
+        options["reduce_by_rows"] = dataclasses.replace(builtin, reduce_cols=0, reduce_chunk=0)
     return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
 
 

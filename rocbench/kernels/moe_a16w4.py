@@ -373,7 +373,8 @@ def _combined_pair(y_ptr, tw_ptr, ids_ptr, offs, mask, p, HID, E, P, SPLIT2, CG:
     e = tl.zeros([offs.shape[0]], dtype=tl.int32) + tl.load(ids_ptr + p)
     valid = (e >= 0) & (e < E) & mask
     w = tl.where(valid, tl.load(tw_ptr + p).to(tl.float32), 0.0)
-    y = tl.zeros([offs.shape[0]], dtype=tl.float32)  # (s * P + p) * HID + offs < 2^31 for every supported shape
+    y = tl.zeros([offs.shape[0]], dtype=tl.float32)
+    # (s * P + p) * HID + offs < 2^31 for every supported shape
     if SPLIT2_UNROLLED:
         for s in tl.static_range(SPLIT2_UNROLLED):
             y += _load_partial(y_ptr + (s * P + p) * HID + offs, valid, CG)
