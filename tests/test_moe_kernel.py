@@ -344,3 +344,9 @@ def test_gpu_asm_dequant_bitwise_and_config_variants_match_reference(tokens):
                        dict(bn2=128, warps2=8)):
             other = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
             assert _close(other, ref, rel=1e-2)[0], (layout, change)
+        # a cache prefetch (PTX) moves no value: the same bits as the same config without it
+        plain = dataclasses.replace(plan, prefetch=False, scale_words=False, stages1=1, stages2=1)
+        expected = _run(p, layout, "swiglu", plain)
+        for level in ("L1", "L2"):
+            hinted = _run(p, layout, "swiglu", dataclasses.replace(plain, prefetch_hint=level))
+            assert torch.equal(hinted.view(torch.int16), expected.view(torch.int16)), (layout, level)

@@ -55,6 +55,14 @@ def test_candidates_are_distinct_and_valid():
     assert plan.prefetch and plan.stages1 == 1 and not moe_plan.heuristic_plan(1024, 4, 128, 384, 3072).prefetch
     assert not moe_plan.heuristic_plan(16, 4, 128, 2880, 2880).prefetch  # K steps of 2 MX blocks
     assert candidates["stages3"] == dataclasses.replace(plan, prefetch=False, stages1=3, stages2=3)
+    # the cache-prefetch candidates drop the register prefetch and the scale words (which keep the decode off the
+    # MMA's register operand); a config asking for both prefetches, or an unknown level, is refused
+    hint = candidates["hint_l2,bytes,stages1"]
+    assert hint.prefetch_hint == "L2" and not hint.prefetch and not hint.scale_words and hint.stages1 == 1
+    assert candidates["hint_l1,bytes,stages1"].prefetch_hint == "L1"
+    for bad in (dict(prefetch_hint="L3"), dict(prefetch=True, prefetch_hint="L2")):
+        with pytest.raises(ValueError, match="prefetch_hint"):
+            moe_plan.check_config(dataclasses.replace(plan, **bad), 384, 3072)
     for config in candidates.values():
         moe_plan.check_config(config, 384, 3072)
 

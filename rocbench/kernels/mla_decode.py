@@ -771,7 +771,14 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 # offline sm_90 SASS (Triton 3.6): the 16-row 4-warp config above spills 44 registers to local memory
                 # and reloads 48 per 64-token block (ncu at nhead 16 batch 64: 1.5 M spill requests); 32-token blocks
                 # spill none in the loop (1224 instructions per 32 tokens against 2213 per 64)
-                "reload_v,warps4,2/sm,block32": c(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32)} if fp8 else
+                "reload_v,warps4,2/sm,block32": c(reload_v=True, num_warps=4, programs_per_sm=2, block_n=32),
+                # 16-row tiles take mma.sync, whose K^T and V operands live in registers: Triton reads the fp8 tile
+                # that cp.async left in shared memory one byte per load (offline sm_90 SASS, Triton 3.6: 128 LDS.U8
+                # per 32-token block) and converts K and V apart (reload_v). A register prefetch converts the tile
+                # once, where it was loaded: 1224 -> 875 instructions per block, no spills in the loop (at 32 rows it
+                # spills 282 registers per block). Not measured yet
+                "prefetch,warps4,2/sm,block32": c(prefetch=True, num_stages=1, num_warps=4, programs_per_sm=2,
+                                                  block_n=32)} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),

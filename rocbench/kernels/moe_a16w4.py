@@ -37,7 +37,8 @@ import triton
 import triton.language as tl
 
 from rocbench.formats import moe_layouts as _lay
-from rocbench.kernels.moe_plan import MoeConfig, check_config, moe_a16w4_unsupported_reason, plan_moe
+from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, check_config,
+                                      moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
 from rocbench.kernels.target import nvidia_gpu
 
@@ -243,20 +244,61 @@ def _scale_rows(s_ptr, row_part, WORDS: tl.constexpr):
 
 
 @triton.jit
+def _scale_ptrs(s_rows, blk, WORDS: tl.constexpr):
+    """[BN, NB] pointers to the scales of K blocks blk for the given rows, or with WORDS to the aligned 32-bit
+    words holding them (byte kp*2 + np of the word at (c // 8) * 256 + (c % 4) * 64 + row bytes, see _s_col_part)."""
+    if WORDS:
+        ptrs = s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :]
+    else:
+        ptrs = s_rows[:, None] + _s_col_part(blk)[None, :]
+    return ptrs
+
+
+@triton.jit
 def _weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.constexpr):
     """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows.
 
-    With WORDS the scales are read as the aligned 32-bit words holding them (byte kp*2 + np of the word
-    at (c // 8) * 256 + (c % 4) * 64 + row bytes, see _s_col_part): Triton pipelines (cp.async) only
-    loads of 4 bytes or more, and byte loads leave one memory latency per K step inside the loop."""
+    With WORDS the scales are read as the words holding them: Triton pipelines (cp.async) only loads of 4 bytes
+    or more, and byte loads leave one memory latency per K step inside the loop."""
     blk = ks * NB + tl.arange(0, NB)
     wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
+    sc = tl.load(_scale_ptrs(s_rows, blk, WORDS))
     if WORDS:
-        words = tl.load(s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :])
-        sc = ((words >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
-    else:
-        sc = tl.load(s_rows[:, None] + _s_col_part(blk)[None, :])
+        sc = ((sc >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
     return wq, sc
+
+
+# PTX (NVIDIA only): prefetch the line holding $1 into L1 or L2 where the flag $2 is set; the output is a dummy
+_ASM_PREFETCH = """
+{{
+.reg .pred p;
+setp.ne.s32 p, $2, 0;
+@p prefetch.global.{level} [$1];
+mov.u32 $0, 0;
+}}
+"""
+_ASM_PREFETCH_L1 = tl.constexpr(_ASM_PREFETCH.format(level="L1"))
+_ASM_PREFETCH_L2 = tl.constexpr(_ASM_PREFETCH.format(level="L2"))
+
+
+@triton.jit
+def _prefetch_lines(ptrs, flags, LEVEL: tl.constexpr):
+    if LEVEL == 1:
+        tl.inline_asm_elementwise(_ASM_PREFETCH_L1, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise(_ASM_PREFETCH_L2, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _prefetch_step(w_rows, s_rows, rows, ks, NB: tl.constexpr, WORDS: tl.constexpr, LEVEL: tl.constexpr):
+    """Prefetch (MoeConfig.prefetch_hint) the weight and scale lines of K step ks for the given rows. A 16-row
+    strip's block is 256 contiguous bytes (rows 0 and 8 start its lines); a 16-row group's scales of one block
+    lie within 64 bytes (its first row names them)."""
+    blk = ks * NB + tl.arange(0, NB)
+    w_ptrs = w_rows[:, None] + (blk * 256)[None, :]
+    _prefetch_lines(w_ptrs, tl.broadcast_to(((rows % 8) == 0).to(tl.int32)[:, None], w_ptrs.shape), LEVEL)
+    s_ptrs = _scale_ptrs(s_rows, blk, WORDS)
+    _prefetch_lines(s_ptrs, tl.broadcast_to(((rows % 16) == 0).to(tl.int32)[:, None], s_ptrs.shape), LEVEL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +323,7 @@ def _moe_gemm1_kernel(
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-    PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
+    PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -318,6 +360,9 @@ def _moe_gemm1_kernel(
             next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
             next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
         else:
+            if PREFETCH_HINT != 0:  # the next step's lines (this step's again at the last: no branch)
+                _prefetch_step(wg_rows, sg_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
+                _prefetch_step(wu_rows, su_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
             wq_g, s_g = _weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
             wq_u, s_u = _weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
@@ -419,6 +464,7 @@ def _moe_gemm2_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
+    PREFETCH_HINT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -444,6 +490,8 @@ def _moe_gemm2_kernel(
             wq, sc = next_w, next_s
             next_w, next_s = _weight_step(w_rows, s_rows, s_shift, tl.minimum(ks + 1, ks1 - 1), NB, WORDS)
         else:
+            if PREFETCH_HINT != 0:  # as in GEMM1
+                _prefetch_step(w_rows, s_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
             wq, sc = _weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
@@ -546,6 +594,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
     use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and nvidia_gpu(device)  # PTX: not for ROCm's "cuda"
+    prefetch_hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if nvidia_gpu(device) else 0  # PTX too; results alike
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0
@@ -575,7 +624,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        num_warps=cfg.warps1, num_stages=cfg.stages1)
+        PREFETCH_HINT=prefetch_hint, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -590,8 +639,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, num_warps=cfg.warps2,
-        num_stages=cfg.stages2)
+        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, num_warps=cfg.warps2, num_stages=cfg.stages2)
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))
         _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, pairs, BH=bh,

@@ -8,6 +8,7 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels import tuned
 
 INLINE_ROUTE_MAX_PAIRS = 64  # up to this many (token, slot) pairs the GEMMs route inline
+PREFETCH_HINT_LEVELS = {"": 0, "L1": 1, "L2": 2}  # MoeConfig.prefetch_hint -> the kernels' PREFETCH_HINT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,13 @@ class MoeConfig:
     # with bn1 64 it gained (gpt-oss-120b TP1 x 64 tokens 1469 -> 1312 us); with bn1 32 and 4 warps it lost
     # (87 -> 115 us at 1 token), so the plans keep bytes there (_shape_tiles)
     scale_words: bool = True
+    # "L1" / "L2" (NVIDIA only, with prefetch False): before each K step's loads, a PTX prefetch of the next step's
+    # weight and scale lines (one per 128-byte line) instead of a register double buffer. Offline sm_90 SASS
+    # (Triton 3.6): with loop-carried (prefetched) weights, or scales read as words, the decoded bf16 tile goes
+    # through shared memory one 16-bit store per value (128 STS.U16 per K step in GEMM1's decode loop); without
+    # both, Triton decodes straight into the MMA's register operand and only the packed bytes are rearranged.
+    # Not measured yet: a --tune candidate (with byte scales and 1 stage), not a plan default
+    prefetch_hint: str = ""
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -139,6 +147,8 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
     if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
         raise ValueError(f"bad config {cfg}")
+    if cfg.prefetch_hint not in PREFETCH_HINT_LEVELS or (cfg.prefetch_hint and cfg.prefetch):
+        raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -171,6 +181,9 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # the plan before 64-row GEMM1 tiles (its 9% lead in graph time at gpt-oss-120b TP 8 x 1 token on an H200 did
         # not recur in the next sweep: noise, but a cheap candidate to keep measuring)
         "bn1=32,bytes,stages2": dict(bn1=32, scale_words=False, stages1=2, stages2=2),
+        # cache prefetch instead of registers, so that the decode lands in the MMA operand layout (see prefetch_hint)
+        "hint_l2,bytes,stages1": dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1),
+        "hint_l1,bytes,stages1": dict(prefetch=False, prefetch_hint="L1", scale_words=False, stages1=1, stages2=1),
     }
     candidates = {}
     for name, change in variations.items():
