@@ -2,6 +2,7 @@
 and a bf16 + CUDA-graph test that only runs where CUDA exists."""
 
 import dataclasses
+import functools
 import zlib
 
 import pytest
@@ -100,6 +101,9 @@ CONFIG_VARIANTS = {
     "fused_combine": lambda c: dataclasses.replace(c, fused_combine=True, split1=2, split2=2, nb1=2, nb2=2),
     "prefetch_split": lambda c: dataclasses.replace(c, prefetch=True, split1=2, split2=2, nb1=2, nb2=2),
     "scale_bytes_bn32": lambda c: dataclasses.replace(c, scale_words=not c.scale_words, bn1=32, nb1=2, nb2=2),
+    # NVIDIA-only knobs (PTX prefetch, grid dependency control): elsewhere they must leave a working plain kernel
+    "hint_dependent": lambda c: dataclasses.replace(c, prefetch=False, prefetch_hint="L2", scale_words=False,
+                                                    dependent_launch=True, split2=2, nb2=2),
 }
 
 
@@ -109,7 +113,7 @@ CONFIG_VARIANTS = {
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
     ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
     ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16),
-    ("scale_bytes_bn32", "silu", True, torch.float16)])
+    ("scale_bytes_bn32", "silu", True, torch.float16), ("hint_dependent", "swiglu", True, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])
@@ -327,6 +331,35 @@ def test_gpu_bf16_layouts_bitwise_reference_and_graph(tokens):
         assert torch.equal(static_out.view(torch.int16), out.view(torch.int16))
         outs[layout] = out
     assert torch.equal(outs[L.INTERLEAVE].view(torch.int16), outs[L.SEPARATED].view(torch.int16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (grid dependency control)")
+@pytest.mark.parametrize("tokens", [1, 40])  # inline routing, then the block table
+def test_gpu_dependent_launch_gives_the_same_bits_eager_and_in_a_graph(tokens):
+    """GEMM2 and the combine as programmatic dependents (MoeConfig.dependent_launch; plain launches before sm_90)
+    read what the kernel before them wrote only after gdc_wait: the same bits as without, replayed in a CUDA graph."""
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, dtype=torch.bfloat16, seed=20 + tokens)
+    plan = K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"])
+    w = _shuffled(p, L.INTERLEAVE)
+    hinted = dataclasses.replace(plan, prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1)
+    for base in (plan, dataclasses.replace(plan, fused_combine=True), hinted):
+        expected = _run(p, L.INTERLEAVE, "swiglu", base, weights=w)
+        config = dataclasses.replace(base, dependent_launch=True)
+        assert torch.equal(_run(p, L.INTERLEAVE, "swiglu", config, weights=w).view(torch.int16),
+                           expected.view(torch.int16)), base
+        static_out = torch.empty_like(expected)
+        call = functools.partial(K.moe_a16w4, p["x"], *w, p["tw"], p["ti"], layout=L.INTERLEAVE, experts=p["e"],
+                                 inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"],
+                                 out=static_out, config=config,
+                                 counters=K.alloc_counters(config, tokens, 4, p["e"], p["inter"], p["h"], "cuda"))
+        call()  # compiles outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            call()
+        static_out.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out.view(torch.int16), expected.view(torch.int16)), base
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")

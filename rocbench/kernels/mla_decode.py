@@ -50,7 +50,7 @@ import triton.language as tl
 
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.kernels import tuned
-from rocbench.kernels.target import nvidia_gpu
+from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
 from rocbench.formats.mla_schedule import (
     DEFAULT_KV_GRANULARITY,
@@ -59,21 +59,6 @@ from rocbench.formats.mla_schedule import (
     build_mla_schedule,
     pick_heads_per_group,
 )
-
-try:  # grid dependency control (dependent_reduce); older Tritons lack it, and then it is never asked for
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-
-    HAS_GDC = True
-except ImportError:
-    HAS_GDC = False
-
-    @triton.jit
-    def gdc_wait():
-        pass
-
-    @triton.jit
-    def gdc_launch_dependents():
-        pass
 
 LOG2E = 1.4426950408889634
 NEG_BIG = tl.constexpr(-1.0e30)  # finite "minus infinity" for running maxima: keeps exp2(m_old - m_new) NaN-free
@@ -663,15 +648,8 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
 
 
 def _dependent_launch(config: MlaKernelConfig, device: torch.device) -> bool:
-    """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists: CUDA on sm_90+
-    (Hopper's griddepcontrol), not the interpreter."""
-    return (config.dependent_reduce and HAS_GDC and nvidia_gpu(device)
-            and torch.cuda.get_device_capability(device)[0] >= 9)
-
-
-def _pdl_launch(pdl: bool) -> dict:
-    """The launch option for a dependent kernel (only passed where it exists: CUDA's Triton backend)."""
-    return {"launch_pdl": True} if pdl else {}
+    """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists."""
+    return config.dependent_reduce and dependent_launch_supported(device)
 
 
 def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_sms: int,
@@ -900,7 +878,7 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         _reduce_splits_kernel[(groups, kv.batch, qlen * hpg * (KV_LORA_RANK // shape.cols))](
             out, workspace.partial_out, workspace.partial_lse, kv.seq_lens, num_kv_splits, out.stride(0),
             out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, SPLIT_TOKENS=split_tokens or 0,
-            COLS=shape.cols, CHUNK=shape.chunk, PDL=pdl, num_warps=4, **_pdl_launch(pdl),
+            COLS=shape.cols, CHUNK=shape.chunk, PDL=pdl, num_warps=4, **pdl_launch_option(pdl),
         )
     return out
 
@@ -944,6 +922,6 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
             out, workspace.partial_out, workspace.partial_lse,
             schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
             out.stride(0), out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, COLS=shape.cols,
-            CHUNK=shape.chunk, PDL=pdl, num_warps=4, **_pdl_launch(pdl),
+            CHUNK=shape.chunk, PDL=pdl, num_warps=4, **pdl_launch_option(pdl),
         )
     return out

@@ -40,6 +40,7 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
+from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
 
 LAYOUT_IDS = {_lay.SEPARATED: 0, _lay.INTERLEAVE: 1}
@@ -324,7 +325,10 @@ def _moe_gemm1_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
+        gdc_launch_dependents()
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -464,8 +468,10 @@ def _moe_gemm2_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
-    PREFETCH_HINT: tl.constexpr,
+    PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # a dependent may launch now (the combine, which waits for this grid before reading y)
+        gdc_launch_dependents()
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -485,6 +491,10 @@ def _moe_gemm2_kernel(
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if PREFETCH:
         next_w, next_s = _weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
+    elif PREFETCH_HINT != 0:
+        _prefetch_step(w_rows, s_rows, offs_n, ks0, NB, WORDS, PREFETCH_HINT)
+    if PDL:  # launched as GEMM1's dependent: everything above reads the inputs only; act is complete after this
+        gdc_wait()
     for ks in range(ks0, ks1):
         if PREFETCH:  # as in GEMM1
             wq, sc = next_w, next_s
@@ -518,7 +528,9 @@ def _moe_gemm2_kernel(
 
 @triton.jit(do_not_specialize=["P"])
 def _moe_combine_kernel(y_ptr, tw_ptr, ids_ptr, out_ptr, HID, E, P, BH: tl.constexpr, TOPK: tl.constexpr,
-                        SPLIT2: tl.constexpr):
+                        SPLIT2: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # launched as GEMM2's dependent: y is complete after this
+        gdc_wait()
     t = tl.program_id(0)
     offs = tl.program_id(1) * BH + tl.arange(0, BH)
     _combine_rows(y_ptr, tw_ptr, ids_ptr, out_ptr, offs, offs < HID, t, TOPK, HID, E, P, SPLIT2, False,
@@ -595,6 +607,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b2_t = b2.contiguous() if b2 is not None else x
     use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and nvidia_gpu(device)  # PTX: not for ROCm's "cuda"
     prefetch_hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if nvidia_gpu(device) else 0  # PTX too; results alike
+    pdl = cfg.dependent_launch and dependent_launch_supported(device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0
@@ -624,7 +637,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        PREFETCH_HINT=prefetch_hint, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        PREFETCH_HINT=prefetch_hint, PDL=pdl, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -639,11 +652,13 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, num_warps=cfg.warps2, num_stages=cfg.stages2)
+        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, num_warps=cfg.warps2,
+        num_stages=cfg.stages2, **pdl_launch_option(pdl))
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))
         _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, pairs, BH=bh,
-                                                              TOPK=topk, SPLIT2=split2)
+                                                              TOPK=topk, SPLIT2=split2, PDL=pdl,
+                                                              **pdl_launch_option(pdl))
     return out
 
 

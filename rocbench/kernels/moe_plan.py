@@ -47,6 +47,11 @@ class MoeConfig:
     # both, Triton decodes straight into the MMA's register operand and only the packed bytes are rearranged.
     # Not measured yet: a --tune candidate (with byte scales and 1 stage), not a plan default
     prefetch_hint: str = ""
+    # GEMM2 and the combine launched as programmatic dependents (CUDA sm_90+, rocbench.kernels.pdl; ignored
+    # elsewhere): GEMM2's routing, addressing and first K step's weights overlap GEMM1's tail, the combine's launch
+    # GEMM2's. At 1 token the call is three dependent kernels of 4.5-14 us each (ncu-moe-h200), where MLA's reduce
+    # gained 1-1.5 us this way at batch 1. Not measured yet: a --tune candidate
+    dependent_launch: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -184,6 +189,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # cache prefetch instead of registers, so that the decode lands in the MMA operand layout (see prefetch_hint)
         "hint_l2,bytes,stages1": dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1),
         "hint_l1,bytes,stages1": dict(prefetch=False, prefetch_hint="L1", scale_words=False, stages1=1, stages2=1),
+        "dependent_launch": dict(dependent_launch=True),
     }
     candidates = {}
     for name, change in variations.items():
