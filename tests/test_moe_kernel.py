@@ -295,6 +295,18 @@ def test_unsupported_shapes_and_bad_inputs():
                     inter=p["inter"], hidden=p["h"], activation="gelu")
 
 
+def test_the_row_path_names_the_nvidia_only_knobs_only_where_they_take_effect(monkeypatch):
+    plan = K.plan_moe(1, 4, 128, 384, 3072, num_sms=132)
+    hinted = dataclasses.replace(plan, prefetch=False, prefetch_hint="L2", stages1=1, dependent_launch=True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert K.pipeline_description(plan, cpu) == "prefetch"
+    assert K.pipeline_description(hinted, cpu) == "stages=1"  # PTX and griddepcontrol: not here, so not claimed
+    monkeypatch.setattr(K, "nvidia_gpu", lambda device: device.type == "cuda")
+    monkeypatch.setattr(K, "dependent_launch_supported", lambda device: device.type == "cuda")
+    assert K.pipeline_description(hinted, cuda) == "stages=1 L2-prefetch-hint dependent-launch"
+    assert K.pipeline_description(dataclasses.replace(hinted, prefetch_hint=""), cuda) == "stages=1 dependent-launch"
+
+
 def test_plan_is_static_and_sane():
     c1 = K.plan_moe(1, 4, 128, 384, 3072, num_sms=132)
     assert c1.inline and c1.bm == 16 and c1.split1 > 1

@@ -565,6 +565,25 @@ def _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inte
             raise ValueError("weights and scales must be contiguous")
 
 
+def _nvidia_knobs(cfg: MoeConfig, device: torch.device) -> tuple[int, bool]:
+    """The NVIDIA-only knobs as the kernels get them on `device`: the prefetch hint level (PTX) and whether GEMM2
+    and the combine launch as programmatic dependents. Elsewhere both are off; results are the same either way."""
+    hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if nvidia_gpu(device) else 0
+    return hint, cfg.dependent_launch and dependent_launch_supported(device)
+
+
+def pipeline_description(cfg: MoeConfig, device: torch.device) -> str:
+    """How a call with `cfg` on `device` feeds its K loops, for a result row's path: the register prefetch or the
+    pipeline stages, plus the NVIDIA-only knobs where they take effect."""
+    hint, pdl = _nvidia_knobs(cfg, device)
+    words = ["prefetch" if cfg.prefetch else f"stages={cfg.stages1}"]
+    if hint:
+        words.append(f"{cfg.prefetch_hint}-prefetch-hint")
+    if pdl:
+        words.append("dependent-launch")
+    return " ".join(words)
+
+
 def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
               topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
               b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None,
@@ -606,8 +625,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
     use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and nvidia_gpu(device)  # PTX: not for ROCm's "cuda"
-    prefetch_hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if nvidia_gpu(device) else 0  # PTX too; results alike
-    pdl = cfg.dependent_launch and dependent_launch_supported(device)
+    prefetch_hint, pdl = _nvidia_knobs(cfg, device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0

@@ -64,7 +64,7 @@ class TritonMoe(Backend):
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     def prepare_with(self, case: Case, io: MoeIO, ctx: RankContext, config, source: str) -> Prepared:
-        from rocbench.kernels.moe_a16w4 import alloc_counters, moe_a16w4
+        from rocbench.kernels.moe_a16w4 import alloc_counters, moe_a16w4, pipeline_description
 
         counters = alloc_counters(config, *self.shape(case), ctx.device)
         weights = io.layouts[case["layout"]]
@@ -75,7 +75,7 @@ class TritonMoe(Backend):
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
                              out=io.out, config=config, counters=counters)
         route = "inline-route" if config.inline else "aligned"
-        pipeline = "prefetch" if config.prefetch else f"stages={config.stages1}"
+        pipeline = pipeline_description(config, ctx.device)
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
                              f"({source})")
 
