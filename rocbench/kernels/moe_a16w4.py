@@ -17,6 +17,8 @@ Pipeline (static grids, no host syncs: CUDA-graph capturable; deterministic):
   2. GEMM2, same for w2 (optionally K split): fp32 partial y per (split, pair); b2 in split 0.
   3. combine: out[t] = sum_k topk_weight[t, k] * sum_s y[s, t*K + k] in fixed order (a separate
      kernel, or the last GEMM2 program per hidden tile with fused_combine). No float atomics.
+  NVIDIA-only options (MoeConfig; results unchanged): prefetch_hint (a PTX prefetch of the next K step's lines
+  instead of the register double buffer) and dependent_launch (GEMM2 and the combine as programmatic dependents).
 
 Layout handling: both layouts store a row's 32-value MX block as 16 contiguous bytes inside a
 16-row strip (see rocbench.formats.moe_layouts), so addressing splits into a per-row base
