@@ -259,3 +259,13 @@ def test_every_row_holds_only_schema_columns_with_their_types(tmp_path):
                 assert isinstance(cell, str), (column, cell)
     with pytest.raises(ValueError, match="_fatal"):
         ResultsWriter(tmp_path, columns_for(registry.get("allgather"))).append({"status": "pass", "_fatal": True})
+
+
+def test_the_recorded_command_can_be_typed_again():
+    from rocbench.core.results import command_line
+
+    assert command_line(["/repo/rocbench/__main__.py", "sweep", "configs/ci.yaml"]) == \
+        "python -m rocbench sweep configs/ci.yaml"
+    assert command_line(["/repo/.venv/bin/rocbench", "mla", "--nhead", "64", "--persist"]) == \
+        "rocbench mla --nhead 64 --persist"
+    assert command_line(["rocbench", "sweep", "my configs/a b.yaml"]) == "rocbench sweep 'my configs/a b.yaml'"

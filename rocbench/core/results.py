@@ -5,6 +5,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -162,10 +163,19 @@ def write_meta(run_dir: Path, meta: dict) -> None:
     os.replace(tmp, path)  # never leave a half-written meta.json
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as one types it again: `python -m rocbench ...` for a module run (whose argv[0] is the path of
+    rocbench/__main__.py; under torchrun, what each rank runs), else the program's name (`rocbench ...`); the
+    arguments shell-quoted."""
+    argv = list(sys.argv if argv is None else argv)
+    program = "python -m rocbench" if Path(argv[0]).name == "__main__.py" else Path(argv[0]).name
+    return " ".join([program, *map(shlex.quote, argv[1:])])
+
+
 def base_meta(suite: str, params: dict, platform: dict, git_rev: str | None) -> dict:
     return {
         "suite": suite,
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "git_revision": git_rev,
         "platform": platform,
