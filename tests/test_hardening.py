@@ -123,3 +123,11 @@ def test_the_entry_point_keeps_parser_errors_to_one_line(monkeypatch, capsys):
         cli.main()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert done.value.code == 2 and len(lines) == 1 and "No such option" in lines[0], lines
+
+
+def test_a_dead_rank_is_described_by_its_signal():
+    from rocbench.core.harness.isolate import how_it_ended
+
+    assert how_it_ended(3) == "exited with code 3"
+    assert how_it_ended(-11) == "was killed by SIGSEGV"
+    assert how_it_ended(-9).startswith("was killed by SIGKILL (sent from outside: the out-of-memory killer")

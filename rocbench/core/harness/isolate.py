@@ -5,6 +5,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import queue
+import signal
 import socket
 import time
 from typing import Callable, Iterator
@@ -16,6 +17,17 @@ from rocbench.core.roofline import Roofline
 POLL_S = 0.2
 POOL_START_TIMEOUT_S = 240.0
 
+
+
+def how_it_ended(exit_code: int) -> str:
+    """A rank process's exit code in words; a negative one is the signal that ended it (multiprocessing's rule).
+    SIGKILL comes from outside the process, most often from the kernel's out-of-memory killer."""
+    if exit_code >= 0:
+        return f"exited with code {exit_code}"
+    number = -exit_code
+    name = signal.Signals(number).name if number in {s.value for s in signal.Signals} else f"signal {number}"
+    cause = " (sent from outside: the out-of-memory killer, a job's limits or a user)" if number == signal.SIGKILL else ""
+    return f"was killed by {name}{cause}"
 
 class PoolFailure(Exception):
     """The pool cannot go on: `status` is "fault" or "timeout", `detail` says why."""
@@ -100,7 +112,7 @@ class RankPool:
             if dead:
                 rank, code = dead[0]
                 self.kill()
-                raise PoolFailure("fault", f"rank {rank} died with exit code {code} while {what}")
+                raise PoolFailure("fault", f"rank {rank} {how_it_ended(code)} while {what}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise PoolFailure("timeout", f"no result within the time limit while {what}")
