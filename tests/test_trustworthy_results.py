@@ -152,6 +152,16 @@ def test_dry_run_says_how_long_and_how_much_memory_in_text_and_json(tmp_path):
     assert swept.returncode == 0 and len(json.loads(swept.stdout)["runs"]) == 3
 
 
+def test_the_memory_estimate_counts_what_building_a_moe_case_holds(tmp_path):
+    """A MoE call reads a few experts, but its inputs hold all of them, drawn in fp32 before quantizing: the dry
+    run says what building them takes (it said 252 MiB for gpt-oss-120b TP1, whose build passed 24 GB)."""
+    proc = invoke("moe", "--tokens", "1", "--tp", "1", "--layout", "separated", "--correctness-only", "--dry-run",
+                  "--json", "--out", str(tmp_path))
+    plan = json.loads(proc.stdout)
+    assert proc.returncode == 0 and plan["estimate"]["largest_case_bytes"] > 8 * 2**30
+    assert "while its inputs are built; a call then moves 50.4 MiB" in plan["estimate"]["text"]
+
+
 def timed_mla_frame() -> pd.DataFrame:
     """MLA rows as a GPU run writes them: one ctx, batch 1/64/128, two head counts, both KV dtypes and paths."""
     suite = registry.get("mla")

@@ -70,6 +70,10 @@ class Work:
     flops: float = 0.0
     busbw_factor: float | None = None  # collectives: busbw = algbw * factor (nccl-tests convention)
     mma: str = "bf16"  # the MMA whose measured rate bounds the flops in the roofline: "bf16" or "fp8"
+    # the most memory the case's inputs take while they are built, where that exceeds what a call moves and its
+    # reference (MoE: every expert's weights, drawn in fp32 before quantizing, where a call reads a few experts);
+    # 0: the call's buffers are the inputs. The dry run's memory estimate takes the larger
+    build_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ Time, per (case, backend) row:
 - on a CPU: the family's InterpreterCost (seconds per row plus per MiB a call moves, fitted on a 2-core CI box for
   Triton's interpreter; a collective's gloo ranks by default), times PROBE_FACTOR with the batch probes, plus the
   process and rank start-up once.
-Memory: the largest case's buffers (the bytes one call moves) times the input copies timing rotates through to
-keep the caches cold (timing.rotation_count), plus its fp32 reference.
+Memory, per case: its buffers (the bytes one call moves) times the input copies timing rotates through to keep the
+caches cold (timing.rotation_count), plus its fp32 reference; or, where the family says building its inputs takes
+more (Work.build_bytes), that. The dry run gives the largest case's.
 """
 from __future__ import annotations
 
@@ -47,19 +48,29 @@ def dry_run_plan(suite, cases, backends, world_size: int, opts, platform) -> dic
     seconds = START_S + sum(row_seconds(suite, work, opts, platform.has_gpu) for work in works) * len(backends)
     if platform.has_gpu:
         seconds += GPU_COMPILE_S * len(backends)
-    largest = max(works, key=lambda work: work.bytes)
     timed = platform.has_gpu and not opts.correctness_only
-    copies = timing.rotation_count(largest.bytes, platform.cache_bytes) if timed else 1
-    memory = largest.bytes * copies + 4 * largest.bytes  # buffers, rotated copies, an fp32 reference
+
+    def copies(work) -> int:
+        return timing.rotation_count(work.bytes, platform.cache_bytes) if timed else 1
+
+    def memory(work) -> int:  # buffers, rotated copies and an fp32 reference, or the inputs' build if larger
+        return max(work.bytes * copies(work) + 4 * work.bytes, work.build_bytes)
+
+    largest = max(works, key=memory)
+    need = memory(largest)
     if platform.has_gpu:
         model = f"gate ~{GPU_GATE_S:g} s + at most --max-time of sampling per time, per row"
     else:
         cost = suite.interpreter_cost
         model = (f"{cost.per_row_s:g} s + {cost.per_mib_s:g} s per MiB moved, per row on this CPU"
                  + ("" if opts.skip_batch_probes else f", x{PROBE_FACTOR:g} with the batch probes"))
+    n = copies(largest)
+    if largest.build_bytes > largest.bytes * n + 4 * largest.bytes:
+        why = f"while its inputs are built; a call then moves {largest.bytes / 2**20:.1f} MiB"
+    else:
+        why = f"{n} input cop{'y' if n == 1 else 'ies'} of {largest.bytes / 2**20:.1f} MiB + its reference"
     text = (f"estimate: about {duration(seconds)} for {rows} rows ({model}); the largest case needs about "
-            f"{memory / 2**20:.0f} MiB per rank ({copies} input cop{'y' if copies == 1 else 'ies'} of "
-            f"{largest.bytes / 2**20:.1f} MiB + its reference)")
+            f"{need / 2**20:.0f} MiB per rank ({why})")
     return {"suite": suite.name, "dry_run": True, "cases": len(cases), "backends": [b.name for b in backends],
             "rows": rows, "ranks": world_size,
-            "estimate": {"seconds": round(seconds, 1), "largest_case_bytes": memory, "text": text}}
+            "estimate": {"seconds": round(seconds, 1), "largest_case_bytes": need, "text": text}}

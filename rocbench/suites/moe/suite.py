@@ -57,6 +57,32 @@ def interleave_twin(case: Case, backend: str) -> tuple[str, str] | None:
     return (case.replaced(layout=INTERLEAVE).id, backend) if case["layout"] != INTERLEAVE else None
 
 
+QUANTIZE_CHUNK_BYTES = 256 << 20  # fp32 weights padded and quantized at a time
+
+
+def _quantize_padded(w: torch.Tensor, pad: tuple[int, ...], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_mxfp4(pad(w).reshape(experts, *shape)), a few experts at a time: the same bytes (every MX block is
+    quantized on its own) without a padded fp32 copy of every expert and the quantizer's temporaries of all of them
+    (several fp32-sized tensors: DeepSeek-R1 TP8's build peaked at 16 GB, gpt-oss-120b TP1's passed 24 GB)."""
+    experts = w.shape[0]
+    step = max(1, QUANTIZE_CHUNK_BYTES // (4 * shape[0] * shape[1]))
+    parts = [quantize_mxfp4(torch.nn.functional.pad(w[e:e + step], pad).reshape(-1, *shape))
+             for e in range(0, experts, step)]
+    return torch.cat([p for p, _ in parts]), torch.cat([s for _, s in parts])
+
+
+def _build_peak_bytes(case: Case) -> int:
+    """What build_io holds at its peak, by its phases: w13 drawn in fp32 (and its packed bytes growing), then w2
+    drawn beside w13's packed bytes, then both shuffled into the two layouts; plus a chunk's quantizer temporaries
+    (a few fp32 copies). Checked on CPU by peak RSS less the process's start: DeepSeek-R1 TP8 5.05 GiB (model 4.96),
+    gpt-oss-120b TP1 padded 10.3 GiB (model 10.1)."""
+    E, H, I = case["experts"], case["hidden"], case["inter"]
+    h, i = H - case["hidden_pad"], I - case["inter_pad"]
+    packed13, packed2 = E * mxfp4_bytes(2 * I, H), E * mxfp4_bytes(H, I)
+    phases = (4 * E * 2 * i * h + packed13, 4 * E * h * i + packed13 + packed2, 3 * (packed13 + packed2))
+    return max(phases) + 4 * QUANTIZE_CHUNK_BYTES
+
+
 class MoeSuite(Suite):
     name = "moe"
     input_axes = ("model", "tp", "tokens", "layout", "x_dtype", "experts", "topk", "hidden", "inter", "hidden_pad",
@@ -140,13 +166,13 @@ class MoeSuite(Suite):
         E, H, I, T, k = case["experts"], case["hidden"], case["inter"], case["tokens"], case["topk"]
         h, i = H - case["hidden_pad"], I - case["inter_pad"]  # the real (unpadded) sizes
         gen = self.generator(case, ctx, "weights")
-        w13 = torch.randn(E, 2, i, h, generator=gen, device=ctx.device) * h ** -0.5  # gate rows, then up rows
-        w2 = torch.randn(E, h, i, generator=gen, device=ctx.device) * i ** -0.5
-        w13 = torch.nn.functional.pad(w13, (0, H - h, 0, I - i)).reshape(E, 2 * I, H)  # zero padding
-        w2 = torch.nn.functional.pad(w2, (0, I - i, 0, H - h))
-        w13_packed, w13_scales = quantize_mxfp4(w13)
-        w2_packed, w2_scales = quantize_mxfp4(w2)
-        del w13, w2
+        # gate rows, then up rows; zero padding; each matrix quantized before the next is drawn (same draws, in order)
+        w13 = torch.randn(E, 2, i, h, generator=gen, device=ctx.device).mul_(h ** -0.5)  # in place: one fp32 copy
+        w13_packed, w13_scales = _quantize_padded(w13, (0, H - h, 0, I - i), (2 * I, H))
+        del w13
+        w2 = torch.randn(E, h, i, generator=gen, device=ctx.device).mul_(i ** -0.5)
+        w2_packed, w2_scales = _quantize_padded(w2, (0, I - i, 0, H - h), (H, I))
+        del w2
         b13 = b2 = None
         if case["bias"]:
             b13 = torch.randn(E, 2, i, generator=gen, device=ctx.device) * 0.1
@@ -218,7 +244,8 @@ class MoeSuite(Suite):
         _, ids = self.routing(case, torch.device("cpu"), 0)
         # the packed weights and scales of the experts the tokens select: what a call must read once
         experts_used = int(torch.unique(ids).numel())
-        return Work(bytes=experts_used * (mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)), flops=2.0 * T * k * 3 * H * I)
+        return Work(bytes=experts_used * (mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)), flops=2.0 * T * k * 3 * H * I,
+                    build_bytes=_build_peak_bytes(case))
 
     def plot_specs(self) -> list[dict]:
         per_tp = dict(x=["tokens"], facet="tp")  # every other axis that varies (layout, model) makes its own line
