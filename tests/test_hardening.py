@@ -125,9 +125,11 @@ def test_the_entry_point_keeps_parser_errors_to_one_line(monkeypatch, capsys):
     assert done.value.code == 2 and len(lines) == 1 and "No such option" in lines[0], lines
 
 
-def test_a_dead_rank_is_described_by_its_signal():
-    from rocbench.core.harness.isolate import how_it_ended
+def test_dead_ranks_are_described_by_their_signals_the_killed_one_first():
+    from rocbench.core.harness.isolate import how_it_ended, ranks_ended
 
     assert how_it_ended(3) == "exited with code 3"
     assert how_it_ended(-11) == "was killed by SIGSEGV"
     assert how_it_ended(-9).startswith("was killed by SIGKILL (sent from outside: the out-of-memory killer")
+    # killing rank 1 makes rank 0's collective fail: the row names the killed rank first
+    assert ranks_ended([(0, 1), (1, -11)]) == "rank 1 was killed by SIGSEGV, rank 0 exited with code 1"

@@ -29,6 +29,13 @@ def how_it_ended(exit_code: int) -> str:
     cause = " (sent from outside: the out-of-memory killer, a job's limits or a user)" if number == signal.SIGKILL else ""
     return f"was killed by {name}{cause}"
 
+def ranks_ended(dead: list[tuple[int, int]]) -> str:
+    """The dead ranks, (rank, exit code) each, in words; those a signal ended first: one rank's death makes its
+    peers' collectives fail, and they then exit with an error of their own."""
+    ordered = sorted(dead, key=lambda rank_code: rank_code[1] >= 0)
+    return ", ".join(f"rank {rank} {how_it_ended(code)}" for rank, code in ordered)
+
+
 class PoolFailure(Exception):
     """The pool cannot go on: `status` is "fault" or "timeout", `detail` says why."""
 
@@ -110,9 +117,8 @@ class RankPool:
                 pass
             dead = [(r, p.exitcode) for r, p in enumerate(self.procs) if p.exitcode is not None and p.exitcode != 0]
             if dead:
-                rank, code = dead[0]
                 self.kill()
-                raise PoolFailure("fault", f"rank {rank} {how_it_ended(code)} while {what}")
+                raise PoolFailure("fault", f"{ranks_ended(dead)} while {what}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise PoolFailure("timeout", f"no result within the time limit while {what}")
