@@ -286,10 +286,8 @@ _ASM_PREFETCH_L2 = tl.constexpr(_ASM_PREFETCH.format(level="L2"))
 
 @triton.jit
 def _prefetch_lines(ptrs, flags, LEVEL: tl.constexpr):
-    if LEVEL == 1:
-        tl.inline_asm_elementwise(_ASM_PREFETCH_L1, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        tl.inline_asm_elementwise(_ASM_PREFETCH_L2, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
+    asm: tl.constexpr = _ASM_PREFETCH_L1 if LEVEL == 1 else _ASM_PREFETCH_L2
+    tl.inline_asm_elementwise(asm, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -358,17 +356,17 @@ def _moe_gemm1_kernel(
         next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
         next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
     for ks in range(ks0, ks1):
+        ahead = tl.minimum(ks + 1, ks1 - 1)  # the next step (the last step takes itself again rather than branch)
         if PREFETCH:
-            # the next step's weights are loaded before this step's decode and dots (the last step reloads
-            # itself rather than branch): a load that feeds the decode is otherwise waited for in place
+            # the next step's weights are loaded before this step's decode and dots: a load that feeds the decode
+            # is otherwise waited for in place
             wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
-            ahead = tl.minimum(ks + 1, ks1 - 1)
             next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
             next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
         else:
-            if PREFETCH_HINT != 0:  # the next step's lines (this step's again at the last: no branch)
-                _prefetch_step(wg_rows, sg_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
-                _prefetch_step(wu_rows, su_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
+            if PREFETCH_HINT != 0:  # the next step's lines
+                _prefetch_step(wg_rows, sg_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+                _prefetch_step(wu_rows, su_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
             wq_g, s_g = _weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
             wq_u, s_u = _weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
@@ -498,12 +496,13 @@ def _moe_gemm2_kernel(
     if PDL:  # launched as GEMM1's dependent: everything above reads the inputs only; act is complete after this
         gdc_wait()
     for ks in range(ks0, ks1):
-        if PREFETCH:  # as in GEMM1
+        ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
+        if PREFETCH:
             wq, sc = next_w, next_s
-            next_w, next_s = _weight_step(w_rows, s_rows, s_shift, tl.minimum(ks + 1, ks1 - 1), NB, WORDS)
+            next_w, next_s = _weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
         else:
-            if PREFETCH_HINT != 0:  # as in GEMM1
-                _prefetch_step(w_rows, s_rows, offs_n, tl.minimum(ks + 1, ks1 - 1), NB, WORDS, PREFETCH_HINT)
+            if PREFETCH_HINT != 0:
+                _prefetch_step(w_rows, s_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
             wq, sc = _weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)

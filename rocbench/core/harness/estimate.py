@@ -53,8 +53,11 @@ def dry_run_plan(suite, cases, backends, world_size: int, opts, platform) -> dic
     def copies(work) -> int:
         return timing.rotation_count(work.bytes, platform.cache_bytes) if timed else 1
 
-    def memory(work) -> int:  # buffers, rotated copies and an fp32 reference, or the inputs' build if larger
-        return max(work.bytes * copies(work) + 4 * work.bytes, work.build_bytes)
+    def buffers(work) -> int:  # the call's buffers, their rotated copies and an fp32 reference
+        return work.bytes * copies(work) + 4 * work.bytes
+
+    def memory(work) -> int:  # or building the inputs, where that takes more
+        return max(buffers(work), work.build_bytes)
 
     largest = max(works, key=memory)
     need = memory(largest)
@@ -64,10 +67,10 @@ def dry_run_plan(suite, cases, backends, world_size: int, opts, platform) -> dic
         cost = suite.interpreter_cost
         model = (f"{cost.per_row_s:g} s + {cost.per_mib_s:g} s per MiB moved, per row on this CPU"
                  + ("" if opts.skip_batch_probes else f", x{PROBE_FACTOR:g} with the batch probes"))
-    n = copies(largest)
-    if largest.build_bytes > largest.bytes * n + 4 * largest.bytes:
+    if largest.build_bytes > buffers(largest):
         why = f"while its inputs are built; a call then moves {largest.bytes / 2**20:.1f} MiB"
     else:
+        n = copies(largest)
         why = f"{n} input cop{'y' if n == 1 else 'ies'} of {largest.bytes / 2**20:.1f} MiB + its reference"
     text = (f"estimate: about {duration(seconds)} for {rows} rows ({model}); the largest case needs about "
             f"{need / 2**20:.0f} MiB per rank ({why})")

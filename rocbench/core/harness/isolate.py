@@ -18,7 +18,6 @@ POLL_S = 0.2
 POOL_START_TIMEOUT_S = 240.0
 
 
-
 def how_it_ended(exit_code: int) -> str:
     """A rank process's exit code in words; a negative one is the signal that ended it (multiprocessing's rule).
     SIGKILL comes from outside the process, most often from the kernel's out-of-memory killer."""
@@ -28,6 +27,7 @@ def how_it_ended(exit_code: int) -> str:
     name = signal.Signals(number).name if number in {s.value for s in signal.Signals} else f"signal {number}"
     cause = " (sent from outside: the out-of-memory killer, a job's limits or a user)" if number == signal.SIGKILL else ""
     return f"was killed by {name}{cause}"
+
 
 def ranks_ended(dead: list[tuple[int, int]]) -> str:
     """The dead ranks, (rank, exit code) each, in words; those a signal ended first: one rank's death makes its
