@@ -25,6 +25,14 @@ def sm_count(ctx: RankContext) -> int:
     return ctx.platform.sm_count or 132
 
 
+def fp8_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
+    """Triton has no e4m3 type below sm_89 (an offline compile for sm_80 stops at 'type fp8e4nv not supported')."""
+    arch = platform.arch or ""
+    if platform.kind == "cuda" and is_fp8(case["kv_dtype"]) and arch.startswith("sm_") and int(arch[3:]) < 89:
+        return f"fp8 KV needs sm_89 or newer for Triton's e4m3 type; this GPU is {arch}"
+    return None
+
+
 @REGISTRY.register
 class TritonMla(Backend):
     name = "triton"
@@ -39,6 +47,9 @@ class TritonMla(Backend):
                               "the whole batch"),
     )
 
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        return fp8_unsupported_reason(case, platform)
+
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels import mla_decode as k
 
@@ -46,7 +57,7 @@ class TritonMla(Backend):
         config = k.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
         builtin = k.builtin_config(*shape, case["batch"], persistent=case["persist"])
         tuned = "tuned" if config != builtin else "built-in"
-        return self.prepare_with(case, io, ctx, config, f"{tuned} config")
+        return self.prepare_fitted(case, io, ctx, config, f"{tuned} config")
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import mla_decode as k
@@ -60,7 +71,21 @@ class TritonMla(Backend):
 
         return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
                                         persistent=case["persist"]),
-                      lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
+                      lambda io, config: self.prepare_fitted(case, io, ctx, config, "candidate"), remember)
+
+    @classmethod
+    def prepare_fitted(cls, case: Case, io: MlaIO, ctx: RankContext, config, source: str,
+                       split_tokens: int | None = None) -> Prepared:
+        """prepare_with `config`, or where this GPU cannot hold it, the first of its smaller configs that fits
+        (rocbench.kernels.fit): the path then says what changed and why."""
+        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels.fit import first_fitting
+
+        # what the compiled kernels depend on: dtypes, head tile, q length, kernel, fixed splits, config
+        key = ("mla", str(ctx.device), case["q_dtype"], case["kv_dtype"], case["nhead"], case["qlen"], case["persist"],
+               split_tokens, config)
+        return first_fitting(key, k.smaller_configs(config), lambda fitted, note: cls.prepare_with(
+            case, io, ctx, fitted, f"{source}, {note}" if note else source, split_tokens))
 
     @staticmethod
     def prepare_with(case: Case, io: MlaIO, ctx: RankContext, config, source: str,
@@ -107,6 +132,7 @@ class AiterTritonMla(Backend):
     batch_invariance = (("split-KV", True, "a fixed 8 splits of each sequence's own length, reduced in order: "
                                            "nothing depends on the rest of the batch"),)
     interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
+    unsupported_reason = TritonMla.unsupported_reason
 
     def unavailable_reason(self, platform: PlatformInfo, world_size: int) -> str | None:
         from rocbench.rocm import aiter_triton
@@ -160,6 +186,7 @@ class TritonMlaDeterministic(Backend):
     requires = TritonMla.requires
     interpreter_wrong_dtypes = TritonMla.interpreter_wrong_dtypes
     deterministic_of = "triton"
+    unsupported_reason = TritonMla.unsupported_reason
     batch_invariance = (("both", True, "fixed split size in tokens, reduced in KV order: depends on the request alone "
                                        "(SGLang's deterministic Triton attention does the same)"),)
 
@@ -167,9 +194,9 @@ class TritonMlaDeterministic(Backend):
         from rocbench.kernels import mla_decode as k
 
         config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=case["persist"])
-        return TritonMla.prepare_with(case, io, ctx, config,
-                                      f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
-                                      split_tokens=DETERMINISTIC_SPLIT_TOKENS)
+        return TritonMla.prepare_fitted(case, io, ctx, config,
+                                        f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
+                                        split_tokens=DETERMINISTIC_SPLIT_TOKENS)
 
 
 @dataclass

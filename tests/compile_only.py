@@ -1,0 +1,190 @@
+"""Compile rocbench's Triton kernels for a GPU this machine does not have: a Triton driver whose target is that GPU
+(AMD gfx942 / gfx950 through Triton's HIP backend, or an NVIDIA sm_XX) and whose launches compile, check the resource
+limits Triton checks before a launch (shared memory per block), and run nothing. Calls go through the product's own
+entry points, so the kernels are specialized as they would be there. What it shows: the same source compiles for the
+target and fits its limits. What it cannot show: that the results are right or how fast (no GPU runs anything).
+
+Triton's JIT decorator returns interpreted functions when TRITON_INTERPRET is set at import, so run this in a process
+without it:  python -m tests.compile_only gfx942   (every MLA and MoE config the product picks, one line each)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str  # Triton's: "hip" or "cuda"
+    arch: str | int
+    warp_size: int
+    shared_bytes: int  # per block / workgroup, the most a kernel may ask for
+    sms: int  # SMs / CUs, for grids sized by them
+
+
+TARGETS = {
+    "gfx942": Target("hip", "gfx942", 64, 64 * 1024, 304),  # MI300X
+    "gfx950": Target("hip", "gfx950", 64, 160 * 1024, 256),  # MI355X
+    "sm80": Target("cuda", 80, 32, 163 * 1024, 108),  # A100
+    "sm89": Target("cuda", 89, 32, 99 * 1024, 142),  # L40S
+    "sm90": Target("cuda", 90, 32, 227 * 1024, 132),  # H100 / H200
+}
+
+
+class _Utils:
+    def __init__(self, target: Target):
+        self.target = target
+
+    def get_device_properties(self, device) -> dict:
+        return {"max_shared_mem": self.target.shared_bytes, "multiprocessor_count": self.target.sms}
+
+    def load_binary(self, name, kernel, shared, device):
+        return None, None, 0, 0, 1024  # module, function, registers, spills, max threads per block
+
+
+class CompileOnlyDriver:
+    """Enough of a Triton driver for JIT launches to compile for `target` and stop before running anything."""
+
+    def __init__(self, target: Target):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget(target.backend, target.arch, target.warp_size)
+        self.utils = _Utils(target)
+        self.launched: list[str] = []
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device=None) -> int:
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def launcher_cls(self, src, metadata):
+        def launch(*args):
+            self.launched.append(metadata.name)
+        return launch
+
+
+@contextlib.contextmanager
+def compile_only(name: str) -> Iterator[CompileOnlyDriver]:
+    from triton.runtime import driver
+
+    fake = CompileOnlyDriver(TARGETS[name])
+    driver.set_active(fake)
+    try:
+        yield fake
+    finally:
+        try:
+            driver.reset_active()
+        except RuntimeError:  # no GPU driver on this machine: leave none active, as before
+            driver.set_active(None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The product's calls, on CPU tensors (nothing reads them: nothing runs)
+# ---------------------------------------------------------------------------------------------------------------
+
+def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, deterministic: bool = False):
+    """The MLA triton backend's prepared call for a case (its config chosen as on a GPU of `name`; fitted)."""
+    import types
+
+    import torch
+
+    from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
+    from rocbench.kernels import mla_decode as k
+    from rocbench.suites.mla.backends import DETERMINISTIC_SPLIT_TOKENS, TritonMla
+
+    g = torch.Generator().manual_seed(0)
+    kv = build_paged_kv([256] * min(batch, 2), 64, kv_dtype, g, "cpu")
+    q = make_query(kv.batch * qlen, nhead, torch.bfloat16, g, "cpu")
+    io = types.SimpleNamespace(q=q, kv=kv, out=torch.empty(*q.shape[:2], KV_LORA_RANK, dtype=q.dtype))
+    case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": nhead, "qlen": qlen, "persist": persist,
+            "batch": batch}
+    ctx = types.SimpleNamespace(device=torch.device("cpu"),
+                                platform=types.SimpleNamespace(sm_count=TARGETS[name].sms))
+    config = k.builtin_config(kv_dtype, nhead, qlen, None if deterministic else batch, persistent=persist)
+    split = DETERMINISTIC_SPLIT_TOKENS if deterministic else None
+    return TritonMla.prepare_fitted(case, io, ctx, config, "built-in config", split)
+
+
+def fp8_dtype(name: str):
+    import torch
+
+    return torch.float8_e4m3fnuz if name == "gfx942" else torch.float8_e4m3fn
+
+
+MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as the moe suite states them
+    "gpt-oss-120b TP1 pad": (128, 4, 3072, 2944, "swiglu", True),
+    "gpt-oss-120b TP8 pad": (128, 4, 3072, 384, "swiglu", True),
+    "deepseek-r1 TP8": (256, 8, 7168, 256, "silu", False),
+}
+
+
+def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interleave") -> None:
+    import torch
+
+    from rocbench.formats import moe_layouts
+    from rocbench.kernels.moe_a16w4 import moe_a16w4
+
+    experts, topk, hidden, inter, activation, bias = shape
+    u8 = torch.uint8
+    bf16 = torch.bfloat16
+    moe_a16w4(torch.zeros(tokens, hidden, dtype=bf16),
+              torch.empty(experts, 2 * inter, hidden // 2, dtype=u8),
+              torch.empty(moe_layouts.shuffled_scale_shape(layout, experts, 2 * inter, hidden // 32), dtype=u8),
+              torch.empty(experts, hidden, inter // 2, dtype=u8),
+              torch.empty(moe_layouts.shuffled_scale_shape(layout, experts, hidden, inter // 32), dtype=u8),
+              torch.full((tokens, topk), 1.0 / topk), torch.randint(0, experts, (tokens, topk), dtype=torch.int32),
+              layout=layout, experts=experts, inter=inter, hidden=hidden, activation=activation,
+              b13=torch.zeros(experts, 2 * inter, dtype=bf16) if bias else None,
+              b2=torch.zeros(experts, hidden, dtype=bf16) if bias else None, config=config)
+
+
+def _outcome(call) -> str:
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 -- the line reports whatever the compile raised
+        return f"{type(err).__name__}: {str(err).splitlines()[-1][:160]}"
+    return "ok"
+
+
+def every_config(name: str) -> Iterator[dict]:
+    """One record per MLA case shape (both kernels, batch-invariant too) and MoE plan the product picks."""
+    import torch
+
+    from rocbench.kernels.moe_plan import deterministic_plan, heuristic_plan
+
+    for kv_dtype in (torch.bfloat16, fp8_dtype(name)):
+        for nhead in (16, 32, 64, 128):
+            for qlen in (1, 2):
+                for batch in (1, 4, 8, 64):
+                    for persist in (False, True):
+                        for det in (False, True) if batch == 64 else (False,):
+                            path = []
+
+                            def call():
+                                path.append(mla_prepare(name, kv_dtype, nhead, qlen, batch, persist, det).description)
+                            status = _outcome(call)
+                            yield {"family": "mla", "kv_dtype": str(kv_dtype).removeprefix("torch."), "nhead": nhead,
+                                   "qlen": qlen, "batch": batch, "persist": persist, "deterministic": det,
+                                   "status": status, "path": path[0] if path else ""}
+    for shape_name, shape in MOE_SHAPES.items():
+        experts, topk, hidden, inter = shape[:4]
+        for tokens in (1, 64, 1024):
+            for plan_name, plan in (("plan", heuristic_plan), ("deterministic", deterministic_plan)):
+                config = plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms)
+                yield {"family": "moe", "shape": shape_name, "tokens": tokens, "plan": plan_name,
+                       "status": _outcome(lambda: moe_call(name, shape, tokens, config))}
+
+
+if __name__ == "__main__":
+    target_name = sys.argv[1] if len(sys.argv) > 1 else "gfx942"
+    with compile_only(target_name):
+        for record in every_config(target_name):
+            print(json.dumps({"target": target_name, **record}), flush=True)
