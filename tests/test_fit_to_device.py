@@ -115,7 +115,7 @@ def _has_hip_backend() -> bool:
 
 
 @pytest.mark.skipif(not _has_hip_backend(), reason="this Triton has no HIP backend to compile for gfx942 with")
-def test_mla_and_moe_compile_and_fit_on_mi300x_offline():
+def test_mla_moe_and_spin_kernels_compile_and_fit_on_mi300x_offline():
     """Through the product's own calls, compiled for gfx942 by Triton's HIP backend, nothing run (tests/compile_only.py;
     `python -m tests.compile_only gfx942` does every config). Before the fallback, bf16 nhead 16 needed 72 KiB."""
     script = textwrap.dedent("""
@@ -128,6 +128,8 @@ def test_mla_and_moe_compile_and_fit_on_mi300x_offline():
             shape = MOE_SHAPES["deepseek-r1 TP8"]
             experts, topk, hidden, inter = shape[:4]
             moe_call("gfx942", shape, 1, heuristic_plan(1, topk, experts, inter, hidden, TARGETS["gfx942"].sms))
+            from rocbench.core.harness import spin  # selfcheck's known-duration kernel: its AMD clock path
+            spin.launch(torch.zeros(1, dtype=torch.int64), 0, 1000, hip=True)
             print("launched", " ".join(driver.launched))
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the JIT must compile, not interpret
@@ -139,4 +141,5 @@ def test_mla_and_moe_compile_and_fit_on_mi300x_offline():
     assert lines[0].startswith("persistent") and "block_n 64 -> 32 to fit this GPU" in lines[0], lines[0]
     assert lines[1].startswith("split-kv") and "to fit this GPU" in lines[1], lines[1]
     launched = lines[2].split()[1:]
-    assert {"_persistent_kernel", "_split_kv_kernel", "_moe_gemm1_kernel", "_moe_gemm2_kernel"} <= set(launched), launched
+    assert {"_persistent_kernel", "_split_kv_kernel", "_moe_gemm1_kernel", "_moe_gemm2_kernel", "rocbench_spin"} <= \
+        set(launched), launched

@@ -2,7 +2,8 @@
 and stores how long it spun (the truth `rocbench selfcheck` judges the harness's times against).
 
 Imported only on a GPU (it needs Triton). The counters are Triton's own: %globaltimer (ns) on NVIDIA,
-s_memrealtime (100 MHz) on AMD; the AMD path is written from Triton's helper and has not run here."""
+s_memrealtime (100 MHz) on AMD; the AMD path is written from Triton's helper and has not run here (it compiles
+for gfx942 offline: tests/test_fit_to_device.py)."""
 from __future__ import annotations
 
 import triton
