@@ -109,6 +109,13 @@ CASES = [
     # bf16 q, fp8 KV, MMAs in fp16 (q rescaled per row); no bf16 dot, so the interpreter runs it right
     ([40, 23], 16, torch.bfloat16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True)),
     ([37, 70], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 3, 4, MlaKernelConfig(block_n=16, f16_mma=True, fp8_qk=True)),
+    # the KV block's tokens as the MMAs' M side: S^T = K Q^T, O^T = V^T P^T (fp8 V in four channel chunks)
+    ([7, 40, 33], 1, torch.float32, torch.float32, 4, 1, 3, 5, MlaKernelConfig(block_n=16, tokens_as_m=True)),
+    ([9, 48, 20], 16, torch.float16, torch.float16, 8, 2, 2, 4, MlaKernelConfig(block_n=16, tokens_as_m=True)),
+    ([40, 23], 16, torch.float16, FP8_DTYPE, 4, 1, 3, 4, MlaKernelConfig(block_n=16, tokens_as_m=True)),
+    ([37, 70], 16, torch.float16, FP8_DTYPE, 8, 2, 3, 4, MlaKernelConfig(block_n=16, tokens_as_m=True, fp8_qk=True)),
+    ([45, 30], 16, torch.bfloat16, FP8_DTYPE, 8, 1, 2, 6,
+     MlaKernelConfig(block_n=16, tokens_as_m=True, fp8_qk=True, f16_mma=True, max_tile_rows=4)),
 ]
 
 
@@ -132,6 +139,18 @@ def test_f16_mma_rescales_rows_beyond_fp16_range():
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     for out in _run_both(q, kv, 1, MlaKernelConfig(block_n=16, f16_mma=True), 3, 4)[:2]:
         assert_matches_reference(out, ref, torch.bfloat16)
+
+
+# the --tune candidate of that name (tune_candidates)
+TOKENS_AS_M = MlaKernelConfig(tokens_as_m=True, fp8_qk=True, f16_mma=True, num_stages=1, num_warps=4, programs_per_sm=2)
+
+
+def test_tokens_as_m_is_a_tune_candidate_at_16_and_32_rows_only():
+    name = "tokens_as_m,fp8qk,stages1,2/sm"
+    assert tune_candidates(FP8_DTYPE, 16, 1, 64)[name] == TOKENS_AS_M
+    assert name in tune_candidates(FP8_DTYPE, 32, 1, 64) and name in tune_candidates(FP8_DTYPE, 16, 2, 64)
+    assert name not in tune_candidates(FP8_DTYPE, 64, 1, 64)  # the built-in 64-row tile
+    assert name not in tune_candidates(torch.bfloat16, 16, 1, 64)
 
 
 def test_gate_catches_perturbations():
@@ -255,9 +274,12 @@ def test_tiny_batch_configs():
 @pytest.mark.parametrize("kv_dtype,nhead,change", [
     (torch.bfloat16, 16, {}), (FP8_DTYPE, 16, {}), (torch.bfloat16, 64, {}), (FP8_DTYPE, 64, {}),
     # the reduce as a programmatic dependent (Hopper), inside a CUDA graph too
-    (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True))])
+    (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True)),
+    # the block's tokens as the MMAs' M side, at the size that takes Hopper's wgmma (64-token blocks, 4 warps)
+    (FP8_DTYPE, 16, dataclasses.asdict(TOKENS_AS_M)), (FP8_DTYPE, 32, dataclasses.asdict(TOKENS_AS_M)),
+    (torch.bfloat16, 16, dict(tokens_as_m=True, num_warps=4, block_n=64, reload_v=False))])
 def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
-    """The default configs compiled: at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
+    """The default configs compiled (and variants): at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
     lens = make_seq_lens(8, 700, "skewed", _gen(14))
     q, kv, ref = _case(lens, 64, torch.bfloat16, kv_dtype, nhead, 1, seed=15)
     config = dataclasses.replace(default_config(kv_dtype, nhead, 1), **change)
@@ -268,8 +290,8 @@ def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     out_p = torch.empty(q.shape[0], nhead, 512, dtype=q.dtype, device="cuda")
     out_s = torch.empty_like(out_p)
     def run():
-        return (mla_decode_persistent(q, kv, sched, SM_SCALE, 1, out=out_p, workspace=ws_p),
-                mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, out=out_s, workspace=ws_s))
+        return (mla_decode_persistent(q, kv, sched, SM_SCALE, 1, out=out_p, workspace=ws_p, config=config),
+                mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, out=out_s, workspace=ws_s, config=config))
 
     run()
     torch.cuda.synchronize()

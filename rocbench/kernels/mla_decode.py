@@ -91,6 +91,10 @@ class MlaKernelConfig:
     # issue slots), walking up to 64 partials in loads of 32; one load of 64 merges them in one round trip
     reduce_cols: int = 0
     reduce_chunk: int = 0
+    # the KV block's tokens as the MMAs' M side (_attend_tokens_as_m): at 16-32 query rows Hopper's 64-row wgmma
+    # instead of mma.sync, K read by the MMA where it was loaded (fp8 as fp8 with fp8_qk). Needs block_n 64 with 4
+    # warps (one warp group). Offline sm_90 SASS (Triton 3.6) in mla-variants-h200 round 9; a --tune candidate
+    tokens_as_m: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -266,7 +270,150 @@ def _split_q_fp8(q_nope, q_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
 
 
 @triton.jit
+def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DTYPE: tl.constexpr,
+                QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, FP8_QK: tl.constexpr,
+                F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr):
+    """A tile's queries as the MMAs take them, its causal limits and its empty softmax state: (q_nope [M, 512],
+    q_pe [M, 64], scale, lo_nope, lo_pe, lo_scale, limit [M], m [M], l [M]). q's scores are scaled by `scale`
+    (qk_scale folded in). FP8_QK: q = hi + lo, two fp8 parts with per-row scales [M]; F16_MMA: q in fp16 with a
+    per-row scale [M] (lo_* unused); else q as loaded and the scalar qk_scale. Rows past the tile's queries are
+    zero. Row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1 tokens (limit)."""
+    rows = tl.arange(0, BLOCK_M)
+    j = rows // HPG
+    row_ok = j < QLEN
+    limit = seq_len - QLEN + 1 + j
+    q_off = (q_row0 + j).to(tl.int64) * stride_qt + (head0 + rows % HPG) * stride_qh
+    d = tl.arange(0, D_LATENT)
+    dr = tl.arange(0, D_ROPE)
+    m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
+    q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
+    if FP8_QK:
+        q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, KV_DTYPE, FP8_MAX)
+        scale = hi_scale * qk_scale
+        lo_scale = lo_scale * qk_scale
+    elif F16_MMA:
+        q_nope, q_pe, q_scale = _f16_rows(q_nope, q_pe)
+        scale = q_scale * qk_scale
+        lo_nope, lo_pe, lo_scale = q_nope, q_pe, scale
+    else:
+        scale = qk_scale
+        lo_nope, lo_pe, lo_scale = q_nope, q_pe, scale
+    return q_nope, q_pe, scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i
+
+
+@triton.jit
 def _attend_kv_range(
+    Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+    stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
+    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+):
+    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence: (acc [BLOCK_M, D_LATENT]
+    unnormalized fp32 with the V scale applied, running max m, running sum l, both log2 domain). The query
+    rows are the MMAs' M side, or with TOKENS_AS_M the KV block's tokens are (_attend_tokens_as_m)."""
+    if TOKENS_AS_M:
+        acc, m_i, l_i = _attend_tokens_as_m(
+            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+            stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
+            PAGE_ALIGNED, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+    else:
+        acc, m_i, l_i = _attend_rows_as_m(
+            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+            stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
+            PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _scores_t(k_nope, k_pe, qt_nope, qt_pe):
+    s = tl.dot(k_nope, qt_nope)  # [N, M]
+    return tl.dot(k_pe, qt_pe, s)
+
+
+@triton.jit
+def _cat_cols(a, b):
+    """[M, C] and [M, C] side by side: [M, 2C]."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 2 * a.shape[1]))
+
+
+@triton.jit
+def _pv_chunk_t(acc_t, V, tok_off, n_ok, p_t, alpha, COL0: tl.constexpr, CH: tl.constexpr, MMA_DTYPE: tl.constexpr):
+    """acc_t [CH, M] rescaled by alpha and += V^T P^T for latent channels COL0..COL0+CH-1 (loaded again: an L2 hit)."""
+    v = _load_rows(V, tok_off, n_ok, COL0, CH).to(MMA_DTYPE)
+    return acc_t * alpha[None, :] + tl.dot(tl.trans(v), p_t)
+
+
+@triton.jit
+def _attend_tokens_as_m(
+    Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+    stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
+    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr,
+    FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+):
+    """_attend_kv_range with the KV block's tokens as the MMAs' M side: S^T = K Q^T [BLOCK_N, BLOCK_M], and
+    O^T += V^T P^T [D_LATENT, BLOCK_M], the softmax running down the columns. Below 64 query rows (nhead 16-32)
+    the row form runs on mma.sync, whose K^T and V operands Triton loads into registers (an fp8 tile one byte
+    per load); here a 64-token block fills Hopper's 64-row wgmma, K is read where it was loaded, in fp8 as fp8
+    (FP8_QK, q in two fp8 parts), and q^T is the small operand. bf16 V is the same tile read transposed; fp8 V
+    is loaded again (an L2 hit) in four 128-channel chunks, each converted and accumulated on its own, which
+    bounds the registers the conversion takes."""
+    q_nope, q_pe, scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i = _tile_start(
+        Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV.dtype.element_ty,
+        QLEN, HPG, BLOCK_M, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+    if FP8_QK or F16_MMA:
+        scale = scale[None, :]
+        lo_scale = lo_scale[None, :]
+    qt_nope = tl.trans(q_nope)
+    qt_pe = tl.trans(q_pe)
+    lot_nope = tl.trans(lo_nope)
+    lot_pe = tl.trans(lo_pe)
+    mma_dtype: tl.constexpr = tl.float16 if F16_MMA else Q.dtype.element_ty
+    fp8_kv: tl.constexpr = KV.dtype.element_ty.is_fp8()
+    CH: tl.constexpr = D_LATENT // 4
+    acc_t = tl.zeros([D_LATENT, BLOCK_M], tl.float32)  # bf16 / fp16 / fp32 KV
+    a0 = tl.zeros([CH, BLOCK_M], tl.float32)  # fp8 KV: latent channels in four chunks
+    a1 = tl.zeros([CH, BLOCK_M], tl.float32)
+    a2 = tl.zeros([CH, BLOCK_M], tl.float32)
+    a3 = tl.zeros([CH, BLOCK_M], tl.float32)
+    for start in range(kv_start, kv_end, BLOCK_N):
+        tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page, stride_kv_tok,
+                                          BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+        k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+        k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+        if FP8_QK:
+            s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale + _scores_t(k_nope, k_pe, lot_nope, lot_pe) * lo_scale
+        else:
+            k_nope = k_nope.to(mma_dtype)
+            s_t = _scores_t(k_nope, k_pe.to(mma_dtype), qt_nope, qt_pe) * scale
+        n = start + tl.arange(0, BLOCK_N)
+        s_t = tl.where((n[:, None] < limit[None, :]) & (n < kv_end)[:, None], s_t, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s_t, 0))
+        alpha = tl.exp2(m_i - m_new)
+        p_t = tl.exp2(s_t - m_new[None, :])
+        l_i = l_i * alpha + tl.sum(p_t, 0)
+        p_t = p_t.to(mma_dtype)
+        if fp8_kv:
+            a0 = _pv_chunk_t(a0, V, tok_off, n_ok, p_t, alpha, 0, CH, mma_dtype)
+            a1 = _pv_chunk_t(a1, V, tok_off, n_ok, p_t, alpha, CH, CH, mma_dtype)
+            a2 = _pv_chunk_t(a2, V, tok_off, n_ok, p_t, alpha, 2 * CH, CH, mma_dtype)
+            a3 = _pv_chunk_t(a3, V, tok_off, n_ok, p_t, alpha, 3 * CH, CH, mma_dtype)
+        else:
+            acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(k_nope), p_t)
+        m_i = m_new
+    if fp8_kv:
+        acc = _cat_cols(_cat_cols(tl.trans(a0), tl.trans(a1)), _cat_cols(tl.trans(a2), tl.trans(a3)))
+    else:
+        acc = tl.trans(acc_t)
+    return acc * v_scale, m_i, l_i
+
+
+@triton.jit
+def _attend_rows_as_m(
     Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -274,7 +421,7 @@ def _attend_kv_range(
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
-    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence.
+    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M side.
 
     Row r of the tile is query row q_row0 + r // HPG, head head0 + r % HPG. Returns the
     unnormalized fp32 accumulator [BLOCK_M, D_LATENT] (V scale applied), the running max m
@@ -294,25 +441,14 @@ def _attend_kv_range(
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
       power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
       [0, 1]); e4m3 converts to fp16 exactly."""
-    rows = tl.arange(0, BLOCK_M)
-    j = rows // HPG
-    row_ok = j < QLEN
-    # Causal limit: row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1.
-    limit = seq_len - QLEN + 1 + j
-    q_off = (q_row0 + j).to(tl.int64) * stride_qt + (head0 + rows % HPG) * stride_qh
-    d = tl.arange(0, D_LATENT)
-    dr = tl.arange(0, D_ROPE)
-    m_i = tl.full([BLOCK_M], NEG_BIG, tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
-    q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
+    q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i = _tile_start(
+        Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV.dtype.element_ty,
+        QLEN, HPG, BLOCK_M, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
     if FP8_QK:
-        q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, KV.dtype.element_ty, FP8_MAX)
-        hi_scale = (hi_scale * qk_scale)[:, None]
-        lo_scale = (lo_scale * qk_scale)[:, None]
+        hi_scale = hi_scale[:, None]
+        lo_scale = lo_scale[:, None]
     elif F16_MMA:
-        q_nope, q_pe, q_scale = _f16_rows(q_nope, q_pe)
-        qk_scale = (q_scale * qk_scale)[:, None]
+        qk_scale = hi_scale[:, None]
     mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs: fp16, or q's dtype
     acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
     if PREFETCH:
@@ -420,7 +556,7 @@ def _split_kv_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
@@ -443,7 +579,7 @@ def _split_kv_kernel(
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
         QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-        D_LATENT, D_ROPE,
+        TOKENS_AS_M, D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -461,7 +597,7 @@ def _persistent_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
@@ -483,7 +619,7 @@ def _persistent_kernel(
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
             QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            D_LATENT, D_ROPE,
+            TOKENS_AS_M, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -756,12 +892,19 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 # once, where it was loaded: 1224 -> 875 instructions per block, no spills in the loop (at 32 rows it
                 # spills 282 registers per block). Not measured yet
                 "prefetch,warps4,2/sm,block32": c(prefetch=True, num_stages=1, num_warps=4, programs_per_sm=2,
-                                                  block_n=32)} if fp8 else
+                                                  block_n=32),
+                # the block's 64 tokens as the MMAs' M side (wgmma at 16-32 rows, K read as fp8 by the MMA): offline
+                # sm_90 SASS (Triton 3.6), loop warp-instructions per token 153 -> 105 at 16 rows, 216 -> 122 at 32,
+                # 255 registers, no spills (2 stages spill). Not measured yet (mla-variants-h200 round 9)
+                "tokens_as_m,fp8qk,stages1,2/sm": c(tokens_as_m=True, fp8_qk=True, num_stages=1, num_warps=4,
+                                                    programs_per_sm=2)} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
     builtin = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
+    if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:  # 64-row tiles take wgmma already (offline: 151
+        options.pop("tokens_as_m,fp8qk,stages1,2/sm", None)  # warp-instructions per token against 2 x 122 in 32s)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
@@ -884,7 +1027,8 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         BLOCK_N=config.block_n,
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), PDL=pdl,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, TOKENS_AS_M=config.tokens_as_m,
+        **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
@@ -926,7 +1070,8 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
-        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, **_fp8_args(q, kv, config), PDL=pdl,
+        PREFETCH=config.prefetch, RELOAD_V=config.reload_v, TOKENS_AS_M=config.tokens_as_m,
+        **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if schedule.num_reduce > 0:
