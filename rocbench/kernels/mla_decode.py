@@ -19,7 +19,8 @@ in registers to q's dtype, or to fp16 with bf16 q (config f16_mma, the built-in 
 row to fit), or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8 MMAs
 on the tile as loaded, q split into a high and a low fp8 part with per-row scales; the per-tensor KV
 scale is folded into the softmax scale (K) and applied to the fp32 accumulator (V), read from device
-memory so that nothing syncs the host. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device,
+memory so that nothing syncs the host. With config tokens_as_m the two products run transposed, the block's
+tokens on the MMAs' M side (_attend_tokens_as_m), so that 16-32 row tiles can take Hopper's 64-row wgmma. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device,
 persistent=...) (the two kernels' best knobs differ) and the persistent schedule with
 build_persistent_schedule(..., config).
 
@@ -92,8 +93,9 @@ class MlaKernelConfig:
     reduce_cols: int = 0
     reduce_chunk: int = 0
     # the KV block's tokens as the MMAs' M side (_attend_tokens_as_m): at 16-32 query rows Hopper's 64-row wgmma
-    # instead of mma.sync, K read by the MMA where it was loaded (fp8 as fp8 with fp8_qk). Needs block_n 64 with 4
-    # warps (one warp group). Offline sm_90 SASS (Triton 3.6) in mla-variants-h200 round 9; a --tune candidate
+    # instead of mma.sync, K read by the MMA where it was loaded (fp8 as fp8 with fp8_qk). wgmma needs block_n 64
+    # with 4 warps (one warp group); prefetch and reload_v do not apply. Offline sm_90 SASS (Triton 3.6) in
+    # mla-variants-h200 round 9; a --tune candidate
     tokens_as_m: bool = False
 
 
@@ -903,8 +905,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2)})
     builtin = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
-    if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:  # 64-row tiles take wgmma already (offline: 151
-        options.pop("tokens_as_m,fp8qk,stages1,2/sm", None)  # warp-instructions per token against 2 x 122 in 32s)
+    if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:
+        # the built-in 64-row tile runs wgmma already, and needs fewer instructions per token and head (offline: 151
+        # warp-instructions per token for 64 rows, against 122 for each of two 32-row tiles)
+        options.pop("tokens_as_m,fp8qk,stages1,2/sm", None)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
