@@ -35,6 +35,18 @@ TARGETS = {
 }
 
 
+def _loads_max_threads() -> bool:
+    """Whether this Triton's CompiledKernel expects load_binary to return the max threads per block too."""
+    import inspect
+
+    from triton.compiler.compiler import CompiledKernel
+
+    return "n_max_threads" in inspect.getsource(CompiledKernel._init_handles)
+
+
+_LOADS_MAX_THREADS = _loads_max_threads()
+
+
 class _Utils:
     def __init__(self, target: Target):
         self.target = target
@@ -43,7 +55,8 @@ class _Utils:
         return {"max_shared_mem": self.target.shared_bytes, "multiprocessor_count": self.target.sms}
 
     def load_binary(self, name, kernel, shared, device):
-        return None, None, 0, 0, 1024  # module, function, registers, spills, max threads per block
+        # module, function, registers, spills (and, from Triton 3.4 or so, max threads per block)
+        return (None, None, 0, 0, 1024)[:5 if _LOADS_MAX_THREADS else 4]
 
 
 class CompileOnlyDriver:
