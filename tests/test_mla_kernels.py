@@ -151,6 +151,10 @@ def test_tokens_as_m_is_a_tune_candidate_at_16_and_32_rows_only():
     assert name in tune_candidates(FP8_DTYPE, 32, 1, 64) and name in tune_candidates(FP8_DTYPE, 16, 2, 64)
     assert name not in tune_candidates(FP8_DTYPE, 64, 1, 64)  # the built-in 64-row tile
     assert name not in tune_candidates(torch.bfloat16, 16, 1, 64)
+    fp8_16 = tune_candidates(FP8_DTYPE, 16, 1, 64)
+    assert fp8_16["tokens_as_m,fp8qk,cvt,stages1,2/sm"] == dataclasses.replace(TOKENS_AS_M, convert_where_loaded=True)
+    assert fp8_16["cvt"] == dataclasses.replace(fp8_16["builtin"], convert_where_loaded=True)
+    assert "cvt" not in tune_candidates(FP8_DTYPE, 64, 1, 64) and "cvt" not in tune_candidates(torch.bfloat16, 16, 1, 64)
 
 
 def test_gate_catches_perturbations():
@@ -304,6 +308,26 @@ def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     torch.cuda.synchronize()
     assert_matches_reference(out_p, ref, torch.bfloat16)
     assert_matches_reference(out_s, ref, torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the PTX conversion runs on NVIDIA GPUs only")
+@pytest.mark.parametrize("nhead,config", [(16, TOKENS_AS_M), (32, TOKENS_AS_M),
+                                          (16, default_config(FP8_DTYPE, 16, 1)), (32, default_config(FP8_DTYPE, 32, 1))])
+def test_gpu_convert_where_loaded_gives_the_same_bits(nhead, config):
+    """fp8 -> fp16 by the impure PTX conversion (convert_where_loaded) is exact, as the cast is: the same bits out
+    of both kernels, and both match the reference."""
+    lens = make_seq_lens(6, 900, "skewed", _gen(16))
+    q, kv, ref = _case(lens, 64, torch.bfloat16, FP8_DTYPE, nhead, 1, seed=17)
+    hpg = kernel_heads_per_group(nhead, 1, config)
+    sched = build_mla_schedule(lens, 1, nhead, hpg, torch.cuda.get_device_properties(0).multi_processor_count).to("cuda")
+    outs = []
+    for cvt in (False, True):
+        c = dataclasses.replace(config, convert_where_loaded=cvt)
+        outs.append((mla_decode_persistent(q, kv, sched, SM_SCALE, 1, config=c),
+                     mla_decode_split_kv(q, kv, SM_SCALE, 1, 4, config=c)))
+    for plain, converted in zip(*outs):
+        assert_matches_reference(converted, ref, torch.bfloat16)
+        assert torch.equal(plain.view(torch.int16), converted.view(torch.int16))
 
 
 def test_build_persistent_schedule_follows_config():

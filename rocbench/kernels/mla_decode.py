@@ -51,6 +51,7 @@ import triton.language as tl
 
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.kernels import tuned
+from rocbench.kernels.target import nvidia_gpu
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
 from rocbench.formats.mla_schedule import (
@@ -97,6 +98,10 @@ class MlaKernelConfig:
     # with 4 warps (one warp group); prefetch and reload_v do not apply. Offline sm_90 SASS (Triton 3.6) in
     # mla-variants-h200 round 9; a --tune candidate
     tokens_as_m: bool = False
+    # fp8 KV to fp16 by a PTX conversion Triton may not move (NVIDIA; else ignored): the tile is converted where it was
+    # loaded, and its change into the MMA operand's layout moves 16-bit values instead of permuting bytes (_kv_as).
+    # Offline sm_90 SASS in mla-variants-h200 round 10; a --tune candidate
+    convert_where_loaded: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -271,6 +276,31 @@ def _split_q_fp8(q_nope, q_pe, FP8_TYPE: tl.constexpr, FP8_MAX: tl.constexpr):
     return hi_nope, hi_pe, hi_scale, lo_nope, lo_pe, lo_scale
 
 
+# PTX (sm_89+): four e4m3 bytes -> four fp16 ($0, $1: fp16x2), exact
+_ASM_E4M3X4_F16 = tl.constexpr("""
+{
+.reg .b16 lo, hi;
+mov.b32 {lo, hi}, $2;
+cvt.rn.f16x2.e4m3x2 $0, lo;
+cvt.rn.f16x2.e4m3x2 $1, hi;
+}
+""")
+
+
+@triton.jit
+def _kv_as(x, MMA_DTYPE: tl.constexpr, CVT_ASM: tl.constexpr):
+    """A KV tile in the MMA's dtype. CVT_ASM (fp8 KV to fp16, NVIDIA): by a PTX conversion marked impure, which
+    Triton does not move past a layout change. A plain cast it moves after the change into the MMA operand's
+    layout, which then permutes single bytes (PRMT, or byte loads from shared memory); this way the tile is
+    converted where it was loaded and the change moves 16-bit values (shared memory and ldmatrix). Same values."""
+    if CVT_ASM:
+        y = tl.inline_asm_elementwise(_ASM_E4M3X4_F16, "=r,=r,r", [x.to(tl.uint8, bitcast=True)], dtype=tl.float16,
+                                      is_pure=False, pack=4)
+    else:
+        y = x.to(MMA_DTYPE)
+    return y
+
+
 @triton.jit
 def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DTYPE: tl.constexpr,
                 QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, FP8_QK: tl.constexpr,
@@ -312,7 +342,7 @@ def _attend_kv_range(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    TOKENS_AS_M: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence: (acc [BLOCK_M, D_LATENT]
     unnormalized fp32 with the V scale applied, running max m, running sum l, both log2 domain). The query
@@ -321,12 +351,12 @@ def _attend_kv_range(
         acc, m_i, l_i = _attend_tokens_as_m(
             Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-            PAGE_ALIGNED, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+            PAGE_ALIGNED, FP8_QK, F16_MMA, FP8_MAX, CVT_ASM, D_LATENT, D_ROPE)
     else:
         acc, m_i, l_i = _attend_rows_as_m(
             Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-            PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+            PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX, CVT_ASM, D_LATENT, D_ROPE)
     return acc, m_i, l_i
 
 
@@ -343,9 +373,10 @@ def _cat_cols(a, b):
 
 
 @triton.jit
-def _pv_chunk_t(acc_t, V, tok_off, n_ok, p_t, alpha, COL0: tl.constexpr, CH: tl.constexpr, MMA_DTYPE: tl.constexpr):
+def _pv_chunk_t(acc_t, V, tok_off, n_ok, p_t, alpha, COL0: tl.constexpr, CH: tl.constexpr, MMA_DTYPE: tl.constexpr,
+                CVT_ASM: tl.constexpr):
     """acc_t [CH, M] rescaled by alpha and += V^T P^T for latent channels COL0..COL0+CH-1 (loaded again: an L2 hit)."""
-    v = _load_rows(V, tok_off, n_ok, COL0, CH).to(MMA_DTYPE)
+    v = _kv_as(_load_rows(V, tok_off, n_ok, COL0, CH), MMA_DTYPE, CVT_ASM)
     return acc_t * alpha[None, :] + tl.dot(tl.trans(v), p_t)
 
 
@@ -355,7 +386,7 @@ def _attend_tokens_as_m(
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr,
-    FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    FP8_MAX: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """_attend_kv_range with the KV block's tokens as the MMAs' M side: S^T = K Q^T [BLOCK_N, BLOCK_M], and
     O^T += V^T P^T [D_LATENT, BLOCK_M], the softmax running down the columns. Below 64 query rows (nhead 16-32)
@@ -390,8 +421,8 @@ def _attend_tokens_as_m(
         if FP8_QK:
             s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale + _scores_t(k_nope, k_pe, lot_nope, lot_pe) * lo_scale
         else:
-            k_nope = k_nope.to(mma_dtype)
-            s_t = _scores_t(k_nope, k_pe.to(mma_dtype), qt_nope, qt_pe) * scale
+            k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
+            s_t = _scores_t(k_nope, _kv_as(k_pe, mma_dtype, CVT_ASM), qt_nope, qt_pe) * scale
         n = start + tl.arange(0, BLOCK_N)
         s_t = tl.where((n[:, None] < limit[None, :]) & (n < kv_end)[:, None], s_t, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s_t, 0))
@@ -400,10 +431,10 @@ def _attend_tokens_as_m(
         l_i = l_i * alpha + tl.sum(p_t, 0)
         p_t = p_t.to(mma_dtype)
         if fp8_kv:
-            a0 = _pv_chunk_t(a0, V, tok_off, n_ok, p_t, alpha, 0, CH, mma_dtype)
-            a1 = _pv_chunk_t(a1, V, tok_off, n_ok, p_t, alpha, CH, CH, mma_dtype)
-            a2 = _pv_chunk_t(a2, V, tok_off, n_ok, p_t, alpha, 2 * CH, CH, mma_dtype)
-            a3 = _pv_chunk_t(a3, V, tok_off, n_ok, p_t, alpha, 3 * CH, CH, mma_dtype)
+            a0 = _pv_chunk_t(a0, V, tok_off, n_ok, p_t, alpha, 0, CH, mma_dtype, CVT_ASM)
+            a1 = _pv_chunk_t(a1, V, tok_off, n_ok, p_t, alpha, CH, CH, mma_dtype, CVT_ASM)
+            a2 = _pv_chunk_t(a2, V, tok_off, n_ok, p_t, alpha, 2 * CH, CH, mma_dtype, CVT_ASM)
+            a3 = _pv_chunk_t(a3, V, tok_off, n_ok, p_t, alpha, 3 * CH, CH, mma_dtype, CVT_ASM)
         else:
             acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(k_nope), p_t)
         m_i = m_new
@@ -421,7 +452,7 @@ def _attend_rows_as_m(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M side.
 
@@ -472,15 +503,17 @@ def _attend_rows_as_m(
             k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
             k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
         if not FP8_QK:
-            k_nope = k_nope.to(mma_dtype)
-            k_pe = k_pe.to(mma_dtype)
+            k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
+            k_pe = _kv_as(k_pe, mma_dtype, CVT_ASM)
         if RELOAD_V:
             tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-            v = _load_rows(V, tok_off, n_ok, 0, D_LATENT).to(mma_dtype)
+            v = _kv_as(_load_rows(V, tok_off, n_ok, 0, D_LATENT), mma_dtype, CVT_ASM)
+        elif FP8_QK:
+            v = _kv_as(k_nope, mma_dtype, CVT_ASM)
         else:
-            # V is the latent part of the same cached tokens (a no-op cast unless FP8_QK kept K in fp8)
-            v = k_nope.to(mma_dtype)
+            # V is the latent part of the same cached tokens, already converted
+            v = k_nope
         n = start + tl.arange(0, BLOCK_N)
         visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
         if FP8_QK:
@@ -558,7 +591,8 @@ def _split_kv_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    TOKENS_AS_M: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr,
+    D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
@@ -581,7 +615,7 @@ def _split_kv_kernel(
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
         QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-        TOKENS_AS_M, D_LATENT, D_ROPE,
+        TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -599,7 +633,8 @@ def _persistent_kernel(
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    TOKENS_AS_M: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr,
+    D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
@@ -621,7 +656,7 @@ def _persistent_kernel(
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
             QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            TOKENS_AS_M, D_LATENT, D_ROPE,
+            TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -781,7 +816,10 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
     """The fp8 and fp16 MMA switches (only for fp8 KV; fp16 only for bf16 q: fp16 q runs its MMAs in fp16
     anyway) and the e4m3 flavour's largest finite value."""
     fp8 = kv.kv_buffer.dtype in E4M3_DTYPES
-    return dict(FP8_QK=fp8 and config.fp8_qk, F16_MMA=fp8 and config.f16_mma and q.dtype == torch.bfloat16,
+    f16_mma = fp8 and config.f16_mma and q.dtype == torch.bfloat16
+    # the PTX conversion gives fp16: where the converted MMAs run in fp16 (fp16 q, or f16_mma), on NVIDIA only
+    cvt_asm = fp8 and config.convert_where_loaded and (f16_mma or q.dtype == torch.float16) and nvidia_gpu(q.device)
+    return dict(FP8_QK=fp8 and config.fp8_qk, F16_MMA=f16_mma, CVT_ASM=cvt_asm,
                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
 
 
@@ -899,7 +937,11 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 # sm_90 SASS (Triton 3.6), loop warp-instructions per token 153 -> 105 at 16 rows, 216 -> 122 at 32,
                 # 255 registers, no spills (2 stages spill). Not measured yet (mla-variants-h200 round 9)
                 "tokens_as_m,fp8qk,stages1,2/sm": c(tokens_as_m=True, fp8_qk=True, num_stages=1, num_warps=4,
-                                                    programs_per_sm=2)} if fp8 else
+                                                    programs_per_sm=2),
+                # ... with V converted where it was loaded (convert_where_loaded): offline 105 -> 63 warp-instructions
+                # per token at 16 rows (bf16's built-in: 64), 122 -> 80 at 32 (bf16: 85), no byte permutes, no spills
+                "tokens_as_m,fp8qk,cvt,stages1,2/sm": c(tokens_as_m=True, fp8_qk=True, convert_where_loaded=True,
+                                                        num_stages=1, num_warps=4, programs_per_sm=2)} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
@@ -908,7 +950,11 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:
         # the built-in 64-row tile runs wgmma already, and needs fewer instructions per token and head (offline: 151
         # warp-instructions per token for 64 rows, against 122 for each of two 32-row tiles)
-        options.pop("tokens_as_m,fp8qk,stages1,2/sm", None)
+        for name in ("tokens_as_m,fp8qk,stages1,2/sm", "tokens_as_m,fp8qk,cvt,stages1,2/sm"):
+            options.pop(name, None)
+    elif fp8:  # 16-32 rows: the row form's conversion where loaded (offline, 16 rows: 153 -> 92 warp-instructions
+        # per token, but 120 KB of shared memory, so one program per SM; the 64-row tile's code does not change)
+        options["cvt"] = dataclasses.replace(builtin, convert_where_loaded=True)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
