@@ -336,31 +336,6 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
 
 
 @triton.jit
-def _attend_kv_range(
-    Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-    stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
-    QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
-    RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
-):
-    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence: (acc [BLOCK_M, D_LATENT]
-    unnormalized fp32 with the V scale applied, running max m, running sum l, both log2 domain). The query
-    rows are the MMAs' M side, or with TOKENS_AS_M the KV block's tokens are (_attend_tokens_as_m)."""
-    if TOKENS_AS_M:
-        acc, m_i, l_i = _attend_tokens_as_m(
-            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-            stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-            PAGE_ALIGNED, FP8_QK, F16_MMA, FP8_MAX, CVT_ASM, D_LATENT, D_ROPE)
-    else:
-        acc, m_i, l_i = _attend_rows_as_m(
-            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
-            stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
-            PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX, CVT_ASM, D_LATENT, D_ROPE)
-    return acc, m_i, l_i
-
-
-@triton.jit
 def _scores_t(k_nope, k_pe, qt_nope, qt_pe):
     s = tl.dot(k_nope, qt_nope)  # [N, M]
     return tl.dot(k_pe, qt_pe, s)
@@ -446,15 +421,16 @@ def _attend_tokens_as_m(
 
 
 @triton.jit
-def _attend_rows_as_m(
+def _attend_kv_range(
     Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
     QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
-    CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
+    TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
 ):
-    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M side.
+    """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M
+    side, or with TOKENS_AS_M the KV block's tokens (_attend_tokens_as_m).
 
     Row r of the tile is query row q_row0 + r // HPG, head head0 + r % HPG. Returns the
     unnormalized fp32 accumulator [BLOCK_M, D_LATENT] (V scale applied), the running max m
@@ -473,55 +449,62 @@ def _attend_rows_as_m(
       MMA with V as the second operand.)
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
       power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
-      [0, 1]); e4m3 converts to fp16 exactly."""
-    q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i = _tile_start(
-        Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV.dtype.element_ty,
-        QLEN, HPG, BLOCK_M, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
-    if FP8_QK:
-        hi_scale = hi_scale[:, None]
-        lo_scale = lo_scale[:, None]
-    elif F16_MMA:
-        qk_scale = hi_scale[:, None]
-    mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs: fp16, or q's dtype
-    acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
-    if PREFETCH:
-        tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
-                                          stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-        next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
-        next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-    for start in range(kv_start, kv_end, BLOCK_N):
+      [0, 1]); e4m3 converts to fp16 exactly.
+    - CVT_ASM (with fp16 MMAs, NVIDIA): that conversion by PTX that Triton does not move (_kv_as)."""
+    if TOKENS_AS_M:
+        acc, m_i, l_i = _attend_tokens_as_m(
+            Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
+            stride_qt, stride_qh, stride_kv_page, stride_kv_tok, QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE,
+            PAGE_ALIGNED, FP8_QK, F16_MMA, FP8_MAX, CVT_ASM, D_LATENT, D_ROPE)
+    else:
+        q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i = _tile_start(
+            Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV.dtype.element_ty,
+            QLEN, HPG, BLOCK_M, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
+        if FP8_QK:
+            hi_scale = hi_scale[:, None]
+            lo_scale = lo_scale[:, None]
+        elif F16_MMA:
+            qk_scale = hi_scale[:, None]
+        mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs: fp16, or q's dtype
+        acc = tl.zeros([BLOCK_M, D_LATENT], tl.float32)
         if PREFETCH:
-            k_nope = next_nope
-            k_pe = next_pe
-            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start + BLOCK_N, kv_end, stride_kv_page,
+            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, kv_start, kv_end, stride_kv_page,
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
             next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
             next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        else:
-            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
-                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-            k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
-            k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        if not FP8_QK:
-            k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
-            k_pe = _kv_as(k_pe, mma_dtype, CVT_ASM)
-        if RELOAD_V:
-            tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
-                                              stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-            v = _kv_as(_load_rows(V, tok_off, n_ok, 0, D_LATENT), mma_dtype, CVT_ASM)
-        elif FP8_QK:
-            v = _kv_as(k_nope, mma_dtype, CVT_ASM)
-        else:
-            # V is the latent part of the same cached tokens, already converted
-            v = k_nope
-        n = start + tl.arange(0, BLOCK_N)
-        visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-        if FP8_QK:
-            s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
-        else:
-            s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
-        acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)
-    acc = acc * v_scale
+        for start in range(kv_start, kv_end, BLOCK_N):
+            if PREFETCH:
+                k_nope = next_nope
+                k_pe = next_pe
+                tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start + BLOCK_N, kv_end, stride_kv_page,
+                                                  stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+                next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+                next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+            else:
+                tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                                  stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+                k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
+                k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
+            if not FP8_QK:
+                k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
+                k_pe = _kv_as(k_pe, mma_dtype, CVT_ASM)
+            if RELOAD_V:
+                tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                                  stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+                v = _kv_as(_load_rows(V, tok_off, n_ok, 0, D_LATENT), mma_dtype, CVT_ASM)
+            elif FP8_QK:
+                v = _kv_as(k_nope, mma_dtype, CVT_ASM)
+            else:
+                # V is the latent part of the same cached tokens, already converted
+                v = k_nope
+            n = start + tl.arange(0, BLOCK_N)
+            visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
+            if FP8_QK:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
+            else:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
+            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)
+        acc = acc * v_scale
     return acc, m_i, l_i
 
 
