@@ -153,6 +153,11 @@ FP8_SMALL_BATCH_MAX = 8
 # persistent kernel) both kernels' instead of the 64-row tile (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
+# 16-32 rows with the block's tokens on the MMAs' M side and the tile converted where it was loaded (rounds 9-10 of
+# mla-variants-h200: offline 63 / 80 warp-instructions per token at 16 / 32 rows, bf16's built-in 64 / 85). Not
+# measured yet: a --tune candidate ("tokens_as_m,fp8qk,cvt,stages1,2/sm")
+FP8_TOKENS_AS_M_CONFIG = MlaKernelConfig(tokens_as_m=True, fp8_qk=True, f16_mma=True, convert_where_loaded=True,
+                                         num_stages=1, num_warps=4, programs_per_sm=2)
 # Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
 # builtin of the time against the winner). So few sequences leave SMs idle; 16-row tiles, two programs per SM, split
 # them into more work items (the KV they share is read once from HBM, then from L2):
@@ -923,8 +928,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                                                     programs_per_sm=2),
                 # ... with V converted where it was loaded (convert_where_loaded): offline 105 -> 63 warp-instructions
                 # per token at 16 rows (bf16's built-in: 64), 122 -> 80 at 32 (bf16: 85), no byte permutes, no spills
-                "tokens_as_m,fp8qk,cvt,stages1,2/sm": c(tokens_as_m=True, fp8_qk=True, convert_where_loaded=True,
-                                                        num_stages=1, num_warps=4, programs_per_sm=2)} if fp8 else
+                "tokens_as_m,fp8qk,cvt,stages1,2/sm": FP8_TOKENS_AS_M_CONFIG} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
                 "rows64": c(max_tile_rows=64, block_n=64), "rows64,stages3": c(max_tile_rows=64, block_n=64, num_stages=3),
