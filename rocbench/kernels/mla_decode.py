@@ -957,8 +957,8 @@ def smaller_configs(config: MlaKernelConfig) -> list[MlaKernelConfig]:
     """`config`, then what to fall back on where a GPU cannot hold it (rocbench.kernels.fit): the KV block halved
     down to 16 tokens, then one pipeline stage. Offline compiles (Triton 3.6, `tests/compile_only.py`): on gfx942
     (64 KiB of LDS) every bf16 config and half the fp8 ones need 68-80 KiB at 64-token blocks, and all fit at 32; on
-    sm_89 (99 KiB) the 32- and 64-row tiles need 108-152 KiB. Neither knob changes the schedule (its granularity is
-    at least 64 tokens) nor which heads a tile holds."""
+    sm_89 (99 KiB) the 32- and 64-row tiles need 108-152 KiB. Neither knob changes which heads a tile holds, nor,
+    from block_n 64 down, the schedule (its granularity is at least 64 tokens; callers build it per config anyway)."""
     chain = [config]
     while chain[-1].block_n > 16:
         chain.append(dataclasses.replace(chain[-1], block_n=chain[-1].block_n // 2))
