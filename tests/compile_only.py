@@ -104,14 +104,14 @@ def compile_only(name: str) -> Iterator[CompileOnlyDriver]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, deterministic: bool = False):
-    """The MLA triton backend's prepared call for a case (its config chosen as on a GPU of `name`; fitted)."""
+    """The MLA `triton` (or `triton_det`) backend's prepared call for a case on a GPU of `name`: its own prepare,
+    config choice and fallback to a config that fits. The inputs hold at most two sequences (nothing runs)."""
     import types
 
     import torch
 
     from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
-    from rocbench.kernels import mla_decode as k
-    from rocbench.suites.mla.backends import DETERMINISTIC_SPLIT_TOKENS, TritonMla
+    from rocbench.suites.mla.backends import TritonMla, TritonMlaDeterministic
 
     g = torch.Generator().manual_seed(0)
     kv = build_paged_kv([256] * min(batch, 2), 64, kv_dtype, g, "cpu")
@@ -121,15 +121,8 @@ def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist:
             "batch": batch}
     ctx = types.SimpleNamespace(device=torch.device("cpu"),
                                 platform=types.SimpleNamespace(sm_count=TARGETS[name].sms))
-    config = k.builtin_config(kv_dtype, nhead, qlen, None if deterministic else batch, persistent=persist)
-    split = DETERMINISTIC_SPLIT_TOKENS if deterministic else None
-    return TritonMla.prepare_fitted(case, io, ctx, config, "built-in config", split)
-
-
-def fp8_dtype(name: str):
-    import torch
-
-    return torch.float8_e4m3fnuz if name == "gfx942" else torch.float8_e4m3fn
+    backend = TritonMlaDeterministic() if deterministic else TritonMla()
+    return backend.prepare(case, io, ctx)
 
 
 MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as the moe suite states them
@@ -171,9 +164,10 @@ def every_config(name: str) -> Iterator[dict]:
     """One record per MLA case shape (both kernels, batch-invariant too) and MoE plan the product picks."""
     import torch
 
+    from rocbench.formats.fp8 import fp8_for_arch
     from rocbench.kernels.moe_plan import deterministic_plan, heuristic_plan
 
-    for kv_dtype in (torch.bfloat16, fp8_dtype(name)):
+    for kv_dtype in (torch.bfloat16, fp8_for_arch(name)):
         for nhead in (16, 32, 64, 128):
             for qlen in (1, 2):
                 for batch in (1, 4, 8, 64):

@@ -153,6 +153,7 @@ def test_gpu_a_config_too_large_for_this_gpu_falls_back_and_still_matches():
 
     from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
     from rocbench.suites.mla.reference import mla_decode_reference
+    from rocbench.suites.mla.suite import SM_SCALE
 
     g = torch.Generator().manual_seed(3)
     kv = build_paged_kv([700, 300], 64, torch.bfloat16, g, "cpu").to("cuda")
@@ -165,6 +166,6 @@ def test_gpu_a_config_too_large_for_this_gpu_falls_back_and_still_matches():
     prepared = TritonMla.prepare_fitted(case, io, ctx, config, "test config")
     assert "to fit this GPU (shared memory: the config needs" in prepared.description, prepared.description
     out = prepared.run()
-    ref, _ = mla_decode_reference(q, kv, 1.0 / 192 ** 0.5, 1)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.flatten(), dim=0)
     assert torch.isfinite(out).all() and cos >= 0.9999

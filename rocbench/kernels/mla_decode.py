@@ -20,9 +20,9 @@ row to fit), or (config fp8_qk, the 64-row tiles' default) Q@K^T runs as two fp8
 on the tile as loaded, q split into a high and a low fp8 part with per-row scales; the per-tensor KV
 scale is folded into the softmax scale (K) and applied to the fp32 accumulator (V), read from device
 memory so that nothing syncs the host. With config tokens_as_m the two products run transposed, the block's
-tokens on the MMAs' M side (_attend_tokens_as_m), so that 16-32 row tiles can take Hopper's 64-row wgmma. Pick launch knobs with default_config(kv_dtype, nhead, qlen, device,
-persistent=...) (the two kernels' best knobs differ) and the persistent schedule with
-build_persistent_schedule(..., config).
+tokens on the MMAs' M side (_attend_tokens_as_m), so that 16-32 row tiles can take Hopper's 64-row wgmma.
+Pick launch knobs with default_config(kv_dtype, nhead, qlen, device, persistent=...) (the two kernels' best
+knobs differ) and the persistent schedule with build_persistent_schedule(..., config).
 
 Both run functions launch a fixed number of kernels whose grids and buffers depend only on host
 integers (shapes, split count, schedule sizes): they can be captured in a CUDA graph. They are

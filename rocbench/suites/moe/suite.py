@@ -74,8 +74,9 @@ def _quantize_padded(w: torch.Tensor, pad: tuple[int, ...], shape: tuple[int, in
 def _build_peak_bytes(case: Case) -> int:
     """What build_io holds at its peak, by its phases: w13 drawn in fp32 (and its packed bytes growing), then w2
     drawn beside w13's packed bytes, then both shuffled into the two layouts; plus a chunk's quantizer temporaries
-    (a few fp32 copies; a chunk is one expert's w13 where that exceeds QUANTIZE_CHUNK_BYTES). Checked on CPU by peak RSS less the process's start: DeepSeek-R1 TP8 5.05 GiB (model 4.96),
-    gpt-oss-120b TP1 padded 10.3 GiB (model 10.1)."""
+    (a few fp32 copies; a chunk is one expert's w13 where that exceeds QUANTIZE_CHUNK_BYTES). Checked on CPU by
+    peak RSS less the process's start: DeepSeek-R1 TP8 5.05 GiB (model 4.96), gpt-oss-120b TP1 padded 10.3 GiB
+    (model 10.1)."""
     E, H, I = case["experts"], case["hidden"], case["inter"]
     h, i = H - case["hidden_pad"], I - case["inter_pad"]
     packed13, packed2 = E * mxfp4_bytes(2 * I, H), E * mxfp4_bytes(H, I)
