@@ -4,7 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
-from rocbench.kernels.moe_a16w4 import LAYOUT_IDS, _s_col_part, _s_row_part, _w_row_base
+from rocbench.kernels.moe_a16w4 import LAYOUT_IDS
+from rocbench.kernels.mxfp4_weights import s_col_part, s_row_part, w_row_base
 
 
 @triton.jit
@@ -12,7 +13,7 @@ def _gather_weight_kernel(w_ptr, out_ptr, N, KPB, LAYOUT, GATE_UP: tl.constexpr,
                           BR: tl.constexpr, NB: tl.constexpr):
     e64 = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BR + tl.arange(0, BR)
-    bases = w_ptr + _w_row_base(e64, rows, N, KPB, LAYOUT, GATE_UP)
+    bases = w_ptr + w_row_base(e64, rows, N, KPB, LAYOUT, GATE_UP)
     offs_c = tl.arange(0, NB)
     offs_i = tl.arange(0, 16)
     for c0 in range(0, KPB // 16, NB):
@@ -28,7 +29,7 @@ def _gather_scale_kernel(s_ptr, out_ptr, N, KB, SC, LAYOUT, GATE_UP: tl.constexp
     e64 = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BR + tl.arange(0, BR)
     cols = tl.arange(0, BC)
-    src = _s_row_part(e64, rows, N, SC, LAYOUT, GATE_UP)[:, None] + _s_col_part(cols)[None, :]
+    src = s_row_part(e64, rows, N, SC, LAYOUT, GATE_UP)[:, None] + s_col_part(cols)[None, :]
     mask = (cols < KB)[None, :]
     v = tl.load(s_ptr + src, mask=mask)
     tl.store(out_ptr + (e64 * N + rows)[:, None] * KB + cols[None, :], v, mask=mask)

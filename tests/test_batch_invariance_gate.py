@@ -36,11 +36,12 @@ def split_kv_backend(splits_for_batch):
         name = "planted"
 
         def prepare(self, case, io, ctx):
+            from rocbench.kernels import mla_config as kc
             from rocbench.kernels import mla_decode as k
             from rocbench.suites.mla.suite import SM_SCALE
 
-            config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=False)
-            hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
+            config = kc.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=False)
+            hpg = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
             splits = splits_for_batch(int(io.kv.batch))
             workspace = k.alloc_split_kv_workspace(io.q, splits, case["qlen"], hpg, config)
             return Prepared(lambda: k.mla_decode_split_kv(io.q, io.kv, SM_SCALE, case["qlen"], splits, out=io.out,

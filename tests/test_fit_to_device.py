@@ -15,7 +15,8 @@ import torch
 from rocbench.core.axes import Case
 from rocbench.core.platform import PlatformInfo
 from rocbench.kernels import fit
-from rocbench.kernels.mla_decode import MlaKernelConfig, build_persistent_schedule, smaller_configs
+from rocbench.kernels.mla_config import MlaKernelConfig, smaller_configs
+from rocbench.kernels.mla_decode import build_persistent_schedule
 from rocbench.suites.mla.backends import TritonMla
 
 ROOT = Path(__file__).resolve().parents[1]

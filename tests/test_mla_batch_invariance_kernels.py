@@ -26,8 +26,8 @@ from rocbench.formats.mla_schedule import (
     pick_heads_per_group,
 )
 from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, build_paged_kv, make_query
+from rocbench.kernels.mla_config import MlaKernelConfig
 from rocbench.kernels.mla_decode import (
-    MlaKernelConfig,
     build_persistent_schedule,
     fixed_split_count,
     mla_decode_persistent,

@@ -9,21 +9,23 @@ import math
 import pytest
 import torch
 
-from rocbench.kernels.mla_decode import (
-    NARROW_REDUCE,
-    WIDE_REDUCE,
+from rocbench.kernels.mla_config import (
     MlaKernelConfig,
-    ReduceShape,
-    alloc_persistent_workspace,
-    alloc_split_kv_workspace,
     builtin_config,
     default_config,
     kernel_heads_per_group,
+    tune_candidates,
+)
+from rocbench.kernels.mla_decode import (
+    NARROW_REDUCE,
+    WIDE_REDUCE,
+    ReduceShape,
+    alloc_persistent_workspace,
+    alloc_split_kv_workspace,
     mla_decode_persistent,
     mla_decode_split_kv,
     pick_num_kv_splits,
     reduce_shape,
-    tune_candidates,
 )
 from rocbench.formats.paged_kv import build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference

@@ -22,17 +22,17 @@ def store(tmp_path, monkeypatch):
 
 
 def test_the_kernels_load_what_was_stored(store):
-    from rocbench.kernels import mla_decode, moe_plan
+    from rocbench.kernels import mla_config, moe_plan
 
     fp8 = torch.float8_e4m3fn
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 1) == mla_decode.builtin_config(fp8, 16, 1, 1)
-    wanted = mla_decode.MlaKernelConfig(reload_v=True, num_stages=3)
-    tuned.remember("mla_decode", "cuda", mla_decode.tune_key(fp8, 16, 1, 3), dataclasses.asdict(wanted), {})
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 4) == wanted  # batches 3 and 4 share a bucket
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 64) == mla_decode.builtin_config(fp8, 16, 1, 64)
-    assert mla_decode.default_config(fp8, 128, 1, "cuda", 4) == mla_decode.builtin_config(fp8, 128, 1, 4)  # other tile
+    assert mla_config.default_config(fp8, 16, 1, "cuda", 1) == mla_config.builtin_config(fp8, 16, 1, 1)
+    wanted = mla_config.MlaKernelConfig(reload_v=True, num_stages=3)
+    tuned.remember("mla_decode", "cuda", mla_config.tune_key(fp8, 16, 1, 3), dataclasses.asdict(wanted), {})
+    assert mla_config.default_config(fp8, 16, 1, "cuda", 4) == wanted  # batches 3 and 4 share a bucket
+    assert mla_config.default_config(fp8, 16, 1, "cuda", 64) == mla_config.builtin_config(fp8, 16, 1, 64)
+    assert mla_config.default_config(fp8, 128, 1, "cuda", 4) == mla_config.builtin_config(fp8, 128, 1, 4)  # other tile
     # stored for the persistent kernel: the split-KV kernel keeps its own built-in config
-    assert mla_decode.default_config(fp8, 16, 1, "cuda", 4, persistent=False) == mla_decode.builtin_config(
+    assert mla_config.default_config(fp8, 16, 1, "cuda", 4, persistent=False) == mla_config.builtin_config(
         fp8, 16, 1, 4, persistent=False) != wanted
     shape = (16, 4, 128, 384, 3072)
     plan = moe_plan.plan_moe(*shape, 132, "cuda")
@@ -42,11 +42,11 @@ def test_the_kernels_load_what_was_stored(store):
 
 
 def test_candidates_are_distinct_and_valid():
-    from rocbench.kernels import mla_decode, moe_plan
+    from rocbench.kernels import mla_config, moe_plan
 
     for kv in (torch.bfloat16, torch.float8_e4m3fn):
-        candidates = mla_decode.tune_candidates(kv, 64, 1)
-        assert candidates["builtin"] == mla_decode.builtin_config(kv, 64, 1)
+        candidates = mla_config.tune_candidates(kv, 64, 1)
+        assert candidates["builtin"] == mla_config.builtin_config(kv, 64, 1)
         assert len(set(candidates.values())) == len(candidates) >= 4
     plan = moe_plan.heuristic_plan(1, 4, 128, 384, 3072)
     candidates = moe_plan.tune_candidates(plan, 384, 3072)

@@ -24,7 +24,8 @@ Layout handling: both layouts store a row's 32-value MX block as 16 contiguous b
 16-row strip (see rocbench.formats.moe_layouts), so addressing splits into a per-row base
 (layout dependent: the strip order and the scale tile row) plus a per-K-block part (shared).
 The layout is a runtime argument: only the per-program row bases differ, every arithmetic
-operation is the same, so both layouts give bitwise identical results.
+operation is the same, so both layouts give bitwise identical results. That device code (row bases, K steps,
+decode) is in rocbench.kernels.mxfp4_weights.
 
 Batch invariance: plan_moe picks BM, K splits and the routing from the token count, and K splits
 change a token's summation order. With moe_plan.deterministic_plan (tiles and K splits fixed per shape)
@@ -42,6 +43,7 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
+from rocbench.kernels.mxfp4_weights import dequant, prefetch_step, s_row_part, scale_rows, w_row_base, weight_step
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
 
@@ -51,122 +53,8 @@ _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.floa
 
 
 # ---------------------------------------------------------------------------------------------
-# Address math (mirrors rocbench.formats.moe_layouts.weight_offset / scale_*_offset)
+# Activation
 # ---------------------------------------------------------------------------------------------
-
-@triton.jit
-def _w_row_base(e64, row, N, KPB, LAYOUT, GATE_UP: tl.constexpr):
-    """int64 byte offset of the first byte of logical row `row` of expert e (strip base + row*16)."""
-    strip = row // 16
-    nl = row % 16
-    if GATE_UP:
-        half = N // 2
-        is_up = row // half
-        r = row - is_up * half
-        strip = tl.where(LAYOUT == 1, (r // 16) * 2 + is_up, strip)
-        nl = tl.where(LAYOUT == 1, r % 16, nl)
-    return e64 * N * KPB + (strip * 16 * KPB + nl * 16).to(tl.int64)
-
-
-@triton.jit
-def _s_row_part(e64, row, N, SC, LAYOUT, GATE_UP: tl.constexpr):
-    """Row part of a shuffled-scale offset (SC = padded scale columns)."""
-    g = e64 * N + row
-    off = (g // 32) * 32 * SC + (g % 16) * 4 + (g % 32) // 16
-    if GATE_UP:
-        half = N // 2
-        is_up = row // half
-        r = row - is_up * half
-        itl = (e64 * (N // 32) + r // 16) * 32 * SC + (r % 16) * 4 + is_up
-        off = tl.where(LAYOUT == 1, itl, off)
-    return off
-
-
-@triton.jit
-def _s_col_part(c):
-    return (c // 8) * 256 + (c % 4) * 64 + ((c % 8) // 4) * 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Dequantization and activation
-# ---------------------------------------------------------------------------------------------
-
-@triton.jit
-def _e8m0_factor(s):
-    """E8M0 byte -> fp32 2^(s - 113) (= 2^(s-127) * 2^14, undoing the fp16 code trick).
-
-    Exact for s <= 240 (|w| < 2^114); s in 241..254 saturates to inf; 0xFF is NaN.
-    """
-    si = s.to(tl.int32)
-    bits = tl.where(si > 240, 0x7F800000, (si + 14) << 23)
-    bits = tl.where(si == 255, 0x7FC00000, bits)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _fp4_nibble_as_f16(b32, SHIFT: tl.constexpr):
-    """Nibble of each byte -> fp16 bit pattern of value * 2^-14 (exact, fp16 subnormal for 0.5).
-
-    The nibble is moved to bits 28..31, an arithmetic shift right by 19 puts its exponent and
-    mantissa bits (e1 e0 m) at fp16 bits 11..9 and copies the sign over bits 12..31; the mask
-    keeps the sign at bit 15 and the three code bits.
-    """
-    v = ((b32 << SHIFT) >> 19) & 0x8E00
-    return v.to(tl.int16).to(tl.float16, bitcast=True)
-
-
-# PTX (sm_80+) for 4 packed fp4x2 bytes -> 4 bf16 values of one nibble each ($0, $1: bf16x2).
-# prmt spreads bytes 0,1 (then 2,3) into the two 16-bit halves; the nibble's sign bit goes to
-# bit 15 and its e1 e0 m bits to bf16 bits 8..6, which is the value times 2^-126 (exact, 0.5
-# being a bf16 subnormal); two bf16x2 FMAs (+ -0.0) multiply by 2^126 and by the block scale
-# 2^(s-127) ($3, $4). Same results as the generic path below (checked on the device).
-_ASM_FP4_BF16 = """
-{{
-.reg .b32 z, nz, c, t0, t1, a0, b0, a1, b1;
-mov.b32 z, 0;
-mov.b32 nz, 0x80008000;
-mov.b32 c, 0x7E807E80;
-prmt.b32 t0, $2, z, 0x4140;
-prmt.b32 t1, $2, z, 0x4342;
-shl.b32 a0, t0, {sign_shift};
-shl.b32 b0, t0, {bits_shift};
-and.b32 a0, a0, 0x80008000;
-and.b32 b0, b0, 0x01C001C0;
-or.b32 a0, a0, b0;
-fma.rn.bf16x2 a0, a0, c, nz;
-fma.rn.bf16x2 $0, a0, $3, nz;
-shl.b32 a1, t1, {sign_shift};
-shl.b32 b1, t1, {bits_shift};
-and.b32 a1, a1, 0x80008000;
-and.b32 b1, b1, 0x01C001C0;
-or.b32 a1, a1, b1;
-fma.rn.bf16x2 a1, a1, c, nz;
-fma.rn.bf16x2 $1, a1, $4, nz;
-}}
-"""
-_ASM_LO = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=12, bits_shift=6))
-_ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
-
-
-@triton.jit
-def _dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
-    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
-    if ASM:  # bf16 only, CUDA only
-        si = sc.to(tl.int32)
-        fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
-        f = tl.broadcast_to(fbits.to(tl.int16).to(tl.bfloat16, bitcast=True)[:, :, None], wq.shape)
-        lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                       is_pure=True, pack=4)
-        hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                       is_pure=True, pack=4)
-    else:
-        b32 = wq.to(tl.int32)
-        f = _e8m0_factor(sc)[:, :, None]
-        lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
-        hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
-    return tl.reshape(tl.join(lo, hi), [wq.shape[0], wq.shape[1] * 32])
-
 
 @triton.jit
 def _activation(g, u, ACT, alpha, limit):
@@ -232,75 +120,6 @@ def _reset(cnt_ptr, idx):
     tl.atomic_xchg(cnt_ptr + idx, 0, sem="relaxed", scope="gpu")
 
 
-@triton.jit
-def _scale_rows(s_ptr, row_part, WORDS: tl.constexpr):
-    """Per-row scale addressing: (int32 word pointer, bit shift of the row's byte in it) with WORDS, else
-    (byte pointer, 0). A row's byte offset row_part has the scale tile's 'np' bit (which 16-row half, or
-    gate/up) in its low two bits."""
-    if WORDS:
-        rows = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (row_part >> 2)
-        shift = (row_part & 3) * 8
-    else:
-        rows = s_ptr + row_part
-        shift = row_part * 0
-    return rows, shift
-
-
-@triton.jit
-def _scale_ptrs(s_rows, blk, WORDS: tl.constexpr):
-    """[BN, NB] pointers to the scales of K blocks blk for the given rows, or with WORDS to the aligned 32-bit
-    words holding them (byte kp*2 + np of the word at (c // 8) * 256 + (c % 4) * 64 + row bytes, see _s_col_part)."""
-    if WORDS:
-        ptrs = s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :]
-    else:
-        ptrs = s_rows[:, None] + _s_col_part(blk)[None, :]
-    return ptrs
-
-
-@triton.jit
-def _weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.constexpr):
-    """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows.
-
-    With WORDS the scales are read as the words holding them: Triton pipelines (cp.async) only loads of 4 bytes
-    or more, and byte loads leave one memory latency per K step inside the loop."""
-    blk = ks * NB + tl.arange(0, NB)
-    wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
-    sc = tl.load(_scale_ptrs(s_rows, blk, WORDS))
-    if WORDS:
-        sc = ((sc >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
-    return wq, sc
-
-
-# PTX (NVIDIA only): prefetch the line holding $1 into L1 or L2 where the flag $2 is set; the output is a dummy
-_ASM_PREFETCH = """
-{{
-.reg .pred p;
-setp.ne.s32 p, $2, 0;
-@p prefetch.global.{level} [$1];
-mov.u32 $0, 0;
-}}
-"""
-_ASM_PREFETCH_L1 = tl.constexpr(_ASM_PREFETCH.format(level="L1"))
-_ASM_PREFETCH_L2 = tl.constexpr(_ASM_PREFETCH.format(level="L2"))
-
-
-@triton.jit
-def _prefetch_lines(ptrs, flags, LEVEL: tl.constexpr):
-    asm: tl.constexpr = _ASM_PREFETCH_L1 if LEVEL == 1 else _ASM_PREFETCH_L2
-    tl.inline_asm_elementwise(asm, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
-def _prefetch_step(w_rows, s_rows, rows, ks, NB: tl.constexpr, WORDS: tl.constexpr, LEVEL: tl.constexpr):
-    """Prefetch (MoeConfig.prefetch_hint) the weight and scale lines of K step ks for the given rows. A 16-row
-    strip's block is 256 contiguous bytes (rows 0 and 8 start its lines); a 16-row group's scales of one block
-    lie within 64 bytes (its first row names them)."""
-    blk = ks * NB + tl.arange(0, NB)
-    w_ptrs = w_rows[:, None] + (blk * 256)[None, :]
-    _prefetch_lines(w_ptrs, tl.broadcast_to(((rows % 8) == 0).to(tl.int32)[:, None], w_ptrs.shape), LEVEL)
-    s_ptrs = _scale_ptrs(s_rows, blk, WORDS)
-    _prefetch_lines(s_ptrs, tl.broadcast_to(((rows % 16) == 0).to(tl.int32)[:, None], s_ptrs.shape), LEVEL)
-
 
 # ---------------------------------------------------------------------------------------------
 # GEMM1: act = activation(x @ w13^T + b13), one (block, BN intermediate columns, K split) each
@@ -342,10 +161,10 @@ def _moe_gemm1_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     row_g = offs_n
     row_u = offs_n + INTER
-    wg_rows = w_ptr + _w_row_base(e64, row_g, N, KPB, LAYOUT, True)
-    wu_rows = w_ptr + _w_row_base(e64, row_u, N, KPB, LAYOUT, True)
-    sg_rows, sg_shift = _scale_rows(s_ptr, _s_row_part(e64, row_g, N, SC, LAYOUT, True), WORDS)
-    su_rows, su_shift = _scale_rows(s_ptr, _s_row_part(e64, row_u, N, SC, LAYOUT, True), WORDS)
+    wg_rows = w_ptr + w_row_base(e64, row_g, N, KPB, LAYOUT, True)
+    wu_rows = w_ptr + w_row_base(e64, row_u, N, KPB, LAYOUT, True)
+    sg_rows, sg_shift = scale_rows(s_ptr, s_row_part(e64, row_g, N, SC, LAYOUT, True), WORDS)
+    su_rows, su_shift = scale_rows(s_ptr, s_row_part(e64, row_u, N, SC, LAYOUT, True), WORDS)
     x_rows = x_ptr + (pair // TOPK).to(tl.int64) * stride_x
     offs_k = tl.arange(0, NB * 32)
     acc_g = tl.zeros([BN, BM], dtype=tl.float32)
@@ -353,22 +172,22 @@ def _moe_gemm1_kernel(
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if PREFETCH:
-        next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
-        next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
+        next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
+        next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
     for ks in range(ks0, ks1):
         ahead = tl.minimum(ks + 1, ks1 - 1)  # the next step (the last step takes itself again rather than branch)
         if PREFETCH:
             # the next step's weights are loaded before this step's decode and dots: a load that feeds the decode
             # is otherwise waited for in place
             wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
-            next_g, next_sg = _weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
-            next_u, next_su = _weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
+            next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
+            next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
         else:
             if PREFETCH_HINT != 0:  # the next step's lines
-                _prefetch_step(wg_rows, sg_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-                _prefetch_step(wu_rows, su_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-            wq_g, s_g = _weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
-            wq_u, s_u = _weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
+                prefetch_step(wg_rows, sg_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+                prefetch_step(wu_rows, su_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+            wq_g, s_g = weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
+            wq_u, s_u = weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
         xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
@@ -377,8 +196,8 @@ def _moe_gemm1_kernel(
             acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
             acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
         else:
-            acc_g = tl.dot(_dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
-            acc_u = tl.dot(_dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
+            acc_g = tl.dot(dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
+            acc_u = tl.dot(dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
     if SPLIT == 1:
         _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
                    ACT, alpha, limit, DTYPE)
@@ -482,34 +301,34 @@ def _moe_gemm2_kernel(
     e64 = e.to(tl.int64)
     pair64 = pair.to(tl.int64)
     offs_n = pid_n * BN + tl.arange(0, BN)
-    w_rows = w_ptr + _w_row_base(e64, offs_n, HID, KPB, LAYOUT, False)
-    s_rows, s_shift = _scale_rows(s_ptr, _s_row_part(e64, offs_n, HID, SC, LAYOUT, False), WORDS)
+    w_rows = w_ptr + w_row_base(e64, offs_n, HID, KPB, LAYOUT, False)
+    s_rows, s_shift = scale_rows(s_ptr, s_row_part(e64, offs_n, HID, SC, LAYOUT, False), WORDS)
     a_rows = act_ptr + pair64 * INTER
     offs_k = tl.arange(0, NB * 32)
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if PREFETCH:
-        next_w, next_s = _weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
+        next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:
-        _prefetch_step(w_rows, s_rows, offs_n, ks0, NB, WORDS, PREFETCH_HINT)
+        prefetch_step(w_rows, s_rows, offs_n, ks0, NB, WORDS, PREFETCH_HINT)
     if PDL:  # launched as GEMM1's dependent: everything above reads the inputs only; act is complete after this
         gdc_wait()
     for ks in range(ks0, ks1):
         ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
         if PREFETCH:
             wq, sc = next_w, next_s
-            next_w, next_s = _weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
+            next_w, next_s = weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
         else:
             if PREFETCH_HINT != 0:
-                _prefetch_step(w_rows, s_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-            wq, sc = _weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
+                prefetch_step(w_rows, s_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+            wq, sc = weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
         if SCALED_DOT:
             acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
         else:
-            acc = tl.dot(_dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
+            acc = tl.dot(dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
     if HAS_BIAS:
         if pid_s == 0:
             acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]

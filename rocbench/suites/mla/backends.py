@@ -51,26 +51,26 @@ class TritonMla(Backend):
         return fp8_unsupported_reason(case, platform)
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels import mla_config as kc
 
         shape = case["kv_dtype"], case["nhead"], case["qlen"]
-        config = k.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
-        builtin = k.builtin_config(*shape, case["batch"], persistent=case["persist"])
+        config = kc.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
+        builtin = kc.builtin_config(*shape, case["batch"], persistent=case["persist"])
         tuned = "tuned" if config != builtin else "built-in"
         return self.prepare_fitted(case, io, ctx, config, f"{tuned} config")
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
-        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels import mla_config as kc
         from rocbench.kernels import tuned
 
-        key = k.tune_key(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
+        key = kc.tune_key(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
 
         def remember(name: str, config, evidence: dict) -> str:
             where = tuned.remember("mla_decode", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        return Tuning(k.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
-                                        persistent=case["persist"]),
+        return Tuning(kc.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
+                                         persistent=case["persist"]),
                       lambda io, config: self.prepare_fitted(case, io, ctx, config, "candidate"), remember)
 
     @classmethod
@@ -78,22 +78,23 @@ class TritonMla(Backend):
                        split_tokens: int | None = None) -> Prepared:
         """prepare_with `config`, or where this GPU cannot hold it, the first of its smaller configs that fits
         (rocbench.kernels.fit): the path then says what changed and why."""
-        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels import mla_config as kc
         from rocbench.kernels.fit import first_fitting
 
         # what the compiled kernels depend on: dtypes, head tile, q length, kernel, fixed splits, config
         key = ("mla", str(ctx.device), case["q_dtype"], case["kv_dtype"], case["nhead"], case["qlen"], case["persist"],
                split_tokens, config)
-        return first_fitting(key, k.smaller_configs(config), lambda fitted, note: cls.prepare_with(
+        return first_fitting(key, kc.smaller_configs(config), lambda fitted, note: cls.prepare_with(
             case, io, ctx, fitted, f"{source}, {note}" if note else source, split_tokens))
 
     @staticmethod
     def prepare_with(case: Case, io: MlaIO, ctx: RankContext, config, source: str,
                      split_tokens: int | None = None) -> Prepared:
         """split_tokens: fixed splits of that many tokens (batch-invariant) instead of batch-sized ones."""
+        from rocbench.kernels import mla_config as kc
         from rocbench.kernels import mla_decode as k
 
-        hpg = k.kernel_heads_per_group(case["nhead"], case["qlen"], config)
+        hpg = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         qlen = case["qlen"]
         if case["persist"]:
@@ -191,9 +192,9 @@ class TritonMlaDeterministic(Backend):
                                        "(SGLang's deterministic Triton attention does the same)"),)
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels import mla_decode as k
+        from rocbench.kernels import mla_config as kc
 
-        config = k.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=case["persist"])
+        config = kc.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], persistent=case["persist"])
         return TritonMla.prepare_fitted(case, io, ctx, config,
                                         f"fixed split {DETERMINISTIC_SPLIT_TOKENS} tokens, built-in config",
                                         split_tokens=DETERMINISTIC_SPLIT_TOKENS)

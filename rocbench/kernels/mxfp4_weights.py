@@ -1,0 +1,205 @@
+"""MXFP4 weights in AITER's shuffled layouts, read inside a Triton program (the a16w4 MoE GEMMs in
+rocbench.kernels.moe_a16w4): the per-row address bases of both layouts, one K step's packed bytes and E8M0 scales
+(and a PTX prefetch of the next step's lines), and their decode to bf16 / fp16 / fp32 in natural K order.
+
+Both layouts store a row's 32-value MX block as 16 contiguous bytes inside a 16-row strip (see
+rocbench.formats.moe_layouts): addressing is a per-row base (layout dependent: the strip order and the scale tile
+row) plus a per-K-block part that both share. The layout is a runtime argument, so every arithmetic operation after
+the row bases is the same for both."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+# ---------------------------------------------------------------------------------------------
+# Address math (mirrors rocbench.formats.moe_layouts.weight_offset / scale_*_offset)
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def w_row_base(e64, row, N, KPB, LAYOUT, GATE_UP: tl.constexpr):
+    """int64 byte offset of the first byte of logical row `row` of expert e (strip base + row*16)."""
+    strip = row // 16
+    nl = row % 16
+    if GATE_UP:
+        half = N // 2
+        is_up = row // half
+        r = row - is_up * half
+        strip = tl.where(LAYOUT == 1, (r // 16) * 2 + is_up, strip)
+        nl = tl.where(LAYOUT == 1, r % 16, nl)
+    return e64 * N * KPB + (strip * 16 * KPB + nl * 16).to(tl.int64)
+
+
+@triton.jit
+def s_row_part(e64, row, N, SC, LAYOUT, GATE_UP: tl.constexpr):
+    """Row part of a shuffled-scale offset (SC = padded scale columns)."""
+    g = e64 * N + row
+    off = (g // 32) * 32 * SC + (g % 16) * 4 + (g % 32) // 16
+    if GATE_UP:
+        half = N // 2
+        is_up = row // half
+        r = row - is_up * half
+        itl = (e64 * (N // 32) + r // 16) * 32 * SC + (r % 16) * 4 + is_up
+        off = tl.where(LAYOUT == 1, itl, off)
+    return off
+
+
+@triton.jit
+def s_col_part(c):
+    return (c // 8) * 256 + (c % 4) * 64 + ((c % 8) // 4) * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Dequantization
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _e8m0_factor(s):
+    """E8M0 byte -> fp32 2^(s - 113) (= 2^(s-127) * 2^14, undoing the fp16 code trick).
+
+    Exact for s <= 240 (|w| < 2^114); s in 241..254 saturates to inf; 0xFF is NaN.
+    """
+    si = s.to(tl.int32)
+    bits = tl.where(si > 240, 0x7F800000, (si + 14) << 23)
+    bits = tl.where(si == 255, 0x7FC00000, bits)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _fp4_nibble_as_f16(b32, SHIFT: tl.constexpr):
+    """Nibble of each byte -> fp16 bit pattern of value * 2^-14 (exact, fp16 subnormal for 0.5).
+
+    The nibble is moved to bits 28..31, an arithmetic shift right by 19 puts its exponent and
+    mantissa bits (e1 e0 m) at fp16 bits 11..9 and copies the sign over bits 12..31; the mask
+    keeps the sign at bit 15 and the three code bits.
+    """
+    v = ((b32 << SHIFT) >> 19) & 0x8E00
+    return v.to(tl.int16).to(tl.float16, bitcast=True)
+
+
+# PTX (sm_80+) for 4 packed fp4x2 bytes -> 4 bf16 values of one nibble each ($0, $1: bf16x2).
+# prmt spreads bytes 0,1 (then 2,3) into the two 16-bit halves; the nibble's sign bit goes to
+# bit 15 and its e1 e0 m bits to bf16 bits 8..6, which is the value times 2^-126 (exact, 0.5
+# being a bf16 subnormal); two bf16x2 FMAs (+ -0.0) multiply by 2^126 and by the block scale
+# 2^(s-127) ($3, $4). Same results as the generic path below (checked on the device).
+_ASM_FP4_BF16 = """
+{{
+.reg .b32 z, nz, c, t0, t1, a0, b0, a1, b1;
+mov.b32 z, 0;
+mov.b32 nz, 0x80008000;
+mov.b32 c, 0x7E807E80;
+prmt.b32 t0, $2, z, 0x4140;
+prmt.b32 t1, $2, z, 0x4342;
+shl.b32 a0, t0, {sign_shift};
+shl.b32 b0, t0, {bits_shift};
+and.b32 a0, a0, 0x80008000;
+and.b32 b0, b0, 0x01C001C0;
+or.b32 a0, a0, b0;
+fma.rn.bf16x2 a0, a0, c, nz;
+fma.rn.bf16x2 $0, a0, $3, nz;
+shl.b32 a1, t1, {sign_shift};
+shl.b32 b1, t1, {bits_shift};
+and.b32 a1, a1, 0x80008000;
+and.b32 b1, b1, 0x01C001C0;
+or.b32 a1, a1, b1;
+fma.rn.bf16x2 a1, a1, c, nz;
+fma.rn.bf16x2 $1, a1, $4, nz;
+}}
+"""
+_ASM_LO = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=12, bits_shift=6))
+_ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
+
+
+@triton.jit
+def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
+    """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
+    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
+    if ASM:  # bf16 only, CUDA only
+        si = sc.to(tl.int32)
+        fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
+        f = tl.broadcast_to(fbits.to(tl.int16).to(tl.bfloat16, bitcast=True)[:, :, None], wq.shape)
+        lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                       is_pure=True, pack=4)
+        hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                       is_pure=True, pack=4)
+    else:
+        b32 = wq.to(tl.int32)
+        f = _e8m0_factor(sc)[:, :, None]
+        lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
+        hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
+    return tl.reshape(tl.join(lo, hi), [wq.shape[0], wq.shape[1] * 32])
+
+
+# ---------------------------------------------------------------------------------------------
+# One K step: loads and prefetch
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def scale_rows(s_ptr, row_part, WORDS: tl.constexpr):
+    """Per-row scale addressing: (int32 word pointer, bit shift of the row's byte in it) with WORDS, else
+    (byte pointer, 0). A row's byte offset row_part has the scale tile's 'np' bit (which 16-row half, or
+    gate/up) in its low two bits."""
+    if WORDS:
+        rows = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (row_part >> 2)
+        shift = (row_part & 3) * 8
+    else:
+        rows = s_ptr + row_part
+        shift = row_part * 0
+    return rows, shift
+
+
+@triton.jit
+def _scale_ptrs(s_rows, blk, WORDS: tl.constexpr):
+    """[BN, NB] pointers to the scales of K blocks blk for the given rows, or with WORDS to the aligned 32-bit
+    words holding them (byte kp*2 + np of the word at (c // 8) * 256 + (c % 4) * 64 + row bytes, see s_col_part)."""
+    if WORDS:
+        ptrs = s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :]
+    else:
+        ptrs = s_rows[:, None] + s_col_part(blk)[None, :]
+    return ptrs
+
+
+@triton.jit
+def weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.constexpr):
+    """The packed bytes [BN, NB, 16] and scales [BN, NB] of K step ks for the given rows.
+
+    With WORDS the scales are read as the words holding them: Triton pipelines (cp.async) only loads of 4 bytes
+    or more, and byte loads leave one memory latency per K step inside the loop."""
+    blk = ks * NB + tl.arange(0, NB)
+    wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
+    sc = tl.load(_scale_ptrs(s_rows, blk, WORDS))
+    if WORDS:
+        sc = ((sc >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
+    return wq, sc
+
+
+# PTX (NVIDIA only): prefetch the line holding $1 into L1 or L2 where the flag $2 is set; the output is a dummy
+_ASM_PREFETCH = """
+{{
+.reg .pred p;
+setp.ne.s32 p, $2, 0;
+@p prefetch.global.{level} [$1];
+mov.u32 $0, 0;
+}}
+"""
+_ASM_PREFETCH_L1 = tl.constexpr(_ASM_PREFETCH.format(level="L1"))
+_ASM_PREFETCH_L2 = tl.constexpr(_ASM_PREFETCH.format(level="L2"))
+
+
+@triton.jit
+def _prefetch_lines(ptrs, flags, LEVEL: tl.constexpr):
+    asm: tl.constexpr = _ASM_PREFETCH_L1 if LEVEL == 1 else _ASM_PREFETCH_L2
+    tl.inline_asm_elementwise(asm, "=r,l,r", [ptrs, flags], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def prefetch_step(w_rows, s_rows, rows, ks, NB: tl.constexpr, WORDS: tl.constexpr, LEVEL: tl.constexpr):
+    """Prefetch (MoeConfig.prefetch_hint) the weight and scale lines of K step ks for the given rows. A 16-row
+    strip's block is 256 contiguous bytes (rows 0 and 8 start its lines); a 16-row group's scales of one block
+    lie within 64 bytes (its first row names them)."""
+    blk = ks * NB + tl.arange(0, NB)
+    w_ptrs = w_rows[:, None] + (blk * 256)[None, :]
+    _prefetch_lines(w_ptrs, tl.broadcast_to(((rows % 8) == 0).to(tl.int32)[:, None], w_ptrs.shape), LEVEL)
+    s_ptrs = _scale_ptrs(s_rows, blk, WORDS)
+    _prefetch_lines(s_ptrs, tl.broadcast_to(((rows % 16) == 0).to(tl.int32)[:, None], s_ptrs.shape), LEVEL)
