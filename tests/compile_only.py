@@ -5,12 +5,15 @@ entry points, so the kernels are specialized as they would be there. What it sho
 target and fits its limits. What it cannot show: that the results are right or how fast (no GPU runs anything).
 
 Triton's JIT decorator returns interpreted functions when TRITON_INTERPRET is set at import, so run this in a process
-without it:  python -m tests.compile_only gfx942   (every MLA and MoE config the product picks, one line each)
+without it:  python -m tests.compile_only gfx942   (every MLA and MoE config the product picks, one line each;
+with --tune, every `--tune` candidate too). tests/kernel_digest.py hashes what that compiles, to show that a change
+compiled to the same code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -190,8 +193,45 @@ def every_config(name: str) -> Iterator[dict]:
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}
 
 
-if __name__ == "__main__":
+def every_tune_candidate(name: str) -> Iterator[dict]:
+    """One record per `--tune` candidate (MLA: per KV dtype, heads, q length, batch 1 / 64 and kernel; MoE: per plan
+    above), launched with the candidate as it is: no fallback to a smaller config, so a candidate too large for the
+    target shows as OutOfResources (`--tune` itself counts such a candidate as failed)."""
+    import torch
+
+    from rocbench.formats.fp8 import fp8_for_arch
+    from rocbench.formats.paged_kv import build_paged_kv, make_query
+    from rocbench.kernels import mla_config, mla_decode, moe_plan
+
+    sms = TARGETS[name].sms
+    for kv_dtype, nhead, qlen, batch, persist in itertools.product(
+            (torch.bfloat16, fp8_for_arch(name)), (16, 32, 64, 128), (1, 2), (1, 64), (False, True)):
+        for candidate, config in mla_config.tune_candidates(kv_dtype, nhead, qlen, batch, persistent=persist).items():
+            def call():
+                g = torch.Generator().manual_seed(0)
+                kv = build_paged_kv([256] * min(batch, 2), 64, kv_dtype, g, "cpu")
+                q = make_query(kv.batch * qlen, nhead, torch.bfloat16, g, "cpu")
+                if persist:
+                    schedule = mla_decode.build_persistent_schedule(kv.seq_lens.tolist(), qlen, nhead, sms, config)
+                    mla_decode.mla_decode_persistent(q, kv, schedule, 0.1, qlen, config=config)
+                else:
+                    mla_decode.mla_decode_split_kv(q, kv, 0.1, qlen, 4, config=config)
+            yield {"family": "mla-tune", "kv_dtype": str(kv_dtype).removeprefix("torch."), "nhead": nhead,
+                   "qlen": qlen, "batch": batch, "persist": persist, "candidate": candidate, "status": _outcome(call)}
+    for shape_name, shape in MOE_SHAPES.items():
+        experts, topk, hidden, inter = shape[:4]
+        for tokens in (1, 64, 1024):
+            plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, sms)
+            for candidate, config in moe_plan.tune_candidates(plan, inter, hidden).items():
+                yield {"family": "moe-tune", "shape": shape_name, "tokens": tokens, "candidate": candidate,
+                       "status": _outcome(lambda: moe_call(name, shape, tokens, config))}
+
+
+if __name__ == "__main__":  # python -m tests.compile_only TARGET [--tune]
     target_name = sys.argv[1] if len(sys.argv) > 1 else "gfx942"
     with compile_only(target_name):
-        for record in every_config(target_name):
+        records = every_config(target_name)
+        if "--tune" in sys.argv[2:]:
+            records = itertools.chain(records, every_tune_candidate(target_name))
+        for record in records:
             print(json.dumps({"target": target_name, **record}), flush=True)

@@ -263,10 +263,10 @@ def smaller_configs(config: MlaKernelConfig) -> list[MlaKernelConfig]:
         chain.append(dataclasses.replace(chain[-1], num_stages=1))
     return chain
 
+
 def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
     """Programs for the persistent grid (build the schedule with this many)."""
     return num_sms * config.programs_per_sm
-
 
 
 def kernel_heads_per_group(nhead: int, qlen: int, config: MlaKernelConfig) -> int:

@@ -120,7 +120,6 @@ def _reset(cnt_ptr, idx):
     tl.atomic_xchg(cnt_ptr + idx, 0, sem="relaxed", scope="gpu")
 
 
-
 # ---------------------------------------------------------------------------------------------
 # GEMM1: act = activation(x @ w13^T + b13), one (block, BN intermediate columns, K split) each
 # ---------------------------------------------------------------------------------------------
