@@ -13,6 +13,7 @@ compiled to the same code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import sys
@@ -187,7 +188,9 @@ def every_config(name: str) -> Iterator[dict]:
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
-            for plan_name, plan in (("plan", heuristic_plan), ("deterministic", deterministic_plan)):
+            cache_hint = TARGETS[name].backend == "cuda"  # the PTX prefetch: NVIDIA's decode plans take it
+            heuristic = functools.partial(heuristic_plan, cache_hint=cache_hint)
+            for plan_name, plan in (("plan", heuristic), ("deterministic", deterministic_plan)):
                 config = plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms)
                 yield {"family": "moe", "shape": shape_name, "tokens": tokens, "plan": plan_name,
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}
@@ -221,7 +224,7 @@ def every_tune_candidate(name: str) -> Iterator[dict]:
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
-            plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, sms)
+            plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, sms, TARGETS[name].backend == "cuda")
             for candidate, config in moe_plan.tune_candidates(plan, inter, hidden).items():
                 yield {"family": "moe-tune", "shape": shape_name, "tokens": tokens, "candidate": candidate,
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}

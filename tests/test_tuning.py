@@ -65,6 +65,15 @@ def test_candidates_are_distinct_and_valid():
             moe_plan.check_config(dataclasses.replace(plan, **bad), 384, 3072)
     for config in candidates.values():
         moe_plan.check_config(config, 384, 3072)
+    # where the GPU has the cache prefetch (NVIDIA), the decode plans take it with byte scales and dependent launches,
+    # and --tune can still measure the register prefetch they replaced
+    hinted = moe_plan.heuristic_plan(1, 4, 128, 384, 3072, cache_hint=True)
+    assert hinted == dataclasses.replace(plan, prefetch=False, prefetch_hint="L2", scale_words=False,
+                                         dependent_launch=True)
+    assert moe_plan.tune_candidates(hinted, 384, 3072)["prefetch,words,stages1"] == plan
+    assert moe_plan.heuristic_plan(1024, 4, 128, 384, 3072, cache_hint=True) == \
+        moe_plan.heuristic_plan(1024, 4, 128, 384, 3072)  # prefill unchanged
+    assert not moe_plan.cache_hint_available(None) and not moe_plan.cache_hint_available("cpu")
 
 
 def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels import tuned
+from rocbench.kernels.target import nvidia_gpu
 
 INLINE_ROUTE_MAX_PAIRS = 64  # up to this many (token, slot) pairs the GEMMs route inline
 PREFETCH_HINT_LEVELS = {"": 0, "L1": 1, "L2": 2}  # MoeConfig.prefetch_hint -> the kernels' PREFETCH_HINT
@@ -80,10 +83,18 @@ def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_
     stored = tuned.lookup("moe_a16w4", device, tune_key(tokens, topk, experts, inter, hidden))
     if stored:
         return MoeConfig(**stored)
-    return heuristic_plan(tokens, topk, experts, inter, hidden, num_sms)
+    return heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, cache_hint_available(device))
 
 
-def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
+def cache_hint_available(device) -> bool:
+    """MoeConfig.prefetch_hint works on `device` (NVIDIA compiled code; not ROCm, not the interpreter)."""
+    return device is not None and nvidia_gpu(torch.device(device))
+
+
+def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
+                   cache_hint: bool = False) -> MoeConfig:
+    """The plan from the shape alone. cache_hint: the GPU has the PTX cache prefetch (MoeConfig.prefetch_hint, NVIDIA:
+    plan_moe says so from the device); elsewhere the decode plans prefetch into registers."""
     pairs = tokens * topk
     active = max(1, min(experts, pairs))  # upper bound of experts hit
     rows_per_expert = pairs / active
@@ -104,8 +115,18 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     # it lost: TP1 x16 527.7 -> 589.3, so shorter steps keep the 3-stage pipeline. Prefill keeps 3 stages (--tune:
     # +4% and -4.5% at 1024 tokens) and takes a 128-row GEMM2 tile with 8 warps (DeepSeek-R1 TP8 x 1024: GEMM2 485
     # -> 434 us; it lost at decode: 430 -> 538 us at 64 tokens)
+    # Where the GPU has a cache prefetch (NVIDIA, cache_hint), the decode plans take it instead of the register
+    # prefetch, with the scales as bytes (so that Triton decodes straight into the MMA operand), and launch GEMM2
+    # and the combine as programmatic dependents. H200, kernel_us, plan -> hint + dependent launch (2026-12-05,
+    # moe-tiles-h200/hint.jsonl): gpt-oss-120b TP1 x1 65.3 -> 58.4, x64 1193.9 -> 962.5; TP8 x1 20.5 -> 20.0, x64
+    # 188.9 -> 171.4; DeepSeek-R1 TP8 x1 34.1 -> 32.7, x16 297.7 -> 252.7, x64 577.4 -> 490.8
     long_steps = tiles["nb1"] == 4 and tiles["nb2"] == 4
-    pipeline = dict(prefetch=True, stages1=1, stages2=1) if decode and long_steps else {}
+    pipeline = {}
+    if decode and long_steps:
+        pipeline = dict(prefetch=True, stages1=1, stages2=1)
+        if cache_hint:
+            pipeline = dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1,
+                            dependent_launch=True)
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
@@ -176,7 +197,11 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
         "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8),
         "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
-        "prefetch": dict(prefetch=True), "prefetch,stages1": dict(prefetch=True, stages1=1, stages2=1),
+        "prefetch": dict(prefetch=True, prefetch_hint=""),
+        "prefetch,stages1": dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1),
+        # the decode plans before the cache hint: register prefetch, scales as words, 1 stage
+        "prefetch,words,stages1": dict(prefetch=True, prefetch_hint="", scale_words=True, stages1=1, stages2=1,
+                                       dependent_launch=False),
         "stages3": dict(prefetch=False, stages1=3, stages2=3),
         "scale_bytes/words": dict(scale_words=not plan.scale_words), "scaled_dot": dict(scaled_dot=True),
         "bn1=32,bytes": dict(bn1=32, scale_words=False), "bn1=128,w8": dict(bn1=128, warps1=8),
@@ -189,7 +214,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # cache prefetch instead of registers, so that the decode lands in the MMA operand layout (see prefetch_hint)
         "hint_l2,bytes,stages1": dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1),
         "hint_l1,bytes,stages1": dict(prefetch=False, prefetch_hint="L1", scale_words=False, stages1=1, stages2=1),
-        "dependent_launch": dict(dependent_launch=True),
+        "dependent_launch": dict(dependent_launch=not plan.dependent_launch),
     }
     candidates = {}
     for name, change in variations.items():

@@ -42,19 +42,20 @@ class TritonMoe(Backend):
         return case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"]
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels.moe_plan import heuristic_plan, plan_moe
+        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, plan_moe
 
         sms = ctx.platform.sm_count or 132
         config = plan_moe(*self.shape(case), sms, ctx.device)
-        source = "heuristic" if config == heuristic_plan(*self.shape(case), sms) else "tuned"
+        heuristic = heuristic_plan(*self.shape(case), sms, cache_hint_available(ctx.device))
+        source = "heuristic" if config == heuristic else "tuned"
         return self.prepare_with(case, io, ctx, config, source)
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import tuned
-        from rocbench.kernels.moe_plan import heuristic_plan, tune_candidates, tune_key
+        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, tune_candidates, tune_key
 
         key = tune_key(*self.shape(case))
-        plan = heuristic_plan(*self.shape(case), ctx.platform.sm_count or 132)
+        plan = heuristic_plan(*self.shape(case), ctx.platform.sm_count or 132, cache_hint_available(ctx.device))
 
         def remember(name: str, config, evidence: dict) -> str:
             where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
