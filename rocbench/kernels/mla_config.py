@@ -226,16 +226,17 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 # that cp.async left in shared memory one byte per load (offline sm_90 SASS, Triton 3.6: 128 LDS.U8
                 # per 32-token block) and converts K and V apart (reload_v). A register prefetch converts the tile
                 # once, where it was loaded: 1224 -> 875 instructions per block, no spills in the loop (at 32 rows it
-                # spills 282 registers per block). Not measured yet
+                # spills 282 registers per block). H200: slower (nhead 16 batch 64 108.8 -> 118.7 us; round 11)
                 "prefetch,warps4,2/sm,block32": c(prefetch=True, num_stages=1, num_warps=4, programs_per_sm=2,
                                                   block_n=32),
                 # the block's 64 tokens as the MMAs' M side (wgmma at 16-32 rows, K read as fp8 by the MMA): offline
                 # sm_90 SASS (Triton 3.6), loop warp-instructions per token 153 -> 105 at 16 rows, 216 -> 122 at 32,
-                # 255 registers, no spills (2 stages spill). Not measured yet (mla-variants-h200 round 9)
+                # 255 registers, no spills (2 stages spill). H200: split-KV's built-in at 32 rows (round 11)
                 "tokens_as_m,fp8qk,stages1,2/sm": c(tokens_as_m=True, fp8_qk=True, num_stages=1, num_warps=4,
                                                     programs_per_sm=2),
                 # ... with V converted where it was loaded (convert_where_loaded): offline 105 -> 63 warp-instructions
-                # per token at 16 rows (bf16's built-in: 64), 122 -> 80 at 32 (bf16: 85), no byte permutes, no spills
+                # per token at 16 rows (bf16's built-in: 64), 122 -> 80 at 32 (bf16: 85), no byte permutes, no spills;
+                # H200: the persistent kernel's built-in at 32 rows, slower at 16 (round 11)
                 "tokens_as_m,fp8qk,cvt,stages1,2/sm": FP8_TOKENS_AS_M_CONFIG} if fp8 else
                {"plain": c(), "warps4,2/sm": c(num_warps=4, programs_per_sm=2), "2/sm": c(programs_per_sm=2),
                 "stages3": c(num_stages=3), "rows64,block32": c(max_tile_rows=64, block_n=32),
