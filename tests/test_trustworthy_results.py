@@ -21,7 +21,7 @@ from rocbench.core.reporting import plots, report
 
 from rocbench.core import registry
 from rocbench.core.results import columns_for
-from tests.helpers import REPO, cli_env, invoke, latest_run, meta, results
+from tests.helpers import REPO, cli_env, invoke, latest_run, meta, needs_interpreter, results
 
 TINY = ["allgather", "--tp", "3", "--shapes", "2x8,3x5", "--dtypes", "int8", "--dims", "0"]
 
@@ -152,6 +152,7 @@ def test_dry_run_says_how_long_and_how_much_memory_in_text_and_json(tmp_path):
     assert swept.returncode == 0 and len(json.loads(swept.stdout)["runs"]) == 3
 
 
+@needs_interpreter()  # the moe suite needs a backend: on a CPU platform, the interpreter's
 def test_the_memory_estimate_counts_what_building_a_moe_case_holds(tmp_path):
     """A MoE call reads a few experts, but its inputs hold all of them, drawn in fp32 before quantizing: the dry
     run says what building them takes (it said 252 MiB for gpt-oss-120b TP1, whose build passed 24 GB)."""
