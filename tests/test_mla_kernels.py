@@ -228,11 +228,11 @@ def test_default_config_by_tile_size():
     # 32 rows: the block's tokens on the MMAs' M side, converted where loaded in the persistent kernel only; MTP too
     assert mid.tokens_as_m and mid.fp8_qk and mid.convert_where_loaded and mid.programs_per_sm == 2
     assert default_config(FP8_DTYPE, 16, 2) == mid and not default_config(FP8_DTYPE, 32, 1, batch=4).tokens_as_m
-    # the split-KV kernel lost with 32-token blocks: 16 rows keep 64-token ones with 4 warps
+    # the split-KV kernel lost with 32-token blocks and with the tokens on M (skewed batches): it keeps 64-token blocks
+    # (16 rows: 4 warps, 32 rows: 3 stages)
     split_small, split_mid = (default_config(FP8_DTYPE, h, 1, persistent=False) for h in (16, 32))
-    assert split_small.block_n == 64 and split_small.programs_per_sm == 2
-    assert split_mid.tokens_as_m and not split_mid.convert_where_loaded
-    assert default_config(FP8_DTYPE, 32, 1, batch=4, persistent=False).num_stages == 3  # small batches keep theirs
+    assert split_small.block_n == split_mid.block_n == 64 and split_small.programs_per_sm == 2 and split_mid.num_stages == 3
+    assert not split_mid.tokens_as_m
     assert default_config(FP8_DTYPE, 64, 1, persistent=False) == default_config(FP8_DTYPE, 64, 1)
     assert small.f16_mma and mid.f16_mma  # fp8 KV: the converted MMAs in fp16
     wide = default_config(FP8_DTYPE, 64, 1)  # 64-row tiles: Q@K^T as fp8 MMAs

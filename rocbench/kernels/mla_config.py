@@ -99,8 +99,9 @@ FP8_PERSISTENT_CONFIG = dataclasses.replace(FP8_SMALL_TILE_CONFIG, block_n=32)
 # mla-variants-h200/smallbatch.jsonl)
 FP8_SMALL_TILE_SMALL_BATCH_CONFIG = MlaKernelConfig(prefetch=True, num_stages=1, f16_mma=True)
 FP8_SMALL_BATCH_MAX = 8
-# 32 rows at batch <= 4: both kernels' config, and at 64 heads (128 in the persistent kernel) instead of the 64-row
-# tile (see TINY_BATCH_CONFIG below); larger batches take the tokens on M (FP8_TOKENS_AS_M_*)
+# 32 rows: split-KV's config at any batch; at batch <= 4 also the persistent kernel's (larger batches take the
+# tokens on M, FP8_TOKENS_AS_M_CONFIG), and at 64 heads (128 in the persistent kernel) both kernels' instead of the
+# 64-row tile (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
 FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
 # 32-row tiles (nhead 32; nhead 16 with qlen 2) take the block's tokens on the MMAs' M side (rounds 9-10 of
@@ -108,13 +109,15 @@ FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=Tru
 # (mla-variants-h200/round11.jsonl), against the configs they replace:
 #   persistent, with the tile converted where it was loaded: nhead 32 batch 64 149.2 -> 136.1, batch 128 283.7 -> 255.0;
 #   MTP (nhead 16 x qlen 2) batch 64 149.9 -> 136.4
-#   split-KV, converted as Triton places it: nhead 32 batch 64 207.0 -> 182.9 (with the conversion where loaded 201.6)
+#   split-KV, converted as Triton places it: nhead 32 batch 64 207.0 -> 182.9 (with the conversion where loaded 201.6),
+#   but `make bench` showed it losing on skewed batches (its 1 stage over long splits): batch 64 748.8 -> 931.3, batch
+#   128 1228.5 -> 1875.9 (uniform 206.9 -> 181.4, 336.0 -> 317.2), so split-KV keeps FP8_CONFIG
+#   (compare-sweep-deepseek-r1-h200-block32-reduce64-vs-hint-tokens-as-m.md and the run before it)
 # Offline they issued 80-122 warp-instructions per token against 216, and were predicted at ~70-95 us: the time fell
 # 9-12%, not 40%. At 16 rows they lost (nhead 16 batch 64 108.8 -> 112.2 / 116.6, split-KV 117.8 -> 152.3 / 174.7),
-# and nhead 64 in 32-row tiles tied the 64-row tile (245.0 vs 244.2), so only the 32-row tiles take them.
+# and nhead 64 in 32-row tiles tied the 64-row tile (245.0 vs 244.2), so only the persistent 32-row tiles take them.
 FP8_TOKENS_AS_M_CONFIG = MlaKernelConfig(tokens_as_m=True, fp8_qk=True, f16_mma=True, convert_where_loaded=True,
                                          num_stages=1, num_warps=4, programs_per_sm=2)
-FP8_TOKENS_AS_M_SPLIT_CONFIG = dataclasses.replace(FP8_TOKENS_AS_M_CONFIG, convert_where_loaded=False)
 # Batch 1-4, one query row per head (H200, Triton 3.6, persistent, ctx 4096, graph us; `--tune` on 2026-12-04, the
 # builtin of the time against the winner). So few sequences leave SMs idle; 16-row tiles, two programs per SM, split
 # them into more work items (the KV they share is read once from HBM, then from L2):
@@ -192,9 +195,10 @@ def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             return FP8_LARGE_TILE_CONFIG
         if small_tile:
             return FP8_PERSISTENT_CONFIG if persistent else FP8_SMALL_TILE_CONFIG
-        if batch is not None and batch <= TINY_BATCH_MAX:  # the tokens on M were timed from batch 64 only
-            return FP8_PERSISTENT_CONFIG if persistent else FP8_CONFIG
-        return FP8_TOKENS_AS_M_CONFIG if persistent else FP8_TOKENS_AS_M_SPLIT_CONFIG
+        if not persistent:
+            return FP8_CONFIG
+        # the tokens on M were timed from batch 64 only
+        return FP8_PERSISTENT_CONFIG if batch is not None and batch <= TINY_BATCH_MAX else FP8_TOKENS_AS_M_CONFIG
     if large_tile:
         return BF16_LARGE_TILE_CONFIG
     if small_tile or batch is None or batch > BF16_SMALL_BATCH_MAX:
