@@ -29,6 +29,10 @@ class Target:
     shared_bytes: int  # per block / workgroup, the most a kernel may ask for
     sms: int  # SMs / CUs, for grids sized by them
 
+    @property
+    def nvidia(self) -> bool:
+        return self.backend == "cuda"
+
 
 TARGETS = {
     "gfx942": Target("hip", "gfx942", 64, 64 * 1024, 304),  # MI300X
@@ -107,15 +111,14 @@ def compile_only(name: str) -> Iterator[CompileOnlyDriver]:
 # The product's calls, on CPU tensors (nothing reads them: nothing runs)
 # ---------------------------------------------------------------------------------------------------------------
 
-def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, deterministic: bool = False):
-    """The MLA `triton` (or `triton_det`) backend's prepared call for a case on a GPU of `name`: its own prepare,
-    config choice and fallback to a config that fits. The inputs hold at most two sequences (nothing runs)."""
+def _mla_case(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool) -> tuple:
+    """(case, io, ctx) as the MLA suite hands them to a backend, for a GPU of `name`. The inputs hold at most two
+    sequences (nothing runs)."""
     import types
 
     import torch
 
     from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
-    from rocbench.suites.mla.backends import TritonMla, TritonMlaDeterministic
 
     g = torch.Generator().manual_seed(0)
     kv = build_paged_kv([256] * min(batch, 2), 64, kv_dtype, g, "cpu")
@@ -125,8 +128,16 @@ def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist:
             "batch": batch}
     ctx = types.SimpleNamespace(device=torch.device("cpu"),
                                 platform=types.SimpleNamespace(sm_count=TARGETS[name].sms))
+    return case, io, ctx
+
+
+def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, deterministic: bool = False):
+    """The MLA `triton` (or `triton_det`) backend's prepared call for a case on a GPU of `name`: its own prepare,
+    config choice and fallback to a config that fits."""
+    from rocbench.suites.mla.backends import TritonMla, TritonMlaDeterministic
+
     backend = TritonMlaDeterministic() if deterministic else TritonMla()
-    return backend.prepare(case, io, ctx)
+    return backend.prepare(*_mla_case(name, kv_dtype, nhead, qlen, batch, persist))
 
 
 MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as the moe suite states them
@@ -188,8 +199,8 @@ def every_config(name: str) -> Iterator[dict]:
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
-            cache_hint = TARGETS[name].backend == "cuda"  # the PTX prefetch: NVIDIA's decode plans take it
-            heuristic = functools.partial(heuristic_plan, cache_hint=cache_hint)
+            # the PTX prefetch: NVIDIA's decode plans take it
+            heuristic = functools.partial(heuristic_plan, cache_hint=TARGETS[name].nvidia)
             for plan_name, plan in (("plan", heuristic), ("deterministic", deterministic_plan)):
                 config = plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms)
                 yield {"family": "moe", "shape": shape_name, "tokens": tokens, "plan": plan_name,
@@ -203,28 +214,22 @@ def every_tune_candidate(name: str) -> Iterator[dict]:
     import torch
 
     from rocbench.formats.fp8 import fp8_for_arch
-    from rocbench.formats.paged_kv import build_paged_kv, make_query
-    from rocbench.kernels import mla_config, mla_decode, moe_plan
+    from rocbench.kernels import mla_config, moe_plan
+    from rocbench.suites.mla.backends import TritonMla
 
-    sms = TARGETS[name].sms
     for kv_dtype, nhead, qlen, batch, persist in itertools.product(
             (torch.bfloat16, fp8_for_arch(name)), (16, 32, 64, 128), (1, 2), (1, 64), (False, True)):
         for candidate, config in mla_config.tune_candidates(kv_dtype, nhead, qlen, batch, persistent=persist).items():
-            def call():
-                g = torch.Generator().manual_seed(0)
-                kv = build_paged_kv([256] * min(batch, 2), 64, kv_dtype, g, "cpu")
-                q = make_query(kv.batch * qlen, nhead, torch.bfloat16, g, "cpu")
-                if persist:
-                    schedule = mla_decode.build_persistent_schedule(kv.seq_lens.tolist(), qlen, nhead, sms, config)
-                    mla_decode.mla_decode_persistent(q, kv, schedule, 0.1, qlen, config=config)
-                else:
-                    mla_decode.mla_decode_split_kv(q, kv, 0.1, qlen, 4, config=config)
+            def call():  # the backend's own launch of a candidate, without its fallback to smaller configs
+                TritonMla.prepare_with(*_mla_case(name, kv_dtype, nhead, qlen, batch, persist), config,
+                                       "candidate").run()
             yield {"family": "mla-tune", "kv_dtype": str(kv_dtype).removeprefix("torch."), "nhead": nhead,
                    "qlen": qlen, "batch": batch, "persist": persist, "candidate": candidate, "status": _outcome(call)}
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
-            plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, sms, TARGETS[name].backend == "cuda")
+            plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms,
+                                           TARGETS[name].nvidia)
             for candidate, config in moe_plan.tune_candidates(plan, inter, hidden).items():
                 yield {"family": "moe-tune", "shape": shape_name, "tokens": tokens, "candidate": candidate,
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}

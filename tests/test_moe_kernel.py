@@ -301,7 +301,7 @@ def test_the_row_path_names_the_nvidia_only_knobs_only_where_they_take_effect(mo
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert K.pipeline_description(plan, cpu) == "prefetch"
     assert K.pipeline_description(hinted, cpu) == "stages=1"  # PTX and griddepcontrol: not here, so not claimed
-    monkeypatch.setattr(K, "nvidia_gpu", lambda device: device.type == "cuda")
+    monkeypatch.setattr(K, "cache_hint_available", lambda device: device.type == "cuda")
     monkeypatch.setattr(K, "dependent_launch_supported", lambda device: device.type == "cuda")
     assert K.pipeline_description(hinted, cuda) == "stages=1 L2-prefetch-hint dependent-launch"
     assert K.pipeline_description(dataclasses.replace(hinted, prefetch_hint=""), cuda) == "stages=1 dependent-launch"

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from rocbench.formats import moe_layouts as _lay
-from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, check_config,
+from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
 from rocbench.kernels.mxfp4_weights import dequant, prefetch_step, s_row_part, scale_rows, w_row_base, weight_step
@@ -387,7 +387,7 @@ def _validate(x, w13, s13, w2, s2, topk_weights, topk_ids, layout, experts, inte
 def _nvidia_knobs(cfg: MoeConfig, device: torch.device) -> tuple[int, bool]:
     """The NVIDIA-only knobs as the kernels get them on `device`: the prefetch hint level (PTX) and whether GEMM2
     and the combine launch as programmatic dependents. Elsewhere both are off; results are the same either way."""
-    hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if nvidia_gpu(device) else 0
+    hint = PREFETCH_HINT_LEVELS[cfg.prefetch_hint] if cache_hint_available(device) else 0
     return hint, cfg.dependent_launch and dependent_launch_supported(device)
 
 
