@@ -15,6 +15,10 @@ from tests.helpers import REPO, cli_env, invoke, latest_run, processes_with_env,
 SLOW_ALLGATHER = ["allgather", "--tp", "2", "--shapes", "4x64,2x8", "--dtypes", "bfloat16,int32,int8,bool",
                   "--dims", "0,-1", "--skip-batch-probes"]
 SLOW_ROWS = 16
+# The last case hangs until its timeout, so a kill sent after the third row always lands before the run ends: on a
+# 16-core GPU box the other 15 rows came faster than the kill (H200 `make test`, 2026-12-05: 16 rows before it)
+HANG_LAST = ["--inject", f"hang@{SLOW_ROWS - 1}", "--timeout", "4"]
+ALLOW_INJECT = {"ROCBENCH_ALLOW_INJECT": "1"}
 
 
 def test_fault_injection_matrix_catches_everything_on_cpu(tmp_path):
@@ -53,7 +57,7 @@ def wait_for_rows(out: Path, rows: int, timeout: float = 120) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_killed_run_keeps_a_valid_csv_leaves_no_process_and_resume_finishes_it(sig, tmp_path):
     tag = f"killed-{sig}-{os.getpid()}"
-    proc = start(SLOW_ALLGATHER, tmp_path, env={"ROCBENCH_TEST_TAG": tag})
+    proc = start([*SLOW_ALLGATHER, *HANG_LAST], tmp_path, env={"ROCBENCH_TEST_TAG": tag, **ALLOW_INJECT})
     run_dir = wait_for_rows(tmp_path, 3)
     assert len(processes_with_env("ROCBENCH_TEST_TAG", tag)) >= 3  # rocbench, its fork server, its ranks
     proc.send_signal(sig)
@@ -65,10 +69,11 @@ def test_killed_run_keeps_a_valid_csv_leaves_no_process_and_resume_finishes_it(s
     if sig == signal.SIGINT:
         assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
     time.sleep(1)
-    resumed = invoke(*SLOW_ALLGATHER, "--out", str(tmp_path), "--resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = invoke(*SLOW_ALLGATHER, "--out", str(tmp_path), "--resume", str(run_dir), env=ALLOW_INJECT)
+    assert resumed.returncode == 1, resumed.stderr  # the resumed run keeps its options: the last case hangs again
     after = results(run_dir)
     assert len(after) == SLOW_ROWS and not after.duplicated(["case", "backend"]).any()
+    assert after["status"].tolist() == ["pass"] * (SLOW_ROWS - 1) + ["timeout"]
     assert after.iloc[: len(before)]["case"].tolist() == before["case"].tolist()  # finished rows untouched
     assert len(list(tmp_path.iterdir())) == 1, "resume must not start a new run directory"
 
