@@ -283,7 +283,7 @@ def timed(median, spread=0.01):
 TIME_COLUMNS = results.time_columns("kernel") + results.time_columns("graph")
 
 
-def write_run(path, rows, legacy=False):
+def write_run(path, rows, legacy=False, meta=None):
     """A run directory: results.csv of rows (case, kernel (median, p10, p90) or None, graph ...), meta.json."""
     records = [{"suite": "toy", "case": f"tokens={case}", "backend": "fast", "tokens": case, "ranks": 1,
                 "status": "pass", "detail": "",
@@ -292,7 +292,7 @@ def write_run(path, rows, legacy=False):
                for case, kernel, graph in rows]
     path.mkdir()
     pd.DataFrame(records).to_csv(path / "results.csv", index=False)
-    (path / "meta.json").write_text(json.dumps({"suite": "toy"}))
+    (path / "meta.json").write_text(json.dumps({"suite": "toy", **(meta or {})}))
     return path
 
 
@@ -319,6 +319,17 @@ def test_legacy_run_reads_as_graph_time_and_compares(tmp_path):
     new = write_run(tmp_path / "new", [(8, timed(10.0), timed(24.0))])
     row = compare.compare(base, new).table.iloc[0]
     assert (row["verdict_kernel"], row["verdict_graph"], row["verdict"]) == ("not timed", "REGRESSION", "REGRESSION")
+
+
+def test_a_legacy_eager_run_is_not_read_as_graph_time(tmp_path):
+    """An older version without --cuda-graph timed eager calls; its report had called them graph time."""
+    eager = write_run(tmp_path / "eager", [(8, None, timed(20.0))], legacy=True, meta={"options": {"cuda_graph": False}})
+    frame = results.read_results(eager)
+    assert "graph_us_median" not in frame and frame.loc[0, "eager_us_median"] == 20.0
+    assert frame.loc[0, "speedup_vs_x_eager"] == 1.5 and report.times_legend({}, frame) == [
+        f"- `eager_us`: {results.LEGACY_EAGER_MEANING}"]
+    row = compare.compare(eager, write_run(tmp_path / "new", [(8, timed(10.0), timed(24.0))])).table.iloc[0]
+    assert row["verdict_graph"] == "not timed"
 
 
 # --- column names -------------------------------------------------------------------------------------------

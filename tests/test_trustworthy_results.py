@@ -20,6 +20,7 @@ from rich.console import Console
 from rocbench.core.reporting import plots, report
 
 from rocbench.core import registry
+import rocbench.suites  # noqa: F401,E402 - registers the built-in suites (registry.get below)
 from rocbench.core.results import columns_for
 from tests.helpers import REPO, cli_env, invoke, latest_run, meta, needs_interpreter, results
 
@@ -205,13 +206,30 @@ def test_the_columns_option_picks_them_and_rejects_unknown_ones(tmp_path):
     assert bad.returncode == 2 and "--columns: no column 'latency'" in bad.stderr
 
 
-def captured_figures(monkeypatch) -> dict:
+def captured_figures(monkeypatch, titles: dict | None = None) -> dict:
     figures = {}
 
     def keep(fig, title, path):
         figures[Path(path).name] = fig
+        if titles is not None:
+            titles[Path(path).name] = title
     monkeypatch.setattr(plots, "finish", keep)
     return figures
+
+
+def test_a_latency_title_names_only_the_times_drawn(monkeypatch, tmp_path):
+    """A run with --times kernel drew one solid line per series under a title promising dashed graph-time lines."""
+    titles = {}
+    figures = captured_figures(monkeypatch, titles)
+    frame = timed_mla_frame()
+    plots.draw(registry.get("mla"), frame, tmp_path)
+    assert titles["latency.png"] == "MLA decode latency, kernel (solid) and graph (dashed)"
+    frame["graph_us_median"] = float("nan")
+    plots.draw(registry.get("mla"), frame, tmp_path)
+    assert titles["latency.png"] == "MLA decode latency, kernel time"
+    assert all(line.get_linestyle() == "-" for ax in figures["latency.png"].axes for line in ax.lines)
+    plots.draw(registry.get("mla"), frame[frame["batch"] == 64], tmp_path)  # one batch: bars
+    assert titles["latency.png"] == "MLA decode latency, kernel time"
 
 
 def test_plots_draw_real_series_over_an_axis_that_varies(monkeypatch, tmp_path):

@@ -79,12 +79,19 @@ def speedup_columns(frame) -> list[str]:
     return [c for c in frame.columns if c.startswith("speedup")]
 
 
-def upgrade_legacy(frame: pd.DataFrame) -> pd.DataFrame:
-    """A run of an older version, its columns renamed to what they mean now (its time was a graph time)."""
+# Runs of that version without --cuda-graph timed eager calls: neither of today's times
+LEGACY_EAGER = "eager"
+LEGACY_EAGER_MEANING = "an older version's per-call time of eager (not graph-captured) calls: neither kernel nor graph time"
+
+
+def upgrade_legacy(frame: pd.DataFrame, graph_timed: bool = True) -> pd.DataFrame:
+    """A run of an older version, its columns renamed to what they mean now: its time was a graph time if it ran
+    with --cuda-graph, else an eager time (eager_us_*, speedup_vs_*_eager), which nothing reads as a graph time."""
     if "graph_us_median" in frame or "time_us_median" not in frame:
         return frame
-    renames = {old: new for old, new in LEGACY_COLUMNS.items() if old in frame}
-    renames.update({c: speedup_column(c, "graph") for c in speedup_columns(frame)})
+    basis = "graph" if graph_timed else LEGACY_EAGER
+    renames = {old: new.replace("graph", basis) for old, new in LEGACY_COLUMNS.items() if old in frame}
+    renames.update({c: speedup_column(c, basis) for c in speedup_columns(frame)})
     return frame.rename(columns=renames)
 
 
@@ -145,7 +152,10 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "results.csv"
     if not path.exists():
         raise InputError(f"{run_dir}: no results.csv (not a rocbench run directory?)")
-    return upgrade_legacy(pd.read_csv(path, keep_default_na=False, na_values=[""]))
+    meta_path = Path(run_dir) / "meta.json"
+    options = json.loads(meta_path.read_text()).get("options", {}) if meta_path.exists() else {}
+    return upgrade_legacy(pd.read_csv(path, keep_default_na=False, na_values=[""]),
+                          graph_timed=options.get("cuda_graph", True))
 
 
 def read_meta(run_dir: Path, what: str) -> dict:

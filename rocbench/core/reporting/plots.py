@@ -73,6 +73,25 @@ def shared_legend(fig, grid) -> None:
                    frameon=False)
 
 
+LINE_STYLES = (("-", "solid"), ("--", "dashed"), (":", "dotted"))
+
+
+def time_of(column: str) -> str:
+    """Which time a column was computed from (kernel_us_median, speedup_vs_torch_graph, ...), else its name."""
+    return next((t for t in ("kernel", "graph") if t in column.split("_")), column)
+
+
+def drawn_title(spec: dict, ys: list[str], styled: bool) -> str:
+    """The spec's title and, for a figure of several times, the ones it draws: both with their line styles, or the
+    one a run took (--times kernel), so that the title never names a line the figure lacks."""
+    if not isinstance(spec["y"], list):
+        return spec["title"]
+    if len(ys) == 1:
+        return f"{spec['title']}, {time_of(ys[0])} time"
+    parts = [f"{time_of(y)} ({name})" if styled else time_of(y) for y, (_, name) in zip(ys, LINE_STYLES)]
+    return f"{spec['title']}, {' and '.join(parts)}"
+
+
 def y_columns(spec: dict, data: pd.DataFrame) -> list[str]:
     ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
     ys = [y for y in ys if y in data and data[y].notna().any()]
@@ -122,8 +141,8 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) ->
         for _, group in (part.groupby(hue, sort=False) if hue else [((), part)]):
             group = group.sort_values(x)
             line = None
-            for y, style in zip(ys, ("-", "--", ":")):
-                tag = f" ({y.split('_')[0]})" if len(ys) > 1 else ""
+            for y, (style, _) in zip(ys, LINE_STYLES):
+                tag = f" ({time_of(y)})" if len(ys) > 1 else ""
                 line, = ax.plot(group[x], group[y], marker="o", markersize=3, linestyle=style,
                                 label=label(group.iloc[0], hue) + tag, color=None if line is None else line.get_color())
         if spec.get("logx", True) and (part[x] > 0).all():
@@ -137,7 +156,7 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) ->
         ax.set_ylabel(spec.get("ylabel", ys[0]))
         ax.grid(True, which="both", alpha=0.3)
     shared_legend(fig, grid[:len(chosen)])
-    finish(fig, spec["title"], path)
+    finish(fig, drawn_title(spec, ys, styled=True), path)
     return True
 
 
@@ -150,7 +169,7 @@ def bar_figure(data: pd.DataFrame, spec: dict, path: Path, axes: list[str], ys: 
     width = 0.8 / len(ys)
     for i, y in enumerate(ys):
         ax.bar([k + i * width for k in range(len(labels))], data[y], width=width,
-               label=y.split("_")[0] if len(ys) > 1 else None)
+               label=time_of(y) if len(ys) > 1 else None)
     ax.set_xticks([k + width * (len(ys) - 1) / 2 for k in range(len(labels))], labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel(spec.get("ylabel", ys[0]))  # linear: a bar's length is its value
     if spec.get("hline") is not None:
@@ -158,7 +177,7 @@ def bar_figure(data: pd.DataFrame, spec: dict, path: Path, axes: list[str], ys: 
     if len(ys) > 1:
         ax.legend(**LEGEND)
     ax.grid(True, axis="y", alpha=0.3)
-    finish(fig, spec["title"].replace(" (solid) and graph (dashed)", " and graph"), path)
+    finish(fig, drawn_title(spec, ys, styled=False), path)
     return True
 
 

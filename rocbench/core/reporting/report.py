@@ -14,7 +14,17 @@ from rich.table import Table
 
 from rocbench.core.errors import InputError
 from rocbench.core.roofline import Roofline
-from rocbench.core.results import BAD_STATUSES, PASS, TIMES, UNSUPPORTED, rate_columns, speedup_columns, time_columns
+from rocbench.core.results import (
+    BAD_STATUSES,
+    LEGACY_EAGER,
+    LEGACY_EAGER_MEANING,
+    PASS,
+    TIMES,
+    UNSUPPORTED,
+    rate_columns,
+    speedup_columns,
+    time_columns,
+)
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "fault": "bold red", "timeout": "bold red", "unsupported": "yellow"}
 NUMERIC_COLUMNS = {
@@ -264,9 +274,9 @@ def timed_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def times_legend(meta: dict, frame: pd.DataFrame) -> list[str]:
-    """What each time means, for the times this run has (a CPU run has none)."""
-    return [f"- `{basis}_us`: {meaning}" for basis, meaning in (meta.get("times") or TIMES).items()
-            if filled(frame, f"{basis}_us_median")]
+    """What each time means, for the times this run has (a CPU run has none; an old eager run its eager time)."""
+    meanings = {**(meta.get("times") or TIMES), LEGACY_EAGER: LEGACY_EAGER_MEANING}
+    return [f"- `{basis}_us`: {meaning}" for basis, meaning in meanings.items() if filled(frame, f"{basis}_us_median")]
 
 
 def speedup_legend(meta: dict, frame: pd.DataFrame) -> list[str]:

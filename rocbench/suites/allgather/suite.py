@@ -149,11 +149,11 @@ class AllGatherSuite(Suite):
     def plot_specs(self) -> list[dict]:
         common = dict(x=["bytes"], along=["shape"], xlabel="all-gather output bytes", facet="dtype")
         return [
-            dict(common, file="latency.png", title="all-gather latency, kernel (solid) and graph (dashed)",
+            dict(common, file="latency.png", title="all-gather latency",
                  y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True),
             dict(common, file="busbw.png", title="all-gather bus bandwidth (kernel time)", y="busbw_kernel_GBps",
                  ylabel="busbw GB/s"),
-            dict(common, file="speedup.png", title="speedup over torch (NCCL/RCCL), kernel and graph time",
+            dict(common, file="speedup.png", title="speedup over torch (NCCL/RCCL)",
                  y=["speedup_vs_torch_kernel", "speedup_vs_torch_graph"], ylabel="x over torch", hline=1.0),
         ]
 

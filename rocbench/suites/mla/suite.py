@@ -162,7 +162,7 @@ class MlaSuite(Suite):
         return [
             dict(file="bandwidth.png", title="MLA decode: KV GB/s (kernel time)", x=["ctx", "batch"],
                  y="algbw_kernel_GBps", ylabel="GB/s", **per_nhead),
-            dict(file="latency.png", title="MLA decode latency, kernel (solid) and graph (dashed)", x=["ctx", "batch"],
+            dict(file="latency.png", title="MLA decode latency", x=["ctx", "batch"],
                  y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True, **per_nhead),
             dict(file="pct_copy_bw.png", title="MLA decode: % of measured copy bandwidth (kernel time)",
                  x=["batch", "ctx"], y="pct_copy_bw_kernel", ylabel="% of copy bw", **per_nhead),

@@ -255,7 +255,7 @@ class MoeSuite(Suite):
                  ylabel="weight GB/s", **per_tp),
             dict(file="pct_copy_bw.png", title="MXFP4 MoE: % of measured copy bandwidth (kernel time)",
                  y="pct_copy_bw_kernel", ylabel="% copy bw", **per_tp),
-            dict(file="latency.png", title="MXFP4 MoE latency, kernel (solid) and graph (dashed)",
+            dict(file="latency.png", title="MXFP4 MoE latency",
                  y=["kernel_us_median", "graph_us_median"], ylabel="us", logy=True, **per_tp),
         ]
 
