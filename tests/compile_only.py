@@ -118,6 +118,7 @@ def _mla_case(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: b
 
     import torch
 
+    from rocbench.core.platform import PlatformInfo
     from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
 
     g = torch.Generator().manual_seed(0)
@@ -126,8 +127,10 @@ def _mla_case(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: b
     io = types.SimpleNamespace(q=q, kv=kv, out=torch.empty(*q.shape[:2], KV_LORA_RANK, dtype=q.dtype))
     case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": nhead, "qlen": qlen, "persist": persist,
             "batch": batch}
-    ctx = types.SimpleNamespace(device=torch.device("cpu"),
-                                platform=types.SimpleNamespace(sm_count=TARGETS[name].sms))
+    target = TARGETS[name]
+    platform = PlatformInfo("cuda" if target.nvidia else "rocm", 1, [name], sm_count=target.sms, l2_bytes=None,
+                            arch=str(target.arch))
+    ctx = types.SimpleNamespace(device=torch.device("cpu"), platform=platform)
     return case, io, ctx
 
 

@@ -161,8 +161,8 @@ def test_gpu_a_config_too_large_for_this_gpu_falls_back_and_still_matches():
     q = make_query(2, 64, torch.bfloat16, g, "cpu").to("cuda")
     io = types.SimpleNamespace(q=q, kv=kv, out=torch.empty(2, 64, KV_LORA_RANK, dtype=q.dtype, device="cuda"))
     case = {"q_dtype": torch.bfloat16, "kv_dtype": torch.bfloat16, "nhead": 64, "qlen": 1, "persist": True, "batch": 2}
-    ctx = types.SimpleNamespace(device=torch.device("cuda"), platform=types.SimpleNamespace(
-        sm_count=torch.cuda.get_device_properties(0).multi_processor_count))
+    ctx = types.SimpleNamespace(device=torch.device("cuda"), platform=PlatformInfo(
+        "cuda", 1, ["gpu"], sm_count=torch.cuda.get_device_properties(0).multi_processor_count, l2_bytes=None))
     config = MlaKernelConfig(max_tile_rows=64, block_n=256, num_stages=3)
     prepared = TritonMla.prepare_fitted(case, io, ctx, config, "test config")
     assert "to fit this GPU (shared memory: the config needs" in prepared.description, prepared.description

@@ -39,6 +39,12 @@ class PlatformInfo:
     simulated: bool = False  # test only: a CPU machine posing as `kind`/`arch` (ROCBENCH_SIMULATE_PLATFORM)
 
     @property
+    def grid_sms(self) -> int:
+        """The SMs / CUs a kernel's grid is sized for: the device's, or an H100's 132 where there is none (CPU, the
+        interpreter), so that a grid is the same shape there."""
+        return self.sm_count or 132
+
+    @property
     def has_gpu(self) -> bool:
         """A real GPU runs the kernels (a simulated platform computes on the CPU)."""
         return self.kind in ("cuda", "rocm") and not self.simulated

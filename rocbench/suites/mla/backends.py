@@ -21,10 +21,6 @@ REGISTRY = MlaSuite.backends
 DETERMINISTIC_SPLIT_TOKENS = 256
 
 
-def sm_count(ctx: RankContext) -> int:
-    return ctx.platform.sm_count or 132
-
-
 def fp8_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
     """Triton has no e4m3 type below sm_89 (an offline compile for sm_80 stops at 'type fp8e4nv not supported')."""
     arch = platform.arch or ""
@@ -98,7 +94,7 @@ class TritonMla(Backend):
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         qlen = case["qlen"]
         if case["persist"]:
-            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], sm_count(ctx), config,
+            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], ctx.platform.grid_sms, config,
                                                    fixed_split_tokens=split_tokens).to(ctx.device)
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
@@ -108,7 +104,7 @@ class TritonMla(Backend):
             return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
                                  f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; {source}")
         if split_tokens is None:
-            splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), sm_count(ctx))
+            splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), ctx.platform.grid_sms)
         else:
             splits = k.fixed_split_count(max(lens), split_tokens)
         workspace = k.alloc_split_kv_workspace(io.q, splits, qlen, hpg, config)

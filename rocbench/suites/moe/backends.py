@@ -41,21 +41,25 @@ class TritonMoe(Backend):
     def shape(case: Case) -> tuple:
         return case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"]
 
-    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, plan_moe
+    def heuristic(self, case: Case, ctx: RankContext):
+        """The plan from the shape and this device alone (plan_moe's choice where nothing is tuned)."""
+        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan
 
-        sms = ctx.platform.sm_count or 132
-        config = plan_moe(*self.shape(case), sms, ctx.device)
-        heuristic = heuristic_plan(*self.shape(case), sms, cache_hint_available(ctx.device))
-        source = "heuristic" if config == heuristic else "tuned"
+        return heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device))
+
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
+        from rocbench.kernels.moe_plan import plan_moe
+
+        config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device)
+        source = "heuristic" if config == self.heuristic(case, ctx) else "tuned"
         return self.prepare_with(case, io, ctx, config, source)
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import tuned
-        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, tune_candidates, tune_key
+        from rocbench.kernels.moe_plan import tune_candidates, tune_key
 
         key = tune_key(*self.shape(case))
-        plan = heuristic_plan(*self.shape(case), ctx.platform.sm_count or 132, cache_hint_available(ctx.device))
+        plan = self.heuristic(case, ctx)
 
         def remember(name: str, config, evidence: dict) -> str:
             where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
@@ -94,7 +98,7 @@ class TritonMoeDeterministic(TritonMoe):
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.moe_plan import deterministic_plan
 
-        config = deterministic_plan(*self.shape(case), ctx.platform.sm_count or 132)
+        config = deterministic_plan(*self.shape(case), ctx.platform.grid_sms)
         prepared = self.prepare_with(case, io, ctx, config, "fixed")
         route = "inline routing" if config.inline else "block-table routing"
         return dataclasses.replace(prepared, description=(
