@@ -43,11 +43,11 @@ def _shuffled(p, layout):
             shuffle_weight(p["q2"], layout, False, e), shuffle_scale(p["s2"], layout, False, e))
 
 
-def _run(p, layout, activation, config=None, weights=None, ti=None, tw=None):
+def _run(p, layout, activation, config=None, weights=None, ti=None, tw=None, scale_max=None):
     w = weights if weights is not None else _shuffled(p, layout)
     return K.moe_a16w4(p["x"], *w, p["tw"] if tw is None else tw, p["ti"] if ti is None else ti,
                        layout=layout, experts=p["e"], inter=p["inter"], hidden=p["h"],
-                       activation=activation, b13=p["b13"], b2=p["b2"], config=config)
+                       activation=activation, b13=p["b13"], b2=p["b2"], config=config, scale_max=scale_max)
 
 
 def _reference(p, activation, ti=None, tw=None):
@@ -104,6 +104,8 @@ CONFIG_VARIANTS = {
     # NVIDIA-only knobs (PTX prefetch, grid dependency control): elsewhere they must leave a working plain kernel
     "hint_dependent": lambda c: dataclasses.replace(c, prefetch=False, prefetch_hint="L2", scale_words=False,
                                                     dependent_launch=True, split2=2, nb2=2),
+    # each MX block's even K, then its odd K, in both operands
+    "split_pairs": lambda c: dataclasses.replace(c, split_pairs=True, inline=False, split1=2, nb1=2),
 }
 
 
@@ -113,7 +115,8 @@ CONFIG_VARIANTS = {
     ("plan", "swiglu", True, torch.float16), ("table", "silu", False, torch.float16),
     ("split_both", "swiglu", True, torch.float16), ("table_split_bm32", "silu", True, torch.float32),
     ("fused_combine", "silu", False, torch.float16), ("prefetch_split", "swiglu", False, torch.float16),
-    ("scale_bytes_bn32", "silu", True, torch.float16), ("hint_dependent", "swiglu", True, torch.float16)])
+    ("scale_bytes_bn32", "silu", True, torch.float16), ("hint_dependent", "swiglu", True, torch.float16),
+    ("split_pairs", "silu", True, torch.float16)])
 def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation, bias, dtype):
     p = _problem(bias=bias, dtype=dtype, seed=zlib.crc32(f"{variant}/{activation}".encode()) % 1000)
     plan = K.plan_moe(p["x"].shape[0], p["ti"].shape[1], p["e"], p["inter"], p["h"])
@@ -307,6 +310,22 @@ def test_the_row_path_names_the_nvidia_only_knobs_only_where_they_take_effect(mo
     assert K.pipeline_description(dataclasses.replace(hinted, prefetch_hint=""), cuda) == "stages=1 dependent-launch"
 
 
+def test_decode_mode_takes_the_one_multiply_form_only_where_the_scales_allow_it(monkeypatch):
+    plan = K.plan_moe(1, 4, 128, 384, 3072, num_sms=132)
+    cuda, bf16 = torch.device("cuda"), torch.bfloat16
+    monkeypatch.setattr(K, "nvidia_gpu", lambda device: device.type == "cuda")
+    assert K.decode_mode(plan, bf16, torch.device("cpu"), 127) == 0  # the interpreter, ROCm: the portable decode
+    assert K.decode_mode(plan, torch.float16, cuda, 127) == 0
+    assert K.decode_mode(dataclasses.replace(plan, scaled_dot=True), bf16, cuda, 127) == 0
+    assert K.decode_mode(plan, bf16, cuda, None) == 1  # nobody vouched for the scales
+    assert K.decode_mode(plan, bf16, cuda, K.ONE_MUL_MAX_SCALE) == 2
+    assert K.decode_mode(plan, bf16, cuda, K.ONE_MUL_MAX_SCALE + 1) == 1  # 2^(s - 1 - shift) would not be finite
+    assert K.decode_mode(dataclasses.replace(plan, one_mul=False), bf16, cuda, 127) == 1
+    assert K.pipeline_description(plan, cuda, 2).endswith("ptx-decode-1mul")
+    scales = [torch.tensor([[3, 200]], dtype=torch.uint8), torch.tensor([7], dtype=torch.uint8)]
+    assert K.largest_scale(*scales) == 200
+
+
 def test_plan_is_static_and_sane():
     c1 = K.plan_moe(1, 4, 128, 384, 3072, num_sms=132)
     assert c1.inline and c1.bm == 16 and c1.split1 > 1
@@ -395,3 +414,38 @@ def test_gpu_asm_dequant_bitwise_and_config_variants_match_reference(tokens):
         for level in ("L1", "L2"):
             hinted = _run(p, layout, "swiglu", dataclasses.replace(plain, prefetch_hint=level))
             assert torch.equal(hinted.view(torch.int16), expected.view(torch.int16)), (layout, level)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_gpu_one_multiply_decode_gives_the_same_bits(tokens):
+    """The one-multiply PTX decode (weights at 2^-ONE_MUL_SHIFT, accumulators scaled back) against the exact one, on
+    block scales spread over 2^-31 .. 2^33 (bytes 96-160 in w13): the same bits; over the limit the exact decode runs."""
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, bias=False, dtype=torch.bfloat16, seed=30 + tokens)
+    g = torch.Generator().manual_seed(tokens)
+    for name, top in (("s13", K.ONE_MUL_MAX_SCALE), ("s2", 128)):  # outputs up to ~2^119: still finite in bf16
+        p[name] = torch.randint(96, top + 1, p[name].shape, generator=g, dtype=torch.uint8).to(DEV)
+    plan = dataclasses.replace(K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"]), split_pairs=False)
+    for layout in L.LAYOUTS:
+        w = _shuffled(p, layout)
+        assert K.largest_scale(w[1], w[3]) <= K.ONE_MUL_MAX_SCALE
+        exact = _run(p, layout, "silu", plan, weights=w)
+        assert torch.isfinite(exact.float()).all()
+        one_mul = _run(p, layout, "silu", plan, weights=w, scale_max=K.largest_scale(w[1], w[3]))
+        assert torch.equal(one_mul.view(torch.int16), exact.view(torch.int16)), layout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_gpu_split_pairs_matches_reference_and_layouts_agree_bitwise(tokens):
+    """The decode plans' K order (each block's even K, then its odd K, in both operands) with the one-multiply decode:
+    within the reference's tolerance, and the same bits for both layouts."""
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, dtype=torch.bfloat16, seed=40 + tokens)
+    ref = _reference(p, "swiglu")
+    plan = dataclasses.replace(K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"]), split_pairs=True)
+    outs = {}
+    for layout in L.LAYOUTS:
+        w = _shuffled(p, layout)
+        outs[layout] = _run(p, layout, "swiglu", plan, weights=w, scale_max=K.largest_scale(w[1], w[3]))
+        assert _close(outs[layout], ref, rel=1e-2)[0], layout
+    assert torch.equal(outs[L.INTERLEAVE].view(torch.int16), outs[L.SEPARATED].view(torch.int16))

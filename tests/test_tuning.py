@@ -69,8 +69,10 @@ def test_candidates_are_distinct_and_valid():
     # and --tune can still measure the register prefetch they replaced
     hinted = moe_plan.heuristic_plan(1, 4, 128, 384, 3072, cache_hint=True)
     assert hinted == dataclasses.replace(plan, prefetch=False, prefetch_hint="L2", scale_words=False,
-                                         dependent_launch=True)
-    assert moe_plan.tune_candidates(hinted, 384, 3072)["prefetch,words,stages1"] == plan
+                                         dependent_launch=True, split_pairs=True)
+    assert moe_plan.tune_candidates(hinted, 384, 3072)["prefetch,words,stages1"] == dataclasses.replace(
+        plan, split_pairs=True)
+    assert moe_plan.tune_candidates(hinted, 384, 3072)["split_pairs"] == dataclasses.replace(hinted, split_pairs=False)
     assert moe_plan.heuristic_plan(1024, 4, 128, 384, 3072, cache_hint=True) == \
         moe_plan.heuristic_plan(1024, 4, 128, 384, 3072)  # prefill unchanged
     assert not moe_plan.cache_hint_available(None) and not moe_plan.cache_hint_available("cpu")

@@ -43,7 +43,8 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
-from rocbench.kernels.mxfp4_weights import dequant, prefetch_step, s_row_part, scale_rows, w_row_base, weight_step
+from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, prefetch_step, s_row_part,
+                                            scale_rows, split_pairs, w_row_base, weight_step)
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
 
@@ -143,7 +144,7 @@ def _moe_gemm1_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
 ):
     if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
         gdc_launch_dependents()
@@ -190,13 +191,16 @@ def _moe_gemm1_kernel(
         # x rows are contiguous along K: vector loads, transposed for the dot's B operand
         xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
-        xt = tl.trans(xt)
+        xt = tl.trans(split_pairs(xt, SPLIT_PAIRS))
         if SCALED_DOT:
             acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
             acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
         else:
-            acc_g = tl.dot(dequant(wq_g, s_g, DTYPE, ASM), xt, acc_g, input_precision=DOT_PREC)
-            acc_u = tl.dot(dequant(wq_u, s_u, DTYPE, ASM), xt, acc_u, input_precision=DOT_PREC)
+            acc_g = tl.dot(dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS), xt, acc_g, input_precision=DOT_PREC)
+            acc_u = tl.dot(dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS), xt, acc_u, input_precision=DOT_PREC)
+    if ASM == 2:  # the one-multiply decode's weights were 2^-ONE_MUL_SHIFT of their value
+        acc_g *= ONE_MUL_UNDO
+        acc_u *= ONE_MUL_UNDO
     if SPLIT == 1:
         _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
                    ACT, alpha, limit, DTYPE)
@@ -286,7 +290,7 @@ def _moe_gemm2_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
-    PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
 ):
     if PDL:  # a dependent may launch now (the combine, which waits for this grid before reading y)
         gdc_launch_dependents()
@@ -327,7 +331,10 @@ def _moe_gemm2_kernel(
         if SCALED_DOT:
             acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
         else:
-            acc = tl.dot(dequant(wq, sc, DTYPE, ASM), tl.trans(at), acc, input_precision=DOT_PREC)
+            acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS), tl.trans(split_pairs(at, SPLIT_PAIRS)), acc,
+                         input_precision=DOT_PREC)
+    if ASM == 2:
+        acc *= ONE_MUL_UNDO
     if HAS_BIAS:
         if pid_s == 0:
             acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
@@ -391,7 +398,25 @@ def _nvidia_knobs(cfg: MoeConfig, device: torch.device) -> tuple[int, bool]:
     return hint, cfg.dependent_launch and dependent_launch_supported(device)
 
 
-def pipeline_description(cfg: MoeConfig, device: torch.device) -> str:
+def largest_scale(*scales: torch.Tensor) -> int:
+    """The largest E8M0 byte in these shuffled scale tensors: moe_a16w4's scale_max, computed once per weight set
+    (it reads the tensors back to the host)."""
+    return max(int(scale.view(torch.uint8).max()) for scale in scales)
+
+
+def decode_mode(cfg: MoeConfig, x_dtype: torch.dtype, device: torch.device, scale_max: int | None) -> int:
+    """How the GEMMs decode the weights (dequant's ASM): 0 the portable path (fp16/fp32 activations, ROCm, the
+    interpreter) or tl.dot_scaled, 1 the PTX decode, 2 its one-multiply form where the caller vouches that no scale
+    byte exceeds ONE_MUL_MAX_SCALE."""
+    if not (cfg.asm_dequant and x_dtype == torch.bfloat16 and nvidia_gpu(device)) or cfg.scaled_dot:
+        return 0
+    return 2 if cfg.one_mul and scale_max is not None and scale_max <= ONE_MUL_MAX_SCALE else 1
+
+
+DECODE_WORDS = {0: "", 1: "ptx-decode", 2: "ptx-decode-1mul"}
+
+
+def pipeline_description(cfg: MoeConfig, device: torch.device, decode: int = 0) -> str:
     """How a call with `cfg` on `device` feeds its K loops, for a result row's path: the register prefetch or the
     pipeline stages, plus the NVIDIA-only knobs where they take effect."""
     hint, pdl = _nvidia_knobs(cfg, device)
@@ -400,19 +425,23 @@ def pipeline_description(cfg: MoeConfig, device: torch.device) -> str:
         words.append(f"{cfg.prefetch_hint}-prefetch-hint")
     if pdl:
         words.append("dependent-launch")
+    if DECODE_WORDS[decode]:
+        words.append(DECODE_WORDS[decode])
     return " ".join(words)
 
 
 def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
               topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
               b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None,
-              counters: torch.Tensor | None = None):
+              counters: torch.Tensor | None = None, scale_max: int | None = None):
     """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
     rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k]; b13 [E, 2I] and
     b2 [E, H] optional (together). Returns [T, H] in x.dtype (``out`` if given).
     Graph-capturable (static grids, no host syncs); deterministic. `counters` (alloc_counters) is zeroed
     scratch the finishing steps leave zeroed; without it each call allocates and zeroes its own. Calls
-    that run concurrently on several streams need a buffer each."""
+    that run concurrently on several streams need a buffer each. `scale_max` (largest_scale of both scale
+    tensors, if the caller knows it): up to ONE_MUL_MAX_SCALE the PTX decode multiplies once per value pair
+    instead of twice, with bitwise the same results."""
     w13 = w13_packed_shuffled.view(torch.uint8)
     w2 = w2_packed_shuffled.view(torch.uint8)
     s13 = w13_scale_shuffled.view(torch.uint8)
@@ -443,9 +472,10 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     has_bias = int(b13 is not None)
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
-    use_asm = cfg.asm_dequant and x.dtype == torch.bfloat16 and nvidia_gpu(device)  # PTX: not for ROCm's "cuda"
+    asm = decode_mode(cfg, x.dtype, device, scale_max)  # PTX: not for ROCm's "cuda"
     prefetch_hint, pdl = _nvidia_knobs(cfg, device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
+    pair_order = cfg.split_pairs and not scaled_dot  # tl.dot_scaled takes the packed bytes in their own order
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0
 
@@ -473,8 +503,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        PREFETCH_HINT=prefetch_hint, PDL=pdl, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        DOT_PREC=dot_prec, ASM=asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
+        PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=pair_order, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -488,8 +518,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=use_asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, num_warps=cfg.warps2,
+        DOT_PREC=dot_prec, ASM=asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
+        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=pair_order, num_warps=cfg.warps2,
         num_stages=cfg.stages2, **pdl_launch_option(pdl))
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))

@@ -57,6 +57,17 @@ class MoeConfig:
     # gained 1-1.5 us this way at batch 1. H200: -0.7 to -1.8 us at 1 token, nothing from 16 tokens up; the decode
     # plans take it (heuristic_plan)
     dependent_launch: bool = False
+    # the PTX decode's one-multiply form (mxfp4_weights.ONE_MUL_SHIFT), where moe_a16w4 is told the weights'
+    # largest scale byte and it is at most ONE_MUL_MAX_SCALE: bitwise the same results, one bf16x2 multiply per
+    # two values instead of two, and one integer op per block scale instead of five
+    one_mul: bool = True
+    # K order inside each MX block: its 16 even values, then its 16 odd ones, the other operand (x, the activations)
+    # permuted alike. The decode makes each byte's two values in two separate registers; in natural order they are
+    # interleaved into the MMA operand (offline sm_90 SASS, Triton 3.6, gpt-oss-120b TP1 x 64 tokens: GEMM1's loop 683
+    # -> 568 instructions per warp and K step, GEMM2's 362 -> 317). With 64-row token tiles the permutation of x
+    # costs what it saves (shared-memory stores: 786 at 1024 tokens), so the decode plans take it. The products are
+    # the same; only the MMA's summation order within a block changes, and both layouts keep the same arithmetic
+    split_pairs: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -128,7 +139,7 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
         pipeline = dict(prefetch=True, stages1=1, stages2=1)
         if cache_hint:
             pipeline = dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1,
-                            dependent_launch=True)
+                            dependent_launch=True, split_pairs=True)
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
@@ -217,6 +228,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "hint_l2,bytes,stages1": dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1),
         "hint_l1,bytes,stages1": dict(prefetch=False, prefetch_hint="L1", scale_words=False, stages1=1, stages2=1),
         "dependent_launch": dict(dependent_launch=not plan.dependent_launch),
+        "two_mul": dict(one_mul=False),
+        "split_pairs": dict(split_pairs=not plan.split_pairs),
     }
     candidates = {}
     for name, change in variations.items():

@@ -47,7 +47,9 @@ def s_row_part(e64, row, N, SC, LAYOUT, GATE_UP: tl.constexpr):
 
 @triton.jit
 def s_col_part(c):
-    return (c // 8) * 256 + (c % 4) * 64 + ((c % 8) // 4) * 2
+    """Column part of a shuffled-scale offset for K block c >= 0: (c // 8) * 256 + (c % 4) * 64 + ((c % 8) // 4) * 2,
+    in shifts and masks (signed // and % cost a sign fix-up each, inside the K loop)."""
+    return ((c >> 3) << 8) + ((c & 3) << 6) + ((c >> 1) & 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,25 +112,66 @@ fma.rn.bf16x2 $1, a1, $4, nz;
 _ASM_LO = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=12, bits_shift=6))
 _ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
 
+# The one-multiply decode (dequant's ASM == 2): the same bits, then one bf16x2 multiply by 2^(s - 1 - SHIFT), which
+# folds the 2^126 into the block scale. The decoded weights are then 2^-SHIFT of their value, and the GEMMs multiply
+# their fp32 accumulators by 2^SHIFT (exact: the products and sums are the same numbers scaled by a power of two, so
+# the results are bitwise those of the exact decode). The factor is a finite bf16 for scale bytes up to
+# ONE_MUL_MAX_SCALE (block scales up to 2^33), and the weights stay exact down to scale byte 28 (2^-99); the caller
+# vouches for the first (moe_a16w4's scale_max), below the second a weight under 6 * 2^-99 decodes inexactly.
+ONE_MUL_SHIFT = 32
+ONE_MUL_MAX_SCALE = 254 - 126 + ONE_MUL_SHIFT
+_ONE_MUL_FACTOR_BIAS = tl.constexpr(126 - ONE_MUL_SHIFT)  # bf16 exponent field of 2^(s - 1 - SHIFT) is s + this
+ONE_MUL_UNDO = tl.constexpr(2.0 ** ONE_MUL_SHIFT)  # what the accumulators of one-multiply weights are multiplied by
+_ASM_FP4_BF16_ONE_MUL = "\n".join(line for line in _ASM_FP4_BF16.splitlines()
+                                   if not any(c in line for c in ("a0, a0, c", "a1, a1, c", "mov.b32 c,")))
+_ASM_LO_ONE_MUL = tl.constexpr(_ASM_FP4_BF16_ONE_MUL.format(sign_shift=12, bits_shift=6))
+_ASM_HI_ONE_MUL = tl.constexpr(_ASM_FP4_BF16_ONE_MUL.format(sign_shift=8, bits_shift=2))
+
 
 @triton.jit
-def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
+def _bf16_factor(bits, wq):
+    """Per-block bf16 factors from their bit patterns [BN, NB], broadcast over the block's bytes [BN, NB, 16]."""
+    return tl.broadcast_to(bits.to(tl.int16).to(tl.bfloat16, bitcast=True)[:, :, None], wq.shape)
+
+
+@triton.jit
+def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.constexpr = False):
     """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
-    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble))."""
-    if ASM:  # bf16 only, CUDA only
+    (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble)), or with SPLIT_PAIRS each block's even
+    K then its odd K (split_pairs puts the other operand in that order). ASM (bf16, NVIDIA only): 1 the PTX decode,
+    2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT)."""
+    if ASM:
         si = sc.to(tl.int32)
-        fbits = tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7))
-        f = tl.broadcast_to(fbits.to(tl.int16).to(tl.bfloat16, bitcast=True)[:, :, None], wq.shape)
-        lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                       is_pure=True, pack=4)
-        hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                       is_pure=True, pack=4)
+        if ASM == 2:  # bf16 bits of 2^(s - 1 - SHIFT): finite for s <= ONE_MUL_MAX_SCALE
+            f = _bf16_factor((si + _ONE_MUL_FACTOR_BIAS) << 7, wq)
+            lo = tl.inline_asm_elementwise(_ASM_LO_ONE_MUL, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                           is_pure=True, pack=4)
+            hi = tl.inline_asm_elementwise(_ASM_HI_ONE_MUL, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
+                                           is_pure=True, pack=4)
+        else:
+            f = _bf16_factor(tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7)), wq)
+            lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+            hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
     else:
         b32 = wq.to(tl.int32)
         f = _e8m0_factor(sc)[:, :, None]
         lo = (_fp4_nibble_as_f16(b32, 28).to(tl.float32) * f).to(DTYPE)
         hi = (_fp4_nibble_as_f16(b32, 24).to(tl.float32) * f).to(DTYPE)
-    return tl.reshape(tl.join(lo, hi), [wq.shape[0], wq.shape[1] * 32])
+    pairs = tl.join(lo, hi)  # [BN, NB, 16, 2]: byte j's two values side by side, natural K order
+    if SPLIT_PAIRS:  # each block's 16 even-K values, then its 16 odd ones: no interleaving of the decoded halves
+        pairs = tl.permute(pairs, (0, 1, 3, 2))
+    return tl.reshape(pairs, [wq.shape[0], wq.shape[1] * 32])
+
+
+@triton.jit
+def split_pairs(v, SPLIT_PAIRS: tl.constexpr):
+    """The other operand [M, NB*32] in dequant's K order: with SPLIT_PAIRS each MX block's even-K values, then its
+    odd ones (MoeConfig.split_pairs)."""
+    if SPLIT_PAIRS:
+        rows: tl.constexpr = v.shape[0]
+        blocks: tl.constexpr = v.shape[1] // 32
+        v = tl.reshape(tl.permute(tl.reshape(v, [rows, blocks, 16, 2]), (0, 1, 3, 2)), [rows, blocks * 32])
+    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +197,7 @@ def _scale_ptrs(s_rows, blk, WORDS: tl.constexpr):
     """[BN, NB] pointers to the scales of K blocks blk for the given rows, or with WORDS to the aligned 32-bit
     words holding them (byte kp*2 + np of the word at (c // 8) * 256 + (c % 4) * 64 + row bytes, see s_col_part)."""
     if WORDS:
-        ptrs = s_rows[:, None] + ((blk // 8) * 64 + (blk % 4) * 16)[None, :]
+        ptrs = s_rows[:, None] + (((blk >> 3) << 6) + ((blk & 3) << 4))[None, :]
     else:
         ptrs = s_rows[:, None] + s_col_part(blk)[None, :]
     return ptrs
@@ -170,7 +213,7 @@ def weight_step(w_rows, s_rows, s_shift, ks, NB: tl.constexpr, WORDS: tl.constex
     wq = tl.load(w_rows[:, None, None] + ((blk * 256)[None, :, None] + tl.arange(0, 16)[None, None, :]))
     sc = tl.load(_scale_ptrs(s_rows, blk, WORDS))
     if WORDS:
-        sc = ((sc >> (s_shift[:, None] + ((blk % 8) // 4 * 16)[None, :])) & 0xFF).to(tl.uint8)
+        sc = ((sc >> (s_shift[:, None] + (((blk >> 2) & 1) << 4)[None, :])) & 0xFF).to(tl.uint8)
     return wq, sc
 
 
