@@ -1,10 +1,15 @@
 """Digests of the inputs every suite builds for a fixed set of cases (each rank's buffers after fill, and the expected
-output): tests/data/input_digests.json was made on a2c4e27, the main before the typed core, so a change that moves
-inputs (a seed taken from the id's text, a renamed axis) fails test_inputs_stay_bitwise_what_they_were.
+output): tests/data/input_digests.json holds what a2c4e27, the main before the typed core, built, so a change that moves
+inputs (a seed taken from the id's text, a renamed axis) fails test_inputs_stay_bitwise_what_they_were. (Remade on
+2026-12-05 on another machine, from 11eb0b5, which had passed against a2c4e27's digests where they were made, and
+which builds there the same bits as that day's HEAD.)
 
     python -m tests.input_digests <commit> > tests/data/input_digests.json   # only for a deliberate change
 
-They hold on the torch that made them (recorded in the file): CI's pinned CPU torch.
+They hold on the torch that made them and where its CPU random numbers and float math give the same bits (both
+recorded in the file: `environment_probe`). A machine with another CPU or math library draws other normals from the
+same seed (seen on 2026-12-05: 11eb0b5, whose digests had passed where they were made, built other MLA and MoE inputs
+on an AMX-capable Xeon, where HEAD built the same bits as 11eb0b5), so there the digests cannot say anything.
 """
 from __future__ import annotations
 
@@ -45,6 +50,16 @@ def digest(*objects) -> str:
     return sha.hexdigest()[:16]
 
 
+def environment_probe() -> str:
+    """What this machine's torch makes of a fixed seed and a few float operations on the CPU, hashed: equal probes
+    mean the inputs' random draws and the expected outputs' float math give the same bits here."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, generator=g)
+    square = x.reshape(64, 64)
+    return digest(x, torch.rand(4096, generator=g), x.exp(), square @ square.T, torch.softmax(square, dim=-1),
+                  x.to(torch.bfloat16))
+
+
 def input_digests() -> dict:
     from rocbench.core import registry
     from rocbench.core.cli.command import suite_params
@@ -69,6 +84,7 @@ def input_digests() -> dict:
 
 
 if __name__ == "__main__":
-    made_with = {"torch": torch.__version__, "commit": sys.argv[1] if len(sys.argv) > 1 else "?"}
+    made_with = {"torch": torch.__version__, "probe": environment_probe(),
+                 "commit": sys.argv[1] if len(sys.argv) > 1 else "?"}
     json.dump({"made_with": made_with, **input_digests()}, sys.stdout, indent=1)
     print()
