@@ -427,6 +427,8 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, decode: int = 0) 
         words.append("dependent-launch")
     if DECODE_WORDS[decode]:
         words.append(DECODE_WORDS[decode])
+    if cfg.split_pairs and not cfg.scaled_dot:
+        words.append("split-pairs")
     return " ".join(words)
 
 
