@@ -64,7 +64,7 @@ class MoeConfig:
     # K order inside each MX block: its 16 even values, then its 16 odd ones, the other operand (x, the activations)
     # permuted alike. The decode makes each byte's two values in two separate registers; in natural order they are
     # interleaved into the MMA operand (offline sm_90 SASS, Triton 3.6, gpt-oss-120b TP1 x 64 tokens: GEMM1's loop 683
-    # -> 568 instructions per warp and K step, GEMM2's 362 -> 317). With 64-row token tiles the permutation of x
+    # -> 568 instructions per warp and K step, GEMM2's 362 -> 313). With 64-row token tiles the permutation of x
     # costs what it saves (shared-memory stores: 786 at 1024 tokens), so the decode plans take it. The products are
     # the same; only the MMA's summation order within a block changes, and both layouts keep the same arithmetic
     split_pairs: bool = False
