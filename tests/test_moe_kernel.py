@@ -321,7 +321,7 @@ def test_decode_mode_takes_the_one_multiply_form_only_where_the_scales_allow_it(
     assert K.decode_mode(plan, bf16, cuda, K.ONE_MUL_MAX_SCALE) == 2
     assert K.decode_mode(plan, bf16, cuda, K.ONE_MUL_MAX_SCALE + 1) == 1  # 2^(s - 1 - shift) would not be finite
     assert K.decode_mode(dataclasses.replace(plan, one_mul=False), bf16, cuda, 127) == 1
-    assert K.pipeline_description(plan, cuda, 2).endswith("ptx-decode-1mul")
+    assert K.pipeline_description(plan, cuda, bf16, 127).endswith("ptx-decode-1mul")
     scales = [torch.tensor([[3, 200]], dtype=torch.uint8), torch.tensor([7], dtype=torch.uint8)]
     assert K.largest_scale(*scales) == 200
 

@@ -404,7 +404,7 @@ def largest_scale(*scales: torch.Tensor) -> int:
     return max(int(scale.view(torch.uint8).max()) for scale in scales)
 
 
-def decode_mode(cfg: MoeConfig, x_dtype: torch.dtype, device: torch.device, scale_max: int | None) -> int:
+def decode_mode(cfg: MoeConfig, x_dtype: torch.dtype | None, device: torch.device, scale_max: int | None) -> int:
     """How the GEMMs decode the weights (dequant's ASM): 0 the portable path (fp16/fp32 activations, ROCm, the
     interpreter) or tl.dot_scaled, 1 the PTX decode, 2 its one-multiply form where the caller vouches that no scale
     byte exceeds ONE_MUL_MAX_SCALE."""
@@ -413,21 +413,30 @@ def decode_mode(cfg: MoeConfig, x_dtype: torch.dtype, device: torch.device, scal
     return 2 if cfg.one_mul and scale_max is not None and scale_max <= ONE_MUL_MAX_SCALE else 1
 
 
+def pair_order(cfg: MoeConfig, x_dtype: torch.dtype | None) -> bool:
+    """Whether the GEMMs take split_pairs' K order: not with tl.dot_scaled, which takes the packed bytes in their own
+    order (and runs for bf16 activations only)."""
+    return cfg.split_pairs and not (cfg.scaled_dot and x_dtype == torch.bfloat16)
+
+
 DECODE_WORDS = {0: "", 1: "ptx-decode", 2: "ptx-decode-1mul"}
 
 
-def pipeline_description(cfg: MoeConfig, device: torch.device, decode: int = 0) -> str:
+def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dtype | None = None,
+                         scale_max: int | None = None) -> str:
     """How a call with `cfg` on `device` feeds its K loops, for a result row's path: the register prefetch or the
-    pipeline stages, plus the NVIDIA-only knobs where they take effect."""
+    pipeline stages, plus the NVIDIA-only knobs where they take effect, the decode and the K order, as moe_a16w4
+    picks them for these activations and scales."""
     hint, pdl = _nvidia_knobs(cfg, device)
     words = ["prefetch" if cfg.prefetch else f"stages={cfg.stages1}"]
     if hint:
         words.append(f"{cfg.prefetch_hint}-prefetch-hint")
     if pdl:
         words.append("dependent-launch")
-    if DECODE_WORDS[decode]:
-        words.append(DECODE_WORDS[decode])
-    if cfg.split_pairs and not cfg.scaled_dot:
+    decode = DECODE_WORDS[decode_mode(cfg, x_dtype, device, scale_max)]
+    if decode:
+        words.append(decode)
+    if pair_order(cfg, x_dtype):
         words.append("split-pairs")
     return " ".join(words)
 
@@ -477,7 +486,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     asm = decode_mode(cfg, x.dtype, device, scale_max)  # PTX: not for ROCm's "cuda"
     prefetch_hint, pdl = _nvidia_knobs(cfg, device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
-    pair_order = cfg.split_pairs and not scaled_dot  # tl.dot_scaled takes the packed bytes in their own order
+    even_then_odd = pair_order(cfg, x.dtype)
     # scale words need 4-byte-aligned scale tensors: every allocation is, a view at an odd offset may not be
     scale_words = cfg.scale_words and s13.data_ptr() % 4 == 0 and s2.data_ptr() % 4 == 0
 
@@ -506,7 +515,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=pair_order, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -521,7 +530,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=pair_order, num_warps=cfg.warps2,
+        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, num_warps=cfg.warps2,
         num_stages=cfg.stages2, **pdl_launch_option(pdl))
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))

@@ -69,8 +69,7 @@ class TritonMoe(Backend):
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     def prepare_with(self, case: Case, io: MoeIO, ctx: RankContext, config, source: str) -> Prepared:
-        from rocbench.kernels.moe_a16w4 import (alloc_counters, decode_mode, largest_scale, moe_a16w4,
-                                                pipeline_description)
+        from rocbench.kernels.moe_a16w4 import alloc_counters, largest_scale, moe_a16w4, pipeline_description
 
         counters = alloc_counters(config, *self.shape(case), ctx.device)
         weights = io.layouts[case["layout"]]
@@ -82,7 +81,7 @@ class TritonMoe(Backend):
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
                              out=io.out, config=config, counters=counters, scale_max=scale_max)
         route = "inline-route" if config.inline else "aligned"
-        pipeline = pipeline_description(config, ctx.device, decode_mode(config, io.x.dtype, ctx.device, scale_max))
+        pipeline = pipeline_description(config, ctx.device, io.x.dtype, scale_max)
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
                              f"({source})")
 
