@@ -322,6 +322,10 @@ def test_decode_mode_takes_the_one_multiply_form_only_where_the_scales_allow_it(
     assert K.decode_mode(plan, bf16, cuda, K.ONE_MUL_MAX_SCALE + 1) == 1  # 2^(s - 1 - shift) would not be finite
     assert K.decode_mode(dataclasses.replace(plan, one_mul=False), bf16, cuda, 127) == 1
     assert K.pipeline_description(plan, cuda, bf16, 127).endswith("ptx-decode-1mul")
+    upper = dataclasses.replace(plan, upper_bytes=True)
+    assert K.pipeline_description(upper, cuda, bf16, 127).endswith("ptx-decode-1mul-upper-bytes")
+    assert K.pipeline_description(upper, cuda, bf16, None).endswith("ptx-decode-upper-bytes")
+    assert "upper" not in K.pipeline_description(upper, torch.device("cpu"), bf16, 127)  # no PTX there
     scales = [torch.tensor([[3, 200]], dtype=torch.uint8), torch.tensor([7], dtype=torch.uint8)]
     assert K.largest_scale(*scales) == 200
 
@@ -418,9 +422,10 @@ def test_gpu_asm_dequant_bitwise_and_config_variants_match_reference(tokens):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
 @pytest.mark.parametrize("tokens", [1, 64])
-def test_gpu_one_multiply_decode_gives_the_same_bits(tokens):
-    """The one-multiply PTX decode (weights at 2^-ONE_MUL_SHIFT, accumulators scaled back) against the exact one, on
-    block scales spread over 2^-31 .. 2^33 (bytes 96-160 in w13): the same bits; over the limit the exact decode runs."""
+def test_gpu_one_multiply_and_upper_byte_decodes_give_the_same_bits(tokens):
+    """The one-multiply PTX decode (weights at 2^-ONE_MUL_SHIFT, accumulators scaled back) and both forms with the
+    bytes spread into the lanes' high halves (upper_bytes) against the exact decode, on block scales spread over
+    2^-31 .. 2^33 (bytes 96-160 in w13): the same bits."""
     p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, bias=False, dtype=torch.bfloat16, seed=30 + tokens)
     g = torch.Generator().manual_seed(tokens)
     for name, top in (("s13", K.ONE_MUL_MAX_SCALE), ("s2", 128)):  # outputs up to ~2^119: still finite in bf16
@@ -431,8 +436,11 @@ def test_gpu_one_multiply_decode_gives_the_same_bits(tokens):
         assert K.largest_scale(w[1], w[3]) <= K.ONE_MUL_MAX_SCALE
         exact = _run(p, layout, "silu", plan, weights=w)
         assert torch.isfinite(exact.float()).all()
-        one_mul = _run(p, layout, "silu", plan, weights=w, scale_max=K.largest_scale(w[1], w[3]))
-        assert torch.equal(one_mul.view(torch.int16), exact.view(torch.int16)), layout
+        for upper_bytes in (False, True):
+            config = dataclasses.replace(plan, upper_bytes=upper_bytes)
+            for scale_max in (None, K.largest_scale(w[1], w[3])):  # None: nobody vouched, the exact form runs
+                other = _run(p, layout, "silu", config, weights=w, scale_max=scale_max)
+                assert torch.equal(other.view(torch.int16), exact.view(torch.int16)), (layout, upper_bytes, scale_max)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")

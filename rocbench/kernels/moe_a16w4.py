@@ -144,7 +144,7 @@ def _moe_gemm1_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
-    PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
+    PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr,
 ):
     if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
         gdc_launch_dependents()
@@ -196,8 +196,10 @@ def _moe_gemm1_kernel(
             acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
             acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
         else:
-            acc_g = tl.dot(dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS), xt, acc_g, input_precision=DOT_PREC)
-            acc_u = tl.dot(dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS), xt, acc_u, input_precision=DOT_PREC)
+            w_g = dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES)
+            acc_g = tl.dot(w_g, xt, acc_g, input_precision=DOT_PREC)
+            w_u = dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES)
+            acc_u = tl.dot(w_u, xt, acc_u, input_precision=DOT_PREC)
     if ASM == 2:  # the one-multiply decode's weights were 2^-ONE_MUL_SHIFT of their value
         acc_g *= ONE_MUL_UNDO
         acc_u *= ONE_MUL_UNDO
@@ -290,7 +292,7 @@ def _moe_gemm2_kernel(
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
-    PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr,
+    PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr,
 ):
     if PDL:  # a dependent may launch now (the combine, which waits for this grid before reading y)
         gdc_launch_dependents()
@@ -331,8 +333,8 @@ def _moe_gemm2_kernel(
         if SCALED_DOT:
             acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
         else:
-            acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS), tl.trans(split_pairs(at, SPLIT_PAIRS)), acc,
-                         input_precision=DOT_PREC)
+            acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES), tl.trans(split_pairs(at, SPLIT_PAIRS)),
+                         acc, input_precision=DOT_PREC)
     if ASM == 2:
         acc *= ONE_MUL_UNDO
     if HAS_BIAS:
@@ -435,7 +437,7 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
         words.append("dependent-launch")
     decode = DECODE_WORDS[decode_mode(cfg, x_dtype, device, scale_max)]
     if decode:
-        words.append(decode)
+        words.append(decode + ("-upper-bytes" if cfg.upper_bytes else ""))
     if pair_order(cfg, x_dtype):
         words.append("split-pairs")
     return " ".join(words)
@@ -515,7 +517,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
-        PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, UPPER_BYTES=cfg.upper_bytes,
+        num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -530,8 +533,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
-        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, num_warps=cfg.warps2,
-        num_stages=cfg.stages2, **pdl_launch_option(pdl))
+        WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd,
+        UPPER_BYTES=cfg.upper_bytes, num_warps=cfg.warps2, num_stages=cfg.stages2, **pdl_launch_option(pdl))
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))
         _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, pairs, BH=bh,

@@ -68,6 +68,11 @@ class MoeConfig:
     # costs what it saves (shared-memory stores: 786 at 1024 tokens), so the decode plans take it. The products are
     # the same; only the MMA's summation order within a block changes, and both layouts keep the same arithmetic
     split_pairs: bool = False
+    # the PTX decode (bf16, NVIDIA) with each byte spread into its 16-bit lane's high half: one shift fewer per nibble
+    # pair, the same bits (tests/test_ptx_decode.py runs both forms' PTX on the CPU over every byte and scale).
+    # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64 tokens, decode plan): GEMM1's loop 568 -> 536
+    # instructions per warp and K step, GEMM2's 313 -> 297. Off until a GPU has timed it (a --tune candidate)
+    upper_bytes: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -230,6 +235,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "dependent_launch": dict(dependent_launch=not plan.dependent_launch),
         "two_mul": dict(one_mul=False),
         "split_pairs": dict(split_pairs=not plan.split_pairs),
+        "upper_bytes": dict(upper_bytes=not plan.upper_bytes),
     }
     candidates = {}
     for name, change in variations.items():

@@ -81,27 +81,30 @@ def _fp4_nibble_as_f16(b32, SHIFT: tl.constexpr):
 
 
 # PTX (sm_80+) for 4 packed fp4x2 bytes -> 4 bf16 values of one nibble each ($0, $1: bf16x2).
-# prmt spreads bytes 0,1 (then 2,3) into the two 16-bit halves; the nibble's sign bit goes to
-# bit 15 and its e1 e0 m bits to bf16 bits 8..6, which is the value times 2^-126 (exact, 0.5
-# being a bf16 subnormal); two bf16x2 FMAs (+ -0.0) multiply by 2^126 and by the block scale
-# 2^(s-127) ($3, $4). Same results as the generic path below (checked on the device).
+# prmt spreads bytes 0,1 (then 2,3) into the two 16-bit lanes; two shifts and a mask put the nibble's sign bit at
+# bit 15 and its e1 e0 m bits at bf16 bits 8..6, which is the value times 2^-126 (exact, 0.5 being a bf16
+# subnormal); two bf16x2 FMAs (+ -0.0) multiply by 2^126 and by the block scale 2^(s-127) ($3, $4). Same results
+# as the generic path below (checked on the device; tests/ptx_emulator.py runs these strings on the CPU).
+# Two spreads: each byte in its lane's low half (then both nibbles move left: sign by 12 / 8, code by 6 / 2), or
+# with upper_bytes in its high half (the high nibble's sign is then in place, its code moves right by 6; the low
+# nibble's sign left by 4, its code right by 2): one shift fewer per nibble pair, the same bits.
 _ASM_FP4_BF16 = """
 {{
 .reg .b32 z, nz, c, t0, t1, a0, b0, a1, b1;
 mov.b32 z, 0;
 mov.b32 nz, 0x80008000;
 mov.b32 c, 0x7E807E80;
-prmt.b32 t0, $2, z, 0x4140;
-prmt.b32 t1, $2, z, 0x4342;
+prmt.b32 t0, $2, z, {spread01};
+prmt.b32 t1, $2, z, {spread23};
 shl.b32 a0, t0, {sign_shift};
-shl.b32 b0, t0, {bits_shift};
+{code_op} b0, t0, {code_shift};
 and.b32 a0, a0, 0x80008000;
 and.b32 b0, b0, 0x01C001C0;
 or.b32 a0, a0, b0;
 fma.rn.bf16x2 a0, a0, c, nz;
 fma.rn.bf16x2 $0, a0, $3, nz;
 shl.b32 a1, t1, {sign_shift};
-shl.b32 b1, t1, {bits_shift};
+{code_op} b1, t1, {code_shift};
 and.b32 a1, a1, 0x80008000;
 and.b32 b1, b1, 0x01C001C0;
 or.b32 a1, a1, b1;
@@ -109,8 +112,11 @@ fma.rn.bf16x2 a1, a1, c, nz;
 fma.rn.bf16x2 $1, a1, $4, nz;
 }}
 """
-_ASM_LO = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=12, bits_shift=6))
-_ASM_HI = tl.constexpr(_ASM_FP4_BF16.format(sign_shift=8, bits_shift=2))
+# the fields of each spread for the low nibble and the high one
+_LOW_HALVES = (dict(spread01="0x4140", spread23="0x4342", code_op="shl.b32", sign_shift=12, code_shift=6),
+               dict(spread01="0x4140", spread23="0x4342", code_op="shl.b32", sign_shift=8, code_shift=2))
+_HIGH_HALVES = (dict(spread01="0x1404", spread23="0x3424", code_op="shr.u32", sign_shift=4, code_shift=2),
+                dict(spread01="0x1404", spread23="0x3424", code_op="shr.u32", sign_shift=0, code_shift=6))
 
 # The one-multiply decode (dequant's ASM == 2): the same bits, then one bf16x2 multiply by 2^(s - 1 - SHIFT), which
 # folds the 2^126 into the block scale. The decoded weights are then 2^-SHIFT of their value, and the GEMMs multiply
@@ -124,8 +130,18 @@ _ONE_MUL_FACTOR_BIAS = tl.constexpr(126 - ONE_MUL_SHIFT)  # bf16 exponent field 
 ONE_MUL_UNDO = tl.constexpr(2.0 ** ONE_MUL_SHIFT)  # what the accumulators of one-multiply weights are multiplied by
 _ASM_FP4_BF16_ONE_MUL = "\n".join(line for line in _ASM_FP4_BF16.splitlines()
                                    if not any(c in line for c in ("a0, a0, c", "a1, a1, c", "mov.b32 c,")))
-_ASM_LO_ONE_MUL = tl.constexpr(_ASM_FP4_BF16_ONE_MUL.format(sign_shift=12, bits_shift=6))
-_ASM_HI_ONE_MUL = tl.constexpr(_ASM_FP4_BF16_ONE_MUL.format(sign_shift=8, bits_shift=2))
+
+
+def ptx_decode(one_mul: bool, upper_bytes: bool) -> tuple[str, str]:
+    """The (low nibble, high nibble) PTX of a decode form (dequant's ASM 1 or 2, and UPPER_BYTES)."""
+    template = _ASM_FP4_BF16_ONE_MUL if one_mul else _ASM_FP4_BF16
+    return tuple(template.format(**fields) for fields in (_HIGH_HALVES if upper_bytes else _LOW_HALVES))
+
+
+_ASM_LO, _ASM_HI = (tl.constexpr(a) for a in ptx_decode(False, False))
+_ASM_LO_ONE_MUL, _ASM_HI_ONE_MUL = (tl.constexpr(a) for a in ptx_decode(True, False))
+_ASM_LO_UPPER, _ASM_HI_UPPER = (tl.constexpr(a) for a in ptx_decode(False, True))
+_ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER = (tl.constexpr(a) for a in ptx_decode(True, True))
 
 
 @triton.jit
@@ -135,23 +151,34 @@ def _bf16_factor(bits, wq):
 
 
 @triton.jit
-def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.constexpr = False):
+def _ptx_nibbles(wq, f, LO: tl.constexpr, HI: tl.constexpr):
+    lo = tl.inline_asm_elementwise(LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+    hi = tl.inline_asm_elementwise(HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+    return lo, hi
+
+
+@triton.jit
+def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.constexpr = False,
+            UPPER_BYTES: tl.constexpr = False):
     """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
     (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble)), or with SPLIT_PAIRS each block's even
     K then its odd K (split_pairs puts the other operand in that order). ASM (bf16, NVIDIA only): 1 the PTX decode,
-    2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT)."""
+    2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT); UPPER_BYTES
+    the PTX's spread of each byte into its lane's high half (same bits)."""
     if ASM:
         si = sc.to(tl.int32)
         if ASM == 2:  # bf16 bits of 2^(s - 1 - SHIFT): finite for s <= ONE_MUL_MAX_SCALE
             f = _bf16_factor((si + _ONE_MUL_FACTOR_BIAS) << 7, wq)
-            lo = tl.inline_asm_elementwise(_ASM_LO_ONE_MUL, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                           is_pure=True, pack=4)
-            hi = tl.inline_asm_elementwise(_ASM_HI_ONE_MUL, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16,
-                                           is_pure=True, pack=4)
+            if UPPER_BYTES:
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER)
+            else:
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL, _ASM_HI_ONE_MUL)
         else:
             f = _bf16_factor(tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7)), wq)
-            lo = tl.inline_asm_elementwise(_ASM_LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
-            hi = tl.inline_asm_elementwise(_ASM_HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+            if UPPER_BYTES:
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_UPPER, _ASM_HI_UPPER)
+            else:
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO, _ASM_HI)
     else:
         b32 = wq.to(tl.int32)
         f = _e8m0_factor(sc)[:, :, None]

@@ -1,0 +1,101 @@
+"""A NumPy interpreter for the few PTX instructions of rocbench's inline decodes, so that CPU tests run the very
+strings the kernels ship rather than a second copy of their bit tricks. It knows mov, prmt (default mode), shl,
+shr.u32, and, or and fma.rn.bf16x2 on 32-bit registers, element-wise over arrays; anything else is an error, never
+skipped."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+_INSTRUCTION = re.compile(r"^([a-z0-9.]+)\s+(.*)$")
+
+
+def _bf16x2_to_float(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two bf16 lanes of each word as float64 (low lane first); bf16 is fp32's upper half."""
+    low = (words << 16).astype(np.uint32).view(np.float32).astype(np.float64)
+    high = (words & 0xFFFF0000).astype(np.uint32).view(np.float32).astype(np.float64)
+    return low, high
+
+
+def _float_to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round to nearest even bf16 (through fp32, exact for the decodes' products: a 3-bit code times a power of two)."""
+    with np.errstate(over="ignore"):  # beyond fp32's range is beyond bf16's: inf either way
+        as_bf16 = torch.from_numpy(values.astype(np.float32)).to(torch.bfloat16)
+    return as_bf16.view(torch.int16).numpy().astype(np.uint32) & 0xFFFF
+
+
+def _fma_bf16x2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    lanes = [_float_to_bf16_bits(x * y + z) for x, y, z in zip(_bf16x2_to_float(a), _bf16x2_to_float(b),
+                                                               _bf16x2_to_float(c))]
+    return (lanes[0] | (lanes[1] << 16)).astype(np.uint32)
+
+
+def _prmt(a: np.ndarray, b: np.ndarray, selector: np.ndarray) -> np.ndarray:
+    """prmt.b32 in its default mode: byte i of the result is byte (selector nibble i & 7) of {b, a}; a nibble with
+    bit 3 set replicates that byte's sign bit instead."""
+    pool = (a.astype(np.uint64) | (b.astype(np.uint64) << 32))
+    out = np.zeros_like(a, dtype=np.uint32)
+    for i in range(4):
+        nibble = (selector >> (4 * i)) & 0xF
+        byte = ((pool >> ((nibble & 7).astype(np.uint64) * 8)) & 0xFF).astype(np.uint32)
+        byte = np.where(nibble & 8, np.where(byte & 0x80, 0xFF, 0), byte).astype(np.uint32)
+        out |= byte << (8 * i)
+    return out
+
+
+def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Run `asm` with $k bound to operands[k] (uint32 arrays; None for outputs) and return every operand after it,
+    outputs included."""
+    regs: dict[str, np.ndarray] = {}
+    values = [None if x is None else np.asarray(x, dtype=np.uint32) for x in operands]
+    shape = next(v.shape for v in values if v is not None)
+
+    def read(token: str) -> np.ndarray:
+        token = token.strip()
+        if token.startswith("$"):
+            value = values[int(token[1:])]
+        elif re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", token):
+            value = np.full(shape, int(token, 0) & 0xFFFFFFFF, dtype=np.uint32)
+        else:
+            value = regs[token]
+        if value is None:
+            raise ValueError(f"{token} read before it was written")
+        return value
+
+    def write(token: str, value: np.ndarray) -> None:
+        token = token.strip()
+        if token.startswith("$"):
+            values[int(token[1:])] = value.astype(np.uint32)
+        else:
+            regs[token] = value.astype(np.uint32)
+
+    for statement in asm.split(";"):
+        statement = statement.strip().strip("{}").strip()
+        if not statement or statement.startswith(".reg"):
+            continue
+        match = _INSTRUCTION.match(statement)
+        if not match:
+            raise ValueError(f"cannot parse PTX statement {statement!r}")
+        op, args = match.group(1), [a.strip() for a in match.group(2).split(",")]
+        dst, srcs = args[0], [read(a) for a in args[1:]]
+        if op == "mov.b32":
+            result = srcs[0]
+        elif op == "prmt.b32":
+            result = _prmt(*srcs)
+        elif op == "shl.b32":
+            result = (srcs[0].astype(np.uint64) << srcs[1].astype(np.uint64)) & 0xFFFFFFFF
+        elif op == "shr.u32":
+            result = srcs[0] >> srcs[1]
+        elif op == "and.b32":
+            result = srcs[0] & srcs[1]
+        elif op == "or.b32":
+            result = srcs[0] | srcs[1]
+        elif op == "fma.rn.bf16x2":
+            result = _fma_bf16x2(*srcs)
+        else:
+            raise ValueError(f"the emulator does not know PTX {op!r}")
+        write(dst, result)
+    return values
