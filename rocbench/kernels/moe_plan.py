@@ -109,6 +109,12 @@ def cache_hint_available(device) -> bool:
     return device is not None and nvidia_gpu(torch.device(device))
 
 
+# The NVIDIA decode plans' K loops (heuristic_plan): the next step's lines prefetched into L2, scales as bytes, one
+# stage, GEMM2 and the combine as programmatic dependents, each MX block's even K before its odd K
+CACHE_HINT_DECODE_PIPELINE = dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1,
+                                  dependent_launch=True, split_pairs=True)
+
+
 def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
                    cache_hint: bool = False) -> MoeConfig:
     """The plan from the shape alone. cache_hint: the GPU has the PTX cache prefetch (MoeConfig.prefetch_hint, NVIDIA:
@@ -143,8 +149,7 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     if decode and long_steps:
         pipeline = dict(prefetch=True, stages1=1, stages2=1)
         if cache_hint:
-            pipeline = dict(prefetch=False, prefetch_hint="L2", scale_words=False, stages1=1, stages2=1,
-                            dependent_launch=True, split_pairs=True)
+            pipeline = CACHE_HINT_DECODE_PIPELINE
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
@@ -236,6 +241,12 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "two_mul": dict(one_mul=False),
         "split_pairs": dict(split_pairs=not plan.split_pairs),
         "upper_bytes": dict(upper_bytes=not plan.upper_bytes),
+        # prefill (64-row token tiles) in the decode plans' NVIDIA pipeline. Offline sm_90 SASS (Triton 3.6,
+        # gpt-oss-120b TP1 x 1024 tokens): GEMM1's loop 771 -> 641 instructions per warp and K step (609 with
+        # upper_bytes), GEMM2's 435 -> 327, registers unchanged (218 -> 219: two programs per SM); its loads are no
+        # longer pipelined by stages, only prefetched into L2
+        "decode_pipeline": CACHE_HINT_DECODE_PIPELINE,
+        "decode_pipeline,upper_bytes": dict(CACHE_HINT_DECODE_PIPELINE, upper_bytes=True),
     }
     candidates = {}
     for name, change in variations.items():
