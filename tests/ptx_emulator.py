@@ -1,7 +1,7 @@
 """A NumPy interpreter for the few PTX instructions of rocbench's inline decodes, so that CPU tests run the very
-strings the kernels ship rather than a second copy of their bit tricks. It knows mov, prmt (default mode), shl,
-shr.u32, and, or and fma.rn.bf16x2 on 32-bit registers, element-wise over arrays; anything else is an error, never
-skipped."""
+strings the kernels ship rather than a second copy of their bit tricks. It knows mov (also a 32-bit register split
+into two 16-bit ones), prmt (default mode), shl, shr.u32, and, or, fma.rn.bf16x2, mul.rn.f16x2 and
+cvt.rn.f16x2.e4m3x2, element-wise over arrays; anything else is an error, never skipped."""
 
 from __future__ import annotations
 
@@ -31,6 +31,26 @@ def _fma_bf16x2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     lanes = [_float_to_bf16_bits(x * y + z) for x, y, z in zip(_bf16x2_to_float(a), _bf16x2_to_float(b),
                                                                _bf16x2_to_float(c))]
     return (lanes[0] | (lanes[1] << 16)).astype(np.uint32)
+
+
+def _f16x2(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    halves = (words & 0xFFFF, words >> 16)
+    return tuple(h.astype(np.uint16).view(np.float16).astype(np.float64) for h in halves)
+
+
+def _mul_f16x2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Round to nearest even fp16 of each lane's exact product (NumPy's float64 -> float16 rounds correctly)."""
+    with np.errstate(over="ignore"):
+        lanes = [(x * y).astype(np.float16).view(np.uint16).astype(np.uint32) for x, y in zip(_f16x2(a), _f16x2(b))]
+    return lanes[0] | (lanes[1] << 16)
+
+
+def _cvt_f16x2_e4m3x2(h: np.ndarray) -> np.ndarray:
+    """Two e4m3 bytes (the low one to the low lane) to fp16x2, exactly (fp16 holds every e4m3 value)."""
+    def one(byte: np.ndarray) -> np.ndarray:
+        as_e4m3 = torch.from_numpy(byte.astype(np.uint8)).view(torch.float8_e4m3fn)
+        return as_e4m3.to(torch.float16).view(torch.int16).numpy().astype(np.uint32) & 0xFFFF
+    return one(h & 0xFF) | (one((h >> 8) & 0xFF) << 16)
 
 
 def _prmt(a: np.ndarray, b: np.ndarray, selector: np.ndarray) -> np.ndarray:
@@ -73,12 +93,18 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
             regs[token] = value.astype(np.uint32)
 
     for statement in asm.split(";"):
-        statement = statement.strip().strip("{}").strip()
-        if not statement or statement.startswith(".reg"):
+        statement = statement.strip().lstrip("{}").strip()
+        if not statement or statement.startswith(".reg") or statement == "}":
             continue
         match = _INSTRUCTION.match(statement)
         if not match:
             raise ValueError(f"cannot parse PTX statement {statement!r}")
+        split = re.fullmatch(r"mov\.b32\s*\{\s*(\w+)\s*,\s*(\w+)\s*\}\s*,\s*(\S+)", statement)
+        if split:  # a 32-bit value into two 16-bit registers, the low half first
+            whole = read(split.group(3))
+            write(split.group(1), whole & 0xFFFF)
+            write(split.group(2), whole >> 16)
+            continue
         op, args = match.group(1), [a.strip() for a in match.group(2).split(",")]
         dst, srcs = args[0], [read(a) for a in args[1:]]
         if op == "mov.b32":
@@ -95,6 +121,10 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
             result = srcs[0] | srcs[1]
         elif op == "fma.rn.bf16x2":
             result = _fma_bf16x2(*srcs)
+        elif op == "mul.rn.f16x2":
+            result = _mul_f16x2(*srcs)
+        elif op == "cvt.rn.f16x2.e4m3x2":
+            result = _cvt_f16x2_e4m3x2(srcs[0])
         else:
             raise ValueError(f"the emulator does not know PTX {op!r}")
         write(dst, result)

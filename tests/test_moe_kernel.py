@@ -43,11 +43,12 @@ def _shuffled(p, layout):
             shuffle_weight(p["q2"], layout, False, e), shuffle_scale(p["s2"], layout, False, e))
 
 
-def _run(p, layout, activation, config=None, weights=None, ti=None, tw=None, scale_max=None):
+def _run(p, layout, activation, config=None, weights=None, ti=None, tw=None, scale_max=None, w13_live_scales=None):
     w = weights if weights is not None else _shuffled(p, layout)
     return K.moe_a16w4(p["x"], *w, p["tw"] if tw is None else tw, p["ti"] if ti is None else ti,
                        layout=layout, experts=p["e"], inter=p["inter"], hidden=p["h"],
-                       activation=activation, b13=p["b13"], b2=p["b2"], config=config, scale_max=scale_max)
+                       activation=activation, b13=p["b13"], b2=p["b2"], config=config, scale_max=scale_max,
+                       w13_live_scales=w13_live_scales)
 
 
 def _reference(p, activation, ti=None, tw=None):
@@ -330,6 +331,50 @@ def test_decode_mode_takes_the_one_multiply_form_only_where_the_scales_allow_it(
     assert K.largest_scale(*scales) == 200
 
 
+def test_gemm1_takes_the_fp16_decode_only_where_it_is_exact(monkeypatch):
+    plan = dataclasses.replace(K.plan_moe(64, 4, 128, 384, 3072, num_sms=132), f16_gemm1=True)
+    cuda, bf16 = torch.device("cuda"), torch.bfloat16
+    monkeypatch.setattr(K, "nvidia_gpu", lambda device: device.type == "cuda")
+    monkeypatch.setattr(K, "e4m3_conversion_available", lambda device: device.type == "cuda")
+    assert K.gemm1_decode(plan, bf16, cuda, 127, (100, 127)) == (3, 127 - 136)
+    assert K.gemm1_decode(plan, bf16, cuda, 127, (90, 127)) == (2, None)  # 37 binades: not all exact in fp16
+    assert K.gemm1_decode(plan, bf16, cuda, 127, None) == (2, None)  # nobody said
+    assert K.gemm1_decode(plan, bf16, torch.device("cpu"), 127, (100, 127)) == (0, None)  # no PTX there
+    assert K.gemm1_decode(dataclasses.replace(plan, f16_gemm1=False), bf16, cuda, 127, (100, 127)) == (2, None)
+    assert K.pipeline_description(plan, cuda, bf16, 127, (100, 127)).endswith("ptx-decode-1mul gemm1-f16")
+    assert "f16" not in K.pipeline_description(plan, cuda, bf16, 127, (90, 127))
+    monkeypatch.setattr(K, "e4m3_conversion_available", lambda device: False)  # an A100: no e4m3 conversion
+    assert K.gemm1_decode(plan, bf16, cuda, 127, (100, 127)) == (2, None)
+
+
+def test_live_scale_range_leaves_out_all_zero_blocks():
+    packed = torch.zeros(2, 3, 32, dtype=torch.uint8)  # [E, N, K/2]: 2 blocks per row
+    scales = torch.zeros(2, 3, 2, dtype=torch.uint8)
+    assert K.live_scale_range(packed, scales) is None
+    packed[0, 1, 20] = 0x10  # one nonzero code in block 1 of row (0, 1)
+    scales[0, 1, 1], scales[1, 2, 0] = 120, 250  # the second block is all zeros: its scale does not count
+    assert K.live_scale_range(packed, scales) == (120, 120)
+    packed[1, 2, 3] = 0x08  # a -0 code: live (its sign survives any factor)
+    assert K.live_scale_range(packed, scales) == (120, 250)
+
+
+def test_x_to_f16_keeps_every_value_its_row_scale_can_hold():
+    """_x_to_f16_kernel: each row divided by a power of two that puts its largest magnitude in [2^14, 2^15); x16 times
+    the kept factor gives x back exactly (elements > 2^-31 of the row's largest), an all-zero row stays zero."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(5, 200, generator=g) * torch.tensor([1.0, 1e-30, 3e30, 0.0, 7.0])[:, None]).to(torch.bfloat16)
+    x[4, 7] = 65504.0 * 2  # beyond fp16's range before scaling
+    x16 = torch.empty(5, 200, dtype=torch.float16)
+    xs = torch.empty(5, dtype=torch.float32)
+    K._x_to_f16_kernel[(5,)](x, x.stride(0), x16, xs, 200, BLOCK=64)
+    largest = x16.float().abs().amax(1)
+    assert torch.all((largest[[0, 1, 2, 4]] >= 2 ** 14) & (largest[[0, 1, 2, 4]] < 2 ** 15))
+    back = x16.float() * xs[:, None]
+    big = x.float().abs() > x.float().abs().amax(1, keepdim=True) * 2.0 ** -31
+    assert torch.equal(back[big], x.float()[big])
+    assert torch.equal(back[3], torch.zeros(200)) and torch.isfinite(xs).all()
+
+
 def test_plan_is_static_and_sane():
     c1 = K.plan_moe(1, 4, 128, 384, 3072, num_sms=132)
     assert c1.inline and c1.bm == 16 and c1.split1 > 1
@@ -441,6 +486,34 @@ def test_gpu_one_multiply_and_upper_byte_decodes_give_the_same_bits(tokens):
             for scale_max in (None, K.largest_scale(w[1], w[3])):  # None: nobody vouched, the exact form runs
                 other = _run(p, layout, "silu", config, weights=w, scale_max=scale_max)
                 assert torch.equal(other.view(torch.int16), exact.view(torch.int16)), (layout, upper_bytes, scale_max)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs CUDA sm_89+ (inline PTX with the e4m3 conversion)")
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_gpu_f16_gemm1_gives_the_same_bits(tokens):
+    """GEMM1's fp16 decode (x rows and weights scaled by powers of two into fp16, accumulators scaled back) against the
+    default bf16 decode: the same products and sums, so the same bits; with all-zero blocks of scale byte 0 (as --pad
+    makes them) and live scales 29 binades apart. Where the live scales spread further the bf16 decode runs."""
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, dtype=torch.bfloat16, seed=50 + tokens)
+    g = torch.Generator().manual_seed(tokens)
+    p["s13"] = torch.randint(101, 130, p["s13"].shape, generator=g, dtype=torch.uint8).to(DEV)
+    p["s13"][:, :, 0] = 101  # 29 below the largest
+    p["s13"][:, :, 1] = 129
+    p["q13"][:, :8, :16] = 0  # the first block of 8 rows: zeros, scale 0
+    p["s13"][:, :8, 0] = 0
+    plan = K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"])
+    live = K.live_scale_range(p["q13"], p["s13"])
+    assert live == (101, 129) and K.f16_shift(live) is not None
+    for layout in L.LAYOUTS:
+        w = _shuffled(p, layout)
+        scale_max = K.largest_scale(w[1], w[3])
+        expected = _run(p, layout, "swiglu", plan, weights=w, scale_max=scale_max)
+        assert torch.isfinite(expected.float()).all()
+        f16 = dataclasses.replace(plan, f16_gemm1=True)
+        assert "gemm1-f16" in K.pipeline_description(f16, torch.device(DEV), torch.bfloat16, scale_max, live)
+        got = _run(p, layout, "swiglu", f16, weights=w, scale_max=scale_max, w13_live_scales=live)
+        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")

@@ -43,8 +43,8 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
-from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, prefetch_step, s_row_part,
-                                            scale_rows, split_pairs, w_row_base, weight_step)
+from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_shift, prefetch_step,
+                                            s_row_part, scale_rows, split_pairs, w_row_base, weight_step)
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
 
@@ -122,6 +122,30 @@ def _reset(cnt_ptr, idx):
 
 
 # ---------------------------------------------------------------------------------------------
+# x in fp16 for GEMM1's fp16 decode: each row divided by the power of two that puts its largest magnitude in
+# [2^14, 2^15). Exact for every element above ~2^-31 of its row's largest (fp16's 11-bit significand holds bf16's 8;
+# smaller ones become fp16 subnormals, invisible next to the largest in an fp32 sum); xs keeps the power of two.
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _x_to_f16_kernel(x_ptr, stride_x, x16_ptr, xs_ptr, H, BLOCK: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    amax = tl.zeros([BLOCK], tl.float32)
+    for h0 in range(0, H, BLOCK):
+        v = tl.load(x_ptr + t * stride_x + h0 + offs, mask=h0 + offs < H, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(v))
+    # the exponent field of the largest magnitude, within [15, 254] (an all-zero row gets a harmless 2^126)
+    biased = tl.minimum(tl.maximum(tl.max(amax, 0).to(tl.int32, bitcast=True) >> 23, 15), 254)
+    scale = ((268 - biased) << 23).to(tl.float32, bitcast=True)  # 2^(14 - e), e = biased - 127
+    for h0 in range(0, H, BLOCK):
+        mask = h0 + offs < H
+        v = tl.load(x_ptr + t * stride_x + h0 + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(x16_ptr + t * H + h0 + offs, (v * scale).to(tl.float16), mask=mask)
+    tl.store(xs_ptr + t, ((biased - 14) << 23).to(tl.float32, bitcast=True))  # 1 / scale
+
+
+# ---------------------------------------------------------------------------------------------
 # GEMM1: act = activation(x @ w13^T + b13), one (block, BN intermediate columns, K split) each
 # ---------------------------------------------------------------------------------------------
 
@@ -141,10 +165,12 @@ def _moe_gemm1_kernel(
     ids_ptr, sorted_ptr, blk_e_ptr, blk_row0_ptr, blk_n_ptr,
     part_ptr, act_ptr, cnt_ptr,
     P, E, TOPK, INTER, KPB, SC, KSTEPS, KS_PER_SPLIT, SPLIT, LAYOUT, HAS_BIAS, ACT, alpha, limit,
+    xs_ptr, f16_undo,
     BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, INLINE: tl.constexpr,
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
-    PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr,
+    PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr, ACT_DTYPE: tl.constexpr,
+    F16_BIAS: tl.constexpr,
 ):
     if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
         gdc_launch_dependents()
@@ -196,16 +222,20 @@ def _moe_gemm1_kernel(
             acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
             acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
         else:
-            w_g = dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES)
+            w_g = dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
             acc_g = tl.dot(w_g, xt, acc_g, input_precision=DOT_PREC)
-            w_u = dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES)
+            w_u = dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
             acc_u = tl.dot(w_u, xt, acc_u, input_precision=DOT_PREC)
     if ASM == 2:  # the one-multiply decode's weights were 2^-ONE_MUL_SHIFT of their value
         acc_g *= ONE_MUL_UNDO
         acc_u *= ONE_MUL_UNDO
+    if ASM == 3:  # the fp16 decode's weights were 2^-shift of their value, each x row 2^(14 - e) of it (_x_to_f16)
+        col = f16_undo * tl.load(xs_ptr + pair // TOPK, mask=m_mask, other=0.0)
+        acc_g *= col[None, :]
+        acc_u *= col[None, :]
     if SPLIT == 1:
         _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, acc_g, acc_u, N, INTER, HAS_BIAS,
-                   ACT, alpha, limit, DTYPE)
+                   ACT, alpha, limit, ACT_DTYPE)
     else:
         # fp32 partials; the last split to finish this tile sums them in split order
         base = part_ptr + ((pid_s * P + pair64[None, :]) * 2) * INTER + offs_n[:, None]
@@ -220,7 +250,7 @@ def _moe_gemm1_kernel(
                 g += tl.load(src, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
                 u += tl.load(src + INTER, mask=m_mask[None, :], other=0.0, cache_modifier=".cg")
             _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_BIAS,
-                       ACT, alpha, limit, DTYPE)
+                       ACT, alpha, limit, ACT_DTYPE)
             _reset(cnt_ptr, tile)
 
 
@@ -415,6 +445,34 @@ def decode_mode(cfg: MoeConfig, x_dtype: torch.dtype | None, device: torch.devic
     return 2 if cfg.one_mul and scale_max is not None and scale_max <= ONE_MUL_MAX_SCALE else 1
 
 
+def e4m3_conversion_available(device: torch.device) -> bool:
+    """The GPU converts e4m3 to fp16 in one instruction (cvt.rn.f16x2.e4m3x2: NVIDIA sm_89 and later)."""
+    return nvidia_gpu(device) and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def live_scale_range(packed: torch.Tensor, scales: torch.Tensor) -> tuple[int, int] | None:
+    """The smallest and largest E8M0 byte among the MX blocks holding a nonzero code, from unshuffled weights
+    (packed [..., K/2], scales [..., K/32]): moe_a16w4's w13_live_scales, computed once per weight set. Blocks of
+    zeros (padding) are left out: any scale decodes them exactly. None if every block is zero."""
+    live = packed.view(torch.uint8).reshape(*scales.shape, 16).ne(0).any(-1)
+    if not bool(live.any()):
+        return None
+    chosen = scales.view(torch.uint8)[live]
+    return int(chosen.min()), int(chosen.max())
+
+
+def gemm1_decode(cfg: MoeConfig, x_dtype: torch.dtype | None, device: torch.device, scale_max: int | None,
+                 w13_live_scales: tuple[int, int] | None) -> tuple[int, int | None]:
+    """GEMM1's decode (dequant's ASM) and, for the fp16 decode (3), the power of two its weights are divided by:
+    MoeConfig.f16_gemm1 where the PTX decode runs, the GPU converts e4m3, and w13's live scale bytes lie within
+    F16_SCALE_SPREAD of each other (mxfp4_weights.f16_shift); else decode_mode's choice (GEMM2 always takes it)."""
+    mode = decode_mode(cfg, x_dtype, device, scale_max)
+    shift = f16_shift(w13_live_scales)
+    if cfg.f16_gemm1 and mode and shift is not None and e4m3_conversion_available(device):
+        return 3, shift
+    return mode, None
+
+
 def pair_order(cfg: MoeConfig, x_dtype: torch.dtype | None) -> bool:
     """Whether the GEMMs take split_pairs' K order: not with tl.dot_scaled, which takes the packed bytes in their own
     order (and runs for bf16 activations only)."""
@@ -425,7 +483,7 @@ DECODE_WORDS = {0: "", 1: "ptx-decode", 2: "ptx-decode-1mul"}
 
 
 def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dtype | None = None,
-                         scale_max: int | None = None) -> str:
+                         scale_max: int | None = None, w13_live_scales: tuple[int, int] | None = None) -> str:
     """How a call with `cfg` on `device` feeds its K loops, for a result row's path: the register prefetch or the
     pipeline stages, plus the NVIDIA-only knobs where they take effect, the decode and the K order, as moe_a16w4
     picks them for these activations and scales."""
@@ -438,6 +496,8 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
     decode = DECODE_WORDS[decode_mode(cfg, x_dtype, device, scale_max)]
     if decode:
         words.append(decode + ("-upper-bytes" if cfg.upper_bytes else ""))
+    if gemm1_decode(cfg, x_dtype, device, scale_max, w13_live_scales)[0] == 3:
+        words.append("gemm1-f16")
     if pair_order(cfg, x_dtype):
         words.append("split-pairs")
     return " ".join(words)
@@ -446,7 +506,8 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
 def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
               topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
               b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None,
-              counters: torch.Tensor | None = None, scale_max: int | None = None):
+              counters: torch.Tensor | None = None, scale_max: int | None = None,
+              w13_live_scales: tuple[int, int] | None = None):
     """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
     rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k]; b13 [E, 2I] and
     b2 [E, H] optional (together). Returns [T, H] in x.dtype (``out`` if given).
@@ -454,7 +515,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     scratch the finishing steps leave zeroed; without it each call allocates and zeroes its own. Calls
     that run concurrently on several streams need a buffer each. `scale_max` (largest_scale of both scale
     tensors, if the caller knows it): up to ONE_MUL_MAX_SCALE the PTX decode multiplies once per value pair
-    instead of twice, with bitwise the same results."""
+    instead of twice, with bitwise the same results. `w13_live_scales` (live_scale_range of w13's unshuffled
+    weights): with MoeConfig.f16_gemm1, GEMM1 decodes to fp16 where they allow it exactly (gemm1_decode)."""
     w13 = w13_packed_shuffled.view(torch.uint8)
     w2 = w2_packed_shuffled.view(torch.uint8)
     s13 = w13_scale_shuffled.view(torch.uint8)
@@ -486,6 +548,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b13_t = b13.contiguous() if b13 is not None else x  # dummy pointer when unused
     b2_t = b2.contiguous() if b2 is not None else x
     asm = decode_mode(cfg, x.dtype, device, scale_max)  # PTX: not for ROCm's "cuda"
+    asm1, shift = gemm1_decode(cfg, x.dtype, device, scale_max, w13_live_scales)
     prefetch_hint, pdl = _nvidia_knobs(cfg, device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     even_then_odd = pair_order(cfg, x.dtype)
@@ -509,16 +572,23 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     tiles1 = inter // cfg.bn1
     act = torch.empty(pairs, inter, dtype=x.dtype, device=device)
     part = act
+    x1, xs, dtype1, f16_undo, f16_bias = x, x, dtype, 1.0, 0  # (xs: a dummy pointer unless fp16)
+    if asm1 == 3:  # GEMM1's fp16 decode takes x in fp16, each row scaled by a power of two
+        x1 = torch.empty(tokens, hidden, dtype=torch.float16, device=device)
+        xs = torch.empty(tokens, dtype=torch.float32, device=device)
+        _x_to_f16_kernel[(tokens,)](x, x.stride(0), x1, xs, hidden, BLOCK=min(1024, triton.next_power_of_2(hidden)))
+        dtype1, f16_undo, f16_bias = tl.float16, 2.0 ** shift, -106 - shift
     if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
     _moe_gemm1_kernel[(tiles1, grid_b, split1)](
-        x, x.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
+        x1, x1.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
-        BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
-        DOT_PREC=dot_prec, ASM=asm, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
+        xs, f16_undo,
+        BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype1,
+        DOT_PREC=dot_prec, ASM=asm1, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
         PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, UPPER_BYTES=cfg.upper_bytes,
-        num_warps=cfg.warps1, num_stages=cfg.stages1)
+        ACT_DTYPE=dtype, F16_BIAS=f16_bias, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2

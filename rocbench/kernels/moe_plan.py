@@ -73,6 +73,13 @@ class MoeConfig:
     # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64 tokens, decode plan): GEMM1's loop 568 -> 536
     # instructions per warp and K step, GEMM2's 313 -> 297. Off until a GPU has timed it (a --tune candidate)
     upper_bytes: bool = False
+    # GEMM1 in fp16 (NVIDIA sm_89+, bf16 x): each nibble made an e4m3 byte by word-wide bit operations, converted by
+    # one exact cvt per two values (mxfp4_weights ASM 3), x's rows scaled into fp16 by a power of two (a small
+    # kernel before GEMM1), accumulators scaled back: the same products and sums up to powers of two, where the
+    # weights' live scale bytes lie within 29 of each other (moe_a16w4.gemm1_decode; else the bf16 decode runs).
+    # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1): GEMM1's loop 568 -> 454 instructions per warp and K step at
+    # 64 tokens, 771 -> 651 at 1024. Off until a GPU has timed it (a --tune candidate)
+    f16_gemm1: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -241,6 +248,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "two_mul": dict(one_mul=False),
         "split_pairs": dict(split_pairs=not plan.split_pairs),
         "upper_bytes": dict(upper_bytes=not plan.upper_bytes),
+        "f16_gemm1": dict(f16_gemm1=not plan.f16_gemm1),
+        "f16_gemm1,upper_bytes": dict(f16_gemm1=True, upper_bytes=True),
         # prefill (64-row token tiles) in the decode plans' NVIDIA pipeline. Offline sm_90 SASS (Triton 3.6,
         # gpt-oss-120b TP1 x 1024 tokens): GEMM1's loop 771 -> 641 instructions per warp and K step (609 with
         # upper_bytes), GEMM2's 435 -> 327, registers unchanged (218 -> 219: two programs per SM); its loads are no

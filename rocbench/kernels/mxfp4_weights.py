@@ -144,6 +144,55 @@ _ASM_LO_UPPER, _ASM_HI_UPPER = (tl.constexpr(a) for a in ptx_decode(False, True)
 _ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER = (tl.constexpr(a) for a in ptx_decode(True, True))
 
 
+# The fp16 decode (dequant's ASM == 3; MoeConfig.f16_gemm1, GEMM1 only): each nibble becomes an e4m3 byte of its
+# value * 2^-6 (sign to bit 7, e1 e0 m to bits 4..2, so that code 1, 0.5, is an e4m3 subnormal), then one exact
+# cvt.rn.f16x2.e4m3x2 per two values and one fp16x2 multiply by the block's factor 2^(k + 6), which leaves the weight
+# at 2^k = its value * 2^-F16 shift. Word-wide bit operations: 4 bytes at a time, no byte spread.
+_ASM_FP4_F16 = """
+{{
+.reg .b32 a, b, e, h0, h1;
+.reg .b16 e0, e1;
+{make_e4m3}
+mov.b32 {{e0, e1}}, e;
+cvt.rn.f16x2.e4m3x2 h0, e0;
+cvt.rn.f16x2.e4m3x2 h1, e1;
+mul.rn.f16x2 $0, h0, $3;
+mul.rn.f16x2 $1, h1, $4;
+}}
+"""
+_ASM_LO_F16 = tl.constexpr(_ASM_FP4_F16.format(make_e4m3="""shl.b32 a, $2, 4;
+shl.b32 b, $2, 2;
+and.b32 a, a, 0x80808080;
+and.b32 b, b, 0x1C1C1C1C;
+or.b32 e, a, b;"""))
+_ASM_HI_F16 = tl.constexpr(_ASM_FP4_F16.format(make_e4m3="""shr.u32 b, $2, 2;
+and.b32 a, $2, 0x80808080;
+and.b32 b, b, 0x1C1C1C1C;
+or.b32 e, a, b;"""))
+# Exact in fp16 (weights as 2^k * code value with -20 <= k <= 9: normal fp16 factors, no product below fp16's
+# subnormal step or above 6 * 2^9) for every block whose scale byte is at most F16_SCALE_SPREAD below the largest;
+# the largest block scale then lands at 2^9. Blocks further below flush to zero (their factor is 0): the caller takes
+# this decode only where no block with a nonzero code lies there (f16_shift)
+F16_SCALE_SPREAD = 29
+_F16_TOP_EXPONENT = 9
+
+
+def f16_shift(live_scales: tuple[int, int] | None) -> int | None:
+    """The power of two the fp16 decode divides the weights by (its accumulators are multiplied back), given the
+    smallest and largest scale byte of the blocks with a nonzero code; None where the decode would not be exact."""
+    if live_scales is None:
+        return None
+    low, high = live_scales
+    if high - low > F16_SCALE_SPREAD or high > 254:
+        return None
+    return high - 127 - _F16_TOP_EXPONENT
+
+
+def ptx_decode_f16() -> tuple[str, str]:
+    """The (low nibble, high nibble) PTX of the fp16 decode (dequant's ASM 3)."""
+    return _ASM_LO_F16.value, _ASM_HI_F16.value
+
+
 @triton.jit
 def _bf16_factor(bits, wq):
     """Per-block bf16 factors from their bit patterns [BN, NB], broadcast over the block's bytes [BN, NB, 16]."""
@@ -159,13 +208,20 @@ def _ptx_nibbles(wq, f, LO: tl.constexpr, HI: tl.constexpr):
 
 @triton.jit
 def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.constexpr = False,
-            UPPER_BYTES: tl.constexpr = False):
+            UPPER_BYTES: tl.constexpr = False, F16_BIAS: tl.constexpr = 0):
     """wq uint8 [BN, NB, 16], sc uint8 [BN, NB] -> weights [BN, NB*32] in DTYPE, natural K order
     (byte j of a block holds elements 2j (low nibble) and 2j+1 (high nibble)), or with SPLIT_PAIRS each block's even
     K then its odd K (split_pairs puts the other operand in that order). ASM (bf16, NVIDIA only): 1 the PTX decode,
     2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT); UPPER_BYTES
-    the PTX's spread of each byte into its lane's high half (same bits)."""
-    if ASM:
+    the PTX's spread of each byte into its lane's high half (same bits); 3 the fp16 decode, whose weights are
+    2^-shift of their value, with F16_BIAS = -106 - shift (f16_shift; a constant: a runtime
+    bias made Triton feed the MMA from shared memory, offline 490 -> 581 instructions per K step)."""
+    if ASM == 3:  # fp16 bits of the factor 2^(s - 121 - shift); 0 (flush) for a scale below the exact range
+        f = tl.maximum(sc.to(tl.int32) + F16_BIAS, 0) << 10
+        f = tl.broadcast_to(f.to(tl.int16).to(tl.float16, bitcast=True)[:, :, None], wq.shape)
+        lo = tl.inline_asm_elementwise(_ASM_LO_F16, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
+        hi = tl.inline_asm_elementwise(_ASM_HI_F16, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
+    elif ASM:
         si = sc.to(tl.int32)
         if ASM == 2:  # bf16 bits of 2^(s - 1 - SHIFT): finite for s <= ONE_MUL_MAX_SCALE
             f = _bf16_factor((si + _ONE_MUL_FACTOR_BIAS) << 7, wq)

@@ -69,19 +69,22 @@ class TritonMoe(Backend):
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     def prepare_with(self, case: Case, io: MoeIO, ctx: RankContext, config, source: str) -> Prepared:
-        from rocbench.kernels.moe_a16w4 import alloc_counters, largest_scale, moe_a16w4, pipeline_description
+        from rocbench.kernels.moe_a16w4 import (alloc_counters, largest_scale, live_scale_range, moe_a16w4,
+                                                pipeline_description)
 
         counters = alloc_counters(config, *self.shape(case), ctx.device)
         weights = io.layouts[case["layout"]]
         scale_max = largest_scale(weights.w13_scale, weights.w2_scale)
+        live13 = live_scale_range(io.w13_packed, io.w13_scales) if config.f16_gemm1 else None
 
         def run() -> torch.Tensor:
             return moe_a16w4(io.x, weights.w13, weights.w13_scale, weights.w2, weights.w2_scale, io.topk_weights,
                              io.topk_ids, layout=case["layout"], experts=case["experts"], inter=case["inter"],
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
-                             out=io.out, config=config, counters=counters, scale_max=scale_max)
+                             out=io.out, config=config, counters=counters, scale_max=scale_max,
+                             w13_live_scales=live13)
         route = "inline-route" if config.inline else "aligned"
-        pipeline = pipeline_description(config, ctx.device, io.x.dtype, scale_max)
+        pipeline = pipeline_description(config, ctx.device, io.x.dtype, scale_max, live13)
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
                              f"({source})")
 
