@@ -160,6 +160,22 @@ def test_scale_words_match_byte_loads_bitwise():
         assert torch.equal(words.view(torch.int16), bytes_.view(torch.int16)), layout
 
 
+@pytest.mark.parametrize("tokens", [3, 40])  # inline routing with a GEMM1 K split, then the block table
+def test_stacked_gate_up_gives_the_same_bits(tokens):
+    """GEMM1 with its gate and up rows as one operand (stacked_gate_up), with and without the register prefetch: each
+    output row is the same dot product as in the two separate dots, so the same bits; and it refuses tl.dot_scaled."""
+    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=11)
+    plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2)
+    for layout in L.LAYOUTS:
+        expected = _run(p, layout, "swiglu", plan)
+        for prefetch in (False, True):
+            stacked = dataclasses.replace(plan, stacked_gate_up=True, prefetch=prefetch)
+            got = _run(p, layout, "swiglu", stacked)
+            assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (layout, prefetch)
+    with pytest.raises(ValueError, match="stacked_gate_up"):
+        K.check_config(dataclasses.replace(plan, stacked_gate_up=True, scaled_dot=True), p["inter"], p["h"])
+
+
 def test_unaligned_scales_fall_back_to_byte_loads():
     # scale words need 4-byte-aligned scale tensors; views at an odd offset are read byte by byte, same bits
     p = _problem(t=4, seed=5)
@@ -457,6 +473,10 @@ def test_gpu_asm_dequant_bitwise_and_config_variants_match_reference(tokens):
                        dict(bn2=128, warps2=8)):
             other = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
             assert _close(other, ref, rel=1e-2)[0], (layout, change)
+        # the stacked gate and up rows (4 and 8 warps) compute the same dot products: the same bits
+        for warps in (4, 8):
+            stacked = _run(p, layout, "swiglu", dataclasses.replace(plan, stacked_gate_up=True, warps1=warps))
+            assert torch.equal(stacked.view(torch.int16), asm.view(torch.int16)), (layout, warps)
         # a cache prefetch (PTX) moves no value: the same bits as the same config without it
         plain = dataclasses.replace(plan, prefetch=False, scale_words=False, stages1=1, stages2=1)
         expected = _run(p, layout, "swiglu", plain)

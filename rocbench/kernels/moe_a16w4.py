@@ -159,6 +159,39 @@ def _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_
     tl.store(act_ptr + pair64[None, :] * INTER + offs_n[:, None], a.to(DTYPE), mask=m_mask[None, :])
 
 
+@triton.jit
+def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
+                   BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+                   ASM: tl.constexpr, PREFETCH: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
+                   SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr, F16_BIAS: tl.constexpr):
+    """GEMM1's K loop with the tile's gate rows and up rows stacked into one [2 BN, K] weight operand
+    (MoeConfig.stacked_gate_up): one load, one decode and one dot per K step, and with 8 warps each warp owns 16
+    distinct rows (two separate 64-row dots split their token columns between two warp groups, which then decode the
+    same rows twice). Returns the gate and up accumulators [BN, BM] as the unstacked loop does."""
+    i = tl.arange(0, 2 * BN)
+    rows = tl.where(i < BN, pid_n * BN + i, INTER + pid_n * BN + i - BN)
+    w_rows = w_ptr + w_row_base(e64, rows, N, KPB, LAYOUT, True)
+    s_rows, s_shift = scale_rows(s_ptr, s_row_part(e64, rows, N, SC, LAYOUT, True), WORDS)
+    offs_k = tl.arange(0, NB * 32)
+    acc = tl.zeros([2 * BN, BM], dtype=tl.float32)
+    if PREFETCH:
+        next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
+    for ks in range(ks0, ks1):
+        ahead = tl.minimum(ks + 1, ks1 - 1)
+        if PREFETCH:
+            wq, sc = next_w, next_s
+            next_w, next_s = weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
+        else:
+            if PREFETCH_HINT != 0:
+                prefetch_step(w_rows, s_rows, rows, ahead, NB, WORDS, PREFETCH_HINT)
+            wq, sc = weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
+        xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
+        xt = tl.trans(split_pairs(xt, SPLIT_PAIRS))
+        acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS), xt, acc,
+                     input_precision=DOT_PREC)
+    return tl.split(tl.permute(tl.reshape(acc, [2, BN, BM]), (1, 2, 0)))
+
+
 @triton.jit(do_not_specialize=["P", "KSTEPS", "KS_PER_SPLIT", "SPLIT"])
 def _moe_gemm1_kernel(
     x_ptr, stride_x, w_ptr, s_ptr, b_ptr,
@@ -170,7 +203,7 @@ def _moe_gemm1_kernel(
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
     PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr, ACT_DTYPE: tl.constexpr,
-    F16_BIAS: tl.constexpr,
+    F16_BIAS: tl.constexpr, STACKED: tl.constexpr,
 ):
     if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
         gdc_launch_dependents()
@@ -197,35 +230,40 @@ def _moe_gemm1_kernel(
     acc_u = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
-    if PREFETCH:
-        next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
-        next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
-    for ks in range(ks0, ks1):
-        ahead = tl.minimum(ks + 1, ks1 - 1)  # the next step (the last step takes itself again rather than branch)
+    if STACKED:
+        acc_g, acc_u = _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
+                                      BM, BN, NB, DTYPE, DOT_PREC, ASM, PREFETCH, WORDS, PREFETCH_HINT, SPLIT_PAIRS,
+                                      UPPER_BYTES, F16_BIAS)
+    else:
         if PREFETCH:
-            # the next step's weights are loaded before this step's decode and dots: a load that feeds the decode
-            # is otherwise waited for in place
-            wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
-            next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
-            next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
-        else:
-            if PREFETCH_HINT != 0:  # the next step's lines
-                prefetch_step(wg_rows, sg_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-                prefetch_step(wu_rows, su_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-            wq_g, s_g = weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
-            wq_u, s_u = weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
-        # x rows are contiguous along K: vector loads, transposed for the dot's B operand
-        xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
-                     other=0.0)
-        xt = tl.trans(split_pairs(xt, SPLIT_PAIRS))
-        if SCALED_DOT:
-            acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
-            acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
-        else:
-            w_g = dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
-            acc_g = tl.dot(w_g, xt, acc_g, input_precision=DOT_PREC)
-            w_u = dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
-            acc_u = tl.dot(w_u, xt, acc_u, input_precision=DOT_PREC)
+            next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ks0, NB, WORDS)
+            next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ks0, NB, WORDS)
+        for ks in range(ks0, ks1):
+            ahead = tl.minimum(ks + 1, ks1 - 1)  # the next step (the last step takes itself again rather than branch)
+            if PREFETCH:
+                # the next step's weights are loaded before this step's decode and dots: a load that feeds the decode
+                # is otherwise waited for in place
+                wq_g, s_g, wq_u, s_u = next_g, next_sg, next_u, next_su
+                next_g, next_sg = weight_step(wg_rows, sg_rows, sg_shift, ahead, NB, WORDS)
+                next_u, next_su = weight_step(wu_rows, su_rows, su_shift, ahead, NB, WORDS)
+            else:
+                if PREFETCH_HINT != 0:  # the next step's lines
+                    prefetch_step(wg_rows, sg_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+                    prefetch_step(wu_rows, su_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
+                wq_g, s_g = weight_step(wg_rows, sg_rows, sg_shift, ks, NB, WORDS)
+                wq_u, s_u = weight_step(wu_rows, su_rows, su_shift, ks, NB, WORDS)
+            # x rows are contiguous along K: vector loads, transposed for the dot's B operand
+            xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                         other=0.0)
+            xt = tl.trans(split_pairs(xt, SPLIT_PAIRS))
+            if SCALED_DOT:
+                acc_g = tl.dot_scaled(tl.reshape(wq_g, [BN, NB * 16]), s_g, "e2m1", xt, None, "bf16", acc_g)
+                acc_u = tl.dot_scaled(tl.reshape(wq_u, [BN, NB * 16]), s_u, "e2m1", xt, None, "bf16", acc_u)
+            else:
+                w_g = dequant(wq_g, s_g, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
+                acc_g = tl.dot(w_g, xt, acc_g, input_precision=DOT_PREC)
+                w_u = dequant(wq_u, s_u, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS)
+                acc_u = tl.dot(w_u, xt, acc_u, input_precision=DOT_PREC)
     if ASM == 2:  # the one-multiply decode's weights were 2^-ONE_MUL_SHIFT of their value
         acc_g *= ONE_MUL_UNDO
         acc_u *= ONE_MUL_UNDO
@@ -588,7 +626,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype1,
         DOT_PREC=dot_prec, ASM=asm1, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
         PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, UPPER_BYTES=cfg.upper_bytes,
-        ACT_DTYPE=dtype, F16_BIAS=f16_bias, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        ACT_DTYPE=dtype, F16_BIAS=f16_bias, STACKED=cfg.stacked_gate_up, num_warps=cfg.warps1, num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2

@@ -80,6 +80,12 @@ class MoeConfig:
     # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1): GEMM1's loop 568 -> 454 instructions per warp and K step at
     # 64 tokens, 771 -> 651 at 1024. Off until a GPU has timed it (a --tune candidate)
     f16_gemm1: bool = False
+    # GEMM1's gate and up rows as one [2 bn1, K] operand: one load, decode and dot per K step (not with scaled_dot).
+    # With 8 warps each warp then owns 16 distinct weight rows, where two 64-row dots split the token columns between
+    # warp groups that decode the same rows twice. Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1) at 1024 tokens,
+    # per 2 KB of weights: 771 instructions at 218 registers (2 warps per scheduler) -> 856 at 106 registers with 8
+    # warps (4 per scheduler; 746 with f16_gemm1, 668 in the decode plans' pipeline). Off until a GPU has timed it
+    stacked_gate_up: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -205,6 +211,8 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"bad config {cfg}")
     if cfg.prefetch_hint not in PREFETCH_HINT_LEVELS or (cfg.prefetch_hint and cfg.prefetch):
         raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
+    if cfg.stacked_gate_up and cfg.scaled_dot:
+        raise ValueError(f"config {cfg}: stacked_gate_up runs the kernel's own decode, not tl.dot_scaled")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -250,6 +258,10 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "upper_bytes": dict(upper_bytes=not plan.upper_bytes),
         "f16_gemm1": dict(f16_gemm1=not plan.f16_gemm1),
         "f16_gemm1,upper_bytes": dict(f16_gemm1=True, upper_bytes=True),
+        # one 8-warp dot of the stacked gate and up rows: twice the warps per SM at prefill (see stacked_gate_up)
+        "stacked,w8": dict(stacked_gate_up=True, warps1=8),
+        "stacked,w8,f16_gemm1": dict(stacked_gate_up=True, warps1=8, f16_gemm1=True),
+        "stacked,w8,decode_pipeline": dict(CACHE_HINT_DECODE_PIPELINE, stacked_gate_up=True, warps1=8),
         # prefill (64-row token tiles) in the decode plans' NVIDIA pipeline. Offline sm_90 SASS (Triton 3.6,
         # gpt-oss-120b TP1 x 1024 tokens): GEMM1's loop 771 -> 641 instructions per warp and K step (609 with
         # upper_bytes), GEMM2's 435 -> 327, registers unchanged (218 -> 219: two programs per SM); its loads are no
