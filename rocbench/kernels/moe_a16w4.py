@@ -160,6 +160,22 @@ def _store_act(act_ptr, b_ptr, e64, pair64, offs_n, m_mask, g, u, N, INTER, HAS_
 
 
 @triton.jit
+def _step_weights(w_rows, s_rows, s_shift, rows, ks, ahead, next_w, next_s, NB: tl.constexpr, WORDS: tl.constexpr,
+                  PREFETCH: tl.constexpr, PREFETCH_HINT: tl.constexpr):
+    """K step ks's packed weights and scales, and what the next step carries: with PREFETCH those loaded a step ago,
+    the next step's loaded now (next_w, next_s: a register double buffer); else loaded now, after a cache prefetch of
+    the next step's lines where PREFETCH_HINT asks (next_w, next_s unused)."""
+    if PREFETCH:
+        wq, sc = next_w, next_s
+        next_w, next_s = weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
+    else:
+        if PREFETCH_HINT != 0:
+            prefetch_step(w_rows, s_rows, rows, ahead, NB, WORDS, PREFETCH_HINT)
+        wq, sc = weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
+    return wq, sc, next_w, next_s
+
+
+@triton.jit
 def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
                    BM: tl.constexpr, BN: tl.constexpr, NB: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
                    ASM: tl.constexpr, PREFETCH: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
@@ -174,17 +190,13 @@ def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, 
     s_rows, s_shift = scale_rows(s_ptr, s_row_part(e64, rows, N, SC, LAYOUT, True), WORDS)
     offs_k = tl.arange(0, NB * 32)
     acc = tl.zeros([2 * BN, BM], dtype=tl.float32)
+    next_w, next_s = 0, 0
     if PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     for ks in range(ks0, ks1):
         ahead = tl.minimum(ks + 1, ks1 - 1)
-        if PREFETCH:
-            wq, sc = next_w, next_s
-            next_w, next_s = weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
-        else:
-            if PREFETCH_HINT != 0:
-                prefetch_step(w_rows, s_rows, rows, ahead, NB, WORDS, PREFETCH_HINT)
-            wq, sc = weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
+        wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, rows, ks, ahead, next_w, next_s, NB, WORDS,
+                                               PREFETCH, PREFETCH_HINT)
         xt = tl.load(x_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
         xt = tl.trans(split_pairs(xt, SPLIT_PAIRS))
         acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES, F16_BIAS), xt, acc,
@@ -381,6 +393,7 @@ def _moe_gemm2_kernel(
     acc = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
+    next_w, next_s = 0, 0
     if PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:
@@ -389,13 +402,8 @@ def _moe_gemm2_kernel(
         gdc_wait()
     for ks in range(ks0, ks1):
         ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
-        if PREFETCH:
-            wq, sc = next_w, next_s
-            next_w, next_s = weight_step(w_rows, s_rows, s_shift, ahead, NB, WORDS)
-        else:
-            if PREFETCH_HINT != 0:
-                prefetch_step(w_rows, s_rows, offs_n, ahead, NB, WORDS, PREFETCH_HINT)
-            wq, sc = weight_step(w_rows, s_rows, s_shift, ks, NB, WORDS)
+        wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB, WORDS,
+                                               PREFETCH, PREFETCH_HINT)
         at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
                      other=0.0)
         if SCALED_DOT:
