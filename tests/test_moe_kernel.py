@@ -168,10 +168,9 @@ def test_stacked_gate_up_gives_the_same_bits(tokens):
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2)
     for layout in L.LAYOUTS:
         expected = _run(p, layout, "swiglu", plan)
-        for prefetch in (False, True):
-            stacked = dataclasses.replace(plan, stacked_gate_up=True, prefetch=prefetch)
-            got = _run(p, layout, "swiglu", stacked)
-            assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (layout, prefetch)
+        for change in (dict(prefetch=False), dict(prefetch=True), dict(bm=128)):  # 128-row token blocks: a candidate
+            got = _run(p, layout, "swiglu", dataclasses.replace(plan, stacked_gate_up=True, **change))
+            assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (layout, change)
     with pytest.raises(ValueError, match="stacked_gate_up"):
         K.check_config(dataclasses.replace(plan, stacked_gate_up=True, scaled_dot=True), p["inter"], p["h"])
 

@@ -18,7 +18,7 @@ PREFETCH_HINT_LEVELS = {"": 0, "L1": 1, "L2": 2}  # MoeConfig.prefetch_hint -> t
 class MoeConfig:
     """Tiling / launch choices. bm, inline, split1 and split2 can change rounding (a different
     summation order); both layouts always use the same plan, so they stay bitwise equal."""
-    bm: int  # rows (token, slot pairs) per expert block: 16, 32 or 64
+    bm: int  # rows (token, slot pairs) per expert block: 16, 32 or 64 (128: a --tune candidate at prefill)
     bn1: int  # intermediate columns per GEMM1 program (gate and up each)
     bn2: int  # hidden rows per GEMM2 program
     nb1: int  # MX blocks (32 values) per K step in GEMM1
@@ -207,7 +207,7 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg} does not tile inter={inter} / hidden={hidden}")
     if (hidden // 32) % cfg.nb1 or (inter // 32) % cfg.nb2:
         raise ValueError(f"config {cfg}: nb1/nb2 must divide the K blocks")
-    if cfg.bm not in (16, 32, 64) or cfg.split1 < 1 or cfg.split2 < 1:
+    if cfg.bm not in (16, 32, 64, 128) or cfg.split1 < 1 or cfg.split2 < 1:
         raise ValueError(f"bad config {cfg}")
     if cfg.prefetch_hint not in PREFETCH_HINT_LEVELS or (cfg.prefetch_hint and cfg.prefetch):
         raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
@@ -269,6 +269,12 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "decode_pipeline": CACHE_HINT_DECODE_PIPELINE,
         "decode_pipeline,upper_bytes": dict(CACHE_HINT_DECODE_PIPELINE, upper_bytes=True),
     }
+    if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
+        # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174
+        # registers (one 8-warp program per SM), GEMM2 447 at 208. gfx942's 64 KiB of LDS cannot hold its 3 stages
+        # (96 KiB): there --tune counts it as failed
+        variations["stacked,w8,bm128"] = dict(stacked_gate_up=True, warps1=8, bm=128)
+        variations["stacked,w8,bm128,f16_gemm1"] = dict(stacked_gate_up=True, warps1=8, bm=128, f16_gemm1=True)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)
