@@ -171,6 +171,8 @@ def test_stacked_gate_up_gives_the_same_bits(tokens):
         for change in (dict(prefetch=False), dict(prefetch=True), dict(bm=128)):  # 128-row token blocks: a candidate
             got = _run(p, layout, "swiglu", dataclasses.replace(plan, stacked_gate_up=True, **change))
             assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (layout, change)
+    assert K.pipeline_description(dataclasses.replace(plan, stacked_gate_up=True, warps1=8),
+                                  torch.device("cpu")).endswith("stacked-gate-up/8w")
     with pytest.raises(ValueError, match="stacked_gate_up"):
         K.check_config(dataclasses.replace(plan, stacked_gate_up=True, scaled_dot=True), p["inter"], p["h"])
 

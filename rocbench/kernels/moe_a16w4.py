@@ -546,6 +546,8 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
         words.append("gemm1-f16")
     if pair_order(cfg, x_dtype):
         words.append("split-pairs")
+    if cfg.stacked_gate_up:
+        words.append(f"stacked-gate-up/{cfg.warps1}w")
     return " ".join(words)
 
 
