@@ -58,8 +58,11 @@ def wait_for_rows(out: Path, rows: int, timeout: float = 120) -> Path:
 def test_killed_run_keeps_a_valid_csv_leaves_no_process_and_resume_finishes_it(sig, tmp_path):
     tag = f"killed-{sig}-{os.getpid()}"
     proc = start([*SLOW_ALLGATHER, *HANG_LAST], tmp_path, env={"ROCBENCH_TEST_TAG": tag, **ALLOW_INJECT})
-    run_dir = wait_for_rows(tmp_path, 3)
+    wait_for_rows(tmp_path, 1)
     assert len(processes_with_env("ROCBENCH_TEST_TAG", tag)) >= 3  # rocbench, its fork server, its ranks
+    # the signal goes as soon as the third row is there: scanning /proc in between once took longer than the other
+    # 12 rows and the hang together on a loaded 2-core box (all 16 rows were written before the SIGINT)
+    run_dir = wait_for_rows(tmp_path, 3)
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode != 0
@@ -76,6 +79,19 @@ def test_killed_run_keeps_a_valid_csv_leaves_no_process_and_resume_finishes_it(s
     assert after["status"].tolist() == ["pass"] * (SLOW_ROWS - 1) + ["timeout"]
     assert after.iloc[: len(before)]["case"].tolist() == before["case"].tolist()  # finished rows untouched
     assert len(list(tmp_path.iterdir())) == 1, "resume must not start a new run directory"
+
+
+def test_an_interrupt_during_a_hang_stops_the_run_at_once(tmp_path):
+    """Ctrl-C while a rank hangs: the run records what finished and exits 130 within seconds, not after the case's
+    time limit nor after waiting for the hung rank to leave (it is killed)."""
+    proc = start([*SLOW_ALLGATHER, "--inject", f"hang@{SLOW_ROWS - 1}", "--timeout", "120"], tmp_path, env=ALLOW_INJECT)
+    run_dir = wait_for_rows(tmp_path, SLOW_ROWS - 1)
+    time.sleep(1)  # into the hang
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - sent < 15
+    assert len(results(run_dir)) == SLOW_ROWS - 1
 
 
 def test_resume_rejects_another_suites_run(tmp_path):

@@ -149,6 +149,7 @@ def run_suite(suite: Suite, params: dict, opts: RunOptions, out_dir: Path, conso
         recorder.drive(executor)
     except KeyboardInterrupt:
         recorder.interrupted = True
+        executor.abort()
         console.print("[red]interrupted: the finished rows are in results.csv[/red]")
     finally:
         executor.close()
