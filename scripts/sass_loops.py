@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import json
 import os
@@ -22,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT_LOOP = 40  # loops below this many instructions (routing, reductions) are left out
@@ -80,35 +78,16 @@ def read_cubin(cubin: Path) -> KernelSass:
     return KernelSass(cubin.stem, usage_of("REG"), usage_of("STACK"), usage_of("LOCAL"), len(code), loops)
 
 
-@contextlib.contextmanager
-def nvidia_paths():
-    """The NVIDIA-only code paths on, as an sm_90 GPU takes them."""
-    from rocbench.kernels import mla_decode, moe_a16w4
-
-    on = lambda *args: True  # noqa: E731
-    with contextlib.ExitStack() as stack:
-        for module in (moe_a16w4, mla_decode):
-            for name in ("nvidia_gpu", "cache_hint_available", "dependent_launch_supported",
-                         "e4m3_conversion_available"):
-                if hasattr(module, name):
-                    stack.enter_context(mock.patch.object(module, name, on))
-        yield
-
-
 def compile_moe(shape_name: str, tokens: int, overrides: dict) -> None:
-    import functools
-
-    from rocbench.kernels import moe_a16w4
     from rocbench.kernels.moe_plan import heuristic_plan
-    from tests.compile_only import MOE_SHAPES, compile_only, moe_call
+    from tests.compile_only import MOE_SHAPES, compile_only, moe_call, nvidia_paths
 
     shape = MOE_SHAPES[shape_name]
     experts, topk, hidden, inter = shape[:4]
     config = dataclasses.replace(heuristic_plan(tokens, topk, experts, inter, hidden, 132, True), **overrides)
     print(config)
-    vouched = functools.partial(moe_a16w4.moe_a16w4, scale_max=127, w13_live_scales=(110, 127))
-    with nvidia_paths(), mock.patch.object(moe_a16w4, "moe_a16w4", vouched), compile_only("sm90"):
-        moe_call("sm90", shape, tokens, config)
+    with nvidia_paths(), compile_only("sm90"):
+        moe_call("sm90", shape, tokens, config, scale_max=127, w13_live_scales=(110, 127))
 
 
 def compile_mla(kv: str, nhead: int, batch: int, persistent: bool, overrides: dict) -> None:
@@ -116,7 +95,7 @@ def compile_mla(kv: str, nhead: int, batch: int, persistent: bool, overrides: di
 
     from rocbench.kernels import mla_config
     from rocbench.suites.mla.backends import TritonMla
-    from tests.compile_only import _mla_case, compile_only
+    from tests.compile_only import _mla_case, compile_only, nvidia_paths
 
     kv_dtype = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}[kv]
     config = dataclasses.replace(mla_config.builtin_config(kv_dtype, nhead, 1, batch, persistent=persistent),

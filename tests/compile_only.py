@@ -150,7 +150,26 @@ MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as 
 }
 
 
-def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interleave") -> None:
+@contextlib.contextmanager
+def nvidia_paths():
+    """The NVIDIA-only code paths (PTX decodes and prefetch, dependent launches, the e4m3 conversion) on, as an sm_90
+    GPU takes them: the calls here run with a CPU device, where the product leaves them off."""
+    from unittest import mock
+
+    from rocbench.kernels import mla_decode, moe_a16w4
+
+    on = lambda *args: True  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        for module in (moe_a16w4, mla_decode):
+            for name in ("nvidia_gpu", "cache_hint_available", "dependent_launch_supported",
+                         "e4m3_conversion_available"):
+                if hasattr(module, name):
+                    stack.enter_context(mock.patch.object(module, name, on))
+        yield
+
+
+def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interleave", scale_max: int | None = None,
+             w13_live_scales: tuple[int, int] | None = None) -> None:
     import torch
 
     from rocbench.formats import moe_layouts
@@ -167,7 +186,8 @@ def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interl
               torch.full((tokens, topk), 1.0 / topk), torch.randint(0, experts, (tokens, topk), dtype=torch.int32),
               layout=layout, experts=experts, inter=inter, hidden=hidden, activation=activation,
               b13=torch.zeros(experts, 2 * inter, dtype=bf16) if bias else None,
-              b2=torch.zeros(experts, hidden, dtype=bf16) if bias else None, config=config)
+              b2=torch.zeros(experts, hidden, dtype=bf16) if bias else None, config=config, scale_max=scale_max,
+              w13_live_scales=w13_live_scales)
 
 
 def _outcome(call) -> str:

@@ -1,7 +1,17 @@
-"""Which device gets NVIDIA-only kernel code (PTX inline asm, grid dependency control)."""
+"""Which device gets NVIDIA-only kernel code (PTX inline asm, grid dependency control), and that code compiled for
+sm_90 offline."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
 import torch
 
 from rocbench.kernels import target
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_only_a_cuda_torch_outside_the_interpreter_is_an_nvidia_target(monkeypatch):
@@ -37,3 +47,38 @@ def test_dependent_launch_only_on_nvidia_sm90_and_never_in_the_interpreter(monke
     monkeypatch.setattr(pdl, "HAS_GDC", False)  # a Triton without griddepcontrol
     assert not pdl.dependent_launch_supported(cuda)
     assert pdl.pdl_launch_option(True) == {"launch_pdl": True} and pdl.pdl_launch_option(False) == {}
+
+
+def _has_cuda_backend() -> bool:
+    from triton.backends import backends
+
+    return "nvidia" in backends
+
+
+@pytest.mark.skipif(not _has_cuda_backend(), reason="this Triton has no NVIDIA backend to compile for sm_90 with")
+def test_moe_ptx_paths_compile_for_sm90_offline():
+    """The MoE kernels' NVIDIA-only paths, which no CPU test runs, compiled for sm_90 by this Triton's ptxas through
+    the product's call (tests/compile_only.py, nothing run): the exact PTX decode with the cache prefetch, dependent
+    launches and split pairs; then the fp16 GEMM1 with its x kernel, stacked over 8 warps, and GEMM2's one-multiply
+    upper-byte decode."""
+    script = textwrap.dedent("""
+        import dataclasses
+        from rocbench.kernels.moe_plan import heuristic_plan
+        from tests.compile_only import MOE_SHAPES, compile_only, moe_call, nvidia_paths
+        shape = MOE_SHAPES["gpt-oss-120b TP8 pad"]
+        experts, topk, hidden, inter = shape[:4]
+        plan = heuristic_plan(16, topk, experts, inter, hidden, 132, True)
+        with nvidia_paths(), compile_only("sm90") as driver:
+            moe_call("sm90", shape, 16, plan)
+            moe_call("sm90", shape, 16, dataclasses.replace(plan, f16_gemm1=True, upper_bytes=True,
+                                                            stacked_gate_up=True, warps1=8),
+                     scale_max=127, w13_live_scales=(110, 127))
+            print(" ".join(driver.launched))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the JIT must compile, not interpret
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    launched = done.stdout.split()
+    assert launched.count("_moe_gemm1_kernel") == 2 and "_x_to_f16_kernel" in launched, launched

@@ -146,8 +146,9 @@ _ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER = (tl.constexpr(a) for a in ptx_dec
 
 # The fp16 decode (dequant's ASM == 3; MoeConfig.f16_gemm1, GEMM1 only): each nibble becomes an e4m3 byte of its
 # value * 2^-6 (sign to bit 7, e1 e0 m to bits 4..2, so that code 1, 0.5, is an e4m3 subnormal), then one exact
-# cvt.rn.f16x2.e4m3x2 per two values and one fp16x2 multiply by the block's factor 2^(k + 6), which leaves the weight
-# at 2^k = its value * 2^-F16 shift. Word-wide bit operations: 4 bytes at a time, no byte spread.
+# cvt.rn.f16x2.e4m3x2 per two values and one fp16x2 multiply by the block's factor 2^(s - 121 - shift), which leaves
+# each weight at 2^-shift times its value (f16_shift picks the shift). Word-wide bit operations: 4 bytes at a time,
+# no byte spread.
 _ASM_FP4_F16 = """
 {{
 .reg .b32 a, b, e, h0, h1;
@@ -200,9 +201,15 @@ def _bf16_factor(bits, wq):
 
 
 @triton.jit
-def _ptx_nibbles(wq, f, LO: tl.constexpr, HI: tl.constexpr):
-    lo = tl.inline_asm_elementwise(LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
-    hi = tl.inline_asm_elementwise(HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+def _ptx_nibbles(wq, f, LO: tl.constexpr, HI: tl.constexpr, F16: tl.constexpr):
+    """Both nibbles of every byte by a PTX decode pair: 4 bytes and 4 factors in, 4 bf16 (F16: fp16) values out, per
+    call (inline_asm_elementwise takes no dtype held in a constexpr, hence the flag)."""
+    if F16:
+        lo = tl.inline_asm_elementwise(LO, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
+        hi = tl.inline_asm_elementwise(HI, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
+    else:
+        lo = tl.inline_asm_elementwise(LO, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
+        hi = tl.inline_asm_elementwise(HI, "=r,=r,r,r,r", [wq, f], dtype=tl.bfloat16, is_pure=True, pack=4)
     return lo, hi
 
 
@@ -214,27 +221,26 @@ def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.cons
     K then its odd K (split_pairs puts the other operand in that order). ASM (bf16, NVIDIA only): 1 the PTX decode,
     2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT); UPPER_BYTES
     the PTX's spread of each byte into its lane's high half (same bits); 3 the fp16 decode, whose weights are
-    2^-shift of their value, with F16_BIAS = -106 - shift (f16_shift; a constant: a runtime
-    bias made Triton feed the MMA from shared memory, offline 490 -> 581 instructions per K step)."""
+    2^-shift of their value, with F16_BIAS = -106 - shift (f16_shift). F16_BIAS is a constant because, as a runtime
+    argument, it made Triton feed the MMA from shared memory (offline 490 -> 581 instructions per K step)."""
     if ASM == 3:  # fp16 bits of the factor 2^(s - 121 - shift); 0 (flush) for a scale below the exact range
         f = tl.maximum(sc.to(tl.int32) + F16_BIAS, 0) << 10
         f = tl.broadcast_to(f.to(tl.int16).to(tl.float16, bitcast=True)[:, :, None], wq.shape)
-        lo = tl.inline_asm_elementwise(_ASM_LO_F16, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
-        hi = tl.inline_asm_elementwise(_ASM_HI_F16, "=r,=r,r,r,r", [wq, f], dtype=tl.float16, is_pure=True, pack=4)
+        lo, hi = _ptx_nibbles(wq, f, _ASM_LO_F16, _ASM_HI_F16, True)
     elif ASM:
         si = sc.to(tl.int32)
         if ASM == 2:  # bf16 bits of 2^(s - 1 - SHIFT): finite for s <= ONE_MUL_MAX_SCALE
             f = _bf16_factor((si + _ONE_MUL_FACTOR_BIAS) << 7, wq)
             if UPPER_BYTES:
-                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER)
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL_UPPER, _ASM_HI_ONE_MUL_UPPER, False)
             else:
-                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL, _ASM_HI_ONE_MUL)
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_ONE_MUL, _ASM_HI_ONE_MUL, False)
         else:
             f = _bf16_factor(tl.where(si == 0, 0x0040, tl.where(si == 255, 0x7FC0, si << 7)), wq)
             if UPPER_BYTES:
-                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_UPPER, _ASM_HI_UPPER)
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO_UPPER, _ASM_HI_UPPER, False)
             else:
-                lo, hi = _ptx_nibbles(wq, f, _ASM_LO, _ASM_HI)
+                lo, hi = _ptx_nibbles(wq, f, _ASM_LO, _ASM_HI, False)
     else:
         b32 = wq.to(tl.int32)
         f = _e8m0_factor(sc)[:, :, None]
