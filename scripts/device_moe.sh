@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The MoE kernels on one GPU: make bench, the GPU tests of the knobs that no GPU has timed yet, and A/B rows of those
+# knobs against the built-in plans (scripts/moe_config_store.py forces a knob through a tuned-config store; the rows
+# are gated as always). Name the parts to run; each fits inside the device's 10-minute limit alone:
+#   bench       make bench, its sweeps tarred into $OUT (about 540 s on an H200)
+#   gpu-tests   the MoE kernel GPU tests (decodes bitwise, stacked GEMM1, CUDA graphs; about 60 s)
+#   ab-decode   built-in vs upper_bytes vs f16_gemm1 + upper_bytes at 1-1024 tokens (3 shapes; about 140 s)
+#   ab-prefill  built-in vs stacked gate/up on 8 warps (+ f16_gemm1, + the decode pipeline, + 128-row blocks) at
+#               1024 and 4096 tokens (gpt-oss-120b TP1, DeepSeek-R1 TP8; about 200 s)
+#   det         triton, triton_det and triton_det in the decode pipeline (a plugin), batch-invariance gate on
+#               (1, 64, 1024 tokens; about 120 s)
+#   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
+#   test        the whole make test (about 340 s)
+# e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
+# Everything lands under $OUT (run directories tarred, since few files come back).
+set -u
+[ $# -gt 0 ] || { sed -n 2,16p "$0" >&2; exit 2; }
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-results/device}
+STORES=$(mktemp -d)
+mkdir -p "$OUT"
+make venv > "$OUT/venv.log" 2>&1 || { tail -20 "$OUT/venv.log"; exit 1; }
+PY=.venv/bin/python
+DECODE_PIPELINE='"prefetch": false, "prefetch_hint": "L2", "scale_words": false, "stages1": 1, "stages2": 1,
+                 "dependent_launch": true, "split_pairs": true'
+
+step() {
+    local limit=$1 rc; shift
+    echo "== $* (limit ${limit}s)"
+    timeout -k 10 "$limit" "$@"
+    rc=$?
+    echo "== rc=$rc after ${SECONDS}s"
+    return $rc
+}
+
+# rows <variant> <tokens> <gpt-oss TPs> [backends...]: interleave, kernel time, into $OUT/ab-<variant>; a variant
+# other than "builtin" runs under the store of that name
+rows() {
+    local variant=$1 tokens=$2 tps=$3 backends=${4:-triton} store=()
+    [ "$variant" != builtin ] && store=(env "ROCBENCH_TUNED_CONFIGS=$STORES/$variant.json")
+    local probes=(--skip-batch-probes)
+    [[ $backends == *det* ]] && probes=()  # the deterministic backends keep their batch-invariance gate
+    local common=(--layout interleave --times kernel --max-time 0.5 --tokens "$tokens" --backends "$backends"
+                  --plugin scripts/moe_det_pipeline_plugin.py "${probes[@]}" --out "$OUT/ab-$variant")
+    step 200 "${store[@]}" $PY -m rocbench moe --model gpt-oss-120b --tp "$tps" --pad "${common[@]}" | tail -14
+    step 200 "${store[@]}" $PY -m rocbench moe --model deepseek-r1 --tp 8 "${common[@]}" | tail -8
+}
+
+force() {  # force <variant> <MoeConfig fields as JSON>
+    $PY scripts/moe_config_store.py "$STORES/$1.json" "$2"
+}
+
+finish() {
+    (cd "$OUT" && ls -d ab-* > /dev/null 2>&1 && tar czf ab.tgz ab-* && rm -rf ab-*)
+    exit "$1"
+}
+
+for part in "$@"; do
+    case "$part" in
+        bench)
+            mkdir -p "$OUT/bench" && mv results results.repo && ln -s "$(realpath "$OUT/bench")" results
+            step 585 make bench > "$OUT/bench.log" 2>&1
+            grep -E "passed|failed|report" "$OUT/bench.log" | tail -8
+            rm results && mv results.repo results
+            (cd "$OUT" && tar czf sweeps.tgz bench && rm -rf bench) ;;
+        gpu-tests)
+            step 200 make test PYTEST_ARGS="tests/test_moe_kernel.py tests/test_kernel_target.py -k 'gpu or sm90'" \
+                > "$OUT/gpu-tests.log" 2>&1
+            grep -E "passed|failed|FAILED|Error" "$OUT/gpu-tests.log" | tail -12 ;;
+        ab-decode)
+            force upper '{"upper_bytes": true}'
+            force f16_upper '{"f16_gemm1": true, "upper_bytes": true}'
+            for variant in builtin upper f16_upper; do rows $variant 1,16,64,1024 1,8; done ;;
+        ab-prefill)
+            force stacked8 '{"stacked_gate_up": true, "warps1": 8}'
+            force stacked8_f16 '{"stacked_gate_up": true, "warps1": 8, "f16_gemm1": true, "upper_bytes": true}'
+            force stacked8_pipeline "{\"stacked_gate_up\": true, \"warps1\": 8, \"upper_bytes\": true, $DECODE_PIPELINE}"
+            force stacked8_bm128 '{"stacked_gate_up": true, "warps1": 8, "bm": 128, "f16_gemm1": true, "upper_bytes": true}'
+            for variant in builtin stacked8 stacked8_f16 stacked8_pipeline stacked8_bm128; do rows $variant 1024,4096 1; done ;;
+        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp ;;
+        split)
+            force two_mul '{"one_mul": false}'
+            force natural_k '{"split_pairs": false}'
+            force fused '{"fused_combine": true}'
+            for variant in two_mul natural_k; do rows $variant 16,64 1; done
+            rows fused 1,16 1,8 ;;
+        test) step 590 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
+        *) echo "unknown part: $part" >&2; finish 2 ;;
+    esac
+done
+finish 0

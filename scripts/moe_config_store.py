@@ -1,0 +1,64 @@
+"""Write a tuned-config store (rocbench.kernels.tuned) that forces MoE config fields for every shape the moe suite's
+models take, on this GPU: the heuristic plan of each shape and token count with the given fields changed. Point a
+run at it to time a knob against the built-in plan without `--tune` (the row's `tuned` column and path say so):
+
+    python scripts/moe_config_store.py /tmp/upper.json '{"upper_bytes": true}'
+    ROCBENCH_TUNED_CONFIGS=/tmp/upper.json rocbench moe --model gpt-oss-120b --tp 1,8 --pad --tokens 1,16,64
+
+Shapes: gpt-oss-120b at TP 1/2/4/8 padded and DeepSeek-R1 at TP 8 (the sweeps'), tokens 1..8192."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+MODELS = (("gpt-oss-120b", (1, 2, 4, 8), True), ("deepseek-r1", (8,), False))
+
+
+def store(overrides: dict, device_name: str, num_sms: int) -> dict:
+    from rocbench.kernels.moe_plan import MoeConfig, check_config, heuristic_plan, tune_key
+    from rocbench.suites.moe.reference import model_shape
+
+    unknown = set(overrides) - {field.name for field in dataclasses.fields(MoeConfig)}
+    if unknown:
+        raise SystemExit(f"moe_config_store: not MoeConfig fields: {sorted(unknown)}")
+    entries = {}
+    for model, tps, padded in MODELS:
+        for tp in tps:
+            shape = model_shape(model, tp, padded)
+            experts, topk, hidden, inter = shape["experts"], shape["topk"], shape["hidden"], shape["inter"]
+            for tokens in TOKENS:
+                plan = heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, True)
+                config = dataclasses.replace(plan, **overrides)
+                try:
+                    check_config(config, inter, hidden)
+                except ValueError:
+                    continue  # this shape cannot take it: the built-in plan runs there
+                entries[tune_key(tokens, topk, experts, inter, hidden)] = {
+                    "config": dataclasses.asdict(config), "evidence": {"forced": overrides}}
+    return {device_name: {"moe_a16w4": entries}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the store to write (ROCBENCH_TUNED_CONFIGS)")
+    parser.add_argument("overrides", help="MoeConfig fields to force, as JSON")
+    options = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("moe_config_store: tuned configs are kept per GPU, and there is none here")
+    properties = torch.cuda.get_device_properties(0)
+    data = store(json.loads(options.overrides), torch.cuda.get_device_name(0), properties.multi_processor_count)
+    options.out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"{options.out}: {len(next(iter(data.values()))['moe_a16w4'])} shapes forced to {options.overrides}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
