@@ -18,14 +18,8 @@ TP=${TP:-$(nvidia-smi -L | wc -l)}
 # 2 KiB .. 64 MiB per rank in bf16: TP8/TP2 logits rows, hidden states, and the bandwidth end.
 SHAPES=1x1024,1x7168,1x16160,8x7168,1x64640,64x7168,8x64640,256x7168,64x64640,512x16384,256x64640,2048x16384
 
-step() {
-    local limit=$1 rc; shift
-    echo "== $* (limit ${limit}s)"
-    timeout -k 10 "$limit" "$@"
-    rc=$?
-    echo "== rc=$rc after ${SECONDS}s"
-    return $rc
-}
+# shellcheck source=scripts/device_step.sh
+source "$(dirname "$0")/device_step.sh"
 
 finish() {
     tar czf "$OUT/runs.tgz" -C "$OUT" runs $( [ -d "$OUT/inject" ] && echo inject )

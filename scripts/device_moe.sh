@@ -24,14 +24,8 @@ PY=.venv/bin/python
 DECODE_PIPELINE='"prefetch": false, "prefetch_hint": "L2", "scale_words": false, "stages1": 1, "stages2": 1,
                  "dependent_launch": true, "split_pairs": true'
 
-step() {
-    local limit=$1 rc; shift
-    echo "== $* (limit ${limit}s)"
-    timeout -k 10 "$limit" "$@"
-    rc=$?
-    echo "== rc=$rc after ${SECONDS}s"
-    return $rc
-}
+# shellcheck source=scripts/device_step.sh
+source "$(dirname "$0")/device_step.sh"
 
 # rows <variant> <tokens> <gpt-oss TPs> [backends...]: interleave, kernel time, into $OUT/ab-<variant>; a variant
 # other than "builtin" runs under the store of that name

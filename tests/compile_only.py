@@ -150,6 +150,23 @@ MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as 
 }
 
 
+def run_offline(script: str, timeout: float = 240) -> str:
+    """Run a Python script that compiles through compile_only in a fresh process without TRITON_INTERPRET (Triton
+    decides at import whether its JIT interprets), from the repository root; its stdout, or an AssertionError with
+    the end of its stderr."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root)
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 @contextlib.contextmanager
 def nvidia_paths():
     """The NVIDIA-only code paths (PTX decodes and prefetch, dependent launches, the e4m3 conversion) on, as an sm_90

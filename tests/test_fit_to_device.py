@@ -3,11 +3,7 @@ and an offline compile of the MLA and MoE kernels for an MI300X (gfx942: 64 KiB 
 Triton's HIP backend, which showed every bf16 MLA config failing there before the fallback existed."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +14,7 @@ from rocbench.kernels import fit
 from rocbench.kernels.mla_config import MlaKernelConfig, smaller_configs
 from rocbench.kernels.mla_decode import build_persistent_schedule
 from rocbench.suites.mla.backends import TritonMla
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.compile_only import run_offline
 
 
 class OutOfResources(Exception):
@@ -133,12 +128,7 @@ def test_mla_moe_and_spin_kernels_compile_and_fit_on_mi300x_offline():
             spin.launch(torch.zeros(1, dtype=torch.int64), 0, 1000, hip=True)
             print("launched", " ".join(driver.launched))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the JIT must compile, not interpret
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
+    lines = run_offline(script).splitlines()
     assert lines[0].startswith("persistent") and "block_n 64 -> 32 to fit this GPU" in lines[0], lines[0]
     assert lines[1].startswith("split-kv") and "to fit this GPU" in lines[1], lines[1]
     launched = lines[2].split()[1:]

@@ -1,17 +1,12 @@
 """Which device gets NVIDIA-only kernel code (PTX inline asm, grid dependency control), and that code compiled for
 sm_90 offline."""
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from rocbench.kernels import target
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.compile_only import run_offline
 
 
 def test_only_a_cuda_torch_outside_the_interpreter_is_an_nvidia_target(monkeypatch):
@@ -75,10 +70,5 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
                      scale_max=127, w13_live_scales=(110, 127))
             print(" ".join(driver.launched))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the JIT must compile, not interpret
-    env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    launched = done.stdout.split()
+    launched = run_offline(script).split()
     assert launched.count("_moe_gemm1_kernel") == 2 and "_x_to_f16_kernel" in launched, launched
