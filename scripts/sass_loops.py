@@ -4,7 +4,7 @@ loop, the evidence behind the kernel notes in results/examples. Nothing runs. It
 
     pip install --target /tmp/t36 triton==3.6.0
     PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py moe "gpt-oss-120b TP1 pad" 64 '{"f16_gemm1": true}'
-    PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py mla bf16 32 64 --persistent '{"tokens_as_m": true}'
+    PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py mla bf16 32 64 '{"tokens_as_m": true}' --persistent
 
 The compile runs with a CPU device, where the NVIDIA-only paths (PTX decodes, the cache prefetch, dependent launches)
 are off; they are switched on as on an sm_90 GPU. MoE calls vouch for scale bytes up to 127 (the one-multiply decode)

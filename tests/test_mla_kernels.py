@@ -157,6 +157,9 @@ def test_tokens_as_m_is_a_tune_candidate_at_16_and_32_rows_only():
     assert fp8_16["tokens_as_m,fp8qk,cvt,stages1,2/sm"] == dataclasses.replace(TOKENS_AS_M, convert_where_loaded=True)
     assert fp8_16["cvt"] == dataclasses.replace(fp8_16["builtin"], convert_where_loaded=True)
     assert "cvt" not in tune_candidates(FP8_DTYPE, 64, 1, 64) and "cvt" not in tune_candidates(torch.bfloat16, 16, 1, 64)
+    bf16_32 = tune_candidates(torch.bfloat16, 32, 1, 64)["tokens_as_m,2/sm"]  # bf16's, with its own knobs
+    assert bf16_32.tokens_as_m and not bf16_32.fp8_qk and bf16_32.num_stages == 2
+    assert "tokens_as_m,2/sm" not in tune_candidates(torch.bfloat16, 64, 1, 64)
 
 
 def test_gate_catches_perturbations():
