@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The MoE kernels on one GPU: make bench, the GPU tests of the knobs that no GPU has timed yet, and A/B rows of those
-# knobs against the built-in plans (scripts/moe_config_store.py forces a knob through a tuned-config store; the rows
-# are gated as always). Name the parts to run; each fits inside the device's 10-minute limit alone:
+# The MoE kernels (and one MLA tune) on one GPU: make bench, the GPU tests of the knobs that no GPU has timed yet,
+# and A/B rows of those knobs against the built-in plans (scripts/moe_config_store.py forces a knob through a
+# tuned-config store; the rows are gated as always). Name the parts; each fits inside the device's 10-minute limit:
 #   bench       make bench, its sweeps tarred into $OUT (about 540 s on an H200; stopped at 570 s of the call)
 #   gpu-tests   the MoE kernel GPU tests (decodes bitwise, stacked GEMM1, CUDA graphs; about 60 s)
 #   ab-decode   built-in vs upper_bytes vs f16_gemm1 + upper_bytes at 1-1024 tokens (3 shapes; about 140 s)
@@ -10,11 +10,13 @@
 #   det         triton, triton_det and triton_det in the decode pipeline (a plugin), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
+#   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
+#               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
 #   test        the whole make test (about 340 s; stopped at 580 s of the call)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
-[ $# -gt 0 ] || { sed -n 2,16p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,18p "$0" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-results/device}
 STORES=$(mktemp -d)
@@ -78,6 +80,9 @@ for part in "$@"; do
             force fused '{"fused_combine": true}'
             for variant in two_mul natural_k; do rows $variant 16,64 1; done
             rows fused 1,16 1,8 ;;
+        mla-tune32)
+            step 400 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-tune32.json" $PY -m rocbench mla --nhead 32 --batch 64 \
+                --kv-dtype bf16,fp8 --persist --tune --times kernel --skip-batch-probes --out "$OUT/ab-mla-tune32" | tail -12 ;;
         test) step $((580 - SECONDS)) make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;
     esac
