@@ -77,8 +77,8 @@ class MoeConfig:
     # one exact cvt per two values (mxfp4_weights ASM 3), x's rows scaled into fp16 by a power of two (a small
     # kernel before GEMM1), accumulators scaled back: the same products and sums up to powers of two, where the
     # weights' live scale bytes lie within 29 of each other (moe_a16w4.gemm1_decode; else the bf16 decode runs).
-    # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1): GEMM1's loop 568 -> 454 instructions per warp and K step at
-    # 64 tokens, 771 -> 651 at 1024. Off until a GPU has timed it (a --tune candidate)
+    # Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1): GEMM1's loop 568 -> 490 instructions per warp and K step at
+    # 64 tokens, 771 -> 659 at 1024. Off until a GPU has timed it (a --tune candidate)
     f16_gemm1: bool = False
     # GEMM1's gate and up rows as one [2 bn1, K] operand: one load, decode and dot per K step (not with scaled_dot).
     # With 8 warps each warp then owns 16 distinct weight rows, where two 64-row dots split the token columns between
