@@ -43,8 +43,9 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
-from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_shift, prefetch_step,
-                                            s_row_part, scale_rows, split_pairs, w_row_base, weight_step)
+from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_factor_bias, f16_shift,
+                                            prefetch_step, s_row_part, scale_rows, split_pairs, w_row_base,
+                                            weight_step)
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
 
@@ -625,7 +626,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
         x1 = torch.empty(tokens, hidden, dtype=torch.float16, device=device)
         xs = torch.empty(tokens, dtype=torch.float32, device=device)
         _x_to_f16_kernel[(tokens,)](x, x.stride(0), x1, xs, hidden, BLOCK=min(1024, triton.next_power_of_2(hidden)))
-        dtype1, f16_undo, f16_bias = tl.float16, 2.0 ** shift, -106 - shift
+        dtype1, f16_undo, f16_bias = tl.float16, 2.0 ** shift, f16_factor_bias(shift)
     if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
     _moe_gemm1_kernel[(tiles1, grid_b, split1)](

@@ -189,6 +189,12 @@ def f16_shift(live_scales: tuple[int, int] | None) -> int | None:
     return high - 127 - _F16_TOP_EXPONENT
 
 
+def f16_factor_bias(shift: int) -> int:
+    """dequant's F16_BIAS for a shift: a block's factor 2^(s - 121 - shift) (the e4m3 value is the code's value
+    times 2^-6) has the fp16 exponent field s - 106 - shift."""
+    return -106 - shift
+
+
 def ptx_decode_f16() -> tuple[str, str]:
     """The (low nibble, high nibble) PTX of the fp16 decode (dequant's ASM 3)."""
     return _ASM_LO_F16.value, _ASM_HI_F16.value
@@ -221,7 +227,7 @@ def dequant(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, SPLIT_PAIRS: tl.cons
     K then its odd K (split_pairs puts the other operand in that order). ASM (bf16, NVIDIA only): 1 the PTX decode,
     2 its one-multiply form, whose weights are 2^-ONE_MUL_SHIFT of their value (see ONE_MUL_SHIFT); UPPER_BYTES
     the PTX's spread of each byte into its lane's high half (same bits); 3 the fp16 decode, whose weights are
-    2^-shift of their value, with F16_BIAS = -106 - shift (f16_shift). F16_BIAS is a constant because, as a runtime
+    2^-shift of their value (f16_shift), with F16_BIAS = f16_factor_bias(shift). It is a constant because, as a runtime
     argument, it made Triton feed the MMA from shared memory (offline 490 -> 581 instructions per K step)."""
     if ASM == 3:  # fp16 bits of the factor 2^(s - 121 - shift); 0 (flush) for a scale below the exact range
         f = tl.maximum(sc.to(tl.int32) + F16_BIAS, 0) << 10
