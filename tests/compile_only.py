@@ -190,11 +190,17 @@ def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interl
     import torch
 
     from rocbench.formats import moe_layouts
-    from rocbench.kernels.moe_a16w4 import moe_a16w4
+    from rocbench.kernels import mxfp4_fragments as frag
+    from rocbench.kernels.moe_a16w4 import MoeFragments, moe_a16w4
 
     experts, topk, hidden, inter, activation, bias = shape
     u8 = torch.uint8
     bf16 = torch.bfloat16
+    fragments = None
+    if config.fragments:  # nothing runs: tensors of the fragments' shapes will do
+        tiles = lambda rows, k, size: torch.empty(experts, rows // frag.TILE_ROWS, k // frag.STEP_K, size, dtype=u8)  # noqa: E731
+        fragments = MoeFragments(tiles(2 * inter, hidden, frag.STEP_BYTES), tiles(2 * inter, hidden, frag.STEP_SCALES),
+                                 tiles(hidden, inter, frag.STEP_BYTES), tiles(hidden, inter, frag.STEP_SCALES))
     moe_a16w4(torch.zeros(tokens, hidden, dtype=bf16),
               torch.empty(experts, 2 * inter, hidden // 2, dtype=u8),
               torch.empty(moe_layouts.shuffled_scale_shape(layout, experts, 2 * inter, hidden // 32), dtype=u8),
@@ -204,7 +210,7 @@ def moe_call(name: str, shape: tuple, tokens: int, config, layout: str = "interl
               layout=layout, experts=experts, inter=inter, hidden=hidden, activation=activation,
               b13=torch.zeros(experts, 2 * inter, dtype=bf16) if bias else None,
               b2=torch.zeros(experts, hidden, dtype=bf16) if bias else None, config=config, scale_max=scale_max,
-              w13_live_scales=w13_live_scales)
+              w13_live_scales=w13_live_scales, fragments=fragments)
 
 
 def _outcome(call) -> str:

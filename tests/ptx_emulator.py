@@ -1,6 +1,6 @@
 """A NumPy interpreter for the few PTX instructions of rocbench's inline decodes, so that CPU tests run the very
 strings the kernels ship rather than a second copy of their bit tricks. It knows mov (also a 32-bit register split
-into two 16-bit ones), prmt (default mode), shl, shr.u32, and, or, fma.rn.bf16x2, mul.rn.f16x2 and
+into two 16-bit ones), prmt (default mode), shl, shf.l.wrap (funnel shift), shr.u32, and, or, fma.rn.bf16x2, mul.rn.f16x2 and
 cvt.rn.f16x2.e4m3x2, element-wise over arrays; anything else is an error, never skipped."""
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
             result = _prmt(*srcs)
         elif op == "shl.b32":
             result = (srcs[0].astype(np.uint64) << srcs[1].astype(np.uint64)) & 0xFFFFFFFF
+        elif op == "shf.l.wrap.b32":  # the top word of {b, a} shifted left by c mod 32 (a == b: a rotation)
+            wide = (srcs[1].astype(np.uint64) << 32) | srcs[0].astype(np.uint64)
+            result = (wide << (srcs[2].astype(np.uint64) & 31)) >> 32 & 0xFFFFFFFF
         elif op == "shr.u32":
             result = srcs[0] >> srcs[1]
         elif op == "and.b32":
@@ -129,3 +132,59 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
             raise ValueError(f"the emulator does not know PTX {op!r}")
         write(dst, result)
     return values
+
+
+class _AsmCall:
+    def __init__(self, results):
+        self._results = results
+
+    def get_result(self, index: int):
+        return self._results[index]
+
+
+def _registers(data: np.ndarray, bits: int, pack: int) -> np.ndarray:
+    """A tensor's elements (flattened, C order) as the 32-bit registers of its inline-asm groups of `pack`
+    elements: [groups, registers], the lowest element in each register's low bits (Triton packs a vector of
+    narrow elements into a register, little-endian)."""
+    per_register = max(1, 32 // bits)
+    lanes = data.reshape(-1).view(f"u{bits // 8}").astype(np.uint64).reshape(-1, pack)
+    lanes = lanes.reshape(lanes.shape[0], -1, min(per_register, pack))
+    shifts = (np.arange(lanes.shape[2], dtype=np.uint64) * bits)[None, None, :]
+    return (np.bitwise_or.reduce(lanes << shifts, axis=2) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def _elements(registers: list[np.ndarray], bits: int, pack: int, shape, np_dtype) -> np.ndarray:
+    per_register = max(1, 32 // bits)
+    regs = np.stack(registers, axis=1).astype(np.uint64)  # [groups, registers]
+    shifts = (np.arange(min(per_register, pack), dtype=np.uint64) * bits)[None, None, :]
+    lanes = (regs[:, :, None] >> shifts) & ((1 << bits) - 1)
+    return lanes.reshape(-1).astype(f"u{bits // 8}").view(np_dtype).reshape(shape)
+
+
+def interpreted_inline_asm(asm, constraints, values, types, is_pure, pack):
+    """What tl.inline_asm_elementwise does on a GPU, for Triton's interpreter (which refuses inline asm): the
+    operands are grouped `pack` elements at a time in flattened order and packed into 32-bit registers, and the
+    asm runs in run_ptx. On the GPU a group is `pack` consecutive elements of a thread's registers; a kernel's
+    elements are grouped alike where the innermost dimension is held contiguously by each thread, as the decodes
+    that use this arrange (their loads' 16 contiguous bytes per thread)."""
+    from triton.runtime.interpreter import TensorHandle, _get_np_dtype
+
+    constraint_list = [c.strip() for c in constraints.split(",")]
+    inputs = []
+    for value in values:
+        bits = value.get_element_ty().primitive_bitwidth
+        regs = _registers(value.data, bits, pack)
+        inputs.extend(regs[:, r] for r in range(regs.shape[1]))
+    out_types = [ty.element_ty if hasattr(ty, "element_ty") else ty for ty in types]
+    out_counts = [max(1, pack * ty.primitive_bitwidth // 32) for ty in out_types]
+    if len(constraint_list) != sum(out_counts) + len(inputs):
+        raise ValueError(f"constraints {constraints!r} do not match {len(inputs)} input and "
+                         f"{sum(out_counts)} output registers")
+    operands = run_ptx(asm, [None] * sum(out_counts) + inputs)
+    shape = values[0].data.shape
+    results, first = [], 0
+    for ty, count in zip(out_types, out_counts):
+        data = _elements(operands[first:first + count], ty.primitive_bitwidth, pack, shape, _get_np_dtype(ty))
+        results.append(TensorHandle(data, ty))
+        first += count
+    return _AsmCall(results)

@@ -58,7 +58,7 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
     upper-byte decode."""
     script = textwrap.dedent("""
         import dataclasses
-        from rocbench.kernels.moe_plan import heuristic_plan
+        from rocbench.kernels.moe_plan import FRAGMENT_TILES, heuristic_plan
         from tests.compile_only import MOE_SHAPES, compile_only, moe_call, nvidia_paths
         shape = MOE_SHAPES["gpt-oss-120b TP8 pad"]
         experts, topk, hidden, inter = shape[:4]
@@ -68,7 +68,8 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
             moe_call("sm90", shape, 16, dataclasses.replace(plan, f16_gemm1=True, upper_bytes=True,
                                                             stacked_gate_up=True, warps1=8),
                      scale_max=127, w13_live_scales=(110, 127))
+            moe_call("sm90", shape, 16, dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True), scale_max=127)
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_moe_gemm1_kernel") == 2 and "_x_to_f16_kernel" in launched, launched
+    assert launched.count("_moe_gemm1_kernel") == 3 and "_x_to_f16_kernel" in launched, launched

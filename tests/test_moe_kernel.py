@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rocbench.kernels import moe_a16w4 as K
+from rocbench.kernels.moe_plan import FRAGMENT_TILES
 from tests import moe_debug_kernels
 from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight
 from rocbench.formats import moe_layouts as L
@@ -175,6 +176,34 @@ def test_stacked_gate_up_gives_the_same_bits(tokens):
                                   torch.device("cpu")).endswith("stacked-gate-up/8w")
     with pytest.raises(ValueError, match="stacked_gate_up"):
         K.check_config(dataclasses.replace(plan, stacked_gate_up=True, scaled_dot=True), p["inter"], p["h"])
+
+
+def _fragments(p, layout):
+    """MoeFragments re-tiled from a layout's shuffled bytes, as the backend builds them."""
+    q13, s13, q2, s2 = _shuffled(p, layout)
+    e = p["e"]
+    return K.moe_fragments(L.unshuffle_weight(q13, layout, True, e), L.unshuffle_scale(s13, layout, True, e, p["s13"].shape),
+                           L.unshuffle_weight(q2, layout, False, e), L.unshuffle_scale(s2, layout, False, e, p["s2"].shape))
+
+
+@pytest.mark.parametrize("tokens", [3, 40])  # inline routing with a GEMM1 K split, then the block table
+def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
+    """The weights re-tiled in wgmma's fragment order (MoeConfig.fragments) hold the same values in the same K order:
+    the same dots, the same bits, from either layout; a config without them, or of the wrong shape, is refused."""
+    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=12)
+    plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
+    frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
+    for layout in L.LAYOUTS:
+        expected = _run(p, layout, "swiglu", plan)
+        got = K.moe_a16w4(p["x"], *_shuffled(p, layout), p["tw"], p["ti"], layout=layout, experts=p["e"],
+                          inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"], config=frag,
+                          fragments=_fragments(p, layout))
+        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layout
+    with pytest.raises(ValueError, match="fragment order"):
+        _run(p, L.INTERLEAVE, "swiglu", frag)
+    with pytest.raises(ValueError, match="fragments take"):
+        K.check_config(dataclasses.replace(frag, warps1=8), p["inter"], p["h"])
+    assert "fragments" in K.pipeline_description(frag, torch.device("cpu"))
 
 
 def test_unaligned_scales_fall_back_to_byte_loads():
@@ -507,6 +536,31 @@ def test_gpu_one_multiply_and_upper_byte_decodes_give_the_same_bits(tokens):
             for scale_max in (None, K.largest_scale(w[1], w[3])):  # None: nobody vouched, the exact form runs
                 other = _run(p, layout, "silu", config, weights=w, scale_max=scale_max)
                 assert torch.equal(other.view(torch.int16), exact.view(torch.int16)), (layout, upper_bytes, scale_max)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
+@pytest.mark.parametrize("tokens", [1, 64])
+def test_gpu_fragments_give_the_same_bits(tokens):
+    """Weights in fragment order (MoeConfig.fragments) with their PTX decode, against their portable decode and against
+    the shuffled bytes' decode in the same (natural) K order: the same bits; both layouts alike."""
+    p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, bias=False, dtype=torch.bfloat16, seed=50 + tokens)
+    plan = dataclasses.replace(K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"]), split_pairs=False, prefetch=False)
+    frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
+    ref = _reference(p, "silu")
+    outs = []
+    for layout in L.LAYOUTS:
+        w = _shuffled(p, layout)
+        scale_max = K.largest_scale(w[1], w[3])
+        shuffled = _run(p, layout, "silu", plan, weights=w, scale_max=scale_max)
+        for vouched in (scale_max, None):  # None: the fragments' portable decode
+            got = K.moe_a16w4(p["x"], *w, p["tw"], p["ti"], layout=layout, experts=p["e"], inter=p["inter"],
+                              hidden=p["h"], activation="silu", config=frag, scale_max=vouched,
+                              fragments=_fragments(p, layout))
+            assert torch.equal(got.view(torch.int16), shuffled.view(torch.int16)), (layout, vouched)
+        ok, info = _close(shuffled, ref, rel=2e-2)
+        assert ok, info
+        outs.append(shuffled)
+    assert torch.equal(outs[0].view(torch.int16), outs[1].view(torch.int16))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),

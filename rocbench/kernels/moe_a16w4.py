@@ -35,6 +35,8 @@ on its own, and only the routing (integers: which program takes which pairs) fol
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 import triton.language as tl
@@ -43,6 +45,8 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
+from rocbench.kernels.mxfp4_fragments import (FRAG_K, FRAG_ROWS, STEP_K, TILE_ROWS, fragment_step, fragment_tile,
+                                              fragments_unsupported_reason, prefetch_fragment_step, to_fragments)
 from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_factor_bias, f16_shift,
                                             prefetch_step, s_row_part, scale_rows, split_pairs, w_row_base,
                                             weight_step)
@@ -205,6 +209,34 @@ def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, 
     return tl.split(tl.permute(tl.reshape(acc, [2, BN, BM]), (1, 2, 0)))
 
 
+@triton.jit
+def _fragment_dot(w_tile, s_tile, ks, ks1, xt, acc, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
+                  PREFETCH_HINT: tl.constexpr):
+    """One K step of a 64-row tile in fragment order (MoeConfig.fragments): the next step's lines prefetched where
+    PREFETCH_HINT asks, this step's weights decoded straight into the MMA's register operand (the PTX decode where
+    ASM is 2, the one-multiply form's scaling), accumulated."""
+    if PREFETCH_HINT != 0:
+        prefetch_fragment_step(w_tile, s_tile, tl.minimum(ks + 1, ks1 - 1), PREFETCH_HINT)
+    return tl.dot(fragment_step(w_tile, s_tile, ks, DTYPE, ASM == 2), xt, acc, input_precision=DOT_PREC)
+
+
+@triton.jit
+def _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM: tl.constexpr,
+                     DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr, PREFETCH_HINT: tl.constexpr):
+    """GEMM1's K loop over w13 in fragment order: the gate tile pid_n and the up tile INTER / 64 + pid_n."""
+    tiles = 2 * INTER // FRAG_ROWS
+    g_w, g_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, tiles, KSTEPS)
+    u_w, u_s = fragment_tile(w_ptr, s_ptr, e64, INTER // FRAG_ROWS + pid_n, tiles, KSTEPS)
+    offs_k = tl.arange(0, FRAG_K)
+    acc_g = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
+    acc_u = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
+    for ks in range(ks0, ks1):
+        xt = tl.trans(tl.load(x_rows[:, None] + (offs_k + ks * FRAG_K)[None, :], mask=m_mask[:, None], other=0.0))
+        acc_g = _fragment_dot(g_w, g_s, ks, ks1, xt, acc_g, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
+        acc_u = _fragment_dot(u_w, u_s, ks, ks1, xt, acc_u, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
+    return acc_g, acc_u
+
+
 @triton.jit(do_not_specialize=["P", "KSTEPS", "KS_PER_SPLIT", "SPLIT"])
 def _moe_gemm1_kernel(
     x_ptr, stride_x, w_ptr, s_ptr, b_ptr,
@@ -216,7 +248,7 @@ def _moe_gemm1_kernel(
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr, PREFETCH_HINT: tl.constexpr,
     PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr, ACT_DTYPE: tl.constexpr,
-    F16_BIAS: tl.constexpr, STACKED: tl.constexpr,
+    F16_BIAS: tl.constexpr, STACKED: tl.constexpr, FRAG: tl.constexpr,
 ):
     if PDL:  # GEMM2 may launch now; it waits for this grid's completion before reading act
         gdc_launch_dependents()
@@ -243,7 +275,10 @@ def _moe_gemm1_kernel(
     acc_u = tl.zeros([BN, BM], dtype=tl.float32)
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
-    if STACKED:
+    if FRAG:  # w_ptr, s_ptr: w13 in fragment order (MoeFragments)
+        acc_g, acc_u = _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM, DTYPE,
+                                        DOT_PREC, ASM, PREFETCH_HINT)
+    elif STACKED:
         acc_g, acc_u = _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
                                       BM, BN, NB, DTYPE, DOT_PREC, ASM, PREFETCH, WORDS, PREFETCH_HINT, SPLIT_PAIRS,
                                       UPPER_BYTES, F16_BIAS)
@@ -374,6 +409,7 @@ def _moe_gemm2_kernel(
     P_PAD: tl.constexpr, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
     FUSED_COMBINE: tl.constexpr, PREFETCH: tl.constexpr, SCALED_DOT: tl.constexpr, WORDS: tl.constexpr,
     PREFETCH_HINT: tl.constexpr, PDL: tl.constexpr, SPLIT_PAIRS: tl.constexpr, UPPER_BYTES: tl.constexpr,
+    FRAG: tl.constexpr,
 ):
     if PDL:  # a dependent may launch now (the combine, which waits for this grid before reading y)
         gdc_launch_dependents()
@@ -395,23 +431,31 @@ def _moe_gemm2_kernel(
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     next_w, next_s = 0, 0
-    if PREFETCH:
+    f_w, f_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, HID // FRAG_ROWS, KSTEPS)  # used with FRAG only
+    if FRAG:
+        if PREFETCH_HINT != 0:
+            prefetch_fragment_step(f_w, f_s, ks0, PREFETCH_HINT)
+    elif PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:
         prefetch_step(w_rows, s_rows, offs_n, ks0, NB, WORDS, PREFETCH_HINT)
     if PDL:  # launched as GEMM1's dependent: everything above reads the inputs only; act is complete after this
         gdc_wait()
     for ks in range(ks0, ks1):
-        ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
-        wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB, WORDS,
-                                               PREFETCH, PREFETCH_HINT)
-        at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
-                     other=0.0)
-        if SCALED_DOT:
-            acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
+        if FRAG:  # w_ptr, s_ptr: w2 in fragment order (MoeFragments)
+            at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
+            acc = _fragment_dot(f_w, f_s, ks, ks1, tl.trans(at), acc, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
         else:
-            acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES), tl.trans(split_pairs(at, SPLIT_PAIRS)),
-                         acc, input_precision=DOT_PREC)
+            ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
+            wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB,
+                                                   WORDS, PREFETCH, PREFETCH_HINT)
+            at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None],
+                         other=0.0)
+            if SCALED_DOT:
+                acc = tl.dot_scaled(tl.reshape(wq, [BN, NB * 16]), sc, "e2m1", tl.trans(at), None, "bf16", acc)
+            else:
+                acc = tl.dot(dequant(wq, sc, DTYPE, ASM, SPLIT_PAIRS, UPPER_BYTES),
+                             tl.trans(split_pairs(at, SPLIT_PAIRS)), acc, input_precision=DOT_PREC)
     if ASM == 2:
         acc *= ONE_MUL_UNDO
     if HAS_BIAS:
@@ -540,9 +584,11 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
         words.append(f"{cfg.prefetch_hint}-prefetch-hint")
     if pdl:
         words.append("dependent-launch")
-    decode = DECODE_WORDS[decode_mode(cfg, x_dtype, device, scale_max)]
-    if decode:
-        words.append(decode + ("-upper-bytes" if cfg.upper_bytes else ""))
+    mode = decode_mode(cfg, x_dtype, device, scale_max)
+    if cfg.fragments:  # weights in fragment order; their PTX decode has the one-multiply form only
+        words.append("fragments" + ("-ptx-decode-1mul" if mode == 2 else ""))
+    elif DECODE_WORDS[mode]:
+        words.append(DECODE_WORDS[mode] + ("-upper-bytes" if cfg.upper_bytes else ""))
     if gemm1_decode(cfg, x_dtype, device, scale_max, w13_live_scales)[0] == 3:
         words.append("gemm1-f16")
     if pair_order(cfg, x_dtype):
@@ -552,11 +598,36 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
     return " ".join(words)
 
 
+@dataclasses.dataclass(frozen=True)
+class MoeFragments:
+    """w13 and w2 with their scales in fragment order (MoeConfig.fragments; rocbench.kernels.mxfp4_fragments)."""
+    w13: torch.Tensor
+    s13: torch.Tensor
+    w2: torch.Tensor
+    s2: torch.Tensor
+
+    def check(self, experts: int, inter: int, hidden: int) -> None:
+        shapes = {"w13": (self.w13, 2 * inter, hidden), "w2": (self.w2, hidden, inter)}
+        for name, (weights, rows, k) in shapes.items():
+            if tuple(weights.shape[:3]) != (experts, rows // TILE_ROWS, k // STEP_K):
+                raise ValueError(f"{name} fragments {tuple(weights.shape)} are not those of "
+                                 f"E={experts}, inter={inter}, hidden={hidden}")
+
+
+def moe_fragments(w13_packed, w13_scales, w2_packed, w2_scales) -> MoeFragments:
+    """The fragment-order copy of natural (unshuffled) weights, once per weight set, before the calls."""
+    for packed in (w13_packed, w2_packed):
+        reason = fragments_unsupported_reason(packed.shape[1], 2 * packed.shape[2])
+        if reason:
+            raise ValueError(reason)
+    return MoeFragments(*to_fragments(w13_packed, w13_scales), *to_fragments(w2_packed, w2_scales))
+
+
 def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2_scale_shuffled,
               topk_weights, topk_ids, *, layout, experts, inter, hidden, activation, b13=None,
               b2=None, alpha=1.702, limit=7.0, out=None, config: MoeConfig | None = None,
               counters: torch.Tensor | None = None, scale_max: int | None = None,
-              w13_live_scales: tuple[int, int] | None = None):
+              w13_live_scales: tuple[int, int] | None = None, fragments: MoeFragments | None = None):
     """Fused MXFP4 MoE. x [T, H] bf16/fp16 (fp32 works too); weights/scales as returned by
     rocbench.moe.shuffle_weight / shuffle_scale for ``layout``; topk_* [T, k]; b13 [E, 2I] and
     b2 [E, H] optional (together). Returns [T, H] in x.dtype (``out`` if given).
@@ -565,7 +636,8 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     that run concurrently on several streams need a buffer each. `scale_max` (largest_scale of both scale
     tensors, if the caller knows it): up to ONE_MUL_MAX_SCALE the PTX decode multiplies once per value pair
     instead of twice, with bitwise the same results. `w13_live_scales` (live_scale_range of w13's unshuffled
-    weights): with MoeConfig.f16_gemm1, GEMM1 decodes to fp16 where they allow it exactly (gemm1_decode)."""
+    weights): with MoeConfig.f16_gemm1, GEMM1 decodes to fp16 where they allow it exactly (gemm1_decode).
+    `fragments` (moe_fragments of the same weights): what MoeConfig.fragments reads instead of the shuffled ones."""
     w13 = w13_packed_shuffled.view(torch.uint8)
     w2 = w2_packed_shuffled.view(torch.uint8)
     s13 = w13_scale_shuffled.view(torch.uint8)
@@ -578,6 +650,10 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     num_sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
     cfg = config or plan_moe(tokens, topk, experts, inter, hidden, num_sms, device)
     check_config(cfg, inter, hidden)
+    if cfg.fragments:
+        if fragments is None:
+            raise ValueError("MoeConfig.fragments needs the weights in fragment order (fragments=moe_fragments(...))")
+        fragments.check(experts, inter, hidden)
     if counters is None:
         counters = alloc_counters(cfg, tokens, topk, experts, inter, hidden, device)
     pairs = tokens * topk
@@ -598,6 +674,10 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     b2_t = b2.contiguous() if b2 is not None else x
     asm = decode_mode(cfg, x.dtype, device, scale_max)  # PTX: not for ROCm's "cuda"
     asm1, shift = gemm1_decode(cfg, x.dtype, device, scale_max, w13_live_scales)
+    w13_read, s13_read, w2_read, s2_read = w13, s13, w2, s2
+    if cfg.fragments:  # the PTX decode in its one-multiply form, else the portable one
+        asm = asm1 = asm if asm == 2 else 0
+        w13_read, s13_read, w2_read, s2_read = fragments.w13, fragments.s13, fragments.w2, fragments.s2
     prefetch_hint, pdl = _nvidia_knobs(cfg, device)
     scaled_dot = cfg.scaled_dot and x.dtype == torch.bfloat16
     even_then_odd = pair_order(cfg, x.dtype)
@@ -630,14 +710,15 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     if split1 > 1:
         part = torch.empty(split1, pairs, 2, inter, dtype=torch.float32, device=device)
     _moe_gemm1_kernel[(tiles1, grid_b, split1)](
-        x1, x1.stride(0), w13, s13, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
+        x1, x1.stride(0), w13_read, s13_read, b13_t, ids, sorted_ids, blk_e, blk_row0, blk_n, part, act,
         counters, pairs, experts, topk, inter, hidden // 2, s13.shape[1], ksteps1, ks_per1, split1,
         LAYOUT_IDS[layout], has_bias, ACTIVATION_IDS[activation], float(alpha), float(limit),
         xs, f16_undo,
         BM=cfg.bm, BN=cfg.bn1, NB=cfg.nb1, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype1,
         DOT_PREC=dot_prec, ASM=asm1, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot, WORDS=scale_words,
         PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd, UPPER_BYTES=cfg.upper_bytes,
-        ACT_DTYPE=dtype, F16_BIAS=f16_bias, STACKED=cfg.stacked_gate_up, num_warps=cfg.warps1, num_stages=cfg.stages1)
+        ACT_DTYPE=dtype, F16_BIAS=f16_bias, STACKED=cfg.stacked_gate_up, FRAG=cfg.fragments, num_warps=cfg.warps1,
+        num_stages=cfg.stages1)
 
     # GEMM2 (+ b2), then the top-k sum
     ksteps2 = inter // 32 // cfg.nb2
@@ -647,13 +728,14 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     y = torch.empty(split2, pairs, hidden, dtype=torch.float32, device=device)
     fused = cfg.fused_combine and cfg.inline
     _moe_gemm2_kernel[(tiles2, grid_b, split2)](
-        act, w2, s2, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y, counters, tw, out,
+        act, w2_read, s2_read, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y, counters, tw, out,
         tokens, topk, pairs, experts, inter, hidden, inter // 2, s2.shape[1], ksteps2, ks_per2,
         split2, LAYOUT_IDS[layout], has_bias,
         BM=cfg.bm, BN=cfg.bn2, NB=cfg.nb2, INLINE=cfg.inline, P_PAD=p_pad, DTYPE=dtype,
         DOT_PREC=dot_prec, ASM=asm, FUSED_COMBINE=fused, PREFETCH=cfg.prefetch, SCALED_DOT=scaled_dot,
         WORDS=scale_words, PREFETCH_HINT=prefetch_hint, PDL=pdl, SPLIT_PAIRS=even_then_odd,
-        UPPER_BYTES=cfg.upper_bytes, num_warps=cfg.warps2, num_stages=cfg.stages2, **pdl_launch_option(pdl))
+        UPPER_BYTES=cfg.upper_bytes, FRAG=cfg.fragments, num_warps=cfg.warps2, num_stages=cfg.stages2,
+        **pdl_launch_option(pdl))
     if not fused:
         bh = min(1024, triton.next_power_of_2(hidden))
         _moe_combine_kernel[(tokens, triton.cdiv(hidden, bh))](y, tw, ids, out, hidden, experts, pairs, BH=bh,

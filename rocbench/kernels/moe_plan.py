@@ -86,6 +86,14 @@ class MoeConfig:
     # per 2 KB of weights: 771 instructions at 218 registers (2 warps per scheduler) -> 856 at 106 registers with 8
     # warps (4 per scheduler; 746 with f16_gemm1, 668 in the decode plans' pipeline). Off until a GPU has timed it
     stacked_gate_up: bool = False
+    # the weights re-tiled once, before the calls, in the order of wgmma's register operand (mxfp4_fragments; the
+    # caller passes moe_a16w4 a MoeFragments): each thread loads its own 32 bytes per 64-row tile and K step and
+    # decodes them in place (9 integer operations and 4 multiplies per 8 values), where reading AITER's layouts
+    # rearranges the packed bytes through shared memory. Needs 64-row tiles, 4 warps, 128-value K steps; natural K
+    # order. Offline sm_90 SASS (Triton 3.6): a K loop over one tile 155 instructions per warp (LDG.128 x 2, no
+    # shared memory or barrier for the weights) against 284 per tile in GEMM1's decode-plan loop (568 for two).
+    # Off until a GPU has timed it (a --tune candidate)
+    fragments: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -180,6 +188,12 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
                 scale_words=bn1 >= 64)
 
 
+# what MoeConfig.fragments fixes: one warp group's 64-row tiles, 128-value K steps, the kernel's own decode in
+# natural K order, no register double buffer
+FRAGMENT_TILES = dict(bn1=64, bn2=64, nb1=4, nb2=4, warps1=4, warps2=4, stacked_gate_up=False, scaled_dot=False,
+                      split_pairs=False, f16_gemm1=False, prefetch=False)
+
+
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
 
 
@@ -213,6 +227,8 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
     if cfg.stacked_gate_up and cfg.scaled_dot:
         raise ValueError(f"config {cfg}: stacked_gate_up runs the kernel's own decode, not tl.dot_scaled")
+    if cfg.fragments and not FRAGMENT_TILES.items() <= dataclasses.asdict(cfg).items():  # (nb 4: 128-value K steps)
+        raise ValueError(f"config {cfg}: fragments take {FRAGMENT_TILES}")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -268,6 +284,15 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # longer pipelined by stages, only prefetched into L2
         "decode_pipeline": CACHE_HINT_DECODE_PIPELINE,
         "decode_pipeline,upper_bytes": dict(CACHE_HINT_DECODE_PIPELINE, upper_bytes=True),
+        # weights in fragment order (see MoeConfig.fragments): with the plan's stages and hint, with the decode plans'
+        # L2 hint and one stage, and with 2-3 stages of Triton's own pipelining
+        "fragments": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False),
+        "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="L2",
+                                          stages1=1, stages2=1),
+        "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=2,
+                                  stages2=2),
+        "fragments,stages3": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=3,
+                                  stages2=3),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
         # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174

@@ -76,17 +76,35 @@ class TritonMoe(Backend):
         weights = io.layouts[case["layout"]]
         scale_max = largest_scale(weights.w13_scale, weights.w2_scale)
         live13 = live_scale_range(io.w13_packed, io.w13_scales) if config.f16_gemm1 else None
+        fragments = self.fragments(case, io) if config.fragments else None
 
         def run() -> torch.Tensor:
             return moe_a16w4(io.x, weights.w13, weights.w13_scale, weights.w2, weights.w2_scale, io.topk_weights,
                              io.topk_ids, layout=case["layout"], experts=case["experts"], inter=case["inter"],
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
                              out=io.out, config=config, counters=counters, scale_max=scale_max,
-                             w13_live_scales=live13)
+                             w13_live_scales=live13, fragments=fragments)
         route = "inline-route" if config.inline else "aligned"
         pipeline = pipeline_description(config, ctx.device, io.x.dtype, scale_max, live13)
+        if fragments is not None:
+            pipeline += f" (weights re-tiled from the {case['layout']} bytes before timing)"
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
                              f"({source})")
+
+
+    @staticmethod
+    def fragments(case: Case, io: MoeIO):
+        """MoeConfig.fragments' copy of the weights, re-tiled from this case's layout (its shuffled bytes, unshuffled):
+        once per prepared config, not timed, as a server converts weights when it loads them."""
+        from rocbench.formats.moe_layouts import unshuffle_scale, unshuffle_weight
+        from rocbench.kernels.moe_a16w4 import moe_fragments
+
+        weights, layout, experts = io.layouts[case["layout"]], case["layout"], case["experts"]
+        return moe_fragments(
+            unshuffle_weight(weights.w13, layout, True, experts),
+            unshuffle_scale(weights.w13_scale, layout, True, experts, io.w13_scales.shape),
+            unshuffle_weight(weights.w2, layout, False, experts),
+            unshuffle_scale(weights.w2_scale, layout, False, experts, io.w2_scales.shape))
 
 
 @REGISTRY.register
