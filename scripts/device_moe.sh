@@ -8,7 +8,8 @@
 #   ab-prefill  built-in vs stacked gate/up on 8 warps (+ f16_gemm1, + the decode pipeline, + 128-row blocks) at
 #               1024 and 4096 tokens (gpt-oss-120b TP1, DeepSeek-R1 TP8; about 200 s)
 #   ab-fragments built-in vs weights in fragment order (MoeConfig.fragments) on the plans' pipelines at 1-4096 tokens
-#               (3 shapes), and at prefill with the L2 hint and 1 stage, or 2 stages (about 250 s)
+#               (3 shapes), at prefill with the L2 hint and 1 stage, or 2 stages, and 128-row token blocks at
+#               4096-8192 tokens (about 300 s)
 #   det         triton, triton_det and triton_det in the decode pipeline (a plugin), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -82,8 +83,10 @@ for part in "$@"; do
             force fragments "{$frag}"  # on the plans' own pipelines: the L2 hint at decode, 3 stages at prefill
             force fragments_hint "{$frag, \"prefetch_hint\": \"L2\", \"stages1\": 1, \"stages2\": 1}"
             force fragments_st2 "{$frag, \"stages1\": 2, \"stages2\": 2}"
+            force fragments_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2}"
             for variant in builtin fragments; do rows $variant 1,16,64,1024,4096 1,8; done
-            for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done ;;
+            for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done
+            rows fragments_bm128 4096,8192 1 ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp ;;
         split)
             force two_mul '{"one_mul": false}'

@@ -194,11 +194,12 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
     for layout in L.LAYOUTS:
-        expected = _run(p, layout, "swiglu", plan)
-        got = K.moe_a16w4(p["x"], *_shuffled(p, layout), p["tw"], p["ti"], layout=layout, experts=p["e"],
-                          inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"], config=frag,
-                          fragments=_fragments(p, layout))
-        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layout
+        for change in ({}, dict(bm=128)):  # 128-row token blocks: a prefill candidate
+            expected = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
+            got = K.moe_a16w4(p["x"], *_shuffled(p, layout), p["tw"], p["ti"], layout=layout, experts=p["e"],
+                              inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"],
+                              config=dataclasses.replace(frag, **change), fragments=_fragments(p, layout))
+            assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (layout, change)
     with pytest.raises(ValueError, match="fragment order"):
         _run(p, L.INTERLEAVE, "swiglu", frag)
     with pytest.raises(ValueError, match="fragments take"):

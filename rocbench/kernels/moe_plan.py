@@ -300,6 +300,10 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # (96 KiB): there --tune counts it as failed
         variations["stacked,w8,bm128"] = dict(stacked_gate_up=True, warps1=8, bm=128)
         variations["stacked,w8,bm128,f16_gemm1"] = dict(stacked_gate_up=True, warps1=8, bm=128, f16_gemm1=True)
+        # fragments with 128-row token blocks: offline sm_90 (gpt-oss-120b TP1 x 4096, 2 stages) GEMM1 458 instructions
+        # per warp and K step for 128 tokens at 254 registers, no spills (the built-in 64-row blocks: 771 for 64)
+        variations["fragments,bm128,stages2"] = dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, bm=128,
+                                                     stages1=2, stages2=2)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)
