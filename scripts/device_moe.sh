@@ -10,7 +10,7 @@
 #   ab-fragments built-in vs weights in fragment order (MoeConfig.fragments) on the plans' pipelines at 1-4096 tokens
 #               (3 shapes), at prefill with the L2 hint and 1 stage, or 2 stages, and 128-row token blocks at
 #               4096-8192 tokens (about 300 s)
-#   det         triton, triton_det and triton_det in the decode pipeline (a plugin), batch-invariance gate on
+#   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
@@ -87,7 +87,7 @@ for part in "$@"; do
             for variant in builtin fragments; do rows $variant 1,16,64,1024,4096 1,8; done
             for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done
             rows fragments_bm128 4096,8192 1 ;;
-        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp ;;
+        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
             force two_mul '{"one_mul": false}'
             force natural_k '{"split_pairs": false}'

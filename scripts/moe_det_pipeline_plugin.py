@@ -1,7 +1,9 @@
-"""A backend plugin for A/B runs (scripts/device_moe.sh det): `triton_det_dp`, triton_det's fixed batch-invariant plan
+"""Backend plugins for A/B runs (scripts/device_moe.sh det): `triton_det_dp`, triton_det's fixed batch-invariant plan
 in the NVIDIA decode plans' pipeline (moe_plan.CACHE_HINT_DECODE_PIPELINE: L2 prefetch hint, byte scales, one stage,
-dependent launches, split pairs). Nothing in it depends on the token count, so the batch-invariance gate applies as
-to triton_det. Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 748 -> 589 instructions.
+dependent launches, split pairs), and `triton_det_frag`, the same plan on weights in fragment order
+(MoeConfig.fragments, natural K order). Nothing in either depends on the token count, so the batch-invariance gate
+applies as to triton_det. Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 748 -> 589
+instructions (dp).
 
     rocbench moe --plugin scripts/moe_det_pipeline_plugin.py --backends triton,triton_det,triton_det_dp"""
 import dataclasses
@@ -20,4 +22,17 @@ class TritonDetDecodePipeline(TritonMoeDeterministic):
 
         config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms),
                                      **CACHE_HINT_DECODE_PIPELINE)
+        return self.prepare_with(case, io, ctx, config, "fixed")
+
+
+@backends("moe").register
+class TritonDetFragments(TritonMoeDeterministic):
+    name = "triton_det_frag"
+    description = "triton_det's fixed plan on weights in fragment order, in the decode plans' pipeline (an A/B plugin)"
+
+    def prepare(self, case, io, ctx):
+        from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_TILES, deterministic_plan
+
+        config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms),
+                                     **{**CACHE_HINT_DECODE_PIPELINE, **FRAGMENT_TILES}, fragments=True)
         return self.prepare_with(case, io, ctx, config, "fixed")
