@@ -194,7 +194,7 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
     for layout in L.LAYOUTS:
-        for change in ({}, dict(bm=128)):  # 128-row token blocks: a prefill candidate
+        for change in ({}, dict(bm=128), dict(prefetch=True)):  # 128-row token blocks; the register prefetch
             expected = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
             got = K.moe_a16w4(p["x"], *_shuffled(p, layout), p["tw"], p["ti"], layout=layout, experts=p["e"],
                               inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"],
@@ -542,8 +542,9 @@ def test_gpu_one_multiply_and_upper_byte_decodes_give_the_same_bits(tokens):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (inline PTX)")
 @pytest.mark.parametrize("tokens", [1, 64])
 def test_gpu_fragments_give_the_same_bits(tokens):
-    """Weights in fragment order (MoeConfig.fragments) with their PTX decode, against their portable decode and against
-    the shuffled bytes' decode in the same (natural) K order: the same bits; both layouts alike."""
+    """Weights in fragment order (MoeConfig.fragments) with their PTX decode, with and without the register prefetch,
+    against their portable decode and against the shuffled bytes' decode in the same (natural) K order: the same bits;
+    both layouts alike."""
     p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, bias=False, dtype=torch.bfloat16, seed=50 + tokens)
     plan = dataclasses.replace(K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"]), split_pairs=False, prefetch=False)
     frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
@@ -554,10 +555,11 @@ def test_gpu_fragments_give_the_same_bits(tokens):
         scale_max = K.largest_scale(w[1], w[3])
         shuffled = _run(p, layout, "silu", plan, weights=w, scale_max=scale_max)
         for vouched in (scale_max, None):  # None: the fragments' portable decode
-            got = K.moe_a16w4(p["x"], *w, p["tw"], p["ti"], layout=layout, experts=p["e"], inter=p["inter"],
-                              hidden=p["h"], activation="silu", config=frag, scale_max=vouched,
-                              fragments=_fragments(p, layout))
-            assert torch.equal(got.view(torch.int16), shuffled.view(torch.int16)), (layout, vouched)
+            for config in (frag, dataclasses.replace(frag, prefetch=True, prefetch_hint="", stages1=1, stages2=1)):
+                got = K.moe_a16w4(p["x"], *w, p["tw"], p["ti"], layout=layout, experts=p["e"], inter=p["inter"],
+                                  hidden=p["h"], activation="silu", config=config, scale_max=vouched,
+                                  fragments=_fragments(p, layout))
+                assert torch.equal(got.view(torch.int16), shuffled.view(torch.int16)), (layout, vouched, config)
         ok, info = _close(shuffled, ref, rel=2e-2)
         assert ok, info
         outs.append(shuffled)

@@ -45,8 +45,9 @@ from rocbench.formats import moe_layouts as _lay
 from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hint_available, check_config,
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
-from rocbench.kernels.mxfp4_fragments import (FRAG_K, FRAG_ROWS, STEP_K, TILE_ROWS, fragment_step, fragment_tile,
-                                              fragments_unsupported_reason, prefetch_fragment_step, to_fragments)
+from rocbench.kernels.mxfp4_fragments import (FRAG_K, FRAG_ROWS, STEP_K, TILE_ROWS, fragment_decode, fragment_load,
+                                              fragment_tile, fragments_unsupported_reason, prefetch_fragment_step,
+                                              to_fragments)
 from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_factor_bias, f16_shift,
                                             prefetch_step, s_row_part, scale_rows, split_pairs, w_row_base,
                                             weight_step)
@@ -210,19 +211,28 @@ def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, 
 
 
 @triton.jit
-def _fragment_dot(w_tile, s_tile, ks, ks1, xt, acc, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr,
-                  PREFETCH_HINT: tl.constexpr):
-    """One K step of a 64-row tile in fragment order (MoeConfig.fragments): the next step's lines prefetched where
-    PREFETCH_HINT asks, this step's weights decoded straight into the MMA's register operand (the PTX decode where
-    ASM is 2, the one-multiply form's scaling), accumulated."""
-    if PREFETCH_HINT != 0:
-        prefetch_fragment_step(w_tile, s_tile, tl.minimum(ks + 1, ks1 - 1), PREFETCH_HINT)
-    return tl.dot(fragment_step(w_tile, s_tile, ks, DTYPE, ASM == 2), xt, acc, input_precision=DOT_PREC)
+def _fragment_dot(w_tile, s_tile, ks, ks1, xt, acc, next_w, next_s, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
+                  ASM: tl.constexpr, PREFETCH: tl.constexpr, PREFETCH_HINT: tl.constexpr):
+    """One K step of a 64-row tile in fragment order (MoeConfig.fragments): with PREFETCH its bytes were loaded a step
+    ago and the next step's are loaded now (next_w, next_s: registers in the fragment's own layout); else loaded now,
+    after a cache prefetch of the next step's lines where PREFETCH_HINT asks. Decoded straight into the MMA's register
+    operand (the PTX decode where ASM is 2, the one-multiply form's scaling) and accumulated."""
+    ahead = tl.minimum(ks + 1, ks1 - 1)
+    if PREFETCH:
+        wq, sc = next_w, next_s
+        next_w, next_s = fragment_load(w_tile, s_tile, ahead, True)
+    else:
+        if PREFETCH_HINT != 0:
+            prefetch_fragment_step(w_tile, s_tile, ahead, PREFETCH_HINT)
+        wq, sc = fragment_load(w_tile, s_tile, ks, False)
+    acc = tl.dot(fragment_decode(wq, sc, DTYPE, ASM == 2, PREFETCH), xt, acc, input_precision=DOT_PREC)
+    return acc, next_w, next_s
 
 
 @triton.jit
 def _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM: tl.constexpr,
-                     DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr, PREFETCH_HINT: tl.constexpr):
+                     DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr,
+                     PREFETCH_HINT: tl.constexpr):
     """GEMM1's K loop over w13 in fragment order: the gate tile pid_n and the up tile INTER / 64 + pid_n."""
     tiles = 2 * INTER // FRAG_ROWS
     g_w, g_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, tiles, KSTEPS)
@@ -230,10 +240,16 @@ def _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks
     offs_k = tl.arange(0, FRAG_K)
     acc_g = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
     acc_u = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
+    next_gw, next_gs, next_uw, next_us = 0, 0, 0, 0
+    if PREFETCH:  # the first step's bytes, which _fragment_dot takes as loaded a step ago
+        next_gw, next_gs = fragment_load(g_w, g_s, ks0, True)
+        next_uw, next_us = fragment_load(u_w, u_s, ks0, True)
     for ks in range(ks0, ks1):
         xt = tl.trans(tl.load(x_rows[:, None] + (offs_k + ks * FRAG_K)[None, :], mask=m_mask[:, None], other=0.0))
-        acc_g = _fragment_dot(g_w, g_s, ks, ks1, xt, acc_g, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
-        acc_u = _fragment_dot(u_w, u_s, ks, ks1, xt, acc_u, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
+        acc_g, next_gw, next_gs = _fragment_dot(g_w, g_s, ks, ks1, xt, acc_g, next_gw, next_gs, DTYPE, DOT_PREC, ASM,
+                                                PREFETCH, PREFETCH_HINT)
+        acc_u, next_uw, next_us = _fragment_dot(u_w, u_s, ks, ks1, xt, acc_u, next_uw, next_us, DTYPE, DOT_PREC, ASM,
+                                                PREFETCH, PREFETCH_HINT)
     return acc_g, acc_u
 
 
@@ -277,7 +293,7 @@ def _moe_gemm1_kernel(
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if FRAG:  # w_ptr, s_ptr: w13 in fragment order (MoeFragments)
         acc_g, acc_u = _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM, DTYPE,
-                                        DOT_PREC, ASM, PREFETCH_HINT)
+                                        DOT_PREC, ASM, PREFETCH, PREFETCH_HINT)
     elif STACKED:
         acc_g, acc_u = _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
                                       BM, BN, NB, DTYPE, DOT_PREC, ASM, PREFETCH, WORDS, PREFETCH_HINT, SPLIT_PAIRS,
@@ -433,6 +449,8 @@ def _moe_gemm2_kernel(
     next_w, next_s = 0, 0
     f_w, f_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, HID // FRAG_ROWS, KSTEPS)  # used with FRAG only
     if FRAG:
+        if PREFETCH:
+            next_w, next_s = fragment_load(f_w, f_s, ks0, True)
         if PREFETCH_HINT != 0:
             prefetch_fragment_step(f_w, f_s, ks0, PREFETCH_HINT)
     elif PREFETCH:
@@ -444,7 +462,8 @@ def _moe_gemm2_kernel(
     for ks in range(ks0, ks1):
         if FRAG:  # w_ptr, s_ptr: w2 in fragment order (MoeFragments)
             at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
-            acc = _fragment_dot(f_w, f_s, ks, ks1, tl.trans(at), acc, DTYPE, DOT_PREC, ASM, PREFETCH_HINT)
+            acc, next_w, next_s = _fragment_dot(f_w, f_s, ks, ks1, tl.trans(at), acc, next_w, next_s, DTYPE, DOT_PREC,
+                                                ASM, PREFETCH, PREFETCH_HINT)
         else:
             ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
             wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB,

@@ -189,9 +189,9 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
 
 
 # what MoeConfig.fragments fixes: one warp group's 64-row tiles, 128-value K steps, the kernel's own decode in
-# natural K order, no register double buffer
+# natural K order (prefetch, with fragments, carries the next step's fragment bytes in registers)
 FRAGMENT_TILES = dict(bn1=64, bn2=64, nb1=4, nb2=4, warps1=4, warps2=4, stacked_gate_up=False, scaled_dot=False,
-                      split_pairs=False, f16_gemm1=False, prefetch=False)
+                      split_pairs=False, f16_gemm1=False)
 
 
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
@@ -287,6 +287,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # weights in fragment order (see MoeConfig.fragments): with the plan's stages and hint, with the decode plans'
         # L2 hint and one stage, and with 2-3 stages of Triton's own pipelining
         "fragments": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False),
+        "fragments,prefetch,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=True,
+                                           prefetch_hint="", stages1=1, stages2=1),
         "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="L2",
                                           stages1=1, stages2=1),
         "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=2,
