@@ -16,23 +16,18 @@ from rocbench.suites.moe.backends import TritonMoeDeterministic
 class TritonDetDecodePipeline(TritonMoeDeterministic):
     name = "triton_det_dp"
     description = "triton_det's fixed plan in the decode plans' NVIDIA pipeline (an A/B plugin)"
-
-    def prepare(self, case, io, ctx):
-        from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, deterministic_plan
-
-        config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms),
-                                     **CACHE_HINT_DECODE_PIPELINE)
-        return self.prepare_with(case, io, ctx, config, "fixed")
-
-
-@backends("moe").register
-class TritonDetFragments(TritonMoeDeterministic):
-    name = "triton_det_frag"
-    description = "triton_det's fixed plan on weights in fragment order, in the decode plans' pipeline (an A/B plugin)"
+    on_fragments = False  # also the weights in fragment order (MoeConfig.fragments)
 
     def prepare(self, case, io, ctx):
         from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_TILES, deterministic_plan
 
-        config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms),
-                                     **{**CACHE_HINT_DECODE_PIPELINE, **FRAGMENT_TILES}, fragments=True)
+        changes = dict(CACHE_HINT_DECODE_PIPELINE, **(dict(FRAGMENT_TILES, fragments=True) if self.on_fragments else {}))
+        config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms), **changes)
         return self.prepare_with(case, io, ctx, config, "fixed")
+
+
+@backends("moe").register
+class TritonDetFragments(TritonDetDecodePipeline):
+    name = "triton_det_frag"
+    description = "triton_det's fixed plan on weights in fragment order, in the decode plans' pipeline (an A/B plugin)"
+    on_fragments = True

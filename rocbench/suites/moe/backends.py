@@ -76,7 +76,7 @@ class TritonMoe(Backend):
         weights = io.layouts[case["layout"]]
         scale_max = largest_scale(weights.w13_scale, weights.w2_scale)
         live13 = live_scale_range(io.w13_packed, io.w13_scales) if config.f16_gemm1 else None
-        fragments = self.fragments(case, io) if config.fragments else None
+        fragments = self.fragment_weights(case, io) if config.fragments else None
 
         def run() -> torch.Tensor:
             return moe_a16w4(io.x, weights.w13, weights.w13_scale, weights.w2, weights.w2_scale, io.topk_weights,
@@ -93,7 +93,7 @@ class TritonMoe(Backend):
 
 
     @staticmethod
-    def fragments(case: Case, io: MoeIO):
+    def fragment_weights(case: Case, io: MoeIO):
         """MoeConfig.fragments' copy of the weights, re-tiled from this case's layout (its shuffled bytes, unshuffled):
         once per prepared config, not timed, as a server converts weights when it loads them."""
         from rocbench.formats.moe_layouts import unshuffle_scale, unshuffle_weight
