@@ -12,9 +12,9 @@ A operand, warp w holds rows 16w + g and 16w + g + 8 (g = lane // 4) and, of eac
 
 The bits of a word are arranged so that four 16-bit lane pairs, each one value in a bf16 lane with its sign at bit
 15 and its e1 e0 m bits at bits 8..6 (the value times 2^-126, as mxfp4_weights' decode makes it), come out of one
-rotation and one mask each, or (the fourth) one rotation and two masks: 9 integer operations per 8 values, against
-22 for the byte-per-lane decode. The register of output k holds the pair (row half k % 2, K half k // 2) and lanes e
-0 and 1. Both layouts are re-tiled from their unshuffled weights, so they read the same bytes."""
+rotation and one mask each, or (the last) one rotation and two masks merged: 9 SASS integer instructions per 8
+values, against 22 for the byte-per-lane decode. The register of output k holds the pair (row half k % 2, K half
+k // 2), lanes e 0 and 1. Both layouts are re-tiled from their unshuffled weights, so they read the same bytes."""
 
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ TILE_ROWS = 64  # weight rows per tile: one warp group's wgmma M
 STEP_K = 128  # values per K step: 4 MX blocks
 STEP_BYTES = TILE_ROWS * STEP_K // 2
 STEP_SCALES = TILE_ROWS * STEP_K // 32
-WARPS = 4  # the fragment order is one warp group's
 FRAG_ROWS, FRAG_K = tl.constexpr(TILE_ROWS), tl.constexpr(STEP_K)  # the same, for kernels
 
 _LANE_MASK = 0x81C081C0  # per 16-bit lane: sign to bit 15, e1 e0 m to bits 8..6
-# output k = rotl(word, ROTATIONS[k]) & _LANE_MASK for k < 3; output 3 mixes a rotation by 8 (bit 6 of each lane)
-# with the word's own bits 7, 8, 15 (and 23, 24, 31)
+# output k = rotl(word, ROTATIONS[k]) & _LANE_MASK for k < 3; the last mixes a rotation by 8 (bit 6 of each lane)
+# with the word's own bits 7, 8, 15 (and 23, 24, 31). An exhaustive search over rotations and shifts, at most two per
+# output, found no packing with fewer instructions
 ROTATIONS = (6, 12, 2)
-_THIRD_ROTATION, _THIRD_ROTATED, _THIRD_KEPT = 8, 0x00400040, 0x81808180
+_LAST_ROTATION, _LAST_ROTATED, _LAST_KEPT = 8, 0x00400040, 0x81808180
 
 PTX_DECODE = f"""
 {{
@@ -50,9 +50,9 @@ fma.rn.bf16x2 $1, r, $6, nz;
 shf.l.wrap.b32 r, $4, $4, {ROTATIONS[2]};
 and.b32 r, r, {_LANE_MASK:#010x};
 fma.rn.bf16x2 $2, r, $5, nz;
-shf.l.wrap.b32 r, $4, $4, {_THIRD_ROTATION};
-and.b32 r, r, {_THIRD_ROTATED:#010x};
-and.b32 t, $4, {_THIRD_KEPT:#010x};
+shf.l.wrap.b32 r, $4, $4, {_LAST_ROTATION};
+and.b32 r, r, {_LAST_ROTATED:#010x};
+and.b32 t, $4, {_LAST_KEPT:#010x};
 or.b32 r, r, t;
 fma.rn.bf16x2 $3, r, $6, nz;
 }}
@@ -66,7 +66,7 @@ def _lane_bit_sources() -> list[dict[int, int]]:
     """For each output register: word bit feeding each of its lane bits (15, 8, 7, 6 and 31, 24, 23, 22)."""
     lane_bits = [b for b in range(32) if _LANE_MASK >> b & 1]
     sources = [{d: (d - r) % 32 for d in lane_bits} for r in ROTATIONS]
-    sources.append({d: (d - _THIRD_ROTATION) % 32 if _THIRD_ROTATED >> d & 1 else d for d in lane_bits})
+    sources.append({d: (d - _LAST_ROTATION) % 32 if _LAST_ROTATED >> d & 1 else d for d in lane_bits})
     return sources
 
 
