@@ -9,7 +9,7 @@
 #               1024 and 4096 tokens (gpt-oss-120b TP1, DeepSeek-R1 TP8; about 200 s)
 #   ab-fragments built-in vs weights in fragment order (MoeConfig.fragments) on the plans' pipelines and with the
 #               register prefetch at 1-4096 tokens (3 shapes), at prefill with the L2 hint and 1 stage, or 2 stages,
-#               and 128-row token blocks at 4096-8192 tokens (about 400 s)
+#               GEMM1 stacked over 8 warps at 64-4096, and 128-row token blocks at 4096-8192 tokens (about 450 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -85,8 +85,10 @@ for part in "$@"; do
             force fragments_st2 "{$frag, \"stages1\": 2, \"stages2\": 2}"
             force fragments_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2}"
             force fragments_prefetch "{$frag, \"prefetch\": true, \"prefetch_hint\": \"\", \"stages1\": 1, \"stages2\": 1}"
+            force fragments_stacked "{$frag, \"stacked_gate_up\": true, \"warps1\": 8}"
             for variant in builtin fragments fragments_prefetch; do rows $variant 1,16,64,1024,4096 1,8; done
             for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done
+            rows fragments_stacked 64,1024,4096 1,8
             rows fragments_bm128 4096,8192 1 ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)

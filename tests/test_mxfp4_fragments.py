@@ -90,9 +90,9 @@ def _decode_tiles(weights, frag_scales, asm: bool) -> torch.Tensor:
         e64 = tl.program_id(0).to(tl.int64)
         tile = tl.program_id(1)
         ks = tl.program_id(2)
-        w_tile, s_tile = F.fragment_tile(w_ptr, s_ptr, e64, tile, TILES, KSTEPS)
+        first = F.fragment_tile(e64, tile, TILES, KSTEPS)
         dtype: tl.constexpr = tl.bfloat16 if ASM else tl.float32
-        v = F.fragment_step(w_tile, s_tile, ks, dtype, ASM).to(tl.float32)
+        v = F.fragment_step(w_ptr, s_ptr, first, ks, dtype, ASM).to(tl.float32)
         if ASM:
             v = v * W.ONE_MUL_UNDO
         rows = (e64 * TILES + tile) * 64 + tl.arange(0, 64)

@@ -211,20 +211,24 @@ def _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, 
 
 
 @triton.jit
-def _fragment_dot(w_tile, s_tile, ks, ks1, xt, acc, next_w, next_s, DTYPE: tl.constexpr, DOT_PREC: tl.constexpr,
-                  ASM: tl.constexpr, PREFETCH: tl.constexpr, PREFETCH_HINT: tl.constexpr):
-    """One K step of a 64-row tile in fragment order (MoeConfig.fragments): with PREFETCH its bytes were loaded a step
-    ago and the next step's are loaded now (next_w, next_s: registers in the fragment's own layout); else loaded now,
-    after a cache prefetch of the next step's lines where PREFETCH_HINT asks. Decoded straight into the MMA's register
+def _fragment_dot(w_ptr, s_ptr, first, first_hi, ks, ks1, xt, acc, next_w, next_s, DTYPE: tl.constexpr,
+                  DOT_PREC: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr, PREFETCH_HINT: tl.constexpr,
+                  W: tl.constexpr):
+    """One K step over weights in fragment order (MoeConfig.fragments): a 64-row tile for 4 warps, or (W 8) the tiles
+    at first and first_hi stacked for two warp groups. With PREFETCH this step's bytes were loaded a step ago and the
+    next step's are loaded now (next_w, next_s: registers in the fragment's own layout); else loaded now, after a
+    cache prefetch of the next step's lines where PREFETCH_HINT asks. Decoded straight into the MMA's register
     operand (the PTX decode where ASM is 2, the one-multiply form's scaling) and accumulated."""
     ahead = tl.minimum(ks + 1, ks1 - 1)
     if PREFETCH:
         wq, sc = next_w, next_s
-        next_w, next_s = fragment_load(w_tile, s_tile, ahead, True)
+        next_w, next_s = fragment_load(w_ptr, s_ptr, first, first_hi, ahead, True, W)
     else:
         if PREFETCH_HINT != 0:
-            prefetch_fragment_step(w_tile, s_tile, ahead, PREFETCH_HINT)
-        wq, sc = fragment_load(w_tile, s_tile, ks, False)
+            prefetch_fragment_step(w_ptr, s_ptr, first, ahead, PREFETCH_HINT)
+            if W == 8:
+                prefetch_fragment_step(w_ptr, s_ptr, first_hi, ahead, PREFETCH_HINT)
+        wq, sc = fragment_load(w_ptr, s_ptr, first, first_hi, ks, False, W)
     acc = tl.dot(fragment_decode(wq, sc, DTYPE, ASM == 2, PREFETCH), xt, acc, input_precision=DOT_PREC)
     return acc, next_w, next_s
 
@@ -232,24 +236,35 @@ def _fragment_dot(w_tile, s_tile, ks, ks1, xt, acc, next_w, next_s, DTYPE: tl.co
 @triton.jit
 def _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM: tl.constexpr,
                      DTYPE: tl.constexpr, DOT_PREC: tl.constexpr, ASM: tl.constexpr, PREFETCH: tl.constexpr,
-                     PREFETCH_HINT: tl.constexpr):
-    """GEMM1's K loop over w13 in fragment order: the gate tile pid_n and the up tile INTER / 64 + pid_n."""
+                     PREFETCH_HINT: tl.constexpr, STACKED: tl.constexpr):
+    """GEMM1's K loop over w13 in fragment order: the gate tile pid_n and the up tile INTER / 64 + pid_n, as two
+    4-warp dots, or with STACKED as one 8-warp dot of both (each warp group decodes its own tile)."""
     tiles = 2 * INTER // FRAG_ROWS
-    g_w, g_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, tiles, KSTEPS)
-    u_w, u_s = fragment_tile(w_ptr, s_ptr, e64, INTER // FRAG_ROWS + pid_n, tiles, KSTEPS)
+    gate = fragment_tile(e64, pid_n, tiles, KSTEPS)
+    up = fragment_tile(e64, INTER // FRAG_ROWS + pid_n, tiles, KSTEPS)
     offs_k = tl.arange(0, FRAG_K)
-    acc_g = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
-    acc_u = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
     next_gw, next_gs, next_uw, next_us = 0, 0, 0, 0
-    if PREFETCH:  # the first step's bytes, which _fragment_dot takes as loaded a step ago
-        next_gw, next_gs = fragment_load(g_w, g_s, ks0, True)
-        next_uw, next_us = fragment_load(u_w, u_s, ks0, True)
-    for ks in range(ks0, ks1):
-        xt = tl.trans(tl.load(x_rows[:, None] + (offs_k + ks * FRAG_K)[None, :], mask=m_mask[:, None], other=0.0))
-        acc_g, next_gw, next_gs = _fragment_dot(g_w, g_s, ks, ks1, xt, acc_g, next_gw, next_gs, DTYPE, DOT_PREC, ASM,
-                                                PREFETCH, PREFETCH_HINT)
-        acc_u, next_uw, next_us = _fragment_dot(u_w, u_s, ks, ks1, xt, acc_u, next_uw, next_us, DTYPE, DOT_PREC, ASM,
-                                                PREFETCH, PREFETCH_HINT)
+    if STACKED:
+        acc = tl.zeros([2 * FRAG_ROWS, BM], dtype=tl.float32)
+        if PREFETCH:  # the first step's bytes, which _fragment_dot takes as loaded a step ago
+            next_gw, next_gs = fragment_load(w_ptr, s_ptr, gate, up, ks0, True, 8)
+        for ks in range(ks0, ks1):
+            xt = tl.trans(tl.load(x_rows[:, None] + (offs_k + ks * FRAG_K)[None, :], mask=m_mask[:, None], other=0.0))
+            acc, next_gw, next_gs = _fragment_dot(w_ptr, s_ptr, gate, up, ks, ks1, xt, acc, next_gw, next_gs, DTYPE,
+                                                  DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, 8)
+        acc_g, acc_u = tl.split(tl.permute(tl.reshape(acc, [2, FRAG_ROWS, BM]), (1, 2, 0)))
+    else:
+        acc_g = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
+        acc_u = tl.zeros([FRAG_ROWS, BM], dtype=tl.float32)
+        if PREFETCH:
+            next_gw, next_gs = fragment_load(w_ptr, s_ptr, gate, gate, ks0, True, 4)
+            next_uw, next_us = fragment_load(w_ptr, s_ptr, up, up, ks0, True, 4)
+        for ks in range(ks0, ks1):
+            xt = tl.trans(tl.load(x_rows[:, None] + (offs_k + ks * FRAG_K)[None, :], mask=m_mask[:, None], other=0.0))
+            acc_g, next_gw, next_gs = _fragment_dot(w_ptr, s_ptr, gate, gate, ks, ks1, xt, acc_g, next_gw, next_gs,
+                                                    DTYPE, DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, 4)
+            acc_u, next_uw, next_us = _fragment_dot(w_ptr, s_ptr, up, up, ks, ks1, xt, acc_u, next_uw, next_us,
+                                                    DTYPE, DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, 4)
     return acc_g, acc_u
 
 
@@ -293,7 +308,7 @@ def _moe_gemm1_kernel(
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     if FRAG:  # w_ptr, s_ptr: w13 in fragment order (MoeFragments)
         acc_g, acc_u = _gemm1_fragments(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, INTER, KSTEPS, ks0, ks1, BM, DTYPE,
-                                        DOT_PREC, ASM, PREFETCH, PREFETCH_HINT)
+                                        DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, STACKED)
     elif STACKED:
         acc_g, acc_u = _gemm1_stacked(w_ptr, s_ptr, x_rows, m_mask, e64, pid_n, N, INTER, KPB, SC, LAYOUT, ks0, ks1,
                                       BM, BN, NB, DTYPE, DOT_PREC, ASM, PREFETCH, WORDS, PREFETCH_HINT, SPLIT_PAIRS,
@@ -447,12 +462,12 @@ def _moe_gemm2_kernel(
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     next_w, next_s = 0, 0
-    f_w, f_s = fragment_tile(w_ptr, s_ptr, e64, pid_n, HID // FRAG_ROWS, KSTEPS)  # used with FRAG only
+    first = fragment_tile(e64, pid_n, HID // FRAG_ROWS, KSTEPS)  # used with FRAG only
     if FRAG:
         if PREFETCH:
-            next_w, next_s = fragment_load(f_w, f_s, ks0, True)
+            next_w, next_s = fragment_load(w_ptr, s_ptr, first, first, ks0, True, 4)
         if PREFETCH_HINT != 0:
-            prefetch_fragment_step(f_w, f_s, ks0, PREFETCH_HINT)
+            prefetch_fragment_step(w_ptr, s_ptr, first, ks0, PREFETCH_HINT)
     elif PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:
@@ -462,8 +477,8 @@ def _moe_gemm2_kernel(
     for ks in range(ks0, ks1):
         if FRAG:  # w_ptr, s_ptr: w2 in fragment order (MoeFragments)
             at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
-            acc, next_w, next_s = _fragment_dot(f_w, f_s, ks, ks1, tl.trans(at), acc, next_w, next_s, DTYPE, DOT_PREC,
-                                                ASM, PREFETCH, PREFETCH_HINT)
+            acc, next_w, next_s = _fragment_dot(w_ptr, s_ptr, first, first, ks, ks1, tl.trans(at), acc, next_w, next_s,
+                                                DTYPE, DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, 4)
         else:
             ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
             wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB,

@@ -189,9 +189,11 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
 
 
 # what MoeConfig.fragments fixes: one warp group's 64-row tiles, 128-value K steps, the kernel's own decode in
-# natural K order (prefetch, with fragments, carries the next step's fragment bytes in registers)
+# natural K order (prefetch, with fragments, carries the next step's fragment bytes in registers). GEMM1 may also
+# stack its gate and up tiles over 8 warps (stacked_gate_up, warps1 8: each warp group decodes its own tile)
 FRAGMENT_TILES = dict(bn1=64, bn2=64, nb1=4, nb2=4, warps1=4, warps2=4, stacked_gate_up=False, scaled_dot=False,
                       split_pairs=False, f16_gemm1=False)
+_FRAGMENT_STACKED = dict(warps1=8, stacked_gate_up=True)
 
 
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
@@ -227,8 +229,12 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
     if cfg.stacked_gate_up and cfg.scaled_dot:
         raise ValueError(f"config {cfg}: stacked_gate_up runs the kernel's own decode, not tl.dot_scaled")
-    if cfg.fragments and not FRAGMENT_TILES.items() <= dataclasses.asdict(cfg).items():  # (nb 4: 128-value K steps)
-        raise ValueError(f"config {cfg}: fragments take {FRAGMENT_TILES}")
+    fields = dataclasses.asdict(cfg)
+    if cfg.fragments and not dict(FRAGMENT_TILES, **{k: fields[k] for k in _FRAGMENT_STACKED}).items() <= fields.items():
+        raise ValueError(f"config {cfg}: fragments take {FRAGMENT_TILES}")  # (nb 4: 128-value K steps)
+    stacking = {k: fields[k] for k in _FRAGMENT_STACKED}
+    if cfg.fragments and stacking not in ({k: FRAGMENT_TILES[k] for k in _FRAGMENT_STACKED}, _FRAGMENT_STACKED):
+        raise ValueError(f"config {cfg}: fragments take 4 warps, or 8 with stacked_gate_up")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -289,6 +295,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "fragments": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False),
         "fragments,prefetch,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=True,
                                            prefetch_hint="", stages1=1, stages2=1),
+        # GEMM1's gate and up tiles stacked over 8 warps: twice the warps per program where each decodes its own rows
+        "fragments,stacked,w8": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True, upper_bytes=False),
         "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="L2",
                                           stages1=1, stages2=1),
         "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=2,

@@ -146,8 +146,8 @@ def from_fragments(weights: torch.Tensor, scales: torch.Tensor) -> tuple[torch.T
 
 @triton.jit
 def _stack4(a0, a1, a2, a3):
-    """[4, 8, 4, 8] x 4 -> [4, 8, 4, 8, 4] with element p = a_p."""
-    return tl.reshape(tl.join(tl.join(a0, a2), tl.join(a1, a3)), [4, 8, 4, 8, 4])
+    """[W, 8, 4, 8] x 4 -> [W, 8, 4, 8, 4] with element p = a_p."""
+    return tl.reshape(tl.join(tl.join(a0, a2), tl.join(a1, a3)), [a0.shape[0], 8, 4, 8, 4])
 
 
 @triton.jit
@@ -172,22 +172,23 @@ def _generic_lanes(words, f, k: tl.constexpr, DTYPE: tl.constexpr):
 
 @triton.jit
 def _decode(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """wq uint8 [4, 8, 4, 8, 4] (warp, g, t, K slice, byte), sc uint8 [4, 8, 4, 4, 2] (warp, g, t, block, row half)
-    -> (out0, out1) [4, 8, 4, 8, 4] in DTYPE: element p of out0 is register p // 2, lane p % 2; of out1 register
+    """wq uint8 [W, 8, 4, 8, 4] (warp, g, t, K slice, byte), sc uint8 [W, 8, 4, 4, 2] (warp, g, t, block, row half)
+    -> (out0, out1) [W, 8, 4, 8, 4] in DTYPE: element p of out0 is register p // 2, lane p % 2; of out1 register
     2 + p // 2. ASM (bf16, NVIDIA): the PTX decode with one multiply per pair (weights 2^-ONE_MUL_SHIFT of their
     value, as mxfp4_weights' ASM 2); else exact values from integer and fp32 operations."""
+    W: tl.constexpr = wq.shape[0]
     if ASM:
         f = ((sc.to(tl.int32) + _ONE_MUL_FACTOR_BIAS) << 7).to(tl.int16).to(tl.bfloat16, bitcast=True)
         # factor of element (slice j, p): block j // 2, row half p // 2
-        f = tl.broadcast_to(f[:, :, :, :, None, :, None], [4, 8, 4, 4, 2, 2, 2])
-        f = tl.reshape(f, [4, 8, 4, 8, 4])
+        f = tl.broadcast_to(f[:, :, :, :, None, :, None], [W, 8, 4, 4, 2, 2, 2])
+        f = tl.reshape(f, [W, 8, 4, 8, 4])
         out0, out1 = tl.inline_asm_elementwise(_PTX_DECODE, "=r,=r,=r,=r,r,r,r", [wq, f],
                                                dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
     else:
         shifts = tl.arange(0, 4) * 8
-        words = tl.sum(wq.to(tl.uint32) << shifts[None, None, None, None, :], axis=4)  # [4, 8, 4, 8]
-        f = _e8m0_factor(sc)  # [4, 8, 4, 4 blocks, 2 row halves]
-        f = tl.reshape(tl.broadcast_to(f[:, :, :, :, None, :], [4, 8, 4, 4, 2, 2]), [4, 8, 4, 8, 2])
+        words = tl.sum(wq.to(tl.uint32) << shifts[None, None, None, None, :], axis=4)  # [W, 8, 4, 8]
+        f = _e8m0_factor(sc)  # [W, 8, 4, 4 blocks, 2 row halves]
+        f = tl.reshape(tl.broadcast_to(f[:, :, :, :, None, :], [W, 8, 4, 4, 2, 2]), [W, 8, 4, 8, 2])
         f0, f1 = tl.split(f)  # the factors of row half 0 and 1
         l00, h00 = _generic_lanes(words, f0, 0, DTYPE)
         l01, h01 = _generic_lanes(words, f1, 1, DTYPE)
@@ -199,36 +200,39 @@ def _decode(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr):
 
 
 @triton.jit
-def fragment_tile(w_ptr, s_ptr, e64, tile, TILES, KSTEPS):
-    """Pointers to K step 0 of a tile's weights and scales."""
-    first = (e64 * TILES + tile) * KSTEPS
-    return w_ptr + first * 4096, s_ptr + first * 256
+def fragment_tile(e64, tile, TILES, KSTEPS):
+    """The index of a tile's K step 0 among all tiles' steps (fragment_load's `first`)."""
+    return (e64 * TILES + tile) * KSTEPS
 
 
 @triton.jit
-def fragment_load(w_tile, s_tile, ks, WORDS: tl.constexpr):
-    """K step ks's bytes of a tile (fragment_tile's pointers), as loaded: each thread's 32 weight bytes and 8 scale
-    bytes, for fragment_decode. WORDS: as 32-bit words (8 and 2), for a loop that carries them a step ahead in
-    registers (MoeConfig.prefetch): Triton keeps a loop-carried word whole, where it spreads byte elements one per
-    register and packs them again (offline GEMM1 loop 321 instructions against 509). Without a carry, bytes decode
-    with fewer instructions (324 against 338)."""
+def fragment_load(w_ptr, s_ptr, first, first_hi, ks, WORDS: tl.constexpr, W: tl.constexpr):
+    """K step ks's bytes of a tile (fragment_tile's `first`) for W warps (4: one warp group; 8: warps 4-7 take the tile
+    at first_hi, stacked under the first), as loaded: each thread's 32 weight bytes and 8 scale bytes, for
+    fragment_decode. WORDS: as 32-bit words (8 and 2), for a loop that carries them a step ahead in registers
+    (MoeConfig.prefetch): Triton keeps a loop-carried word whole, where it spreads byte elements one per register and
+    packs them again (offline GEMM1 loop 321 instructions against 509). Without a carry, bytes decode with fewer
+    instructions (324 against 338)."""
     # the tensors' dims run (t, g, warp, ...) so that the coalesced layout puts lanes on t and g and warps on warp
     t = tl.arange(0, 4)[:, None, None, None, None]
     g = tl.arange(0, 8)[None, :, None, None, None]
-    w = tl.arange(0, 4)[None, None, :, None, None]
+    w = tl.arange(0, W)[None, None, :, None, None]
     half = tl.arange(0, 2)[None, None, None, :, None]
+    step = tl.where(w < 4, first, first_hi) + ks  # [1, 1, W, 1, 1]: each warp group's own tile
     t4 = tl.arange(0, 4)[:, None, None, None]
     g4 = tl.arange(0, 8)[None, :, None, None]
-    w4 = tl.arange(0, 4)[None, None, :, None]
+    w4 = tl.arange(0, W)[None, None, :, None]
+    step4 = tl.where(w4 < 4, first, first_hi) + ks
     if WORDS:
-        words = w_tile.to(tl.pointer_type(tl.int32), bitcast=True) + ks * 1024
-        wq = tl.load(words + (t * 4 + g * 16 + w * 128 + half * 512 + tl.arange(0, 4)[None, None, None, None, :]))
-        scale_words = s_tile.to(tl.pointer_type(tl.int32), bitcast=True) + ks * 64
-        sc = tl.load(scale_words + (t4 * 0 + g4 * 2 + w4 * 16 + tl.arange(0, 2)[None, None, None, :]))
+        words = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+        wq = tl.load(words + (step * 1024 + t * 4 + g * 16 + (w % 4) * 128 + half * 512
+                              + tl.arange(0, 4)[None, None, None, None, :]))
+        scale_words = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+        sc = tl.load(scale_words + (step4 * 64 + t4 * 0 + g4 * 2 + (w4 % 4) * 16 + tl.arange(0, 2)[None, None, None, :]))
     else:
-        wq = tl.load(w_tile + ks * 4096 + (t * 16 + g * 64 + w * 512 + half * 2048
-                                           + tl.arange(0, 16)[None, None, None, None, :]))
-        sc = tl.load(s_tile + ks * 256 + (t4 * 0 + g4 * 8 + w4 * 64 + tl.arange(0, 8)[None, None, None, :]))
+        wq = tl.load(w_ptr + (step * 4096 + t * 16 + g * 64 + (w % 4) * 512 + half * 2048
+                              + tl.arange(0, 16)[None, None, None, None, :]))
+        sc = tl.load(s_ptr + (step4 * 256 + t4 * 0 + g4 * 8 + (w4 % 4) * 64 + tl.arange(0, 8)[None, None, None, :]))
     return wq, sc
 
 
@@ -242,29 +246,30 @@ def _bytes_of(words):
 
 @triton.jit
 def fragment_decode(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, WORDS: tl.constexpr):
-    """fragment_load's bytes (WORDS: its words) -> the weights [64 rows, 128 K] in DTYPE, in the register layout of
-    wgmma's A operand (4 warps), natural K order. With ASM they are 2^-ONE_MUL_SHIFT of their value."""
+    """fragment_load's bytes (WORDS: its words) -> the weights [16 W rows, 128 K] in DTYPE, in the register layout of
+    wgmma's A operand (W warps), natural K order. With ASM they are 2^-ONE_MUL_SHIFT of their value."""
+    W: tl.constexpr = wq.shape[2]
     if WORDS:
-        wq = _bytes_of(tl.reshape(wq, [4, 8, 4, 8]))
+        wq = _bytes_of(tl.reshape(wq, [4, 8, W, 8]))
         sc = _bytes_of(sc)
-    wq = tl.reshape(tl.permute(tl.reshape(wq, [4, 8, 4, 2, 4, 4]), (2, 1, 0, 3, 4, 5)), [4, 8, 4, 8, 4])
-    sc = tl.permute(tl.reshape(sc, [4, 8, 4, 2, 4]), (2, 1, 0, 4, 3))  # [warp, g, t, block, row half]
+    wq = tl.reshape(tl.permute(tl.reshape(wq, [4, 8, W, 2, 4, 4]), (2, 1, 0, 3, 4, 5)), [W, 8, 4, 8, 4])
+    sc = tl.permute(tl.reshape(sc, [4, 8, W, 2, 4]), (2, 1, 0, 4, 3))  # [warp, g, t, block, row half]
     out0, out1 = _decode(wq, sc, DTYPE, ASM)
-    v = tl.reshape(tl.join(out0, out1), [4, 8, 4, 8, 2, 2, 2])  # [warp, g, t, j, row half, e, K half]
+    v = tl.reshape(tl.join(out0, out1), [W, 8, 4, 8, 2, 2, 2])  # [warp, g, t, j, row half, e, K half]
     v = tl.permute(v, (0, 4, 1, 3, 6, 2, 5))  # [warp, row half, g, j, K half, t, e]
-    return tl.reshape(v, [64, 128])
+    return tl.reshape(v, [16 * W, 128])
 
 
 @triton.jit
-def fragment_step(w_tile, s_tile, ks, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """K step ks of a tile, loaded and decoded (fragment_load, fragment_decode)."""
-    wq, sc = fragment_load(w_tile, s_tile, ks, False)
+def fragment_step(w_ptr, s_ptr, first, ks, DTYPE: tl.constexpr, ASM: tl.constexpr):
+    """K step ks of one tile for one warp group, loaded and decoded (fragment_load, fragment_decode)."""
+    wq, sc = fragment_load(w_ptr, s_ptr, first, first, ks, False, 4)
     return fragment_decode(wq, sc, DTYPE, ASM, False)
 
 
 @triton.jit
-def prefetch_fragment_step(w_tile, s_tile, ks, LEVEL: tl.constexpr):
-    """A PTX prefetch (MoeConfig.prefetch_hint) of K step ks's 32 weight lines and 2 scale lines."""
+def prefetch_fragment_step(w_ptr, s_ptr, first, ks, LEVEL: tl.constexpr):
+    """A PTX prefetch (MoeConfig.prefetch_hint) of a tile's K step ks: its 32 weight lines and 2 scale lines."""
     lines = tl.arange(0, 32)
-    _prefetch_lines(w_tile + ks * 4096 + lines * 128, tl.full([32], 1, tl.int32), LEVEL)
-    _prefetch_lines(s_tile + ks * 256 + lines * 128, (lines < 2).to(tl.int32), LEVEL)
+    _prefetch_lines(w_ptr + (first + ks) * 4096 + lines * 128, tl.full([32], 1, tl.int32), LEVEL)
+    _prefetch_lines(s_ptr + (first + ks) * 256 + lines * 128, (lines < 2).to(tl.int32), LEVEL)
