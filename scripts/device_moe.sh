@@ -84,12 +84,13 @@ for part in "$@"; do
             force fragments_hint "{$frag, \"prefetch_hint\": \"L2\", \"stages1\": 1, \"stages2\": 1}"
             force fragments_st2 "{$frag, \"stages1\": 2, \"stages2\": 2}"
             force fragments_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2}"
+            force fragments_stacked_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2, \"stacked_gate_up\": true, \"warps1\": 8}"
             force fragments_prefetch "{$frag, \"prefetch\": true, \"prefetch_hint\": \"\", \"stages1\": 1, \"stages2\": 1}"
             force fragments_stacked "{$frag, \"stacked_gate_up\": true, \"warps1\": 8}"
             for variant in builtin fragments fragments_prefetch; do rows $variant 1,16,64,1024,4096 1,8; done
             for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done
             rows fragments_stacked 64,1024,4096 1,8
-            rows fragments_bm128 4096,8192 1 ;;
+            for variant in fragments_bm128 fragments_stacked_bm128; do rows $variant 4096,8192 1; done ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
             force two_mul '{"one_mul": false}'

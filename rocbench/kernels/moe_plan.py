@@ -314,6 +314,9 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # per warp and K step for 128 tokens at 254 registers, no spills (the built-in 64-row blocks: 771 for 64)
         variations["fragments,bm128,stages2"] = dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, bm=128,
                                                      stages1=2, stages2=2)
+        # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
+        variations["fragments,stacked,w8,bm128,stages2"] = dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True,
+                                                                upper_bytes=False, bm=128, stages1=2, stages2=2)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)
