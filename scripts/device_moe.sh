@@ -8,8 +8,9 @@
 #   ab-prefill  built-in vs stacked gate/up on 8 warps (+ f16_gemm1, + the decode pipeline, + 128-row blocks) at
 #               1024 and 4096 tokens (gpt-oss-120b TP1, DeepSeek-R1 TP8; about 200 s)
 #   ab-fragments built-in vs weights in fragment order (MoeConfig.fragments) on the plans' pipelines and with the
-#               register prefetch at 1-4096 tokens (3 shapes), at prefill with the L2 hint and 1 stage, or 2 stages,
-#               GEMM1 stacked over 8 warps at 64-4096, and 128-row token blocks at 4096-8192 tokens (about 450 s)
+#               register prefetch at 1-1024 tokens, GEMM1 stacked over 8 warps at 64-1024 (3 shapes; about 350 s)
+#   ab-fragments-prefill  the same at 4096 tokens, with the L2 hint and 1 stage, 2 stages, stacked; at 8192 tokens
+#               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -19,13 +20,16 @@
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
-[ $# -gt 0 ] || { sed -n 2,18p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,21p "$0" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-results/device}
 STORES=$(mktemp -d)
 mkdir -p "$OUT"
 make venv > "$OUT/venv.log" 2>&1 || { tail -20 "$OUT/venv.log"; exit 1; }
 PY=.venv/bin/python
+# MoeConfig.fragments with its tiles (moe_plan.FRAGMENT_TILES)
+FRAG='"fragments": true, "bn1": 64, "bn2": 64, "nb1": 4, "nb2": 4, "warps1": 4, "warps2": 4, "split_pairs": false,
+      "prefetch": false, "stacked_gate_up": false, "f16_gemm1": false, "upper_bytes": false'
 DECODE_PIPELINE='"prefetch": false, "prefetch_hint": "L2", "scale_words": false, "stages1": 1, "stages2": 1,
                  "dependent_launch": true, "split_pairs": true'
 
@@ -77,20 +81,20 @@ for part in "$@"; do
             force stacked8_bm128 '{"stacked_gate_up": true, "warps1": 8, "bm": 128, "f16_gemm1": true, "upper_bytes": true}'
             for variant in builtin stacked8 stacked8_f16 stacked8_pipeline stacked8_bm128; do rows $variant 1024,4096 1; done ;;
         ab-fragments)
-            frag='"fragments": true, "bn1": 64, "bn2": 64, "nb1": 4, "nb2": 4, "warps1": 4, "warps2": 4,
-                  "split_pairs": false, "prefetch": false, "stacked_gate_up": false, "f16_gemm1": false,
-                  "upper_bytes": false'
-            force fragments "{$frag}"  # on the plans' own pipelines: the L2 hint at decode, 3 stages at prefill
-            force fragments_hint "{$frag, \"prefetch_hint\": \"L2\", \"stages1\": 1, \"stages2\": 1}"
-            force fragments_st2 "{$frag, \"stages1\": 2, \"stages2\": 2}"
-            force fragments_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2}"
-            force fragments_stacked_bm128 "{$frag, \"bm\": 128, \"stages1\": 2, \"stages2\": 2, \"stacked_gate_up\": true, \"warps1\": 8}"
-            force fragments_prefetch "{$frag, \"prefetch\": true, \"prefetch_hint\": \"\", \"stages1\": 1, \"stages2\": 1}"
-            force fragments_stacked "{$frag, \"stacked_gate_up\": true, \"warps1\": 8}"
-            for variant in builtin fragments fragments_prefetch; do rows $variant 1,16,64,1024,4096 1,8; done
-            for variant in fragments_hint fragments_st2; do rows $variant 1024,4096 1; done
-            rows fragments_stacked 64,1024,4096 1,8
-            for variant in fragments_bm128 fragments_stacked_bm128; do rows $variant 4096,8192 1; done ;;
+            force fragments "{$FRAG}"  # on the plans' own pipelines: the L2 hint at decode, 3 stages at prefill
+            force fragments_prefetch "{$FRAG, \"prefetch\": true, \"prefetch_hint\": \"\", \"stages1\": 1, \"stages2\": 1}"
+            force fragments_stacked "{$FRAG, \"stacked_gate_up\": true, \"warps1\": 8}"
+            for variant in builtin fragments fragments_prefetch; do rows $variant 1,16,64,1024 1,8; done
+            rows fragments_stacked 64,1024 1,8 ;;
+        ab-fragments-prefill)
+            force fragments "{$FRAG}"
+            force fragments_hint "{$FRAG, \"prefetch_hint\": \"L2\", \"stages1\": 1, \"stages2\": 1}"
+            force fragments_st2 "{$FRAG, \"stages1\": 2, \"stages2\": 2}"
+            force fragments_stacked "{$FRAG, \"stacked_gate_up\": true, \"warps1\": 8}"
+            force fragments_bm128 "{$FRAG, \"bm\": 128, \"stages1\": 2, \"stages2\": 2}"
+            force fragments_stacked_bm128 "{$FRAG, \"bm\": 128, \"stages1\": 2, \"stages2\": 2, \"stacked_gate_up\": true, \"warps1\": 8}"
+            for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
+            for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
             force two_mul '{"one_mul": false}'
