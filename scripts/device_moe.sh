@@ -8,7 +8,8 @@
 #   ab-prefill  built-in vs stacked gate/up on 8 warps (+ f16_gemm1, + the decode pipeline, + 128-row blocks) at
 #               1024 and 4096 tokens (gpt-oss-120b TP1, DeepSeek-R1 TP8; about 200 s)
 #   ab-fragments built-in vs weights in fragment order (MoeConfig.fragments) on the plans' pipelines and with the
-#               register prefetch at 1-1024 tokens, GEMM1 stacked over 8 warps at 64-1024 (3 shapes; about 350 s)
+#               register prefetch at 1-1024 tokens, GEMM1 stacked over 8 warps (and GEMM2 on 128 rows) at 64-1024
+#               (3 shapes; about 400 s)
 #   ab-fragments-prefill  the same at 4096 tokens, with the L2 hint and 1 stage, 2 stages, stacked; at 8192 tokens
 #               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
@@ -84,8 +85,9 @@ for part in "$@"; do
             force fragments "{$FRAG}"  # on the plans' own pipelines: the L2 hint at decode, 3 stages at prefill
             force fragments_prefetch "{$FRAG, \"prefetch\": true, \"prefetch_hint\": \"\", \"stages1\": 1, \"stages2\": 1}"
             force fragments_stacked "{$FRAG, \"stacked_gate_up\": true, \"warps1\": 8}"
+            force fragments_w8 "{$FRAG, \"stacked_gate_up\": true, \"warps1\": 8, \"bn2\": 128, \"warps2\": 8}"
             for variant in builtin fragments fragments_prefetch; do rows $variant 1,16,64,1024 1,8; done
-            rows fragments_stacked 64,1024 1,8 ;;
+            for variant in fragments_stacked fragments_w8; do rows $variant 64,1024 1,8; done ;;
         ab-fragments-prefill)
             force fragments "{$FRAG}"
             force fragments_hint "{$FRAG, \"prefetch_hint\": \"L2\", \"stages1\": 1, \"stages2\": 1}"

@@ -189,13 +189,18 @@ def _fragments(p, layout):
 @pytest.mark.parametrize("tokens", [3, 40])  # inline routing with a GEMM1 K split, then the block table
 def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     """The weights re-tiled in wgmma's fragment order (MoeConfig.fragments) hold the same values in the same K order:
-    the same dots, the same bits, from either layout, with 128-row token blocks, the register prefetch, and GEMM1's
-    tiles stacked over 8 warps; a config without them, or of the wrong shape, is refused."""
+    the same dots, the same bits, from either layout, with 128-row token blocks, the register prefetch, GEMM1's tiles
+    stacked over 8 warps, GEMM2's 128-row tiles (split in K) and the fused combine; a config without them, or of the
+    wrong shape, is refused."""
     p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=12)
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
     for layout in L.LAYOUTS:
-        for change in ({}, dict(bm=128), dict(prefetch=True), dict(stacked_gate_up=True, warps1=8)):
+        # inline routing (3 tokens): the register prefetch and the fused combine; the block table (40): 128-row token
+        # blocks, GEMM1 stacked over 8 warps, GEMM2's 128-row tiles split in K
+        changes = ((dict(prefetch=True), dict(fused_combine=True)) if tokens == 3 else
+                   (dict(bm=128), dict(stacked_gate_up=True, warps1=8), dict(bn2=128, warps2=8, split2=2)))
+        for change in ({}, *changes):
             expected = _run(p, layout, "swiglu", dataclasses.replace(plan, **change))
             got = K.moe_a16w4(p["x"], *_shuffled(p, layout), p["tw"], p["ti"], layout=layout, experts=p["e"],
                               inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"],
@@ -207,6 +212,8 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
         K.check_config(dataclasses.replace(frag, warps1=8), p["inter"], p["h"])  # 8 warps only stacked
     with pytest.raises(ValueError, match="fragments take"):
         K.check_config(dataclasses.replace(frag, bn1=32), p["inter"], p["h"])
+    with pytest.raises(ValueError, match="fragments take GEMM2"):
+        K.check_config(dataclasses.replace(frag, bn2=128), p["inter"], p["h"])  # 128 rows only on 8 warps
     assert "fragments" in K.pipeline_description(frag, torch.device("cpu"))
 
 
@@ -546,7 +553,7 @@ def test_gpu_one_multiply_and_upper_byte_decodes_give_the_same_bits(tokens):
 @pytest.mark.parametrize("tokens", [1, 64])
 def test_gpu_fragments_give_the_same_bits(tokens):
     """Weights in fragment order (MoeConfig.fragments) with their PTX decode, with and without the register prefetch,
-    and with GEMM1 stacked over 8 warps, against their portable decode and against the shuffled bytes' decode in the same (natural) K order: the same bits;
+    and with 8-warp GEMMs (GEMM1 stacked, GEMM2 on 128 rows), against their portable decode and against the shuffled bytes' decode in the same (natural) K order: the same bits;
     both layouts alike."""
     p = _problem(e=16, h=512, inter=256, t=tokens, topk=4, bias=False, dtype=torch.bfloat16, seed=50 + tokens)
     plan = dataclasses.replace(K.plan_moe(tokens, 4, p["e"], p["inter"], p["h"]), split_pairs=False, prefetch=False)
@@ -559,7 +566,7 @@ def test_gpu_fragments_give_the_same_bits(tokens):
         shuffled = _run(p, layout, "silu", plan, weights=w, scale_max=scale_max)
         for vouched in (scale_max, None):  # None: the fragments' portable decode
             for config in (frag, dataclasses.replace(frag, prefetch=True, prefetch_hint="", stages1=1, stages2=1),
-                           dataclasses.replace(frag, stacked_gate_up=True, warps1=8)):
+                           dataclasses.replace(frag, stacked_gate_up=True, warps1=8, bn2=128, warps2=8)):
                 got = K.moe_a16w4(p["x"], *w, p["tw"], p["ti"], layout=layout, experts=p["e"], inter=p["inter"],
                                   hidden=p["h"], activation="silu", config=config, scale_max=vouched,
                                   fragments=_fragments(p, layout))

@@ -462,10 +462,13 @@ def _moe_gemm2_kernel(
     ks0 = pid_s * KS_PER_SPLIT
     ks1 = tl.minimum(ks0 + KS_PER_SPLIT, KSTEPS)
     next_w, next_s = 0, 0
-    first = fragment_tile(e64, pid_n, HID // FRAG_ROWS, KSTEPS)  # used with FRAG only
+    # with FRAG only: the program's 64-row tile, or (BN 128) its two, one per warp group of 8 warps
+    W: tl.constexpr = BN // 16
+    first = fragment_tile(e64, pid_n * (BN // FRAG_ROWS), HID // FRAG_ROWS, KSTEPS)
+    first_hi = first + (BN // FRAG_ROWS - 1) * KSTEPS
     if FRAG:
         if PREFETCH:
-            next_w, next_s = fragment_load(w_ptr, s_ptr, first, first, ks0, True, 4)
+            next_w, next_s = fragment_load(w_ptr, s_ptr, first, first_hi, ks0, True, W)
         if PREFETCH_HINT != 0:
             prefetch_fragment_step(w_ptr, s_ptr, first, ks0, PREFETCH_HINT)
     elif PREFETCH:
@@ -477,8 +480,8 @@ def _moe_gemm2_kernel(
     for ks in range(ks0, ks1):
         if FRAG:  # w_ptr, s_ptr: w2 in fragment order (MoeFragments)
             at = tl.load(a_rows[:, None] + (ks * (NB * 32) + offs_k)[None, :], mask=m_mask[:, None], other=0.0)
-            acc, next_w, next_s = _fragment_dot(w_ptr, s_ptr, first, first, ks, ks1, tl.trans(at), acc, next_w, next_s,
-                                                DTYPE, DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, 4)
+            acc, next_w, next_s = _fragment_dot(w_ptr, s_ptr, first, first_hi, ks, ks1, tl.trans(at), acc, next_w,
+                                                next_s, DTYPE, DOT_PREC, ASM, PREFETCH, PREFETCH_HINT, W)
         else:
             ahead = tl.minimum(ks + 1, ks1 - 1)  # as in GEMM1
             wq, sc, next_w, next_s = _step_weights(w_rows, s_rows, s_shift, offs_n, ks, ahead, next_w, next_s, NB,

@@ -194,6 +194,7 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
 FRAGMENT_TILES = dict(bn1=64, bn2=64, nb1=4, nb2=4, warps1=4, warps2=4, stacked_gate_up=False, scaled_dot=False,
                       split_pairs=False, f16_gemm1=False)
 _FRAGMENT_STACKED = dict(warps1=8, stacked_gate_up=True)
+_FRAGMENT_WIDE2 = dict(bn2=128, warps2=8)  # GEMM2: two 64-row tiles per program, one per warp group
 
 
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
@@ -218,6 +219,18 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
                      split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False)
 
 
+def _fragments_reason(cfg: MoeConfig) -> str | None:
+    """Why MoeConfig.fragments cannot run with the rest of cfg (its fragment order is one warp group's per 64 rows)."""
+    fixed = {k: v for k, v in FRAGMENT_TILES.items() if k not in (*_FRAGMENT_STACKED, *_FRAGMENT_WIDE2)}
+    if not fixed.items() <= dataclasses.asdict(cfg).items():
+        return f"fragments take {fixed}"  # (nb 4: 128-value K steps)
+    if (cfg.warps1, cfg.stacked_gate_up) not in ((4, False), (8, True)):
+        return "fragments take GEMM1 on 4 warps, or on 8 with stacked_gate_up"
+    if (cfg.bn2, cfg.warps2) not in ((64, 4), (128, 8)):
+        return "fragments take GEMM2 tiles of 64 rows on 4 warps, or of 128 on 8"
+    return None
+
+
 def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
     if inter % cfg.bn1 or hidden % cfg.bn2:
         raise ValueError(f"config {cfg} does not tile inter={inter} / hidden={hidden}")
@@ -229,12 +242,9 @@ def check_config(cfg: MoeConfig, inter: int, hidden: int) -> None:
         raise ValueError(f"config {cfg}: prefetch_hint is one of {sorted(PREFETCH_HINT_LEVELS)} and excludes prefetch")
     if cfg.stacked_gate_up and cfg.scaled_dot:
         raise ValueError(f"config {cfg}: stacked_gate_up runs the kernel's own decode, not tl.dot_scaled")
-    fields = dataclasses.asdict(cfg)
-    if cfg.fragments and not dict(FRAGMENT_TILES, **{k: fields[k] for k in _FRAGMENT_STACKED}).items() <= fields.items():
-        raise ValueError(f"config {cfg}: fragments take {FRAGMENT_TILES}")  # (nb 4: 128-value K steps)
-    stacking = {k: fields[k] for k in _FRAGMENT_STACKED}
-    if cfg.fragments and stacking not in ({k: FRAGMENT_TILES[k] for k in _FRAGMENT_STACKED}, _FRAGMENT_STACKED):
-        raise ValueError(f"config {cfg}: fragments take 4 warps, or 8 with stacked_gate_up")
+    reason = _fragments_reason(cfg) if cfg.fragments else None
+    if reason:
+        raise ValueError(f"config {cfg}: {reason}")
 
 
 def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: int) -> str | None:
@@ -297,6 +307,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
                                            prefetch_hint="", stages1=1, stages2=1),
         # GEMM1's gate and up tiles stacked over 8 warps: twice the warps per program where each decodes its own rows
         "fragments,stacked,w8": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True, upper_bytes=False),
+        "fragments,stacked,w8,bn2=128": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, **_FRAGMENT_WIDE2, fragments=True,
+                                             upper_bytes=False),
         "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="L2",
                                           stages1=1, stages2=1),
         "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=2,
