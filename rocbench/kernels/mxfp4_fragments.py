@@ -36,6 +36,9 @@ _LANE_MASK = 0x81C081C0  # per 16-bit lane: sign to bit 15, e1 e0 m to bits 8..6
 # output, found no packing with fewer instructions
 ROTATIONS = (6, 12, 2)
 _LAST_ROTATION, _LAST_ROTATED, _LAST_KEPT = 8, 0x00400040, 0x81808180
+# the same, for the portable decode
+_ROT0, _ROT1, _ROT2, _ROT3 = (tl.constexpr(r) for r in (*ROTATIONS, _LAST_ROTATION))
+_ROTATED3, _KEPT3 = tl.constexpr(_LAST_ROTATED), tl.constexpr(_LAST_KEPT)
 
 PTX_DECODE = f"""
 {{
@@ -155,13 +158,13 @@ def _generic_lanes(words, f, k: tl.constexpr, DTYPE: tl.constexpr):
     """Output register k of each word as (lane 0, lane 1) values in DTYPE, times f (fp32, 2^(s - 113): the fp16
     trick's 2^-14 undone, as mxfp4_weights' portable decode)."""
     if k == 0:
-        r = (words << 6) | (words >> 26)
+        r = (words << _ROT0) | (words >> (32 - _ROT0))
     elif k == 1:
-        r = (words << 12) | (words >> 20)
+        r = (words << _ROT1) | (words >> (32 - _ROT1))
     elif k == 2:
-        r = (words << 2) | (words >> 30)
+        r = (words << _ROT2) | (words >> (32 - _ROT2))
     else:
-        r = (((words << 8) | (words >> 24)) & 0x00400040) | (words & 0x81808180)
+        r = (((words << _ROT3) | (words >> (32 - _ROT3))) & _ROTATED3) | (words & _KEPT3)
     # lane bits 15, 8..6 -> the fp16 bits of the value times 2^-14 (sign, then e1 e0 m at 11..9)
     lo = (((r >> 15) & 1) << 15) | (((r >> 6) & 7) << 9)
     hi = (((r >> 31) & 1) << 15) | (((r >> 22) & 7) << 9)
