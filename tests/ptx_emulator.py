@@ -5,6 +5,7 @@ cvt.rn.f16x2.e4m3x2, element-wise over arrays; anything else is an error, never 
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -188,3 +189,42 @@ def interpreted_inline_asm(asm, constraints, values, types, is_pure, pack):
         results.append(TensorHandle(data, ty))
         first += count
     return _AsmCall(results)
+
+
+@contextlib.contextmanager
+def inline_asm_emulated():
+    """Within it, Triton's interpreter runs tl.inline_asm_elementwise through interpreted_inline_asm."""
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    saved = InterpreterBuilder.create_inline_asm
+    InterpreterBuilder.create_inline_asm = lambda self, *args: interpreted_inline_asm(*args)
+    try:
+        yield
+    finally:
+        InterpreterBuilder.create_inline_asm = saved
+
+
+@contextlib.contextmanager
+def bf16_dots_in_fp32():
+    """Within it, Triton's interpreter multiplies bf16 dot operands as their exact fp32 values. Its own tl.dot
+    multiplies the uint16 words that hold bf16 values, as integers (which is why the CPU tests run fp16/fp32)."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
+    saved = InterpreterBuilder.create_dot
+
+    def exact(handle):
+        if handle.get_element_ty() == tl.bfloat16:
+            return (handle.data.astype(np.uint32) << 16).view(np.float32)
+        return handle.data.astype(np.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if tl.bfloat16 not in (a.get_element_ty(), b.get_element_ty()):
+            return saved(self, a, b, d, input_precision, max_num_imprecise_acc)
+        return TensorHandle(np.matmul(exact(a), exact(b)) + d.data, d.dtype.scalar)
+
+    InterpreterBuilder.create_dot = create_dot
+    try:
+        yield
+    finally:
+        InterpreterBuilder.create_dot = saved

@@ -15,6 +15,7 @@ from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffl
 from rocbench.formats import moe_layouts as L
 from rocbench.suites.moe.reference import moe_reference, route
 from tests.helpers import needs_interpreter
+from tests.ptx_emulator import bf16_dots_in_fp32, inline_asm_emulated
 
 pytestmark = [needs_interpreter(on_cpu_only=True), pytest.mark.gpu]  # on a GPU these run compiled
 
@@ -219,6 +220,59 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     with pytest.raises(ValueError, match="fragments take GEMM2"):
         K.check_config(dataclasses.replace(frag, bn2=128), p["inter"], p["h"])  # 128 rows only on 8 warps
     assert "fragments" in K.pipeline_description(frag, torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real PTX (test_gpu_f16_gemm1_gives_the_same_bits)")
+@pytest.mark.parametrize("tokens", [3, 40])
+def test_f16_gemm1_ptx_path_gives_the_same_bits_in_the_interpreter(tokens, monkeypatch):
+    """GEMM1's fp16 decode (MoeConfig.f16_gemm1: the x pre-pass, its PTX decode run by tests/ptx_emulator.py, the
+    accumulators scaled back) against the portable decode, fp16 activations (the interpreter's fp16 dots are right):
+    the same bits, with an all-zero block of scale byte 0 and live scales 9 binades apart."""
+    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=14)
+    g = torch.Generator().manual_seed(tokens)
+    p["s13"] = torch.randint(118, 128, p["s13"].shape, generator=g, dtype=torch.uint8)  # exact in fp16 either way
+    p["q13"][:, :8, :16] = 0  # the first block of 8 rows: zeros, scale 0
+    p["s13"][:, :8, 0] = 0
+    live = K.live_scale_range(p["q13"], p["s13"])
+    shift = K.f16_shift(live)
+    assert live[0] >= 118 and shift is not None
+    plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2)
+    expected = {layout: _run(p, layout, "swiglu", plan) for layout in L.LAYOUTS}
+    monkeypatch.setattr(K, "gemm1_decode", lambda *args: (3, shift))  # as on an sm_89+ GPU with bf16 x
+    for layout in L.LAYOUTS:
+        with inline_asm_emulated():
+            got = _run(p, layout, "swiglu", dataclasses.replace(plan, f16_gemm1=True), w13_live_scales=live)
+        assert torch.equal(got.view(torch.int16), expected[layout].view(torch.int16)), layout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real PTX (test_gpu_asm_dequant_bitwise...)")
+@pytest.mark.parametrize("tokens", [3, 40])
+def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monkeypatch):
+    """The NVIDIA decode paths with bf16 activations, run on the CPU: their PTX through tests/ptx_emulator.py and the
+    interpreter's bf16 dots as exact fp32 products (its own multiply the bf16 words as integers). The exact and
+    one-multiply decodes, both byte spreads, split pairs, GEMM1 stacked over 8 warps and the weights in fragment
+    order give the bits of the portable decode in the same K order."""
+    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=16, dtype=torch.bfloat16)
+    plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
+    scale_max = K.largest_scale(p["s13"], p["s2"])
+    assert scale_max <= K.ONE_MUL_MAX_SCALE
+    frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
+    with bf16_dots_in_fp32():
+        portable = {pairs: _run(p, L.INTERLEAVE, "swiglu", dataclasses.replace(plan, split_pairs=pairs))
+                    for pairs in (False, True)}
+        assert _close(portable[False], _reference(p, "swiglu"), rel=1e-2)[0]
+        for mode, change in ((1, {}), (2, {}), (1, dict(upper_bytes=True)), (2, dict(upper_bytes=True)),
+                             (2, dict(split_pairs=True)), (2, dict(stacked_gate_up=True, warps1=8)),
+                             (2, dict(fragments=True))):
+            monkeypatch.setattr(K, "decode_mode", lambda *args, mode=mode: mode)  # as on an NVIDIA GPU
+            config = dataclasses.replace(frag if change.get("fragments") else plan, **change)
+            with inline_asm_emulated():
+                got = K.moe_a16w4(p["x"], *_shuffled(p, L.INTERLEAVE), p["tw"], p["ti"], layout=L.INTERLEAVE,
+                                  experts=p["e"], inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"],
+                                  b2=p["b2"], config=config, scale_max=scale_max,
+                                  fragments=_fragments(p, L.INTERLEAVE) if config.fragments else None)
+            expected = portable[config.split_pairs]
+            assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), (mode, change)
 
 
 def test_unaligned_scales_fall_back_to_byte_loads():

@@ -13,7 +13,7 @@ from rocbench.formats.mxfp4 import FP4_VALUES, dequantize_mxfp4
 from rocbench.kernels import mxfp4_fragments as F
 from rocbench.kernels import mxfp4_weights as W
 from tests.helpers import needs_interpreter
-from tests.ptx_emulator import interpreted_inline_asm, run_ptx
+from tests.ptx_emulator import inline_asm_emulated, run_ptx
 
 
 def _weights(experts=2, rows=128, k=256, low=100, high=140, seed=0):
@@ -69,18 +69,6 @@ def test_ptx_decode_gives_every_value_in_every_register():
             assert np.array_equal(got, want.numpy().astype(np.uint32) & 0xFFFF), (register, lane)
 
 
-@contextlib.contextmanager
-def _inline_asm_emulated():
-    from triton.runtime.interpreter import InterpreterBuilder
-
-    saved = InterpreterBuilder.create_inline_asm
-    InterpreterBuilder.create_inline_asm = lambda self, *args: interpreted_inline_asm(*args)
-    try:
-        yield
-    finally:
-        InterpreterBuilder.create_inline_asm = saved
-
-
 def _decode_tiles(weights, frag_scales, asm: bool) -> torch.Tensor:
     import triton
     import triton.language as tl
@@ -111,7 +99,7 @@ def test_fragment_step_decodes_the_reference_values_in_natural_order(asm):
     # interpreter's bf16 -> fp32 conversion gets wrong (the emulator test above covers 28 up, exactly)
     packed, scales = _weights(low=34, high=W.ONE_MUL_MAX_SCALE + 1)
     weights, frag_scales = F.to_fragments(packed, scales)
-    with _inline_asm_emulated() if asm else contextlib.nullcontext():
+    with inline_asm_emulated() if asm else contextlib.nullcontext():
         got = _decode_tiles(weights, frag_scales, asm)
     want = dequantize_mxfp4(packed, scales)
     assert torch.equal(got, want)
