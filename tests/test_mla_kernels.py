@@ -1,7 +1,8 @@
 """Triton MLA decode kernels (split-KV and persistent) against the fp32 reference.
 
 On a machine without a GPU these run under TRITON_INTERPRET=1 (set in conftest.py) with fp32 /
-fp16 inputs: the interpreter's bf16 tl.dot is wrong in Triton 3.9, so bf16 is GPU-only here."""
+fp16 inputs: the interpreter's bf16 tl.dot multiplies the bf16 words as integers, so bf16 runs on the CPU only where
+a test takes its dots as exact fp32 products (tests/ptx_emulator.bf16_dots_in_fp32)."""
 
 import dataclasses
 import math
@@ -31,6 +32,7 @@ from rocbench.formats.paged_kv import build_paged_kv, make_query, make_seq_lens
 from rocbench.suites.mla.reference import mla_decode_reference
 from rocbench.formats.mla_schedule import build_mla_schedule
 from tests.helpers import needs_interpreter
+from tests.ptx_emulator import bf16_dots_in_fp32, inline_asm_emulated
 
 FP8_DTYPE = torch.float8_e4m3fn
 
@@ -130,6 +132,29 @@ def test_kernels_match_reference(seq_lens, page, q_dtype, kv_dtype, nhead, qlen,
     assert_matches_reference(out_pers, ref, q_dtype)
     if len(seq_lens) > 1 and max(seq_lens) > 16:
         assert sched.num_partials > 0  # the reduce path ran
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the GPU runs bf16 and the PTX itself (test_gpu_bf16_and_cuda_graph)")
+@pytest.mark.parametrize("kv_dtype,config", [
+    (torch.bfloat16, SMALL), (torch.bfloat16, MlaKernelConfig(block_n=16, tokens_as_m=True)),
+    (FP8_DTYPE, MlaKernelConfig(block_n=16, f16_mma=True, convert_where_loaded=True)),
+    (FP8_DTYPE, MlaKernelConfig(block_n=16, tokens_as_m=True, fp8_qk=True, f16_mma=True, convert_where_loaded=True))])
+def test_bf16_and_the_ptx_conversion_in_the_interpreter(kv_dtype, config, monkeypatch):
+    """bf16 queries (the product's dtype) on the CPU, the interpreter's bf16 dots taken as exact fp32 products (its
+    own multiply the bf16 words as integers); with fp8 KV the NVIDIA conversion where loaded (convert_where_loaded),
+    its PTX run by tests/ptx_emulator.py: both kernels match the reference, and the conversion gives the cast's
+    bits."""
+    q, kv, ref = _case([40, 23], 16, torch.bfloat16, kv_dtype, 8, 2, seed=18)
+    with bf16_dots_in_fp32():
+        outs = [_run_both(q, kv, 2, dataclasses.replace(config, convert_where_loaded=False), 3, 4)[:2]]
+        if config.convert_where_loaded:
+            monkeypatch.setattr("rocbench.kernels.mla_decode.nvidia_gpu", lambda device: True)
+            with inline_asm_emulated():
+                outs.append(_run_both(q, kv, 2, config, 3, 4)[:2])
+    for out in outs[0]:
+        assert_matches_reference(out, ref, torch.bfloat16)
+    for plain, converted in zip(outs[0], outs[-1]):
+        assert torch.equal(plain.view(torch.int16), converted.view(torch.int16))
 
 
 def test_f16_mma_rescales_rows_beyond_fp16_range():
