@@ -471,6 +471,8 @@ def _moe_gemm2_kernel(
             next_w, next_s = fragment_load(w_ptr, s_ptr, first, first_hi, ks0, True, W)
         if PREFETCH_HINT != 0:
             prefetch_fragment_step(w_ptr, s_ptr, first, ks0, PREFETCH_HINT)
+            if W == 8:
+                prefetch_fragment_step(w_ptr, s_ptr, first_hi, ks0, PREFETCH_HINT)
     elif PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:
