@@ -89,10 +89,10 @@ class MoeConfig:
     # the weights re-tiled once, before the calls, in the order of wgmma's register operand (mxfp4_fragments; the
     # caller passes moe_a16w4 a MoeFragments): each thread loads its own 32 bytes per 64-row tile and K step and
     # decodes them in place (9 integer operations and 4 multiplies per 8 values), where reading AITER's layouts
-    # rearranges the packed bytes through shared memory. Needs 64-row tiles, 4 warps, 128-value K steps; natural K
-    # order. Offline sm_90 SASS (Triton 3.6): a K loop over one tile 155 instructions per warp (LDG.128 x 2, no
-    # shared memory or barrier for the weights) against 284 per tile in GEMM1's decode-plan loop (568 for two).
-    # Off until a GPU has timed it (a --tune candidate)
+    # rearranges the packed bytes through shared memory. Takes FRAGMENT_TILES (64-row tiles per warp group, 128-value
+    # K steps, natural K order). Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 568 -> 324
+    # instructions per warp and K step, GEMM2's 313 -> 173, no shared memory or barrier for the weights, 123 -> 86
+    # registers. Off until a GPU has timed it (--tune candidates)
     fragments: bool = False
 
 

@@ -91,7 +91,6 @@ class TritonMoe(Backend):
         return Prepared(run, f"triton {case['layout']} bm={config.bm} split_k1={config.split1} {route} {pipeline} "
                              f"({source})")
 
-
     @staticmethod
     def fragment_weights(case: Case, io: MoeIO):
         """MoeConfig.fragments' copy of the weights, re-tiled from this case's layout (its shuffled bytes, unshuffled):
