@@ -1,7 +1,8 @@
 """A NumPy interpreter for the few PTX instructions of rocbench's inline decodes, so that CPU tests run the very
 strings the kernels ship rather than a second copy of their bit tricks. It knows mov (also a 32-bit register split
-into two 16-bit ones), prmt (default mode), shl, shf.l.wrap (funnel shift), shr.u32, and, or, fma.rn.bf16x2, mul.rn.f16x2 and
-cvt.rn.f16x2.e4m3x2, element-wise over arrays; anything else is an error, never skipped."""
+into two 16-bit ones), prmt (default mode), shl, shf.l.wrap (funnel shift), shr.u32, and, or, fma.rn.bf16x2,
+mul.rn.f16x2, cvt.rn.f16x2.e4m3x2 and setp.ne.s32, element-wise over arrays, and runs no predicated prefetch (a cache
+hint changes no value); anything else is an error, never skipped."""
 
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
     """Run `asm` with $k bound to operands[k] (uint32 arrays; None for outputs) and return every operand after it,
     outputs included."""
     regs: dict[str, np.ndarray] = {}
-    values = [None if x is None else np.asarray(x, dtype=np.uint32) for x in operands]
+    # 64-bit operands (addresses, "l" constraints) stay 64-bit
+    values = [None if x is None else np.asarray(x, dtype=np.uint64 if np.asarray(x).dtype == np.uint64 else np.uint32)
+              for x in operands]
     shape = next(v.shape for v in values if v is not None)
 
     def read(token: str) -> np.ndarray:
@@ -88,14 +91,21 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
 
     def write(token: str, value: np.ndarray) -> None:
         token = token.strip()
+        value = value if value.dtype == np.bool_ else value.astype(np.uint32)
         if token.startswith("$"):
-            values[int(token[1:])] = value.astype(np.uint32)
+            values[int(token[1:])] = value
         else:
-            regs[token] = value.astype(np.uint32)
+            regs[token] = value
 
     for statement in asm.split(";"):
         statement = statement.strip().lstrip("{}").strip()
         if not statement or statement.startswith(".reg") or statement == "}":
+            continue
+        predicate = re.match(r"^@(!?)(\w+)\s+(.*)$", statement)
+        if predicate:  # only prefetches are predicated in the kernels' asm: they change no value, so run none
+            if not predicate.group(3).startswith("prefetch."):
+                raise ValueError(f"the emulator runs no predicated {predicate.group(3)!r}")
+            read(predicate.group(2))
             continue
         match = _INSTRUCTION.match(statement)
         if not match:
@@ -108,8 +118,10 @@ def run_ptx(asm: str, operands: list[np.ndarray | None]) -> list[np.ndarray]:
             continue
         op, args = match.group(1), [a.strip() for a in match.group(2).split(",")]
         dst, srcs = args[0], [read(a) for a in args[1:]]
-        if op == "mov.b32":
+        if op in ("mov.b32", "mov.u32"):
             result = srcs[0]
+        elif op == "setp.ne.s32":
+            result = srcs[0].astype(np.uint32) != srcs[1].astype(np.uint32)
         elif op == "prmt.b32":
             result = _prmt(*srcs)
         elif op == "shl.b32":
@@ -146,7 +158,9 @@ class _AsmCall:
 def _registers(data: np.ndarray, bits: int, pack: int) -> np.ndarray:
     """A tensor's elements (flattened, C order) as the 32-bit registers of its inline-asm groups of `pack`
     elements: [groups, registers], the lowest element in each register's low bits (Triton packs a vector of
-    narrow elements into a register, little-endian)."""
+    narrow elements into a register, little-endian); 64-bit elements (addresses) one per 64-bit register."""
+    if bits == 64:
+        return data.reshape(-1).view(np.uint64).reshape(-1, pack)
     per_register = max(1, 32 // bits)
     lanes = data.reshape(-1).view(f"u{bits // 8}").astype(np.uint64).reshape(-1, pack)
     lanes = lanes.reshape(lanes.shape[0], -1, min(per_register, pack))
@@ -168,12 +182,13 @@ def interpreted_inline_asm(asm, constraints, values, types, is_pure, pack):
     asm runs in run_ptx. On the GPU a group is `pack` consecutive elements of a thread's registers; a kernel's
     elements are grouped alike where the innermost dimension is held contiguously by each thread, as the decodes
     that use this arrange (their loads' 16 contiguous bytes per thread)."""
+    import triton.language as tl
     from triton.runtime.interpreter import TensorHandle, _get_np_dtype
 
     constraint_list = [c.strip() for c in constraints.split(",")]
     inputs = []
     for value in values:
-        bits = value.get_element_ty().primitive_bitwidth
+        bits = 64 if isinstance(value.dtype.scalar, tl.pointer_type) else value.get_element_ty().primitive_bitwidth
         regs = _registers(value.data, bits, pack)
         inputs.extend(regs[:, r] for r in range(regs.shape[1]))
     out_types = [ty.element_ty if hasattr(ty, "element_ty") else ty for ty in types]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rocbench.kernels import moe_a16w4 as K
-from rocbench.kernels.moe_plan import FRAGMENT_TILES
+from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_TILES
 from tests import moe_debug_kernels
 from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight
 from rocbench.formats import moe_layouts as L
@@ -251,8 +251,9 @@ def test_f16_gemm1_ptx_path_gives_the_same_bits_in_the_interpreter(tokens, monke
 def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monkeypatch):
     """The NVIDIA decode paths with bf16 activations, run on the CPU: their PTX through tests/ptx_emulator.py and the
     interpreter's bf16 dots as exact fp32 products (its own multiply the bf16 words as integers). The exact and
-    one-multiply decodes, both byte spreads, split pairs, GEMM1 stacked over 8 warps and the weights in fragment
-    order give the bits of the portable decode in the same K order."""
+    one-multiply decodes, both byte spreads, split pairs, GEMM1 stacked over 8 warps, the weights in fragment order
+    and the decode plans' NVIDIA pipeline (its PTX cache prefetch; dependent launches aside) give the bits of the
+    portable decode in the same K order."""
     p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=16, dtype=torch.bfloat16)
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     scale_max = K.largest_scale(p["s13"], p["s2"])
@@ -262,10 +263,13 @@ def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monke
         portable = {pairs: _run(p, L.INTERLEAVE, "swiglu", dataclasses.replace(plan, split_pairs=pairs))
                     for pairs in (False, True)}
         assert _close(portable[False], _reference(p, "swiglu"), rel=1e-2)[0]
+        # as on an NVIDIA GPU: the PTX decodes, and the cache prefetch where a config asks (no dependent launches)
+        monkeypatch.setattr(K, "_nvidia_knobs", lambda cfg, device: (K.PREFETCH_HINT_LEVELS[cfg.prefetch_hint], False))
         for mode, change in ((1, {}), (2, {}), (1, dict(upper_bytes=True)), (2, dict(upper_bytes=True)),
                              (2, dict(split_pairs=True)), (2, dict(stacked_gate_up=True, warps1=8)),
-                             (2, dict(fragments=True))):
-            monkeypatch.setattr(K, "decode_mode", lambda *args, mode=mode: mode)  # as on an NVIDIA GPU
+                             (2, dict(fragments=True)), (2, CACHE_HINT_DECODE_PIPELINE),
+                             (2, dict(fragments=True, prefetch_hint="L2", stages1=1, stages2=1))):
+            monkeypatch.setattr(K, "decode_mode", lambda *args, mode=mode: mode)
             config = dataclasses.replace(frag if change.get("fragments") else plan, **change)
             with inline_asm_emulated():
                 got = K.moe_a16w4(p["x"], *_shuffled(p, L.INTERLEAVE), p["tw"], p["ti"], layout=L.INTERLEAVE,
