@@ -238,9 +238,9 @@ def test_f16_gemm1_ptx_path_gives_the_same_bits_in_the_interpreter(tokens, monke
     shift = K.f16_shift(live)
     assert live[0] >= 118 and shift is not None
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2)
-    expected = {layout: _run(p, layout, "swiglu", plan) for layout in L.LAYOUTS}
+    expected = {layout: _run(p, layout, "swiglu", plan) for layout in (L.LAYOUTS if tokens == 3 else L.LAYOUTS[:1])}
     monkeypatch.setattr(K, "gemm1_decode", lambda *args: (3, shift))  # as on an sm_89+ GPU with bf16 x
-    for layout in L.LAYOUTS:
+    for layout in L.LAYOUTS if tokens == 3 else L.LAYOUTS[:1]:
         with inline_asm_emulated():
             got = _run(p, layout, "swiglu", dataclasses.replace(plan, f16_gemm1=True), w13_live_scales=live)
         assert torch.equal(got.view(torch.int16), expected[layout].view(torch.int16)), layout
@@ -265,10 +265,11 @@ def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monke
         assert _close(portable[False], _reference(p, "swiglu"), rel=1e-2)[0]
         # as on an NVIDIA GPU: the PTX decodes, and the cache prefetch where a config asks (no dependent launches)
         monkeypatch.setattr(K, "_nvidia_knobs", lambda cfg, device: (K.PREFETCH_HINT_LEVELS[cfg.prefetch_hint], False))
-        for mode, change in ((1, {}), (2, {}), (1, dict(upper_bytes=True)), (2, dict(upper_bytes=True)),
-                             (2, dict(split_pairs=True)), (2, dict(stacked_gate_up=True, warps1=8)),
-                             (2, dict(fragments=True)), (2, CACHE_HINT_DECODE_PIPELINE),
-                             (2, dict(fragments=True, prefetch_hint="L2", stages1=1, stages2=1))):
+        variants = ((1, {}), (2, {}), (1, dict(upper_bytes=True)), (2, dict(upper_bytes=True)),
+                    (2, dict(split_pairs=True)), (2, dict(stacked_gate_up=True, warps1=8)), (2, dict(fragments=True)),
+                    (2, CACHE_HINT_DECODE_PIPELINE), (2, dict(fragments=True, prefetch_hint="L2", stages1=1, stages2=1)))
+        # the decodes do not depend on the routing: the block table (40 tokens) runs the pipelines only
+        for mode, change in variants if tokens == 3 else variants[-2:]:
             monkeypatch.setattr(K, "decode_mode", lambda *args, mode=mode: mode)
             config = dataclasses.replace(frag if change.get("fragments") else plan, **change)
             with inline_asm_emulated():
