@@ -193,7 +193,7 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     the same dots, the same bits, from either layout, with 128-row token blocks, the register prefetch, GEMM1's tiles
     stacked over 8 warps, GEMM2's 128-row tiles (split in K) and the fused combine; a config without them, or of the
     wrong shape, is refused."""
-    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=12)
+    p = _problem(e=2, h=256, inter=128, t=tokens, topk=2, seed=12)
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     frag = dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True)
     def fragments_run(layout, change):
@@ -229,7 +229,7 @@ def test_f16_gemm1_ptx_path_gives_the_same_bits_in_the_interpreter(tokens, monke
     """GEMM1's fp16 decode (MoeConfig.f16_gemm1: the x pre-pass, its PTX decode run by tests/ptx_emulator.py, the
     accumulators scaled back) against the portable decode, fp16 activations (the interpreter's fp16 dots are right):
     the same bits, with an all-zero block of scale byte 0 and live scales 9 binades apart."""
-    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=14)
+    p = _problem(e=2, h=256, inter=128, t=tokens, topk=2, seed=14)
     g = torch.Generator().manual_seed(tokens)
     p["s13"] = torch.randint(118, 128, p["s13"].shape, generator=g, dtype=torch.uint8)  # exact in fp16 either way
     p["q13"][:, :8, :16] = 0  # the first block of 8 rows: zeros, scale 0
@@ -254,7 +254,7 @@ def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monke
     one-multiply decodes, both byte spreads, split pairs, GEMM1 stacked over 8 warps, the weights in fragment order
     and the decode plans' NVIDIA pipeline (its PTX cache prefetch; dependent launches aside) give the bits of the
     portable decode in the same K order."""
-    p = _problem(e=4, h=256, inter=128, t=tokens, topk=2, seed=16, dtype=torch.bfloat16)
+    p = _problem(e=2, h=256, inter=128, t=tokens, topk=2, seed=16, dtype=torch.bfloat16)
     plan = dataclasses.replace(K.plan_moe(tokens, 2, p["e"], p["inter"], p["h"]), split1=2, prefetch=False)
     scale_max = K.largest_scale(p["s13"], p["s2"])
     assert scale_max <= K.ONE_MUL_MAX_SCALE
