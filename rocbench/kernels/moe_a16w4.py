@@ -46,7 +46,7 @@ from rocbench.kernels.moe_plan import (PREFETCH_HINT_LEVELS, MoeConfig, cache_hi
                                       moe_a16w4_unsupported_reason, plan_moe)
 from rocbench.kernels.moe_route import route_blocks
 from rocbench.kernels.mxfp4_fragments import (FRAG_K, FRAG_ROWS, STEP_K, TILE_ROWS, fragment_decode, fragment_load,
-                                              fragment_tile, fragments_unsupported_reason, prefetch_fragment_step,
+                                              fragment_tile, prefetch_fragment_step,
                                               to_fragments)
 from rocbench.kernels.mxfp4_weights import (ONE_MUL_MAX_SCALE, ONE_MUL_UNDO, dequant, f16_factor_bias, f16_shift,
                                             prefetch_step, s_row_part, scale_rows, split_pairs, w_row_base,
@@ -654,11 +654,8 @@ class MoeFragments:
 
 
 def moe_fragments(w13_packed, w13_scales, w2_packed, w2_scales) -> MoeFragments:
-    """The fragment-order copy of natural (unshuffled) weights, once per weight set, before the calls."""
-    for packed in (w13_packed, w2_packed):
-        reason = fragments_unsupported_reason(packed.shape[1], 2 * packed.shape[2])
-        if reason:
-            raise ValueError(reason)
+    """The fragment-order copy of natural (unshuffled) weights, once per weight set, before the calls (to_fragments
+    refuses shapes it cannot tile)."""
     return MoeFragments(*to_fragments(w13_packed, w13_scales), *to_fragments(w2_packed, w2_scales))
 
 
