@@ -78,6 +78,23 @@ def test_candidates_are_distinct_and_valid():
     assert not moe_plan.cache_hint_available(None) and not moe_plan.cache_hint_available("cpu")
 
 
+@pytest.mark.parametrize("tokens, topk, prefetch", [(1, 4, True), (1024, 8, True), (4096, 4, False)])
+def test_retiled_plans_take_fragments_on_nvidia_only(tokens, topk, prefetch):
+    """A caller that re-tiles the weights (the backend) gets the fragment-order plan on NVIDIA: its register
+    prefetch up to 8192 pairs, the L2 hint above; elsewhere, and for callers that pass the layout's bytes, the plan
+    is the one before fragments."""
+    from rocbench.kernels import moe_plan
+
+    shape = (tokens, topk, 128, 384, 3072)
+    before = moe_plan.heuristic_plan(*shape, 132, True)
+    plan = moe_plan.heuristic_plan(*shape, 132, True, retiled=True)
+    assert plan == dataclasses.replace(before, **moe_plan.FRAGMENT_TILES, fragments=True, upper_bytes=False,
+                                       prefetch=prefetch, prefetch_hint="" if prefetch else "L2", stages1=1, stages2=1)
+    moe_plan.check_config(plan, 384, 3072)
+    assert moe_plan.heuristic_plan(*shape, 132, False, retiled=True) == moe_plan.heuristic_plan(*shape, 132, False)
+    assert not moe_plan.heuristic_plan(16, 4, 128, 2880, 2880, 132, True, retiled=True).fragments  # K steps of 2 blocks
+
+
 def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
     """Fake timings (a CPU cannot time); a wrong candidate is never kept however fast it is."""
     suite = toy_addrmsnorm.SUITE

@@ -92,7 +92,8 @@ class MoeConfig:
     # rearranges the packed bytes through shared memory. Takes FRAGMENT_TILES (64-row tiles per warp group, 128-value
     # K steps, natural K order). Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 568 -> 324
     # instructions per warp and K step, GEMM2's 313 -> 173, no shared memory or barrier for the weights, 123 -> 86
-    # registers. Off until a GPU has timed it (--tune candidates)
+    # registers. H200: 27-42% less kernel time from 1 to 4096 tokens (_fragments_pipeline); the NVIDIA plans of
+    # callers that re-tile (heuristic_plan's retiled: the backend) take it
     fragments: bool = False
 
 
@@ -116,13 +117,13 @@ def tune_key(tokens: int, topk: int, experts: int, inter: int, hidden: int) -> s
 
 
 def plan_moe(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
-             device=None) -> MoeConfig:
+             device=None, retiled: bool = False) -> MoeConfig:
     """The config `rocbench moe --tune` stored for this device and shape, else one picked from the shape
-    alone (static either way: safe for CUDA graphs)."""
+    alone (static either way: safe for CUDA graphs). retiled: the caller can pass moe_a16w4 a MoeFragments."""
     stored = tuned.lookup("moe_a16w4", device, tune_key(tokens, topk, experts, inter, hidden))
     if stored:
         return MoeConfig(**stored)
-    return heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, cache_hint_available(device))
+    return heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, cache_hint_available(device), retiled)
 
 
 def cache_hint_available(device) -> bool:
@@ -137,9 +138,10 @@ CACHE_HINT_DECODE_PIPELINE = dict(prefetch=False, prefetch_hint="L2", scale_word
 
 
 def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
-                   cache_hint: bool = False) -> MoeConfig:
+                   cache_hint: bool = False, retiled: bool = False) -> MoeConfig:
     """The plan from the shape alone. cache_hint: the GPU has the PTX cache prefetch (MoeConfig.prefetch_hint, NVIDIA:
-    plan_moe says so from the device); elsewhere the decode plans prefetch into registers."""
+    plan_moe says so from the device); elsewhere the decode plans prefetch into registers. retiled: the caller
+    re-tiles the weights into fragment order (MoeConfig.fragments), which the plan then takes on NVIDIA."""
     pairs = tokens * topk
     active = max(1, min(experts, pairs))  # upper bound of experts hit
     rows_per_expert = pairs / active
@@ -172,8 +174,31 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
         if cache_hint:
             pipeline = CACHE_HINT_DECODE_PIPELINE
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
-    return MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
+    plan = MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
+    if not (retiled and cache_hint):
+        return plan
+    fragment_plan = dataclasses.replace(plan, **FRAGMENT_TILES, **_fragments_pipeline(pairs), fragments=True,
+                                        upper_bytes=False)
+    try:
+        check_config(fragment_plan, inter, hidden)
+    except ValueError:  # e.g. K steps of 2 MX blocks (unpadded gpt-oss-120b): fragments take 4
+        return plan
+    return fragment_plan
+
+
+def _fragments_pipeline(pairs: int) -> dict:
+    """The K loop of the fragment-order plans (NVIDIA). H200, kernel_us, interleave, all gated, default plan ->
+    fragments with the register prefetch of the next step's fragment words and 1 stage (scripts/device_moe.sh
+    ab-fragments, 2026-12-05): gpt-oss-120b TP1 x1 51.0 -> 32.1, x16 355.1 -> 244.6, x64 832.7 -> 541.8, x1024
+    2075.8 -> 1205.5; TP8 x1 18.5 -> 13.5, x64 160.2 -> 104.5, x1024 341.2 -> 218.3; DeepSeek-R1 TP8 x1 30.2 -> 19.6,
+    x64 417.3 -> 290.6, x1024 1072.8 -> 679.2 (fragments on the plans' own pipelines: 1584.1 at gpt-oss TP1 x1024).
+    Beyond 8192 pairs the prefetch was not timed; the L2 hint with 1 stage won there (ab-fragments-prefill, 4096
+    tokens: gpt-oss-120b TP1 5011 -> 3150 us, DeepSeek-R1 TP8 2729 -> 1880; 3 stages 3758 / 2345, 2 stages 4070 /
+    2314, gate and up stacked over 8 warps 3760 / 2421)"""
+    if pairs <= 8192:
+        return dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1)
+    return dict(prefetch=False, prefetch_hint="L2", stages1=1, stages2=1)
 
 
 def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:

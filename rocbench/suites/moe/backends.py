@@ -45,18 +45,19 @@ class TritonMoe(Backend):
         """The plan from the shape and this device alone (plan_moe's choice where nothing is tuned)."""
         from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan
 
-        return heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device))
+        return heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
+                              retiled=True)  # prepare_with re-tiles the weights where the plan takes fragments
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.moe_plan import plan_moe
 
-        config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device)
+        config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device, retiled=True)
         source = "heuristic" if config == self.heuristic(case, ctx) else "tuned"
         return self.prepare_with(case, io, ctx, config, source)
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import tuned
-        from rocbench.kernels.moe_plan import tune_candidates, tune_key
+        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, tune_candidates, tune_key
 
         key = tune_key(*self.shape(case))
         plan = self.heuristic(case, ctx)
@@ -65,7 +66,13 @@ class TritonMoe(Backend):
             where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        return Tuning(tune_candidates(plan, case["inter"], case["hidden"]),
+        candidates = tune_candidates(plan, case["inter"], case["hidden"])
+        if plan.fragments:  # and around the plan that reads the layout's own bytes
+            layout_plan = heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device))
+            candidates |= {f"layout bytes: {name}": config
+                           for name, config in tune_candidates(layout_plan, case["inter"], case["hidden"]).items()
+                           if config not in candidates.values()}
+        return Tuning(candidates,
                       lambda io, config: self.prepare_with(case, io, ctx, config, "candidate"), remember)
 
     def prepare_with(self, case: Case, io: MoeIO, ctx: RankContext, config, source: str) -> Prepared:
