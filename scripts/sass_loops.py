@@ -3,7 +3,8 @@ loop, the evidence behind the kernel notes in results/examples. Nothing runs. It
 (ptxas, cuobjdump), as the device has it (Triton 3.6); a CPU box can install that wheel beside the venv:
 
     pip install --target /tmp/t36 triton==3.6.0
-    PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py moe "gpt-oss-120b TP1 pad" 64 '{"f16_gemm1": true}'
+    PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py moe "gpt-oss-120b TP1 pad" 64 --kernel gemm1
+    PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py moe "gpt-oss-120b TP1 pad" 64 '{"f16_gemm1": true}' --layout-bytes
     PYTHONPATH=/tmp/t36:. .venv/bin/python scripts/sass_loops.py mla bf16 32 64 '{"tokens_as_m": true}' --persistent
 
 The compile runs with a CPU device, where the NVIDIA-only paths (PTX decodes, the cache prefetch, dependent launches)
@@ -78,13 +79,14 @@ def read_cubin(cubin: Path) -> KernelSass:
     return KernelSass(cubin.stem, usage_of("REG"), usage_of("STACK"), usage_of("LOCAL"), len(code), loops)
 
 
-def compile_moe(shape_name: str, tokens: int, overrides: dict) -> None:
+def compile_moe(shape_name: str, tokens: int, overrides: dict, retiled: bool) -> None:
     from rocbench.kernels.moe_plan import heuristic_plan
     from tests.compile_only import MOE_SHAPES, compile_only, moe_call, nvidia_paths
 
     shape = MOE_SHAPES[shape_name]
     experts, topk, hidden, inter = shape[:4]
-    config = dataclasses.replace(heuristic_plan(tokens, topk, experts, inter, hidden, 132, True), **overrides)
+    plan = heuristic_plan(tokens, topk, experts, inter, hidden, 132, True, retiled=retiled)
+    config = dataclasses.replace(plan, **overrides)
     print(config)
     with nvidia_paths(), compile_only("sm90"):
         moe_call("sm90", shape, tokens, config, scale_max=127, w13_live_scales=(110, 127))
@@ -111,6 +113,8 @@ def main() -> int:
     moe = families.add_parser("moe", help="the a16w4 MoE kernels of a shape and token count")
     moe.add_argument("shape", help='a tests/compile_only.MOE_SHAPES name, e.g. "gpt-oss-120b TP1 pad"')
     moe.add_argument("tokens", type=int)
+    moe.add_argument("--layout-bytes", action="store_true",
+                     help="start from the plan that reads AITER's layouts (default: the backend's, fragment order)")
     mla = families.add_parser("mla", help="the MLA decode kernels of a case (qlen 1)")
     mla.add_argument("kv", choices=("bf16", "fp8"))
     mla.add_argument("nhead", type=int)
@@ -125,7 +129,7 @@ def main() -> int:
     os.environ["TRITON_CACHE_DIR"] = cache  # a fresh cache: every kernel of this call compiles, and only they
     overrides = json.loads(options.overrides)
     if options.family == "moe":
-        compile_moe(options.shape, options.tokens, overrides)
+        compile_moe(options.shape, options.tokens, overrides, retiled=not options.layout_bytes)
     else:
         compile_mla(options.kv, options.nhead, options.batch, options.persistent, overrides)
     for cubin in sorted(Path(cache).rglob("*.cubin")):

@@ -55,10 +55,10 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
     """The MoE kernels' NVIDIA-only paths, which no CPU test runs, compiled for sm_90 by this Triton's ptxas through
     the product's call (tests/compile_only.py, nothing run): the exact PTX decode with the cache prefetch, dependent
     launches and split pairs; then the fp16 GEMM1 with its x kernel, stacked over 8 warps, and GEMM2's one-multiply
-    upper-byte decode."""
+    upper-byte decode; then the backend's default, weights in fragment order with the register prefetch."""
     script = textwrap.dedent("""
         import dataclasses
-        from rocbench.kernels.moe_plan import FRAGMENT_TILES, heuristic_plan
+        from rocbench.kernels.moe_plan import heuristic_plan
         from tests.compile_only import MOE_SHAPES, compile_only, moe_call, nvidia_paths
         shape = MOE_SHAPES["gpt-oss-120b TP8 pad"]
         experts, topk, hidden, inter = shape[:4]
@@ -68,7 +68,9 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
             moe_call("sm90", shape, 16, dataclasses.replace(plan, f16_gemm1=True, upper_bytes=True,
                                                             stacked_gate_up=True, warps1=8),
                      scale_max=127, w13_live_scales=(110, 127))
-            moe_call("sm90", shape, 16, dataclasses.replace(plan, **FRAGMENT_TILES, fragments=True), scale_max=127)
+            retiled = heuristic_plan(16, topk, experts, inter, hidden, 132, True, retiled=True)
+            assert retiled.fragments and retiled.prefetch  # the backend's default on NVIDIA
+            moe_call("sm90", shape, 16, retiled, scale_max=127)
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()

@@ -1,4 +1,6 @@
 """The MoE suite end to end on CPU: Triton under the interpreter with fp16 activations."""
+import dataclasses
+
 import pytest
 
 from tests.helpers import latest_run, needs_interpreter, results, invoke
@@ -55,3 +57,27 @@ def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported_and_judges_nothi
     assert proc.returncode == 3 and "nothing ran that could be judged (exit 3)" in proc.stdout, proc.stdout
     frame = results(latest_run(tmp_path, "moe"))
     assert set(frame["status"]) == {"unsupported"} and frame["detail"].str.contains("--pad").all()
+
+
+def test_only_triton_re_tiles_and_triton_layout_runs_when_named(monkeypatch):
+    """On NVIDIA `triton`'s plans take the weights re-tiled into fragment order; `triton_layout` keeps the plan that
+    reads the layout's own bytes (also against a tuned config that re-tiles) and is not in the default backends."""
+    from types import SimpleNamespace
+
+    from rocbench.kernels import moe_plan
+    from rocbench.suites.moe import SUITE
+
+    monkeypatch.setattr(moe_plan, "cache_hint_available", lambda device: True)  # as on an NVIDIA GPU
+    case = dict(tokens=64, topk=4, experts=128, inter=3072, hidden=3072)
+    ctx = SimpleNamespace(platform=SimpleNamespace(grid_sms=132), device="cuda")
+    retiling, layout_bytes = SUITE.backends.get("triton"), SUITE.backends.get("triton_layout")
+    assert retiling.heuristic(case, ctx).fragments and not layout_bytes.heuristic(case, ctx).fragments
+    stored = dataclasses.asdict(retiling.heuristic(case, ctx))
+    monkeypatch.setattr(moe_plan.tuned, "lookup", lambda *args: stored)
+    assert moe_plan.plan_moe(*retiling.shape(case), 132, "cuda").fragments  # what a tuned store hands both
+    prepared = []
+    monkeypatch.setattr(type(layout_bytes), "prepare_with", lambda self, case, io, ctx, config, source:
+                        prepared.append((config, source)))
+    layout_bytes.prepare(case, None, ctx)
+    assert prepared == [(layout_bytes.heuristic(case, ctx), "heuristic")]
+    assert layout_bytes.on_request and not retiling.on_request

@@ -184,6 +184,9 @@ class Backend(abc.ABC):
     # A batch-invariant variant of another backend names it: its rows carry the price of determinism
     # (this row's time over that backend's on the same case).
     deterministic_of: ClassVar[str | None] = None
+    # Runs only when --backends names it (as batch-invariant variants do): a variant that answers a narrower
+    # question than the family's default backends and would lengthen every default sweep.
+    on_request: ClassVar[bool] = False
     # What it supports, by case column (e.g. {"persist": (False,)} for a backend without a persistent path): any
     # other value gets an `unsupported` row with the reason. A family's axes describe the family, not a backend.
     supports: ClassVar[Mapping[str, tuple]] = {}

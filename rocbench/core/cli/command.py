@@ -21,8 +21,8 @@ COMMON = (
                      "with the decorator the built-ins use and run through the same gates.", items(), metavar="FILE",
           multiple=True, cli_flag="--plugin"),
     Param("backends", "Comma list of backends to run (default: every backend available on this platform except "
-                      "the batch-invariant variants such as triton_det, which run when named; the baseline always "
-                      "runs first).", names(), metavar="LIST"),
+                      "the batch-invariant variants such as triton_det and on-request ones such as moe's triton_layout, which "
+                      "run when named; the baseline always runs first).", names(), metavar="LIST"),
     flag("correctness_only", "Gate every backend, time nothing; exit 0 only if every case passed."),
     flag("cuda_graph", "Also capture each backend in a CUDA graph (inputs at non-zero offsets) and check every "
                        "replay with fresh data."),

@@ -46,10 +46,10 @@ def choose_backends(suite: Suite, requested: list[str] | None, platform: Platfor
             if reason:
                 raise InputError(f"--backends: {backend.name} is not available here: {reason}")
         return chosen
-    # Batch-invariant variants (deterministic_of) run when named: they answer a question of their own and
-    # would double every default sweep.
+    # Batch-invariant variants (deterministic_of) and other on-request ones run when named: they answer a question
+    # of their own and would double every default sweep.
     reasons = {b.name: b.unavailable_reason(platform, world_size) for b in suite.backends}
-    chosen = [b for b in suite.backends if reasons[b.name] is None and not b.deterministic_of]
+    chosen = [b for b in suite.backends if reasons[b.name] is None and not (b.deterministic_of or b.on_request)]
     if not chosen:
         why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
         raise InputError(f"no {suite.name} backend is available on this {platform.kind} machine ({why})")

@@ -1,8 +1,10 @@
-"""MoE backends: the portable Triton a16w4 kernel (reads either layout's shuffled bytes directly) and
+"""MoE backends: the portable Triton a16w4 kernel (on NVIDIA on the weights re-tiled once into wgmma's fragment
+order, elsewhere and as `triton_layout` on either layout's shuffled bytes, read directly) and
 AITER's fused_moe (ROCm)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -20,9 +22,12 @@ REGISTRY = MoeSuite.backends
 class TritonMoe(Backend):
     name = "triton"
     platforms = ("cuda", "rocm", "cpu")  # CPU only under TRITON_INTERPRET=1 (tests)
-    description = "portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant from shuffled bytes"
+    description = ("portable Triton a16w4: expert-grouped GEMMs, in-kernel fp4 x e8m0 dequant (NVIDIA: of the weights "
+                   "re-tiled once into wgmma fragment order; elsewhere of the layout's shuffled bytes)")
     requires = ("triton",)
     interpreter_wrong_dtypes = {"x_dtype": (torch.bfloat16,)}  # weights are dequantized to the activations' dtype
+    # re-tile the weights into wgmma's fragment order before timing where the plan takes it (NVIDIA: heuristic_plan)
+    retiles: ClassVar[bool] = True
 
     def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
         from rocbench.kernels.moe_a16w4 import moe_a16w4_unsupported_reason
@@ -46,12 +51,14 @@ class TritonMoe(Backend):
         from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan
 
         return heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
-                              retiled=True)  # prepare_with re-tiles the weights where the plan takes fragments
+                              retiled=self.retiles)  # prepare_with re-tiles the weights where the plan takes fragments
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.moe_plan import plan_moe
 
-        config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device, retiled=True)
+        config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device, retiled=self.retiles)
+        if config.fragments and not self.retiles:  # a tuned config that re-tiles: not this backend's question
+            config = self.heuristic(case, ctx)
         source = "heuristic" if config == self.heuristic(case, ctx) else "tuned"
         return self.prepare_with(case, io, ctx, config, source)
 
@@ -111,6 +118,18 @@ class TritonMoe(Backend):
             unshuffle_scale(weights.w13_scale, layout, True, experts, io.w13_scales.shape),
             unshuffle_weight(weights.w2, layout, False, experts),
             unshuffle_scale(weights.w2_scale, layout, False, experts, io.w2_scales.shape))
+
+
+@REGISTRY.register
+class TritonMoeLayoutBytes(TritonMoe):
+    """The same kernel reading the layout's own shuffled bytes in every call, where `triton` on NVIDIA re-tiles
+    them once into fragment order: what each layout costs the kernel that reads it as stored (the plans ROCm runs,
+    and `triton`'s before fragments). Its layouts_bitwise twin checks the kernel's address math for both layouts."""
+
+    name = "triton_layout"
+    description = "the Triton a16w4 kernel on the layout's own shuffled bytes (no re-tiling before the calls)"
+    on_request = True
+    retiles = False
 
 
 @REGISTRY.register
