@@ -94,6 +94,17 @@ def test_deterministic_plan_fixes_what_the_default_plan_varies():
         assert many.split1 == max(1, moe_plan.heuristic_plan(1, TOPK, EXPERTS, inter, hidden).split1 // 2)
     # DeepSeek-R1 TP8 (256 experts, top 8, inter 256, hidden 7168): the 1-token plan splits GEMM1's K 8 ways
     assert moe_plan.deterministic_plan(1, 8, 256, 256, 7168).split1 == 4
+    # on NVIDIA, re-tiled: the same plan on fragments with one pipeline for every batch (K steps of 2 MX blocks, as
+    # unpadded gpt-oss-120b has, keep the layout's bytes)
+    for (hidden, inter), fragments in (((128, 128), True), ((3072, 2944), True), ((2880, 2880), False),
+                                       ((7168, 256), True)):
+        one, many = (moe_plan.deterministic_plan(tokens, TOPK, EXPERTS, inter, hidden, 132, True, retiled=True)
+                     for tokens in (1, 4096))
+        assert dataclasses.replace(one, inline=False) == many and many.fragments == fragments
+        if fragments:
+            layout_bytes = moe_plan.deterministic_plan(4096, TOPK, EXPERTS, inter, hidden, 132, True)
+            assert dataclasses.replace(many, **{k: getattr(layout_bytes, k) for k in (
+                "fragments", "prefetch", "stages1", "stages2", "scale_words")}) == layout_bytes  # floats unchanged
 
 
 def test_deterministic_backend_is_the_default_ones_untuned_twin():

@@ -176,10 +176,12 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     plan = MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
-    if not (retiled and cache_hint):
-        return plan
-    fragment_plan = dataclasses.replace(plan, **FRAGMENT_TILES, **_fragments_pipeline(pairs), fragments=True,
-                                        upper_bytes=False)
+    return _on_fragments(plan, inter, hidden, _fragments_pipeline(pairs)) if retiled and cache_hint else plan
+
+
+def _on_fragments(plan: MoeConfig, inter: int, hidden: int, pipeline: dict) -> MoeConfig:
+    """plan on the weights in fragment order with `pipeline`, where the shape allows it; else plan."""
+    fragment_plan = dataclasses.replace(plan, **FRAGMENT_TILES, **pipeline, fragments=True, upper_bytes=False)
     try:
         check_config(fragment_plan, inter, hidden)
     except ValueError:  # e.g. K steps of 2 MX blocks (unpadded gpt-oss-120b): fragments take 4
@@ -196,9 +198,11 @@ def _fragments_pipeline(pairs: int) -> dict:
     Beyond 8192 pairs the prefetch was not timed; the L2 hint with 1 stage won there (ab-fragments-prefill, 4096
     tokens: gpt-oss-120b TP1 5011 -> 3150 us, DeepSeek-R1 TP8 2729 -> 1880; 3 stages 3758 / 2345, 2 stages 4070 /
     2314, gate and up stacked over 8 warps 3760 / 2421)"""
-    if pairs <= 8192:
-        return dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1)
-    return dict(prefetch=False, prefetch_hint="L2", stages1=1, stages2=1)
+    return FRAGMENT_PREFETCH if pairs <= 8192 else FRAGMENT_HINT
+
+
+FRAGMENT_PREFETCH = dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1)
+FRAGMENT_HINT = dict(prefetch=False, prefetch_hint="L2", stages1=1, stages2=1)
 
 
 def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
@@ -225,7 +229,8 @@ _FRAGMENT_WIDE2 = dict(bn2=128, warps2=8)  # GEMM2: two 64-row tiles per program
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
 
 
-def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> MoeConfig:
+def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
+                       cache_hint: bool = False, retiled: bool = False) -> MoeConfig:
     """One arithmetic for every batch (deterministic inference): a token's output is bitwise the same whatever
     else is in the batch. Every choice that touches a float -- tiles, BM, K splits -- is a function of the model's
     shape and the GPU's SM count, never of the token count: a fixed BM (the dots compile once; the MMA computes
@@ -238,10 +243,17 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     weights (H200, kernel_us, x the default plan: 1.6x at gpt-oss-120b TP1, 3.3x at TP8, 3.6x at DeepSeek-R1
     TP8), while the 1-token plan's full split writes and rereads fp32 partials at prefill (1.34x at gpt-oss TP1
     x 1024 tokens); half stayed within 1.08-1.27x at 1, 64 and 1024 tokens for all three
-    (results/examples/moe-tiles-h200/det-splits.jsonl)."""
+    (results/examples/moe-tiles-h200/det-splits.jsonl).
+
+    cache_hint and retiled as for heuristic_plan: on NVIDIA, for a caller that re-tiles, the weights in fragment
+    order with the register prefetch and 1 stage, for every batch. Fragments give the same bits as the layout's
+    bytes in the same K order (tests/test_moe_kernel.py), and loads and stages move no float, so the arithmetic,
+    and with it the batch invariance, is the plan's above."""
     one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
-    return MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=max(1, one_token.split1 // 2),
+    plan = MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=max(1, one_token.split1 // 2),
                      split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False)
+    # one pipeline for every batch: the register prefetch, the default plans' best up to 8192 pairs
+    return _on_fragments(plan, inter, hidden, FRAGMENT_PREFETCH) if retiled and cache_hint else plan
 
 
 def _fragments_reason(cfg: MoeConfig) -> str | None:

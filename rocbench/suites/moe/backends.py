@@ -143,14 +143,16 @@ class TritonMoeDeterministic(TritonMoe):
     deterministic_of = "triton"
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels.moe_plan import deterministic_plan
+        from rocbench.kernels.moe_plan import cache_hint_available, deterministic_plan
 
-        config = deterministic_plan(*self.shape(case), ctx.platform.grid_sms)
+        config = deterministic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
+                                    retiled=self.retiles)
         prepared = self.prepare_with(case, io, ctx, config, "fixed")
         route = "inline routing" if config.inline else "block-table routing"
+        weights = f", weights re-tiled from the {case['layout']} bytes before timing" if config.fragments else ""
         return dataclasses.replace(prepared, description=(
             f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, GEMM1 K split {config.split1} "
-            f"for every batch, {route}, top-k sum in slot order"))
+            f"for every batch, {route}, top-k sum in slot order{weights}"))
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
         return None
