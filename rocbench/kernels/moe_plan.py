@@ -340,18 +340,16 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # weights in fragment order (see MoeConfig.fragments): with the plan's stages and hint, with the decode plans'
         # L2 hint and one stage, and with 2-3 stages of Triton's own pipelining
         "fragments": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False),
-        "fragments,prefetch,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=True,
-                                           prefetch_hint="", stages1=1, stages2=1),
+        "fragments,prefetch,stages1": dict(FRAGMENT_TILES, **FRAGMENT_PREFETCH, fragments=True, upper_bytes=False),
         # GEMM1's gate and up tiles stacked over 8 warps: twice the warps per program where each decodes its own rows
         "fragments,stacked,w8": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True, upper_bytes=False),
         "fragments,stacked,w8,bn2=128": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, **_FRAGMENT_WIDE2, fragments=True,
                                              upper_bytes=False),
-        "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="L2",
-                                          stages1=1, stages2=1),
-        "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=2,
-                                  stages2=2),
-        "fragments,stages3": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch_hint="", stages1=3,
-                                  stages2=3),
+        "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, **FRAGMENT_HINT, fragments=True, upper_bytes=False),
+        "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=False, prefetch_hint="",
+                                  stages1=2, stages2=2),
+        "fragments,stages3": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=False, prefetch_hint="",
+                                  stages1=3, stages2=3),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
         # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174
@@ -361,14 +359,19 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         variations["stacked,w8,bm128,f16_gemm1"] = dict(stacked_gate_up=True, warps1=8, bm=128, f16_gemm1=True)
         # fragments with 128-row token blocks: offline sm_90 (gpt-oss-120b TP1 x 4096, 2 stages) GEMM1 458 instructions
         # per warp and K step for 128 tokens at 254 registers, no spills (the built-in 64-row blocks: 771 for 64)
+        # (H200, 8192 tokens, against the plan before fragments: gpt-oss-120b TP1 9033 -> 5907 us, DeepSeek-R1 TP8
+        # 4884 -> 3643; moe-tiles-h200/fragments-ab.md)
         variations["fragments,bm128,stages2"] = dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, bm=128,
-                                                     stages1=2, stages2=2)
+                                                     prefetch=False, prefetch_hint="", stages1=2, stages2=2)
         # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
         variations["fragments,stacked,w8,bm128,stages2"] = dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True,
-                                                                upper_bytes=False, bm=128, stages1=2, stages2=2)
+                                                                upper_bytes=False, bm=128, prefetch=False,
+                                                                prefetch_hint="", stages1=2, stages2=2)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)
+        if config.fragments and not change.get("fragments") and {"upper_bytes", "scale_words"} & change.keys():
+            continue  # a knob of the layout-bytes loads, which the fragment-order kernels do not read
         try:
             check_config(config, inter, hidden)
         except ValueError:
