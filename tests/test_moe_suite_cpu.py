@@ -61,7 +61,8 @@ def test_unpadded_tp_shard_that_breaks_mx_blocks_is_unsupported_and_judges_nothi
 
 def test_only_triton_re_tiles_and_triton_layout_runs_when_named(monkeypatch):
     """On NVIDIA `triton`'s plans take the weights re-tiled into fragment order; `triton_layout` keeps the plan that
-    reads the layout's own bytes (also against a tuned config that re-tiles) and is not in the default backends."""
+    reads the layout's own bytes (also against a tuned config that re-tiles, and in its --tune candidates) and is not
+    in the default backends; `triton`'s --tune also tries the candidates around the layout-bytes plan."""
     from types import SimpleNamespace
 
     from rocbench.kernels import moe_plan
@@ -81,3 +82,8 @@ def test_only_triton_re_tiles_and_triton_layout_runs_when_named(monkeypatch):
     layout_bytes.prepare(case, None, ctx)
     assert prepared == [(layout_bytes.heuristic(case, ctx), "heuristic")]
     assert layout_bytes.on_request and not retiling.on_request
+    monkeypatch.setattr(moe_plan.tuned, "lookup", lambda *args: None)
+    tuning = layout_bytes.tuning(case, ctx)
+    assert tuning.candidates and not any(config.fragments for config in tuning.candidates.values())
+    tuning = retiling.tuning(case, ctx)
+    assert tuning.candidates["plan"].fragments and not tuning.candidates["layout bytes: plan"].fragments

@@ -73,7 +73,8 @@ class TritonMoe(Backend):
             where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        candidates = tune_candidates(plan, case["inter"], case["hidden"])
+        candidates = {name: config for name, config in tune_candidates(plan, case["inter"], case["hidden"]).items()
+                      if self.retiles or not config.fragments}
         if plan.fragments:  # and around the plan that reads the layout's own bytes
             layout_plan = heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device))
             candidates |= {f"layout bytes: {name}": config
