@@ -38,7 +38,8 @@ class TritonMoe(Backend):
         return moe_a16w4_unsupported_reason(case["layout"], case["experts"], case["inter"], case["hidden"])
 
     def twin_checks(self, case: Case) -> list[tuple[str, Case]]:
-        """One kernel reads either layout's bytes with the same arithmetic: the layouts must agree bitwise."""
+        """One kernel computes from either layout's bytes (read in the call, or re-tiled from them before it) with the
+        same arithmetic: the layouts must agree bitwise."""
         other = next(layout for layout in LAYOUTS if layout != case["layout"])
         return [("layouts_bitwise", case.replaced(layout=other))]
 
