@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rocbench.kernels import moe_a16w4 as K
-from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_TILES
+from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_PREFETCH, FRAGMENT_TILES
 from tests import moe_debug_kernels
 from rocbench.moe import dequantize_mxfp4, quantize_mxfp4, shuffle_scale, shuffle_weight
 from rocbench.formats import moe_layouts as L
@@ -224,6 +224,20 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     assert "fragments" in K.pipeline_description(frag, torch.device("cpu"))
 
 
+def test_fragments_register_prefetch_carries_each_next_step():
+    """The NVIDIA default's register prefetch of the next K step's fragment words (heuristic_plan), over loops of
+    several K steps in both GEMMs (the tests above take one step per program): the shuffled bytes' bits."""
+    p = _problem(e=2, h=512, inter=256, t=3, topk=2, seed=13)
+    plan = dataclasses.replace(K.plan_moe(3, 2, p["e"], p["inter"], p["h"]), split1=1, split2=1, prefetch=False)
+    assert (p["h"] // 128, p["inter"] // 128) == (4, 2)  # GEMM1's and GEMM2's K steps per program
+    expected = _run(p, L.INTERLEAVE, "swiglu", plan)
+    config = dataclasses.replace(plan, **FRAGMENT_TILES, **FRAGMENT_PREFETCH, fragments=True)
+    got = K.moe_a16w4(p["x"], *_shuffled(p, L.INTERLEAVE), p["tw"], p["ti"], layout=L.INTERLEAVE, experts=p["e"],
+                      inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"], config=config,
+                      fragments=_fragments(p, L.INTERLEAVE))
+    assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real PTX (test_gpu_f16_gemm1_gives_the_same_bits)")
 @pytest.mark.parametrize("tokens", [3, 40])
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # swiglu's exp(-alpha g) at large |g|: 1 / inf = 0
@@ -269,9 +283,10 @@ def test_nvidia_bf16_decodes_give_the_same_bits_in_the_interpreter(tokens, monke
         monkeypatch.setattr(K, "_nvidia_knobs", lambda cfg, device: (K.PREFETCH_HINT_LEVELS[cfg.prefetch_hint], False))
         variants = ((1, {}), (2, {}), (1, dict(upper_bytes=True)), (2, dict(upper_bytes=True)),
                     (2, dict(split_pairs=True)), (2, dict(stacked_gate_up=True, warps1=8)), (2, dict(fragments=True)),
-                    (2, CACHE_HINT_DECODE_PIPELINE), (2, dict(fragments=True, prefetch_hint="L2", stages1=1, stages2=1)))
+                    (2, CACHE_HINT_DECODE_PIPELINE), (2, dict(fragments=True, prefetch_hint="L2", stages1=1, stages2=1)),
+                    (2, dict(fragments=True, **FRAGMENT_PREFETCH)))  # the last: the NVIDIA default (heuristic_plan)
         # the decodes do not depend on the routing: the block table (40 tokens) runs the pipelines only
-        for mode, change in variants if tokens == 3 else variants[-2:]:
+        for mode, change in variants if tokens == 3 else variants[-3:]:
             monkeypatch.setattr(K, "decode_mode", lambda *args, mode=mode: mode)
             config = dataclasses.replace(frag if change.get("fragments") else plan, **change)
             with inline_asm_emulated():
