@@ -224,9 +224,10 @@ def test_fragments_give_the_same_bits_as_the_shuffled_bytes(tokens):
     assert "fragments" in K.pipeline_description(frag, torch.device("cpu"))
 
 
-def test_fragments_register_prefetch_carries_each_next_step():
-    """The NVIDIA default's register prefetch of the next K step's fragment words (heuristic_plan), over loops of
-    several K steps in both GEMMs (the tests above take one step per program): the shuffled bytes' bits."""
+def test_register_prefetch_carries_each_next_step():
+    """The register prefetch of the next K step, over loops of several K steps in both GEMMs (the other tests take
+    one step per program): of the fragment words (the NVIDIA default, heuristic_plan) and of the layout's bytes (the
+    decode plans elsewhere), the bits of the loads in place."""
     p = _problem(e=2, h=512, inter=256, t=3, topk=2, seed=13)
     plan = dataclasses.replace(K.plan_moe(3, 2, p["e"], p["inter"], p["h"]), split1=1, split2=1, prefetch=False)
     assert (p["h"] // 128, p["inter"] // 128) == (4, 2)  # GEMM1's and GEMM2's K steps per program
@@ -236,6 +237,9 @@ def test_fragments_register_prefetch_carries_each_next_step():
                       inter=p["inter"], hidden=p["h"], activation="swiglu", b13=p["b13"], b2=p["b2"], config=config,
                       fragments=_fragments(p, L.INTERLEAVE))
     assert torch.equal(got.view(torch.int16), expected.view(torch.int16))
+    for layout in L.LAYOUTS:
+        got = _run(p, layout, "swiglu", dataclasses.replace(plan, prefetch=True, stages1=1, stages2=1))
+        assert torch.equal(got.view(torch.int16), expected.view(torch.int16)), layout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU runs the real PTX (test_gpu_f16_gemm1_gives_the_same_bits)")
