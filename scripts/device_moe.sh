@@ -13,7 +13,7 @@
 #   ab-fragments-prefill  the same at 4096 tokens, with the L2 hint and 1 stage, 2 stages, stacked; at 8192 tokens
 #               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   retiled     triton (weights in fragment order, the default on NVIDIA) against triton_layout (the layout's own bytes)
-#               in one run at 1-8192 tokens (3 shapes; about 300 s)
+#               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -101,7 +101,7 @@ for part in "$@"; do
             force fragments_stacked_bm128 "{$FRAG, \"bm\": 128, \"stages1\": 2, \"stages2\": 2, \"stacked_gate_up\": true, \"warps1\": 8}"
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
-        retiled) rows builtin 1,16,64,1024,4096,8192 1,8 triton,triton_layout ;;
+        retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
             force two_mul '{"one_mul": false}'
