@@ -14,6 +14,9 @@
 #               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   retiled     triton (weights in fragment order, the default on NVIDIA) against triton_layout (the layout's own bytes)
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
+#   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
+#               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
+#               did for the kernels before), text reports tarred into ncu.tgz (about 250 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -23,7 +26,7 @@
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
-[ $# -gt 0 ] || { sed -n 2,23p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,26p "$0" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-results/device}
 STORES=$(mktemp -d)
@@ -102,6 +105,22 @@ for part in "$@"; do
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
+        ncu)
+            mkdir -p "$OUT/ncu"
+            for model in "gpt-oss-120b --tp 1 --pad" "gpt-oss-120b --tp 8 --pad" "deepseek-r1 --tp 8"; do
+                for tokens in 1 64 1024; do
+                    name=$(echo "$model-$tokens" | tr -c 'a-z0-9.\n-' '-' | tr -s '-')
+                    # shellcheck disable=SC2086  # $model holds several flags
+                    step 60 ncu --clock-control none --target-processes all -k 'regex:_moe_|_chunk|_place' \
+                        --launch-count 6 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+                        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+                        --section SchedulerStats --section InstructionStats \
+                        $PY -m rocbench moe --model $model --tokens "$tokens" --layout interleave --times graph \
+                        --skip-batch-probes --iters 3 --backends triton --out "$STORES/ncu-runs" \
+                        > "$OUT/ncu/$name.txt" 2>&1
+                done
+            done
+            (cd "$OUT" && tar czf ncu.tgz ncu && rm -rf ncu) ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
             force two_mul '{"one_mul": false}'
