@@ -20,9 +20,9 @@ class TritonDetDecodePipeline(TritonMoeDeterministic):
     on_fragments = False  # also the weights in fragment order (MoeConfig.fragments)
 
     def prepare(self, case, io, ctx):
-        from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, FRAGMENT_TILES, deterministic_plan
+        from rocbench.kernels.moe_plan import CACHE_HINT_DECODE_PIPELINE, ON_FRAGMENTS, deterministic_plan
 
-        changes = dict(CACHE_HINT_DECODE_PIPELINE, **(dict(FRAGMENT_TILES, fragments=True) if self.on_fragments else {}))
+        changes = dict(CACHE_HINT_DECODE_PIPELINE, **(ON_FRAGMENTS if self.on_fragments else {}))
         config = dataclasses.replace(deterministic_plan(*self.shape(case), ctx.platform.grid_sms), **changes)
         return self.prepare_with(case, io, ctx, config, "fixed")
 

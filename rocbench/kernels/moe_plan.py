@@ -181,7 +181,7 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
 
 def _on_fragments(plan: MoeConfig, inter: int, hidden: int, pipeline: dict) -> MoeConfig:
     """plan on the weights in fragment order with `pipeline`, where the shape allows it; else plan."""
-    fragment_plan = dataclasses.replace(plan, **FRAGMENT_TILES, **pipeline, fragments=True, upper_bytes=False)
+    fragment_plan = dataclasses.replace(plan, **ON_FRAGMENTS, **pipeline)
     try:
         check_config(fragment_plan, inter, hidden)
     except ValueError:  # e.g. K steps of 2 MX blocks (unpadded gpt-oss-120b): fragments take 4
@@ -201,10 +201,6 @@ def _fragments_pipeline(pairs: int) -> dict:
     return FRAGMENT_PREFETCH if pairs <= 8192 else FRAGMENT_HINT
 
 
-FRAGMENT_PREFETCH = dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1)
-FRAGMENT_HINT = dict(prefetch=False, prefetch_hint="L2", stages1=1, stages2=1)
-
-
 def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
     """Tile widths, K steps and how the scales load: they depend on the weight shape only, never on the batch."""
     # bn1 64: GEMM1's weight tile is then a whole 64-row MMA (wgmma on Hopper) and each program decodes its own
@@ -222,6 +218,11 @@ def _shape_tiles(inter: int, hidden: int) -> dict[str, int | bool]:
 # stack its gate and up tiles over 8 warps (stacked_gate_up, warps1 8: each warp group decodes its own tile)
 FRAGMENT_TILES = dict(bn1=64, bn2=64, nb1=4, nb2=4, warps1=4, warps2=4, stacked_gate_up=False, scaled_dot=False,
                       split_pairs=False, f16_gemm1=False)
+# a config on fragments: FRAGMENT_TILES, and upper_bytes off (a knob of the layout bytes' decode)
+ON_FRAGMENTS = dict(FRAGMENT_TILES, fragments=True, upper_bytes=False)
+# the fragment plans' K loops (_fragments_pipeline)
+FRAGMENT_PREFETCH = dict(prefetch=True, prefetch_hint="", stages1=1, stages2=1)
+FRAGMENT_HINT = dict(prefetch=False, prefetch_hint="L2", stages1=1, stages2=1)
 _FRAGMENT_STACKED = dict(warps1=8, stacked_gate_up=True)
 _FRAGMENT_WIDE2 = dict(bn2=128, warps2=8)  # GEMM2: two 64-row tiles per program, one per warp group
 
@@ -339,17 +340,14 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "decode_pipeline,upper_bytes": dict(CACHE_HINT_DECODE_PIPELINE, upper_bytes=True),
         # weights in fragment order (see MoeConfig.fragments): with the plan's stages and hint, with the decode plans'
         # L2 hint and one stage, and with 2-3 stages of Triton's own pipelining
-        "fragments": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False),
-        "fragments,prefetch,stages1": dict(FRAGMENT_TILES, **FRAGMENT_PREFETCH, fragments=True, upper_bytes=False),
+        "fragments": ON_FRAGMENTS,
+        "fragments,prefetch,stages1": dict(ON_FRAGMENTS, **FRAGMENT_PREFETCH),
         # GEMM1's gate and up tiles stacked over 8 warps: twice the warps per program where each decodes its own rows
-        "fragments,stacked,w8": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True, upper_bytes=False),
-        "fragments,stacked,w8,bn2=128": dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, **_FRAGMENT_WIDE2, fragments=True,
-                                             upper_bytes=False),
-        "fragments,hint_l2,stages1": dict(FRAGMENT_TILES, **FRAGMENT_HINT, fragments=True, upper_bytes=False),
-        "fragments,stages2": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=False, prefetch_hint="",
-                                  stages1=2, stages2=2),
-        "fragments,stages3": dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, prefetch=False, prefetch_hint="",
-                                  stages1=3, stages2=3),
+        "fragments,stacked,w8": dict(ON_FRAGMENTS, **_FRAGMENT_STACKED),
+        "fragments,stacked,w8,bn2=128": dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, **_FRAGMENT_WIDE2),
+        "fragments,hint_l2,stages1": dict(ON_FRAGMENTS, **FRAGMENT_HINT),
+        "fragments,stages2": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=2, stages2=2),
+        "fragments,stages3": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=3, stages2=3),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
         # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174
@@ -361,12 +359,11 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # per warp and K step for 128 tokens at 254 registers, no spills (the built-in 64-row blocks: 771 for 64)
         # (H200, 8192 tokens, against the plan before fragments: gpt-oss-120b TP1 9033 -> 5907 us, DeepSeek-R1 TP8
         # 4884 -> 3643; moe-tiles-h200/fragments-ab.md)
-        variations["fragments,bm128,stages2"] = dict(FRAGMENT_TILES, fragments=True, upper_bytes=False, bm=128,
-                                                     prefetch=False, prefetch_hint="", stages1=2, stages2=2)
+        variations["fragments,bm128,stages2"] = dict(ON_FRAGMENTS, bm=128, prefetch=False, prefetch_hint="", stages1=2,
+                                                     stages2=2)
         # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
-        variations["fragments,stacked,w8,bm128,stages2"] = dict(FRAGMENT_TILES, **_FRAGMENT_STACKED, fragments=True,
-                                                                upper_bytes=False, bm=128, prefetch=False,
-                                                                prefetch_hint="", stages1=2, stages2=2)
+        variations["fragments,stacked,w8,bm128,stages2"] = dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, bm=128,
+                                                                prefetch=False, prefetch_hint="", stages1=2, stages2=2)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)

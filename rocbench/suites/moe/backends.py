@@ -47,25 +47,27 @@ class TritonMoe(Backend):
     def shape(case: Case) -> tuple:
         return case["tokens"], case["topk"], case["experts"], case["inter"], case["hidden"]
 
-    def heuristic(self, case: Case, ctx: RankContext):
-        """The plan from the shape and this device alone (plan_moe's choice where nothing is tuned)."""
+    def heuristic(self, case: Case, ctx: RankContext, retiled: bool | None = None):
+        """The plan from the shape and this device alone (plan_moe's choice where nothing is tuned); retiled (default:
+        this backend's) takes the fragment-order plans, whose weights prepare_with re-tiles."""
         from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan
 
         return heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
-                              retiled=self.retiles)  # prepare_with re-tiles the weights where the plan takes fragments
+                              retiled=self.retiles if retiled is None else retiled)
 
     def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
         from rocbench.kernels.moe_plan import plan_moe
 
+        heuristic = self.heuristic(case, ctx)
         config = plan_moe(*self.shape(case), ctx.platform.grid_sms, ctx.device, retiled=self.retiles)
         if config.fragments and not self.retiles:  # a tuned config that re-tiles: not this backend's question
-            config = self.heuristic(case, ctx)
-        source = "heuristic" if config == self.heuristic(case, ctx) else "tuned"
+            config = heuristic
+        source = "heuristic" if config == heuristic else "tuned"
         return self.prepare_with(case, io, ctx, config, source)
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import tuned
-        from rocbench.kernels.moe_plan import cache_hint_available, heuristic_plan, tune_candidates, tune_key
+        from rocbench.kernels.moe_plan import tune_candidates, tune_key
 
         key = tune_key(*self.shape(case))
         plan = self.heuristic(case, ctx)
@@ -77,7 +79,7 @@ class TritonMoe(Backend):
         candidates = {name: config for name, config in tune_candidates(plan, case["inter"], case["hidden"]).items()
                       if self.retiles or not config.fragments}
         if plan.fragments:  # and around the plan that reads the layout's own bytes
-            layout_plan = heuristic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device))
+            layout_plan = self.heuristic(case, ctx, retiled=False)
             candidates |= {f"layout bytes: {name}": config
                            for name, config in tune_candidates(layout_plan, case["inter"], case["hidden"]).items()
                            if config not in candidates.values()}
