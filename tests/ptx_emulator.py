@@ -6,8 +6,8 @@ hint changes no value); anything else is an error, never skipped."""
 
 from __future__ import annotations
 
-import contextlib
 import re
+from unittest import mock
 
 import numpy as np
 import torch
@@ -206,20 +206,14 @@ def interpreted_inline_asm(asm, constraints, values, types, is_pure, pack):
     return _AsmCall(results)
 
 
-@contextlib.contextmanager
 def inline_asm_emulated():
     """Within it, Triton's interpreter runs tl.inline_asm_elementwise through interpreted_inline_asm."""
     from triton.runtime.interpreter import InterpreterBuilder
 
-    saved = InterpreterBuilder.create_inline_asm
-    InterpreterBuilder.create_inline_asm = lambda self, *args: interpreted_inline_asm(*args)
-    try:
-        yield
-    finally:
-        InterpreterBuilder.create_inline_asm = saved
+    return mock.patch.object(InterpreterBuilder, "create_inline_asm",
+                             lambda self, *args: interpreted_inline_asm(*args))
 
 
-@contextlib.contextmanager
 def bf16_dots_in_fp32():
     """Within it, Triton's interpreter multiplies bf16 dot operands as their exact fp32 values. Its own tl.dot
     multiplies the uint16 words that hold bf16 values, as integers (which is why the CPU tests run fp16/fp32)."""
@@ -238,8 +232,4 @@ def bf16_dots_in_fp32():
             return saved(self, a, b, d, input_precision, max_num_imprecise_acc)
         return TensorHandle(np.matmul(exact(a), exact(b)) + d.data, d.dtype.scalar)
 
-    InterpreterBuilder.create_dot = create_dot
-    try:
-        yield
-    finally:
-        InterpreterBuilder.create_dot = saved
+    return mock.patch.object(InterpreterBuilder, "create_dot", create_dot)

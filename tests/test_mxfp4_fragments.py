@@ -80,7 +80,8 @@ def _decode_tiles(weights, frag_scales, asm: bool) -> torch.Tensor:
         ks = tl.program_id(2)
         first = F.fragment_tile(e64, tile, TILES, KSTEPS)
         dtype: tl.constexpr = tl.bfloat16 if ASM else tl.float32
-        v = F.fragment_step(w_ptr, s_ptr, first, ks, dtype, ASM).to(tl.float32)
+        wq, sc = F.fragment_load(w_ptr, s_ptr, first, first, ks, False, 4)  # one warp group's tile, as loaded
+        v = F.fragment_decode(wq, sc, dtype, ASM, False).to(tl.float32)
         if ASM:
             v = v * W.ONE_MUL_UNDO
         rows = (e64 * TILES + tile) * 64 + tl.arange(0, 64)

@@ -225,9 +225,7 @@ def _fragment_dot(w_ptr, s_ptr, first, first_hi, ks, ks1, xt, acc, next_w, next_
         next_w, next_s = fragment_load(w_ptr, s_ptr, first, first_hi, ahead, True, W)
     else:
         if PREFETCH_HINT != 0:
-            prefetch_fragment_step(w_ptr, s_ptr, first, ahead, PREFETCH_HINT)
-            if W == 8:
-                prefetch_fragment_step(w_ptr, s_ptr, first_hi, ahead, PREFETCH_HINT)
+            prefetch_fragment_step(w_ptr, s_ptr, first, first_hi, ahead, PREFETCH_HINT, W)
         wq, sc = fragment_load(w_ptr, s_ptr, first, first_hi, ks, False, W)
     acc = tl.dot(fragment_decode(wq, sc, DTYPE, ASM == 2, PREFETCH), xt, acc, input_precision=DOT_PREC)
     return acc, next_w, next_s
@@ -470,9 +468,7 @@ def _moe_gemm2_kernel(
         if PREFETCH:
             next_w, next_s = fragment_load(w_ptr, s_ptr, first, first_hi, ks0, True, W)
         if PREFETCH_HINT != 0:
-            prefetch_fragment_step(w_ptr, s_ptr, first, ks0, PREFETCH_HINT)
-            if W == 8:
-                prefetch_fragment_step(w_ptr, s_ptr, first_hi, ks0, PREFETCH_HINT)
+            prefetch_fragment_step(w_ptr, s_ptr, first, first_hi, ks0, PREFETCH_HINT, W)
     elif PREFETCH:
         next_w, next_s = weight_step(w_rows, s_rows, s_shift, ks0, NB, WORDS)
     elif PREFETCH_HINT != 0:

@@ -264,15 +264,17 @@ def fragment_decode(wq, sc, DTYPE: tl.constexpr, ASM: tl.constexpr, WORDS: tl.co
 
 
 @triton.jit
-def fragment_step(w_ptr, s_ptr, first, ks, DTYPE: tl.constexpr, ASM: tl.constexpr):
-    """K step ks of one tile for one warp group, loaded and decoded (fragment_load, fragment_decode)."""
-    wq, sc = fragment_load(w_ptr, s_ptr, first, first, ks, False, 4)
-    return fragment_decode(wq, sc, DTYPE, ASM, False)
-
-
-@triton.jit
-def prefetch_fragment_step(w_ptr, s_ptr, first, ks, LEVEL: tl.constexpr):
+def _prefetch_tile_step(w_ptr, s_ptr, first, ks, LEVEL: tl.constexpr):
     """A PTX prefetch (MoeConfig.prefetch_hint) of a tile's K step ks: its 32 weight lines and 2 scale lines."""
     lines = tl.arange(0, 32)
     _prefetch_lines(w_ptr + (first + ks) * 4096 + lines * 128, tl.full([32], 1, tl.int32), LEVEL)
     _prefetch_lines(s_ptr + (first + ks) * 256 + lines * 128, (lines < 2).to(tl.int32), LEVEL)
+
+
+@triton.jit
+def prefetch_fragment_step(w_ptr, s_ptr, first, first_hi, ks, LEVEL: tl.constexpr, W: tl.constexpr):
+    """The prefetch of K step ks of what fragment_load reads for W warps: the tile at first (and with W 8 the one
+    at first_hi)."""
+    _prefetch_tile_step(w_ptr, s_ptr, first, ks, LEVEL)
+    if W == 8:
+        _prefetch_tile_step(w_ptr, s_ptr, first_hi, ks, LEVEL)
