@@ -16,7 +16,7 @@
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
-#               did for the kernels before), text reports tarred into ncu.tgz (about 250 s)
+#               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
 #   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
 #               (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -120,6 +120,7 @@ for part in "$@"; do
                         > "$OUT/ncu/$name.txt" 2>&1
                 done
             done
+            $PY scripts/ncu_digest.py "$OUT"/ncu/*.txt > "$OUT/ncu/digest.md"
             (cd "$OUT" && tar czf ncu.tgz ncu && rm -rf ncu) ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
         split)
