@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml scripts/setup_env.py
 	$(PY) scripts/setup_env.py $(VENV)
 	touch $(STAMP)
 
-# Two workers: the tests spend much of their time starting ranks and waiting on them. Tests that use a GPU
-# share one worker (xdist group "gpu"), so no two of them time kernels on it at once.
+# One worker per core, 2 to 8: the tests spend much of their time starting ranks and waiting on them, and on a GPU
+# box compiling kernels. Tests that time kernels have the GPU to themselves (tests/conftest.py, gpu_exclusive).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n > 8 ? 8 : n )))
 test: venv
 	$(PYTHON) -m rocbench env --origins
-	$(PYTHON) -m pytest -q -rs -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -rfEs -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: venv
 	$(PYTHON) -m rocbench env --origins

@@ -14,6 +14,8 @@
 #               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   retiled     triton (weights in fragment order, the default on NVIDIA) against triton_layout (the layout's own bytes)
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
+#   ab-narrow-y built-in (fragments) vs MoeConfig.narrow_y (GEMM2's y in bf16) at 64, 1024 and 4096 tokens
+#               (gpt-oss-120b TP1 padded, DeepSeek-R1 TP8; about 250 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
@@ -26,7 +28,7 @@
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
-[ $# -gt 0 ] || { sed -n 2,26p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n "2,/^set -u/{/^#/p}" "$0" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-results/device}
 STORES=$(mktemp -d)
@@ -55,8 +57,8 @@ rows() {
     step 200 "${store[@]}" $PY -m rocbench moe --model deepseek-r1 --tp 8 "${common[@]}" | tail -8
 }
 
-force() {  # force <variant> <MoeConfig fields as JSON>
-    $PY scripts/moe_config_store.py "$STORES/$1.json" "$2"
+force() {  # force <variant> <MoeConfig fields as JSON> [--retiled: on the fragment-order plans]
+    $PY scripts/moe_config_store.py "$STORES/$1.json" "$2" "${@:3}"
 }
 
 finish() {
@@ -75,7 +77,7 @@ for part in "$@"; do
         gpu-tests)
             # the tests that run on the GPU (the interpreter's skip there), one line per test as it ends (-v), so a
             # log cut by the limit still names a failure; 8 workers to compile in parallel
-            step 240 $PY -m pytest -v -n 8 --dist loadgroup -p no:cacheprovider -rf --tb=short \
+            step 240 $PY -m pytest -v -n 8 -p no:cacheprovider -rf --tb=short \
                 tests/test_moe_kernel.py tests/test_kernel_target.py > "$OUT/gpu-tests.log" 2>&1
             grep -E "FAILED|ERROR|^E |passed|failed" "$OUT/gpu-tests.log" | tail -25 ;;
         ab-decode)
@@ -105,6 +107,9 @@ for part in "$@"; do
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
+        ab-narrow-y)
+            force narrow_y '{"narrow_y": true}' --retiled
+            for variant in builtin narrow_y; do rows $variant 64,1024,4096 1; done ;;
         ncu)
             mkdir -p "$OUT/ncu"
             for model in "gpt-oss-120b --tp 1 --pad" "gpt-oss-120b --tp 8 --pad" "deepseek-r1 --tp 8"; do

@@ -1,6 +1,7 @@
 """Write a tuned-config store (rocbench.kernels.tuned) that forces MoE config fields for every shape the moe suite's
 models take, on this GPU: the heuristic plan of each shape and token count with the given fields changed. Point a
-run at it to time a knob against the built-in plan without `--tune` (the row's `tuned` column and path say so):
+run at it to time a knob against the built-in plan without `--tune` (the row's `tuned` column and path say so);
+--retiled changes the plans on weights in fragment order (the `triton` backend's on NVIDIA):
 
     python scripts/moe_config_store.py /tmp/upper.json '{"upper_bytes": true}'
     ROCBENCH_TUNED_CONFIGS=/tmp/upper.json rocbench moe --model gpt-oss-120b --tp 1,8 --pad --tokens 1,16,64
@@ -19,7 +20,7 @@ TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 MODELS = (("gpt-oss-120b", (1, 2, 4, 8), True), ("deepseek-r1", (8,), False))
 
 
-def store(overrides: dict, device_name: str, num_sms: int) -> dict:
+def store(overrides: dict, device_name: str, num_sms: int, retiled: bool = False) -> dict:
     from rocbench.kernels.moe_plan import MoeConfig, check_config, heuristic_plan, tune_key
     from rocbench.suites.moe.reference import model_shape
 
@@ -32,7 +33,7 @@ def store(overrides: dict, device_name: str, num_sms: int) -> dict:
             shape = model_shape(model, tp, padded)
             experts, topk, hidden, inter = shape["experts"], shape["topk"], shape["hidden"], shape["inter"]
             for tokens in TOKENS:
-                plan = heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, True)
+                plan = heuristic_plan(tokens, topk, experts, inter, hidden, num_sms, True, retiled)
                 config = dataclasses.replace(plan, **overrides)
                 try:
                     check_config(config, inter, hidden)
@@ -47,6 +48,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="the store to write (ROCBENCH_TUNED_CONFIGS)")
     parser.add_argument("overrides", help="MoeConfig fields to force, as JSON")
+    parser.add_argument("--retiled", action="store_true",
+                        help="change the plans of the backend that re-tiles (triton on NVIDIA: weights in fragment "
+                             "order), not those on the layout's bytes")
     options = parser.parse_args()
     sys.path.insert(0, str(REPO))
     import torch
@@ -54,7 +58,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("moe_config_store: tuned configs are kept per GPU, and there is none here")
     properties = torch.cuda.get_device_properties(0)
-    data = store(json.loads(options.overrides), torch.cuda.get_device_name(0), properties.multi_processor_count)
+    data = store(json.loads(options.overrides), torch.cuda.get_device_name(0), properties.multi_processor_count,
+                 options.retiled)
     options.out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"{options.out}: {len(next(iter(data.values()))['moe_a16w4'])} shapes forced to {options.overrides}")
     return 0

@@ -4,7 +4,7 @@ import torch
 
 from tests.helpers import latest_run, results, rocbench
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpu_exclusive]  # times collectives over every GPU
 needs_2_gpus = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 
 

@@ -13,7 +13,8 @@ import torch
 
 from tests.helpers import REPO, cli_env, latest_run, meta, results, rocbench, wait_until_gone
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+pytestmark = [pytest.mark.gpu, pytest.mark.gpu_exclusive,  # times kernels: nothing else on the GPU meanwhile
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
 
 def test_mla_and_moe_gates_hold_under_graph_replay_in_bf16_and_fp8(tmp_path):
@@ -50,8 +51,8 @@ def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
 def test_selfcheck_passes_briefly(tmp_path):
     # One retry: a brief selfcheck (0.2 s per measurement) failed once in a `make test` run on an H200
     # (2026-12-04) and passed in every other run; the log kept only the known-work rows (clocks power-capped to
-    # 1515 MHz by then; the other xdist worker was running CPU tests), so the cause is not known. A selfcheck that
-    # is wrong fails both times.
+    # 1515 MHz by then), so the cause is not known; GPU tests on the other xdist worker may have shared the GPU then
+    # (the group meant to prevent that never took effect; gpu_exclusive does). A selfcheck that is wrong fails both times.
     for attempt in (1, 2):
         out = tmp_path / f"attempt{attempt}"
         proc = rocbench("selfcheck", "--max-time", "0.2", "--out", str(out), on_gpu=True)

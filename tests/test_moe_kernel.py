@@ -137,6 +137,25 @@ def test_kernel_matches_reference_and_layouts_agree_bitwise(variant, activation,
                        b.view(torch.int16 if dtype != torch.float32 else torch.int32))
 
 
+def test_narrow_y_rounds_each_pairs_output_once_and_only_without_a_gemm2_split():
+    """MoeConfig.narrow_y: GEMM2's per-pair outputs in x's dtype before the top-k sum. Within the reference's tolerance,
+    both layouts the same bits, not the fp32 partials' bits (the rounding happened), and with a GEMM2 K split (whose
+    partials stay fp32) exactly the fp32 partials' bits."""
+    p = _problem(e=6, h=128, inter=128, t=5, topk=4, dtype=torch.float16, seed=71)
+    plan = dataclasses.replace(K.plan_moe(5, 4, p["e"], p["inter"], p["h"]), split2=1)
+    ref = _reference(p, "swiglu")
+    narrow = {layout: _run(p, layout, "swiglu", dataclasses.replace(plan, narrow_y=True)) for layout in L.LAYOUTS}
+    assert _close(narrow[L.INTERLEAVE], ref, rel=2e-3)[0]
+    assert torch.equal(narrow[L.INTERLEAVE].view(torch.int16), narrow[L.SEPARATED].view(torch.int16))
+    wide = _run(p, L.INTERLEAVE, "swiglu", plan)
+    assert not torch.equal(narrow[L.INTERLEAVE].view(torch.int16), wide.view(torch.int16))
+    assert "y-in-x-dtype" in K.pipeline_description(dataclasses.replace(plan, narrow_y=True), torch.device(DEV))
+    split = dataclasses.replace(plan, split2=2, nb2=2)
+    assert torch.equal(_run(p, L.INTERLEAVE, "swiglu", dataclasses.replace(split, narrow_y=True)).view(torch.int16),
+                       _run(p, L.INTERLEAVE, "swiglu", split).view(torch.int16))
+    assert "y-in-x-dtype" not in K.pipeline_description(dataclasses.replace(split, narrow_y=True), torch.device(DEV))
+
+
 @pytest.mark.parametrize("tokens", [3, 40])  # inline routing, then the block table
 def test_scaled_dot_matches_reference_and_layouts_agree_bitwise(tokens):
     # tl.dot_scaled is bf16-only here; the interpreter computes it correctly (unlike its bf16 tl.dot)
@@ -506,9 +525,10 @@ def test_x_to_f16_keeps_every_value_its_row_scale_can_hold():
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(5, 200, generator=g) * torch.tensor([1.0, 1e-30, 3e30, 0.0, 7.0])[:, None]).to(torch.bfloat16)
     x[4, 7] = 65504.0 * 2  # beyond fp16's range before scaling
-    x16 = torch.empty(5, 200, dtype=torch.float16)
-    xs = torch.empty(5, dtype=torch.float32)
-    K._x_to_f16_kernel[(5,)](x, x.stride(0), x16, xs, 200, BLOCK=64)
+    x16 = torch.empty(5, 200, dtype=torch.float16, device=DEV)
+    xs = torch.empty(5, dtype=torch.float32, device=DEV)
+    K._x_to_f16_kernel[(5,)](x.to(DEV), x.stride(0), x16, xs, 200, BLOCK=64)
+    x16, xs = x16.cpu(), xs.cpu()
     largest = x16.float().abs().amax(1)
     assert torch.all((largest[[0, 1, 2, 4]] >= 2 ** 14) & (largest[[0, 1, 2, 4]] < 2 ** 15))
     back = x16.float() * xs[:, None]

@@ -6,7 +6,8 @@ import torch
 from rocbench.core.harness import kernel_time, timing
 from rocbench.core.stats import StoppingRule
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+pytestmark = [pytest.mark.gpu, pytest.mark.gpu_exclusive,  # times kernels: nothing else on the GPU meanwhile
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
 
 def four_kernels():

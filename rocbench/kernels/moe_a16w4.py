@@ -405,8 +405,10 @@ def _combined_pair(y_ptr, tw_ptr, ids_ptr, offs, mask, p, HID, E, P, SPLIT2, CG:
 @triton.jit
 def _load_partial(src, valid, CG: tl.constexpr):
     if CG:  # written by other programs of this launch: read from L2, not a stale L1
-        return tl.load(src, mask=valid, other=0.0, cache_modifier=".cg")
-    return tl.load(src, mask=valid, other=0.0)
+        y = tl.load(src, mask=valid, other=0.0, cache_modifier=".cg")
+    else:
+        y = tl.load(src, mask=valid, other=0.0)
+    return y.to(tl.float32)  # (y in x's dtype with MoeConfig.narrow_y)
 
 
 @triton.jit
@@ -496,7 +498,8 @@ def _moe_gemm2_kernel(
     if HAS_BIAS:
         if pid_s == 0:
             acc += tl.load(b2_ptr + e64 * HID + offs_n).to(tl.float32)[:, None]
-    tl.store(y_ptr + (pid_s * P + pair64[None, :]) * HID + offs_n[:, None], acc, mask=m_mask[None, :])
+    tl.store(y_ptr + (pid_s * P + pair64[None, :]) * HID + offs_n[:, None], acc.to(y_ptr.dtype.element_ty),
+             mask=m_mask[None, :])  # fp32, or x's dtype (MoeConfig.narrow_y)
     if FUSED_COMBINE:
         # the last program of this hidden tile (over blocks and splits) does the top-k sum
         if _arrive(cnt_ptr, pid_n, _inline_block_count(ids_ptr, P, E, BM, P_PAD) * SPLIT2):
@@ -630,7 +633,14 @@ def pipeline_description(cfg: MoeConfig, device: torch.device, x_dtype: torch.dt
         words.append("split-pairs")
     if cfg.stacked_gate_up:
         words.append(f"stacked-gate-up/{cfg.warps1}w")
+    if narrow_y(cfg):
+        words.append("y-in-x-dtype")
     return " ".join(words)
+
+
+def narrow_y(cfg: MoeConfig) -> bool:
+    """GEMM2 stores y in x's dtype (MoeConfig.narrow_y: only without a GEMM2 K split, whose partials stay fp32)."""
+    return cfg.narrow_y and cfg.split2 == 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -757,7 +767,7 @@ def moe_a16w4(x, w13_packed_shuffled, w13_scale_shuffled, w2_packed_shuffled, w2
     ks_per2 = triton.cdiv(ksteps2, cfg.split2)
     split2 = triton.cdiv(ksteps2, ks_per2)
     tiles2 = hidden // cfg.bn2
-    y = torch.empty(split2, pairs, hidden, dtype=torch.float32, device=device)
+    y = torch.empty(split2, pairs, hidden, dtype=x.dtype if narrow_y(cfg) else torch.float32, device=device)
     fused = cfg.fused_combine and cfg.inline
     _moe_gemm2_kernel[(tiles2, grid_b, split2)](
         act, w2_read, s2_read, b2_t, ids, sorted_ids, blk_e, blk_row0, blk_n, y, counters, tw, out,

@@ -95,6 +95,13 @@ class MoeConfig:
     # registers. H200: 27-42% less kernel time from 1 to 4096 tokens (_fragments_pipeline); the NVIDIA plans of
     # callers that re-tile (heuristic_plan's retiled: the backend) take it
     fragments: bool = False
+    # GEMM2's per-pair outputs y, which the combine sums over the top-k, stored in x's dtype instead of fp32 where
+    # GEMM2 has no K split (split2 1; split partials stay fp32): half of GEMM2's stores and of the combine's reads.
+    # ncu (H100, fragments, DeepSeek-R1 TP8 x 1024 tokens): the combine read 235 MB of fp32 y, 87 of the call's
+    # 701 us (ncu-moe-h100-fragments); vLLM's and SGLang's Triton MoE keep y in the activations' dtype too. Each
+    # expert's output is rounded once more before the weighted sum; both layouts alike. Predicted: -10% at prefill
+    # for DeepSeek-R1 TP8, a few % for gpt-oss-120b. Off until a GPU has timed it (a --tune candidate)
+    narrow_y: bool = False
 
 
 def _largest_dividing(n: int, options) -> int:
@@ -348,6 +355,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "fragments,hint_l2,stages1": dict(ON_FRAGMENTS, **FRAGMENT_HINT),
         "fragments,stages2": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=2, stages2=2),
         "fragments,stages3": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=3, stages2=3),
+        "narrow_y": dict(narrow_y=True),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
         # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174
