@@ -21,7 +21,7 @@ if not _has_gpu:
 # run, or check the timers (`rocbench selfcheck`), which other work on the GPU would skew. A shared / exclusive flock
 # on one lock file orders them across processes. (An xdist group did not: xdist reads the groups before this conftest's
 # collection hook had added them, so GPU tests ran on several workers at once all along.)
-GPU_LOCK = Path(tempfile.gettempdir()) / "rocbench-tests-gpu.lock"
+GPU_LOCK = Path(tempfile.gettempdir()) / f"rocbench-tests-gpu-{os.getuid()}.lock"  # one per user: a file they can open
 
 
 def pytest_configure(config):

@@ -55,7 +55,8 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
     """The MoE kernels' NVIDIA-only paths, which no CPU test runs, compiled for sm_90 by this Triton's ptxas through
     the product's call (tests/compile_only.py, nothing run): the exact PTX decode with the cache prefetch, dependent
     launches and split pairs; then the fp16 GEMM1 with its x kernel, stacked over 8 warps, and GEMM2's one-multiply
-    upper-byte decode; then the backend's default, weights in fragment order with the register prefetch."""
+    upper-byte decode; then the backend's default, weights in fragment order with the register prefetch, also with y
+    in bf16 (narrow_y)."""
     script = textwrap.dedent("""
         import dataclasses
         from rocbench.kernels.moe_plan import heuristic_plan
@@ -71,7 +72,9 @@ def test_moe_ptx_paths_compile_for_sm90_offline():
             retiled = heuristic_plan(16, topk, experts, inter, hidden, 132, True, retiled=True)
             assert retiled.fragments and retiled.prefetch  # the backend's default on NVIDIA
             moe_call("sm90", shape, 16, retiled, scale_max=127)
+            # and with GEMM2's y in bf16 (narrow_y: without a GEMM2 split)
+            moe_call("sm90", shape, 16, dataclasses.replace(retiled, narrow_y=True, split2=1), scale_max=127)
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_moe_gemm1_kernel") == 3 and "_x_to_f16_kernel" in launched, launched
+    assert launched.count("_moe_gemm1_kernel") == 4 and "_x_to_f16_kernel" in launched, launched
