@@ -16,6 +16,9 @@
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
 #   ab-narrow-y built-in (fragments) vs MoeConfig.narrow_y (GEMM2's y in bf16) at 64, 1024 and 4096 tokens
 #               (gpt-oss-120b TP1 padded, DeepSeek-R1 TP8; about 250 s)
+#   ab-bm32     built-in (fragments) vs 32-row token blocks at 1024 and 4096 tokens (3 shapes): ncu found 1024 tokens
+#               latency-bound at 2 programs per SM; offline sm_90, bm 64 -> 32: GEMM1 175 -> 122 registers, GEMM2
+#               127 -> 84 (about 250 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
@@ -107,6 +110,9 @@ for part in "$@"; do
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
+        ab-bm32)
+            force bm32 '{"bm": 32}' --retiled
+            for variant in builtin bm32; do rows $variant 1024,4096 1,8; done ;;
         ab-narrow-y)
             force narrow_y '{"narrow_y": true}' --retiled
             for variant in builtin narrow_y; do rows $variant 64,1024,4096 1; done ;;
