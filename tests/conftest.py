@@ -41,7 +41,9 @@ def _gpu_turn(request):
 
 
 # The longest tests start first, so that with several workers (pytest -n) they overlap the rest.
-LONG_FIRST = ("test_fault_injection_matrix", "test_killed_run", "test_ci_config_runs", "test_concurrent_runs")
+LONG_FIRST = ("test_fault_injection_matrix", "test_killed_run", "test_ci_config_runs", "test_concurrent_runs",
+              "test_mla_gates_pass_on_both_paths", "test_two_nodes_tp4", "test_make_keeps_the_users_torch",
+              "test_srun_ranks_join", "test_aiter_triton_loaded_from", "test_deterministic_plan_is_batch_invariant")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,4 +1,6 @@
 """The MLA suite end to end on CPU: Triton under the interpreter with fp16 (its bf16 dot is wrong)."""
+import importlib.util
+
 import pytest
 
 from tests.helpers import latest_run, needs_interpreter, results, invoke
@@ -111,3 +113,20 @@ def test_aiter_triton_loaded_from_the_aiter_source_passes_the_gates_as_a_peer(tm
     assert set(mine[mine["persist"]]["status"]) == {"unsupported"}
     said = " ".join(proc.stdout.split())  # the terminal wraps long lines
     assert "unsupported: aiter_triton" in said and "and 1 more: aiter_triton takes only persist=False (this case: persist=True)" in said
+
+
+def test_aiter_triton_follows_the_source_variable_as_its_rank_processes_do(monkeypatch):
+    """The aiter_triton backend's availability (checked in the launching process) and its prepare (in rank processes,
+    which read ROCBENCH_AITER_SRC afresh) agree: a checkout named once and then unset is not remembered."""
+    from rocbench.rocm import aiter_triton
+    from tests.aiter_source import aiter_source_dir, missing_reason
+
+    if aiter_source_dir() is None:
+        pytest.skip(missing_reason())
+    if importlib.util.find_spec("aiter") is not None:
+        pytest.skip("aiter is installed here: the installed module is taken whatever the variable says")
+    monkeypatch.setenv(aiter_triton.SOURCE_ENV, str(aiter_source_dir()))
+    assert hasattr(aiter_triton.module(), "decode_attention_fwd")
+    monkeypatch.delenv(aiter_triton.SOURCE_ENV)
+    with pytest.raises(ImportError, match="names no AITER checkout"):
+        aiter_triton.module()

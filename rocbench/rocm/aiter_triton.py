@@ -18,14 +18,19 @@ FILE = Path("aiter/ops/triton/attention/mla_decode.py")
 SGLANG_NUM_KV_SPLITS = 8
 
 
-@functools.cache
 def module():
-    """The module holding decode_attention_fwd; ImportError (saying where it looked) when neither place has it."""
+    """The module holding decode_attention_fwd; ImportError (saying where it looked) when neither place has it. Looked
+    up again when ROCBENCH_AITER_SRC changes: a run's availability check and its rank processes, which read the
+    variable afresh, must agree."""
+    return _module(os.environ.get(SOURCE_ENV))
+
+
+@functools.cache
+def _module(source: str | None):
     try:
         return importlib.import_module("aiter.ops.triton.attention.mla_decode")
     except Exception as err:  # noqa: BLE001 - without ROCm, importing aiter fails in many ways
         installed = f"{type(err).__name__}: {err}".splitlines()[0]
-    source = os.environ.get(SOURCE_ENV)
     if not source:
         raise ImportError(f"aiter is not importable ({installed}) and {SOURCE_ENV} names no AITER checkout")
     path = Path(source) / FILE
