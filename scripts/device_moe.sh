@@ -19,6 +19,8 @@
 #   ab-bm32     built-in (fragments) vs 32-row token blocks at 1024 and 4096 tokens (3 shapes): ncu found 1024 tokens
 #               latency-bound at 2 programs per SM; offline sm_90, bm 64 -> 32: GEMM1 175 -> 122 registers, GEMM2
 #               127 -> 84 (about 250 s)
+#   ab-split3   built-in (fragments) vs GEMM1's K split in 3 at 1 token: ncu (H100) found gpt-oss-120b TP1's 736
+#               GEMM1 programs in 1.12 waves (5 per SM), a tail wave; 3 splits make 552, one wave (about 60 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
@@ -113,6 +115,9 @@ for part in "$@"; do
         ab-bm32)
             force bm32 '{"bm": 32}' --retiled
             for variant in builtin bm32; do rows $variant 1024,4096 1,8; done ;;
+        ab-split3)
+            force split3 '{"split1": 3}' --retiled
+            for variant in builtin split3; do rows $variant 1 1; done ;;
         ab-narrow-y)
             force narrow_y '{"narrow_y": true}' --retiled
             for variant in builtin narrow_y; do rows $variant 64,1024,4096 1; done ;;
