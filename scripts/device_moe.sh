@@ -66,6 +66,12 @@ force() {  # force <variant> <MoeConfig fields as JSON> [--retiled: on the fragm
     $PY scripts/moe_config_store.py "$STORES/$1.json" "$2" "${@:3}"
 }
 
+versus_default() {  # versus_default <variant> <MoeConfig fields as JSON> <tokens> <gpt-oss TPs>: the fragment-order
+    # default against it changed by those fields, in one part
+    force "$1" "$2" --retiled
+    for variant in builtin "$1"; do rows "$variant" "$3" "$4"; done
+}
+
 finish() {
     (cd "$OUT" && ls -d ab-* > /dev/null 2>&1 && tar czf ab.tgz ab-* && rm -rf ab-*)
     exit "$1"
@@ -112,15 +118,9 @@ for part in "$@"; do
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
-        ab-bm32)
-            force bm32 '{"bm": 32}' --retiled
-            for variant in builtin bm32; do rows $variant 1024,4096 1,8; done ;;
-        ab-split3)
-            force split3 '{"split1": 3}' --retiled
-            for variant in builtin split3; do rows $variant 1 1; done ;;
-        ab-narrow-y)
-            force narrow_y '{"narrow_y": true}' --retiled
-            for variant in builtin narrow_y; do rows $variant 64,1024,4096 1; done ;;
+        ab-bm32) versus_default bm32 '{"bm": 32}' 1024,4096 1,8 ;;
+        ab-split3) versus_default split3 '{"split1": 3}' 1 1 ;;
+        ab-narrow-y) versus_default narrow_y '{"narrow_y": true}' 64,1024,4096 1 ;;
         ncu)
             mkdir -p "$OUT/ncu"
             for model in "gpt-oss-120b --tp 1 --pad" "gpt-oss-120b --tp 8 --pad" "deepseek-r1 --tp 8"; do

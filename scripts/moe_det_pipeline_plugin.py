@@ -3,8 +3,8 @@ in the NVIDIA decode plans' pipeline (moe_plan.CACHE_HINT_DECODE_PIPELINE: L2 pr
 dependent launches, split pairs), and `triton_det_frag`, the same plan on weights in fragment order
 (MoeConfig.fragments, natural K order). Nothing in either depends on the token count, so the batch-invariance gate
 applies as to triton_det. Both start from the plan on the layout's bytes; triton_det itself now runs on fragments
-with the register prefetch on NVIDIA (moe_plan.deterministic_plan), which triton_det_frag measures against the hint. Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 748 -> 589
-instructions (dp).
+with the register prefetch on NVIDIA (moe_plan.deterministic_plan), which triton_det_frag measures against the hint.
+Offline sm_90 SASS (Triton 3.6, gpt-oss-120b TP1 x 64): GEMM1's loop 748 -> 589 instructions (dp).
 
     rocbench moe --plugin scripts/moe_det_pipeline_plugin.py --backends triton,triton_det,triton_det_dp"""
 import dataclasses

@@ -234,6 +234,11 @@ _FRAGMENT_STACKED = dict(warps1=8, stacked_gate_up=True)
 _FRAGMENT_WIDE2 = dict(bn2=128, warps2=8)  # GEMM2: two 64-row tiles per program, one per warp group
 
 
+def _fragment_stages(stages: int) -> dict:
+    """Fragment K loops pipelined by Triton's own stages: no register prefetch, no cache hint."""
+    return dict(prefetch=False, prefetch_hint="", stages1=stages, stages2=stages)
+
+
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
 
 
@@ -353,8 +358,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "fragments,stacked,w8": dict(ON_FRAGMENTS, **_FRAGMENT_STACKED),
         "fragments,stacked,w8,bn2=128": dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, **_FRAGMENT_WIDE2),
         "fragments,hint_l2,stages1": dict(ON_FRAGMENTS, **FRAGMENT_HINT),
-        "fragments,stages2": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=2, stages2=2),
-        "fragments,stages3": dict(ON_FRAGMENTS, prefetch=False, prefetch_hint="", stages1=3, stages2=3),
+        "fragments,stages2": dict(ON_FRAGMENTS, **_fragment_stages(2)),
+        "fragments,stages3": dict(ON_FRAGMENTS, **_fragment_stages(3)),
         "narrow_y": dict(narrow_y=True),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
@@ -367,11 +372,10 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # per warp and K step for 128 tokens at 254 registers, no spills (the built-in 64-row blocks: 771 for 64)
         # (H200, 8192 tokens, against the plan before fragments: gpt-oss-120b TP1 9033 -> 5907 us, DeepSeek-R1 TP8
         # 4884 -> 3643; moe-tiles-h200/fragments-ab.md)
-        variations["fragments,bm128,stages2"] = dict(ON_FRAGMENTS, bm=128, prefetch=False, prefetch_hint="", stages1=2,
-                                                     stages2=2)
+        variations["fragments,bm128,stages2"] = dict(ON_FRAGMENTS, bm=128, **_fragment_stages(2))
         # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
         variations["fragments,stacked,w8,bm128,stages2"] = dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, bm=128,
-                                                                prefetch=False, prefetch_hint="", stages1=2, stages2=2)
+                                                                **_fragment_stages(2))
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)
