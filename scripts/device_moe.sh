@@ -2,7 +2,10 @@
 # The MoE kernels (and one MLA tune) on one GPU: make bench, the GPU tests of the knobs that no GPU has timed yet,
 # and A/B rows of those knobs against the built-in plans (scripts/moe_config_store.py forces a knob through a
 # tuned-config store; the rows are gated as always). Name the parts; each fits inside the device's 10-minute limit:
-#   bench       make bench, its sweeps tarred into $OUT (about 540 s on an H200; stopped at 570 s of the call)
+#   bench       make bench, its sweeps tarred into $OUT (about 540 s on an H200; stopped at 570 s of the call; on an
+#               H100 the DeepSeek-R1 sweep alone took 288 s and the call ran out in gpt-oss-120b's)
+#   bench=NAME  make bench of configs/NAME.yaml only (BENCH_ARGS=--config): deepseek-r1-mxfp4 or gpt-oss-120b, one
+#               device call each where the whole does not fit one
 #   gpu-tests   the MoE kernel tests that run on the GPU (decodes bitwise, fragments, CUDA graphs; 240 s at most)
 #   ab-decode   built-in vs upper_bytes vs f16_gemm1 + upper_bytes at 1-1024 tokens (3 shapes; about 140 s)
 #   ab-prefill  built-in vs stacked gate/up on 8 warps (+ f16_gemm1, + the decode pipeline, + 128-row blocks) at
@@ -24,12 +27,12 @@
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
-#   det         triton, triton_det and triton_det in the decode pipeline and on fragments (plugins), batch-invariance gate on
-#               (1, 64, 1024 tokens; about 120 s)
+#   det         triton, triton_det, and triton_det with the 1-token plan's whole GEMM1 split and with y in bf16 (plugins:
+#               scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
-#   test        the whole make test (about 340 s; stopped at 580 s of the call)
+#   test        the whole make test (H100, 16 cores, 8 workers: 680 passed, 60 skipped in 374 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
@@ -57,7 +60,7 @@ rows() {
     local probes=(--skip-batch-probes)
     [[ $backends == *det* ]] && probes=()  # the deterministic backends keep their batch-invariance gate
     local common=(--layout interleave --times kernel --max-time 0.5 --tokens "$tokens" --backends "$backends"
-                  --plugin scripts/moe_det_pipeline_plugin.py "${probes[@]}" --out "$OUT/ab-$variant")
+                  --plugin scripts/moe_det_variants_plugin.py "${probes[@]}" --out "$OUT/ab-$variant")
     step 200 "${store[@]}" $PY -m rocbench moe --model gpt-oss-120b --tp "$tps" --pad "${common[@]}" | tail -14
     step 200 "${store[@]}" $PY -m rocbench moe --model deepseek-r1 --tp 8 "${common[@]}" | tail -8
 }
@@ -79,9 +82,11 @@ finish() {
 
 for part in "$@"; do
     case "$part" in
-        bench)
+        bench|bench=*)
+            args=()
+            [[ $part == bench=* ]] && args=("BENCH_ARGS=--config configs/${part#bench=}.yaml")
             mkdir -p "$OUT/bench" && mv results results.repo && ln -s "$(realpath "$OUT/bench")" results
-            step 570 make bench > "$OUT/bench.log" 2>&1
+            step 570 make bench "${args[@]}" > "$OUT/bench.log" 2>&1
             grep -E "passed|failed|report" "$OUT/bench.log" | tail -8
             rm results && mv results.repo results
             (cd "$OUT" && tar czf sweeps.tgz bench && rm -rf bench) ;;
@@ -138,7 +143,7 @@ for part in "$@"; do
             done
             $PY scripts/ncu_digest.py "$OUT"/ncu/*.txt > "$OUT/ncu/digest.md"
             (cd "$OUT" && tar czf ncu.tgz ncu && rm -rf ncu) ;;
-        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_dp,triton_det_frag ;;
+        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_narrow_y ;;
         split)
             force two_mul '{"one_mul": false}'
             force natural_k '{"split_pairs": false}'

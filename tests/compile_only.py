@@ -246,8 +246,14 @@ def every_config(name: str) -> Iterator[dict]:
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
             # the PTX prefetch: NVIDIA's decode plans take it
-            heuristic = functools.partial(heuristic_plan, cache_hint=TARGETS[name].nvidia)
-            for plan_name, plan in (("plan", heuristic), ("deterministic", deterministic_plan)):
+            nvidia = TARGETS[name].nvidia
+            heuristic = functools.partial(heuristic_plan, cache_hint=nvidia)
+            plans = [("plan", heuristic), ("deterministic", deterministic_plan)]
+            if nvidia:  # the backend re-tiles the weights: on NVIDIA its plans take fragment order
+                plans += [("fragments", functools.partial(heuristic, retiled=True)),
+                          ("deterministic fragments", functools.partial(deterministic_plan, cache_hint=True,
+                                                                         retiled=True))]
+            for plan_name, plan in plans:
                 config = plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms)
                 yield {"family": "moe", "shape": shape_name, "tokens": tokens, "plan": plan_name,
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}

@@ -39,3 +39,17 @@ def test_make_keeps_the_users_torch_and_aiter_and_fetches_nothing(tmp_path):
                                     capture_output=True, text=True, check=True).stdout.strip())
     assert not list(venv_site.glob("torch*")) and not list(venv_site.glob("triton*")), "no torch or triton of its own"
     assert "--dry-run\n" in bench.stdout and "runs valid" in bench.stdout  # each config of this machine, validated
+
+
+def test_bench_runs_only_the_configs_named_and_refuses_a_missing_one():
+    """make bench BENCH_ARGS="--config ...": a job with a time limit per call runs the sweeps one at a time."""
+    import sys
+
+    bench = [sys.executable, "scripts/bench.py", "--dry-run"]
+    one = subprocess.run([*bench, "--config", "configs/ci.yaml"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    assert one.stdout.count("+ rocbench sweep") == 1 and "+ rocbench sweep configs/ci.yaml --dry-run" in one.stdout
+    missing = subprocess.run([*bench, "--config", "configs/nope.yaml"], capture_output=True, text=True, cwd=REPO,
+                             timeout=120)
+    assert missing.returncode == 2 and missing.stderr == "bench: no such config: configs/nope.yaml\n"
+    assert "+ rocbench" not in missing.stdout

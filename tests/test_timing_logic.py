@@ -343,3 +343,29 @@ def test_columns_for_end_with_one_speedup_per_time():
     columns = results.columns_for(suite)
     assert columns[:4] == ["suite", "case", "backend", "a"]
     assert columns[-2:] == ["speedup_vs_torch_kernel", "speedup_vs_torch_graph"]
+
+
+@pytest.mark.parametrize("times, recorded", [(("kernel",), True), (("kernel", "graph"), False)])
+def test_a_kernel_only_run_records_the_clocks_around_its_kernel_pass(monkeypatch, times, recorded):
+    """--times kernel (the A/B runs) has no graph pass to read the clock around: its rows would say nothing of a
+    card that warmed and slowed between runs. With both times, the graph pass's clocks stand (one pair per row)."""
+    from rocbench.core.harness import measure
+    from rocbench.core.options import RunOptions
+
+    states = iter([clocks.ClockState(1980.0, 1980.0, "none"), clocks.ClockState(1755.0, 1980.0, "SwPowerCap")])
+    monkeypatch.setattr(measure, "prepared_call", lambda *args: (None, None, None, lambda: None))
+    monkeypatch.setattr(measure.clocks, "for_device", lambda device, kind: "reader")
+    monkeypatch.setattr(measure.clocks, "read", lambda reader: next(states))
+    stats = SimpleNamespace(median_us=10.0, p10_us=9.9, p90_us=10.1, samples=50, noise=0.001, dropped=0)
+    monkeypatch.setattr(measure, "measure_kernel", lambda *args: SimpleNamespace(
+        kernels_per_call=1, cold="flushed", stats=stats))
+    monkeypatch.setattr(measure, "device_alive", lambda ctx: False)
+    suite = SimpleNamespace(work=lambda case, world: SimpleNamespace(bytes=1e6, flops=0, mma=None, busbw_factor=None))
+    ctx = SimpleNamespace(device=SimpleNamespace(type="cpu"), platform=SimpleNamespace(kind="cuda"), world_size=1,
+                          roofline=None)
+    columns = measure.kernel_pass(suite, None, None, ctx, RunOptions(times=times)).row
+    assert columns["kernel_us_median"] == 10.0
+    clock_columns = dict(clock_mhz_before=1980.0, clock_mhz_after=1755.0, clock_default_mhz=1980.0,
+                         throttle_before="none", throttle_after="SwPowerCap")
+    assert (clock_columns.items() <= columns.items()) is recorded
+    assert recorded or not clock_columns.keys() & columns.keys()

@@ -88,11 +88,44 @@ def test_retiled_plans_take_fragments_on_nvidia_only(tokens, topk, prefetch):
     shape = (tokens, topk, 128, 384, 3072)
     before = moe_plan.heuristic_plan(*shape, 132, True)
     plan = moe_plan.heuristic_plan(*shape, 132, True, retiled=True)
+    measured = dict(bm=plan.bm, split1=plan.split1, narrow_y=plan.narrow_y)  # test_fragment_plans_take_what_...
     assert plan == dataclasses.replace(before, **moe_plan.FRAGMENT_TILES, fragments=True, upper_bytes=False,
-                                       prefetch=prefetch, prefetch_hint="" if prefetch else "L2", stages1=1, stages2=1)
+                                       prefetch=prefetch, prefetch_hint="" if prefetch else "L2", stages1=1, stages2=1,
+                                       **measured)
     moe_plan.check_config(plan, 384, 3072)
     assert moe_plan.heuristic_plan(*shape, 132, False, retiled=True) == moe_plan.heuristic_plan(*shape, 132, False)
     assert not moe_plan.heuristic_plan(16, 4, 128, 2880, 2880, 132, True, retiled=True).fragments  # K steps of 2 blocks
+
+
+# per-rank (tokens, topk, experts, inter, hidden) -> (bm, split1, narrow_y) of the fragment plan (NVIDIA), as the
+# H100 A/B rows chose them (moe_plan._measured_on_fragments)
+FRAGMENT_CHOICES = {
+    (1, 4, 128, 2944, 3072): (16, 3, False),  # gpt-oss-120b TP1 padded: 184 programs x 4 splits overshot one wave
+    (1, 8, 256, 256, 7168): (16, 8, False),  # DeepSeek-R1 TP8: 32 x 8 fit
+    (1024, 4, 128, 2944, 3072): (32, 1, False),  # 32 rows per expert; GEMM2's weights outweigh y
+    (1024, 8, 256, 256, 7168): (32, 1, True),  # 32 rows per expert; y's fp32 round trip outweighs GEMM2's weights
+    (64, 8, 256, 256, 7168): (16, 1, False),
+    (4096, 8, 256, 256, 7168): (64, 1, True),  # 128 rows per expert keep 64-row blocks
+    (4096, 4, 128, 2944, 3072): (64, 1, False),
+}
+
+
+@pytest.mark.parametrize("shape", FRAGMENT_CHOICES)
+def test_fragment_plans_take_what_the_h100_rows_measured(shape):
+    """On fragments (NVIDIA, a caller that re-tiles) the plan changes only the token block, GEMM1's K split and y's
+    dtype, and only where the A/B rows said so; the layout-bytes plan and everything else stays."""
+    from rocbench.kernels import moe_plan
+
+    tokens, topk, experts, inter, hidden = shape
+    before = moe_plan.heuristic_plan(*shape, 132, True)
+    plan = moe_plan.heuristic_plan(*shape, 132, True, retiled=True)
+    assert (plan.bm, plan.split1, plan.narrow_y) == FRAGMENT_CHOICES[shape]
+    pipeline = moe_plan.FRAGMENT_PREFETCH if tokens * topk <= 8192 else moe_plan.FRAGMENT_HINT
+    assert plan == dataclasses.replace(before, **moe_plan.ON_FRAGMENTS, **pipeline, bm=plan.bm, split1=plan.split1,
+                                       narrow_y=plan.narrow_y)
+    assert plan.split1 <= before.split1 and plan.bm <= before.bm
+    moe_plan.check_config(plan, inter, hidden)
+    assert not moe_plan.heuristic_plan(*shape, 132, True).narrow_y  # the layout-bytes plans keep fp32 y
 
 
 def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):

@@ -100,7 +100,9 @@ class MoeConfig:
     # ncu (H100, fragments, DeepSeek-R1 TP8 x 1024 tokens): the combine read 235 MB of fp32 y, 87 of the call's
     # 701 us (ncu-moe-h100-fragments); vLLM's and SGLang's Triton MoE keep y in the activations' dtype too. Each
     # expert's output is rounded once more before the weighted sum; both layouts alike. Predicted: -10% at prefill
-    # for DeepSeek-R1 TP8, a few % for gpt-oss-120b. Off until a GPU has timed it (a --tune candidate)
+    # for DeepSeek-R1 TP8, a few % for gpt-oss-120b. Measured (H100): -12% and -15% at DeepSeek-R1 TP8 x 1024 / 4096
+    # tokens, +9% at gpt-oss-120b TP1 x 1024; the fragment plans take it where y outweighs GEMM2's weights
+    # (_measured_on_fragments)
     narrow_y: bool = False
 
 
@@ -158,9 +160,10 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     tiles = _shape_tiles(inter, hidden)
     decode = pairs <= 512
     split1 = split2 = 1
+    blocks = active * -(-rows_per_expert // bm)
+    programs1 = int((inter // tiles["bn1"]) * blocks)  # GEMM1's programs per K split
     if decode:  # few rows: K splits give the GPU enough programs to stream the weights
-        blocks = active * -(-rows_per_expert // bm)
-        split1 = _pick_split(int((inter // tiles["bn1"]) * blocks), hidden // 32 // tiles["nb1"], num_sms)
+        split1 = _pick_split(programs1, hidden // 32 // tiles["nb1"], num_sms)
         split2 = _pick_split(int((hidden // tiles["bn2"]) * blocks), inter // 32 // tiles["nb2"], num_sms)
     # Decode: the weights prefetched one K step ahead in registers, with 1 pipeline stage. H200, kernel_us, 3
     # stages -> prefetch + 1 stage (exp/moe_exp.py ROUND=prefetch): gpt-oss-120b TP1 x1 75.1 -> 67.0, x64 1258 ->
@@ -183,7 +186,41 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     wide2 = {} if decode or hidden % 128 else dict(bn2=128, warps2=8)
     plan = MoeConfig(bm=bm, **{**tiles, **wide2, **pipeline}, split1=split1, split2=split2,
                      inline=pairs <= INLINE_ROUTE_MAX_PAIRS)
-    return _on_fragments(plan, inter, hidden, _fragments_pipeline(pairs)) if retiled and cache_hint else plan
+    if not (retiled and cache_hint):
+        return plan
+    fragment_plan = _on_fragments(plan, inter, hidden, _fragments_pipeline(pairs))
+    if not fragment_plan.fragments:
+        return plan
+    return _measured_on_fragments(fragment_plan, pairs, rows_per_expert, programs1, experts, inter, num_sms)
+
+
+# GEMM1 programs resident per SM on the fragment plans' decode: 96 registers a thread, 4 warps (ncu, H100, gpt-oss-120b
+# TP1 x 1 token: 5 per SM, 736 programs in 1.12 waves; results/examples/ncu-moe-h100-fragments)
+FRAGMENT_GEMM1_PROGRAMS_PER_SM = 5
+
+
+def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, programs1: int, experts: int,
+                           inter: int, num_sms: int) -> MoeConfig:
+    """Where the fragment-order kernels (NVIDIA) want other choices than the plans made for the layout's bytes.
+    H100, kernel_us, interleave, gated, built-in -> changed (scripts/device_moe.sh ab-bm32, ab-split3, ab-narrow-y,
+    2026-12-05; results/examples/moe-fragments-ab-h100):
+    - 32-row token blocks up to 32 rows per expert: at 64, GEMM1 held 175 registers, 2 programs per SM (ncu);
+      at 32, 122. At 1024 tokens gpt-oss-120b TP1 1201.7 -> 1044.6, TP8 236.8 -> 226.8, DeepSeek-R1 TP8 692.3 ->
+      663.4; at 4096 tokens (128 rows per expert) 64 rows stay: 32 lost 15-20% (3336 -> 4013 us at gpt-oss TP1).
+    - GEMM1's K split lowered to fit one wave where the plan's power of two overshoots it (the tail wave ncu found):
+      gpt-oss-120b TP1 x 1 token split 4 -> 3, 35.5 -> 32.1 us. DeepSeek-R1 TP8 keeps 8 (forced to 3: 20.6 ->
+      27.8). GEMM2's split was not timed this way and stays.
+    - GEMM2's y in x's dtype (narrow_y) where its fp32 round trip (GEMM2's stores, the combine's reads) outweighs
+      GEMM2's weights: DeepSeek-R1 TP8 x 1024 tokens 758.3 -> 664.0, x 4096 2166.2 -> 1844.8; not at 64 tokens (309.7
+      -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7; 4096: 3349 -> 3297)."""
+    wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms  # programs1: at the plan's bm (a K split only at decode)
+    fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
+    split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
+    bm = 32 if plan.bm == 64 and rows_per_expert <= 32 else plan.bm
+    y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
+    w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
+    narrow = plan.split2 == 1 and y_round_trip >= w2_bytes
+    return dataclasses.replace(plan, bm=bm, split1=split1, narrow_y=narrow)
 
 
 def _on_fragments(plan: MoeConfig, inter: int, hidden: int, pipeline: dict) -> MoeConfig:
@@ -360,7 +397,7 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         "fragments,hint_l2,stages1": dict(ON_FRAGMENTS, **FRAGMENT_HINT),
         "fragments,stages2": dict(ON_FRAGMENTS, **_fragment_stages(2)),
         "fragments,stages3": dict(ON_FRAGMENTS, **_fragment_stages(3)),
-        "narrow_y": dict(narrow_y=True),
+        "narrow_y": dict(narrow_y=not plan.narrow_y),
     }
     if plan.bm == 64:  # many rows per expert (4096+ tokens): 128-row token blocks decode each expert's weights half
         # as often. Offline sm_90 (gpt-oss-120b TP1 x 4096): GEMM1 452 instructions per warp and 1 KB at 174

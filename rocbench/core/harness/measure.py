@@ -316,11 +316,17 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     try:
         run = prepared_call(suite, backend, case, ctx, opts)[3]
         reader = clocks.for_device(ctx.device, ctx.platform.kind)
+        before = clocks.read(reader)
         kernel = measure_kernel(backend, ctx, opts, run, reader)
+        after = clocks.read(reader)
         if isinstance(kernel, str):
             return RankResult({"kernel_cold": kernel})
         fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
                         clock_drops_kernel=kernel.stats.dropped)
+        if "graph" not in opts.times:  # else the graph pass's clocks stand (time_backend): one pair per row
+            fragment.update(clock_mhz_before=before.mhz, clock_mhz_after=after.mhz,
+                            clock_default_mhz=before.default_mhz, throttle_before=before.throttle,
+                            throttle_after=after.throttle)
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
                                        ctx.roofline))
     except PhaseError as err:

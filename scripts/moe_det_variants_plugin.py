@@ -1,0 +1,43 @@
+"""Backend plugins for A/B runs of triton_det's fixed plan (scripts/device_moe.sh det): `triton_det_full_split`,
+GEMM1's K split of the 1-token plan in full instead of half, and `triton_det_narrow_y`, GEMM2's y in x's dtype
+(MoeConfig.narrow_y) for every batch. Each changes triton_det's plan by a function of the shape alone, never of the
+token count, so the batch-invariance gate applies as to triton_det.
+
+Why: H100, kernel_us, fragments (2026-12-05, results/examples/moe-fragments-ab-h100), triton_det over triton was
+1.42x at DeepSeek-R1 TP8 x 1 token (28.9 against 20.3 us: split 4 against the default's 8), over issue 22's 1.3x, and
+1.07-1.24x or less elsewhere; at 1024 tokens 0.94-1.08x, where the default plan now stores y in bf16 at DeepSeek-R1
+(moe_plan._measured_on_fragments).
+(The decode-pipeline and layout-bytes variants this file held before lost: 1.4-1.9x and 1.1-1.3x triton_det.)
+
+    rocbench moe --plugin scripts/moe_det_variants_plugin.py --backends triton,triton_det,triton_det_full_split"""
+import dataclasses
+
+from rocbench.plugin import backends
+from rocbench.suites.moe.backends import TritonMoeDeterministic
+
+
+@backends("moe").register
+class TritonDetFullSplit(TritonMoeDeterministic):
+    name = "triton_det_full_split"
+    description = "triton_det with the 1-token plan's whole GEMM1 K split (an A/B plugin)"
+
+    def fixed_changes(self, case, ctx) -> dict:
+        from rocbench.kernels.moe_plan import heuristic_plan
+
+        return dict(split1=heuristic_plan(1, *self.shape(case)[1:], ctx.platform.grid_sms).split1)
+
+    def prepare(self, case, io, ctx):
+        from rocbench.kernels.moe_plan import cache_hint_available, deterministic_plan
+
+        plan = deterministic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
+                                  retiled=self.retiles)
+        return self.prepare_with(case, io, ctx, dataclasses.replace(plan, **self.fixed_changes(case, ctx)), "fixed")
+
+
+@backends("moe").register
+class TritonDetNarrowY(TritonDetFullSplit):
+    name = "triton_det_narrow_y"
+    description = "triton_det with GEMM2's y in x's dtype for every batch (an A/B plugin)"
+
+    def fixed_changes(self, case, ctx) -> dict:
+        return dict(narrow_y=True)
