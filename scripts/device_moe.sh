@@ -17,16 +17,19 @@
 #               128-row token blocks, also stacked (gpt-oss-120b TP1; about 250 s)
 #   retiled     triton (weights in fragment order, the default on NVIDIA) against triton_layout (the layout's own bytes)
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
-#   ab-narrow-y built-in (fragments) vs MoeConfig.narrow_y (GEMM2's y in bf16) at 64, 1024 and 4096 tokens
-#               (gpt-oss-120b TP1 padded, DeepSeek-R1 TP8; about 250 s)
-#   ab-bm32     built-in (fragments) vs 32-row token blocks at 1024 and 4096 tokens (3 shapes): ncu found 1024 tokens
-#               latency-bound at 2 programs per SM; offline sm_90, bm 64 -> 32: GEMM1 175 -> 122 registers, GEMM2
-#               127 -> 84 (about 250 s)
-#   ab-split3   built-in (fragments) vs GEMM1's K split in 3 at 1 token: ncu (H100) found gpt-oss-120b TP1's 736
-#               GEMM1 programs in 1.12 waves (5 per SM), a tail wave; 3 splits make 552, one wave (about 60 s)
+#   ab-wide-y   built-in (fragments) vs GEMM2's y back in fp32 at 1024 and 4096 tokens (gpt-oss-120b TP1 / TP8 padded,
+#               DeepSeek-R1 TP8): the plans store y in bf16 where its fp32 round trip outweighs GEMM2's weights
+#               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed; about 300 s)
+#   ab-bm64     built-in (fragments) vs 64-row token blocks at 1024 tokens (the plans take 32 up to 32 rows per expert;
+#               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 120 s)
+#   ab-split4   built-in (fragments) vs GEMM1's K split 4 at 1 token (gpt-oss-120b TP1: the plan fits 3 to one wave;
+#               about 60 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
+#   ncu-mla     Nsight Compute of the current MLA kernels at issue 22's rows: persistent, batch 64, ctx 4096 uniform,
+#               nhead 16/32/64/128 x bf16/fp8 KV, and batch 1 (split-KV) at nhead 16 and 64: the gate's eager call,
+#               digest beside the reports in ncu-mla.tgz (about 250 s)
 #   det         triton, triton_det, and triton_det with the 1-token plan's whole GEMM1 split and with y in bf16 (plugins:
 #               scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens; about 120 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
@@ -123,9 +126,9 @@ for part in "$@"; do
             for variant in builtin fragments fragments_hint fragments_st2 fragments_stacked; do rows $variant 4096 1; done
             for variant in builtin fragments_bm128 fragments_stacked_bm128; do rows $variant 8192 1; done ;;
         retiled) rows builtin 1,64,1024,8192 1,8 triton,triton_layout ;;
-        ab-bm32) versus_default bm32 '{"bm": 32}' 1024,4096 1,8 ;;
-        ab-split3) versus_default split3 '{"split1": 3}' 1 1 ;;
-        ab-narrow-y) versus_default narrow_y '{"narrow_y": true}' 64,1024,4096 1 ;;
+        ab-wide-y) versus_default wide_y '{"narrow_y": false}' 1024,4096 1,8 ;;
+        ab-bm64) versus_default bm64 '{"bm": 64}' 1024 1,8 ;;
+        ab-split4) versus_default split4 '{"split1": 4}' 1 1 ;;
         ncu)
             mkdir -p "$OUT/ncu"
             for model in "gpt-oss-120b --tp 1 --pad" "gpt-oss-120b --tp 8 --pad" "deepseek-r1 --tp 8"; do
@@ -143,6 +146,22 @@ for part in "$@"; do
             done
             $PY scripts/ncu_digest.py "$OUT"/ncu/*.txt > "$OUT/ncu/digest.md"
             (cd "$OUT" && tar czf ncu.tgz ncu && rm -rf ncu) ;;
+        ncu-mla)
+            mkdir -p "$OUT/ncu-mla"
+            for row in "16 64 --persist" "32 64 --persist" "64 64 --persist" "128 64 --persist" "16 1 --no-persist" \
+                       "64 1 --no-persist"; do
+                read -r nhead batch mode <<< "$row"
+                for kv in bf16 fp8; do
+                    step 60 ncu --clock-control none --target-processes all -k 'regex:_persistent_kernel|_split_kv|_reduce|_merge' \
+                        --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+                        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+                        --section SchedulerStats $PY -m rocbench mla --nhead "$nhead" --batch "$batch" --kv-dtype "$kv" \
+                        "$mode" --ctx-dist uniform --times graph --skip-batch-probes --iters 3 --backends triton \
+                        --out "$STORES/ncu-mla-runs" > "$OUT/ncu-mla/nhead$nhead-batch$batch-$kv${mode#-}.txt" 2>&1
+                done
+            done
+            $PY scripts/ncu_digest.py "$OUT"/ncu-mla/*.txt > "$OUT/ncu-mla/digest.md"
+            (cd "$OUT" && tar czf ncu-mla.tgz ncu-mla && rm -rf ncu-mla) ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_narrow_y ;;
         split)
             force two_mul '{"one_mul": false}'

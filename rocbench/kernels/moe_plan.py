@@ -202,8 +202,8 @@ FRAGMENT_GEMM1_PROGRAMS_PER_SM = 5
 def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, programs1: int, experts: int,
                            inter: int, num_sms: int) -> MoeConfig:
     """Where the fragment-order kernels (NVIDIA) want other choices than the plans made for the layout's bytes.
-    H100, kernel_us, interleave, gated, built-in -> changed (scripts/device_moe.sh ab-bm32, ab-split3, ab-narrow-y,
-    2026-12-05; results/examples/moe-fragments-ab-h100):
+    H100, kernel_us, interleave, gated, built-in -> changed (2026-12-05, results/examples/moe-fragments-ab-h100;
+    scripts/device_moe.sh ab-bm64, ab-split4 and ab-wide-y time each choice against its reverse):
     - 32-row token blocks up to 32 rows per expert: at 64, GEMM1 held 175 registers, 2 programs per SM (ncu);
       at 32, 122. At 1024 tokens gpt-oss-120b TP1 1201.7 -> 1044.6, TP8 236.8 -> 226.8, DeepSeek-R1 TP8 692.3 ->
       663.4; at 4096 tokens (128 rows per expert) 64 rows stay: 32 lost 15-20% (3336 -> 4013 us at gpt-oss TP1).
