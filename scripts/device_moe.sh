@@ -19,11 +19,15 @@
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
 #   ab-wide-y   built-in (fragments) vs GEMM2's y back in fp32 at 1024 and 4096 tokens (gpt-oss-120b TP1 / TP8 padded,
 #               DeepSeek-R1 TP8): the plans store y in bf16 where its fp32 round trip outweighs GEMM2's weights
-#               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed; about 300 s)
+#               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed; about 450 s)
 #   ab-bm64     built-in (fragments) vs 64-row token blocks at 1024 tokens (the plans take 32 up to 32 rows per expert;
-#               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 120 s)
+#               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 180 s)
 #   ab-split4   built-in (fragments) vs GEMM1's K split 4 at 1 token (gpt-oss-120b TP1: the plan fits 3 to one wave;
-#               about 60 s)
+#               about 90 s)
+#   ab-bm128    built-in (fragments: 64-row token blocks, the register prefetch or the L2 hint, 1 stage) vs 128-row
+#               blocks with 2 stages at 4096 and 8192 tokens (128+ rows per expert): offline sm_90 GEMM1 458 instructions
+#               per warp and K step for 128 tokens at 254 registers (771 for 64 before fragments); timed so far only
+#               against the plans before fragments (gpt-oss-120b TP1 x 8192 9033 -> 5907 us, H200; about 400 s)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
@@ -73,9 +77,11 @@ force() {  # force <variant> <MoeConfig fields as JSON> [--retiled: on the fragm
 }
 
 versus_default() {  # versus_default <variant> <MoeConfig fields as JSON> <tokens> <gpt-oss TPs>: the fragment-order
-    # default against it changed by those fields, in one part
+    # default against it changed by those fields, in one part: default, variant, default again. The same default row
+    # drifted 10-13% over one H100 call while each run's spread stayed under 0.5% (moe-fragments-ab-h100); the second
+    # default run (ab-builtin_again: no store of that name exists) shows how far, so the variant is judged between two
     force "$1" "$2" --retiled
-    for variant in builtin "$1"; do rows "$variant" "$3" "$4"; done
+    for variant in builtin "$1" builtin_again; do rows "$variant" "$3" "$4"; done
 }
 
 finish() {
@@ -129,6 +135,8 @@ for part in "$@"; do
         ab-wide-y) versus_default wide_y '{"narrow_y": false}' 1024,4096 1,8 ;;
         ab-bm64) versus_default bm64 '{"bm": 64}' 1024 1,8 ;;
         ab-split4) versus_default split4 '{"split1": 4}' 1 1 ;;
+        ab-bm128) versus_default bm128 '{"bm": 128, "prefetch": false, "prefetch_hint": "", "stages1": 2, "stages2": 2}' \
+                                       4096,8192 1,8 ;;
         ncu)
             mkdir -p "$OUT/ncu"
             for model in "gpt-oss-120b --tp 1 --pad" "gpt-oss-120b --tp 8 --pad" "deepseek-r1 --tp 8"; do
