@@ -101,7 +101,8 @@ class MoeConfig:
     # 701 us (ncu-moe-h100-fragments); vLLM's and SGLang's Triton MoE keep y in the activations' dtype too. Each
     # expert's output is rounded once more before the weighted sum; both layouts alike. Predicted: -10% at prefill
     # for DeepSeek-R1 TP8, a few % for gpt-oss-120b. Measured (H100): -12% and -15% at DeepSeek-R1 TP8 x 1024 / 4096
-    # tokens, +9% at gpt-oss-120b TP1 x 1024; the fragment plans take it where y outweighs GEMM2's weights
+    # tokens; +9% at gpt-oss-120b TP1 x 1024, within that call's drift (the GEMM2 loop is the same offline); the
+    # fragment plans take it where y outweighs GEMM2's weights
     # (_measured_on_fragments)
     narrow_y: bool = False
 
@@ -212,7 +213,8 @@ def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, 
       27.8). GEMM2's split was not timed this way and stays.
     - GEMM2's y in x's dtype (narrow_y) where its fp32 round trip (GEMM2's stores, the combine's reads) outweighs
       GEMM2's weights: DeepSeek-R1 TP8 x 1024 tokens 758.3 -> 664.0, x 4096 2166.2 -> 1844.8; not at 64 tokens (309.7
-      -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7; 4096: 3349 -> 3297)."""
+      -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7, within the drift of
+      that call, 4096: 3349 -> 3297)."""
     wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms  # programs1: at the plan's bm (a K split only at decode)
     fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
     split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
