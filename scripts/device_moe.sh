@@ -19,15 +19,18 @@
 #               in one run at 1, 64, 1024 and 8192 tokens (3 shapes; about 300 s)
 #   ab-wide-y   built-in (fragments) vs GEMM2's y back in fp32 at 1024 and 4096 tokens (gpt-oss-120b TP1 / TP8 padded,
 #               DeepSeek-R1 TP8): the plans store y in bf16 where its fp32 round trip outweighs GEMM2's weights
-#               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed; about 450 s)
+#               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed: predicted
+#               fp32 y +7% there at 1024 tokens, +10% at 4096, 50 / 200 MB more each way; about 450 s)
 #   ab-bm64     built-in (fragments) vs 64-row token blocks at 1024 tokens (the plans take 32 up to 32 rows per expert;
 #               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 180 s)
 #   ab-split4   built-in (fragments) vs GEMM1's K split 4 at 1 token (gpt-oss-120b TP1: the plan fits 3 to one wave;
 #               about 90 s)
 #   ab-bm128    built-in (fragments: 64-row token blocks, the register prefetch or the L2 hint, 1 stage) vs 128-row
-#               blocks with 2 stages at 4096 and 8192 tokens (128+ rows per expert): offline sm_90 GEMM1 458 instructions
-#               per warp and K step for 128 tokens at 254 registers (771 for 64 before fragments); timed so far only
-#               against the plans before fragments (gpt-oss-120b TP1 x 8192 9033 -> 5907 us, H200; about 400 s)
+#               blocks with 2 stages at 4096 and 8192 tokens (128+ rows per expert). Offline sm_90 (Triton 3.6,
+#               gpt-oss-120b TP1 x 4096): GEMM1's loop 365 -> 463 instructions per warp and K step for 64 -> 128 tokens
+#               (5.7 -> 3.6 per token) at 180 -> 253 registers (2 programs per SM either way), GEMM2's 206 -> 304 (3.2
+#               -> 2.4) at 128 -> 172 (4 -> 2 per SM). Timed so far only against the plans before fragments (H200,
+#               gpt-oss-120b TP1 x 8192 9033 -> 5907 us). Predicted -5% to -25% at 4096 (about 600 s: a call alone)
 #   ncu         Nsight Compute of the default (fragment-order) kernels at issue 22's rows: gpt-oss-120b TP1 / TP8 (padded)
 #               and DeepSeek-R1 TP8 at 1, 64, 1024 tokens, one profiled call each (the gate's first; as ncu-moe-h200
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
@@ -35,7 +38,9 @@
 #               nhead 16/32/64/128 x bf16/fp8 KV, and batch 1 (split-KV) at nhead 16 and 64: the gate's eager call,
 #               digest beside the reports in ncu-mla.tgz (about 250 s)
 #   det         triton, triton_det, and triton_det with the 1-token plan's whole GEMM1 split and with y in bf16 (plugins:
-#               scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens; about 120 s)
+#               scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens; about 120 s).
+#               Predicted: the whole split takes DeepSeek-R1 x 1 token from 1.42x triton to ~1.05x, and costs ~+10% at
+#               1024 tokens (GEMM1's fp32 partials); narrow y -10% at DeepSeek-R1 x 1024, nothing at 1-64 tokens
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
