@@ -7,7 +7,8 @@ Why: H100, kernel_us, fragments (2026-12-05, results/examples/moe-fragments-ab-h
 1.42x at DeepSeek-R1 TP8 x 1 token (28.9 against 20.3 us: split 4 against the default's 8), over issue 22's 1.3x, and
 1.07-1.24x or less elsewhere; at 1024 tokens 0.94-1.08x, where the default plan now stores y in bf16 at DeepSeek-R1
 (moe_plan._measured_on_fragments).
-(The decode-pipeline and layout-bytes variants this file held before lost: 1.4-1.9x and 1.1-1.3x triton_det.)
+(The variants this file held before, triton_det in the decode pipeline on the layout's bytes and on fragments, lost:
+1.44-2.17x and 1.12-1.61x triton's time, where triton_det paid 0.94-1.42x.)
 
     rocbench moe --plugin scripts/moe_det_variants_plugin.py --backends triton,triton_det,triton_det_full_split"""
 import dataclasses
