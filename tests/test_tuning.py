@@ -126,6 +126,12 @@ def test_fragment_plans_take_what_the_h100_rows_measured(shape):
     assert plan.split1 <= before.split1 and plan.bm <= before.bm
     moe_plan.check_config(plan, inter, hidden)
     assert not moe_plan.heuristic_plan(*shape, 132, True).narrow_y  # the layout-bytes plans keep fp32 y
+    # --tune measures each choice's reverse: y in fp32 (or bf16), the split one either side, the other token block
+    candidates = moe_plan.tune_candidates(plan, inter, hidden)
+    assert candidates["narrow_y"].narrow_y != plan.narrow_y
+    if plan.split1 > 1:
+        assert {candidates["split1+1"].split1, candidates["split1-1"].split1} == {plan.split1 + 1, plan.split1 - 1}
+    assert {c.bm for c in candidates.values()} >= {plan.bm, min(64, plan.bm * 2)}
 
 
 def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):

@@ -354,6 +354,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
     variations = {
         "plan": {}, "fused": dict(fused_combine=True), "split1*2": dict(split1=plan.split1 * 2),
         "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
+        # one more or one fewer K split: the fragment plans fit GEMM1's programs to one wave (_measured_on_fragments)
+        "split1+1": dict(split1=plan.split1 + 1), "split1-1": dict(split1=max(1, plan.split1 - 1)),
         "split2/2": dict(split2=max(1, plan.split2 // 2)), "nb8": dict(nb1=8, nb2=8),
         "warps8": dict(warps1=8, warps2=8), "bn1=64,w8": dict(bn1=64, warps1=8), "bn2=128,w8": dict(bn2=128, warps2=8),
         "prefetch": dict(prefetch=True, prefetch_hint=""),
