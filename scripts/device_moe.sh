@@ -25,6 +25,10 @@
 #               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 180 s)
 #   ab-split4   built-in (fragments) vs GEMM1's K split 4 at 1 token (gpt-oss-120b TP1: the plan fits 3 to one wave;
 #               about 90 s)
+#   ab-fill-wave built-in (fragments) vs the decode plans' K splits sized to one wave (moe_plan.filling_one_wave): GEMM1's
+#               only, and both GEMMs', at 1, 4 and 16 tokens (3 shapes). ncu: gpt-oss-120b TP8 x 1 token's GEMM1 ran
+#               192 programs (0.3 waves) at 14% of DRAM. Predicted: that call 14 -> ~9-10 us, DeepSeek-R1 TP8 x 1
+#               token 20 -> ~16 us; at 16 tokens, where the fill lowers splits 2 -> 1, within +-5% (about 300 s)
 #   ab-bm128    built-in (fragments: 64-row token blocks, the register prefetch or the L2 hint, 1 stage) vs 128-row
 #               blocks with 2 stages at 4096 and 8192 tokens (128+ rows per expert). Offline sm_90 (Triton 3.6,
 #               gpt-oss-120b TP1 x 4096): GEMM1's loop 365 -> 463 instructions per warp and K step for 64 -> 128 tokens
@@ -140,6 +144,10 @@ for part in "$@"; do
         ab-wide-y) versus_default wide_y '{"narrow_y": false}' 1024,4096 1,8 ;;
         ab-bm64) versus_default bm64 '{"bm": 64}' 1024 1,8 ;;
         ab-split4) versus_default split4 '{"split1": 4}' 1 1 ;;
+        ab-fill-wave)
+            force fill1 '{}' --retiled --fill-wave gemm1
+            force fill12 '{}' --retiled --fill-wave both
+            for variant in builtin fill1 fill12 builtin_again; do rows "$variant" 1,4,16 1,8; done ;;
         ab-bm128) versus_default bm128 '{"bm": 128, "prefetch": false, "prefetch_hint": "", "stages1": 2, "stages2": 2}' \
                                        4096,8192 1,8 ;;
         ncu)

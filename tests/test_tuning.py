@@ -134,6 +134,26 @@ def test_fragment_plans_take_what_the_h100_rows_measured(shape):
     assert {c.bm for c in candidates.values()} >= {plan.bm, min(64, plan.bm * 2)}
 
 
+@pytest.mark.parametrize("shape, split1", [((1, 4, 128, 384, 3072), 24), ((1, 8, 256, 256, 7168), 20),
+                                           ((1, 4, 128, 2944, 3072), 3), ((16, 8, 256, 256, 7168), 1)])
+def test_filling_one_wave_sizes_decode_splits_to_the_wave_and_leaves_prefill(shape, split1):
+    """The A/B candidate scripts/moe_config_store.py --fill-wave forces: as many programs as one wave holds, at most
+    one K step per split; prefill plans unchanged."""
+    from rocbench.kernels import moe_plan
+
+    tokens, topk, experts, inter, hidden = shape
+    plan = moe_plan.heuristic_plan(*shape, 132, True, retiled=True)
+    filled = moe_plan.filling_one_wave(plan, *shape, 132, gemm2=True)
+    assert filled.split1 == split1 and filled == dataclasses.replace(plan, split1=filled.split1, split2=filled.split2)
+    programs1, programs2 = moe_plan._programs_per_split(*shape, plan.bm, plan.bn1, plan.bn2)
+    wave = moe_plan.FRAGMENT_GEMM1_PROGRAMS_PER_SM * 132
+    for split, programs, ksteps in ((filled.split1, programs1, hidden // 128), (filled.split2, programs2, inter // 128)):
+        assert split == 1 or (programs * split <= wave and split <= ksteps)
+    assert moe_plan.filling_one_wave(plan, *shape, 132).split2 == plan.split2  # GEMM1 only
+    prefill = moe_plan.heuristic_plan(1024, topk, experts, inter, hidden, 132, True, retiled=True)
+    assert moe_plan.filling_one_wave(prefill, 1024, topk, experts, inter, hidden, 132, gemm2=True) == prefill
+
+
 def test_the_harness_keeps_the_fastest_passing_candidate(monkeypatch):
     """Fake timings (a CPU cannot time); a wrong candidate is never kept however fast it is."""
     suite = toy_addrmsnorm.SUITE

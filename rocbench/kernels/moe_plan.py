@@ -114,6 +114,18 @@ def _largest_dividing(n: int, options) -> int:
     raise ValueError(f"{n} is not divisible by any of {options}")
 
 
+def _active_experts(tokens: int, topk: int, experts: int) -> int:
+    return max(1, min(experts, tokens * topk))  # upper bound of experts hit
+
+
+def _programs_per_split(tokens: int, topk: int, experts: int, inter: int, hidden: int, bm: int, bn1: int,
+                        bn2: int) -> tuple[int, int]:
+    """GEMM1's and GEMM2's programs per K split: output tiles x expert blocks of bm rows (the most the grid takes)."""
+    active = _active_experts(tokens, topk, experts)
+    blocks = active * -(-(tokens * topk / active) // bm)
+    return int((inter // bn1) * blocks), int((hidden // bn2) * blocks)
+
+
 def _pick_split(programs: int, ksteps: int, num_sms: int, max_split: int = 8) -> int:
     """Split K until there are ~4 programs per SM, keeping >= 2 K steps per split."""
     split = 1
@@ -153,19 +165,17 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     plan_moe says so from the device); elsewhere the decode plans prefetch into registers. retiled: the caller
     re-tiles the weights into fragment order (MoeConfig.fragments), which the plan then takes on NVIDIA."""
     pairs = tokens * topk
-    active = max(1, min(experts, pairs))  # upper bound of experts hit
-    rows_per_expert = pairs / active
+    rows_per_expert = pairs / _active_experts(tokens, topk, experts)
     bm = 16
     while bm < 64 and bm < 1.5 * rows_per_expert:
         bm *= 2
     tiles = _shape_tiles(inter, hidden)
     decode = pairs <= 512
     split1 = split2 = 1
-    blocks = active * -(-rows_per_expert // bm)
-    programs1 = int((inter // tiles["bn1"]) * blocks)  # GEMM1's programs per K split
+    programs1, programs2 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, tiles["bn1"], tiles["bn2"])
     if decode:  # few rows: K splits give the GPU enough programs to stream the weights
         split1 = _pick_split(programs1, hidden // 32 // tiles["nb1"], num_sms)
-        split2 = _pick_split(int((hidden // tiles["bn2"]) * blocks), inter // 32 // tiles["nb2"], num_sms)
+        split2 = _pick_split(programs2, inter // 32 // tiles["nb2"], num_sms)
     # Decode: the weights prefetched one K step ahead in registers, with 1 pipeline stage. H200, kernel_us, 3
     # stages -> prefetch + 1 stage (exp/moe_exp.py ROUND=prefetch): gpt-oss-120b TP1 x1 75.1 -> 67.0, x64 1258 ->
     # 1188; TP8 x1 23.2 -> 21.2, x16 118.9 -> 111.4, x64 212.0 -> 190.0; DeepSeek-R1 TP8 x1 39.1 -> 35.5, x16
@@ -223,6 +233,23 @@ def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, 
     w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
     narrow = plan.split2 == 1 and y_round_trip >= w2_bytes
     return dataclasses.replace(plan, bm=bm, split1=split1, narrow_y=narrow)
+
+
+def filling_one_wave(plan: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int,
+                     gemm2: bool = False) -> MoeConfig:
+    """An A/B candidate, not yet a plan (scripts/moe_config_store.py --fill-wave): at decode, GEMM1's K split (with
+    gemm2 GEMM2's too) as large as one wave of FRAGMENT_GEMM1_PROGRAMS_PER_SM programs per SM holds, down to one K
+    step per split, where the plans stop at 8 splits of 2+ steps. ncu (H100, fragments, gpt-oss-120b TP8 x 1 token):
+    GEMM1 10.5 us at 14% of DRAM with 192 programs (0.3 waves), GEMM2 7.2 us at 10%, for a call of 7.5 MB; lowering
+    the split to fit one wave already paid at TP1 (_measured_on_fragments). Predicted: GEMM1 split 8 -> 24 there
+    (576 programs), the call 14 -> ~9-10 us; DeepSeek-R1 TP8 split 8 -> 20, 20 -> ~16 us."""
+    if tokens * topk > 512:
+        return plan
+    programs1, programs2 = _programs_per_split(tokens, topk, experts, inter, hidden, plan.bm, plan.bn1, plan.bn2)
+    wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
+    split1 = max(1, min(hidden // 32 // plan.nb1, wave // programs1))
+    split2 = max(1, min(inter // 32 // plan.nb2, wave // programs2)) if gemm2 else plan.split2
+    return dataclasses.replace(plan, split1=split1, split2=split2)
 
 
 def _on_fragments(plan: MoeConfig, inter: int, hidden: int, pipeline: dict) -> MoeConfig:
