@@ -48,6 +48,12 @@
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
+#   mla-fp8q    triton against triton_fp8q (q cast to fp8 once, one fp8 MMA for Q@K^T; the fp8-query tolerance) with
+#               fp8 KV, persistent, ctx 4096 uniform, nhead 16/32/64/128 x batch 1/64, gated; and its kernel test on the
+#               GPU (test_q_in_one_fp8_part: the tolerance on random q). Offline sm_90 (Triton 3.6, batch 64): the
+#               64-row loop 1215 -> 840 instructions per warp and 64-token block (bf16: 995), 72 -> 36 QGMMA, stack
+#               256 -> 136 bytes; the 16-row loop unchanged (1224: mma.sync converts anyway). Predicted: nhead 64 / 128
+#               -15..-25% (H100 243 / 447 us -> at or under bf16's 183 / 333), nhead 16 / 32 within +-5% (about 200 s)
 #   test        the whole make test (H100, 16 cores, 8 workers: 680 passed, 60 skipped in 374 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
@@ -193,6 +199,10 @@ for part in "$@"; do
         mla-tune32)
             step 400 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-tune32.json" $PY -m rocbench mla --nhead 32 --batch 64 \
                 --kv-dtype bf16,fp8 --persist --tune --times kernel --skip-batch-probes --out "$OUT/ab-mla-tune32" | tail -12 ;;
+        mla-fp8q)
+            step 120 $PY -m pytest -q -p no:cacheprovider tests/test_mla_kernels.py -k one_fp8_part 2>&1 | tail -3
+            step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64 --kv-dtype fp8 --persist --ctx-dist uniform \
+                --backends triton,triton_fp8q --times kernel --skip-batch-probes --out "$OUT/ab-mla-fp8q" | tail -22 ;;
         test) step 580 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;
     esac

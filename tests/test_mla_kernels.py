@@ -157,6 +157,41 @@ def test_bf16_and_the_ptx_conversion_in_the_interpreter(kv_dtype, config, monkey
         assert torch.equal(plain.view(torch.int16), converted.view(torch.int16))
 
 
+def _q_on_the_fp8_grid(tokens, nhead, dtype, g):
+    """q whose rows are e4m3 values times 2^-8, each row's largest 448 x 2^-8: its fp8 scale is exactly 2^-8, so the
+    cast to fp8 is exact whatever the rounding."""
+    e = (torch.randn(tokens, nhead, 576, generator=g) * 100).clamp(-440, 440).to(FP8_DTYPE).float()
+    e[..., 7] = 448.0
+    return (e * 2.0 ** -8).to(dtype).to(DEVICE)
+
+
+@pytest.mark.parametrize("config", [MlaKernelConfig(block_n=16, fp8_qk=True, fp8_q_one_part=True),
+                                    MlaKernelConfig(block_n=16, tokens_as_m=True, fp8_qk=True, fp8_q_one_part=True)])
+def test_q_in_one_fp8_part(config):
+    """MlaKernelConfig.fp8_q_one_part (the triton_fp8q backend): q cast to fp8 once, one fp8 MMA for Q@K^T. On q already
+    on the fp8 grid both forms are exact: this checks the one part's scales and masks. On random q it keeps the cast's
+    error, which the two-part form takes back. Emulated exactly on the CPU (bf16 q, per-row e4m3 with correct rounding,
+    the fp32 reference): cosine 0.9997, within the fp8-query tolerance; Triton's interpreter rounds to fp8 worse than a
+    GPU, so the CPU checks the ordering and the GPU the tolerance."""
+    g = _gen(11)
+    kv = build_paged_kv([40, 23], 16, FP8_DTYPE, g, "cpu").to(DEVICE)
+    exact = _q_on_the_fp8_grid(2 * 2, 8, torch.float16, g)
+    ref, _ = mla_decode_reference(exact, kv, SM_SCALE, 2)
+    for out in _run_both(exact, kv, 2, config, 3, 4)[:2]:
+        assert_matches_reference(out, ref, torch.float16)
+    q = make_query(2 * 2, 8, torch.float16, g, DEVICE)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 2)
+    one = _run_both(q, kv, 2, config, 3, 4)[:2]
+    two = _run_both(q, kv, 2, dataclasses.replace(config, fp8_q_one_part=False), 3, 4)[:2]
+    for out_one, out_two in zip(one, two):
+        assert _errors(out_one, ref)[0] > 4 * _errors(out_two, ref)[0]
+        if DEVICE == "cuda":
+            from rocbench.suites.mla.backends import FP8_QUERY_TOLERANCE as TOL
+
+            assert ((out_one.float() - ref).abs() <= TOL.atol + TOL.rtol * ref.abs()).all()
+            assert _errors(out_one, ref)[1] >= TOL.min_cosine
+
+
 def test_f16_mma_rescales_rows_beyond_fp16_range():
     """fp16 MMAs for bf16 q: a row far past fp16's 65504 and an all-zero row still match the reference
     (each row is divided by its own power of two; without that the first overflows to inf)."""

@@ -126,8 +126,9 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
                 F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr):
     """A tile's queries as the MMAs take them, its causal limits and its empty softmax state: (q_nope [M, 512],
     q_pe [M, 64], scale, lo_nope, lo_pe, lo_scale, limit [M], m [M], l [M]). q's scores are scaled by `scale`
-    (qk_scale folded in). FP8_QK: q = hi + lo, two fp8 parts with per-row scales [M]; F16_MMA: q in fp16 with a
-    per-row scale [M] (lo_* unused); else q as loaded and the scalar qk_scale. Rows past the tile's queries are
+    (qk_scale folded in). FP8_QK 2: q = hi + lo, two fp8 parts with per-row scales [M]; FP8_QK 1: q = hi alone
+    (one fp8 part, as AITER's fp8 path casts q; lo_* unused); F16_MMA: q in fp16 with a per-row scale [M] (lo_*
+    unused); else q as loaded and the scalar qk_scale. Rows past the tile's queries are
     zero. Row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1 tokens (limit)."""
     rows = tl.arange(0, BLOCK_M)
     j = rows // HPG
@@ -140,10 +141,14 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
     l_i = tl.zeros([BLOCK_M], tl.float32)
     q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
     q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
-    if FP8_QK:
+    if FP8_QK == 2:
         q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, KV_DTYPE, FP8_MAX)
         scale = hi_scale * qk_scale
         lo_scale = lo_scale * qk_scale
+    elif FP8_QK:
+        q_nope, q_pe, hi_scale = _fp8_rows(q_nope.to(tl.float32), q_pe.to(tl.float32), KV_DTYPE, FP8_MAX)
+        scale = hi_scale * qk_scale
+        lo_nope, lo_pe, lo_scale = q_nope, q_pe, scale
     elif F16_MMA:
         q_nope, q_pe, q_scale = _f16_rows(q_nope, q_pe)
         scale = q_scale * qk_scale
@@ -212,8 +217,10 @@ def _attend_tokens_as_m(
                                           BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
         k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
         k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        if FP8_QK:
+        if FP8_QK == 2:
             s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale + _scores_t(k_nope, k_pe, lot_nope, lot_pe) * lo_scale
+        elif FP8_QK:
+            s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale
         else:
             k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
             s_t = _scores_t(k_nope, _kv_as(k_pe, mma_dtype, CVT_ASM), qt_nope, qt_pe) * scale
@@ -263,7 +270,8 @@ def attend_kv_range(
       (the second read hits L2) but each load then feeds one MMA, which lets Triton's pipeliner
       make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous.
     - FP8_QK (fp8 KV): q split into two fp8 parts with per-row scales (folded into the softmax
-      scale), so that Q@K^T runs as fp8 MMAs on the KV tile as loaded; only V is converted. (fp8
+      scale), so that Q@K^T runs as fp8 MMAs on the KV tile as loaded; only V is converted. FP8_QK 1
+      keeps q's high part only: one fp8 MMA, AITER's numerics (q cast to fp8), not bf16's. (fp8
       P@V was tried too: no faster at 16-32 rows, and wrong results from Triton 3.6's 64-row fp8
       MMA with V as the second operand.)
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
@@ -318,8 +326,10 @@ def attend_kv_range(
                 v = k_nope
             n = start + tl.arange(0, BLOCK_N)
             visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-            if FP8_QK:
+            if FP8_QK == 2:
                 s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
+            elif FP8_QK:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
             else:
                 s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
             acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)

@@ -52,6 +52,10 @@ class MlaKernelConfig:
     # loaded, and its change into the MMA operand's layout moves 16-bit values instead of permuting bytes
     # (mla_attend._kv_as). Offline sm_90 SASS in mla-variants-h200 round 10; a --tune candidate
     convert_where_loaded: bool = False
+    # with fp8_qk, q in one fp8 part instead of two (hi + lo): one fp8 MMA for Q@K^T and half q's registers, at
+    # AITER's numerics (its fp8 KV path casts q to fp8) and so at the suite's fp8-query tolerance, not bf16's. Only
+    # the `triton_fp8q` backend takes it
+    fp8_q_one_part: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()

@@ -215,6 +215,36 @@ FP8_QUERY_TOLERANCE = Tolerance(atol=3e-2, rtol=5e-2, min_cosine=0.999, why="q i
 
 
 @REGISTRY.register
+class TritonMlaFp8Query(TritonMla):
+    """The triton backend with fp8 KV and q cast to fp8 as AITER's fp8 path casts it: one fp8 MMA for Q@K^T on the
+    KV tile as loaded (MlaKernelConfig.fp8_q_one_part), where `triton` splits q into two fp8 parts to keep bf16's
+    accuracy. Judged at the fp8-query tolerance, as aiter is: the portable peer of AITER's numerics."""
+
+    name = "triton_fp8q"
+    description = "portable Triton, fp8 KV with q cast to fp8 (AITER's numerics): one fp8 MMA for Q@K^T"
+    on_request = True  # a question of its own (q's precision), not every sweep's
+
+    def unsupported_reason(self, case: Case, platform: PlatformInfo) -> str | None:
+        if not is_fp8(case["kv_dtype"]):
+            return "q in fp8 goes with an fp8 KV cache"
+        return fp8_unsupported_reason(case, platform)
+
+    def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
+        return FP8_QUERY_TOLERANCE
+
+    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
+        from rocbench.kernels import mla_config as kc
+
+        config = kc.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"],
+                                   persistent=case["persist"])
+        return self.prepare_fitted(case, io, ctx, dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True),
+                                   "the triton config with q in one fp8 part")
+
+    def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
+        return None  # the triton backend's tuned configs apply (default_config); the q part is this backend's
+
+
+@REGISTRY.register
 class AiterMla(Backend):
     """AITER's MLA decode as SGLang's aiter backend calls it for decode (seed PRs #27188, #23382)."""
 
