@@ -22,23 +22,17 @@ class TritonDetFullSplit(TritonMoeDeterministic):
     name = "triton_det_full_split"
     description = "triton_det with the 1-token plan's whole GEMM1 K split (an A/B plugin)"
 
-    def fixed_changes(self, case, ctx) -> dict:
+    def fixed_plan(self, case, ctx):
         from rocbench.kernels.moe_plan import heuristic_plan
 
-        return dict(split1=heuristic_plan(1, *self.shape(case)[1:], ctx.platform.grid_sms).split1)
-
-    def prepare(self, case, io, ctx):
-        from rocbench.kernels.moe_plan import cache_hint_available, deterministic_plan
-
-        plan = deterministic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
-                                  retiled=self.retiles)
-        return self.prepare_with(case, io, ctx, dataclasses.replace(plan, **self.fixed_changes(case, ctx)), "fixed")
+        one_token = heuristic_plan(1, *self.shape(case)[1:], ctx.platform.grid_sms)
+        return dataclasses.replace(super().fixed_plan(case, ctx), split1=one_token.split1)
 
 
 @backends("moe").register
-class TritonDetNarrowY(TritonDetFullSplit):
+class TritonDetNarrowY(TritonMoeDeterministic):
     name = "triton_det_narrow_y"
     description = "triton_det with GEMM2's y in x's dtype for every batch (an A/B plugin)"
 
-    def fixed_changes(self, case, ctx) -> dict:
-        return dict(narrow_y=True)
+    def fixed_plan(self, case, ctx):
+        return dataclasses.replace(super().fixed_plan(case, ctx), narrow_y=True)

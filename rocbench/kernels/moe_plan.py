@@ -202,7 +202,7 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
     fragment_plan = _on_fragments(plan, inter, hidden, _fragments_pipeline(pairs))
     if not fragment_plan.fragments:
         return plan
-    return _measured_on_fragments(fragment_plan, pairs, rows_per_expert, programs1, experts, inter, num_sms)
+    return _measured_on_fragments(fragment_plan, tokens, topk, experts, inter, hidden, num_sms)
 
 
 # GEMM1 programs resident per SM on the fragment plans' decode: 96 registers a thread, 4 warps (ncu, H100, gpt-oss-120b
@@ -210,8 +210,8 @@ def heuristic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int
 FRAGMENT_GEMM1_PROGRAMS_PER_SM = 5
 
 
-def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, programs1: int, experts: int,
-                           inter: int, num_sms: int) -> MoeConfig:
+def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int,
+                           num_sms: int) -> MoeConfig:
     """Where the fragment-order kernels (NVIDIA) want other choices than the plans made for the layout's bytes.
     H100, kernel_us, interleave, gated, built-in -> changed (2026-12-05, results/examples/moe-fragments-ab-h100;
     scripts/device_moe.sh ab-bm64, ab-split4 and ab-wide-y time each choice against its reverse):
@@ -225,10 +225,12 @@ def _measured_on_fragments(plan: MoeConfig, pairs: int, rows_per_expert: float, 
       GEMM2's weights: DeepSeek-R1 TP8 x 1024 tokens 758.3 -> 664.0, x 4096 2166.2 -> 1844.8; not at 64 tokens (309.7
       -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7, within the drift of
       that call, 4096: 3349 -> 3297)."""
-    wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms  # programs1: at the plan's bm (a K split only at decode)
+    pairs = tokens * topk
+    programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, plan.bm, plan.bn1, plan.bn2)[0]
+    wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
     fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
     split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
-    bm = 32 if plan.bm == 64 and rows_per_expert <= 32 else plan.bm
+    bm = 32 if plan.bm == 64 and pairs / _active_experts(tokens, topk, experts) <= 32 else plan.bm
     y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
     w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
     narrow = plan.split2 == 1 and y_round_trip >= w2_bytes

@@ -300,8 +300,7 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     after = clocks.read(reader)
     graph.cold = timing.rotation_label(len(runners), io_bytes(ios[0]), ctx.platform.cache_bytes)
     row.update(timing_mode=graph.mode, graph_calls_per_sample=graph.calls_per_sample, graph_cold=graph.cold,
-               clock_mhz_before=before.mhz, clock_mhz_after=after.mhz, clock_default_mhz=before.default_mhz,
-               throttle_before=before.throttle, throttle_after=after.throttle, clock_drops_graph=graph.stats.dropped)
+               clock_drops_graph=graph.stats.dropped, **clock_columns(before, after))
     row.update(time_and_rates("graph", graph.stats, work, ctx.roofline))
 
 
@@ -316,17 +315,15 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
     try:
         run = prepared_call(suite, backend, case, ctx, opts)[3]
         reader = clocks.for_device(ctx.device, ctx.platform.kind)
-        before = clocks.read(reader)
+        own_clocks = "graph" not in opts.times  # else the graph pass's clocks stand (time_backend): one pair per row
+        before = clocks.read(reader) if own_clocks else None
         kernel = measure_kernel(backend, ctx, opts, run, reader)
-        after = clocks.read(reader)
         if isinstance(kernel, str):
             return RankResult({"kernel_cold": kernel})
         fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
                         clock_drops_kernel=kernel.stats.dropped)
-        if "graph" not in opts.times:  # else the graph pass's clocks stand (time_backend): one pair per row
-            fragment.update(clock_mhz_before=before.mhz, clock_mhz_after=after.mhz,
-                            clock_default_mhz=before.default_mhz, throttle_before=before.throttle,
-                            throttle_after=after.throttle)
+        if own_clocks:
+            fragment.update(clock_columns(before, clocks.read(reader)))
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
                                        ctx.roofline))
     except PhaseError as err:
@@ -336,6 +333,12 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         if ctx.device.type == "cuda" and device_alive(ctx):
             torch.cuda.empty_cache()
     return RankResult(fragment, fatal)
+
+
+def clock_columns(before: clocks.ClockState, after: clocks.ClockState) -> dict:
+    """A row's clock columns: the SM clock and throttle reasons around its timing pass."""
+    return dict(clock_mhz_before=before.mhz, clock_mhz_after=after.mhz, clock_default_mhz=before.default_mhz,
+                throttle_before=before.throttle, throttle_after=after.throttle)
 
 
 def time_and_rates(basis: str, stats, work, roofline: Roofline | None) -> dict:

@@ -47,13 +47,16 @@ class TritonMla(Backend):
         return fp8_unsupported_reason(case, platform)
 
     def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
+        return self.prepare_fitted(case, io, ctx, *self.config(case, ctx))
+
+    def config(self, case: Case, ctx: RankContext) -> tuple:
+        """The config this case runs (tuned for this device, else built in) and the words that say which."""
         from rocbench.kernels import mla_config as kc
 
         shape = case["kv_dtype"], case["nhead"], case["qlen"]
         config = kc.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
         builtin = kc.builtin_config(*shape, case["batch"], persistent=case["persist"])
-        tuned = "tuned" if config != builtin else "built-in"
-        return self.prepare_fitted(case, io, ctx, config, f"{tuned} config")
+        return config, f"{'tuned' if config != builtin else 'built-in'} config"
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import mla_config as kc
@@ -238,13 +241,9 @@ class TritonMlaFp8Query(TritonMla):
     def tolerance(self, case: Case, platform: PlatformInfo) -> Tolerance | None:
         return FP8_QUERY_TOLERANCE
 
-    def prepare(self, case: Case, io: MlaIO, ctx: RankContext) -> Prepared:
-        from rocbench.kernels import mla_config as kc
-
-        config = kc.default_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"],
-                                   persistent=case["persist"])
-        return self.prepare_fitted(case, io, ctx, dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True),
-                                   "the triton config with q in one fp8 part")
+    def config(self, case: Case, ctx: RankContext) -> tuple:
+        config, source = super().config(case, ctx)
+        return dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True), f"{source}, q in one fp8 part"
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
         return None  # the triton backend's tuned configs apply (default_config); the q part is this backend's

@@ -146,17 +146,24 @@ class TritonMoeDeterministic(TritonMoe):
     description = "batch-invariant fixed plan of the Triton a16w4 kernel: one arithmetic for every token count"
     deterministic_of = "triton"
 
-    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
+    def fixed_plan(self, case: Case, ctx: RankContext):
+        """The one plan for every batch of this shape (a plugin may change it by the shape alone)."""
         from rocbench.kernels.moe_plan import cache_hint_available, deterministic_plan
 
-        config = deterministic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
-                                    retiled=self.retiles)
+        return deterministic_plan(*self.shape(case), ctx.platform.grid_sms, cache_hint_available(ctx.device),
+                                  retiled=self.retiles)
+
+    def prepare(self, case: Case, io: MoeIO, ctx: RankContext) -> Prepared:
+        config = self.fixed_plan(case, ctx)
         prepared = self.prepare_with(case, io, ctx, config, "fixed")
+        from rocbench.kernels.moe_a16w4 import narrow_y
+
         route = "inline routing" if config.inline else "block-table routing"
+        y = ", per-pair outputs in x's dtype" if narrow_y(config) else ""
         weights = f", weights re-tiled from the {case['layout']} bytes before timing" if config.fragments else ""
         return dataclasses.replace(prepared, description=(
             f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, GEMM1 K split {config.split1} "
-            f"for every batch, {route}, top-k sum in slot order{weights}"))
+            f"for every batch, {route}{y}, top-k sum in slot order{weights}"))
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
         return None
