@@ -134,13 +134,13 @@ def _mla_case(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: b
     return case, io, ctx
 
 
-def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, deterministic: bool = False):
-    """The MLA `triton` (or `triton_det`) backend's prepared call for a case on a GPU of `name`: its own prepare,
-    config choice and fallback to a config that fits."""
-    from rocbench.suites.mla.backends import TritonMla, TritonMlaDeterministic
+def mla_prepare(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: bool, backend: str = "triton"):
+    """The MLA `triton` backend's (or `triton_det`'s, `triton_fp8q`'s) prepared call for a case on a GPU of `name`:
+    its own prepare, config choice and fallback to a config that fits."""
+    from rocbench.suites.mla.backends import TritonMla, TritonMlaDeterministic, TritonMlaFp8Query
 
-    backend = TritonMlaDeterministic() if deterministic else TritonMla()
-    return backend.prepare(*_mla_case(name, kv_dtype, nhead, qlen, batch, persist))
+    backends = {"triton": TritonMla, "triton_det": TritonMlaDeterministic, "triton_fp8q": TritonMlaFp8Query}
+    return backends[backend]().prepare(*_mla_case(name, kv_dtype, nhead, qlen, batch, persist))
 
 
 MOE_SHAPES = {  # per-rank (experts, topk, hidden, inter, activation, bias), as the moe suite states them
@@ -228,20 +228,19 @@ def every_config(name: str) -> Iterator[dict]:
     from rocbench.formats.fp8 import fp8_for_arch
     from rocbench.kernels.moe_plan import deterministic_plan, heuristic_plan
 
-    for kv_dtype in (torch.bfloat16, fp8_for_arch(name)):
-        for nhead in (16, 32, 64, 128):
-            for qlen in (1, 2):
-                for batch in (1, 4, 8, 64):
-                    for persist in (False, True):
-                        for det in (False, True) if batch == 64 else (False,):
-                            path = []
+    fp8 = fp8_for_arch(name)
+    for kv_dtype, nhead, qlen, batch, persist in itertools.product(
+            (torch.bfloat16, fp8), (16, 32, 64, 128), (1, 2), (1, 4, 8, 64), (False, True)):
+        backends = ["triton"] + ["triton_det"] * (batch == 64) + ["triton_fp8q"] * (kv_dtype == fp8)
+        for backend in backends:
+            path = []
 
-                            def call():
-                                path.append(mla_prepare(name, kv_dtype, nhead, qlen, batch, persist, det).description)
-                            status = _outcome(call)
-                            yield {"family": "mla", "kv_dtype": str(kv_dtype).removeprefix("torch."), "nhead": nhead,
-                                   "qlen": qlen, "batch": batch, "persist": persist, "deterministic": det,
-                                   "status": status, "path": path[0] if path else ""}
+            def call():
+                path.append(mla_prepare(name, kv_dtype, nhead, qlen, batch, persist, backend).description)
+            status = _outcome(call)
+            yield {"family": "mla", "backend": backend, "kv_dtype": str(kv_dtype).removeprefix("torch."),
+                   "nhead": nhead, "qlen": qlen, "batch": batch, "persist": persist, "status": status,
+                   "path": path[0] if path else ""}
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
         for tokens in (1, 64, 1024):
