@@ -54,6 +54,11 @@
 #               64-row loop 1215 -> 840 instructions per warp and 64-token block (bf16: 995), 72 -> 36 QGMMA, stack
 #               256 -> 136 bytes; the 16-row loop unchanged (1224: mma.sync converts anyway). Predicted: nhead 64 / 128
 #               -15..-25% (H100 243 / 447 us -> at or under bf16's 183 / 333), nhead 16 / 32 within +-5% (about 200 s)
+#   mla-whole-units  triton against triton_whole_units (scripts/mla_whole_units_plugin.py: the persistent schedule deals
+#               units whole where cutting saves less than the partials cost) at nhead 16/64/128 x batch 64/128 x bf16/fp8
+#               x uniform/skewed, ctx 4096, gated. ncu (H200): nhead 128 batch 64 cuts all 128 units over 132 programs
+#               to save one granule of 64, 256 partials and a 23.5 us reduce (7%). Predicted: -5..-8% at nhead 128
+#               batch 64/128 and nhead 64 batch 128 (uniform), no change elsewhere (the same schedule; about 150 s)
 #   test        the whole make test (H100, 16 cores, 8 workers: 680 passed, 60 skipped in 374 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
@@ -203,6 +208,10 @@ for part in "$@"; do
             step 120 $PY -m pytest -q -p no:cacheprovider tests/test_mla_kernels.py -k one_fp8_part 2>&1 | tail -3
             step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64 --kv-dtype fp8 --persist --ctx-dist uniform \
                 --backends triton,triton_fp8q --times kernel --skip-batch-probes --out "$OUT/ab-mla-fp8q" | tail -22 ;;
+        mla-whole-units)
+            step 300 $PY -m rocbench mla --nhead 16,64,128 --batch 64,128 --kv-dtype bf16,fp8 --persist \
+                --ctx-dist uniform,skewed --plugin scripts/mla_whole_units_plugin.py --backends triton,triton_whole_units \
+                --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         test) step 580 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;
     esac

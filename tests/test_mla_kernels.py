@@ -411,3 +411,17 @@ def test_build_persistent_schedule_follows_config():
     s = build_persistent_schedule([300, 70], 1, 32, 5, cfg)
     assert (s.num_programs, s.heads_per_group, s.kv_granularity) == (10, 16, 64)
     assert s.num_active_programs == 6  # 2 groups x min(5, 7 granules // 2)
+
+
+def test_whole_units_write_the_output_directly_and_match_the_reference():
+    """config.whole_units: 4 sequences of 2 granules on 5 programs, where the quota deal cuts the last one in two;
+    dealt whole, nothing is split, so no partial and no reduce runs, and the output matches the reference."""
+    from rocbench.kernels.mla_decode import build_persistent_schedule
+
+    q, kv, ref = _case([128] * 4, 16, torch.float16, torch.float16, 4, 1, seed=7)
+    cut, whole = (build_persistent_schedule([128] * 4, 1, 4, 5, dataclasses.replace(SMALL, whole_units=w))
+                  for w in (False, True))
+    assert cut.num_reduce == 1 and (whole.num_partials, whole.num_reduce) == (0, 0)
+    out = mla_decode_persistent(q, kv, whole.to(DEVICE), SM_SCALE, 1, out=_poisoned_out(q),
+                                config=dataclasses.replace(SMALL, whole_units=True))
+    assert_matches_reference(out, ref, torch.float16)

@@ -20,8 +20,9 @@ from rocbench.formats.mla_schedule import (
 )
 
 
-def check_invariants(s, seq_lens):
-    """Asserts every invariant the kernels rely on; returns nothing."""
+def check_invariants(s, seq_lens, quota_balance=True):
+    """Asserts every invariant the kernels rely on; returns nothing. quota_balance=False: a deal of whole units
+    (partial_cost), whose balance its own tests bound."""
     P, G, gran = s.num_programs, s.num_head_groups, s.kv_granularity
     indptr = s.work_indptr.tolist()
     info = s.work_info.tolist()
@@ -57,7 +58,9 @@ def check_invariants(s, seq_lens):
     total = sum(-(-n // gran) for n in seq_lens) * G
     active = s.num_active_programs
     assert 1 <= active <= P and sum(load) == total
-    if s.fixed_split_tokens is None:
+    if not quota_balance:
+        pass
+    elif s.fixed_split_tokens is None:
         assert max(load[:active]) - min(load[:active]) <= 1, (max(load[:active]), min(load[:active]))
     else:
         assert max(load[:active]) <= total / active + s.fixed_split_tokens // gran
@@ -105,6 +108,49 @@ def test_invariants_random(seed):
     s = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules)
     assert (s.qlen, s.nhead, s.batch, s.heads_per_group) == (qlen, nhead, len(lens), hpg)
     check_invariants(s, lens)
+
+
+def _priced_longest(s, partial_cost):
+    """The schedule's most loaded program, each partial it writes charged partial_cost granules more."""
+    indptr, info = s.work_indptr.tolist(), s.work_info.tolist()
+    return max(sum(-(-(row[WI_KV_END] - row[WI_KV_START]) // s.kv_granularity)
+                   + (partial_cost if row[WI_PARTIAL] >= 0 else 0) for row in info[indptr[p]:indptr[p + 1]])
+               for p in range(s.num_programs))
+
+
+def test_whole_units_where_cutting_saves_less_than_the_partials():
+    """nhead 128 x batch 64 x 4096 tokens on an H200 (64-head tiles, 132 programs, 64-token granules): the quota deal
+    cuts all 128 units to load 63 granules instead of 64 and writes 256 partials; priced at 3.6 granules each (bf16
+    KV, 64 rows), the units go whole, one per program: no partials, no reduce. nhead 64 (64 units): cutting halves
+    the longest load, so the deal stays cut."""
+    lens = [4096] * 64
+    cut = build_mla_schedule(lens, 1, 128, 64, 132, 64)
+    whole = build_mla_schedule(lens, 1, 128, 64, 132, 64, partial_cost=3.6)
+    check_invariants(cut, lens)
+    check_invariants(whole, lens, quota_balance=False)
+    assert (cut.num_partials, int(cut.program_load.max())) == (256, 63)
+    assert (whole.num_partials, whole.num_reduce, int(whole.program_load.max())) == (0, 0, 64)
+    assert sorted(whole.program_load.tolist()) == [0] * 4 + [64] * 128
+    halves = build_mla_schedule(lens, 1, 64, 64, 132, 64, partial_cost=3.6)
+    assert halves.work_info.tolist() == build_mla_schedule(lens, 1, 64, 64, 132, 64).work_info.tolist()
+    fixed = build_mla_schedule(lens, 1, 128, 64, 132, 64, fixed_split_tokens=256, partial_cost=3.6)  # invariant
+    assert fixed.work_info.tolist() == build_mla_schedule(lens, 1, 128, 64, 132, 64,
+                                                          fixed_split_tokens=256).work_info.tolist()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_whole_units_never_cost_more_than_the_cut_deal_with_its_partials(seed):
+    """Random batches: a priced deal is the quota deal, or whole units whose longest program carries no more than
+    the quota deal's longest with its partials priced; fixed splits ignore the price."""
+    rng = random.Random(seed)
+    lens, qlen, nhead, hpg, programs, gran, min_granules = _random_case(rng)
+    price = rng.choice([0.0, 0.9, 3.6, 7.1])
+    cut = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules)
+    priced = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules, partial_cost=price)
+    check_invariants(priced, lens, quota_balance=False)
+    if priced.work_info.tolist() != cut.work_info.tolist():
+        assert priced.num_partials == 0
+        assert _priced_longest(priced, price) <= _priced_longest(cut, price)
 
 
 def test_skewed_h100_shape():

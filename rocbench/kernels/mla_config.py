@@ -56,6 +56,12 @@ class MlaKernelConfig:
     # AITER's numerics (its fp8 KV path casts q to fp8) and so at the suite's fp8-query tolerance, not bf16's. Only
     # the `triton_fp8q` backend takes it
     fp8_q_one_part: bool = False
+    # persistent: deal (sequence, head group) units whole where cutting them saves less than their partials cost
+    # (rocbench.formats.mla_schedule, partial_cost: each partial's fp32 rows x 512 written and read back, in granules
+    # of KV bytes). ncu (H200, nhead 128 batch 64 x 4096): the quota deal cuts all 128 units over 132 programs to
+    # save one granule of 64 and pays 256 partials (33.5 MB each way) and a 23.5 us reduce, 7% of the call.
+    # A --tune candidate, untimed: predicted -5..-8% there, nothing where units outnumber programs
+    whole_units: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -266,6 +272,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
+    if persistent:
+        options["whole_units"] = dataclasses.replace(builtin, whole_units=True)
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)

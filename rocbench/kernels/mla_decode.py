@@ -404,18 +404,27 @@ def pick_num_kv_splits(batch: int, num_head_groups: int, avg_seq_len: int, num_s
     return int(max(1, min(want, cap, max_splits)))
 
 
+def partial_cost_granules(rows: int, kv_granularity: int, kv_element_bytes: int) -> float:
+    """What one partial costs in granules of KV read: its fp32 [rows, 512] output written and read back by the reduce,
+    over a granule's [tokens, 576] KV bytes (64 rows, bf16 KV: 3.6 granules; 16 rows: 0.9)."""
+    return 2 * rows * KV_LORA_RANK * 4 / (kv_granularity * HEAD_DIM * kv_element_bytes)
+
+
 def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
-                              config: MlaKernelConfig, fixed_split_tokens: int | None = None) -> MlaSchedule:
+                              config: MlaKernelConfig, fixed_split_tokens: int | None = None,
+                              kv_element_bytes: int = 2) -> MlaSchedule:
     """The schedule mla_decode_persistent expects for `config` (head tile, grid size, minimum
     work per program, granularity a multiple of block_n), on CPU: call .to(device).
     fixed_split_tokens (a multiple of that granularity): batch-invariant splits, see
-    rocbench.formats.mla_schedule."""
+    rocbench.formats.mla_schedule. kv_element_bytes (the KV cache's) prices a partial for config.whole_units."""
+    hpg = kernel_heads_per_group(nhead, qlen, config)
+    granularity = max(DEFAULT_KV_GRANULARITY, config.block_n)
     return build_mla_schedule(
-        seq_lens, qlen, nhead, kernel_heads_per_group(nhead, qlen, config),
-        persistent_num_programs(num_sms, config),
-        kv_granularity=max(DEFAULT_KV_GRANULARITY, config.block_n),
+        seq_lens, qlen, nhead, hpg, persistent_num_programs(num_sms, config),
+        kv_granularity=granularity,
         min_granules_per_program=config.min_granules_per_program,
         fixed_split_tokens=fixed_split_tokens,
+        partial_cost=partial_cost_granules(qlen * hpg, granularity, kv_element_bytes) if config.whole_units else None,
     )
 
 

@@ -98,7 +98,8 @@ class TritonMla(Backend):
         qlen = case["qlen"]
         if case["persist"]:
             schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], ctx.platform.grid_sms, config,
-                                                   fixed_split_tokens=split_tokens).to(ctx.device)
+                                                   fixed_split_tokens=split_tokens,
+                                                   kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
             def run() -> torch.Tensor:
