@@ -58,11 +58,9 @@ def check_invariants(s, seq_lens, quota_balance=True):
     total = sum(-(-n // gran) for n in seq_lens) * G
     active = s.num_active_programs
     assert 1 <= active <= P and sum(load) == total
-    if not quota_balance:
-        pass
-    elif s.fixed_split_tokens is None:
+    if quota_balance and s.fixed_split_tokens is None:
         assert max(load[:active]) - min(load[:active]) <= 1, (max(load[:active]), min(load[:active]))
-    else:
+    elif quota_balance:
         assert max(load[:active]) <= total / active + s.fixed_split_tokens // gran
     assert all(x == 0 for x in load[active:])
     assert s.program_load.tolist() == load
@@ -140,8 +138,8 @@ def test_whole_units_where_cutting_saves_less_than_the_partials():
 
 @pytest.mark.parametrize("seed", range(60))
 def test_whole_units_never_cost_more_than_the_cut_deal_with_its_partials(seed):
-    """Random batches: a priced deal is the quota deal, or whole units whose longest program carries no more than
-    the quota deal's longest with its partials priced; fixed splits ignore the price."""
+    """Random batches: a priced deal is the quota deal, or (for some head groups) whole units, with fewer partials and
+    a longest program that carries no more than the quota deal's with its partials priced."""
     rng = random.Random(seed)
     lens, qlen, nhead, hpg, programs, gran, min_granules = _random_case(rng)
     price = rng.choice([0.0, 0.9, 3.6, 7.1])
@@ -149,7 +147,7 @@ def test_whole_units_never_cost_more_than_the_cut_deal_with_its_partials(seed):
     priced = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules, partial_cost=price)
     check_invariants(priced, lens, quota_balance=False)
     if priced.work_info.tolist() != cut.work_info.tolist():
-        assert priced.num_partials == 0
+        assert priced.num_partials < cut.num_partials
         assert _priced_longest(priced, price) <= _priced_longest(cut, price)
 
 

@@ -196,7 +196,7 @@ def _deal(costs, programs, split_granules, partial_cost: float | None):
     """The units' pieces over `programs`: cut to quotas (or at fixed splits), or, given partial_cost and no fixed
     splits, whole where that loads no program more than the cut deal's longest program with its partials."""
     pieces = _cut(costs, programs, split_granules)
-    if partial_cost is None or split_granules is not None:
+    if partial_cost is None or split_granules is not None or all(len(unit) == 1 for unit in pieces):
         return pieces
     whole = _whole_pieces(costs, programs)
     return whole if _longest_program(whole, 0.0) <= _longest_program(pieces, partial_cost) else pieces
