@@ -226,11 +226,11 @@ def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int
       -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7, within the drift of
       that call, 4096: 3349 -> 3297)."""
     pairs = tokens * topk
-    programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, plan.bm, plan.bn1, plan.bn2)[0]
+    bm = 32 if plan.bm == 64 and pairs / _active_experts(tokens, topk, experts) <= 32 else plan.bm
+    programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, plan.bn1, plan.bn2)[0]  # at that bm
     wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
     fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
     split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
-    bm = 32 if plan.bm == 64 and pairs / _active_experts(tokens, topk, experts) <= 32 else plan.bm
     y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
     w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
     narrow = plan.split2 == 1 and y_round_trip >= w2_bytes
