@@ -22,13 +22,16 @@
 #               (moe_plan._measured_on_fragments; on at gpt-oss TP8 from 1024 tokens by that rule, untimed: predicted
 #               fp32 y +7% there at 1024 tokens, +10% at 4096, 50 / 200 MB more each way; about 450 s)
 #   ab-bm64     built-in (fragments) vs 64-row token blocks at 1024 tokens (the plans take 32 up to 32 rows per expert;
-#               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 180 s)
+#               with y in bf16 at DeepSeek-R1 the two have not been timed together; about 180 s). H100 (2026-12-05): 64
+#               rows lost, gpt-oss-120b TP1 1039.9 -> 1188.8, TP8 189.0 -> 214.4, DeepSeek-R1 TP8 576.8 -> 609.2 us
 #   ab-split4   built-in (fragments) vs GEMM1's K split 4 at 1 token (gpt-oss-120b TP1: the plan fits 3 to one wave;
-#               about 90 s)
+#               about 90 s). H100 (2026-12-05): 4 lost, 31.8 -> 34.8 us (DeepSeek-R1 TP8, forced to 4: 20.5 -> 24.2)
 #   ab-fill-wave built-in (fragments) vs the decode plans' K splits sized to one wave (moe_plan.filling_one_wave): GEMM1's
 #               only, and both GEMMs', at 1, 4 and 16 tokens (3 shapes). ncu: gpt-oss-120b TP8 x 1 token's GEMM1 ran
 #               192 programs (0.3 waves) at 14% of DRAM. Predicted: that call 14 -> ~9-10 us, DeepSeek-R1 TP8 x 1
-#               token 20 -> ~16 us; at 16 tokens, where the fill lowers splits 2 -> 1, within +-5% (about 300 s)
+#               token 20 -> ~16 us; at 16 tokens, where the fill lowers splits 2 -> 1, within +-5% (about 300 s).
+#               H100 (2026-12-05): refuted, 13.9 -> 16.8-17.4 and 20.2 -> 21.4 us; at 16 tokens gpt-oss-120b TP1 both
+#               GEMMs' 287.8 -> 251.5, the others +4-6%: a --tune candidate, not a plan
 #   ab-bm128    built-in (fragments: 64-row token blocks, the register prefetch or the L2 hint, 1 stage) vs 128-row
 #               blocks with 2 stages at 4096 and 8192 tokens (128+ rows per expert). Offline sm_90 (Triton 3.6,
 #               gpt-oss-120b TP1 x 4096): GEMM1's loop 365 -> 463 instructions per warp and K step for 64 -> 128 tokens
@@ -41,10 +44,11 @@
 #   ncu-mla     Nsight Compute of the current MLA kernels at issue 22's rows: persistent, batch 64, ctx 4096 uniform,
 #               nhead 16/32/64/128 x bf16/fp8 KV, and batch 1 (split-KV) at nhead 16 and 64: the gate's eager call,
 #               digest beside the reports in ncu-mla.tgz (about 250 s)
-#   det         triton, triton_det, and triton_det with the 1-token plan's whole GEMM1 split and with y in bf16 (plugins:
-#               scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens; about 120 s).
-#               Predicted: the whole split takes DeepSeek-R1 x 1 token from 1.42x triton to ~1.05x, and costs ~+10% at
-#               1024 tokens (GEMM1's fp32 partials); narrow y -10% at DeepSeek-R1 x 1024, nothing at 1-64 tokens
+#   det         triton, triton_det (y in bf16 since), and triton_det with the 1-token plan's whole GEMM1 split and with
+#               y in fp32 (plugins: scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens;
+#               about 250 s on an H100). H100 (2026-12-05, y in bf16 as the plugin then): the whole split DeepSeek-R1 x 1
+#               token 1.43x -> 1.24x triton's time (predicted ~1.05x) but 1.12-1.64x at 64-1024 tokens; y in bf16 at
+#               1024 tokens 1.12-1.34x -> 1.05-1.15x (predicted -10% at DeepSeek-R1: -13%)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
@@ -54,11 +58,12 @@
 #               64-row loop 1215 -> 840 instructions per warp and 64-token block (bf16: 995), 72 -> 36 QGMMA, stack
 #               256 -> 136 bytes; the 16-row loop unchanged (1224: mma.sync converts anyway). Predicted: nhead 64 / 128
 #               -15..-25% (H100 243 / 447 us -> at or under bf16's 183 / 333), nhead 16 / 32 within +-5% (about 200 s)
-#   mla-whole-units  triton against triton_whole_units (scripts/mla_whole_units_plugin.py: the persistent schedule deals
-#               units whole where cutting saves less than the partials cost) at nhead 16/64/128 x batch 64/128 x bf16/fp8
-#               x uniform/skewed, ctx 4096, gated. ncu (H200): nhead 128 batch 64 cuts all 128 units over 132 programs
-#               to save one granule of 64, 256 partials and a 23.5 us reduce (7%). Predicted: -5..-8% at nhead 128
-#               batch 64/128 and nhead 64 batch 128 (uniform), no change elsewhere (the same schedule; about 150 s)
+#   mla-whole-units  triton (its persistent schedule dealing units whole where cutting saves less than the partials
+#               cost: MlaKernelConfig.whole_units, built in) against triton_quota_cuts (scripts/mla_quota_cuts_plugin.py:
+#               every unit cut to the quotas, the deal before) at nhead 16/64/128 x batch 64/128 x bf16/fp8 x
+#               uniform/skewed, ctx 4096, gated. H100 (2026-12-05, whole units as the plugin then): nhead 128 batch 64
+#               uniform 328.2 -> 302.6 us bf16, 444.4 -> 418.5 fp8; nhead 64 batch 128 fp8 455.5 -> 428.4; elsewhere
+#               within +-2% (about 150 s)
 #   test        the whole make test (H100, 16 cores, 8 workers: 680 passed, 60 skipped in 374 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
@@ -194,7 +199,7 @@ for part in "$@"; do
             done
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla/*.txt > "$OUT/ncu-mla/digest.md"
             (cd "$OUT" && tar czf ncu-mla.tgz ncu-mla && rm -rf ncu-mla) ;;
-        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_narrow_y ;;
+        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_wide_y ;;
         split)
             force two_mul '{"one_mul": false}'
             force natural_k '{"split_pairs": false}'
@@ -210,7 +215,7 @@ for part in "$@"; do
                 --backends triton,triton_fp8q --times kernel --skip-batch-probes --out "$OUT/ab-mla-fp8q" | tail -22 ;;
         mla-whole-units)
             step 300 $PY -m rocbench mla --nhead 16,64,128 --batch 64,128 --kv-dtype bf16,fp8 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_whole_units_plugin.py --backends triton,triton_whole_units \
+                --ctx-dist uniform,skewed --plugin scripts/mla_quota_cuts_plugin.py --backends triton,triton_quota_cuts \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         test) step 580 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;

@@ -1,12 +1,13 @@
 """Backend plugins for A/B runs of triton_det's fixed plan (scripts/device_moe.sh det): `triton_det_full_split`,
-GEMM1's K split of the 1-token plan in full instead of half, and `triton_det_narrow_y`, GEMM2's y in x's dtype
-(MoeConfig.narrow_y) for every batch. Each changes triton_det's plan by a function of the shape alone, never of the
-token count, so the batch-invariance gate applies as to triton_det.
+GEMM1's K split of the 1-token plan in full instead of half, and `triton_det_wide_y`, GEMM2's y in fp32 (triton_det
+stores it in x's dtype, MoeConfig.narrow_y, for every batch). Each changes triton_det's plan by a function of the shape
+alone, never of the token count, so the batch-invariance gate applies as to triton_det.
 
 Why: H100, kernel_us, fragments (2026-12-05, results/examples/moe-fragments-ab-h100), triton_det over triton was
-1.42x at DeepSeek-R1 TP8 x 1 token (28.9 against 20.3 us: split 4 against the default's 8), over issue 22's 1.3x, and
-1.07-1.24x or less elsewhere; at 1024 tokens 0.94-1.08x, where the default plan now stores y in bf16 at DeepSeek-R1
-(moe_plan._measured_on_fragments).
+1.42x at DeepSeek-R1 TP8 x 1 token (28.9 against 20.3 us: split 4 against the default's 8), over issue 22's 1.3x.
+Measured since (H100, 2026-12-05, `det`): the full split 28.8 -> 25.1 us there (1.24x) but 1.43x at gpt-oss-120b TP1
+x 1 token and 1.12-1.64x at 64-1024 tokens (GEMM1's fp32 partials), so it stays a plugin; y in x's dtype took 1024
+tokens from 1.12-1.34x to 1.05-1.15x and is built in.
 (The variants this file held before, triton_det in the decode pipeline on the layout's bytes and on fragments, lost:
 1.44-2.17x and 1.12-1.61x triton's time, where triton_det paid 0.94-1.42x.)
 
@@ -30,9 +31,9 @@ class TritonDetFullSplit(TritonMoeDeterministic):
 
 
 @backends("moe").register
-class TritonDetNarrowY(TritonMoeDeterministic):
-    name = "triton_det_narrow_y"
-    description = "triton_det with GEMM2's y in x's dtype for every batch (an A/B plugin)"
+class TritonDetWideY(TritonMoeDeterministic):
+    name = "triton_det_wide_y"
+    description = "triton_det with GEMM2's y in fp32 for every batch (an A/B plugin: the plan before narrow y)"
 
     def fixed_plan(self, case, ctx):
-        return dataclasses.replace(super().fixed_plan(case, ctx), narrow_y=True)
+        return dataclasses.replace(super().fixed_plan(case, ctx), narrow_y=False)

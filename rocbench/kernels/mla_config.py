@@ -58,10 +58,13 @@ class MlaKernelConfig:
     fp8_q_one_part: bool = False
     # persistent: deal (sequence, head group) units whole where cutting them saves less than their partials cost
     # (rocbench.formats.mla_schedule, partial_cost: each partial's fp32 rows x 512 written and read back, in granules
-    # of KV bytes). ncu (H200, nhead 128 batch 64 x 4096): the quota deal cuts all 128 units over 132 programs to
-    # save one granule of 64 and pays 256 partials (33.5 MB each way) and a 23.5 us reduce, 7% of the call.
-    # A --tune candidate, untimed: predicted -5..-8% there, nothing where units outnumber programs
-    whole_units: bool = False
+    # of KV bytes). ncu (H200, nhead 128 batch 64 x 4096): the quota deal cut all 128 units over 132 programs to
+    # save one granule of 64 and paid 256 partials (33.5 MB each way) and a 23.5 us reduce, 7% of the call.
+    # Predicted -5..-8% there, nothing where units outnumber programs; measured (H100, kernel_us, ctx 4096, 48 rows
+    # against the quota deal, 2026-12-05, scripts/device_moe.sh mla-whole-units): nhead 128 batch 64 uniform bf16
+    # 328.2 -> 302.6, fp8 444.4 -> 418.5; nhead 64 batch 128 fp8 455.5 -> 428.4 (bf16 -0.5%); nhead 128 batch 128
+    # -2%; skewed batches and nhead 16 the same schedule, within +-1%. Built in; the quota deal is a --tune candidate
+    whole_units: bool = True
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -273,7 +276,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
-        options["whole_units"] = dataclasses.replace(builtin, whole_units=True)
+        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=not builtin.whole_units)
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)

@@ -224,7 +224,10 @@ def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int
     - GEMM2's y in x's dtype (narrow_y) where its fp32 round trip (GEMM2's stores, the combine's reads) outweighs
       GEMM2's weights: DeepSeek-R1 TP8 x 1024 tokens 758.3 -> 664.0, x 4096 2166.2 -> 1844.8; not at 64 tokens (309.7
       -> 301.6) nor at gpt-oss-120b TP1, whose weights dominate (1024 tokens: 1195.8 -> 1301.7, within the drift of
-      that call, 4096: 3349 -> 3297)."""
+      that call, 4096: 3349 -> 3297).
+    Each reverse timed again (H100, 2026-12-05, the built-in run before and after each): 64-row blocks at 1024 tokens
+    lost 8-14% (gpt-oss-120b TP1 1039.9 -> 1188.8, TP8 189.0 -> 214.4, DeepSeek-R1 TP8 576.8 -> 609.2), GEMM1's split
+    4 at gpt-oss-120b TP1 x 1 token 9% (31.8 -> 34.8)."""
     pairs = tokens * topk
     bm = 32 if plan.bm == 64 and pairs / _active_experts(tokens, topk, experts) <= 32 else plan.bm
     programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, plan.bn1, plan.bn2)[0]  # at that bm
@@ -239,12 +242,14 @@ def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int
 
 def filling_one_wave(plan: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int,
                      gemm2: bool = False) -> MoeConfig:
-    """An A/B candidate, not yet a plan (scripts/moe_config_store.py --fill-wave): at decode, GEMM1's K split (with
+    """A --tune candidate (and scripts/moe_config_store.py --fill-wave), not a plan: at decode, GEMM1's K split (with
     gemm2 GEMM2's too) as large as one wave of FRAGMENT_GEMM1_PROGRAMS_PER_SM programs per SM holds, down to one K
     step per split, where the plans stop at 8 splits of 2+ steps. ncu (H100, fragments, gpt-oss-120b TP8 x 1 token):
-    GEMM1 10.5 us at 14% of DRAM with 192 programs (0.3 waves), GEMM2 7.2 us at 10%, for a call of 7.5 MB; lowering
-    the split to fit one wave already paid at TP1 (_measured_on_fragments). Predicted: GEMM1 split 8 -> 24 there
-    (576 programs), the call 14 -> ~9-10 us; DeepSeek-R1 TP8 split 8 -> 20, 20 -> ~16 us."""
+    GEMM1 10.5 us at 14% of DRAM with 192 programs (0.3 waves). Predicted the call 14 -> ~9-10 us there, DeepSeek-R1
+    TP8 20 -> ~16 us. Measured (H100, kernel_us, 2026-12-05, scripts/device_moe.sh ab-fill-wave, the built-in run
+    before and after): slower at 1 token (gpt-oss-120b TP8 13.9 -> 17.4 GEMM1 only / 16.8 both, DeepSeek-R1 TP8
+    20.2 -> 21.4 / 21.5, TP1 31.9 -> 33.1 both), the same at 4 tokens, and at 16 tokens both GEMMs' gpt-oss-120b
+    TP1 287.8 -> 251.5 but TP8 57.7 -> 61.3 and DeepSeek-R1 146.5 -> 151.7: one shape's win, no rule"""
     if tokens * topk > 512:
         return plan
     programs1, programs2 = _programs_per_split(tokens, topk, experts, inter, hidden, plan.bm, plan.bn1, plan.bn2)
@@ -326,13 +331,18 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     x 1024 tokens); half stayed within 1.08-1.27x at 1, 64 and 1024 tokens for all three
     (results/examples/moe-tiles-h200/det-splits.jsonl).
 
+    GEMM2's y is stored in x's dtype (narrow_y) for every batch: per pair, so the same bits whatever the batch. H100,
+    kernel_us, against y in fp32 (2026-12-05, scripts/device_moe.sh det, all batch-invariant): 1024 tokens
+    gpt-oss-120b TP1 1233.9 -> 1209.4, TP8 255.5 -> 218.1, DeepSeek-R1 TP8 738.0 -> 644.6 (1.34x / 1.20x the default
+    plan's time -> 1.15x / 1.05x); 1 and 64 tokens within +-2.5% except gpt-oss-120b TP8 x 64, 129.0 -> 138.9.
+
     cache_hint and retiled as for heuristic_plan: on NVIDIA, for a caller that re-tiles, the weights in fragment
     order with the register prefetch and 1 stage, for every batch. Fragments give the same bits as the layout's
     bytes in the same K order (tests/test_moe_kernel.py), and loads and stages move no float, so the arithmetic,
     and with it the batch invariance, is the plan's above."""
     one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
     plan = MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=max(1, one_token.split1 // 2),
-                     split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False)
+                     split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False, narrow_y=True)
     # one pipeline for every batch: the register prefetch, the default plans' best up to 8192 pairs
     return _on_fragments(plan, inter, hidden, FRAGMENT_PREFETCH) if retiled and cache_hint else plan
 
