@@ -36,8 +36,8 @@ def _load_rows(PTR, tok_off, n_ok, COL0: tl.constexpr, WIDTH: tl.constexpr):
 
 
 @triton.jit
-def _scores(q_nope, q_pe, k_nope, k_pe):
-    s = tl.dot(q_nope, tl.trans(k_nope))  # [M, N]
+def _scores(q_nope, q_pe, k_nope, k_pe, acc=None):
+    s = tl.dot(q_nope, tl.trans(k_nope), acc)  # [M, N] (+ acc)
     return tl.dot(q_pe, tl.trans(k_pe), s)
 
 
@@ -126,7 +126,7 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
                 F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr):
     """A tile's queries as the MMAs take them, its causal limits and its empty softmax state: (q_nope [M, 512],
     q_pe [M, 64], scale, lo_nope, lo_pe, lo_scale, limit [M], m [M], l [M]). q's scores are scaled by `scale`
-    (qk_scale folded in). FP8_QK 2: q = hi + lo, two fp8 parts with per-row scales [M]; FP8_QK 1: q = hi alone
+    (qk_scale folded in). FP8_QK 2 and 3: q = hi + lo, two fp8 parts with per-row scales [M]; FP8_QK 1: q = hi alone
     (one fp8 part, as AITER's fp8 path casts q; lo_* unused); F16_MMA: q in fp16 with a per-row scale [M] (lo_*
     unused); else q as loaded and the scalar qk_scale. Rows past the tile's queries are
     zero. Row j of a sequence of seq_len tokens sees its first seq_len - QLEN + j + 1 tokens (limit)."""
@@ -141,7 +141,7 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
     l_i = tl.zeros([BLOCK_M], tl.float32)
     q_nope = tl.load(Q + q_off[:, None] + d[None, :], mask=row_ok[:, None], other=0.0)  # [M, 512]
     q_pe = tl.load(Q + q_off[:, None] + D_LATENT + dr[None, :], mask=row_ok[:, None], other=0.0)
-    if FP8_QK == 2:
+    if FP8_QK >= 2:
         q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, KV_DTYPE, FP8_MAX)
         scale = hi_scale * qk_scale
         lo_scale = lo_scale * qk_scale
@@ -160,8 +160,8 @@ def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DT
 
 
 @triton.jit
-def _scores_t(k_nope, k_pe, qt_nope, qt_pe):
-    s = tl.dot(k_nope, qt_nope)  # [N, M]
+def _scores_t(k_nope, k_pe, qt_nope, qt_pe, acc=None):
+    s = tl.dot(k_nope, qt_nope, acc)  # [N, M] (+ acc)
     return tl.dot(k_pe, qt_pe, s)
 
 
@@ -200,6 +200,7 @@ def _attend_tokens_as_m(
     if FP8_QK or F16_MMA:
         scale = scale[None, :]
         lo_scale = lo_scale[None, :]
+    hi_over_lo = scale / lo_scale  # (FP8_QK 3)
     qt_nope = tl.trans(q_nope)
     qt_pe = tl.trans(q_pe)
     lot_nope = tl.trans(lo_nope)
@@ -217,7 +218,10 @@ def _attend_tokens_as_m(
                                           BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
         k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
         k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        if FP8_QK == 2:
+        if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
+            s_hi = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * hi_over_lo
+            s_t = _scores_t(k_nope, k_pe, lot_nope, lot_pe, s_hi) * lo_scale
+        elif FP8_QK == 2:
             s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale + _scores_t(k_nope, k_pe, lot_nope, lot_pe) * lo_scale
         elif FP8_QK:
             s_t = _scores_t(k_nope, k_pe, qt_nope, qt_pe) * scale
@@ -270,7 +274,9 @@ def attend_kv_range(
       (the second read hits L2) but each load then feeds one MMA, which lets Triton's pipeliner
       make it asynchronous; with fp8 a single load feeding both MMAs stays synchronous.
     - FP8_QK (fp8 KV): q split into two fp8 parts with per-row scales (folded into the softmax
-      scale), so that Q@K^T runs as fp8 MMAs on the KV tile as loaded; only V is converted. FP8_QK 1
+      scale), so that Q@K^T runs as fp8 MMAs on the KV tile as loaded; only V is converted. FP8_QK 2
+      adds the two parts' products, FP8_QK 3 accumulates the low part's onto the high part's, rescaled by
+      hi_scale / lo_scale per row, so that one fp32 product is live (the same sum to fp32 rounding). FP8_QK 1
       keeps q's high part only: one fp8 MMA, AITER's numerics (q cast to fp8), not bf16's. (fp8
       P@V was tried too: no faster at 16-32 rows, and wrong results from Triton 3.6's 64-row fp8
       MMA with V as the second operand.)
@@ -290,6 +296,7 @@ def attend_kv_range(
         if FP8_QK:
             hi_scale = hi_scale[:, None]
             lo_scale = lo_scale[:, None]
+            hi_over_lo = hi_scale / lo_scale
         elif F16_MMA:
             qk_scale = hi_scale[:, None]
         mma_dtype = tl.float16 if F16_MMA else Q.dtype.element_ty  # the non-fp8 MMAs: fp16, or q's dtype
@@ -326,7 +333,10 @@ def attend_kv_range(
                 v = k_nope
             n = start + tl.arange(0, BLOCK_N)
             visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-            if FP8_QK == 2:
+            if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
+                s = _scores(lo_nope, lo_pe, k_nope, k_pe, _scores(q_nope, q_pe, k_nope, k_pe) * hi_over_lo)
+                s = s * lo_scale
+            elif FP8_QK == 2:
                 s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
             elif FP8_QK:
                 s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale

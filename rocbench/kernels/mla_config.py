@@ -56,6 +56,11 @@ class MlaKernelConfig:
     # AITER's numerics (its fp8 KV path casts q to fp8) and so at the suite's fp8-query tolerance, not bf16's. Only
     # the `triton_fp8q` backend takes it
     fp8_q_one_part: bool = False
+    # with fp8_qk's two parts, the low part's Q@K^T accumulated onto the high part's product (rescaled per row by
+    # hi_scale / lo_scale) instead of into a second [rows, tokens] fp32 product: one product live, the same sum to
+    # fp32 rounding. ncu (H200): the 64-row fp8 tile spills 1.6-3.1 M requests at nhead 64 / 128, where one part
+    # (triton_fp8q: one product) took 243 / 448 us to 163 / 293. A --tune candidate, untimed
+    fp8_qk_one_product: bool = False
     # persistent: deal (sequence, head group) units whole where cutting them saves less than their partials cost
     # (rocbench.formats.mla_schedule, partial_cost: each partial's fp32 rows x 512 written and read back, in granules
     # of KV bytes). ncu (H200, nhead 128 batch 64 x 4096): the quota deal cut all 128 units over 132 programs to
@@ -274,6 +279,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         options["cvt"] = dataclasses.replace(builtin, convert_where_loaded=True)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
+        if builtin.fp8_qk and not builtin.fp8_q_one_part:  # q's two fp8 parts: their products as one
+            options["fp8qk_one_product"] = dataclasses.replace(builtin, fp8_qk_one_product=True)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=not builtin.whole_units)

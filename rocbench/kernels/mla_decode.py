@@ -378,7 +378,9 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
     f16_mma = fp8 and config.f16_mma and q.dtype == torch.bfloat16
     # the PTX conversion gives fp16: where the converted MMAs run in fp16 (fp16 q, or f16_mma), on NVIDIA only
     cvt_asm = fp8 and config.convert_where_loaded and (f16_mma or q.dtype == torch.float16) and nvidia_gpu(q.device)
-    fp8_qk = (1 if config.fp8_q_one_part else 2) if fp8 and config.fp8_qk else 0  # q's fp8 parts (mla_attend)
+    fp8_qk = 0  # q's fp8 parts and how their products add (mla_attend.attend_kv_range)
+    if fp8 and config.fp8_qk:
+        fp8_qk = 1 if config.fp8_q_one_part else 3 if config.fp8_qk_one_product else 2
     return dict(FP8_QK=fp8_qk, F16_MMA=f16_mma, CVT_ASM=cvt_asm,
                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
 
