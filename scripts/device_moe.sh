@@ -69,7 +69,7 @@
 #               x batch 1/64/128, ctx 4096 uniform, gated. Offline sm_90: the 64-row loop 1215 -> 1010 instructions, no
 #               warpgroup syncs, stack 256 -> 176 bytes; 32 rows unchanged. Predicted -12..-20% at nhead 64 / 128 batch
 #               64 / 128, within +-2% elsewhere (about 250 s)
-#   test        the whole make test (H100, 16 cores, 8 workers: 680 passed, 60 skipped in 374 s; stopped at 580 s)
+#   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u

@@ -55,4 +55,3 @@ def interpreter_problem_in_child() -> str | None:
     if proc.returncode != 0:
         return f"the interpreter probe itself failed: {proc.stderr.strip()[-300:]}"
     return proc.stdout.strip() or None
-
