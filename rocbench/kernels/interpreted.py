@@ -4,7 +4,8 @@ The interpreter (Triton 3.6-3.9) re-patches the language modules at every call o
 kernel, walking them with inspect.getmembers: about a third of the CPU time of the MoE kernel tests (cProfile). Inside
 a kernel run whose own patch covered the same modules, that re-patch changes nothing (each builtin is wrapped
 already), so it is skipped there: tests/test_moe_kernel.py's scale-words and stacked tests 22.0 -> 16.0 s on 2 cores.
-A helper that sees a module the kernel did not (triton.language.core by that name) is patched as before.
+A helper that sees a module the kernel did not (triton.language.core by that name: tl.sum, tl.zeros) is patched as
+before at its first call in the run; the interpreter never restores that patch within the run, so later calls skip it.
 """
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ def skip_nested_language_patches() -> bool:
                 if inspect.ismodule(value) and (value is tl or value is tl.core)}
 
     def patch_once(fn):
-        if running and running[-1] is not None and language_modules(fn) <= running[-1]:
+        modules = language_modules(fn)
+        if running and running[-1] is not None and modules <= running[-1]:
             return ti._LangPatchScope()  # restores nothing: nothing changed
         scope = patch_lang(fn)
-        if running and running[-1] is None:  # the kernel run's own patch
-            running[-1] = language_modules(fn)
+        if running:  # the kernel run's own patch, or a helper's of a module it had not (which stays patched)
+            running[-1] = modules | (running[-1] or set())
         return scope
 
     def run_grid_patching_once(self, *args, **kwargs):
