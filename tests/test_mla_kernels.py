@@ -196,16 +196,16 @@ def test_q_in_one_fp8_part(config):
 def test_two_fp8_parts_in_one_product(tokens_as_m):
     """MlaKernelConfig.fp8_qk_one_product: the low part's Q@K^T accumulated onto the high part's product, rescaled by
     hi_scale / lo_scale per row, is the two-product sum to fp32 rounding, so it matches the reference as closely (the
-    row form and the tokens on M)."""
+    row form and the tokens on M; the tile code both kernels share, run here by the split-KV one)."""
     g = _gen(12)
     kv = build_paged_kv([40, 23], 16, FP8_DTYPE, g, "cpu").to(DEVICE)
     q = make_query(2 * 2, 8, torch.float16, g, DEVICE)
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 2)
     two = MlaKernelConfig(block_n=16, fp8_qk=True, tokens_as_m=tokens_as_m)
-    for out_one, out_two in zip(_run_both(q, kv, 2, dataclasses.replace(two, fp8_qk_one_product=True), 3, 4)[:2],
-                                _run_both(q, kv, 2, two, 3, 4)[:2]):
-        assert_matches_reference(out_one, ref, torch.float16)
-        assert (out_one.float() - out_two.float()).abs().max() <= 2 ** -10 * ref.abs().max()  # fp16 rounding apart
+    out_one, out_two = (mla_decode_split_kv(q, kv, SM_SCALE, 2, 3, out=_poisoned_out(q), config=config)
+                        for config in (dataclasses.replace(two, fp8_qk_one_product=True), two))
+    assert_matches_reference(out_one, ref, torch.float16)
+    assert (out_one.float() - out_two.float()).abs().max() <= 2 ** -10 * ref.abs().max()  # fp16 rounding apart
 
 
 def test_f16_mma_rescales_rows_beyond_fp16_range():

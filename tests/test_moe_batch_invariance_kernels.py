@@ -66,11 +66,13 @@ BATCHES = [(1, 0, False), (5, 3, False), (17, 9, True), (40, 35, True)]
 @pytest.mark.parametrize("layout", L.LAYOUTS)
 def test_deterministic_plan_is_batch_invariant_and_correct(layout):
     """Under the interpreter a dot computes each column the same at any BM, so here this catches K splits
-    and combine order; on a GPU (compiled) it also checks the MMA's columns and the padding rows."""
+    and combine order; on a GPU (compiled) it also checks the MMA's columns and the padding rows. The second layout
+    takes the extremes only (alone, and the block table's second tile): the layouts differ in addresses, not in
+    arithmetic."""
     p = _problem_with_probe(others=max(t for t, _, _ in BATCHES), hidden=1024, dtype=torch.float16)
     weights = _shuffled(p, layout)
     probe_rows = []
-    for tokens, position, crowd in BATCHES:
+    for tokens, position, crowd in BATCHES if layout == L.LAYOUTS[0] else (BATCHES[0], BATCHES[-1]):
         batch = _batch(p, tokens, position, crowd)
         config = moe_plan.deterministic_plan(tokens, TOPK, EXPERTS, INTER, 1024)
         # GEMM1 has 8 K steps here: a K split of 2 at every batch; inline routing up to 17 tokens, the table at 40
