@@ -281,7 +281,8 @@ def every_tune_candidate(name: str) -> Iterator[dict]:
         for tokens in (1, 64, 1024):
             plan = moe_plan.heuristic_plan(tokens, topk, experts, inter, hidden, TARGETS[name].sms,
                                            TARGETS[name].nvidia)
-            for candidate, config in moe_plan.tune_candidates(plan, inter, hidden).items():
+            decode = (tokens, topk, experts, TARGETS[name].sms)
+            for candidate, config in moe_plan.tune_candidates(plan, inter, hidden, decode).items():
                 yield {"family": "moe-tune", "shape": shape_name, "tokens": tokens, "candidate": candidate,
                        "status": _outcome(lambda: moe_call(name, shape, tokens, config))}
 

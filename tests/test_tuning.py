@@ -137,8 +137,8 @@ def test_fragment_plans_take_what_the_h100_rows_measured(shape):
 @pytest.mark.parametrize("shape, split1", [((1, 4, 128, 384, 3072), 24), ((1, 8, 256, 256, 7168), 20),
                                            ((1, 4, 128, 2944, 3072), 3), ((16, 8, 256, 256, 7168), 1)])
 def test_filling_one_wave_sizes_decode_splits_to_the_wave_and_leaves_prefill(shape, split1):
-    """The A/B candidate scripts/moe_config_store.py --fill-wave forces: as many programs as one wave holds, at most
-    one K step per split; prefill plans unchanged."""
+    """The --tune candidate (which scripts/moe_config_store.py --fill-wave forces for A/B rows): as many programs as one
+    wave holds, at most one K step per split; prefill plans unchanged."""
     from rocbench.kernels import moe_plan
 
     tokens, topk, experts, inter, hidden = shape
@@ -150,6 +150,8 @@ def test_filling_one_wave_sizes_decode_splits_to_the_wave_and_leaves_prefill(sha
     for split, programs, ksteps in ((filled.split1, programs1, hidden // 128), (filled.split2, programs2, inter // 128)):
         assert split == 1 or (programs * split <= wave and split <= ksteps)
     assert moe_plan.filling_one_wave(plan, *shape, 132).split2 == plan.split2  # GEMM1 only
+    tuned = moe_plan.tune_candidates(plan, inter, hidden, (tokens, topk, experts, 132)).values()
+    assert filled in tuned and moe_plan.filling_one_wave(plan, *shape, 132) in tuned
     prefill = moe_plan.heuristic_plan(1024, topk, experts, inter, hidden, 132, True, retiled=True)
     assert moe_plan.filling_one_wave(prefill, 1024, topk, experts, inter, hidden, 132, gemm2=True) == prefill
 

@@ -200,7 +200,7 @@ def _attend_tokens_as_m(
     if FP8_QK or F16_MMA:
         scale = scale[None, :]
         lo_scale = lo_scale[None, :]
-    hi_over_lo = scale / lo_scale  # (FP8_QK 3)
+        hi_over_lo = scale / lo_scale  # (FP8_QK 3)
     qt_nope = tl.trans(q_nope)
     qt_pe = tl.trans(q_pe)
     lot_nope = tl.trans(lo_nope)

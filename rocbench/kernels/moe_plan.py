@@ -388,8 +388,10 @@ def moe_a16w4_unsupported_reason(layout: str, experts: int, inter: int, hidden: 
     return None
 
 
-def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeConfig]:
-    """What `--tune` tries around the heuristic plan: K splits, tile widths, pipelining, the fused combine."""
+def tune_candidates(plan: MoeConfig, inter: int, hidden: int,
+                    decode: tuple[int, int, int, int] | None = None) -> dict[str, MoeConfig]:
+    """What `--tune` tries around the heuristic plan: K splits, tile widths, pipelining, the fused combine; given
+    decode = (tokens, topk, experts, num_sms), also the K splits filling one wave (filling_one_wave)."""
     variations = {
         "plan": {}, "fused": dict(fused_combine=True), "split1*2": dict(split1=plan.split1 * 2),
         "split2*2": dict(split2=plan.split2 * 2), "split1/2": dict(split1=max(1, plan.split1 // 2)),
@@ -456,6 +458,11 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int) -> dict[str, MoeCo
         # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
         variations["fragments,stacked,w8,bm128,stages2"] = dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, bm=128,
                                                                 **_fragment_stages(2))
+    if decode is not None:  # decode's K splits filling a wave: GEMM1's, and both GEMMs'
+        tokens, topk, experts, num_sms = decode
+        for name, gemm2 in (("fill_wave", False), ("fill_wave,gemm2", True)):
+            filled = filling_one_wave(plan, tokens, topk, experts, inter, hidden, num_sms, gemm2=gemm2)
+            variations[name] = dict(split1=filled.split1, split2=filled.split2)
     candidates = {}
     for name, change in variations.items():
         config = dataclasses.replace(plan, **change)

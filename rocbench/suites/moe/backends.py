@@ -67,7 +67,7 @@ class TritonMoe(Backend):
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
         from rocbench.kernels import tuned
-        from rocbench.kernels.moe_plan import filling_one_wave, tune_candidates, tune_key
+        from rocbench.kernels.moe_plan import tune_candidates, tune_key
 
         key = tune_key(*self.shape(case))
         plan = self.heuristic(case, ctx)
@@ -76,12 +76,10 @@ class TritonMoe(Backend):
             where = tuned.remember("moe_a16w4", ctx.device, key, dataclasses.asdict(config), {"name": name, **evidence})
             return f"{where} [{key}]"
 
-        candidates = {name: config for name, config in tune_candidates(plan, case["inter"], case["hidden"]).items()
+        decode = (*self.shape(case)[:3], ctx.platform.grid_sms)
+        candidates = {name: config for name, config in tune_candidates(plan, case["inter"], case["hidden"],
+                                                                       decode).items()
                       if self.retiles or not config.fragments}
-        for name, both in (("fill_wave", False), ("fill_wave,gemm2", True)):  # decode's K splits filling a wave
-            filled = filling_one_wave(plan, *self.shape(case), ctx.platform.grid_sms, gemm2=both)
-            if filled not in candidates.values():
-                candidates[name] = filled
         if plan.fragments:  # and around the plan that reads the layout's own bytes
             layout_plan = self.heuristic(case, ctx, retiled=False)
             candidates |= {f"layout bytes: {name}": config
