@@ -64,11 +64,10 @@
 #               uniform/skewed, ctx 4096, gated. H100 (2026-12-05, whole units as the plugin then): nhead 128 batch 64
 #               uniform 328.2 -> 302.6 us bf16, 444.4 -> 418.5 fp8; nhead 64 batch 128 fp8 455.5 -> 428.4; elsewhere
 #               within +-2% (about 150 s)
-#   mla-one-product  triton against triton_fp8_one_product (scripts/mla_variants_plugin.py: q's two fp8 parts' Q@K^T as
-#               one product, MlaKernelConfig.fp8_qk_one_product) with fp8 KV, persistent and split-KV, nhead 16/32/64/128
-#               x batch 1/64/128, ctx 4096 uniform, gated. Offline sm_90: the 64-row loop 1215 -> 1010 instructions, no
-#               warpgroup syncs, stack 256 -> 176 bytes; 32 rows unchanged. Predicted -12..-20% at nhead 64 / 128 batch
-#               64 / 128, within +-2% elsewhere (about 250 s)
+#   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
+#               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
+#               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
+#               then; predicted -12..-20%): nhead 64 / 128 at batch 64 / 128 -17..-24%, elsewhere within +-4% (60 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
@@ -224,7 +223,7 @@ for part in "$@"; do
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
-                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_one_product \
+                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-one-product" | tail -30 ;;
         test) step 580 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;

@@ -210,3 +210,18 @@ def test_a_tuned_row_is_gated_and_timed_with_the_winner(monkeypatch):
     row = measure.run_case(suite, suite.backends.get("eager"), case, ctx, RunOptions(tune=True)).row
     assert calls == [("gate", "default"), ("tune",), ("gate", "winner"), ("time", "winner")], row.get("detail")
     assert row["path"] == "winner"
+
+
+def test_fragment_plans_take_128_row_blocks_from_256_rows_per_expert():
+    from rocbench.kernels import moe_plan
+
+    def plan(tokens):  # gpt-oss-120b TP1 (padded), 128 experts, top 4: tokens / 32 rows per expert
+        return moe_plan.heuristic_plan(tokens, 4, 128, 3072, 3072, 132, cache_hint=True, retiled=True)
+
+    assert (plan(4096).bm, plan(4096).stages1) == (64, 1)  # 128 rows per expert: 128-row blocks lost there
+    big = plan(8192)
+    assert big.fragments and (big.bm, big.stages1, big.stages2, big.prefetch, big.prefetch_hint) == \
+        (128, 2, 2, False, "")
+    back = moe_plan.tune_candidates(big, 3072, 3072)["fragments,bm64,hint_l2,stages1"]
+    assert (back.bm, back.stages1, back.prefetch_hint) == (64, 1, "L2")
+    assert not moe_plan.heuristic_plan(8192, 4, 128, 3072, 3072, 132, cache_hint=True).bm == 128  # not retiled

@@ -59,7 +59,12 @@ class MlaKernelConfig:
     # with fp8_qk's two parts, the low part's Q@K^T accumulated onto the high part's product (rescaled per row by
     # hi_scale / lo_scale) instead of into a second [rows, tokens] fp32 product: one product live, the same sum to
     # fp32 rounding. ncu (H200): the 64-row fp8 tile spills 1.6-3.1 M requests at nhead 64 / 128, where one part
-    # (triton_fp8q: one product) took 243 / 448 us to 163 / 293. A --tune candidate, untimed
+    # (triton_fp8q: one product) took 243 / 448 us to 163 / 293. Offline sm_90 (Triton 3.6): the 64-row loop 1215 ->
+    # 1010 instructions per warp, no warpgroup syncs, stack 256 -> 176 bytes. Predicted -12..-20% at nhead 64 / 128;
+    # measured (H100, kernel_us, ctx 4096 uniform, 48 gated rows against two products, 2026-12-05, device_moe.sh
+    # mla-one-product): persistent nhead 64 batch 64 244.7 -> 196.8 us, batch 128 430.9 -> 333.9; nhead 128 batch 64
+    # 422.2 -> 326.4, batch 128 834.0 -> 637.9; split-KV -17..-20%; batch 1 and 16-32 heads (other tiles) within
+    # +-4%. Built into the 64-row fp8 tile (FP8_LARGE_TILE_CONFIG); two products are a --tune candidate
     fp8_qk_one_product: bool = False
     # persistent: deal (sequence, head group) units whole where cutting them saves less than their partials cost
     # (rocbench.formats.mla_schedule, partial_cost: each partial's fp32 rows x 512 written and read back, in granules
@@ -121,7 +126,8 @@ FP8_SMALL_BATCH_MAX = 8
 # tokens on M, FP8_TOKENS_AS_M_CONFIG), and at 64 heads (128 in the persistent kernel) both kernels' instead of the
 # 64-row tile (see TINY_BATCH_CONFIG below)
 FP8_CONFIG = MlaKernelConfig(reload_v=True, num_stages=3, f16_mma=True)
-FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True)
+FP8_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64, fp8_qk=True, f16_mma=True,
+                                        fp8_qk_one_product=True)
 # 32-row tiles (nhead 32; nhead 16 with qlen 2) take the block's tokens on the MMAs' M side (rounds 9-10 of
 # mla-variants-h200: wgmma at 16-32 rows, fp8 K read by fp8 MMAs). H200, kernel_us, batch x ctx 4096, 2026-12-05
 # (mla-variants-h200/round11.jsonl), against the configs they replace:
@@ -279,8 +285,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         options["cvt"] = dataclasses.replace(builtin, convert_where_loaded=True)
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
-        if builtin.fp8_qk and not builtin.fp8_q_one_part:  # q's two fp8 parts: their products as one
-            options["fp8qk_one_product"] = dataclasses.replace(builtin, fp8_qk_one_product=True)
+        if builtin.fp8_qk and not builtin.fp8_q_one_part:  # q's two fp8 parts: their products as one, or two
+            other = dataclasses.replace(builtin, fp8_qk_one_product=not builtin.fp8_qk_one_product)
+            if other not in options.values():  # two products at 64 rows: "fp8qk,rows64" already
+                options["fp8qk_two_products" if builtin.fp8_qk_one_product else "fp8qk_one_product"] = other
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=not builtin.whole_units)

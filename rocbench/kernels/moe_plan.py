@@ -227,17 +227,33 @@ def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int
       that call, 4096: 3349 -> 3297).
     Each reverse timed again (H100, 2026-12-05, the built-in run before and after each): 64-row blocks at 1024 tokens
     lost 8-14% (gpt-oss-120b TP1 1039.9 -> 1188.8, TP8 189.0 -> 214.4, DeepSeek-R1 TP8 576.8 -> 609.2), GEMM1's split
-    4 at gpt-oss-120b TP1 x 1 token 9% (31.8 -> 34.8)."""
+    4 at gpt-oss-120b TP1 x 1 token 9% (31.8 -> 34.8).
+    - 128-row token blocks with Triton's 2 stages from 256 rows per expert (each expert's weights decoded half as
+      often). Offline sm_90: GEMM1's loop 5.7 -> 3.6 instructions per token and K step, 2 programs per SM either way.
+      Predicted -5..-25% at 4096 tokens; measured (H100, 2026-12-05, device_moe.sh ab-bm128, the built-in runs before
+      and after within 1%): at 128 rows per expert (4096 tokens) slower, gpt-oss-120b TP1 3237.5 -> 3561.6, TP8 586.0
+      -> 602.5, DeepSeek-R1 TP8 1743.2 -> 1808.7; at 256 (8192 tokens) faster, 5758.1 -> 5441.6, 998.2 -> 974.8,
+      3158.5 -> 3052.0."""
     pairs = tokens * topk
-    bm = 32 if plan.bm == 64 and pairs / _active_experts(tokens, topk, experts) <= 32 else plan.bm
+    rows_per_expert = pairs / _active_experts(tokens, topk, experts)
+    if plan.bm == 64 and rows_per_expert >= BM128_ROWS_PER_EXPERT:
+        return dataclasses.replace(plan, bm=128, **_fragment_stages(2), narrow_y=_narrow_y(plan, pairs, experts, inter))
+    bm = 32 if plan.bm == 64 and rows_per_expert <= 32 else plan.bm
     programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, plan.bn1, plan.bn2)[0]  # at that bm
     wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
     fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
     split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
+    return dataclasses.replace(plan, bm=bm, split1=split1, narrow_y=_narrow_y(plan, pairs, experts, inter))
+
+
+BM128_ROWS_PER_EXPERT = 256  # _measured_on_fragments: 128-row token blocks from here (lost at 128, won at 256)
+
+
+def _narrow_y(plan: MoeConfig, pairs: int, experts: int, inter: int) -> bool:
+    """GEMM2's y in x's dtype where its fp32 round trip outweighs GEMM2's weights (_measured_on_fragments)."""
     y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
     w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
-    narrow = plan.split2 == 1 and y_round_trip >= w2_bytes
-    return dataclasses.replace(plan, bm=bm, split1=split1, narrow_y=narrow)
+    return plan.split2 == 1 and y_round_trip >= w2_bytes
 
 
 def filling_one_wave(plan: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int,
@@ -458,6 +474,8 @@ def tune_candidates(plan: MoeConfig, inter: int, hidden: int,
         # and stacked over 8 warps: 258 per warp and step for 128 tokens at 158 registers (one 8-warp program per SM)
         variations["fragments,stacked,w8,bm128,stages2"] = dict(ON_FRAGMENTS, **_FRAGMENT_STACKED, bm=128,
                                                                 **_fragment_stages(2))
+    if plan.bm == 128:  # the fragment plans' 128-row blocks (_measured_on_fragments): 64 rows as below 256 per expert
+        variations["fragments,bm64,hint_l2,stages1"] = dict(bm=64, **FRAGMENT_HINT)
     if decode is not None:  # decode's K splits filling a wave: GEMM1's, and both GEMMs'
         tokens, topk, experts, num_sms = decode
         for name, gemm2 in (("fill_wave", False), ("fill_wave,gemm2", True)):
