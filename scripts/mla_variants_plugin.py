@@ -1,5 +1,5 @@
-"""Backend plugins for A/B runs of MLA config knobs (scripts/device_moe.sh mla-whole-units, mla-one-product): each is
-`triton` with one MlaKernelConfig field changed, gated as `triton` is.
+"""Backend plugins for A/B runs of MLA config knobs (scripts/device_moe.sh mla-whole-units, mla-one-product,
+mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `triton` is.
 
 - `triton_quota_cuts`: whole_units off, the persistent schedule before whole units (every (sequence, head group) unit
   cut to the programs' quotas). ncu (H200, 2026-12-05): at nhead 128, batch 64 x 4096 the quota deal cut all 128 units
@@ -9,6 +9,11 @@
   before one product was built in). H100 (2026-12-05, one product as the plugin then, 48 gated rows): one product
   took nhead 64 / 128 at batch 64 / 128 -17..-24% (persistent nhead 128 batch 64 422.2 -> 326.4 us), the rest within
   +-4% (other tiles).
+- `triton_splits128` (split-KV at batch 1-4): up to 128 splits of 32-token blocks, where the built-in stops at 64 of
+  64 (ncu, H200, batch 1 x 4096, nhead 16: 64 programs on 132 SMs, DRAM 5-11%, the reduce a third of the call).
+  Predicted: nhead 16 -10..-20% (9.8 -> ~8 us on the H200), nhead 64 (256 programs already) within +-5%.
+- `triton_warps8`: 8 warps, one program per SM (the 16-row tiles run 4 warps, 2 per SM): each program's chain of loads
+  and MMAs shorter at batch 1. Predicted within +-10%, either way.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -17,16 +22,20 @@ from rocbench.plugin import backends
 from rocbench.suites.mla.backends import TritonMla
 
 
-def _variant(name: str, description: str, field: str, value: bool) -> type:
+def _variant(name: str, description: str, **fields) -> type:
     def config(self, case, ctx):
         config, source = TritonMla.config(self, case, ctx)
-        return dataclasses.replace(config, **{field: value}), f"{source}, {field}={value}"
+        changed = ", ".join(f"{field}={value}" for field, value in fields.items())
+        return dataclasses.replace(config, **fields), f"{source}, {changed}"
 
     return backends("mla").register(type(name, (TritonMla,), {"name": name, "description": description,
                                                               "config": config}))
 
 
 _variant("triton_quota_cuts", "triton, its persistent schedule cutting every unit to the quotas (before whole units)",
-         "whole_units", False)
+         whole_units=False)
 _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two products (an A/B plugin)",
-         "fp8_qk_one_product", False)
+         fp8_qk_one_product=False)
+_variant("triton_splits128", "triton, split-KV in up to 128 splits of 32-token blocks (an A/B plugin)",
+         block_n=32, split_min_tokens=32, max_splits=128)
+_variant("triton_warps8", "triton on 8 warps, one program per SM (an A/B plugin)", num_warps=8, programs_per_sm=1)

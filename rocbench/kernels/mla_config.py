@@ -31,6 +31,11 @@ class MlaKernelConfig:
     # persistent: leave programs idle rather than split finer than this (H200, batch 1 x 4096: 1 granule per
     # program beat 4 -- 23 vs 36 us at nhead 64 -- once the reduce loaded its partials together)
     min_granules_per_program: int = 1
+    # split-KV: the bounds of pick_num_kv_splits (each split at least this many tokens of the average sequence, at
+    # most this many splits). ncu (H200, batch 1 x 4096, nhead 16): 64 splits of one 64-token block, 64 programs on
+    # 132 SMs, DRAM 5-11%; 128 splits of 32 tokens (block_n 32) fill them at twice the partials: a --tune candidate
+    split_min_tokens: int = 64
+    max_splits: int = 64
     fp8_qk: bool = False  # fp8 KV: q split into two fp8 parts, Q@K^T as fp8 MMAs on the tile as loaded
     # fp8 KV with bf16 q: the MMAs that take converted KV run in fp16 (mla_attend._f16_rows): e4m3 -> fp16 is one
     # exact conversion instruction per two elements, e4m3 -> bf16 goes through fp16 and fp32
@@ -292,6 +297,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=not builtin.whole_units)
+    if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each
+        options["splits128,block32"] = dataclasses.replace(builtin, block_n=32, split_min_tokens=32, max_splits=128)
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)

@@ -108,7 +108,9 @@ class TritonMla(Backend):
             return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
                                  f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; {source}")
         if split_tokens is None:
-            splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens), ctx.platform.grid_sms)
+            splits = k.pick_num_kv_splits(case["batch"], case["nhead"] // hpg, sum(lens) // len(lens),
+                                          ctx.platform.grid_sms, min_tokens_per_split=config.split_min_tokens,
+                                          max_splits=config.max_splits)
         else:
             splits = k.fixed_split_count(max(lens), split_tokens)
         workspace = k.alloc_split_kv_workspace(io.q, splits, qlen, hpg, config)
