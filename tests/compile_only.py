@@ -243,7 +243,7 @@ def every_config(name: str) -> Iterator[dict]:
                    "path": path[0] if path else ""}
     for shape_name, shape in MOE_SHAPES.items():
         experts, topk, hidden, inter = shape[:4]
-        for tokens in (1, 64, 1024):
+        for tokens in (1, 64, 1024, 8192):  # 8192: 256 rows per expert, the fragment plans' 128-row blocks
             # the PTX prefetch: NVIDIA's decode plans take it
             nvidia = TARGETS[name].nvidia
             heuristic = functools.partial(heuristic_plan, cache_hint=nvidia)
