@@ -11,9 +11,12 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   +-4% (other tiles).
 - `triton_splits128` (split-KV at batch 1-4): up to 128 splits of 32-token blocks, where the built-in stops at 64 of
   64 (ncu, H200, batch 1 x 4096, nhead 16: 64 programs on 132 SMs, DRAM 5-11%, the reduce a third of the call).
-  Predicted: nhead 16 -10..-20% (9.8 -> ~8 us on the H200), nhead 64 (256 programs already) within +-5%.
+  Offline sm_90 (Triton 3.6, bf16, nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp (its
+  loop, once per split: 1035 per 64 tokens -> 657 per 32), 128 -> 127 registers, no local memory. Predicted: nhead 16
+  -10..-20% (9.8 -> ~8 us on the H200), nhead 64 (256 programs already) within +-5%.
 - `triton_warps8`: 8 warps, one program per SM (the 16-row tiles run 4 warps, 2 per SM): each program's chain of loads
-  and MMAs shorter at batch 1. Predicted within +-10%, either way.
+  and MMAs shorter at batch 1 (offline, as above: 1496 instructions per warp, 80 registers). Predicted within +-10%,
+  either way.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
