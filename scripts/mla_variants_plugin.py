@@ -14,6 +14,8 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   Offline sm_90 (Triton 3.6, bf16, nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp (its
   loop, once per split: 1035 per 64 tokens -> 657 per 32), 128 -> 127 registers, no local memory. Predicted: nhead 16
   -10..-20% (9.8 -> ~8 us on the H200), nhead 64 (256 programs already) within +-5%.
+- `triton_splits128_chunk128`: the same, its reduce merging all 128 partials of a row in one load (reduce_chunk 128;
+  offline: 110 registers against 64, the loop once instead of twice), since the batch-1 reduce is latency-bound.
 - `triton_warps8`: 8 warps, one program per SM (the 16-row tiles run 4 warps, 2 per SM): each program's chain of loads
   and MMAs shorter at batch 1 (offline, as above: 1496 instructions per warp, 80 registers). Predicted within +-10%,
   either way.
@@ -41,4 +43,6 @@ _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two pro
          fp8_qk_one_product=False)
 _variant("triton_splits128", "triton, split-KV in up to 128 splits of 32-token blocks (an A/B plugin)",
          block_n=32, split_min_tokens=32, max_splits=128)
+_variant("triton_splits128_chunk128", "triton_splits128, its reduce loading 128 partials at once (an A/B plugin)",
+         block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
 _variant("triton_warps8", "triton on 8 warps, one program per SM (an A/B plugin)", num_warps=8, programs_per_sm=1)
