@@ -34,3 +34,17 @@ def test_installed_with_the_kernels_and_a_kernel_with_helpers_runs_and_restores_
         _one_more_twice[(2,)](x, out, N=8)
         assert torch.equal(out, (x + 1) * 2)
         assert tl.core.is_builtin(tl.load)  # the run's patch restored
+
+
+def test_the_interpreter_runs_without_the_int32_overflow_checks_compiled_kernels_leave_out():
+    from triton.runtime import interpreter
+
+    import rocbench.kernels  # noqa: F401 - turns them off under the interpreter
+    from rocbench.kernels.interpreted import interpret_as_compiled
+
+    assert interpreter.interpreter_builder.options.sanitize_overflow is False  # by the import alone
+    assert interpret_as_compiled()  # this Triton has the option: else the kernel tests take a third longer
+    x = torch.arange(8, dtype=torch.float32)
+    out = torch.empty_like(x)
+    _one_more_twice[(1,)](x, out, N=8)  # kernels still run, with their integer offsets unchecked
+    assert torch.equal(out, (x + 1) * 2)

@@ -1,7 +1,8 @@
 """Portable Triton kernels: the NVIDIA-side systems under test (Triton also runs on ROCm)."""
 from rocbench.kernels.target import interpreting
 
-if interpreting():  # on the CPU: the interpreter made to patch triton.language once per kernel run
-    from rocbench.kernels.interpreted import skip_nested_language_patches
+if interpreting():  # on the CPU: the interpreter patching triton.language once per kernel run, no overflow checks
+    from rocbench.kernels.interpreted import interpret_as_compiled, skip_nested_language_patches
 
     skip_nested_language_patches()
+    interpret_as_compiled()

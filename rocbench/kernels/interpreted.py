@@ -6,9 +6,15 @@ a kernel run whose own patch covered the same modules, that re-patch changes not
 already), so it is skipped there: tests/test_moe_kernel.py's scale-words and stacked tests 22.0 -> 16.0 s on 2 cores.
 A helper that sees a module the kernel did not (triton.language.core by that name: tl.sum, tl.zeros) is patched as
 before at its first call in the run; the interpreter never restores that patch within the run, so later calls skip it.
+
+The interpreter also checks every int32 add, sub and mul for overflow (its options' sanitize_overflow, on by default
+there), which a compiled kernel does only in debug builds: each becomes an int64 operation, two compares and an
+assert, 35% of the CPU time of the MoE scale-words test (cProfile). `interpret_as_compiled` turns it off, as the GPUs
+run the kernels; the tests' shapes are far from int32's range anyway (tests/test_interpreted.py checks the switch).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 
@@ -50,4 +56,20 @@ def skip_nested_language_patches() -> bool:
 
     ti._patch_lang = patch_once
     ti.GridExecutor.__call__ = run_grid_patching_once
+    return True
+
+
+@functools.cache
+def interpret_as_compiled() -> bool:
+    """The interpreter without its int32 overflow checks, as compiled kernels run outside debug builds (idempotent).
+    Returns whether this Triton had the options to change."""
+    try:
+        from triton.runtime import interpreter as ti
+    except ImportError:
+        return False
+    builder = getattr(ti, "interpreter_builder", None)
+    options = getattr(builder, "options", None)
+    if not dataclasses.is_dataclass(options) or not hasattr(options, "sanitize_overflow"):
+        return False
+    builder.options = dataclasses.replace(options, sanitize_overflow=False)
     return True
