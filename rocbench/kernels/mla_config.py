@@ -291,12 +291,11 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if fp8:
         options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
         if builtin.fp8_qk and not builtin.fp8_q_one_part:  # q's two fp8 parts: their products as one, or two
-            other = dataclasses.replace(builtin, fp8_qk_one_product=not builtin.fp8_qk_one_product)
-            if other not in options.values():  # two products at 64 rows: "fp8qk,rows64" already
-                options["fp8qk_two_products" if builtin.fp8_qk_one_product else "fp8qk_one_product"] = other
+            name = "fp8qk_two_products" if builtin.fp8_qk_one_product else "fp8qk_one_product"
+            options[name] = dataclasses.replace(builtin, fp8_qk_one_product=not builtin.fp8_qk_one_product)
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
-        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=not builtin.whole_units)
+        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each
         options["splits128,block32"] = dataclasses.replace(builtin, block_n=32, split_min_tokens=32, max_splits=128)
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
@@ -304,7 +303,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)
         # reduce_shape's own choice by rows, where the built-in config asks for a shape
         options["reduce_by_rows"] = dataclasses.replace(builtin, reduce_cols=0, reduce_chunk=0)
-    return {"builtin": builtin, **{name: cfg for name, cfg in options.items() if cfg != builtin}}
+    names = {builtin: "builtin"}  # each config once, under its first name (e.g. two fp8 products: "fp8qk,rows64")
+    for name, config in options.items():
+        names.setdefault(config, name)
+    return {name: config for config, name in names.items()}
 
 
 def smaller_configs(config: MlaKernelConfig) -> list[MlaKernelConfig]:

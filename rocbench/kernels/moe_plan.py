@@ -237,23 +237,19 @@ def _measured_on_fragments(plan: MoeConfig, tokens: int, topk: int, experts: int
     pairs = tokens * topk
     rows_per_expert = pairs / _active_experts(tokens, topk, experts)
     if plan.bm == 64 and rows_per_expert >= BM128_ROWS_PER_EXPERT:
-        return dataclasses.replace(plan, bm=128, **_fragment_stages(2), narrow_y=_narrow_y(plan, pairs, experts, inter))
-    bm = 32 if plan.bm == 64 and rows_per_expert <= 32 else plan.bm
-    programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, plan.bn1, plan.bn2)[0]  # at that bm
-    wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
-    fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
-    split1 = max(fits) if fits and programs1 * plan.split1 > wave else plan.split1
-    return dataclasses.replace(plan, bm=bm, split1=split1, narrow_y=_narrow_y(plan, pairs, experts, inter))
+        blocks = dict(bm=128, **_fragment_stages(2))
+    else:
+        bm = 32 if plan.bm == 64 and rows_per_expert <= 32 else plan.bm
+        programs1 = _programs_per_split(tokens, topk, experts, inter, hidden, bm, plan.bn1, plan.bn2)[0]  # at that bm
+        wave = FRAGMENT_GEMM1_PROGRAMS_PER_SM * num_sms
+        fits = [s for s in range(plan.split1 // 2 + 1, plan.split1) if programs1 * s <= wave]
+        blocks = dict(bm=bm, split1=max(fits) if fits and programs1 * plan.split1 > wave else plan.split1)
+    y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
+    w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
+    return dataclasses.replace(plan, **blocks, narrow_y=plan.split2 == 1 and y_round_trip >= w2_bytes)
 
 
 BM128_ROWS_PER_EXPERT = 256  # _measured_on_fragments: 128-row token blocks from here (lost at 128, won at 256)
-
-
-def _narrow_y(plan: MoeConfig, pairs: int, experts: int, inter: int) -> bool:
-    """GEMM2's y in x's dtype where its fp32 round trip outweighs GEMM2's weights (_measured_on_fragments)."""
-    y_round_trip = 2 * pairs * 4  # bytes per hidden column: fp32 stored by GEMM2, read by the combine
-    w2_bytes = experts * inter * 17 / 32  # per hidden column: 4-bit values and a scale byte per 32
-    return plan.split2 == 1 and y_round_trip >= w2_bytes
 
 
 def filling_one_wave(plan: MoeConfig, tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int,
