@@ -265,6 +265,24 @@ def test_a_plot_with_nothing_varying_on_x_is_a_bar_chart(monkeypatch, tmp_path):
     assert bars.axes[0].patches and not bars.axes[0].lines
 
 
+def test_backends_at_one_batch_are_bars_side_by_side_per_case(monkeypatch, tmp_path):
+    """An A/B of backends at batch 1 drew one bar per row in backend order: each case's bars sat 8 bars apart."""
+    figures = captured_figures(monkeypatch)
+    frame = timed_mla_frame()
+    one_batch = frame[frame["batch"] == 1]
+    other = one_batch.assign(backend="triton_other", kernel_us_median=one_batch["kernel_us_median"] * 2)
+    plots.draw(registry.get("mla"), pd.concat([one_batch, other]), tmp_path)
+    ax = figures["latency.png"].axes[0]
+    cases = [tick.get_text() for tick in ax.get_xticklabels()]
+    assert len(cases) == 8 and not any("triton" in case for case in cases)  # 2 heads x 2 KV dtypes x 2 paths
+    assert len(ax.patches) == 8 * 2 * 2  # per case: two backends x kernel and graph time
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "triton kernel", "triton graph", "triton_other kernel", "triton_other graph"]
+    first, second = ax.patches[0], ax.patches[16]  # triton's and triton_other's kernel bars of the first case
+    assert first.get_facecolor() != second.get_facecolor()
+    assert second.get_height() == 2 * first.get_height() and abs(second.get_x() - first.get_x()) < 1
+
+
 def test_shapes_sort_by_size_not_as_text():
     shapes = ["64x7168", "1x16160", "2048x16384", "8x7168", "1x1024"]
     assert sorted(shapes, key=plots.sort_key) == ["1x1024", "1x16160", "8x7168", "64x7168", "2048x16384"]

@@ -3,7 +3,8 @@
 A line spec: file, title, x (a column, or candidates in order: the first that varies in the run is the x axis;
 `along` names the axes the first one stands for, e.g. shape for bytes), y (one column, or several drawn solid/dashed/dotted), ylabel, facet (one panel per value), logy, hline. Every
 line is one real series: the rows of one backend and one value of every other axis that varies, so no point is
-an aggregate of different cases. When no candidate x varies, each row is one bar instead.
+an aggregate of different cases. When no candidate x varies, each row is one bar instead, grouped by case with a
+colour per backend.
 A heatmap spec: file, title, index, columns, value, where (rows kept), ratio (a speedup: log colour scale centred
 at 1x), center/fmt otherwise; one panel per combination of the other axes that vary.
 Only rows that passed the gate (and, for lines, were timed) are drawn.
@@ -161,20 +162,31 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) ->
 
 
 def bar_figure(data: pd.DataFrame, spec: dict, path: Path, axes: list[str], ys: list[str]) -> bool:
-    """No x axis varies: one bar per row (per y), labelled by what tells the rows apart."""
+    """No x axis varies: one group of bars per case (the axes that tell the rows apart, the backend aside), one bar
+    per backend and time in it, a colour per backend and a hatch per time, so that backends read side by side."""
     names = varying(data, ["backend", *axes]) or ["backend"]
     data = data.sort_values([c for c in names if c in data], key=lambda col: col.map(sort_key))
-    labels = [label(row, names) for _, row in data.iterrows()]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(labels) * len(ys) + 2), 4.0))
-    width = 0.8 / len(ys)
-    for i, y in enumerate(ys):
-        ax.bar([k + i * width for k in range(len(labels))], data[y], width=width,
-               label=time_of(y) if len(ys) > 1 else None)
-    ax.set_xticks([k + width * (len(ys) - 1) / 2 for k in range(len(labels))], labels, rotation=45, ha="right", fontsize=7)
+    by_backend = "backend" in names and len(names) > 1  # else each row is its own case (one backend, or only backends)
+    case_of = [c for c in names if c != "backend"] if by_backend else names
+    cases = list(dict.fromkeys(label(row, case_of) for _, row in data.iterrows()))
+    backends = list(dict.fromkeys(data["backend"])) if by_backend else [None]
+    series = [(backend, y) for backend in backends for y in ys]
+    width = 0.8 / len(series)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(cases) * len(series) + 2), 4.0))
+    for i, (backend, y) in enumerate(series):
+        rows = data if backend is None else data[data["backend"] == backend]
+        heights = dict(zip((label(row, case_of) for _, row in rows.iterrows()), rows[y]))
+        tag = " ".join(t for t in (backend, time_of(y) if len(ys) > 1 else None) if t)
+        ax.bar([k + i * width for k in range(len(cases))], [heights.get(case, math.nan) for case in cases],
+               width=width, color=colours[backends.index(backend) % len(colours)],
+               hatch="//" if ys.index(y) else None, edgecolor="white", label=tag or None)
+    ax.set_xticks([k + width * (len(series) - 1) / 2 for k in range(len(cases))], cases, rotation=45, ha="right",
+                  fontsize=7)
     ax.set_ylabel(spec.get("ylabel", ys[0]))  # linear: a bar's length is its value
     if spec.get("hline") is not None:
         ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
-    if len(ys) > 1:
+    if len(series) > 1:
         ax.legend(**LEGEND)
     ax.grid(True, axis="y", alpha=0.3)
     finish(fig, drawn_title(spec, ys, styled=False), path)
