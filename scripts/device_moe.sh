@@ -68,10 +68,10 @@
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
 #               then; predicted -12..-20%): nhead 64 / 128 at batch 64 / 128 -17..-24%, elsewhere within +-4% (60 s)
-#   mla-batch1  triton against triton_splits128 (split-KV in up to 128 splits of 32-token blocks), the same with the
-#               reduce loading 128 partials at once, and triton_warps8 (scripts/mla_variants_plugin.py) at batch 1,
-#               ctx 4096, nhead 16 / 64, bf16 / fp8, both kernels, gated.
-#               Predicted: split-KV nhead 16 -10..-20% (H200 9.8 -> ~8 us), nhead 64 within +-5%; 8 warps +-10% (60 s)
+#   mla-batch1  triton against triton_splits128_chunk128 (split-KV in up to 128 splits of 32-token blocks, the reduce
+#               loading 128 partials at once; scripts/mla_variants_plugin.py) at batch 1, ctx 4096, nhead 16 / 64,
+#               bf16 / fp8, both kernels, gated. Predicted split-KV nhead 16 -10..-20%; H100 (2026-12-06): bf16 -7%,
+#               fp8 +6%, nhead 64 +17..+54%: refuted as a plan, kept as a --tune candidate (60 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
@@ -231,7 +231,7 @@ for part in "$@"; do
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-one-product" | tail -30 ;;
         mla-batch1)
             step 300 $PY -m rocbench mla --nhead 16,64 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
-                --plugin scripts/mla_variants_plugin.py --backends triton,triton_splits128,triton_splits128_chunk128,triton_warps8 \
+                --plugin scripts/mla_variants_plugin.py --backends triton,triton_splits128_chunk128 \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-batch1" | tail -30 ;;
         test) step 580 make test > "$OUT/test.log" 2>&1; grep -E "passed|failed|FAILED" "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;

@@ -9,16 +9,14 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   before one product was built in). H100 (2026-12-05, one product as the plugin then, 48 gated rows): one product
   took nhead 64 / 128 at batch 64 / 128 -17..-24% (persistent nhead 128 batch 64 422.2 -> 326.4 us), the rest within
   +-4% (other tiles).
-- `triton_splits128` (split-KV at batch 1-4): up to 128 splits of 32-token blocks, where the built-in stops at 64 of
-  64 (ncu, H200, batch 1 x 4096, nhead 16: 64 programs on 132 SMs, DRAM 5-11%, the reduce a third of the call).
-  Offline sm_90 (Triton 3.6, bf16, nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp (its
-  loop, once per split: 1035 per 64 tokens -> 657 per 32), 128 -> 127 registers, no local memory. Predicted: nhead 16
-  -10..-20% (9.8 -> ~8 us on the H200), nhead 64 (256 programs already) within +-5%.
-- `triton_splits128_chunk128`: the same, its reduce merging all 128 partials of a row in one load (reduce_chunk 128;
-  offline: 110 registers against 64, the loop once instead of twice), since the batch-1 reduce is latency-bound.
-- `triton_warps8`: 8 warps, one program per SM (the 16-row tiles run 4 warps, 2 per SM): each program's chain of loads
-  and MMAs shorter at batch 1 (offline, as above: 1496 instructions per warp, 80 registers). Predicted within +-10%,
-  either way.
+- `triton_splits128_chunk128` (split-KV at batch 1-4): up to 128 splits of 32-token blocks, where the built-in stops
+  at 64 of 64 (ncu, H200, batch 1 x 4096, nhead 16: 64 programs on 132 SMs, DRAM 5-11%, the reduce a third of the
+  call), its reduce merging all 128 partials of a row in one load (reduce_chunk 128). Offline sm_90 (Triton 3.6, bf16,
+  nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp, no local memory. Predicted nhead 16
+  -10..-20%; H100 (2026-12-06, kernel us, ctx 4096, split-KV): nhead 16 bf16 10.27 -> 9.57 (-7%), fp8 10.66 -> 11.31
+  (+6%), nhead 64 bf16 14.11 -> 16.56, fp8 16.03 -> 24.72: a `--tune` candidate (`splits128,block32,chunk128`), not a
+  plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) and 8 warps at one program per
+  SM (within +-1% everywhere) lost and are gone.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -41,8 +39,5 @@ _variant("triton_quota_cuts", "triton, its persistent schedule cutting every uni
          whole_units=False)
 _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two products (an A/B plugin)",
          fp8_qk_one_product=False)
-_variant("triton_splits128", "triton, split-KV in up to 128 splits of 32-token blocks (an A/B plugin)",
-         block_n=32, split_min_tokens=32, max_splits=128)
-_variant("triton_splits128_chunk128", "triton_splits128, its reduce loading 128 partials at once (an A/B plugin)",
-         block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
-_variant("triton_warps8", "triton on 8 warps, one program per SM (an A/B plugin)", num_warps=8, programs_per_sm=1)
+_variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 32-token blocks, its reduce loading "
+         "128 partials at once (an A/B plugin)", block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
