@@ -72,7 +72,8 @@
 #               loading 128 partials at once; scripts/mla_variants_plugin.py) at batch 1, ctx 4096, nhead 16 / 64,
 #               bf16 / fp8, both kernels, gated. Predicted split-KV nhead 16 -10..-20%; H100 (2026-12-06): bf16 -7%,
 #               fp8 +6%, nhead 64 +17..+54%: refuted as a plan, kept as a --tune candidate (60 s)
-#   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; stopped at 580 s)
+#   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
+#               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
 # Everything lands under $OUT (run directories tarred, since few files come back).
 set -u
