@@ -48,7 +48,9 @@
 #               y in fp32 (plugins: scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens;
 #               about 250 s on an H100). H100 (2026-12-05, y in bf16 as the plugin then): the whole split DeepSeek-R1 x 1
 #               token 1.43x -> 1.24x triton's time (predicted ~1.05x) but 1.12-1.64x at 64-1024 tokens; y in bf16 at
-#               1024 tokens 1.12-1.34x -> 1.05-1.15x (predicted -10% at DeepSeek-R1: -13%)
+#               1024 tokens 1.12-1.34x -> 1.05-1.15x (predicted -10% at DeepSeek-R1: -13%). H100 (2026-12-06, 206 s):
+#               the whole split again 1.39x -> 1.21x at DeepSeek-R1 x 1 token, 1.10 / 1.16x at 64 / 1024: built in for
+#               that shape (moe_plan.deterministic_split1; results/examples/moe-det-split-h100)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)

@@ -5,9 +5,12 @@ alone, never of the token count, so the batch-invariance gate applies as to trit
 
 Why: H100, kernel_us, fragments (2026-12-05, results/examples/moe-fragments-ab-h100), triton_det over triton was
 1.42x at DeepSeek-R1 TP8 x 1 token (28.9 against 20.3 us: split 4 against the default's 8), over issue 22's 1.3x.
-Measured since (H100, 2026-12-05, `det`): the full split 28.8 -> 25.1 us there (1.24x) but 1.43x at gpt-oss-120b TP1
-x 1 token and 1.12-1.64x at 64-1024 tokens (GEMM1's fp32 partials), so it stays a plugin; y in x's dtype took 1024
-tokens from 1.12-1.34x to 1.05-1.15x and is built in.
+Measured since (H100, 2026-12-05 and 2026-12-06, `det`, results/examples/moe-det-split-h100): the full split 1.39-1.43x
+-> 1.21-1.24x there and 1.10 / 1.16x at 64 / 1024 tokens, but at gpt-oss-120b TP1 x 1 token 1.46x and TP8 1.31 / 1.54x
+at 64 / 1024 (GEMM1's fp32 partials over 3-step splits): triton_det takes the whole split where half leaves the 1-token
+GEMM1 under one wave and the splits stay long (moe_plan.deterministic_split1: DeepSeek-R1 TP8 since), so this plugin
+now differs from triton_det on the gpt-oss-120b shapes only. y in x's dtype took 1024 tokens from 1.12-1.34x to
+1.05-1.15x and is built in.
 (The variants this file held before, triton_det in the decode pipeline on the layout's bytes and on fragments, lost:
 1.44-2.17x and 1.12-1.61x triton's time, where triton_det paid 0.94-1.42x.)
 
@@ -21,7 +24,7 @@ from rocbench.suites.moe.backends import TritonMoeDeterministic
 @backends("moe").register
 class TritonDetFullSplit(TritonMoeDeterministic):
     name = "triton_det_full_split"
-    description = "triton_det with the 1-token plan's whole GEMM1 K split (an A/B plugin)"
+    description = "triton_det with the 1-token plan's whole GEMM1 K split for every shape (an A/B plugin)"
 
     def fixed_plan(self, case, ctx):
         from rocbench.kernels.moe_plan import heuristic_plan

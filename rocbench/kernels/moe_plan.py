@@ -327,6 +327,28 @@ def _fragment_stages(stages: int) -> dict:
 DETERMINISTIC_BM = 32  # decode wastes at most 31 MMA columns per expert block; prefill reads weights once per 32 rows
 
 
+# K steps each of the 1-token plan's splits must keep for triton_det to take that whole split: fewer, and the fp32
+# partials' traffic outweighs the wave it fills (gpt-oss-120b TP8: 3 steps per split, +31% / +54% at 64 / 1024 tokens)
+WHOLE_SPLIT_MIN_KSTEPS = 4
+
+
+def deterministic_split1(topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> int:
+    """triton_det's GEMM1 K split, a function of the shape and the SM count only: half the 1-token plan's, or its
+    whole split where half leaves a 1-token call's GEMM1 under one wave of programs and each whole split still runs
+    WHOLE_SPLIT_MIN_KSTEPS K steps or more. H100, kernel_us over triton's, batch-invariance gate on, 9/9 invariant
+    (2026-12-06, scripts/device_moe.sh det, results/examples/moe-det-split-h100): DeepSeek-R1 TP8 (half: 128 programs
+    on 132 SMs, whole: 7 K steps per split) 1.39 / 1.05 / 1.05x at 1 / 64 / 1024 tokens with half, 1.21 / 1.10 /
+    1.16x whole; gpt-oss-120b TP8 (96 programs, 3 steps) 1.17 / 1.11 / 1.25x half, 1.13 / 1.31 / 1.54x whole;
+    gpt-oss-120b TP1 (368 programs) 1.38 / 1.12 / 1.10x half, 1.46 / 1.20 / 1.27x whole."""
+    one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
+    half = max(1, one_token.split1 // 2)
+    tiles = _shape_tiles(inter, hidden)
+    under_one_wave = (inter // tiles["bn1"]) * topk * half < num_sms
+    ksteps = hidden // 32 // tiles["nb1"]
+    long_splits = ksteps // one_token.split1 >= WHOLE_SPLIT_MIN_KSTEPS
+    return one_token.split1 if under_one_wave and long_splits else half
+
+
 def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
                        cache_hint: bool = False, retiled: bool = False) -> MoeConfig:
     """One arithmetic for every batch (deterministic inference): a token's output is bitwise the same whatever
@@ -341,7 +363,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     weights (H200, kernel_us, x the default plan: 1.6x at gpt-oss-120b TP1, 3.3x at TP8, 3.6x at DeepSeek-R1
     TP8), while the 1-token plan's full split writes and rereads fp32 partials at prefill (1.34x at gpt-oss TP1
     x 1024 tokens); half stayed within 1.08-1.27x at 1, 64 and 1024 tokens for all three
-    (results/examples/moe-tiles-h200/det-splits.jsonl).
+    (results/examples/moe-tiles-h200/det-splits.jsonl). Where half leaves a 1-token GEMM1 under one wave and the
+    whole split keeps long K ranges, the whole split (deterministic_split1).
 
     GEMM2's y is stored in x's dtype (narrow_y) for every batch: per pair, so the same bits whatever the batch. H100,
     kernel_us, against y in fp32 (2026-12-05, scripts/device_moe.sh det, all batch-invariant): 1024 tokens
@@ -352,8 +375,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     order with the register prefetch and 1 stage, for every batch. Fragments give the same bits as the layout's
     bytes in the same K order (tests/test_moe_kernel.py), and loads and stages move no float, so the arithmetic,
     and with it the batch invariance, is the plan's above."""
-    one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
-    plan = MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden), split1=max(1, one_token.split1 // 2),
+    tiles = _shape_tiles(inter, hidden)
+    plan = MoeConfig(bm=DETERMINISTIC_BM, **tiles, split1=deterministic_split1(topk, experts, inter, hidden, num_sms),
                      split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False, narrow_y=True)
     # one pipeline for every batch: the register prefetch, the default plans' best up to 8192 pairs
     return _on_fragments(plan, inter, hidden, FRAGMENT_PREFETCH) if retiled and cache_hint else plan
