@@ -50,7 +50,9 @@
 #               token 1.43x -> 1.24x triton's time (predicted ~1.05x) but 1.12-1.64x at 64-1024 tokens; y in bf16 at
 #               1024 tokens 1.12-1.34x -> 1.05-1.15x (predicted -10% at DeepSeek-R1: -13%). H100 (2026-12-06, 206 s):
 #               the whole split again 1.39x -> 1.21x at DeepSeek-R1 x 1 token, 1.10 / 1.16x at 64 / 1024: built in for
-#               that shape (moe_plan.deterministic_split1; results/examples/moe-det-split-h100)
+#               that shape (moe_plan.deterministic_split1; results/examples/moe-det-split-h100). Now with GEMM2's K
+#               split 2 / 4 ways for every batch instead of y in fp32 (predicted: gpt-oss-120b TP1 x 1 token 1.38x ->
+#               1.15-1.25x, 1024 tokens +5-10%; about 300 s on an H100)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
@@ -210,7 +212,7 @@ for part in "$@"; do
             done
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla/*.txt > "$OUT/ncu-mla/digest.md"
             (cd "$OUT" && tar czf ncu-mla.tgz ncu-mla && rm -rf ncu-mla) ;;
-        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_wide_y ;;
+        det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_split2x2,triton_det_split2x4 ;;
         split)
             force two_mul '{"one_mul": false}'
             force natural_k '{"split_pairs": false}'

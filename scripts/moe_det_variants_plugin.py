@@ -11,10 +11,16 @@ at 64 / 1024 (GEMM1's fp32 partials over 3-step splits): triton_det takes the wh
 GEMM1 under one wave and the splits stay long (moe_plan.deterministic_split1: DeepSeek-R1 TP8 since), so this plugin
 now differs from triton_det on the gpt-oss-120b shapes only. y in x's dtype took 1024 tokens from 1.12-1.34x to
 1.05-1.15x and is built in.
+`triton_det_split2x2` / `x4`: GEMM2's K split 2 / 4 ways for every batch. triton's 1-token plan at gpt-oss-120b TP1
+splits GEMM2's K 4 ways (768 programs); triton_det does not split it (192 programs of 23 K steps each, under 1.5 waves
+on 132 SMs), which is where its 1-token price (1.38x) is likely spent; the split's y partials are fp32 for every batch.
+Predicted (untimed): gpt-oss-120b TP1 x 1 token 1.38x -> 1.15-1.25x, 64 tokens within +5%, 1024 tokens +5-10% (fp32
+y, 100-200 MB more traffic per call there); DeepSeek-R1 and gpt-oss-120b TP8 (896 / 192 programs, 7 / 3 K steps) no
+gain at 1 token and a loss at 1024.
 (The variants this file held before, triton_det in the decode pipeline on the layout's bytes and on fragments, lost:
 1.44-2.17x and 1.12-1.61x triton's time, where triton_det paid 0.94-1.42x.)
 
-    rocbench moe --plugin scripts/moe_det_variants_plugin.py --backends triton,triton_det,triton_det_full_split"""
+    rocbench moe --plugin scripts/moe_det_variants_plugin.py --backends triton,triton_det,triton_det_split2x2"""
 import dataclasses
 
 from rocbench.plugin import backends
@@ -40,3 +46,19 @@ class TritonDetWideY(TritonMoeDeterministic):
 
     def fixed_plan(self, case, ctx):
         return dataclasses.replace(super().fixed_plan(case, ctx), narrow_y=False)
+
+
+def _det_gemm2_split(split2: int) -> type:
+    """triton_det with GEMM2's K split `split2` ways for every batch (its fp32 partials summed in split order by the
+    combine, so still one arithmetic per shape)."""
+    def fixed_plan(self, case, ctx):
+        return dataclasses.replace(TritonMoeDeterministic.fixed_plan(self, case, ctx), split2=split2)
+
+    name = f"triton_det_split2x{split2}"
+    return backends("moe").register(type(name, (TritonMoeDeterministic,), {
+        "name": name, "fixed_plan": fixed_plan,
+        "description": f"triton_det with GEMM2's K split {split2} ways for every batch (an A/B plugin)"}))
+
+
+_det_gemm2_split(2)
+_det_gemm2_split(4)

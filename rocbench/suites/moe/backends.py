@@ -164,8 +164,9 @@ class TritonMoeDeterministic(TritonMoe):
         y = ", per-pair outputs in x's dtype" if narrow_y(config) else ""
         weights = f", weights re-tiled from the {case['layout']} bytes before timing" if config.fragments else ""
         return dataclasses.replace(prepared, description=(
-            f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, GEMM1 K split {config.split1} "
-            f"for every batch, {route}{y}, top-k sum in slot order{weights}"))
+            f"batch-invariant fixed plan: triton {case['layout']} bm={config.bm}, GEMM1 K split {config.split1}"
+            f"{f', GEMM2 K split {config.split2}' if config.split2 > 1 else ''} for every batch, {route}{y}, "
+            f"top-k sum in slot order{weights}"))
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning | None:
         return None
