@@ -102,10 +102,14 @@ def test_the_public_api_does_not_drag_in_the_harness():
 
 def test_inputs_stay_bitwise_what_they_were():
     """Every rank's inputs and expected output of 524 cases across the three families, bitwise as main built them
-    at a2c4e27 (tests/input_digests.py): old results stay comparable, and --resume of an old run runs the same data."""
+    at a2c4e27 (tests/input_digests.py): old results stay comparable, and --resume of an old run runs the same data.
+    Built in a fresh process, as every rocbench run builds them: inside `make test` this worker's own CPU float math
+    once differed from a fresh process's on the same machine (environment probe 9ca81fad89c4b864 against
+    b35a7861cf6ab07d, 3 of 6 fresh-clone runs, 2026-12-05 and -06), after some earlier test; a warning says when it does."""
     import json
+    import warnings
 
-    from tests.input_digests import environment_probe, input_digests
+    from tests.input_digests import environment_probe
 
     stored = json.loads((Path(__file__).parent / "data" / "input_digests.json").read_text())
     made_with = stored.pop("made_with")
@@ -113,17 +117,18 @@ def test_inputs_stay_bitwise_what_they_were():
         # expected outputs are float math on the CPU and fp8 conversions of specials moved between torch versions:
         # the digests say what rocbench's code builds on one torch (CI's pinned one), not what every torch builds
         pytest.skip(f"the digests were made with torch {made_with['torch']}; this is {torch.__version__}")
-    probe = environment_probe()
+    fresh = subprocess.run([sys.executable, "-m", "tests.input_digests"], capture_output=True, text=True,
+                           cwd=ROOT.parent, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    now = json.loads(fresh.stdout)
+    probe = now.pop("made_with")["probe"]
     if probe != made_with["probe"]:
-        # the probe once differed only inside some `make test` runs on a machine where it matches alone: a fresh
-        # process's probe beside this one's says whether this process's state or the machine moved it
-        fresh = subprocess.run([sys.executable, "-c", "from tests.input_digests import environment_probe as p; "
-                                "print(p())"], capture_output=True, text=True, cwd=ROOT.parent, timeout=120)
         pytest.skip(f"this machine's CPU random numbers or float math differ from those of the machine that made the "
-                    f"digests (tests.input_digests.environment_probe {made_with['probe']}; here {probe} in this "
-                    f"process, {fresh.stdout.strip() or fresh.stderr[-200:]} in a fresh one, CPU capability "
-                    f"{torch.backends.cpu.get_cpu_capability()}): the same code draws other inputs here")
-    now = input_digests()
+                    f"digests (tests.input_digests.environment_probe {made_with['probe']}, here {probe}, CPU "
+                    f"capability {torch.backends.cpu.get_cpu_capability()}): the same code draws other inputs here")
+    if environment_probe() != probe:
+        warnings.warn(f"this pytest process's CPU float math differs from a fresh process's (environment probe "
+                      f"{environment_probe()}, fresh {probe}): a test that ran before in this worker changed it")
     for suite, digests in stored.items():
         moved = [case for case, value in digests.items() if now[suite].get(case) != value]
         assert not moved, f"{suite}: {len(moved)} of {len(digests)} cases build other inputs, e.g. {moved[0]}"
