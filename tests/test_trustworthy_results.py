@@ -206,6 +206,13 @@ def test_the_columns_option_picks_them_and_rejects_unknown_ones(tmp_path):
     assert bad.returncode == 2 and "--columns: no column 'latency'" in bad.stderr
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """captured_figures keeps each test's figures open for inspection; closed after it (matplotlib warns past 20)."""
+    yield
+    plots.plt.close("all")
+
+
 def captured_figures(monkeypatch, titles: dict | None = None) -> dict:
     figures = {}
 
