@@ -15,8 +15,9 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp, no local memory. Predicted nhead 16
   -10..-20%; H100 (2026-12-06, kernel us, ctx 4096, split-KV): nhead 16 bf16 10.27 -> 9.57 (-7%), fp8 10.66 -> 11.31
   (+6%), nhead 64 bf16 14.11 -> 16.56, fp8 16.03 -> 24.72: a `--tune` candidate (`splits128,block32,chunk128`), not a
-  plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) and 8 warps at one program per
-  SM (within +-1% everywhere) lost and are gone.
+  plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
+  one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
+  `plain` candidate covers for bf16.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
