@@ -53,3 +53,25 @@ def test_bench_runs_only_the_configs_named_and_refuses_a_missing_one():
                              timeout=120)
     assert missing.returncode == 2 and missing.stderr == "bench: no such config: configs/nope.yaml\n"
     assert "+ rocbench" not in missing.stdout
+
+
+def test_byte_compile_leaves_out_only_what_rocbench_never_imports():
+    """The set-up compiles the venv ahead except NEVER_IMPORTED (scripts/setup_env.py): the CLI, every suite and
+    kernel, the harness, the reports and torch.distributed import none of it, so no rocbench process compiles at
+    import where .pyc cannot be written (PYTHONDONTWRITEBYTECODE)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("setup_env", REPO / "scripts" / "setup_env.py")
+    setup_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_env)
+    probe = ("import re, sys, torch.distributed, rocbench.cli, rocbench.core.harness.ranks, "
+             "rocbench.core.harness.sweep, rocbench.core.reporting.plots, rocbench.kernels.moe_a16w4, "
+             "rocbench.kernels.mla_decode, rocbench.kernels.allgather\n"
+             "from rocbench.core import registry\n"
+             "registry.discover('rocbench.suites')\n"
+             f"pattern = re.compile({setup_env.NEVER_IMPORTED!r})\n"
+             "print([m for m, mod in list(sys.modules.items()) if pattern.search(getattr(mod, '__file__', None) or '')])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
