@@ -126,9 +126,10 @@ def test_inputs_stay_bitwise_what_they_were():
         pytest.skip(f"this machine's CPU random numbers or float math differ from those of the machine that made the "
                     f"digests (tests.input_digests.environment_probe {made_with['probe']}, here {probe}, CPU "
                     f"capability {torch.backends.cpu.get_cpu_capability()}): the same code draws other inputs here")
-    if environment_probe() != probe:
+    here = environment_probe()
+    if here != probe:
         warnings.warn(f"this pytest process's CPU float math differs from a fresh process's (environment probe "
-                      f"{environment_probe()}, fresh {probe}): a test that ran before in this worker changed it")
+                      f"{here}, fresh {probe}): a test that ran before in this worker changed it")
     for suite, digests in stored.items():
         moved = [case for case, value in digests.items() if now[suite].get(case) != value]
         assert not moved, f"{suite}: {len(moved)} of {len(digests)} cases build other inputs, e.g. {moved[0]}"

@@ -343,9 +343,9 @@ def deterministic_split1(topk: int, experts: int, inter: int, hidden: int, num_s
     one_token = heuristic_plan(1, topk, experts, inter, hidden, num_sms)
     half = max(1, one_token.split1 // 2)
     tiles = _shape_tiles(inter, hidden)
-    under_one_wave = (inter // tiles["bn1"]) * topk * half < num_sms
-    ksteps = hidden // 32 // tiles["nb1"]
-    long_splits = ksteps // one_token.split1 >= WHOLE_SPLIT_MIN_KSTEPS
+    programs1 = _programs_per_split(1, topk, experts, inter, hidden, DETERMINISTIC_BM, tiles["bn1"], tiles["bn2"])[0]
+    under_one_wave = programs1 * half < num_sms
+    long_splits = hidden // 32 // tiles["nb1"] // one_token.split1 >= WHOLE_SPLIT_MIN_KSTEPS
     return one_token.split1 if under_one_wave and long_splits else half
 
 
@@ -375,8 +375,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     order with the register prefetch and 1 stage, for every batch. Fragments give the same bits as the layout's
     bytes in the same K order (tests/test_moe_kernel.py), and loads and stages move no float, so the arithmetic,
     and with it the batch invariance, is the plan's above."""
-    tiles = _shape_tiles(inter, hidden)
-    plan = MoeConfig(bm=DETERMINISTIC_BM, **tiles, split1=deterministic_split1(topk, experts, inter, hidden, num_sms),
+    plan = MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden),
+                     split1=deterministic_split1(topk, experts, inter, hidden, num_sms),
                      split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False, narrow_y=True)
     # one pipeline for every batch: the register prefetch, the default plans' best up to 8192 pairs
     return _on_fragments(plan, inter, hidden, FRAGMENT_PREFETCH) if retiled and cache_hint else plan
