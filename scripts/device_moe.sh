@@ -43,7 +43,8 @@
 #               did for the kernels before), text reports and their digest (scripts/ncu_digest.py) tarred into ncu.tgz (about 250 s)
 #   ncu-mla     Nsight Compute of the current MLA kernels at issue 22's rows: persistent, batch 64, ctx 4096 uniform,
 #               nhead 16/32/64/128 x bf16/fp8 KV, and batch 1 (split-KV) at nhead 16 and 64: the gate's eager call,
-#               digest beside the reports in ncu-mla.tgz (about 250 s)
+#               with the warp-state details (stall reasons; --print-details all), digest beside the reports in
+#               ncu-mla.tgz (about 250 s)
 #   det         triton, triton_det (y in bf16 since), and triton_det with the 1-token plan's whole GEMM1 split and with
 #               y in fp32 (plugins: scripts/moe_det_variants_plugin.py), batch-invariance gate on (1, 64, 1024 tokens;
 #               about 250 s on an H100). H100 (2026-12-05, y in bf16 as the plugin then): the whole split DeepSeek-R1 x 1
@@ -205,7 +206,7 @@ for part in "$@"; do
                     step 60 ncu --clock-control none --target-processes all -k 'regex:_persistent_kernel|_split_kv|_reduce|_merge' \
                         --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
                         --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
-                        --section SchedulerStats $PY -m rocbench mla --nhead "$nhead" --batch "$batch" --kv-dtype "$kv" \
+                        --section SchedulerStats --print-details all $PY -m rocbench mla --nhead "$nhead" --batch "$batch" --kv-dtype "$kv" \
                         "$mode" --ctx-dist uniform --times graph --skip-batch-probes --iters 3 --backends triton \
                         --out "$STORES/ncu-mla-runs" > "$OUT/ncu-mla/nhead$nhead-batch$batch-$kv${mode#-}.txt" 2>&1
                 done
