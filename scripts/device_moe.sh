@@ -77,11 +77,6 @@
 #               loading 128 partials at once; scripts/mla_variants_plugin.py) at batch 1, ctx 4096, nhead 16 / 64,
 #               bf16 / fp8, both kernels, gated. Predicted split-KV nhead 16 -10..-20%; H100 (2026-12-06): bf16 -7%,
 #               fp8 +6%, nhead 64 +17..+54%: refuted as a plan, kept as a --tune candidate (60 s)
-#   mla-split-scores  triton against triton_split_scores (the 64-row tile's Q@K^T split between its two warp groups, P
-#               through a per-program scratch: MlaKernelConfig.split_scores) at nhead 64 / 128 x batch 64 / 128 x bf16 /
-#               fp8 x uniform / skewed, ctx 4096, persistent, gated; and the GPU test of the knob (CUDA graph). Offline
-#               sm_90: Q@K^T 72 -> 36 wgmmas per warp group and block. Predicted bf16 nhead 128 -10..-15%, nhead 64
-#               -5..-10%, fp8 within -10..+5% (it spills; about 150 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
 #               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
@@ -236,11 +231,6 @@ for part in "$@"; do
             step 300 $PY -m rocbench mla --nhead 16,64,128 --batch 64,128 --kv-dtype bf16,fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
-        mla-split-scores)
-            step 150 $PY -m pytest -q -p no:cacheprovider tests/test_mla_kernels.py -k gpu_bf16_and_cuda_graph 2>&1 | tail -3
-            step 300 $PY -m rocbench mla --nhead 64,128 --batch 64,128 --kv-dtype bf16,fp8 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_split_scores \
-                --times kernel --skip-batch-probes --out "$OUT/ab-mla-split-scores" | tail -36 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

@@ -18,11 +18,6 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
-- `triton_split_scores` (persistent, 64-row tiles): Q@K^T split between the two warp groups, P and alpha passed to the
-  PV product through a per-program scratch (MlaKernelConfig.split_scores). Offline sm_90 (Triton 3.6, bf16 nhead 128
-  batch 64): Q@K^T 72 -> 36 64x32x16 wgmmas per warp group and block, the loop 995 -> 919 instructions per warp, 8
-  barriers per block instead of 2, 255 registers, no local memory in the loop (fp8: 37 local loads per block).
-  Predicted bf16 nhead 128 -10..-15%, nhead 64 -5..-10%, fp8 within -10..+5%.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -47,5 +42,3 @@ _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two pro
          fp8_qk_one_product=False)
 _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 32-token blocks, its reduce loading "
          "128 partials at once (an A/B plugin)", block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
-_variant("triton_split_scores", "triton, the 64-row tile's Q@K^T split between its warp groups, P through a scratch "
-         "(an A/B plugin)", split_scores=True)

@@ -367,9 +367,7 @@ def test_tiny_batch_configs():
     (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True)),
     # the block's tokens as the MMAs' M side, at the size that takes Hopper's wgmma (64-token blocks, 4 warps)
     (FP8_DTYPE, 16, dataclasses.asdict(TOKENS_AS_M)), (FP8_DTYPE, 32, dataclasses.asdict(TOKENS_AS_M)),
-    (torch.bfloat16, 16, dict(tokens_as_m=True, num_warps=4, block_n=64, reload_v=False)),
-    # the 64-row tile's scores split between warp groups, P through the per-program scratch (persistent only)
-    (torch.bfloat16, 64, dict(split_scores=True)), (FP8_DTYPE, 128, dict(split_scores=True))])
+    (torch.bfloat16, 16, dict(tokens_as_m=True, num_warps=4, block_n=64, reload_v=False))])
 def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     """The default configs compiled (and variants): at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
     lens = make_seq_lens(8, 700, "skewed", _gen(14))

@@ -121,68 +121,6 @@ def _kv_as(x, MMA_DTYPE: tl.constexpr, CVT_ASM: tl.constexpr):
 
 
 @triton.jit
-def _opaque(x):
-    """x (fp32) unchanged, through a PTX move Triton cannot see into (NVIDIA; ptxas removes it). Keeps Triton from
-    folding an add into a dot's accumulator, which would chain the dots (_split_scores)."""
-    return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _barrier_then(x):
-    """x (int32) after a barrier of the whole program, in PTX: loads whose addresses take the result cannot start
-    before it, and Triton's pipeliner keeps its asynchronous copies in the loop (tl.debug_barrier stops them)."""
-    return tl.inline_asm_elementwise("bar.sync 0;\n\tmov.b32 $0, $1;", "=r,r", [x], dtype=tl.int32, is_pure=False,
-                                     pack=1)
-
-
-@triton.jit
-def _store_opaque(ptrs, x):
-    """x (fp32) stored at ptrs by a PTX store, from the registers x is in (tl.store first moves a tile into a layout
-    that coalesces, through shared memory: 16 KB more than the 64-row tile's pipeline leaves)."""
-    return tl.inline_asm_elementwise("st.global.b32 [$1], $2;\n\tmov.b32 $0, 0;", "=r,l,r", [ptrs, x.to(tl.int32, bitcast=True)],
-                                     dtype=tl.int32,
-                                     is_pure=False, pack=1)
-
-
-@triton.jit
-def _load_opaque(ptrs):
-    """fp32 values at ptrs by a PTX load, which Triton's pipeliner does not take for its own (it would issue it a
-    block early) and may place in any layout (so the product's operand needs no conversion through shared memory)."""
-    return tl.inline_asm_elementwise("ld.global.b32 $0, [$1];", "=r,l", [ptrs], dtype=tl.float32, is_pure=True,
-                                     pack=1)
-
-
-@triton.jit
-def _split_scores(q_nope, q_pe, k_nope, k_pe):
-    """Q@K^T as two products added outside them, each hidden from Triton (_opaque): no dot feeds another."""
-    return _opaque(tl.dot(q_nope, tl.trans(k_nope))) + _opaque(tl.dot(q_pe, tl.trans(k_pe)))
-
-
-@triton.jit
-def _softmax_step_shared(acc, m_i, l_i, s, v, visible, SCRATCH, parity, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """_softmax_step_rows with P and alpha passed to the PV product through the program's scratch in global memory
-    (an L1 round trip) instead of as values. Triton gives a dot whose result reaches another dot all warps along M
-    (AccelerateMatmul's chained-dot rule): with 64 query rows and 8 warps both warp groups then compute all of
-    [64, BLOCK_N] S, Q@K^T twice (offline sm_90 SASS: 72 64x32 wgmmas per warp group and block, 36 needed). Here
-    nothing links S to the PV product, so S is split between the warp groups (their row maxima and sums meet in
-    shared memory) and the PV product reads P whole. Two buffers by block parity; the row maxima's exchange between
-    warps in the next block orders a slow warp's reads before the next writes to the same buffer."""
-    s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    rows = tl.arange(0, BLOCK_M)
-    p_at = SCRATCH + parity * (BLOCK_M * BLOCK_N + BLOCK_M) + rows[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-    alpha_at = SCRATCH + parity * (BLOCK_M * BLOCK_N + BLOCK_M) + BLOCK_M * BLOCK_N + rows
-    _store_opaque(p_at, p)
-    _store_opaque(alpha_at, alpha)
-    published = _barrier_then(parity * 0)  # 0, once every warp's stores are visible
-    acc = acc * _load_opaque(alpha_at + published)[:, None] + tl.dot(_load_opaque(p_at + published).to(v.dtype), v)
-    return acc, m_new, l_i
-
-
-@triton.jit
 def _tile_start(Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV_DTYPE: tl.constexpr,
                 QLEN: tl.constexpr, HPG: tl.constexpr, BLOCK_M: tl.constexpr, FP8_QK: tl.constexpr,
                 F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr):
@@ -320,7 +258,6 @@ def attend_kv_range(
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
-    SCRATCH=None, SPLIT_SCORES: tl.constexpr = False,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M
     side, or with TOKENS_AS_M the KV block's tokens (_attend_tokens_as_m).
@@ -346,9 +283,7 @@ def attend_kv_range(
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
       power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
       [0, 1]); e4m3 converts to fp16 exactly.
-    - CVT_ASM (with fp16 MMAs, NVIDIA): that conversion by PTX that Triton does not move (_kv_as).
-    - SPLIT_SCORES (row form, NVIDIA): the scores split between warp groups, P and alpha passed to the PV product
-      through SCRATCH, this program's [2, BLOCK_M * BLOCK_N + BLOCK_M] fp32 (_softmax_step_shared)."""
+    - CVT_ASM (with fp16 MMAs, NVIDIA): that conversion by PTX that Triton does not move (_kv_as)."""
     if TOKENS_AS_M:
         acc, m_i, l_i = _attend_tokens_as_m(
             Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
@@ -398,27 +333,15 @@ def attend_kv_range(
                 v = k_nope
             n = start + tl.arange(0, BLOCK_N)
             visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-            if SPLIT_SCORES:
-                if FP8_QK >= 2:
-                    s = (_split_scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
-                         + _split_scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale)
-                elif FP8_QK:
-                    s = _split_scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
-                else:
-                    s = _split_scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
-                parity = ((start - kv_start) // BLOCK_N) % 2
-                acc, m_i, l_i = _softmax_step_shared(acc, m_i, l_i, s, v, visible, SCRATCH, parity, BLOCK_M, BLOCK_N)
+            if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
+                s = _scores(lo_nope, lo_pe, k_nope, k_pe, _scores(q_nope, q_pe, k_nope, k_pe) * hi_over_lo)
+                s = s * lo_scale
+            elif FP8_QK == 2:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
+            elif FP8_QK:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
             else:
-                if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
-                    s = _scores(lo_nope, lo_pe, k_nope, k_pe, _scores(q_nope, q_pe, k_nope, k_pe) * hi_over_lo)
-                    s = s * lo_scale
-                elif FP8_QK == 2:
-                    s = (_scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
-                         + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale)
-                elif FP8_QK:
-                    s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
-                else:
-                    s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
-                acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
+            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)
         acc = acc * v_scale
     return acc, m_i, l_i

@@ -80,11 +80,6 @@ class MlaKernelConfig:
     # 328.2 -> 302.6, fp8 444.4 -> 418.5; nhead 64 batch 128 fp8 455.5 -> 428.4 (bf16 -0.5%); nhead 128 batch 128
     # -2%; skewed batches and nhead 16 the same schedule, within +-1%. Built in; the quota deal is a --tune candidate
     whole_units: bool = True
-    # persistent kernel, row form (NVIDIA; else ignored): Q@K^T split between the warp groups, P and alpha passed to
-    # the PV product through a per-program scratch in global memory (mla_attend._softmax_step_shared). Triton gives a
-    # dot that feeds another all warps along M, so at 64 rows and 8 warps both warp groups computed all of S: offline
-    # sm_90 SASS (Triton 3.6, bf16 nhead 128): 72 64x32x16 wgmmas per warp group and block for Q@K^T, 36 with this
-    split_scores: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -301,8 +296,6 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)
-        if qlen * kernel_heads_per_group(nhead, qlen, builtin) == 64 and not builtin.tokens_as_m:
-            options["split_scores"] = dataclasses.replace(builtin, split_scores=True)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(builtin, block_n=32, split_min_tokens=32,

@@ -185,7 +185,7 @@ def _split_kv_kernel(
 
 @triton.jit
 def _persistent_kernel(
-    Q, KV, V, KV_SCALE, KV_INDPTR, KV_INDICES, WORK_INDPTR, WORK_INFO, OUT, PART_OUT, PART_LSE, SCRATCH,
+    Q, KV, V, KV_SCALE, KV_INDPTR, KV_INDICES, WORK_INDPTR, WORK_INFO, OUT, PART_OUT, PART_LSE,
     sm_scale_log2,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok, stride_ot, stride_oh,
     INFO_COLS: tl.constexpr,
@@ -193,13 +193,12 @@ def _persistent_kernel(
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr,
-    D_ROPE: tl.constexpr, SPLIT_SCORES: tl.constexpr,
+    D_ROPE: tl.constexpr,
     PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
         gdc_launch_dependents()
     pid = tl.program_id(0)
-    scratch = SCRATCH + pid * (2 * (BLOCK_M * BLOCK_N + BLOCK_M))  # this program's (SPLIT_SCORES)
     first = tl.load(WORK_INDPTR + pid)
     last = tl.load(WORK_INDPTR + pid + 1)
     kv_scale = _load_kv_scale(KV_SCALE, HAS_SCALE)
@@ -216,7 +215,7 @@ def _persistent_kernel(
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
             QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE, scratch, SPLIT_SCORES,
+            TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -539,15 +538,10 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     pdl = schedule.num_reduce > 0 and _dependent_launch(config, q.device)
-    block_m = _tile_rows(qlen, hpg)
-    split_scores = config.split_scores and not config.tokens_as_m and nvidia_gpu(q.device)  # PTX in the kernel
-    scratch = (torch.empty(schedule.num_programs * 2 * (block_m * config.block_n + block_m), dtype=torch.float32,
-                           device=q.device) if split_scores else workspace.partial_lse)
     _persistent_kernel[(schedule.num_programs,)](
         q, kv.kv_buffer, kv.kv_buffer, scale_ptr, kv.kv_indptr, kv.kv_indices, schedule.work_indptr, schedule.work_info,
-        out, workspace.partial_out, workspace.partial_lse, scratch,
-        INFO_COLS=WORK_INFO_COLS, QLEN=qlen, HPG=hpg, BLOCK_M=block_m, BLOCK_N=config.block_n,
-        SPLIT_SCORES=split_scores,
+        out, workspace.partial_out, workspace.partial_lse,
+        INFO_COLS=WORK_INFO_COLS, QLEN=qlen, HPG=hpg, BLOCK_M=_tile_rows(qlen, hpg), BLOCK_N=config.block_n,
         # item boundaries are multiples of the granularity; blocks stay inside a page only if
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
