@@ -54,6 +54,9 @@
 #               that shape (moe_plan.deterministic_split1; results/examples/moe-det-split-h100). Now with GEMM2's K
 #               split 2 / 4 ways for every batch instead of y in fp32 (predicted: gpt-oss-120b TP1 x 1 token 1.38x ->
 #               1.15-1.25x, 1024 tokens +5-10%; about 300 s on an H100)
+#   det-builtin triton and triton_det alone, batch-invariance gate on, at 1, 64, 1024 tokens (3 shapes): triton_det as
+#               built in, GEMM2's K split in two at gpt-oss-120b TP1 (moe_plan.deterministic_split2; H200 2026-12-06 as
+#               triton_det_split2x2: 1.36x -> 1.15x triton's time at 1 token; about 150 s on an H200)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
@@ -214,6 +217,7 @@ for part in "$@"; do
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla/*.txt > "$OUT/ncu-mla/digest.md"
             (cd "$OUT" && tar czf ncu-mla.tgz ncu-mla && rm -rf ncu-mla) ;;
         det) rows builtin 1,64,1024 1,8 triton,triton_det,triton_det_full_split,triton_det_split2x2,triton_det_split2x4 ;;
+        det-builtin) rows builtin 1,64,1024 1,8 triton,triton_det ;;
         split)
             force two_mul '{"one_mul": false}'
             force natural_k '{"split_pairs": false}'

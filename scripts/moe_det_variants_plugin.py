@@ -17,6 +17,10 @@ on 132 SMs), which is where its 1-token price (1.38x) is likely spent; the split
 Predicted (untimed): gpt-oss-120b TP1 x 1 token 1.38x -> 1.15-1.25x, 64 tokens within +5%, 1024 tokens +5-10% (fp32
 y, 100-200 MB more traffic per call there); DeepSeek-R1 and gpt-oss-120b TP8 (896 / 192 programs, 7 / 3 K steps) no
 gain at 1 token and a loss at 1024.
+H200 (2026-12-06, `det`, results/examples/moe-det-split-h200): split in two took gpt-oss-120b TP1 from 1.36 / 1.23 /
+1.08x to 1.15 / 1.24 / 1.13x at 1 / 64 / 1024 tokens (predicted 1.15-1.25x at 1 token) and lost on the other two
+shapes (1.25-1.65x); 4 ways lost to 2 everywhere. Built in where it won (moe_plan.deterministic_split2: gpt-oss-120b
+TP1), so `triton_det_split2x2` now differs from triton_det on the other two shapes only.
 (The variants this file held before, triton_det in the decode pipeline on the layout's bytes and on fragments, lost:
 1.44-2.17x and 1.12-1.61x triton's time, where triton_det paid 0.94-1.42x.)
 

@@ -92,8 +92,9 @@ def test_deterministic_plan_fixes_what_the_default_plan_varies():
         one, many = (moe_plan.deterministic_plan(tokens, TOPK, EXPERTS, inter, hidden) for tokens in (1, 4096))
         moe_plan.check_config(one, inter, hidden)
         assert dataclasses.replace(one, inline=False) == many and one.inline and not many.inline
-        assert (many.split2, many.fused_combine, many.bm) == (1, False, moe_plan.DETERMINISTIC_BM)
+        assert (many.fused_combine, many.bm) == (False, moe_plan.DETERMINISTIC_BM)
         assert many.split1 == moe_plan.deterministic_split1(TOPK, EXPERTS, inter, hidden)
+        assert many.split2 == moe_plan.deterministic_split2(TOPK, EXPERTS, inter, hidden)
     # the 1-token plan's K split, half or whole: DeepSeek-R1 TP8 (256 experts, top 8, inter 256, hidden 7168) splits
     # GEMM1's K 8 ways at 1 token, half of that is 128 programs on 132 SMs, and 8 splits keep 7 K steps each: whole
     assert moe_plan.heuristic_plan(1, 8, 256, 256, 7168).split1 == 8
@@ -101,6 +102,11 @@ def test_deterministic_plan_fixes_what_the_default_plan_varies():
     assert moe_plan.deterministic_plan(1, 8, 256, 256, 7168, num_sms=100).split1 < 8  # half fills 100 SMs
     # gpt-oss-120b TP8 padded: half is 96 programs, but 8 splits would keep 3 K steps each: half; TP1: 368 programs
     assert [moe_plan.deterministic_plan(1, 4, 128, inter, 3072).split1 for inter in (384, 2944)] == [4, 2]
+    # GEMM2's K in two halves only at gpt-oss-120b TP1 padded (192 programs unsplit, 23 K steps); TP8 keeps 3 K steps
+    # in all and DeepSeek-R1 TP8 runs 896 programs unsplit
+    assert [moe_plan.deterministic_plan(1, 4, 128, inter, 3072).split2 for inter in (384, 2944)] == [1, 2]
+    assert moe_plan.deterministic_plan(1, 8, 256, 256, 7168).split2 == 1
+    assert moe_plan.deterministic_plan(1, 4, 128, 2944, 3072, num_sms=64).split2 == 1  # 192 programs fill 64 SMs
     # on NVIDIA, re-tiled: the same plan on fragments with one pipeline for every batch (K steps of 2 MX blocks, as
     # unpadded gpt-oss-120b has, keep the layout's bytes)
     for (hidden, inter), fragments in (((128, 128), True), ((3072, 2944), True), ((2880, 2880), False),

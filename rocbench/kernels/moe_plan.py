@@ -349,13 +349,32 @@ def deterministic_split1(topk: int, experts: int, inter: int, hidden: int, num_s
     return one_token.split1 if under_one_wave and long_splits else half
 
 
+# K steps each half of an unsplit GEMM2 must keep for triton_det to split it in two (gpt-oss-120b TP8: 3 in all)
+SPLIT2_MIN_KSTEPS = 4
+
+
+def deterministic_split2(topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132) -> int:
+    """triton_det's GEMM2 K split, a function of the shape and the SM count only: 2 where an unsplit 1-token GEMM2 runs
+    under two waves of programs and each half keeps SPLIT2_MIN_KSTEPS K steps or more, else none (its partials are then
+    fp32 for every batch: MoeConfig.narrow_y applies only unsplit). H200, kernel_us over triton's, batch-invariance gate
+    on, 9/9 invariant (2026-12-06, scripts/device_moe.sh det, results/examples/moe-det-split-h200): gpt-oss-120b TP1
+    (192 programs, 23 K steps) 1.36 / 1.23 / 1.08x at 1 / 64 / 1024 tokens unsplit, 1.15 / 1.24 / 1.13x split in two;
+    gpt-oss-120b TP8 (192 programs, 3 steps) 1.27 / 1.18 / 1.12x unsplit, 1.25 / 1.34 / 1.46x in two; DeepSeek-R1 TP8
+    (896 programs) 1.22 / 1.20 / 1.11x unsplit, 1.41 / 1.43 / 1.65x in two; 4 ways lost to 2 everywhere."""
+    tiles = _shape_tiles(inter, hidden)
+    programs2 = _programs_per_split(1, topk, experts, inter, hidden, DETERMINISTIC_BM, tiles["bn1"], tiles["bn2"])[1]
+    long_halves = inter // 32 // tiles["nb2"] // 2 >= SPLIT2_MIN_KSTEPS
+    return 2 if programs2 < 2 * num_sms and long_halves else 1
+
+
 def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden: int, num_sms: int = 132,
                        cache_hint: bool = False, retiled: bool = False) -> MoeConfig:
     """One arithmetic for every batch (deterministic inference): a token's output is bitwise the same whatever
     else is in the batch. Every choice that touches a float -- tiles, BM, K splits -- is a function of the model's
     shape and the GPU's SM count, never of the token count: a fixed BM (the dots compile once; the MMA computes
     each token's column on its own, so its place in the tile and the masked-out padding columns change nothing),
-    a fixed GEMM1 K split summed in split order, no GEMM2 split, and the separate combine kernel (the top-k sum
+    a fixed GEMM1 K split summed in split order, a fixed GEMM2 K split (deterministic_split2; mostly none), and the
+    separate combine kernel (the top-k sum
     in slot order). Only the routing follows the batch, and routing moves integers: inline for a few pairs,
     the block table above, exactly as the default plan routes.
 
@@ -377,7 +396,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     and with it the batch invariance, is the plan's above."""
     plan = MoeConfig(bm=DETERMINISTIC_BM, **_shape_tiles(inter, hidden),
                      split1=deterministic_split1(topk, experts, inter, hidden, num_sms),
-                     split2=1, inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False, narrow_y=True)
+                     split2=deterministic_split2(topk, experts, inter, hidden, num_sms),
+                     inline=tokens * topk <= INLINE_ROUTE_MAX_PAIRS, fused_combine=False, narrow_y=True)
     # one pipeline for every batch: the register prefetch, the default plans' best up to 8192 pairs
     return _on_fragments(plan, inter, hidden, FRAGMENT_PREFETCH) if retiled and cache_hint else plan
 
