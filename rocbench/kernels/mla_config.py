@@ -99,6 +99,9 @@ BF16_TWO_PER_SM_CONFIG = MlaKernelConfig(num_warps=4, programs_per_sm=2)
 # (nhead 16 x qlen 2, batch 32) 63.8 vs 84.6. At batch 2 8 warps stay ahead (17.9 vs 19.7; batch 1 15.9 vs 16.1, batch 4 equal)
 # (mla-variants-h200/rows32.jsonl; `--tune` found it)
 BF16_SMALL_BATCH_MAX = 4
+# Its SASS computes Q@K^T in both warp groups (Triton gives a dot that feeds another all warps along M: 72 64x32x16
+# wgmmas per warp group and block where 36 would do). Splitting S between them, P shared through a per-program
+# scratch, needed six more barriers per block: H200 13-21% slower in bf16, 28-37% in fp8 (mla-split-scores-ab-h200)
 BF16_LARGE_TILE_CONFIG = MlaKernelConfig(max_tile_rows=64, block_n=64)
 # fp8 KV, converted for the MMAs: Triton keeps a single fp8 latent load that feeds both MMAs
 # synchronous (see mla_attend.attend_kv_range), so either prefetch one block ahead in registers or load the
@@ -277,7 +280,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 "rows16,2/sm": c(max_tile_rows=16, programs_per_sm=2),
                 # 32 rows (nhead 32): the block's tokens on wgmma's M side instead of the row form's mma.sync, as fp8
                 # takes it. Offline sm_90 SASS (Triton 3.6, persistent, batch 64): 1361 -> 1282 instructions per warp
-                # and 64-token block, 255 registers, no local memory (with 1 stage it spills); never timed for bf16
+                # and 64-token block, 255 registers, no local memory (with 1 stage it spills). H200 `--tune` (kernel us,
+                # persistent, batch 64 skewed, 2026-12-06, device_moe.sh mla-tune32): 137.8 against the built-in's 115.3
                 "tokens_as_m,2/sm": c(tokens_as_m=True, num_warps=4, programs_per_sm=2)})
     builtin = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
     if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:
