@@ -53,7 +53,9 @@
 #               the whole split again 1.39x -> 1.21x at DeepSeek-R1 x 1 token, 1.10 / 1.16x at 64 / 1024: built in for
 #               that shape (moe_plan.deterministic_split1; results/examples/moe-det-split-h100). Now with GEMM2's K
 #               split 2 / 4 ways for every batch instead of y in fp32 (predicted: gpt-oss-120b TP1 x 1 token 1.38x ->
-#               1.15-1.25x, 1024 tokens +5-10%; about 300 s on an H100)
+#               1.15-1.25x, 1024 tokens +5-10%; about 300 s on an H100). H200 (2026-12-06, 366 s): split in two 1.36x ->
+#               1.15x at gpt-oss-120b TP1 x 1 token, +1% / +5% at 64 / 1024, lost elsewhere: built in for TP1
+#               (moe_plan.deterministic_split2; results/examples/moe-det-split-h200)
 #   det-builtin triton and triton_det alone, batch-invariance gate on, at 1, 64, 1024 tokens (3 shapes): triton_det as
 #               built in, GEMM2's K split in two at gpt-oss-120b TP1 (moe_plan.deterministic_split2; H200 2026-12-06 as
 #               triton_det_split2x2: 1.36x -> 1.15x triton's time at 1 token; about 150 s on an H200)

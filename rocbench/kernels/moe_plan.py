@@ -374,9 +374,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     shape and the GPU's SM count, never of the token count: a fixed BM (the dots compile once; the MMA computes
     each token's column on its own, so its place in the tile and the masked-out padding columns change nothing),
     a fixed GEMM1 K split summed in split order, a fixed GEMM2 K split (deterministic_split2; mostly none), and the
-    separate combine kernel (the top-k sum
-    in slot order). Only the routing follows the batch, and routing moves integers: inline for a few pairs,
-    the block table above, exactly as the default plan routes.
+    separate combine kernel (the top-k sum in slot order). Only the routing follows the batch, and routing moves
+    integers: inline for a few pairs, the block table above, exactly as the default plan routes.
 
     GEMM1's K split is half the 1-token plan's: without it a 1-token call had too few programs to stream the
     weights (H200, kernel_us, x the default plan: 1.6x at gpt-oss-120b TP1, 3.3x at TP8, 3.6x at DeepSeek-R1
@@ -385,7 +384,8 @@ def deterministic_plan(tokens: int, topk: int, experts: int, inter: int, hidden:
     (results/examples/moe-tiles-h200/det-splits.jsonl). Where half leaves a 1-token GEMM1 under one wave and the
     whole split keeps long K ranges, the whole split (deterministic_split1).
 
-    GEMM2's y is stored in x's dtype (narrow_y) for every batch: per pair, so the same bits whatever the batch. H100,
+    Unsplit, GEMM2's y is stored in x's dtype (narrow_y) for every batch: per pair, so the same bits whatever the batch
+    (a split GEMM2's partials stay fp32, for every batch too). H100,
     kernel_us, against y in fp32 (2026-12-05, scripts/device_moe.sh det, all batch-invariant): 1024 tokens
     gpt-oss-120b TP1 1233.9 -> 1209.4, TP8 255.5 -> 218.1, DeepSeek-R1 TP8 738.0 -> 644.6 (1.34x / 1.20x the default
     plan's time -> 1.15x / 1.05x); 1 and 64 tokens within +-2.5% except gpt-oss-120b TP8 x 64, 129.0 -> 138.9.
