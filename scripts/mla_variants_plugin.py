@@ -18,12 +18,27 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
+- `triton_gluon_ws` (persistent, bf16, 64-row tiles, Hopper): the same schedule and reduce with the attention kernel
+  written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp consumers each
+  owning half the output channels and syncing only with the producer (mbarriers), where the product's 8-warp tile
+  stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). Offline sm_90 (Triton 3.6): 651 instructions per
+  consumer warp and block, 52 64x64x16 wgmmas (Q@K^T issued together and waited for once, P@V likewise), no CTA
+  barrier in the loop, 221 KB of shared memory, setmaxnreg 232 / 40. Untimed; predicted nhead 128 batch 64 286 ->
+  ~150-200 us (the tensor work is the product's, Q@K^T in both consumers), nhead 64 178 -> ~120-140.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
+import sys
+from pathlib import Path
 
+import torch
+
+from rocbench.core.suite import Prepared
 from rocbench.plugin import backends
 from rocbench.suites.mla.backends import TritonMla
+from rocbench.suites.mla.suite import SM_SCALE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/mla_gluon_ws.py, imported where it runs
 
 
 def _variant(name: str, description: str, **fields) -> type:
@@ -42,3 +57,41 @@ _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two pro
          fp8_qk_one_product=False)
 _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 32-token blocks, its reduce loading "
          "128 partials at once (an A/B plugin)", block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
+
+
+@backends("mla").register
+class TritonGluonWs(TritonMla):
+    name = "triton_gluon_ws"
+    description = "triton's persistent schedule and reduce, the 64-row bf16 tile in warp-specialized Gluon (an A/B plugin)"
+    platforms = ("cuda",)
+
+    def unsupported_reason(self, case, platform):
+        arch = platform.arch or ""
+        if platform.kind != "cuda" or not arch.startswith("sm_9"):
+            return f"a Hopper (sm_90) kernel; this platform is {platform.label}"
+        if not case["persist"]:
+            return "the persistent kernel only"
+        if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] != torch.bfloat16:
+            return "bf16 q and KV only"
+        if case["qlen"] != 1 or case["nhead"] % 64:
+            return "qlen 1 and a multiple of 64 heads only (the 64-row tile)"
+        if case["page_size"] % 64:
+            return "pages of a multiple of 64 tokens only (a KV block is one page's TMA box)"
+        return None
+
+    def prepare(self, case, io, ctx):
+        import mla_gluon_ws
+
+        from rocbench.kernels import mla_config as kc
+        from rocbench.kernels import mla_decode as k
+
+        config = kc.BF16_LARGE_TILE_CONFIG
+        lens = [int(x) for x in io.kv.seq_lens.cpu()]
+        schedule = k.build_persistent_schedule(lens, 1, case["nhead"], ctx.platform.grid_sms, config,
+                                               kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
+        workspace = k.alloc_persistent_workspace(schedule, ctx.device)
+
+        def run():
+            return mla_gluon_ws.run(io.q, io.kv, schedule, SM_SCALE, io.out, workspace)
+        return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
+                             f"partials={schedule.num_partials} heads/group=64; Gluon, warp-specialized")

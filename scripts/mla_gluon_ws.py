@@ -1,0 +1,236 @@
+"""An A/B kernel for issue 22 (not the product's): the persistent MLA decode's 64-row bf16 tile written in Gluon
+(Triton 3.6's lower-level language), warp-specialized, Hopper only.
+
+Why: Nsight Compute (results/examples/ncu-mla-h200, 2026-12-06) has the product's 64-row tile (nhead 64 / 128) stalling
+most at the CTA barrier that guards each pipeline stage: one 8-warp program per SM, both warp groups in lockstep, loads
+issued by the same warps that compute. Triton's own warp specialization does not take this loop (the correction after
+round 10 in results/examples/mla-variants-h200). Here the roles are explicit:
+- a 1-warp producer partition streams q and the KV blocks by TMA into a 2-stage ring (mbarriers, no CTA barrier);
+- two 4-warp consumer partitions each own half of the 512 output channels (four [64, 64] fp32 accumulators) and each
+  computes the whole S = q K^T for itself (as the product's tile does: Triton gives both warp groups all of S), its
+  own online softmax, and its half of P V; they sync only with the producer.
+The paged KV goes through a 3-D descriptor over the page pool ([pages, page_size, 576], 64 x 64 boxes): a sequence's
+last, partial block is read from 64 - n tokens before its page position, so the rows before the page are TMA's zeros
+and no row past the sequence's end is read (the cache past it may hold anything, NaN in the tests).
+
+Scope: bf16 q and KV, qlen 1, nhead a multiple of 64, page_size a multiple of 64, the product's persistent schedule
+(rocbench.formats.mla_schedule) built for the 64-row tile, and the product's reduce for split units. Elsewhere the
+plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported. Gated like `triton`.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from rocbench.formats.mla_schedule import WORK_INFO_COLS
+from rocbench.formats.paged_kv import KV_LORA_RANK, QK_ROPE_DIM
+
+TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (host side)
+BLOCK = gl.constexpr(TILE)
+BOXES = gl.constexpr((KV_LORA_RANK + QK_ROPE_DIM) // 64)  # 9: eight latent boxes, one rope box
+HALF = gl.constexpr(KV_LORA_RANK // 64 // 2)  # 4: latent boxes per consumer (its 256 output channels)
+STAGES = gl.constexpr(2)
+NEG_BIG = gl.constexpr(-1.0e30)
+D_LATENT = gl.constexpr(KV_LORA_RANK)
+
+
+@gluon.jit
+def _program_items(WORK_INDPTR):
+    """This program's work items [first, last) of the schedule (the same walk in every partition)."""
+    pid = gl.program_id(0)
+    return gl.load(WORK_INDPTR + pid), gl.load(WORK_INDPTR + pid + 1)
+
+
+@gluon.jit
+def _work_item(WORK_INFO, item, INFO_COLS: gl.constexpr):
+    """(sequence, head group, kv_start, kv_end, partial slot or -1): rocbench.formats.mla_schedule's WI_* columns."""
+    info = WORK_INFO + item * INFO_COLS
+    return gl.load(info + 0), gl.load(info + 1), gl.load(info + 2), gl.load(info + 3), gl.load(info + 4)
+
+
+@gluon.jit
+def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
+    """The loads: q once per work item, the KV blocks through the ring, each completion signalled by the TMA."""
+    q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
+    q_full, q_empty, kv_full, kv_empty = bars
+    first, last = _program_items(WORK_INDPTR)
+    it = 0
+    for item in range(first, last):
+        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
+        page_start = gl.load(KV_INDPTR + b)
+        n_item = item - first
+        # q of this item, once both consumers released the last one (mbarriers start at phase 1 complete)
+        mbarrier.wait(q_empty, (n_item & 1) ^ 1)
+        mbarrier.expect(q_full, BOXES * q_desc.block_type.nbytes)
+        for j in gl.static_range(BOXES):
+            tma.async_copy_global_to_shared(q_desc, [b * nhead + g * BLOCK, j * BLOCK], q_full, q_smem.index(j))
+        for start in range(kv_start, kv_end, BLOCK):
+            stage = it % STAGES
+            mbarrier.wait(kv_empty.index(stage), ((it // STAGES) & 1) ^ 1)
+            page = gl.load(KV_INDICES + page_start + start // PAGE_SIZE)
+            # a partial last block ends at kv_end: its rows before the page are out of bounds (zeros)
+            tok = start % PAGE_SIZE + gl.minimum(kv_end - start, BLOCK) - BLOCK
+            bar = kv_full.index(stage)
+            mbarrier.expect(bar, BOXES * kv_desc.block_type.nbytes)
+            for j in gl.static_range(BOXES):
+                tma.async_copy_global_to_shared(kv_desc, [page, tok, j * BLOCK], bar, kv_smem.index(stage * BOXES + j))
+            it += 1
+
+
+@gluon.jit
+def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
+    """One consumer warp group: channels DV_BASE * 64 .. + 256 of the output for every item of this program."""
+    q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
+    OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:]
+    q_full, q_empty, kv_full, kv_empty = bars
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    rows_l: gl.constexpr = gl.SliceLayout(1, mma)
+    cols_l: gl.constexpr = gl.SliceLayout(0, mma)
+    rows = gl.arange(0, BLOCK, layout=rows_l)
+    cols = gl.arange(0, BLOCK, layout=cols_l)
+    first, last = _program_items(WORK_INDPTR)
+    it = 0
+    for item in range(first, last):
+        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
+        mbarrier.wait(q_full, (item - first) & 1)
+        m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
+        l_i = gl.zeros([BLOCK], gl.float32, rows_l)
+        acc0 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+        acc1 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+        acc2 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+        acc3 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+        for start in range(kv_start, kv_end, BLOCK):
+            stage = it % STAGES
+            mbarrier.wait(kv_full.index(stage), (it // STAGES) & 1)
+            s = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+            for j in gl.static_range(BOXES):  # issued together, waited for once
+                s = warpgroup_mma(q_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
+                                  is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
+            # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
+            first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
+            visible = (first_tok + cols) >= start
+            s = gl.where(visible[None, :], s * qk_scale, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            alpha = gl.exp2(m_i - m_new)
+            p = gl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
+            p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
+            base = stage * BOXES + DV_BASE
+            acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
+            acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
+            acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
+            acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
+            acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
+            mbarrier.arrive(kv_empty.index(stage), count=1)
+            it += 1
+        mbarrier.arrive(q_empty, count=1)
+        _store(acc0, l_i, m_i, 0, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
+        _store(acc1, l_i, m_i, 1, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
+        _store(acc2, l_i, m_i, 2, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
+        _store(acc3, l_i, m_i, 3, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
+
+
+@gluon.jit
+def _kv_box(kv_smem, i):
+    """Box i of the KV ring as a [64, 64] operand (the TMA writes it as [1, 64, 64], a page's slice)."""
+    return kv_smem.index(i).reshape([BLOCK, BLOCK])
+
+
+@gluon.jit
+def _store(acc, l_i, m_i, box, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+           DV_BASE: gl.constexpr):
+    """64 output channels of the tile: the final output (slot < 0) or a partial and its log2-sum-exp."""
+    d = (DV_BASE + box) * BLOCK + cols
+    if slot < 0:
+        o = acc / l_i[:, None]
+        off = b.to(gl.int64) * stride_ot + (g * BLOCK + rows).to(gl.int64) * stride_oh
+        gl.store(OUT + off[:, None] + d[None, :], o.to(OUT.dtype.element_ty))
+    else:
+        has = l_i > 0.0
+        o = gl.where(has[:, None], acc / gl.where(has, l_i, 1.0)[:, None], 0.0)
+        base = slot.to(gl.int64) * BLOCK
+        gl.store(PART_OUT + (base + rows)[:, None] * D_LATENT + d[None, :], o)
+        if DV_BASE == 0 and box == 0:
+            lse = gl.where(has, m_i + gl.log2(gl.where(has, l_i, 1.0)), float("-inf"))
+            gl.store(PART_LSE + base + rows, lse)
+
+
+@gluon.jit
+def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
+    _consumer(shared, 0, INFO_COLS)
+
+
+@gluon.jit
+def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
+    _consumer(shared, HALF, INFO_COLS)
+
+
+@gluon.jit
+def _kernel(q_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
+            nhead, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
+    q_smem = gl.allocate_shared_memory(gl.bfloat16, [BOXES, BLOCK, BLOCK], q_desc.layout)
+    kv_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+    q_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    kv_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_full, count=1)
+    mbarrier.init(q_empty, count=2)  # both consumers release q
+    for i in gl.static_range(STAGES):
+        mbarrier.init(kv_full.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=2)  # both consumers release a stage
+    fence_async_shared()
+    shared = (q_desc, kv_desc, q_smem, kv_smem, (q_full, q_empty, kv_full, kv_empty), WORK_INDPTR, WORK_INFO,
+              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale)
+    args = (shared, PAGE_SIZE, INFO_COLS)  # the worker partitions take the same arguments
+    gl.warp_specialize([(_first_consumer, args), (_second_consumer, args), (_producer, args)], [4, 1], [232, 40])
+
+
+def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
+    if not (torch.cuda.is_available() and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
+        return "a Hopper (sm_90) kernel"
+    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype != torch.bfloat16:
+        return "bf16 q and KV only"
+    if qlen != 1 or q.shape[1] % TILE:
+        return "qlen 1 and a multiple of 64 heads only"
+    if kv.page_size % TILE:
+        return "pages of a multiple of 64 tokens only (a block is one TMA box of one page)"
+    return None
+
+
+def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> torch.Tensor:
+    """The persistent decode with this kernel and the product's reduce; schedule and workspace as for
+    rocbench.kernels.mla_decode.mla_decode_persistent with the 64-row tile (heads_per_group 64)."""
+    from rocbench.kernels import mla_decode as k
+
+    assert schedule.heads_per_group == TILE and schedule.kv_granularity % TILE == 0
+    layout = gl.NVMMASharedLayout.get_default_for([TILE, TILE], gl.bfloat16)
+    q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
+    q_desc = TensorDescriptor.from_tensor(q2d, [TILE, TILE], layout)
+    kv3d = kv.kv_buffer
+    kv_layout = gl.NVMMASharedLayout.get_default_for([1, TILE, TILE], gl.bfloat16)
+    kv_desc = TensorDescriptor.from_tensor(kv3d, [1, TILE, TILE], kv_layout)
+    log2e = 1.4426950408889634
+    _kernel[(schedule.num_programs,)](
+        q_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
+        workspace.partial_out, workspace.partial_lse, q.shape[1], out.stride(0), out.stride(1), sm_scale * log2e,
+        PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
+    if schedule.num_reduce > 0:
+        shape = k.reduce_shape(schedule.num_reduce * schedule.rows_per_item, invariant=False)
+        k._reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
+            out, workspace.partial_out, workspace.partial_lse,
+            schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
+            out.stride(0), out.stride(1), QLEN=1, HPG=TILE, D_LATENT=KV_LORA_RANK, COLS=shape.cols,
+            CHUNK=shape.chunk, PDL=False, num_warps=4)
+    return out
+
+
+__all__ = ["run", "unsupported_reason", "triton"]
