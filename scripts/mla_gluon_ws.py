@@ -13,9 +13,14 @@ The paged KV goes through a 3-D descriptor over the page pool ([pages, page_size
 last, partial block is read from 64 - n tokens before its page position, so the rows before the page are TMA's zeros
 and no row past the sequence's end is read (the cache past it may hold anything, NaN in the tests).
 
-Scope: bf16 q and KV, qlen 1, nhead a multiple of 64, page_size a multiple of 64, the product's persistent schedule
-(rocbench.formats.mla_schedule) built for the 64-row tile, and the product's reduce for split units. Elsewhere the
-plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported. Gated like `triton`.
+fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the product's
+64-row tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as loaded, the low part's product
+accumulated onto the high part's, and each consumer converts its half of V to fp16 into its own shared buffer and
+releases the stage before its softmax.
+
+Scope: bf16 q, bf16 or e4m3fn KV, qlen 1, nhead a multiple of 64, page_size a multiple of 64, the product's persistent
+schedule (rocbench.formats.mla_schedule) built for the 64-row tile, and the product's reduce for split units. Elsewhere
+the plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported. Gated like `triton`.
 """
 from __future__ import annotations
 
@@ -27,8 +32,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                               warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+import triton.language as tl
+
 from rocbench.formats.mla_schedule import WORK_INFO_COLS
 from rocbench.formats.paged_kv import KV_LORA_RANK, QK_ROPE_DIM
+from rocbench.kernels.mla_attend import _split_q_fp8
 
 TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (host side)
 BLOCK = gl.constexpr(TILE)
@@ -55,9 +63,13 @@ def _work_item(WORK_INFO, item, INFO_COLS: gl.constexpr):
 
 @gluon.jit
 def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    """The loads: q once per work item, the KV blocks through the ring, each completion signalled by the TMA."""
+    """The loads: q once per work item (FP8: its two fp8 parts), the KV blocks through the ring, each completion
+    signalled by the TMA."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
+    q_lo_desc = shared[21]
+    q_lo_smem = shared[16]
     q_full, q_empty, kv_full, kv_empty = bars
+    FP8: gl.constexpr = kv_desc.dtype.is_fp8()
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
@@ -66,9 +78,12 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
         n_item = item - first
         # q of this item, once both consumers released the last one (mbarriers start at phase 1 complete)
         mbarrier.wait(q_empty, (n_item & 1) ^ 1)
-        mbarrier.expect(q_full, BOXES * q_desc.block_type.nbytes)
+        mbarrier.expect(q_full, (2 if FP8 else 1) * BOXES * q_desc.block_type.nbytes)
         for j in gl.static_range(BOXES):
             tma.async_copy_global_to_shared(q_desc, [b * nhead + g * BLOCK, j * BLOCK], q_full, q_smem.index(j))
+            if FP8:
+                tma.async_copy_global_to_shared(q_lo_desc, [b * nhead + g * BLOCK, j * BLOCK], q_full,
+                                                q_lo_smem.index(j))
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % STAGES
             mbarrier.wait(kv_empty.index(stage), ((it // STAGES) & 1) ^ 1)
@@ -84,12 +99,18 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
 
 @gluon.jit
 def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
-    """One consumer warp group: channels DV_BASE * 64 .. + 256 of the output for every item of this program."""
+    """One consumer warp group: channels DV_BASE * 64 .. + 256 of the output for every item of this program. FP8: q's
+    two fp8 parts' products with the fp8 KV tile as loaded, V converted to fp16 into this group's own buffer."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
-    OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:]
+    OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
+    q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
     q_full, q_empty, kv_full, kv_empty = bars
+    FP8: gl.constexpr = kv_desc.dtype.is_fp8()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
+    qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
+    qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
     rows_l: gl.constexpr = gl.SliceLayout(1, mma)
     cols_l: gl.constexpr = gl.SliceLayout(0, mma)
     rows = gl.arange(0, BLOCK, layout=rows_l)
@@ -99,6 +120,12 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     for item in range(first, last):
         b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
         mbarrier.wait(q_full, (item - first) & 1)
+        if FP8:  # q's per-row part scales (the KV scale and the softmax's folded into the low part's)
+            kv_scale = gl.load(KV_SCALE)
+            row0 = b.to(gl.int64) * nhead + g * BLOCK
+            lo_scale = gl.load(LO_SCALE + row0 + rows)
+            hi_over_lo = gl.convert_layout(gl.load(HI_SCALE + row0 + rows) / lo_scale, gl.SliceLayout(1, qk_mma))
+            lo_scale = lo_scale * (qk_scale * kv_scale)
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
@@ -108,30 +135,55 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % STAGES
             mbarrier.wait(kv_full.index(stage), (it // STAGES) & 1)
-            s = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+            s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
             for j in gl.static_range(BOXES):  # issued together, waited for once
                 s = warpgroup_mma(q_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
                                   is_async=True)
-            s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
+            if FP8:  # the low part's product accumulated onto the high part's, rescaled: one product live
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo[:, None]
+                for j in gl.static_range(BOXES):
+                    s = warpgroup_mma(q_lo_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
+                                      is_async=True)
+                s = gl.convert_layout(warpgroup_mma_wait(num_outstanding=0, deps=[s]), mma) * lo_scale[:, None]
+                for j in gl.static_range(HALF):  # this group's V boxes, fp8 -> fp16, into its own buffer
+                    v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
+                    v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
+                fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
+                mbarrier.arrive(kv_empty.index(stage), count=1)
+            else:
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
             # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             visible = (first_tok + cols) >= start
-            s = gl.where(visible[None, :], s * qk_scale, float("-inf"))
+            s = gl.where(visible[None, :], s, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
             alpha = gl.exp2(m_i - m_new)
             p = gl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
-            p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
-            base = stage * BOXES + DV_BASE
-            acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
-            acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
-            acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
-            acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
+            if FP8:
+                p_a = gl.convert_layout(p.to(gl.float16), p_op)
+                acc0 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
+                acc1 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
+                acc2 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
+                acc3 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
+            else:
+                p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
+                base = stage * BOXES + DV_BASE
+                acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
+                acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
+                acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
+                acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
             acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
-            mbarrier.arrive(kv_empty.index(stage), count=1)
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
         mbarrier.arrive(q_empty, count=1)
+        if FP8:  # the KV scale of V
+            acc0 = acc0 * kv_scale
+            acc1 = acc1 * kv_scale
+            acc2 = acc2 * kv_scale
+            acc3 = acc3 * kv_scale
         _store(acc0, l_i, m_i, 0, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
         _store(acc1, l_i, m_i, 1, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
         _store(acc2, l_i, m_i, 2, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
@@ -174,10 +226,19 @@ def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
 
 
 @gluon.jit
-def _kernel(q_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
-            nhead, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    q_smem = gl.allocate_shared_memory(gl.bfloat16, [BOXES, BLOCK, BLOCK], q_desc.layout)
-    kv_smem = gl.allocate_shared_memory(gl.bfloat16, [STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
+            HI_SCALE, LO_SCALE, KV_SCALE, nhead, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
+            INFO_COLS: gl.constexpr):
+    FP8: gl.constexpr = kv_desc.dtype.is_fp8()
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BOXES, BLOCK, BLOCK], q_desc.layout)
+    kv_smem = gl.allocate_shared_memory(kv_desc.dtype, [STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+    if FP8:  # q's low part; each consumer's V in fp16 (4 boxes each)
+        q_lo_smem = gl.allocate_shared_memory(q_lo_desc.dtype, [BOXES, BLOCK, BLOCK], q_lo_desc.layout)
+        v16_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK], gl.float16)
+        v16_smem = gl.allocate_shared_memory(gl.float16, [2 * HALF, BLOCK, BLOCK], v16_layout)
+    else:
+        q_lo_smem = q_smem
+        v16_smem = q_smem
     q_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     kv_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -189,16 +250,35 @@ def _kernel(q_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT,
         mbarrier.init(kv_empty.index(i), count=2)  # both consumers release a stage
     fence_async_shared()
     shared = (q_desc, kv_desc, q_smem, kv_smem, (q_full, q_empty, kv_full, kv_empty), WORK_INDPTR, WORK_INFO,
-              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale)
+              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale,
+              q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE, q_lo_desc)
     args = (shared, PAGE_SIZE, INFO_COLS)  # the worker partitions take the same arguments
     gl.warp_specialize([(_first_consumer, args), (_second_consumer, args), (_producer, args)], [4, 1], [232, 40])
+
+
+@triton.jit
+def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, FP8_MAX: tl.constexpr):
+    """q's rows (64 per program) as two fp8 parts with per-row scales, as the product's 64-row fp8 tile splits them
+    (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale."""
+    rows = tl.program_id(0) * 64 + tl.arange(0, 64)
+    d = tl.arange(0, 512)
+    dr = tl.arange(0, 64)
+    q_nope = tl.load(Q + rows[:, None] * 576 + d[None, :])
+    q_pe = tl.load(Q + rows[:, None] * 576 + 512 + dr[None, :])
+    hi_nope, hi_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, HI.dtype.element_ty, FP8_MAX)
+    tl.store(HI + rows[:, None] * 576 + d[None, :], hi_nope)
+    tl.store(HI + rows[:, None] * 576 + 512 + dr[None, :], hi_pe)
+    tl.store(LO + rows[:, None] * 576 + d[None, :], lo_nope)
+    tl.store(LO + rows[:, None] * 576 + 512 + dr[None, :], lo_pe)
+    tl.store(HI_SCALE + rows, hi_scale)
+    tl.store(LO_SCALE + rows, lo_scale)
 
 
 def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
     if not (torch.cuda.is_available() and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
         return "a Hopper (sm_90) kernel"
-    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype != torch.bfloat16:
-        return "bf16 q and KV only"
+    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
+        return "bf16 q, bf16 or e4m3fn KV only"
     if qlen != 1 or q.shape[1] % TILE:
         return "qlen 1 and a multiple of 64 heads only"
     if kv.page_size % TILE:
@@ -206,23 +286,36 @@ def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
     return None
 
 
+def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float8_e4m3fn: gl.float8e4nv}[t.dtype]
+    return TensorDescriptor.from_tensor(t, block, gl.NVMMASharedLayout.get_default_for(block, dtype))
+
+
 def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> torch.Tensor:
     """The persistent decode with this kernel and the product's reduce; schedule and workspace as for
-    rocbench.kernels.mla_decode.mla_decode_persistent with the 64-row tile (heads_per_group 64)."""
+    rocbench.kernels.mla_decode.mla_decode_persistent with the 64-row tile (heads_per_group 64). fp8 KV: q split into
+    its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
     from rocbench.kernels import mla_decode as k
 
     assert schedule.heads_per_group == TILE and schedule.kv_granularity % TILE == 0
-    layout = gl.NVMMASharedLayout.get_default_for([TILE, TILE], gl.bfloat16)
+    fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
-    q_desc = TensorDescriptor.from_tensor(q2d, [TILE, TILE], layout)
-    kv3d = kv.kv_buffer
-    kv_layout = gl.NVMMASharedLayout.get_default_for([1, TILE, TILE], gl.bfloat16)
-    kv_desc = TensorDescriptor.from_tensor(kv3d, [1, TILE, TILE], kv_layout)
+    if fp8:
+        hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
+        hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
+        _split_q_kernel[(q2d.shape[0] // TILE,)](q2d, hi, lo, hi_scale, lo_scale,
+                                                FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max, num_warps=8)
+        q_desc, q_lo_desc = _descriptor(hi, [TILE, TILE]), _descriptor(lo, [TILE, TILE])
+        scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
+    else:
+        q_desc = q_lo_desc = _descriptor(q2d, [TILE, TILE])
+        scales = (workspace.partial_lse,) * 3  # unused
+    kv_desc = _descriptor(kv.kv_buffer, [1, TILE, TILE])
     log2e = 1.4426950408889634
     _kernel[(schedule.num_programs,)](
-        q_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
-        workspace.partial_out, workspace.partial_lse, q.shape[1], out.stride(0), out.stride(1), sm_scale * log2e,
-        PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
+        q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
+        workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], out.stride(0), out.stride(1),
+        sm_scale * log2e, PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
     if schedule.num_reduce > 0:
         shape = k.reduce_shape(schedule.num_reduce * schedule.rows_per_item, invariant=False)
         k._reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
@@ -233,4 +326,4 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     return out
 
 
-__all__ = ["run", "unsupported_reason", "triton"]
+__all__ = ["run", "unsupported_reason"]

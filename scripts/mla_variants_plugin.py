@@ -18,13 +18,16 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
-- `triton_gluon_ws` (persistent, bf16, 64-row tiles, Hopper): the same schedule and reduce with the attention kernel
-  written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp consumers each
-  owning half the output channels and syncing only with the producer (mbarriers), where the product's 8-warp tile
-  stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). Offline sm_90 (Triton 3.6): 651 instructions per
-  consumer warp and block, 52 64x64x16 wgmmas (Q@K^T issued together and waited for once, P@V likewise), no CTA
-  barrier in the loop, 221 KB of shared memory, setmaxnreg 232 / 40. Untimed; predicted nhead 128 batch 64 286 ->
-  ~150-200 us (the tensor work is the product's, Q@K^T in both consumers), nhead 64 178 -> ~120-140.
+- `triton_gluon_ws` (persistent, 64-row tiles, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
+  attention kernel written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp
+  consumers each owning half the output channels and syncing only with the producer (mbarriers), where the product's
+  8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). Offline sm_90 (Triton 3.6), per
+  consumer warp and 64-token block: bf16 651 instructions, 52 64x64x16 wgmmas (Q@K^T issued together and waited for
+  once, P@V likewise), no CTA barrier, 221 KB of shared memory, setmaxnreg 232 / 40; fp8 888 instructions, q's two fp8
+  parts as 36 64x64x32 fp8 wgmmas (one product, as the product's tile), V converted to fp16 into the consumer's own
+  buffer (37 local loads per block and 1 store: spilled values reloaded), 208 KB. Untimed; predicted bf16 nhead 128
+  batch 64 286 -> ~150-200 us (the tensor work is the product's, Q@K^T in both consumers), nhead 64 178 -> ~120-140;
+  fp8 at or under bf16's time.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -62,7 +65,7 @@ _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 3
 @backends("mla").register
 class TritonGluonWs(TritonMla):
     name = "triton_gluon_ws"
-    description = "triton's persistent schedule and reduce, the 64-row bf16 tile in warp-specialized Gluon (an A/B plugin)"
+    description = "triton's persistent schedule and reduce, the 64-row tile in warp-specialized Gluon (an A/B plugin)"
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):
@@ -71,8 +74,8 @@ class TritonGluonWs(TritonMla):
             return f"a Hopper (sm_90) kernel; this platform is {platform.label}"
         if not case["persist"]:
             return "the persistent kernel only"
-        if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] != torch.bfloat16:
-            return "bf16 q and KV only"
+        if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] not in (torch.bfloat16, torch.float8_e4m3fn):
+            return "bf16 q with bf16 or e4m3fn KV only"
         if case["qlen"] != 1 or case["nhead"] % 64:
             return "qlen 1 and a multiple of 64 heads only (the 64-row tile)"
         if case["page_size"] % 64:
