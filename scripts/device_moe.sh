@@ -86,8 +86,9 @@
 #               warp and two consumer warp groups that each own half the output channels, synced by mbarriers only) at
 #               nhead 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform / skewed, ctx 4096, persistent, gated, 60 s
 #               per row at most (a hang is a row). Offline sm_90: 651 (bf16) / 888 (fp8) instructions per consumer warp
-#               and block, no CTA barrier in the loop. Never run on a GPU before; predicted bf16 nhead 128 batch 64
-#               286 -> ~150-200 us, fp8 at or under bf16's time (about 120 s)
+#               and block, no CTA barrier in the loop. First its GPU tests (tests/test_mla_gluon_ws.py: partial last
+#               blocks, 128-token pages, split units). Never run on a GPU before; predicted bf16 nhead 128 batch 64
+#               286 -> ~150-200 us, fp8 at or under bf16's time (about 180 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
 #               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
@@ -244,6 +245,7 @@ for part in "$@"; do
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         mla-gluon-ws)
+            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon_ws.py 2>&1 | tail -6
             step 400 $PY -m rocbench mla --nhead 64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_gluon_ws \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;

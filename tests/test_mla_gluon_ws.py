@@ -1,0 +1,52 @@
+"""The Gluon A/B kernel of scripts/mla_gluon_ws.py (plugin `triton_gluon_ws`): q's fp8 split everywhere Triton runs, the
+kernel itself on a Hopper GPU against the reference, where the benchmark's rows do not reach (a sequence's partial last
+block read from before its page, pages of 128 tokens, split units merged by the reduce)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rocbench.formats.paged_kv import build_paged_kv, make_query
+from rocbench.kernels import mla_config, mla_decode
+from rocbench.suites.mla.reference import mla_decode_reference
+from tests.helpers import needs_interpreter
+from tests.test_mla_kernels import SM_SCALE, assert_matches_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+mla_gluon_ws = pytest.importorskip("mla_gluon_ws", reason="this Triton has no Gluon (3.6 has)")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@needs_interpreter(on_cpu_only=True)
+@pytest.mark.gpu
+def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
+    """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
+    q = make_query(2, 64, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(128, 576)
+    hi, lo = (torch.empty(128, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
+    hi_scale, lo_scale = (torch.empty(128, device=DEVICE) for _ in range(2))
+    mla_gluon_ws._split_q_kernel[(2,)](q, hi, lo, hi_scale, lo_scale, FP8_MAX=448.0)
+    rebuilt = hi.float() * hi_scale[:, None] + lo.float() * lo_scale[:, None]
+    row_max = q.float().abs().amax(1)
+    assert ((rebuilt - q.float()).abs().amax(1) <= row_max * 2.0**-7).all()
+    assert ((hi.float() * hi_scale[:, None] - q.float()).abs().amax(1) > row_max * 2.0**-7).any()  # lo matters
+
+
+@pytest.mark.skipif(not HOPPER, reason="a Hopper (sm_90) kernel")
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("page_size,nhead,programs", [(64, 64, 132), (128, 128, 132), (64, 128, 7)])
+def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs):
+    lens = [175, 2793, 64, 700, 1]  # partial last blocks, a whole one, one token
+    g = torch.Generator().manual_seed(page_size + nhead + programs)
+    kv = build_paged_kv(lens, page_size, kv_dtype, g, "cpu").to(DEVICE)
+    q = make_query(len(lens), nhead, torch.bfloat16, g, DEVICE)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, mla_config.BF16_LARGE_TILE_CONFIG,
+                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
+    assert mla_gluon_ws.unsupported_reason(q, kv, 1) is None
+    out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
+    mla_gluon_ws.run(q, kv, schedule, SM_SCALE, out, mla_decode.alloc_persistent_workspace(schedule, DEVICE))
+    assert_matches_reference(out, ref, torch.bfloat16)
