@@ -84,11 +84,12 @@
 #               fp8 +6%, nhead 64 +17..+54%: refuted as a plan, kept as a --tune candidate (60 s)
 #   mla-gluon-ws  triton against triton_gluon_ws (scripts/mla_gluon_ws.py: the 64-row tile in Gluon, a TMA producer
 #               warp and two consumer warp groups that each own half the output channels, synced by mbarriers only) at
-#               nhead 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform / skewed, ctx 4096, persistent, gated, 60 s
+#               nhead 16 / 32 / 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform / skewed, ctx 4096, persistent,
+#               gated (the tokens on M at 16-32 rows), 60 s
 #               per row at most (a hang is a row). Offline sm_90: 651 (bf16) / 888 (fp8) instructions per consumer warp
 #               and block, no CTA barrier in the loop. First its GPU tests (tests/test_mla_gluon_ws.py: partial last
 #               blocks, 128-token pages, split units). Never run on a GPU before; predicted bf16 nhead 128 batch 64
-#               286 -> ~150-200 us, fp8 at or under bf16's time (about 180 s)
+#               286 -> ~150-200 us, fp8 at or under bf16's time, fp8 nhead 16 108.8 -> ~45-60 us (about 300 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
 #               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
@@ -246,7 +247,7 @@ for part in "$@"; do
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         mla-gluon-ws)
             step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon_ws.py 2>&1 | tail -6
-            step 400 $PY -m rocbench mla --nhead 64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
+            step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_gluon_ws \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;
         mla-one-product)

@@ -1,5 +1,5 @@
-"""An A/B kernel for issue 22 (not the product's): the persistent MLA decode's 64-row bf16 tile written in Gluon
-(Triton 3.6's lower-level language), warp-specialized, Hopper only.
+"""A/B kernels for issue 22 (not the product's): the persistent MLA decode's tiles written in Gluon (Triton 3.6's
+lower-level language), warp-specialized, Hopper only.
 
 Why: Nsight Compute (results/examples/ncu-mla-h200, 2026-12-06) has the product's 64-row tile (nhead 64 / 128) stalling
 most at the CTA barrier that guards each pipeline stage: one 8-warp program per SM, both warp groups in lockstep, loads
@@ -13,13 +13,18 @@ The paged KV goes through a 3-D descriptor over the page pool ([pages, page_size
 last, partial block is read from 64 - n tokens before its page position, so the rows before the page are TMA's zeros
 and no row past the sequence's end is read (the cache past it may hold anything, NaN in the tests).
 
+16-32 query rows (nhead 16 / 32): the same kernel, producer and two consumers with the block's 64 tokens
+on the MMAs' M side (S^T = K q^T, the softmax down the columns, P^T through each consumer's own shared buffer,
+O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8.
+
 fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the product's
 64-row tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as loaded, the low part's product
 accumulated onto the high part's, and each consumer converts its half of V to fp16 into its own shared buffer and
 releases the stage before its softmax.
 
-Scope: bf16 q, bf16 or e4m3fn KV, qlen 1, nhead a multiple of 64, page_size a multiple of 64, the product's persistent
-schedule (rocbench.formats.mla_schedule) built for the 64-row tile, and the product's reduce for split units. Elsewhere
+Scope: bf16 q, bf16 or e4m3fn KV, qlen 1, nhead 16, 32 or a multiple of 64, page_size a multiple of 64, the product's
+persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program per SM), and the product's reduce
+for split units. Elsewhere
 the plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported. Gated like `triton`.
 """
 from __future__ import annotations
@@ -42,7 +47,6 @@ TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (hos
 BLOCK = gl.constexpr(TILE)
 BOXES = gl.constexpr((KV_LORA_RANK + QK_ROPE_DIM) // 64)  # 9: eight latent boxes, one rope box
 HALF = gl.constexpr(KV_LORA_RANK // 64 // 2)  # 4: latent boxes per consumer (its 256 output channels)
-STAGES = gl.constexpr(2)
 NEG_BIG = gl.constexpr(-1.0e30)
 D_LATENT = gl.constexpr(KV_LORA_RANK)
 
@@ -62,6 +66,22 @@ def _work_item(WORK_INFO, item, INFO_COLS: gl.constexpr):
 
 
 @gluon.jit
+def _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, row0, rows, qk_scale):
+    """(kv_scale, hi_scale / lo_scale, lo_scale * qk_scale * kv_scale) for q's rows row0 + rows: the low part's scale
+    carries the softmax's and the KV's, the high part's product is rescaled onto it."""
+    kv_scale = gl.load(KV_SCALE)
+    lo_scale = gl.load(LO_SCALE + row0 + rows)
+    return kv_scale, gl.load(HI_SCALE + row0 + rows) / lo_scale, lo_scale * (qk_scale * kv_scale)
+
+
+@gluon.jit
+def _zeros4(shape: gl.constexpr, layout: gl.constexpr):
+    """Four zero fp32 accumulators: a consumer's four 64-channel boxes."""
+    return (gl.zeros(shape, gl.float32, layout), gl.zeros(shape, gl.float32, layout),
+            gl.zeros(shape, gl.float32, layout), gl.zeros(shape, gl.float32, layout))
+
+
+@gluon.jit
 def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     """The loads: q once per work item (FP8: its two fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
@@ -70,6 +90,8 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     q_lo_smem = shared[16]
     q_full, q_empty, kv_full, kv_empty = bars
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
+    ROWS: gl.constexpr = q_desc.block_type.shape[0]  # query rows per tile
+    NUM_STAGES: gl.constexpr = kv_full.shape[0]
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
@@ -80,13 +102,13 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
         mbarrier.wait(q_empty, (n_item & 1) ^ 1)
         mbarrier.expect(q_full, (2 if FP8 else 1) * BOXES * q_desc.block_type.nbytes)
         for j in gl.static_range(BOXES):
-            tma.async_copy_global_to_shared(q_desc, [b * nhead + g * BLOCK, j * BLOCK], q_full, q_smem.index(j))
+            tma.async_copy_global_to_shared(q_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_smem.index(j))
             if FP8:
-                tma.async_copy_global_to_shared(q_lo_desc, [b * nhead + g * BLOCK, j * BLOCK], q_full,
+                tma.async_copy_global_to_shared(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full,
                                                 q_lo_smem.index(j))
         for start in range(kv_start, kv_end, BLOCK):
-            stage = it % STAGES
-            mbarrier.wait(kv_empty.index(stage), ((it // STAGES) & 1) ^ 1)
+            stage = it % NUM_STAGES
+            mbarrier.wait(kv_empty.index(stage), ((it // NUM_STAGES) & 1) ^ 1)
             page = gl.load(KV_INDICES + page_start + start // PAGE_SIZE)
             # a partial last block ends at kv_end: its rows before the page are out of bounds (zeros)
             tok = start % PAGE_SIZE + gl.minimum(kv_end - start, BLOCK) - BLOCK
@@ -120,21 +142,16 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     for item in range(first, last):
         b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
         mbarrier.wait(q_full, (item - first) & 1)
-        if FP8:  # q's per-row part scales (the KV scale and the softmax's folded into the low part's)
-            kv_scale = gl.load(KV_SCALE)
-            row0 = b.to(gl.int64) * nhead + g * BLOCK
-            lo_scale = gl.load(LO_SCALE + row0 + rows)
-            hi_over_lo = gl.convert_layout(gl.load(HI_SCALE + row0 + rows) / lo_scale, gl.SliceLayout(1, qk_mma))
-            lo_scale = lo_scale * (qk_scale * kv_scale)
+        if FP8:
+            kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
+                                                       rows, qk_scale)
+            hi_over_lo = gl.convert_layout(hi_over_lo, gl.SliceLayout(1, qk_mma))
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
-        acc0 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
-        acc1 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
-        acc2 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
-        acc3 = gl.zeros([BLOCK, BLOCK], gl.float32, mma)
+        acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
         for start in range(kv_start, kv_end, BLOCK):
-            stage = it % STAGES
-            mbarrier.wait(kv_full.index(stage), (it // STAGES) & 1)
+            stage = it % kv_full.shape[0]
+            mbarrier.wait(kv_full.index(stage), (it // kv_full.shape[0]) & 1)
             s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
             for j in gl.static_range(BOXES):  # issued together, waited for once
                 s = warpgroup_mma(q_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
@@ -184,10 +201,103 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             acc1 = acc1 * kv_scale
             acc2 = acc2 * kv_scale
             acc3 = acc3 * kv_scale
-        _store(acc0, l_i, m_i, 0, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
-        _store(acc1, l_i, m_i, 1, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
-        _store(acc2, l_i, m_i, 2, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
-        _store(acc3, l_i, m_i, 3, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE)
+        _store(acc0, l_i, m_i, 0, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
+        _store(acc1, l_i, m_i, 1, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
+        _store(acc2, l_i, m_i, 2, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
+        _store(acc3, l_i, m_i, 3, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
+
+
+@gluon.jit
+def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
+    """The 16-32 row tile's consumer: the block's 64 tokens on the MMAs' M side (S^T = K q^T, O^T += V^T P^T, the
+    softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256."""
+    q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
+    OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
+    q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
+    p_smem = shared[22]
+    q_full, q_empty, kv_full, kv_empty = bars
+    FP8: gl.constexpr = kv_desc.dtype.is_fp8()
+    ROWS: gl.constexpr = q_desc.block_type.shape[0]
+    NUM_STAGES: gl.constexpr = kv_full.shape[0]
+    qk_k: gl.constexpr = 32 if FP8 else 16
+    s_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, ROWS, qk_k])
+    o_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, ROWS, 16])
+    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
+    toks = gl.arange(0, BLOCK, layout=gl.SliceLayout(1, s_mma))
+    qrows = gl.arange(0, ROWS, layout=gl.SliceLayout(0, s_mma))
+    first, last = _program_items(WORK_INDPTR)
+    it = 0
+    for item in range(first, last):
+        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
+        mbarrier.wait(q_full, (item - first) & 1)
+        if FP8:  # per query row: a column of S^T
+            kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * ROWS,
+                                                       qrows, qk_scale)
+        m_i = gl.full([ROWS], NEG_BIG, gl.float32, gl.SliceLayout(0, s_mma))
+        l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(0, s_mma))
+        acc0, acc1, acc2, acc3 = _zeros4([BLOCK, ROWS], o_mma)
+        for start in range(kv_start, kv_end, BLOCK):
+            stage = it % NUM_STAGES
+            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
+            s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
+            for j in gl.static_range(BOXES):
+                s = warpgroup_mma(_kv_box(kv_smem, stage * BOXES + j), q_smem.index(j).permute((1, 0)), s,
+                                  is_async=True)
+            if FP8:  # the low part's product onto the high part's, rescaled; V to fp16 in this group's buffer
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo[None, :]
+                for j in gl.static_range(BOXES):
+                    s = warpgroup_mma(_kv_box(kv_smem, stage * BOXES + j), q_lo_smem.index(j).permute((1, 0)), s,
+                                      is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale[None, :]
+                for j in gl.static_range(HALF):
+                    v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
+                    v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
+                fence_async_shared()
+                mbarrier.arrive(kv_empty.index(stage), count=1)
+            else:
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
+            first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
+            s = gl.where(((first_tok + toks) >= start)[:, None], s, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 0))
+            alpha = gl.exp2(m_i - m_new)
+            p = gl.exp2(s - m_new[None, :])
+            l_i = l_i * alpha + gl.sum(p, 0)
+            m_i = m_new
+            p_smem.store(p.to(gl.float16 if FP8 else gl.bfloat16))
+            fence_async_shared()  # P^T's stores before the MMAs read it
+            alpha_o = gl.convert_layout(alpha, gl.SliceLayout(0, o_mma))[None, :]
+            if FP8:
+                acc0 = warpgroup_mma(v16_smem.index(DV_BASE + 0).permute((1, 0)), p_smem, acc0 * alpha_o, is_async=True)
+                acc1 = warpgroup_mma(v16_smem.index(DV_BASE + 1).permute((1, 0)), p_smem, acc1 * alpha_o, is_async=True)
+                acc2 = warpgroup_mma(v16_smem.index(DV_BASE + 2).permute((1, 0)), p_smem, acc2 * alpha_o, is_async=True)
+                acc3 = warpgroup_mma(v16_smem.index(DV_BASE + 3).permute((1, 0)), p_smem, acc3 * alpha_o, is_async=True)
+            else:
+                base = stage * BOXES + DV_BASE
+                acc0 = warpgroup_mma(_kv_box(kv_smem, base + 0).permute((1, 0)), p_smem, acc0 * alpha_o, is_async=True)
+                acc1 = warpgroup_mma(_kv_box(kv_smem, base + 1).permute((1, 0)), p_smem, acc1 * alpha_o, is_async=True)
+                acc2 = warpgroup_mma(_kv_box(kv_smem, base + 2).permute((1, 0)), p_smem, acc2 * alpha_o, is_async=True)
+                acc3 = warpgroup_mma(_kv_box(kv_smem, base + 3).permute((1, 0)), p_smem, acc3 * alpha_o, is_async=True)
+            acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
+            it += 1
+        mbarrier.arrive(q_empty, count=1)
+        if FP8:
+            acc0 = acc0 * kv_scale
+            acc1 = acc1 * kv_scale
+            acc2 = acc2 * kv_scale
+            acc3 = acc3 * kv_scale
+        rows_of: gl.constexpr = gl.SliceLayout(1, gl.permute(acc0, (1, 0)).type.layout)  # [ROWS, 64] views
+        l_o = gl.convert_layout(l_i, rows_of)
+        m_o = gl.convert_layout(m_i, rows_of)
+        _store(gl.permute(acc0, (1, 0)), l_o, m_o, 0, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+               DV_BASE, ROWS)
+        _store(gl.permute(acc1, (1, 0)), l_o, m_o, 1, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+               DV_BASE, ROWS)
+        _store(gl.permute(acc2, (1, 0)), l_o, m_o, 2, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+               DV_BASE, ROWS)
+        _store(gl.permute(acc3, (1, 0)), l_o, m_o, 3, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+               DV_BASE, ROWS)
 
 
 @gluon.jit
@@ -197,18 +307,20 @@ def _kv_box(kv_smem, i):
 
 
 @gluon.jit
-def _store(acc, l_i, m_i, box, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
-           DV_BASE: gl.constexpr):
-    """64 output channels of the tile: the final output (slot < 0) or a partial and its log2-sum-exp."""
-    d = (DV_BASE + box) * BLOCK + cols
+def _store(acc, l_i, m_i, box, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE: gl.constexpr,
+           ROWS: gl.constexpr):
+    """64 output channels of a tile, acc [ROWS query rows, 64]: the final output (slot < 0) or a partial and its
+    log2-sum-exp (l_i, m_i: [ROWS], sliced from acc's layout)."""
+    rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, acc.type.layout))
+    d = (DV_BASE + box) * BLOCK + gl.arange(0, BLOCK, layout=gl.SliceLayout(0, acc.type.layout))
     if slot < 0:
         o = acc / l_i[:, None]
-        off = b.to(gl.int64) * stride_ot + (g * BLOCK + rows).to(gl.int64) * stride_oh
+        off = b.to(gl.int64) * stride_ot + (g * ROWS + rows).to(gl.int64) * stride_oh
         gl.store(OUT + off[:, None] + d[None, :], o.to(OUT.dtype.element_ty))
     else:
         has = l_i > 0.0
         o = gl.where(has[:, None], acc / gl.where(has, l_i, 1.0)[:, None], 0.0)
-        base = slot.to(gl.int64) * BLOCK
+        base = slot.to(gl.int64) * ROWS
         gl.store(PART_OUT + (base + rows)[:, None] * D_LATENT + d[None, :], o)
         if DV_BASE == 0 and box == 0:
             lse = gl.where(has, m_i + gl.log2(gl.where(has, l_i, 1.0)), float("-inf"))
@@ -216,44 +328,71 @@ def _store(acc, l_i, m_i, box, b, g, slot, rows, cols, OUT, PART_OUT, PART_LSE, 
 
 
 @gluon.jit
+def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
+    """The consumer for the tile q's descriptor holds: 64 rows, or 16-32 with the tokens on M."""
+    if shared[0].block_type.shape[0] == BLOCK:
+        _consumer(shared, DV_BASE, INFO_COLS)
+    else:
+        _consumer_tokens_m(shared, DV_BASE, INFO_COLS)
+
+
+@gluon.jit
 def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    _consumer(shared, 0, INFO_COLS)
+    _consumer_of(shared, 0, INFO_COLS)
 
 
 @gluon.jit
 def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    _consumer(shared, HALF, INFO_COLS)
+    _consumer_of(shared, HALF, INFO_COLS)
+
+
+@gluon.jit
+def _barriers(NUM_STAGES: gl.constexpr):
+    """(q_full, q_empty, kv_full, kv_empty), initialized: the producer fills, both consumers release."""
+    q_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    kv_full = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_full, count=1)
+    mbarrier.init(q_empty, count=2)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(kv_full.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=2)
+    fence_async_shared()
+    return q_full, q_empty, kv_full, kv_empty
 
 
 @gluon.jit
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
-            INFO_COLS: gl.constexpr):
+            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
+    three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BOXES, BLOCK, BLOCK], q_desc.layout)
-    kv_smem = gl.allocate_shared_memory(kv_desc.dtype, [STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+    ROWS: gl.constexpr = q_desc.block_type.shape[0]
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BOXES, ROWS, BLOCK], q_desc.layout)
+    kv_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+    if ROWS < BLOCK:  # each consumer's P^T, the second MMA's shared operand
+        p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
+        p_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK, ROWS], p_dtype)
+        p0_smem = gl.allocate_shared_memory(p_dtype, [BLOCK, ROWS], p_layout)
+        p1_smem = gl.allocate_shared_memory(p_dtype, [BLOCK, ROWS], p_layout)
+    else:
+        p0_smem = q_smem
+        p1_smem = q_smem
     if FP8:  # q's low part; each consumer's V in fp16 (4 boxes each)
-        q_lo_smem = gl.allocate_shared_memory(q_lo_desc.dtype, [BOXES, BLOCK, BLOCK], q_lo_desc.layout)
+        q_lo_smem = gl.allocate_shared_memory(q_lo_desc.dtype, [BOXES, ROWS, BLOCK], q_lo_desc.layout)
         v16_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK], gl.float16)
         v16_smem = gl.allocate_shared_memory(gl.float16, [2 * HALF, BLOCK, BLOCK], v16_layout)
     else:
         q_lo_smem = q_smem
         v16_smem = q_smem
-    q_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    kv_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_full, count=1)
-    mbarrier.init(q_empty, count=2)  # both consumers release q
-    for i in gl.static_range(STAGES):
-        mbarrier.init(kv_full.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)  # both consumers release a stage
-    fence_async_shared()
-    shared = (q_desc, kv_desc, q_smem, kv_smem, (q_full, q_empty, kv_full, kv_empty), WORK_INDPTR, WORK_INFO,
-              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale,
-              q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE, q_lo_desc)
-    args = (shared, PAGE_SIZE, INFO_COLS)  # the worker partitions take the same arguments
-    gl.warp_specialize([(_first_consumer, args), (_second_consumer, args), (_producer, args)], [4, 1], [232, 40])
+    common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES), WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES,
+              nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
+              KV_SCALE, q_lo_desc)
+    args0 = (common + (p0_smem,), PAGE_SIZE, INFO_COLS)
+    args1 = (common + (p1_smem,), PAGE_SIZE, INFO_COLS)
+    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1], [232, 40])
 
 
 @triton.jit
@@ -279,8 +418,8 @@ def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
         return "a Hopper (sm_90) kernel"
     if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
         return "bf16 q, bf16 or e4m3fn KV only"
-    if qlen != 1 or q.shape[1] % TILE:
-        return "qlen 1 and a multiple of 64 heads only"
+    if qlen != 1 or not (q.shape[1] in (16, 32) or q.shape[1] % TILE == 0):
+        return "qlen 1 and 16, 32 or a multiple of 64 heads only"
     if kv.page_size % TILE:
         return "pages of a multiple of 64 tokens only (a block is one TMA box of one page)"
     return None
@@ -297,7 +436,8 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
     from rocbench.kernels import mla_decode as k
 
-    assert schedule.heads_per_group == TILE and schedule.kv_granularity % TILE == 0
+    rows = schedule.heads_per_group  # qlen 1
+    assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
@@ -305,17 +445,19 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
         hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
         _split_q_kernel[(q2d.shape[0] // TILE,)](q2d, hi, lo, hi_scale, lo_scale,
                                                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max, num_warps=8)
-        q_desc, q_lo_desc = _descriptor(hi, [TILE, TILE]), _descriptor(lo, [TILE, TILE])
+        q_desc, q_lo_desc = _descriptor(hi, [rows, TILE]), _descriptor(lo, [rows, TILE])
         scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
     else:
-        q_desc = q_lo_desc = _descriptor(q2d, [TILE, TILE])
+        q_desc = q_lo_desc = _descriptor(q2d, [rows, TILE])
         scales = (workspace.partial_lse,) * 3  # unused
     kv_desc = _descriptor(kv.kv_buffer, [1, TILE, TILE])
     log2e = 1.4426950408889634
-    _kernel[(schedule.num_programs,)](
-        q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
-        workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], out.stride(0), out.stride(1),
-        sm_scale * log2e, PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
+    args = (q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
+            workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], out.stride(0), out.stride(1),
+            sm_scale * log2e)
+    options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
+    # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
+    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, **options)
     if schedule.num_reduce > 0:
         shape = k.reduce_shape(schedule.num_reduce * schedule.rows_per_item, invariant=False)
         k._reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](

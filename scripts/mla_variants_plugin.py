@@ -18,7 +18,7 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
-- `triton_gluon_ws` (persistent, 64-row tiles, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
+- `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
   attention kernel written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp
   consumers each owning half the output channels and syncing only with the producer (mbarriers), where the product's
   8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). Offline sm_90 (Triton 3.6), per
@@ -27,7 +27,10 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   parts as 36 64x64x32 fp8 wgmmas (one product, as the product's tile), V converted to fp16 into the consumer's own
   buffer (37 local loads per block and 1 store: spilled values reloaded), 208 KB. Untimed; predicted bf16 nhead 128
   batch 64 286 -> ~150-200 us (the tensor work is the product's, Q@K^T in both consumers), nhead 64 178 -> ~120-140;
-  fp8 at or under bf16's time.
+  fp8 at or under bf16's time. At nhead 16 / 32 the tokens on M (S^T = K q^T, P^T through shared memory): per consumer
+  warp and block bf16 494 / 657 instructions, fp8 649 / 857 (fp8 3 KV stages, 199 / 222 KB; 32 rows reload 15 spilled
+  values per block); predicted fp8 nhead 16 batch 64 108.8 -> ~45-60 us (its bytes alone take 36 us at copy
+  bandwidth), bf16 nhead 16 / 32 within the copy bandwidth's 85-95%.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -65,7 +68,7 @@ _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 3
 @backends("mla").register
 class TritonGluonWs(TritonMla):
     name = "triton_gluon_ws"
-    description = "triton's persistent schedule and reduce, the 64-row tile in warp-specialized Gluon (an A/B plugin)"
+    description = "triton's persistent schedule and reduce, the tile in warp-specialized Gluon (an A/B plugin)"
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):
@@ -76,8 +79,8 @@ class TritonGluonWs(TritonMla):
             return "the persistent kernel only"
         if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] not in (torch.bfloat16, torch.float8_e4m3fn):
             return "bf16 q with bf16 or e4m3fn KV only"
-        if case["qlen"] != 1 or case["nhead"] % 64:
-            return "qlen 1 and a multiple of 64 heads only (the 64-row tile)"
+        if case["qlen"] != 1 or not (case["nhead"] in (16, 32) or case["nhead"] % 64 == 0):
+            return "qlen 1 and 16, 32 or a multiple of 64 heads only"
         if case["page_size"] % 64:
             return "pages of a multiple of 64 tokens only (a KV block is one page's TMA box)"
         return None
@@ -88,7 +91,8 @@ class TritonGluonWs(TritonMla):
         from rocbench.kernels import mla_config as kc
         from rocbench.kernels import mla_decode as k
 
-        config = kc.BF16_LARGE_TILE_CONFIG
+        # one tile of 16-32 rows (the tokens on M) or 64 rows: one program per SM either way
+        config = kc.BF16_LARGE_TILE_CONFIG if case["nhead"] >= 64 else kc.MlaKernelConfig(max_tile_rows=32)
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         schedule = k.build_persistent_schedule(lens, 1, case["nhead"], ctx.platform.grid_sms, config,
                                                kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
@@ -97,4 +101,4 @@ class TritonGluonWs(TritonMla):
         def run():
             return mla_gluon_ws.run(io.q, io.kv, schedule, SM_SCALE, io.out, workspace)
         return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
-                             f"partials={schedule.num_partials} heads/group=64; Gluon, warp-specialized")
+                             f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; Gluon, warp-specialized")

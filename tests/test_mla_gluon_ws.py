@@ -1,6 +1,7 @@
 """The Gluon A/B kernel of scripts/mla_gluon_ws.py (plugin `triton_gluon_ws`): q's fp8 split everywhere Triton runs, the
-kernel itself on a Hopper GPU against the reference, where the benchmark's rows do not reach (a sequence's partial last
-block read from before its page, pages of 128 tokens, split units merged by the reduce)."""
+kernels themselves (64-row tiles, and 16-32 rows with the tokens on M) on a Hopper GPU against the reference, where the
+benchmark's rows do not reach (a sequence's partial last block read from before its page, pages of 128 tokens, split
+units merged by the reduce)."""
 import sys
 from pathlib import Path
 
@@ -38,14 +39,16 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")  # a kernel waiting on an mbarrier forever: fail the worker, not the run
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("page_size,nhead,programs", [(64, 64, 132), (128, 128, 132), (64, 128, 7)])
+@pytest.mark.parametrize("page_size,nhead,programs", [(64, 64, 132), (128, 128, 132), (64, 128, 7), (64, 16, 132),
+                                                       (128, 32, 7)])
 def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs):
     lens = [175, 2793, 64, 700, 1]  # partial last blocks, a whole one, one token
     g = torch.Generator().manual_seed(page_size + nhead + programs)
     kv = build_paged_kv(lens, page_size, kv_dtype, g, "cpu").to(DEVICE)
     q = make_query(len(lens), nhead, torch.bfloat16, g, DEVICE)
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
-    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, mla_config.BF16_LARGE_TILE_CONFIG,
+    config = mla_config.BF16_LARGE_TILE_CONFIG if nhead >= 64 else mla_config.MlaKernelConfig(max_tile_rows=32)
+    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
                                                     kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
     assert mla_gluon_ws.unsupported_reason(q, kv, 1) is None
     out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
