@@ -414,8 +414,8 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, FP8_MAX: tl.constexpr):
 
 
 def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
-    if not (torch.cuda.is_available() and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] == 9):
-        return "a Hopper (sm_90) kernel"
+    if not (q.is_cuda and torch.version.hip is None and torch.cuda.get_device_capability(q.device)[0] == 9):
+        return "a Hopper (sm_90) kernel"  # (ROCm's gfx942 reports capability 9.4)
     if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
         return "bf16 q, bf16 or e4m3fn KV only"
     if qlen != 1 or not (q.shape[1] in (16, 32) or q.shape[1] % TILE == 0):

@@ -18,10 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 mla_gluon_ws = pytest.importorskip("mla_gluon_ws", reason="this Triton has no Gluon (3.6 has)")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+NVIDIA = torch.cuda.is_available() and torch.version.hip is None  # ROCm's gfx942 reports capability 9.4 too
+HOPPER = NVIDIA and torch.cuda.get_device_capability()[0] == 9
+E4M3FN = DEVICE == "cpu" or NVIDIA and torch.cuda.get_device_capability() >= (8, 9)  # Triton's e4m3fn type
 
 
 @needs_interpreter(on_cpu_only=True)
+@pytest.mark.skipif(not E4M3FN, reason="Triton's e4m3fn type needs NVIDIA sm_89+ (ROCm has e4m3fnuz)")
 @pytest.mark.gpu
 def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
     """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
