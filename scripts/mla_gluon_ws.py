@@ -128,6 +128,7 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
     q_full, q_empty, kv_full, kv_empty = bars
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
+    NUM_STAGES: gl.constexpr = kv_full.shape[0]
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
     qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
     qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
@@ -150,8 +151,8 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
         for start in range(kv_start, kv_end, BLOCK):
-            stage = it % kv_full.shape[0]
-            mbarrier.wait(kv_full.index(stage), (it // kv_full.shape[0]) & 1)
+            stage = it % NUM_STAGES
+            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
             for j in gl.static_range(BOXES):  # issued together, waited for once
                 s = warpgroup_mma(q_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
@@ -396,21 +397,22 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
 
 
 @triton.jit
-def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, FP8_MAX: tl.constexpr):
-    """q's rows (64 per program) as two fp8 parts with per-row scales, as the product's 64-row fp8 tile splits them
-    (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale."""
+def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr):
+    """q's rows (64 per program, num_rows in all) as two fp8 parts with per-row scales, as the product's 64-row fp8
+    tile splits them (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale."""
     rows = tl.program_id(0) * 64 + tl.arange(0, 64)
-    d = tl.arange(0, 512)
-    dr = tl.arange(0, 64)
-    q_nope = tl.load(Q + rows[:, None] * 576 + d[None, :])
-    q_pe = tl.load(Q + rows[:, None] * 576 + 512 + dr[None, :])
+    ok = (rows < num_rows)[:, None]
+    nope = rows[:, None] * 576 + tl.arange(0, 512)[None, :]
+    pe = rows[:, None] * 576 + 512 + tl.arange(0, 64)[None, :]
+    q_nope = tl.load(Q + nope, mask=ok, other=0.0)
+    q_pe = tl.load(Q + pe, mask=ok, other=0.0)
     hi_nope, hi_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, HI.dtype.element_ty, FP8_MAX)
-    tl.store(HI + rows[:, None] * 576 + d[None, :], hi_nope)
-    tl.store(HI + rows[:, None] * 576 + 512 + dr[None, :], hi_pe)
-    tl.store(LO + rows[:, None] * 576 + d[None, :], lo_nope)
-    tl.store(LO + rows[:, None] * 576 + 512 + dr[None, :], lo_pe)
-    tl.store(HI_SCALE + rows, hi_scale)
-    tl.store(LO_SCALE + rows, lo_scale)
+    tl.store(HI + nope, hi_nope, mask=ok)
+    tl.store(HI + pe, hi_pe, mask=ok)
+    tl.store(LO + nope, lo_nope, mask=ok)
+    tl.store(LO + pe, lo_pe, mask=ok)
+    tl.store(HI_SCALE + rows, hi_scale, mask=rows < num_rows)
+    tl.store(LO_SCALE + rows, lo_scale, mask=rows < num_rows)
 
 
 def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
@@ -432,8 +434,8 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> torch.Tensor:
     """The persistent decode with this kernel and the product's reduce; schedule and workspace as for
-    rocbench.kernels.mla_decode.mla_decode_persistent with the 64-row tile (heads_per_group 64). fp8 KV: q split into
-    its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
+    rocbench.kernels.mla_decode.mla_decode_persistent, built for a tile of 16, 32 or 64 heads (one program per SM).
+    fp8 KV: q split into its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
     from rocbench.kernels import mla_decode as k
 
     rows = schedule.heads_per_group  # qlen 1
@@ -443,8 +445,8 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     if fp8:
         hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
         hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
-        _split_q_kernel[(q2d.shape[0] // TILE,)](q2d, hi, lo, hi_scale, lo_scale,
-                                                FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max, num_warps=8)
+        _split_q_kernel[(triton.cdiv(q2d.shape[0], TILE),)](q2d, hi, lo, hi_scale, lo_scale, q2d.shape[0],
+                                                           FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max, num_warps=8)
         q_desc, q_lo_desc = _descriptor(hi, [rows, TILE]), _descriptor(lo, [rows, TILE])
         scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
     else:
@@ -458,13 +460,7 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, **options)
-    if schedule.num_reduce > 0:
-        shape = k.reduce_shape(schedule.num_reduce * schedule.rows_per_item, invariant=False)
-        k._reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
-            out, workspace.partial_out, workspace.partial_lse,
-            schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
-            out.stride(0), out.stride(1), QLEN=1, HPG=TILE, D_LATENT=KV_LORA_RANK, COLS=shape.cols,
-            CHUNK=shape.chunk, PDL=False, num_warps=4)
+    k.reduce_schedule_partials(out, workspace, schedule)
     return out
 
 

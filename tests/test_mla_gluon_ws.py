@@ -28,10 +28,10 @@ E4M3FN = DEVICE == "cpu" or NVIDIA and torch.cuda.get_device_capability() >= (8,
 @pytest.mark.gpu
 def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
     """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
-    q = make_query(2, 64, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(128, 576)
-    hi, lo = (torch.empty(128, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
-    hi_scale, lo_scale = (torch.empty(128, device=DEVICE) for _ in range(2))
-    mla_gluon_ws._split_q_kernel[(2,)](q, hi, lo, hi_scale, lo_scale, FP8_MAX=448.0)
+    q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)  # 64 + 16 rows
+    hi, lo = (torch.empty(80, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
+    hi_scale, lo_scale = (torch.empty(80, device=DEVICE) for _ in range(2))
+    mla_gluon_ws._split_q_kernel[(2,)](q, hi, lo, hi_scale, lo_scale, 80, FP8_MAX=448.0)
     rebuilt = hi.float() * hi_scale[:, None] + lo.float() * lo_scale[:, None]
     row_max = q.float().abs().amax(1)
     assert ((rebuilt - q.float()).abs().amax(1) <= row_max * 2.0**-7).all()

@@ -549,13 +549,21 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
-    if schedule.num_reduce > 0:
-        shape = reduce_shape(schedule.num_reduce * schedule.rows_per_item,
-                             invariant=schedule.fixed_split_tokens is not None, config=config)
-        _reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
-            out, workspace.partial_out, workspace.partial_lse,
-            schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
-            out.stride(0), out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, COLS=shape.cols,
-            CHUNK=shape.chunk, PDL=pdl, num_warps=4, **pdl_launch_option(pdl),
-        )
+    reduce_schedule_partials(out, workspace, schedule, config, pdl)
     return out
+
+
+def reduce_schedule_partials(out: torch.Tensor, workspace: MlaWorkspace, schedule: MlaSchedule,
+                             config: MlaKernelConfig | None = None, pdl: bool = False) -> None:
+    """Merge the partials a persistent attention kernel wrote for `schedule` into `out` (nothing when the schedule
+    split no unit). pdl: launched as a programmatic dependent of that kernel (it must have been launched so)."""
+    if schedule.num_reduce == 0:
+        return
+    shape = reduce_shape(schedule.num_reduce * schedule.rows_per_item,
+                         invariant=schedule.fixed_split_tokens is not None, config=config)
+    _reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
+        out, workspace.partial_out, workspace.partial_lse,
+        schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
+        out.stride(0), out.stride(1), QLEN=schedule.qlen, HPG=schedule.heads_per_group, D_LATENT=KV_LORA_RANK,
+        COLS=shape.cols, CHUNK=shape.chunk, PDL=pdl, num_warps=4, **pdl_launch_option(pdl),
+    )
