@@ -4,12 +4,13 @@ Triton's HIP backend, which showed every bf16 MLA config failing there before th
 
 import dataclasses
 import textwrap
+import types
 
 import pytest
 import torch
 
 from rocbench.core.axes import Case
-from rocbench.core.platform import PlatformInfo
+from rocbench.core.platform import PlatformInfo, device_arch
 from rocbench.kernels import fit
 from rocbench.kernels.mla_config import MlaKernelConfig, smaller_configs
 from rocbench.kernels.mla_decode import build_persistent_schedule
@@ -104,6 +105,16 @@ def test_fp8_kv_is_unsupported_below_sm89(kind, arch, kv_dtype, unsupported):
         assert "sm_89" in reason and arch in reason
 
 
+
+@pytest.mark.parametrize("gcn_arch_name, rocm, arch", [
+    ("NVIDIA H100 80GB HBM3", False, "sm_90"),  # CUDA torch 2.11 fills gcnArchName with the device's name
+    ("", False, "sm_90"),
+    ("gfx942:sramecc+:xnack-", True, "gfx942"),
+])
+def test_device_arch_is_the_gfx_target_on_rocm_and_the_sm_on_cuda(gcn_arch_name, rocm, arch):
+    props = types.SimpleNamespace(gcnArchName=gcn_arch_name, major=9, minor=0)
+    assert device_arch(props, rocm) == arch
+
 def _has_hip_backend() -> bool:
     from triton.backends import backends
 
@@ -140,7 +151,6 @@ def test_mla_moe_and_spin_kernels_compile_and_fit_on_mi300x_offline():
 def test_gpu_a_config_too_large_for_this_gpu_falls_back_and_still_matches():
     """On a real GPU: a config asking for more shared memory than any has (256-token blocks of the 64-row tile, 3
     stages) takes the first smaller one that fits; the path says so, and the result still matches the reference."""
-    import types
 
     from rocbench.formats.paged_kv import KV_LORA_RANK, build_paged_kv, make_query
     from rocbench.suites.mla.reference import mla_decode_reference

@@ -90,9 +90,10 @@ def forced_cpu() -> bool:
     return value == "cpu"
 
 
-def device_arch(props) -> str:
-    gcn = getattr(props, "gcnArchName", "")
-    return gcn.split(":")[0] if gcn else f"sm_{props.major}{props.minor}"
+def device_arch(props, rocm: bool) -> str:
+    """gfx942 / gfx950 on ROCm (gcnArchName less its feature flags), sm_90 etc. on CUDA, whose torch (2.11) fills
+    gcnArchName with the device's name."""
+    return props.gcnArchName.split(":")[0] if rocm else f"sm_{props.major}{props.minor}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,7 +107,7 @@ def detect() -> PlatformInfo:
         names = [torch.cuda.get_device_name(i) for i in range(count)]
         sm_count = props.multi_processor_count
         l2_bytes = getattr(props, "L2_cache_size", None)
-        arch = device_arch(props)
+        arch = device_arch(props, kind == "rocm")
     elif simulated is not None:
         (kind, arch), count, names, sm_count, l2_bytes = simulated, 0, [], None, None
     else:
