@@ -24,8 +24,12 @@ releases the stage before its softmax.
 
 Scope: bf16 q, bf16 or e4m3fn KV, qlen 1, nhead 16, 32 or a multiple of 64, page_size a multiple of 64, the product's
 persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program per SM), and the product's reduce
-for split units. Elsewhere
-the plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported. Gated like `triton`.
+for split units. Elsewhere the plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported.
+Gated like `triton`.
+
+Measured (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100): bf16 batch 64 / 128 1.01-1.78x the product's
+kernel time (nhead 128 batch 64 305.4 -> 173.9 us, 35 -> 61% of the roofline), batch 1 0.86-1.01x. fp8 was wrong
+there (the q split, see _split_q_kernel); its fix has not run on a GPU yet.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ import triton.language as tl
 
 from rocbench.formats.mla_schedule import WORK_INFO_COLS
 from rocbench.formats.paged_kv import KV_LORA_RANK, QK_ROPE_DIM
-from rocbench.kernels.mla_attend import _split_q_fp8
+from rocbench.kernels.mla_attend import _row_amax
 
 TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (host side)
 BLOCK = gl.constexpr(TILE)
@@ -79,6 +83,28 @@ def _zeros4(shape: gl.constexpr, layout: gl.constexpr):
     """Four zero fp32 accumulators: a consumer's four 64-channel boxes."""
     return (gl.zeros(shape, gl.float32, layout), gl.zeros(shape, gl.float32, layout),
             gl.zeros(shape, gl.float32, layout), gl.zeros(shape, gl.float32, layout))
+
+
+@gluon.jit
+def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr):
+    """The nine 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
+    (TOKENS_M: the block's tokens on M)."""
+    for j in gl.static_range(BOXES):
+        if TOKENS_M:
+            acc = warpgroup_mma(_kv_box(kv_smem, first_box + j), q_parts.index(j).permute((1, 0)), acc, is_async=True)
+        else:
+            acc = warpgroup_mma(q_parts.index(j), _kv_box(kv_smem, first_box + j).permute((1, 0)), acc, is_async=True)
+    return acc
+
+
+@gluon.jit
+def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr):
+    """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
+    product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile)."""
+    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
+    s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M)
+    return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
 @gluon.jit
@@ -147,6 +173,7 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
                                                        rows, qk_scale)
             hi_over_lo = gl.convert_layout(hi_over_lo, gl.SliceLayout(1, qk_mma))
+            lo_scale_qk = gl.convert_layout(lo_scale, gl.SliceLayout(1, qk_mma))
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
@@ -154,21 +181,17 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
-            for j in gl.static_range(BOXES):  # issued together, waited for once
-                s = warpgroup_mma(q_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
-                                  is_async=True)
-            if FP8:  # the low part's product accumulated onto the high part's, rescaled: one product live
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo[:, None]
-                for j in gl.static_range(BOXES):
-                    s = warpgroup_mma(q_lo_smem.index(j), _kv_box(kv_smem, stage * BOXES + j).permute((1, 0)), s,
-                                      is_async=True)
-                s = gl.convert_layout(warpgroup_mma_wait(num_outstanding=0, deps=[s]), mma) * lo_scale[:, None]
+            if FP8:  # q's two parts' products
+                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[:, None], lo_scale_qk[:, None],
+                                False)
+                s = gl.convert_layout(s, mma)
                 for j in gl.static_range(HALF):  # this group's V boxes, fp8 -> fp16, into its own buffer
                     v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
                     v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
                 fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
                 mbarrier.arrive(kv_empty.index(stage), count=1)
             else:
+                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
             # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
@@ -241,21 +264,16 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
-            for j in gl.static_range(BOXES):
-                s = warpgroup_mma(_kv_box(kv_smem, stage * BOXES + j), q_smem.index(j).permute((1, 0)), s,
-                                  is_async=True)
-            if FP8:  # the low part's product onto the high part's, rescaled; V to fp16 in this group's buffer
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo[None, :]
-                for j in gl.static_range(BOXES):
-                    s = warpgroup_mma(_kv_box(kv_smem, stage * BOXES + j), q_lo_smem.index(j).permute((1, 0)), s,
-                                      is_async=True)
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale[None, :]
+            if FP8:  # q's two parts' products; V to fp16 in this group's buffer
+                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[None, :], lo_scale[None, :],
+                                True)
                 for j in gl.static_range(HALF):
                     v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
                     v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
                 fence_async_shared()
                 mbarrier.arrive(kv_empty.index(stage), count=1)
             else:
+                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[:, None], s, float("-inf"))
@@ -397,22 +415,54 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
 
 
 @triton.jit
-def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr):
-    """q's rows (64 per program, num_rows in all) as two fp8 parts with per-row scales, as the product's 64-row fp8
-    tile splits them (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale."""
-    rows = tl.program_id(0) * 64 + tl.arange(0, 64)
+def _e4m3_grid(v):
+    """v (fp32, |v| <= 448) rounded to the nearest e4m3 value, ties to even, in fp32 arithmetic: v's exponent (at
+    least -6, e4m3's smallest normal one) gives the spacing 2^(e - 3) of its 3 mantissa bits; v over the spacing is
+    rounded to an integer by adding and removing 1.5 x 2^23."""
+    e = tl.maximum(((v.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, -6)
+    k = v * ((130 - e) << 23).to(tl.float32, bitcast=True)  # v / 2^(e - 3), exact
+    k = (k + 12582912.0) - 12582912.0
+    return k * ((124 + e) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr, ROWS: tl.constexpr):
+    """q's rows (ROWS per program, num_rows in all) as two fp8 parts with per-row scales, as the product's 64-row fp8
+    tile splits them (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale.
+
+    The high part's residual comes from hi rounded in fp32 (_e4m3_grid), not from the fp8 tile converted back: with
+    Triton 3.6 on sm_90 that conversion gave wrong residuals here (H100, 2026-12-06, dumped: the rope tile's columns
+    mixed in groups of four, the low scale 24-50x too large), the first GPU runs' wrong fp8 scores."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     ok = (rows < num_rows)[:, None]
     nope = rows[:, None] * 576 + tl.arange(0, 512)[None, :]
     pe = rows[:, None] * 576 + 512 + tl.arange(0, 64)[None, :]
-    q_nope = tl.load(Q + nope, mask=ok, other=0.0)
-    q_pe = tl.load(Q + pe, mask=ok, other=0.0)
-    hi_nope, hi_pe, hi_scale, lo_nope, lo_pe, lo_scale = _split_q_fp8(q_nope, q_pe, HI.dtype.element_ty, FP8_MAX)
-    tl.store(HI + nope, hi_nope, mask=ok)
-    tl.store(HI + pe, hi_pe, mask=ok)
-    tl.store(LO + nope, lo_nope, mask=ok)
-    tl.store(LO + pe, lo_pe, mask=ok)
+    q_nope = tl.load(Q + nope, mask=ok, other=0.0).to(tl.float32)
+    q_pe = tl.load(Q + pe, mask=ok, other=0.0).to(tl.float32)
+    amax = _row_amax(q_nope, q_pe)
+    hi_scale = tl.where(amax > 0.0, amax / FP8_MAX, 1.0)
+    hi_nope = _e4m3_grid(q_nope / hi_scale[:, None])
+    hi_pe = _e4m3_grid(q_pe / hi_scale[:, None])
+    res_nope = q_nope - hi_nope * hi_scale[:, None]
+    res_pe = q_pe - hi_pe * hi_scale[:, None]
+    res_max = _row_amax(res_nope, res_pe)
+    lo_scale = tl.where(res_max > 0.0, res_max / FP8_MAX, 1.0)
+    fp8: tl.constexpr = HI.dtype.element_ty
+    tl.store(HI + nope, hi_nope.to(fp8), mask=ok)  # exact: already on the grid
+    tl.store(HI + pe, hi_pe.to(fp8), mask=ok)
+    tl.store(LO + nope, (res_nope / lo_scale[:, None]).to(fp8), mask=ok)
+    tl.store(LO + pe, (res_pe / lo_scale[:, None]).to(fp8), mask=ok)
     tl.store(HI_SCALE + rows, hi_scale, mask=rows < num_rows)
     tl.store(LO_SCALE + rows, lo_scale, mask=rows < num_rows)
+
+
+SPLIT_ROWS = 16  # q rows per program of the split (64 spilled: 255 registers and 1.3 KB of stack per thread offline)
+
+
+def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, hi_scale: torch.Tensor, lo_scale: torch.Tensor):
+    """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale."""
+    _split_q_kernel[(triton.cdiv(q2d.shape[0], SPLIT_ROWS),)](q2d, hi, lo, hi_scale, lo_scale, q2d.shape[0],
+                                                              FP8_MAX=torch.finfo(hi.dtype).max, ROWS=SPLIT_ROWS)
 
 
 def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
@@ -445,8 +495,7 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     if fp8:
         hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
         hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
-        _split_q_kernel[(triton.cdiv(q2d.shape[0], TILE),)](q2d, hi, lo, hi_scale, lo_scale, q2d.shape[0],
-                                                           FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max, num_warps=8)
+        split_q(q2d, hi, lo, hi_scale, lo_scale)
         q_desc, q_lo_desc = _descriptor(hi, [rows, TILE]), _descriptor(lo, [rows, TILE])
         scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
     else:

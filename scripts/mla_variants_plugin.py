@@ -21,16 +21,12 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
   attention kernel written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp
   consumers each owning half the output channels and syncing only with the producer (mbarriers), where the product's
-  8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). Offline sm_90 (Triton 3.6), per
-  consumer warp and 64-token block: bf16 651 instructions, 52 64x64x16 wgmmas (Q@K^T issued together and waited for
-  once, P@V likewise), no CTA barrier, 221 KB of shared memory, setmaxnreg 232 / 40; fp8 888 instructions, q's two fp8
-  parts as 36 64x64x32 fp8 wgmmas (one product, as the product's tile), V converted to fp16 into the consumer's own
-  buffer (37 local loads per block and 1 store: spilled values reloaded), 208 KB. Untimed; predicted bf16 nhead 128
-  batch 64 286 -> ~150-200 us (the tensor work is the product's, Q@K^T in both consumers), nhead 64 178 -> ~120-140;
-  fp8 at or under bf16's time. At nhead 16 / 32 the tokens on M (S^T = K q^T, P^T through shared memory): per consumer
-  warp and block bf16 494 / 657 instructions, fp8 649 / 857 (fp8 3 KV stages, 199 / 222 KB; 32 rows reload 15 spilled
-  values per block); predicted fp8 nhead 16 batch 64 108.8 -> ~45-60 us (its bytes alone take 36 us at copy
-  bandwidth), bf16 nhead 16 / 32 within the copy bandwidth's 85-95%.
+  8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). H100 (2026-12-06, bf16, ctx 4096,
+  kernel us, 24/24 gated rows passed; results/examples/mla-gluon-ws-ab-h100): batch 64 at nhead 16 / 32 / 64 / 128
+  113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61% of the roofline; the product's
+  tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs batch 1 with split-KV). fp8:
+  wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of the fp8 tile converted back);
+  the split rewritten without that conversion, not yet run on a GPU.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses

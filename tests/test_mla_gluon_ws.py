@@ -28,14 +28,20 @@ E4M3FN = DEVICE == "cpu" or NVIDIA and torch.cuda.get_device_capability() >= (8,
 @pytest.mark.gpu
 def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
     """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
-    q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)  # 64 + 16 rows
-    hi, lo = (torch.empty(80, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
-    hi_scale, lo_scale = (torch.empty(80, device=DEVICE) for _ in range(2))
-    mla_gluon_ws._split_q_kernel[(2,)](q, hi, lo, hi_scale, lo_scale, 80, FP8_MAX=448.0)
+    rows = 75  # four programs of SPLIT_ROWS 16 and a partial fifth
+    q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)[:rows].contiguous()
+    # row 0: 448 (hi_scale 1) and e4m3's rounding ties, normal and subnormal (2^-9 apart below 2^-6), both signs
+    ties = torch.tensor([17.0, 19.0, 9.0, 11.0, 1.0625, 1.1875, 3 * 2.0**-10, 5 * 2.0**-10, 448.0, 0.0])
+    q[0] = torch.cat([ties, -ties] * 29)[:576].to(q.dtype)
+    hi, lo = (torch.empty(rows, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
+    hi_scale, lo_scale = (torch.empty(rows, device=DEVICE) for _ in range(2))
+    mla_gluon_ws.split_q(q, hi, lo, hi_scale, lo_scale)
     rebuilt = hi.float() * hi_scale[:, None] + lo.float() * lo_scale[:, None]
     row_max = q.float().abs().amax(1)
     assert ((rebuilt - q.float()).abs().amax(1) <= row_max * 2.0**-7).all()
     assert ((hi.float() * hi_scale[:, None] - q.float()).abs().amax(1) > row_max * 2.0**-7).any()  # lo matters
+    if DEVICE == "cpu":  # the interpreter divides exactly: hi is torch's round-to-nearest-even cast, ties included
+        assert torch.equal(hi.float(), (q.float() / hi_scale[:, None]).to(torch.float8_e4m3fn).float())
 
 
 @pytest.mark.skipif(not HOPPER, reason="a Hopper (sm_90) kernel")
