@@ -82,10 +82,11 @@
 #               loading 128 partials at once; scripts/mla_variants_plugin.py) at batch 1, ctx 4096, nhead 16 / 64,
 #               bf16 / fp8, both kernels, gated. Predicted split-KV nhead 16 -10..-20%; H100 (2026-12-06): bf16 -7%,
 #               fp8 +6%, nhead 64 +17..+54%: refuted as a plan, kept as a --tune candidate (60 s)
-#   mla-gluon-ws  triton against triton_gluon_ws (scripts/mla_gluon_ws.py: the tiles in Gluon, a TMA producer warp
-#               and two consumer warp groups that each own half the output channels, synced by mbarriers only) at
-#               nhead 16 / 32 / 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform / skewed, ctx 4096, persistent,
-#               gated, 60 s per row at most (a hang is a row); first its GPU tests (tests/test_mla_gluon_ws.py).
+#   mla-gluon-ws  triton against triton_gluon_ws (MlaKernelConfig.gluon_ws, rocbench/kernels/mla_gluon.py: the tiles
+#               in Gluon, a TMA producer warp and two consumer warp groups that each own half the output channels,
+#               synced by mbarriers only) at nhead 16 / 32 / 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform /
+#               skewed, ctx 4096, persistent, gated, 60 s per row at most (a hang is a row); first its GPU tests
+#               (tests/test_mla_gluon.py).
 #               H100 2026-12-06 (bf16, uniform; results/examples/mla-gluon-ws-ab-h100): 24/24 passed, batch 64 / 128
 #               1.01-1.78x triton (nhead 128 batch 64 305.4 -> 173.9 us), batch 1 0.86-1.01x; fp8 failed its check
 #               (the q split's residual), fixed since, not yet run on a GPU (about 300 s)
@@ -245,7 +246,7 @@ for part in "$@"; do
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         mla-gluon-ws)
-            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon_ws.py 2>&1 | tail -6
+            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py 2>&1 | tail -6
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_gluon_ws \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;

@@ -19,28 +19,23 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
-  attention kernel written in Gluon and warp-specialized (scripts/mla_gluon_ws.py): a 1-warp TMA producer, two 4-warp
+  attention kernel written in Gluon and warp-specialized (rocbench/kernels/mla_gluon.py, MlaKernelConfig.gluon_ws): a 1-warp TMA producer, two 4-warp
   consumers each owning half the output channels and syncing only with the producer (mbarriers), where the product's
   8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). H100 (2026-12-06, bf16, ctx 4096,
   kernel us, 24/24 gated rows passed; results/examples/mla-gluon-ws-ab-h100): batch 64 at nhead 16 / 32 / 64 / 128
   113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61% of the roofline; the product's
   tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs batch 1 with split-KV). fp8:
   wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of the fp8 tile converted back);
-  the split rewritten without that conversion, not yet run on a GPU.
+  the split rewritten without that conversion, not yet run on a GPU. Now the product's knob, which this backend takes.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
-import sys
-from pathlib import Path
 
 import torch
 
-from rocbench.core.suite import Prepared
+from rocbench.kernels import mla_config as kc
 from rocbench.plugin import backends
 from rocbench.suites.mla.backends import TritonMla
-from rocbench.suites.mla.suite import SM_SCALE
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/mla_gluon_ws.py, imported where it runs
 
 
 def _variant(name: str, description: str, **fields) -> type:
@@ -63,38 +58,25 @@ _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 3
 
 @backends("mla").register
 class TritonGluonWs(TritonMla):
+    """`triton` with MlaKernelConfig.gluon_ws and its head tile (mla_config.gluon_ws_config) where the Gluon tile can
+    run; unsupported elsewhere, so that no row repeats `triton`'s."""
+
     name = "triton_gluon_ws"
-    description = "triton's persistent schedule and reduce, the tile in warp-specialized Gluon (an A/B plugin)"
+    description = "triton's persistent schedule and reduce, the tile in warp-specialized Gluon (gluon_ws; an A/B plugin)"
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):
-        arch = platform.arch or ""
-        if platform.kind != "cuda" or not arch.startswith("sm_9"):
+        if platform.kind != "cuda" or platform.arch != "sm_90":
             return f"a Hopper (sm_90) kernel; this platform is {platform.label}"
         if not case["persist"]:
             return "the persistent kernel only"
         if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] not in (torch.bfloat16, torch.float8_e4m3fn):
             return "bf16 q with bf16 or e4m3fn KV only"
-        if case["qlen"] != 1 or not (case["nhead"] in (16, 32) or case["nhead"] % 64 == 0):
+        if kc.gluon_ws_config(case["nhead"], case["qlen"]) is None:
             return "qlen 1 and 16, 32 or a multiple of 64 heads only"
         if case["page_size"] % 64:
             return "pages of a multiple of 64 tokens only (a KV block is one page's TMA box)"
         return None
 
-    def prepare(self, case, io, ctx):
-        import mla_gluon_ws
-
-        from rocbench.kernels import mla_config as kc
-        from rocbench.kernels import mla_decode as k
-
-        # one tile of 16-32 rows (the tokens on M) or 64 rows: one program per SM either way
-        config = kc.BF16_LARGE_TILE_CONFIG if case["nhead"] >= 64 else kc.MlaKernelConfig(max_tile_rows=32)
-        lens = [int(x) for x in io.kv.seq_lens.cpu()]
-        schedule = k.build_persistent_schedule(lens, 1, case["nhead"], ctx.platform.grid_sms, config,
-                                               kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
-        workspace = k.alloc_persistent_workspace(schedule, ctx.device)
-
-        def run():
-            return mla_gluon_ws.run(io.q, io.kv, schedule, SM_SCALE, io.out, workspace)
-        return Prepared(run, f"persistent programs={schedule.num_programs} items={schedule.num_items} "
-                             f"partials={schedule.num_partials} heads/group={schedule.heads_per_group}; Gluon, warp-specialized")
+    def config(self, case, ctx):
+        return kc.gluon_ws_config(case["nhead"], case["qlen"]), "gluon_ws"

@@ -80,6 +80,14 @@ class MlaKernelConfig:
     # 328.2 -> 302.6, fp8 444.4 -> 418.5; nhead 64 batch 128 fp8 455.5 -> 428.4 (bf16 -0.5%); nhead 128 batch 128
     # -2%; skewed batches and nhead 16 the same schedule, within +-1%. Built in; the quota deal is a --tune candidate
     whole_units: bool = True
+    # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
+    # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
+    # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, qlen 1, 64-token pages), else the
+    # Triton tile. Take it with gluon_ws_config's head tile. As the A/B plugin (H100, 2026-12-06, bf16, ctx 4096,
+    # kernel_us, 24 gated rows; results/examples/mla-gluon-ws-ab-h100): batch 64 nhead 16 / 32 / 64 / 128 113.5 ->
+    # 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 us; batch 128 1.09-1.78x; batch 1 0.86-1.01x. Not yet
+    # timed through this knob, nor with its fp8 split fixed: a --tune candidate until then
+    gluon_ws: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -169,6 +177,14 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 # batch 1 bf16 nhead 16 12.9 -> 11.2, nhead 64 17.6 -> 16.2; fp8 14.1 -> 12.2, 19.6 -> 18.1; batch 4 nhead 16 bf16
 # 20.7 -> 19.2, fp8 20.4 -> 19.0. At 256 rows (nhead 64, batch 4) it did not pay (bf16 >= 32.6 vs 32.2, fp8 35.5 vs 34.0)
 TINY_REDUCE_ROWS = 64
+
+
+def gluon_ws_config(nhead: int, qlen: int) -> MlaKernelConfig | None:
+    """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, 16 or 32 rows below, one
+    program per SM (its ~220 KB of shared memory); None where it has no tile (qlen > 1, other head counts)."""
+    if qlen != 1 or not (nhead in (16, 32) or nhead % 64 == 0):
+        return None
+    return MlaKernelConfig(max_tile_rows=64 if nhead >= 64 else 32, block_n=64, gluon_ws=True)
 
 
 def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None, *, persistent: bool = True) -> str:
@@ -300,6 +316,9 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)
+        gluon = gluon_ws_config(nhead, qlen)
+        if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
+            options["gluon_ws"] = gluon
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(builtin, block_n=32, split_min_tokens=32,
@@ -317,10 +336,12 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
 
 def smaller_configs(config: MlaKernelConfig) -> list[MlaKernelConfig]:
     """`config`, then what to fall back on where a GPU cannot hold it (rocbench.kernels.fit): the KV block halved
-    down to 16 tokens, then one pipeline stage. Offline compiles (Triton 3.6, `tests/compile_only.py`): on gfx942
+    down to 16 tokens, then one pipeline stage (after a Gluon tile, first the Triton tile with the same knobs). Offline compiles (Triton 3.6, `tests/compile_only.py`): on gfx942
     (64 KiB of LDS) every bf16 config and half the fp8 ones need 68-80 KiB at 64-token blocks, and all fit at 32; on
     sm_89 (99 KiB) the 32- and 64-row tiles need 108-152 KiB. Neither knob changes which heads a tile holds, nor,
     from block_n 64 down, the schedule (its granularity is at least 64 tokens; callers build it per config anyway)."""
+    if config.gluon_ws:  # the Gluon tile has one size: next, the Triton tile's chain
+        return [config, *smaller_configs(dataclasses.replace(config, gluon_ws=False))]
     chain = [config]
     while chain[-1].block_n > 16:
         chain.append(dataclasses.replace(chain[-1], block_n=chain[-1].block_n // 2))

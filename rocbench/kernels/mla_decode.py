@@ -52,6 +52,7 @@ import triton.language as tl
 from rocbench.formats.fp8 import E4M3_DTYPES
 from rocbench.formats.mla_schedule import DEFAULT_KV_GRANULARITY, WORK_INFO_COLS, MlaSchedule, build_mla_schedule
 from rocbench.formats.paged_kv import HEAD_DIM, KV_LORA_RANK, QK_ROPE_DIM, PagedKV
+from rocbench.kernels import mla_gluon_scope
 from rocbench.kernels.mla_attend import NEG_BIG, attend_kv_range
 from rocbench.kernels.mla_config import (
     DEFAULT_CONFIG,
@@ -536,6 +537,13 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     hpg = schedule.heads_per_group
     out = _out_like(q, out)
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)
+    if config.gluon_ws:
+        reason = mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule)
+        if reason is not None:
+            raise ValueError(f"MlaKernelConfig.gluon_ws: the Gluon tile cannot take this call: {reason}")
+        from rocbench.kernels import mla_gluon  # imports Triton's Gluon
+
+        return mla_gluon.run(q, kv, schedule, sm_scale, out, workspace)
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     pdl = schedule.num_reduce > 0 and _dependent_launch(config, q.device)
     _persistent_kernel[(schedule.num_programs,)](

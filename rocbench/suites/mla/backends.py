@@ -101,6 +101,12 @@ class TritonMla(Backend):
                                                    fixed_split_tokens=split_tokens,
                                                    kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
+            if config.gluon_ws:
+                from rocbench.kernels import mla_gluon_scope
+
+                reason = mla_gluon_scope.unsupported_reason(io.q, io.kv, qlen, schedule)
+                config = dataclasses.replace(config, gluon_ws=reason is None)
+                source += f"; Triton tile (not the Gluon tile: {reason})" if reason else "; Gluon tile"
 
             def run() -> torch.Tensor:
                 return k.mla_decode_persistent(io.q, io.kv, schedule, SM_SCALE, qlen, out=io.out,

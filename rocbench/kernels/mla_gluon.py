@@ -1,13 +1,14 @@
-"""A/B kernels for issue 22 (not the product's): the persistent MLA decode's tiles written in Gluon (Triton 3.6's
-lower-level language), warp-specialized, Hopper only.
+"""The persistent MLA decode's attention tile in Gluon (Triton 3.6's lower-level language), warp-specialized, for
+Hopper (sm_90): `MlaKernelConfig.gluon_ws` (rocbench.kernels.mla_config) routes mla_decode_persistent here where
+rocbench.kernels.mla_gluon_scope allows it. Import this module only there: it needs Triton's Gluon.
 
-Why: Nsight Compute (results/examples/ncu-mla-h200, 2026-12-06) has the product's 64-row tile (nhead 64 / 128) stalling
+Why: Nsight Compute (results/examples/ncu-mla-h200, 2026-12-06) has the Triton 64-row tile (nhead 64 / 128) stalling
 most at the CTA barrier that guards each pipeline stage: one 8-warp program per SM, both warp groups in lockstep, loads
 issued by the same warps that compute. Triton's own warp specialization does not take this loop (the correction after
 round 10 in results/examples/mla-variants-h200). Here the roles are explicit:
 - a 1-warp producer partition streams q and the KV blocks by TMA into a 2-stage ring (mbarriers, no CTA barrier);
 - two 4-warp consumer partitions each own half of the 512 output channels (four [64, 64] fp32 accumulators) and each
-  computes the whole S = q K^T for itself (as the product's tile does: Triton gives both warp groups all of S), its
+  computes the whole S = q K^T for itself (as the Triton tile does: Triton gives both warp groups all of S), its
   own online softmax, and its half of P V; they sync only with the producer.
 The paged KV goes through a 3-D descriptor over the page pool ([pages, page_size, 576], 64 x 64 boxes): a sequence's
 last, partial block is read from 64 - n tokens before its page position, so the rows before the page are TMA's zeros
@@ -17,19 +18,18 @@ and no row past the sequence's end is read (the cache past it may hold anything,
 on the MMAs' M side (S^T = K q^T, the softmax down the columns, P^T through each consumer's own shared buffer,
 O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8.
 
-fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the product's
-64-row tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as loaded, the low part's product
+fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the Triton 64-row
+tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as loaded, the low part's product
 accumulated onto the high part's, and each consumer converts its half of V to fp16 into its own shared buffer and
 releases the stage before its softmax.
 
-Scope: bf16 q, bf16 or e4m3fn KV, qlen 1, nhead 16, 32 or a multiple of 64, page_size a multiple of 64, the product's
-persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program per SM), and the product's reduce
-for split units. Elsewhere the plugin backend (scripts/mla_variants_plugin.py, `triton_gluon_ws`) says unsupported.
-Gated like `triton`.
+Scope (mla_gluon_scope.unsupported_reason): bf16 q, bf16 or e4m3fn KV, qlen 1, nhead 16, 32 or a multiple of 64,
+page_size a multiple of 64, the persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program
+per SM), the persistent kernel's reduce for split units.
 
-Measured (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100): bf16 batch 64 / 128 1.01-1.78x the product's
-kernel time (nhead 128 batch 64 305.4 -> 173.9 us, 35 -> 61% of the roofline), batch 1 0.86-1.01x. fp8 was wrong
-there (the q split, see _split_q_kernel); its fix has not run on a GPU yet.
+Measured as the A/B plugin `triton_gluon_ws` (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100): bf16 batch
+64 / 128 1.01-1.78x the Triton tile's kernel time (nhead 128 batch 64 305.4 -> 173.9 us, 35 -> 61% of the roofline),
+batch 1 0.86-1.01x. fp8 was wrong there (the q split, see _split_q_kernel); its fix has not run on a GPU yet.
 """
 from __future__ import annotations
 
@@ -465,26 +465,14 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, hi_scale: tor
                                                               FP8_MAX=torch.finfo(hi.dtype).max, ROWS=SPLIT_ROWS)
 
 
-def unsupported_reason(q: torch.Tensor, kv, qlen: int) -> str | None:
-    if not (q.is_cuda and torch.version.hip is None and torch.cuda.get_device_capability(q.device)[0] == 9):
-        return "a Hopper (sm_90) kernel"  # (ROCm's gfx942 reports capability 9.4)
-    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
-        return "bf16 q, bf16 or e4m3fn KV only"
-    if qlen != 1 or not (q.shape[1] in (16, 32) or q.shape[1] % TILE == 0):
-        return "qlen 1 and 16, 32 or a multiple of 64 heads only"
-    if kv.page_size % TILE:
-        return "pages of a multiple of 64 tokens only (a block is one TMA box of one page)"
-    return None
-
-
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float8_e4m3fn: gl.float8e4nv}[t.dtype]
     return TensorDescriptor.from_tensor(t, block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
 def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> torch.Tensor:
-    """The persistent decode with this kernel and the product's reduce; schedule and workspace as for
-    rocbench.kernels.mla_decode.mla_decode_persistent, built for a tile of 16, 32 or 64 heads (one program per SM).
+    """The persistent decode with this kernel and the persistent kernel's reduce; schedule and workspace as for
+    rocbench.kernels.mla_decode.mla_decode_persistent, within mla_gluon_scope.unsupported_reason's scope.
     fp8 KV: q split into its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
     from rocbench.kernels import mla_decode as k
 
@@ -513,4 +501,4 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     return out
 
 
-__all__ = ["run", "unsupported_reason"]
+__all__ = ["run", "split_q"]

@@ -1,0 +1,32 @@
+"""Where the Gluon MLA tile (rocbench.kernels.mla_gluon, `MlaKernelConfig.gluon_ws`) runs, decided without importing
+it: that module needs Triton's Gluon, which changes between Triton releases (3.9 renamed its TMA copies), so it runs
+only with the Triton it was written and measured with."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from rocbench.formats.mla_schedule import MlaSchedule
+from rocbench.formats.paged_kv import PagedKV
+
+GLUON_TRITON = "3.6"  # the Triton whose Gluon API the kernel is written in (and which the GPU runs used)
+TILE = 64  # tokens per KV block (one TMA box of a page) and the largest head tile
+
+
+def unsupported_reason(q: torch.Tensor, kv: PagedKV, qlen: int, schedule: MlaSchedule) -> str | None:
+    """None where mla_gluon.run can take this call, else why not (one line)."""
+    if not (q.is_cuda and torch.version.hip is None):
+        return "NVIDIA GPUs only"
+    if torch.cuda.get_device_capability(q.device) != (9, 0):
+        major, minor = torch.cuda.get_device_capability(q.device)
+        return f"Hopper (sm_90) only; this GPU is sm_{major}{minor}"
+    if not triton.__version__.startswith(GLUON_TRITON + "."):
+        return f"written in Triton {GLUON_TRITON}'s Gluon API; this is Triton {triton.__version__}"
+    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
+        return "bf16 q with bf16 or e4m3fn KV only"
+    if qlen != 1 or schedule.heads_per_group not in (16, 32, TILE):
+        return f"one query token and head tiles of 16, 32 or 64 only (qlen {qlen}, {schedule.heads_per_group} heads)"
+    if kv.page_size % TILE or schedule.kv_granularity % TILE:
+        return f"pages and schedule granules of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
+    return None

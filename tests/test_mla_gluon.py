@@ -1,0 +1,110 @@
+"""The Gluon MLA tile (rocbench.kernels.mla_gluon, MlaKernelConfig.gluon_ws): where it runs and where the Triton tile
+takes its place (everywhere), q's fp8 split (everywhere Triton runs), and the tile itself on a Hopper GPU with Triton
+3.6 against the reference, through mla_decode_persistent, where the benchmark's rows do not reach (a sequence's partial
+last block read from before its page, pages of 128 tokens, split units merged by the reduce)."""
+import dataclasses
+
+import pytest
+import torch
+import triton
+
+from rocbench.formats.paged_kv import build_paged_kv, make_query
+from rocbench.kernels import mla_config, mla_decode, mla_gluon_scope
+from rocbench.suites.mla.reference import mla_decode_reference
+from tests.helpers import needs_interpreter
+from tests.test_mla_kernels import SM_SCALE, assert_matches_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NVIDIA = torch.cuda.is_available() and torch.version.hip is None  # ROCm's gfx942 reports capability 9.4 too
+GLUON_HERE = NVIDIA and torch.cuda.get_device_capability() == (9, 0) and \
+    triton.__version__.startswith(mla_gluon_scope.GLUON_TRITON + ".")
+E4M3FN = DEVICE == "cpu" or NVIDIA and torch.cuda.get_device_capability() >= (8, 9)  # Triton's e4m3fn type
+
+
+def _case(lens, page_size, kv_dtype, nhead, seed, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    kv = build_paged_kv(lens, page_size, kv_dtype, g, "cpu").to(device)
+    return make_query(len(lens), nhead, torch.bfloat16, g, device), kv
+
+
+def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
+    """gluon_ws_config's tiles; the knob a --tune candidate of the persistent kernel at one query token; the Triton tile
+    next in the fallback chain; the scope's reason on this machine's tensors unless it is a Hopper with Triton 3.6."""
+    assert mla_config.gluon_ws_config(16, 1).max_tile_rows == 32 and mla_config.gluon_ws_config(128, 1).max_tile_rows == 64
+    assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(8, 1) is None
+    for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
+        assert mla_config.tune_candidates(kv_dtype, 64, 1, 64)["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
+        assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
+    assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
+    chain = mla_config.smaller_configs(mla_config.gluon_ws_config(64, 1))
+    assert chain[0].gluon_ws and chain[1] == dataclasses.replace(chain[0], gluon_ws=False)
+    assert not any(c.gluon_ws for c in chain[1:])
+    q, kv = _case([100], 64, torch.bfloat16, 64, 0, "cpu")
+    schedule = mla_decode.build_persistent_schedule([100], 1, 64, 4, mla_config.gluon_ws_config(64, 1))
+    assert mla_gluon_scope.unsupported_reason(q, kv, 1, schedule) == "NVIDIA GPUs only"
+    with pytest.raises(ValueError, match="the Gluon tile cannot take this call: NVIDIA GPUs only"):
+        mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, config=mla_config.gluon_ws_config(64, 1))
+
+
+@needs_interpreter()
+def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
+    """The `triton` backend with gluon_ws on a platform outside the Gluon tile's scope (here: CPU tensors) runs the
+    Triton tile, matches the reference, and its path says which tile ran and why."""
+    import types
+
+    from rocbench.core.platform import PlatformInfo
+    from rocbench.formats.paged_kv import KV_LORA_RANK
+    from rocbench.suites.mla.backends import TritonMla
+
+    q, kv = _case([70, 33], 64, torch.float16, 16, 1, "cpu")
+    q = q.to(torch.float16)
+    io = types.SimpleNamespace(q=q, kv=kv, out=torch.empty(2, 16, KV_LORA_RANK, dtype=q.dtype))
+    case = {"q_dtype": q.dtype, "kv_dtype": kv.kv_buffer.dtype, "nhead": 16, "qlen": 1, "persist": True, "batch": 2}
+    ctx = types.SimpleNamespace(device=torch.device("cpu"), platform=PlatformInfo("cpu", 0, [], sm_count=4,
+                                                                                     l2_bytes=None))
+    prepared = TritonMla.prepare_with(case, io, ctx, dataclasses.replace(mla_config.gluon_ws_config(16, 1),
+                                                                         block_n=16), "test")
+    assert "Triton tile (not the Gluon tile: NVIDIA GPUs only)" in prepared.description
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    assert_matches_reference(prepared.run(), ref, torch.float16)
+
+
+@needs_interpreter(on_cpu_only=True)
+@pytest.mark.skipif(not E4M3FN, reason="Triton's e4m3fn type needs NVIDIA sm_89+ (ROCm has e4m3fnuz)")
+@pytest.mark.gpu
+def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
+    mla_gluon = pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
+    """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
+    rows = 75  # four programs of SPLIT_ROWS 16 and a partial fifth
+    q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)[:rows].contiguous()
+    # row 0: 448 (hi_scale 1) and e4m3's rounding ties, normal and subnormal (2^-9 apart below 2^-6), both signs
+    ties = torch.tensor([17.0, 19.0, 9.0, 11.0, 1.0625, 1.1875, 3 * 2.0**-10, 5 * 2.0**-10, 448.0, 0.0])
+    q[0] = torch.cat([ties, -ties] * 29)[:576].to(q.dtype)
+    hi, lo = (torch.empty(rows, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
+    hi_scale, lo_scale = (torch.empty(rows, device=DEVICE) for _ in range(2))
+    mla_gluon.split_q(q, hi, lo, hi_scale, lo_scale)
+    rebuilt = hi.float() * hi_scale[:, None] + lo.float() * lo_scale[:, None]
+    row_max = q.float().abs().amax(1)
+    assert ((rebuilt - q.float()).abs().amax(1) <= row_max * 2.0**-7).all()
+    assert ((hi.float() * hi_scale[:, None] - q.float()).abs().amax(1) > row_max * 2.0**-7).any()  # lo matters
+    if DEVICE == "cpu":  # the interpreter divides exactly: hi is torch's round-to-nearest-even cast, ties included
+        assert torch.equal(hi.float(), (q.float() / hi_scale[:, None]).to(torch.float8_e4m3fn).float())
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")  # a kernel waiting on an mbarrier forever: fail the worker, not the run
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("page_size,nhead,programs", [(64, 64, 132), (128, 128, 132), (64, 128, 7), (64, 16, 132),
+                                                       (128, 32, 7)])
+def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs):
+    lens = [175, 2793, 64, 700, 1]  # partial last blocks, a whole one, one token
+    q, kv = _case(lens, page_size, kv_dtype, nhead, page_size + nhead + programs)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    config = mla_config.gluon_ws_config(nhead, 1)
+    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
+                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
+    assert mla_gluon_scope.unsupported_reason(q, kv, 1, schedule) is None
+    out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
+    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
+    assert_matches_reference(out, ref, torch.bfloat16)
