@@ -543,7 +543,9 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
             raise ValueError(f"MlaKernelConfig.gluon_ws: the Gluon tile cannot take this call: {reason}")
         from rocbench.kernels import mla_gluon  # imports Triton's Gluon
 
-        return mla_gluon.run(q, kv, schedule, sm_scale, out, workspace)
+        mla_gluon.attend(q, kv, schedule, sm_scale, out, workspace)
+        reduce_schedule_partials(out, workspace, schedule, config)
+        return out
     args, scale_ptr = _common_args(q, kv, out, sm_scale)
     pdl = schedule.num_reduce > 0 and _dependent_launch(config, q.device)
     _persistent_kernel[(schedule.num_programs,)](

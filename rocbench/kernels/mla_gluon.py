@@ -470,12 +470,11 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     return TensorDescriptor.from_tensor(t, block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
-def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> torch.Tensor:
-    """The persistent decode with this kernel and the persistent kernel's reduce; schedule and workspace as for
-    rocbench.kernels.mla_decode.mla_decode_persistent, within mla_gluon_scope.unsupported_reason's scope.
-    fp8 KV: q split into its two fp8 parts first (one small Triton kernel, counted in the call's time)."""
-    from rocbench.kernels import mla_decode as k
-
+def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> None:
+    """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
+    workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
+    within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
+    kernel, counted in the call's time)."""
     rows = schedule.heads_per_group  # qlen 1
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -497,8 +496,6 @@ def run(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, works
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, **options)
-    k.reduce_schedule_partials(out, workspace, schedule)
-    return out
 
 
-__all__ = ["run", "split_q"]
+__all__ = ["attend", "split_q"]

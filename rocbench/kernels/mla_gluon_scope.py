@@ -15,7 +15,7 @@ TILE = 64  # tokens per KV block (one TMA box of a page) and the largest head ti
 
 
 def unsupported_reason(q: torch.Tensor, kv: PagedKV, qlen: int, schedule: MlaSchedule) -> str | None:
-    """None where mla_gluon.run can take this call, else why not (one line)."""
+    """None where mla_gluon.attend can take this call, else why not (one line)."""
     if not (q.is_cuda and torch.version.hip is None):
         return "NVIDIA GPUs only"
     if torch.cuda.get_device_capability(q.device) != (9, 0):
