@@ -335,11 +335,12 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
 
 
 def smaller_configs(config: MlaKernelConfig) -> list[MlaKernelConfig]:
-    """`config`, then what to fall back on where a GPU cannot hold it (rocbench.kernels.fit): the KV block halved
-    down to 16 tokens, then one pipeline stage (after a Gluon tile, first the Triton tile with the same knobs). Offline compiles (Triton 3.6, `tests/compile_only.py`): on gfx942
-    (64 KiB of LDS) every bf16 config and half the fp8 ones need 68-80 KiB at 64-token blocks, and all fit at 32; on
-    sm_89 (99 KiB) the 32- and 64-row tiles need 108-152 KiB. Neither knob changes which heads a tile holds, nor,
-    from block_n 64 down, the schedule (its granularity is at least 64 tokens; callers build it per config anyway)."""
+    """`config`, then what to fall back on where a GPU cannot hold it (rocbench.kernels.fit): after a Gluon tile the
+    Triton tile with the same knobs, then the KV block halved down to 16 tokens, then one pipeline stage. Offline
+    compiles (Triton 3.6, `tests/compile_only.py`): on gfx942 (64 KiB of LDS) every bf16 config and half the fp8 ones
+    need 68-80 KiB at 64-token blocks, and all fit at 32; on sm_89 (99 KiB) the 32- and 64-row tiles need 108-152 KiB.
+    Neither knob changes which heads a tile holds, nor, from block_n 64 down, the schedule (its granularity is at
+    least 64 tokens; callers build it per config anyway)."""
     if config.gluon_ws:  # the Gluon tile has one size: next, the Triton tile's chain
         return [config, *smaller_configs(dataclasses.replace(config, gluon_ws=False))]
     chain = [config]
