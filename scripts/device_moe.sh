@@ -258,8 +258,8 @@ for part in "$@"; do
             step 300 $PY -m rocbench mla --nhead 16,64 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --plugin scripts/mla_variants_plugin.py --backends triton,triton_splits128_chunk128 \
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-batch1" | tail -30 ;;
-        # -v: each test's name and outcome as it ends, so that a call cut short still names its failures
-        test) PYTEST_ADDOPTS=-v step 580 make test > "$OUT/test.log" 2>&1
+        # -vv (less the Makefile's -q: -v): each test's name and outcome as it ends, so a cut call still names failures
+        test) PYTEST_ADDOPTS=-vv step 580 make test > "$OUT/test.log" 2>&1
               grep -E "[0-9]+ passed|FAILED|XPASS|ERROR " "$OUT/test.log" | tail -15 ;;
         *) echo "unknown part: $part" >&2; finish 2 ;;
     esac
