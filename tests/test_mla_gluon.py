@@ -3,6 +3,7 @@ takes its place (everywhere), q's fp8 split (everywhere Triton runs), and the ti
 3.6 against the reference, through mla_decode_persistent, where the benchmark's rows do not reach (a sequence's partial
 last block read from before its page, pages of 128 tokens, split units merged by the reduce)."""
 import dataclasses
+import textwrap
 
 import pytest
 import torch
@@ -67,6 +68,36 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
     assert "Triton tile (not the Gluon tile: NVIDIA GPUs only)" in prepared.description
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     assert_matches_reference(prepared.run(), ref, torch.float16)
+
+
+def test_gluon_tile_compiles_for_sm90_offline():
+    """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
+    run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 with the tokens on M and q's
+    split. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
+    pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
+    from tests.compile_only import run_offline
+
+    script = textwrap.dedent("""
+        import os, tempfile
+        cache = tempfile.TemporaryDirectory()  # compiled now: Triton's cache keys miss what a builtin alias names
+        os.environ["TRITON_CACHE_DIR"] = cache.name
+        from unittest import mock
+        import torch
+        from rocbench.kernels import mla_config, mla_decode, mla_gluon_scope
+        from tests.compile_only import _mla_case, compile_only
+        with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
+                                                               lambda *args: None):
+            for kv_dtype, nhead in ((torch.bfloat16, 128), (torch.float8_e4m3fn, 16)):
+                case, io, ctx = _mla_case("sm90", kv_dtype, nhead, 1, 2, True)
+                config = mla_config.gluon_ws_config(nhead, 1)
+                lens = [int(x) for x in io.kv.seq_lens]
+                schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, 132, config,
+                                                                kv_element_bytes=io.kv.kv_buffer.element_size())
+                mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, 1, io.out, config=config)
+            print(" ".join(driver.launched))
+    """)
+    launched = run_offline(script).split()
+    assert launched.count("_kernel") == 2 and launched.count("_split_q_kernel") == 1, launched
 
 
 @needs_interpreter(on_cpu_only=True)

@@ -47,6 +47,10 @@ from rocbench.formats.mla_schedule import WORK_INFO_COLS
 from rocbench.formats.paged_kv import KV_LORA_RANK, QK_ROPE_DIM
 from rocbench.kernels.mla_attend import _row_amax
 
+# The TMA copy: Triton 3.6's async_copy_global_to_shared, renamed async_load later (3.9 keeps the old name only to
+# raise). The GPU runs used 3.6, which mla_gluon_scope requires; the new name lets later Tritons compile this module
+# offline (tests/test_mla_gluon.py)
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (host side)
 BLOCK = gl.constexpr(TILE)
 BOXES = gl.constexpr((KV_LORA_RANK + QK_ROPE_DIM) // 64)  # 9: eight latent boxes, one rope box
@@ -128,9 +132,9 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
         mbarrier.wait(q_empty, (n_item & 1) ^ 1)
         mbarrier.expect(q_full, (2 if FP8 else 1) * BOXES * q_desc.block_type.nbytes)
         for j in gl.static_range(BOXES):
-            tma.async_copy_global_to_shared(q_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_smem.index(j))
+            _tma_load(q_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_smem.index(j))
             if FP8:
-                tma.async_copy_global_to_shared(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full,
+                _tma_load(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full,
                                                 q_lo_smem.index(j))
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
@@ -141,7 +145,7 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
             bar = kv_full.index(stage)
             mbarrier.expect(bar, BOXES * kv_desc.block_type.nbytes)
             for j in gl.static_range(BOXES):
-                tma.async_copy_global_to_shared(kv_desc, [page, tok, j * BLOCK], bar, kv_smem.index(stage * BOXES + j))
+                _tma_load(kv_desc, [page, tok, j * BLOCK], bar, kv_smem.index(stage * BOXES + j))
             it += 1
 
 
