@@ -86,7 +86,7 @@
 #               in Gluon, a TMA producer warp and two consumer warp groups that each own half the output channels,
 #               synced by mbarriers only) at nhead 16 / 32 / 64 / 128 x batch 1 / 64 / 128 x bf16 / fp8 x uniform /
 #               skewed, ctx 4096, persistent, gated, 60 s per row at most (a hang is a row); first its GPU tests
-#               (tests/test_mla_gluon.py).
+#               (tests/test_mla_gluon.py) and the fp8 probe's dump (scripts/mla_gluon_fp8_probe.py).
 #               H100 2026-12-06 (bf16, uniform; results/examples/mla-gluon-ws-ab-h100): 24/24 passed, batch 64 / 128
 #               1.01-1.78x triton (nhead 128 batch 64 305.4 -> 173.9 us), batch 1 0.86-1.01x; fp8 failed its check
 #               (the q split's residual), fixed since, not yet run on a GPU (about 300 s)
@@ -247,6 +247,8 @@ for part in "$@"; do
                 --times kernel --skip-batch-probes --out "$OUT/ab-mla-whole-units" | tail -30 ;;
         mla-gluon-ws)
             step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py 2>&1 | tail -6
+            # fp8's outputs on crafted inputs, for scripts/mla_gluon_fp8_probe.py analyse on any machine
+            PYTHONPATH=. step 60 $PY scripts/mla_gluon_fp8_probe.py dump "$OUT" 2>&1 | tail -2
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_gluon_ws \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;
