@@ -19,14 +19,15 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
   `plain` candidate covers for bf16.
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
-  attention kernel written in Gluon and warp-specialized (rocbench/kernels/mla_gluon.py, MlaKernelConfig.gluon_ws): a 1-warp TMA producer, two 4-warp
-  consumers each owning half the output channels and syncing only with the producer (mbarriers), where the product's
-  8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06). H100 (2026-12-06, bf16, ctx 4096,
-  kernel us, 24/24 gated rows passed; results/examples/mla-gluon-ws-ab-h100): batch 64 at nhead 16 / 32 / 64 / 128
-  113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61% of the roofline; the product's
-  tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs batch 1 with split-KV). fp8:
-  wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of the fp8 tile converted back);
-  the split rewritten without that conversion, not yet run on a GPU. Now the product's knob, which this backend takes.
+  attention kernel written in Gluon and warp-specialized (rocbench/kernels/mla_gluon.py, MlaKernelConfig.gluon_ws): a
+  1-warp TMA producer, two 4-warp consumers each owning half the output channels and syncing only with the producer
+  (mbarriers), where the product's 8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06).
+  H100 (2026-12-06, bf16, ctx 4096, kernel us, 24/24 gated rows passed; results/examples/mla-gluon-ws-ab-h100): batch
+  64 at nhead 16 / 32 / 64 / 128 113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61%
+  of the roofline; the product's tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs
+  batch 1 with split-KV). fp8: wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of
+  the fp8 tile converted back); the split rewritten without that conversion, not yet run on a GPU. Now the product's
+  knob, which this backend takes.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
@@ -62,7 +63,7 @@ class TritonGluonWs(TritonMla):
     run; unsupported elsewhere, so that no row repeats `triton`'s."""
 
     name = "triton_gluon_ws"
-    description = "triton's persistent schedule and reduce, the tile in warp-specialized Gluon (gluon_ws; an A/B plugin)"
+    description = "triton's persistent schedule and reduce, its tile in warp-specialized Gluon (gluon_ws; A/B plugin)"
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):

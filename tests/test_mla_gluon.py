@@ -30,8 +30,9 @@ def _case(lens, page_size, kv_dtype, nhead, seed, device=DEVICE):
 
 def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     """gluon_ws_config's tiles; the knob a --tune candidate of the persistent kernel at one query token; the Triton tile
-    next in the fallback chain; the scope's reason on this machine's tensors unless it is a Hopper with Triton 3.6."""
-    assert mla_config.gluon_ws_config(16, 1).max_tile_rows == 32 and mla_config.gluon_ws_config(128, 1).max_tile_rows == 64
+    next in the fallback chain; the scope's reason on CPU tensors, and mla_decode_persistent refusing them."""
+    assert mla_config.gluon_ws_config(16, 1).max_tile_rows == 32
+    assert mla_config.gluon_ws_config(128, 1).max_tile_rows == 64
     assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(8, 1) is None
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         assert mla_config.tune_candidates(kv_dtype, 64, 1, 64)["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
