@@ -163,7 +163,6 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
     qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
     rows_l: gl.constexpr = gl.SliceLayout(1, mma)
     cols_l: gl.constexpr = gl.SliceLayout(0, mma)
     rows = gl.arange(0, BLOCK, layout=rows_l)
@@ -189,11 +188,7 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
                 s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[:, None], lo_scale_qk[:, None],
                                 False)
                 s = gl.convert_layout(s, mma)
-                for j in gl.static_range(HALF):  # this group's V boxes, fp8 -> fp16, into its own buffer
-                    v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
-                    v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
-                fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
-                mbarrier.arrive(kv_empty.index(stage), count=1)
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
@@ -229,10 +224,8 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             acc1 = acc1 * kv_scale
             acc2 = acc2 * kv_scale
             acc3 = acc3 * kv_scale
-        _store(acc0, l_i, m_i, 0, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
-        _store(acc1, l_i, m_i, 1, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
-        _store(acc2, l_i, m_i, 2, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
-        _store(acc3, l_i, m_i, 3, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, BLOCK)
+        _store4(acc0, acc1, acc2, acc3, l_i, m_i, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
+                BLOCK)
 
 
 @gluon.jit
@@ -250,7 +243,6 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     qk_k: gl.constexpr = 32 if FP8 else 16
     s_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, ROWS, qk_k])
     o_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, ROWS, 16])
-    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
     toks = gl.arange(0, BLOCK, layout=gl.SliceLayout(1, s_mma))
     qrows = gl.arange(0, ROWS, layout=gl.SliceLayout(0, s_mma))
     first, last = _program_items(WORK_INDPTR)
@@ -271,11 +263,7 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             if FP8:  # q's two parts' products; V to fp16 in this group's buffer
                 s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[None, :], lo_scale[None, :],
                                 True)
-                for j in gl.static_range(HALF):
-                    v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
-                    v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
-                fence_async_shared()
-                mbarrier.arrive(kv_empty.index(stage), count=1)
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
@@ -313,20 +301,36 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
         rows_of: gl.constexpr = gl.SliceLayout(1, gl.permute(acc0, (1, 0)).type.layout)  # [ROWS, 64] views
         l_o = gl.convert_layout(l_i, rows_of)
         m_o = gl.convert_layout(m_i, rows_of)
-        _store(gl.permute(acc0, (1, 0)), l_o, m_o, 0, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
-               DV_BASE, ROWS)
-        _store(gl.permute(acc1, (1, 0)), l_o, m_o, 1, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
-               DV_BASE, ROWS)
-        _store(gl.permute(acc2, (1, 0)), l_o, m_o, 2, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
-               DV_BASE, ROWS)
-        _store(gl.permute(acc3, (1, 0)), l_o, m_o, 3, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
-               DV_BASE, ROWS)
+        _store4(gl.permute(acc0, (1, 0)), gl.permute(acc1, (1, 0)), gl.permute(acc2, (1, 0)), gl.permute(acc3, (1, 0)),
+                l_o, m_o, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
 
 
 @gluon.jit
 def _kv_box(kv_smem, i):
     """Box i of the KV ring as a [64, 64] operand (the TMA writes it as [1, 64, 64], a page's slice)."""
     return kv_smem.index(i).reshape([BLOCK, BLOCK])
+
+
+@gluon.jit
+def _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
+    """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer, then the stage released
+    (this consumer is done reading it)."""
+    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
+    for j in gl.static_range(HALF):
+        v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
+        v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
+    fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
+    mbarrier.arrive(kv_empty.index(stage), count=1)
+
+
+@gluon.jit
+def _store4(acc0, acc1, acc2, acc3, l_i, m_i, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh,
+            DV_BASE: gl.constexpr, ROWS: gl.constexpr):
+    """A consumer's four 64-channel boxes, each [ROWS query rows, 64], through _store."""
+    _store(acc0, l_i, m_i, 0, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
+    _store(acc1, l_i, m_i, 1, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
+    _store(acc2, l_i, m_i, 2, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
+    _store(acc3, l_i, m_i, 3, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
 
 
 @gluon.jit
