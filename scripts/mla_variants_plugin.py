@@ -32,9 +32,8 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
 import dataclasses
 
-import torch
-
 from rocbench.kernels import mla_config as kc
+from rocbench.kernels import mla_gluon_scope
 from rocbench.plugin import backends
 from rocbench.suites.mla.backends import TritonMla
 
@@ -67,17 +66,12 @@ class TritonGluonWs(TritonMla):
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):
-        if platform.kind != "cuda" or platform.arch != "sm_90":
-            return f"a Hopper (sm_90) kernel; this platform is {platform.label}"
-        if not case["persist"]:
-            return "the persistent kernel only"
-        if case["q_dtype"] != torch.bfloat16 or case["kv_dtype"] not in (torch.bfloat16, torch.float8_e4m3fn):
-            return "bf16 q with bf16 or e4m3fn KV only"
-        if kc.gluon_ws_config(case["nhead"], case["qlen"]) is None:
-            return "qlen 1 and 16, 32 or a multiple of 64 heads only"
-        if case["page_size"] % 64:
-            return "pages of a multiple of 64 tokens only (a KV block is one page's TMA box)"
-        return None
+        config = kc.gluon_ws_config(case["nhead"], case["qlen"])
+        if not case["persist"] or config is None:
+            return "the persistent kernel at qlen 1 and 16, 32 or a multiple of 64 heads only"
+        heads = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
+        return mla_gluon_scope.case_reason(platform.kind, platform.arch, case["q_dtype"], case["kv_dtype"],
+                                           case["qlen"], heads, case["page_size"])
 
     def config(self, case, ctx):
         return kc.gluon_ws_config(case["nhead"], case["qlen"]), "gluon_ws"

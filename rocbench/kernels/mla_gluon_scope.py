@@ -18,15 +18,28 @@ def unsupported_reason(q: torch.Tensor, kv: PagedKV, qlen: int, schedule: MlaSch
     """None where mla_gluon.attend can take this call, else why not (one line)."""
     if not (q.is_cuda and torch.version.hip is None):
         return "NVIDIA GPUs only"
-    if torch.cuda.get_device_capability(q.device) != (9, 0):
-        major, minor = torch.cuda.get_device_capability(q.device)
-        return f"Hopper (sm_90) only; this GPU is sm_{major}{minor}"
+    major, minor = torch.cuda.get_device_capability(q.device)
+    reason = case_reason("cuda", f"sm_{major}{minor}", q.dtype, kv.kv_buffer.dtype, qlen, schedule.heads_per_group,
+                         kv.page_size)
+    if reason is None and schedule.kv_granularity % TILE:
+        return f"schedule granules of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
+    return reason
+
+
+def case_reason(kind: str, arch: str | None, q_dtype: torch.dtype, kv_dtype: torch.dtype, qlen: int,
+                heads_per_group: int, page_size: int) -> str | None:
+    """The same from what a case and its platform say (kind and arch as rocbench.core.platform has them), before
+    any tensor exists; unsupported_reason adds the schedule's granule."""
+    if kind != "cuda":
+        return "NVIDIA GPUs only"
+    if arch != "sm_90":
+        return f"Hopper (sm_90) only; this GPU is {arch}"
     if not triton.__version__.startswith(GLUON_TRITON + "."):
         return f"written in Triton {GLUON_TRITON}'s Gluon API; this is Triton {triton.__version__}"
-    if q.dtype != torch.bfloat16 or kv.kv_buffer.dtype not in (torch.bfloat16, torch.float8_e4m3fn):
+    if q_dtype != torch.bfloat16 or kv_dtype not in (torch.bfloat16, torch.float8_e4m3fn):
         return "bf16 q with bf16 or e4m3fn KV only"
-    if qlen != 1 or schedule.heads_per_group not in (16, 32, TILE):
-        return f"one query token and head tiles of 16, 32 or 64 only (qlen {qlen}, {schedule.heads_per_group} heads)"
-    if kv.page_size % TILE or schedule.kv_granularity % TILE:
-        return f"pages and schedule granules of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
+    if qlen != 1 or heads_per_group not in (16, 32, TILE):
+        return f"one query token and head tiles of 16, 32 or 64 only (qlen {qlen}, {heads_per_group} heads)"
+    if page_size % TILE:
+        return f"pages of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
     return None
