@@ -89,7 +89,12 @@
 #               (tests/test_mla_gluon.py) and the fp8 probe's dump (scripts/mla_gluon_fp8_probe.py).
 #               H100 2026-12-06 (bf16, uniform; results/examples/mla-gluon-ws-ab-h100): 24/24 passed, batch 64 / 128
 #               1.01-1.78x triton (nhead 128 batch 64 305.4 -> 173.9 us), batch 1 0.86-1.01x; fp8 failed its check
-#               (the q split's residual), fixed since, not yet run on a GPU (about 300 s)
+#               (the q split's residual), fixed since. H100 2026-12-06 (96 rows, bf16 + fp8, uniform + skewed): all
+#               passed, batch 64 / 128 1.02-1.79x (fp8 1.03-1.31x), batch 1 0.53-1.01x; graph_us beside kernel_us
+#               at nhead 64 / 128 batch 64 (about 160 s). Built in since from mla_config.GLUON_MIN_BATCH on Hopper, so
+#               the baseline is triton_tile (the Triton tile's built-in config)
+#   mla-gluon-crossover  triton_tile against triton_gluon_ws at batch 2-64, ctx 1024 / 4096, nhead 16-128, bf16 / fp8,
+#               uniform, persistent: where the Gluon tile starts to win (mla_config.GLUON_MIN_BATCH; about 150 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
 #               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
@@ -249,9 +254,18 @@ for part in "$@"; do
             step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py 2>&1 | tail -6
             # fp8's outputs on crafted inputs, for scripts/mla_gluon_fp8_probe.py analyse on any machine
             PYTHONPATH=. step 60 $PY scripts/mla_gluon_fp8_probe.py dump "$OUT" 2>&1 | tail -2
-            step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype bf16,fp8 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton,triton_gluon_ws \
+            # the Gluon launch under CUDA-graph capture and replay (graph_us) beside kernel_us
+            step 120 $PY -m rocbench mla --nhead 64,128 --batch 64 --kv-dtype bf16,fp8 --persist --ctx-dist uniform \
+                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws --times kernel,graph \
+                --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws-graph" | tail -12
+            step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128,1 --kv-dtype fp8,bf16 --persist \
+                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;
+        mla-gluon-crossover)
+            step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 2,4,8,16,32,64 --ctx 1024,4096 --kv-dtype bf16,fp8 \
+                --persist --ctx-dist uniform --plugin scripts/mla_variants_plugin.py \
+                --backends triton_tile,triton_gluon_ws --times kernel --skip-batch-probes --timeout 60 \
+                --out "$OUT/ab-mla-gluon-crossover" | tail -12 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

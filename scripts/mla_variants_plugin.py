@@ -1,5 +1,6 @@
 """Backend plugins for A/B runs of MLA config knobs (scripts/device_moe.sh mla-whole-units, mla-one-product,
-mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `triton` is.
+mla-batch1, mla-gluon-ws), gated as `triton` is. The first three are the Triton tile's built-in config (`triton_tile`,
+below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_BATCH) with MlaKernelConfig fields changed.
 
 - `triton_quota_cuts`: whole_units off, the persistent schedule before whole units (every (sequence, head group) unit
   cut to the programs' quotas). ncu (H200, 2026-12-05): at nhead 128, batch 64 x 4096 the quota deal cut all 128 units
@@ -26,21 +27,37 @@ mla-batch1): each is `triton` with MlaKernelConfig fields changed, gated as `tri
   64 at nhead 16 / 32 / 64 / 128 113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61%
   of the roofline; the product's tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs
   batch 1 with split-KV). fp8: wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of
-  the fp8 tile converted back); the split rewritten without that conversion, not yet run on a GPU. Now the product's
-  knob, which this backend takes.
+  the fp8 tile converted back); the split rewritten without that conversion. H100 (2026-12-06, 96 gated rows, bf16
+  and fp8, uniform and skewed): all passed; batch 64 / 128 1.02-1.79x the Triton tile (fp8 1.03-1.31x), batch 1 0.53-1.01x.
+  Built in since from mla_config.GLUON_MIN_BATCH where the GPU can run it, so `triton` takes it there; this backend
+  takes it at every batch.
+- `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
+  baseline of the Gluon tile's A/B rows now that `triton` takes the Gluon tile on Hopper.
 
-    rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products"""
+    rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
+    rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
 import dataclasses
 
 from rocbench.kernels import mla_config as kc
-from rocbench.kernels import mla_gluon_scope
 from rocbench.plugin import backends
-from rocbench.suites.mla.backends import TritonMla
+from rocbench.suites.mla.backends import TritonMla, gluon_unsupported_reason
+
+
+@backends("mla").register
+class TritonTile(TritonMla):
+    """`triton` with the Triton tile's built-in config at every batch and on every GPU (no Gluon tile)."""
+
+    name = "triton_tile"
+    description = "triton with the Triton tile's built-in config everywhere (no Gluon tile; an A/B plugin)"
+
+    def config(self, case, ctx):
+        return kc.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
+                                 persistent=case["persist"]), "the Triton tile's built-in config"
 
 
 def _variant(name: str, description: str, **fields) -> type:
     def config(self, case, ctx):
-        config, source = TritonMla.config(self, case, ctx)
+        config, source = TritonTile.config(self, case, ctx)
         changed = ", ".join(f"{field}={value}" for field, value in fields.items())
         return dataclasses.replace(config, **fields), f"{source}, {changed}"
 
@@ -66,12 +83,8 @@ class TritonGluonWs(TritonMla):
     platforms = ("cuda",)
 
     def unsupported_reason(self, case, platform):
-        config = kc.gluon_ws_config(case["nhead"], case["qlen"])
-        if not case["persist"] or config is None:
-            return "the persistent kernel at qlen 1 and 16, 32 or a multiple of 64 heads only"
-        heads = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
-        return mla_gluon_scope.case_reason(platform.kind, platform.arch, case["q_dtype"], case["kv_dtype"],
-                                           case["qlen"], heads, case["page_size"])
+        return gluon_unsupported_reason(case, platform)
 
     def config(self, case, ctx):
         return kc.gluon_ws_config(case["nhead"], case["qlen"]), "gluon_ws"
+

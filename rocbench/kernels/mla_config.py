@@ -83,10 +83,11 @@ class MlaKernelConfig:
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, qlen 1, 64-token pages), else the
-    # Triton tile. Take it with gluon_ws_config's head tile. As the A/B plugin (H100, 2026-12-06, bf16, ctx 4096,
-    # kernel_us, 24 gated rows; results/examples/mla-gluon-ws-ab-h100): batch 64 nhead 16 / 32 / 64 / 128 113.5 ->
-    # 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 us; batch 128 1.09-1.78x; batch 1 0.86-1.01x. Not yet
-    # timed through this knob, nor with its fp8 split fixed: a --tune candidate until then
+    # Triton tile. Take it with gluon_ws_config's head tile; built in from GLUON_MIN_BATCH where the GPU can run it
+    # (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
+    # device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
+    # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
+    # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
     gluon_ws: bool = False
 
 
@@ -179,6 +180,19 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 TINY_REDUCE_ROWS = 64
 
 
+# The smallest batch that takes the Gluon tile by default: it lost at batch 1 (above)
+GLUON_MIN_BATCH = 16
+
+
+def gluon_builtin(nhead: int, qlen: int, batch: int | None, *, persistent: bool) -> MlaKernelConfig | None:
+    """The Gluon tile where it is the built-in choice on a GPU that can run it (the caller asks mla_gluon_scope): the
+    persistent kernel from GLUON_MIN_BATCH sequences. None elsewhere, and for batch None (one config for every
+    batch, as triton_det needs: the Triton tile)."""
+    if not persistent or batch is None or batch < GLUON_MIN_BATCH:
+        return None
+    return gluon_ws_config(nhead, qlen)
+
+
 def gluon_ws_config(nhead: int, qlen: int) -> MlaKernelConfig | None:
     """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, 16 or 32 rows below, one
     program per SM (its ~220 KB of shared memory); None where it has no tile (qlen > 1, other head counts)."""
@@ -204,10 +218,15 @@ def default_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, device
                    batch: int | None = None, *, persistent: bool = True) -> MlaKernelConfig:
     """Launch knobs for a KV dtype and head count and one of the two kernels: the config `rocbench mla --tune`
     stored for this device (and batch) when there is one, else the sweep winners listed above."""
+    return (tuned_config(kv_dtype, nhead, qlen, device, batch, persistent=persistent)
+            or builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent))
+
+
+def tuned_config(kv_dtype: torch.dtype, nhead: int, qlen: int, device: torch.device | None, batch: int | None, *,
+                 persistent: bool = True) -> MlaKernelConfig | None:
+    """The config `rocbench mla --tune` stored for this device, case and batch, or None."""
     stored = tuned.lookup("mla_decode", device, tune_key(kv_dtype, nhead, qlen, batch, persistent=persistent))
-    if stored:
-        return MlaKernelConfig(**stored)
-    return builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
+    return MlaKernelConfig(**stored) if stored else None
 
 
 def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch: int | None = None, *,
@@ -255,8 +274,10 @@ def _config_by_tile(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
 
 
 def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None = None, *,
-                    persistent: bool = True) -> dict[str, MlaKernelConfig]:
-    """What `--tune` tries for a case: the built-in choice and the alternatives that won somewhere."""
+                    persistent: bool = True, builtin: MlaKernelConfig | None = None) -> dict[str, MlaKernelConfig]:
+    """What `--tune` tries for a case: the built-in choice (`builtin` where the platform's differs from
+    builtin_config's Triton tile, e.g. the Gluon tile; the Triton tile is then `triton_tile`) and the alternatives
+    that won somewhere."""
     fp8 = kv_dtype in E4M3_DTYPES
     c = functools.partial(MlaKernelConfig, f16_mma=True) if fp8 else MlaKernelConfig  # fp16 MMAs won everywhere
     # fp8: ncu on an H200 (nhead 16, batch 64, persistent, prefetch config) showed 255 registers per thread with
@@ -299,36 +320,39 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 # and 64-token block, 255 registers, no local memory (with 1 stage it spills). H200 `--tune` (kernel us,
                 # persistent, batch 64 skewed, 2026-12-06, device_moe.sh mla-tune32): 137.8 against the built-in's 115.3
                 "tokens_as_m,2/sm": c(tokens_as_m=True, num_warps=4, programs_per_sm=2)})
-    builtin = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
-    if qlen * kernel_heads_per_group(nhead, qlen, builtin) > 32:
+    triton_tile = builtin_config(kv_dtype, nhead, qlen, batch, persistent=persistent)
+    builtin = builtin or triton_tile
+    if qlen * kernel_heads_per_group(nhead, qlen, triton_tile) > 32:
         # the built-in 64-row tile runs wgmma already, and needs fewer instructions per token and head (offline: 151
         # warp-instructions per token for 64 rows, against 122 for each of two 32-row tiles)
         for name in ("tokens_as_m,fp8qk,stages1,2/sm", "tokens_as_m,fp8qk,cvt,stages1,2/sm", "tokens_as_m,2/sm"):
             options.pop(name, None)
     elif fp8:  # 16-32 rows: the row form's conversion where loaded (offline, 16 rows: 153 -> 92 warp-instructions
         # per token, but 120 KB of shared memory, so one program per SM; the 64-row tile's code does not change)
-        options["cvt"] = dataclasses.replace(builtin, convert_where_loaded=True)
+        options["cvt"] = dataclasses.replace(triton_tile, convert_where_loaded=True)
     if fp8:
-        options["bf16_mma"] = dataclasses.replace(builtin, f16_mma=False)
-        if builtin.fp8_qk and not builtin.fp8_q_one_part:  # q's two fp8 parts: their products as one, or two
-            name = "fp8qk_two_products" if builtin.fp8_qk_one_product else "fp8qk_one_product"
-            options[name] = dataclasses.replace(builtin, fp8_qk_one_product=not builtin.fp8_qk_one_product)
-    options["dependent_reduce"] = dataclasses.replace(builtin, dependent_reduce=True)
+        options["bf16_mma"] = dataclasses.replace(triton_tile, f16_mma=False)
+        if triton_tile.fp8_qk and not triton_tile.fp8_q_one_part:  # q's two fp8 parts: their products as one, or two
+            name = "fp8qk_two_products" if triton_tile.fp8_qk_one_product else "fp8qk_one_product"
+            options[name] = dataclasses.replace(triton_tile, fp8_qk_one_product=not triton_tile.fp8_qk_one_product)
+    options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
     if persistent:
-        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)
+        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knob: either tile
         gluon = gluon_ws_config(nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
-        options["splits128,block32,chunk128"] = dataclasses.replace(builtin, block_n=32, split_min_tokens=32,
+        options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,
                                                                     max_splits=128, reduce_chunk=128)
     if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
-        options["reduce64x64"] = dataclasses.replace(builtin, reduce_cols=64, reduce_chunk=64)
-        options["reduce64x128"] = dataclasses.replace(builtin, reduce_cols=128, reduce_chunk=64)
+        options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
+        options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
         # reduce_shape's own choice by rows, where the built-in config asks for a shape
-        options["reduce_by_rows"] = dataclasses.replace(builtin, reduce_cols=0, reduce_chunk=0)
-    names = {builtin: "builtin"}  # each config once, under its first name (e.g. two fp8 products: "fp8qk,rows64")
+        options["reduce_by_rows"] = dataclasses.replace(triton_tile, reduce_cols=0, reduce_chunk=0)
+    # each config once, under its first name (e.g. two fp8 products: "fp8qk,rows64"; a Gluon built-in's Triton tile)
+    names = {builtin: "builtin"}
+    names.setdefault(triton_tile, "triton_tile")
     for name, config in options.items():
         names.setdefault(config, name)
     return {name: config for config, name in names.items()}

@@ -29,6 +29,31 @@ def fp8_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
     return None
 
 
+def gluon_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
+    """Why the Gluon tile (MlaKernelConfig.gluon_ws) cannot run this case here, or None: rocbench.kernels.mla_gluon_scope
+    from what the case and platform say (mla_gluon_scope.unsupported_reason checks the tensors again at launch)."""
+    from rocbench.kernels import mla_config as kc
+    from rocbench.kernels import mla_gluon_scope
+
+    config = kc.gluon_ws_config(case["nhead"], case["qlen"])
+    if not case["persist"] or config is None:
+        return "the persistent kernel at qlen 1 and 16, 32 or a multiple of 64 heads only"
+    heads = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
+    return mla_gluon_scope.case_reason(platform.kind, platform.arch, case["q_dtype"], case["kv_dtype"], case["qlen"],
+                                       heads, case["page_size"])
+
+
+def platform_builtin(case: Case, platform: PlatformInfo):
+    """The built-in config for a case on this platform: the Gluon tile where it is built in (mla_config.gluon_builtin)
+    and can run here, else the Triton tile's sweep winners (mla_config.builtin_config)."""
+    from rocbench.kernels import mla_config as kc
+
+    gluon = kc.gluon_builtin(case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
+    if gluon is not None and gluon_unsupported_reason(case, platform) is None:
+        return gluon
+    return kc.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
+
+
 @REGISTRY.register
 class TritonMla(Backend):
     name = "triton"
@@ -53,9 +78,9 @@ class TritonMla(Backend):
         """The config this case runs (tuned for this device, else built in) and the words that say which."""
         from rocbench.kernels import mla_config as kc
 
-        shape = case["kv_dtype"], case["nhead"], case["qlen"]
-        config = kc.default_config(*shape, ctx.device, case["batch"], persistent=case["persist"])
-        builtin = kc.builtin_config(*shape, case["batch"], persistent=case["persist"])
+        builtin = platform_builtin(case, ctx.platform)
+        config = kc.tuned_config(case["kv_dtype"], case["nhead"], case["qlen"], ctx.device, case["batch"],
+                                 persistent=case["persist"]) or builtin
         return config, f"{'tuned' if config != builtin else 'built-in'} config"
 
     def tuning(self, case: Case, ctx: RankContext) -> Tuning:
@@ -69,7 +94,7 @@ class TritonMla(Backend):
             return f"{where} [{key}]"
 
         return Tuning(kc.tune_candidates(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"],
-                                         persistent=case["persist"]),
+                                         persistent=case["persist"], builtin=platform_builtin(case, ctx.platform)),
                       lambda io, config: self.prepare_fitted(case, io, ctx, config, "candidate"), remember)
 
     @classmethod
