@@ -74,6 +74,9 @@
 #               uniform/skewed, ctx 4096, gated. H100 (2026-12-05, whole units as the plugin then): nhead 128 batch 64
 #               uniform 328.2 -> 302.6 us bf16, 444.4 -> 418.5 fp8; nhead 64 batch 128 fp8 455.5 -> 428.4; elsewhere
 #               within +-2% (about 150 s)
+#   mla-gluon-default  the MLA GPU tests (the GPU tier with the Gluon tile built in at batch 32 x 600 bf16), triton's
+#               rows on both sides of mla_config.GLUON_MIN_KV_TOKENS (paths name the tile), and --tune at nhead 64
+#               batch 64 bf16 with the Triton tile as a candidate (about 400 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -91,10 +94,10 @@
 #               1.01-1.78x triton (nhead 128 batch 64 305.4 -> 173.9 us), batch 1 0.86-1.01x; fp8 failed its check
 #               (the q split's residual), fixed since. H100 2026-12-06 (96 rows, bf16 + fp8, uniform + skewed): all
 #               passed, batch 64 / 128 1.02-1.79x (fp8 1.03-1.31x), batch 1 0.53-1.01x; graph_us beside kernel_us
-#               at nhead 64 / 128 batch 64 (about 160 s). Built in since from mla_config.GLUON_MIN_BATCH on Hopper, so
+#               at nhead 64 / 128 batch 64 (about 160 s). Built in since from mla_config.GLUON_MIN_KV_TOKENS on Hopper, so
 #               the baseline is triton_tile (the Triton tile's built-in config)
 #   mla-gluon-crossover  triton_tile against triton_gluon_ws at batch 2-64, ctx 1024 / 4096, nhead 16-128, bf16 / fp8,
-#               uniform, persistent: where the Gluon tile starts to win (mla_config.GLUON_MIN_BATCH; about 150 s)
+#               uniform, persistent: where the Gluon tile starts to win (mla_config.GLUON_MIN_KV_TOKENS; about 150 s)
 #   test        the whole make test (H200, 16 cores, 8 workers: 758 passed, 61 skipped in 411 s; H100 2026-12-06: 761
 #               passed, 63 skipped in 304 s; stopped at 580 s)
 # e.g.  scripts/device_moe.sh gpu-tests ab-decode det      then: python scripts/variants_table.py $OUT/ab-*
@@ -266,6 +269,19 @@ for part in "$@"; do
                 --persist --ctx-dist uniform --plugin scripts/mla_variants_plugin.py \
                 --backends triton_tile,triton_gluon_ws --times kernel --skip-batch-probes --timeout 60 \
                 --out "$OUT/ab-mla-gluon-crossover" | tail -12 ;;
+        mla-gluon-default)
+            # the GPU tests of the MLA paths (the GPU tier: the Gluon tile built in at batch 32 in bf16), then triton's
+            # own choice of tile on both sides of mla_config.GLUON_MIN_KV_TOKENS (each row's path names it), then
+            # --tune at nhead 64 with the Gluon tile built in and the Triton tile a candidate (triton_tile)
+            step 200 $PY -m pytest -v -n 8 -p no:cacheprovider -rfs --tb=short tests/test_gpu_tier.py \
+                tests/test_mla_gluon.py tests/test_mla_kernels.py tests/test_tuning.py > "$OUT/mla-tests.log" 2>&1
+            grep -E "FAILED|ERROR|^E |passed|failed" "$OUT/mla-tests.log" | tail -15
+            step 120 $PY -m rocbench mla --nhead 16,128 --batch 16,64 --ctx 1024,4096 --kv-dtype bf16,fp8 --persist \
+                --ctx-dist uniform --times kernel --skip-batch-probes --out "$OUT/ab-mla-gluon-default" | tail -4
+            $PY -c "import pandas as p, glob; f = p.read_csv(glob.glob('$OUT/ab-mla-gluon-default/*/results.csv')[0]); \
+print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_string())"
+            step 150 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-tune64.json" $PY -m rocbench mla --nhead 64 --batch 64 \
+                --kv-dtype bf16 --persist --tune --times kernel --skip-batch-probes --out "$OUT/ab-mla-tune64" | tail -6 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

@@ -1,6 +1,6 @@
 """Backend plugins for A/B runs of MLA config knobs (scripts/device_moe.sh mla-whole-units, mla-one-product,
 mla-batch1, mla-gluon-ws), gated as `triton` is. The first three are the Triton tile's built-in config (`triton_tile`,
-below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_BATCH) with MlaKernelConfig fields changed.
+below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) with MlaKernelConfig fields changed.
 
 - `triton_quota_cuts`: whole_units off, the persistent schedule before whole units (every (sequence, head group) unit
   cut to the programs' quotas). ncu (H200, 2026-12-05): at nhead 128, batch 64 x 4096 the quota deal cut all 128 units
@@ -29,7 +29,7 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_BATCH) with 
   batch 1 with split-KV). fp8: wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of
   the fp8 tile converted back); the split rewritten without that conversion. H100 (2026-12-06, 96 gated rows, bf16
   and fp8, uniform and skewed): all passed; batch 64 / 128 1.02-1.79x the Triton tile (fp8 1.03-1.31x), batch 1 0.53-1.01x.
-  Built in since from mla_config.GLUON_MIN_BATCH where the GPU can run it, so `triton` takes it there; this backend
+  Built in since from mla_config.GLUON_MIN_KV_TOKENS where the GPU can run it, so `triton` takes it there; this backend
   takes it at every batch.
 - `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
   baseline of the Gluon tile's A/B rows now that `triton` takes the Gluon tile on Hopper.

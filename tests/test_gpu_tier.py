@@ -12,18 +12,23 @@ import pytest
 import torch
 
 from tests.helpers import REPO, cli_env, latest_run, meta, results, rocbench, wait_until_gone
+from tests.test_mla_gluon import GLUON_HERE
 
 pytestmark = [pytest.mark.gpu, pytest.mark.gpu_exclusive,  # times kernels: nothing else on the GPU meanwhile
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
 
 
 def test_mla_and_moe_gates_hold_under_graph_replay_in_bf16_and_fp8(tmp_path):
-    mla = rocbench("mla", "--nhead", "16,128", "--batch", "1,8", "--ctx", "600", "--kv-dtype", "bf16,fp8",
+    # batch 32 x 600 tokens: past the Gluon tile's least bf16 KV (mla_config.GLUON_MIN_KV_TOKENS), below fp8's
+    mla = rocbench("mla", "--nhead", "16,128", "--batch", "1,8,32", "--ctx", "600", "--kv-dtype", "bf16,fp8",
                    "--ctx-dist", "skewed", "--correctness-only", "--cuda-graph", "--out", str(tmp_path), on_gpu=True)
     assert mla.returncode == 0, mla.stdout[-3000:] + mla.stderr[-2000:]
     frame = results(latest_run(tmp_path, "mla"))
-    assert len(frame) == 16 and set(frame["status"]) == {"pass"} and set(frame["q_dtype"]) == {"bfloat16"}
+    assert len(frame) == 24 and set(frame["status"]) == {"pass"} and set(frame["q_dtype"]) == {"bfloat16"}
     assert frame["graph_replays"].str.startswith("3/3").all()
+    gluon = frame["path"].str.endswith("; Gluon tile")
+    wanted = frame["persist"].astype(str).eq("True") & frame["batch"].eq(32) & frame["kv_dtype"].eq("bfloat16")
+    assert gluon.tolist() == (wanted & GLUON_HERE).tolist(), frame[["path"]].to_string()
     moe = rocbench("moe", "--model", "deepseek-r1", "--tp", "8", "--tokens", "1,40", "--correctness-only",
                    "--cuda-graph", "--out", str(tmp_path), on_gpu=True)
     assert moe.returncode == 0, moe.stdout[-3000:] + moe.stderr[-2000:]

@@ -49,27 +49,29 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
 
 
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_batch(kv_dtype, monkeypatch):
+def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtype, monkeypatch):
     """`triton`'s built-in config (suites.mla.backends.platform_builtin): the Gluon tile on sm_90 with Triton 3.6 for
-    the persistent kernel at one query token from GLUON_MIN_BATCH sequences; the Triton tile's winners below that
-    batch, for split-KV, MTP, 64-token pages' multiples missing, fp16 q, batch None (triton_det), other GPUs and other
-    Tritons. `--tune` then tries the Triton tile as `triton_tile`."""
+    the persistent kernel at one query token from GLUON_MIN_KV_TOKENS of KV (batch x ctx); the Triton tile's winners
+    below that, for split-KV, MTP, 64-token pages' multiples missing, fp16 q, other GPUs and other Tritons. `--tune`
+    then tries the Triton tile as `triton_tile`."""
     from rocbench.core.platform import PlatformInfo
     from rocbench.suites.mla.backends import platform_builtin
 
     monkeypatch.setattr(triton, "__version__", mla_gluon_scope.GLUON_TRITON + ".0")
     hopper = PlatformInfo("cuda", 1, ["H100"], 132, None, arch="sm_90")
-    big = mla_config.GLUON_MIN_BATCH
+    least = mla_config.GLUON_MIN_KV_TOKENS["bf16" if kv_dtype == torch.bfloat16 else "fp8"]
+    big = least // 1024
     case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": 128, "qlen": 1, "persist": True, "batch": big,
-            "page_size": 64}
+            "ctx": 1024, "page_size": 64}
     gluon, triton_tile = mla_config.gluon_ws_config(128, 1), mla_config.builtin_config(kv_dtype, 128, 1, big)
     assert platform_builtin(case, hopper) == gluon and gluon.gluon_ws and not triton_tile.gluon_ws
-    for change in ({"batch": big - 1}, {"batch": None}, {"persist": False}, {"qlen": 2}, {"page_size": 32},
+    assert platform_builtin({**case, "batch": big // 4, "ctx": 4096}, hopper) == gluon  # the KV, not the batch
+    for change in ({"batch": big - 1}, {"ctx": 1000}, {"persist": False}, {"qlen": 2}, {"page_size": 32},
                    {"q_dtype": torch.float16}):
         other = {**case, **change}
         assert platform_builtin(other, hopper) == mla_config.builtin_config(
             kv_dtype, 128, other["qlen"], other["batch"], persistent=other["persist"]), change
-    for platform in (PlatformInfo("cuda", 1, ["H20"], 132, None, arch="sm_100"),
+    for platform in (PlatformInfo("cuda", 1, ["B200"], 148, None, arch="sm_100"),
                      PlatformInfo("rocm", 1, ["MI300X"], 304, None, arch="gfx942"),
                      PlatformInfo("cpu", 0, [], None, None)):
         assert platform_builtin(case, platform) == triton_tile, platform.arch

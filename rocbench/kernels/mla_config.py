@@ -83,8 +83,8 @@ class MlaKernelConfig:
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, qlen 1, 64-token pages), else the
-    # Triton tile. Take it with gluon_ws_config's head tile; built in from GLUON_MIN_BATCH where the GPU can run it
-    # (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
+    # Triton tile. Take it with gluon_ws_config's head tile; built in from GLUON_MIN_KV_TOKENS where the GPU can run
+    # it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
     # device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
     # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
     # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
@@ -180,15 +180,21 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 TINY_REDUCE_ROWS = 64
 
 
-# The smallest batch that takes the Gluon tile by default: it lost at batch 1 (above)
-GLUON_MIN_BATCH = 16
+# The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind. H100
+# (2026-12-06, kernel_us, persistent, uniform, 192 gated rows against the Triton tile at batch 2-64 x ctx 1024 / 4096 x
+# nhead 16-128, device_moe.sh mla-gluon-crossover): bf16 from 16K tokens 1.01-1.63x at every head count (below it
+# 0.92-1.46x); fp8, whose q split costs a launch and whose tile converts V, from 128K tokens 1.01-1.21x (at 64K 0.93-1.14x,
+# nhead 32 losing; at batch 2-4 0.63-1.10x)
+GLUON_MIN_KV_TOKENS = {"bf16": 16 * 1024, "fp8": 128 * 1024}
 
 
-def gluon_builtin(nhead: int, qlen: int, batch: int | None, *, persistent: bool) -> MlaKernelConfig | None:
+def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int | None, *,
+                  persistent: bool) -> MlaKernelConfig | None:
     """The Gluon tile where it is the built-in choice on a GPU that can run it (the caller asks mla_gluon_scope): the
-    persistent kernel from GLUON_MIN_BATCH sequences. None elsewhere, and for batch None (one config for every
-    batch, as triton_det needs: the Triton tile)."""
-    if not persistent or batch is None or batch < GLUON_MIN_BATCH:
+    persistent kernel over at least GLUON_MIN_KV_TOKENS of KV. None elsewhere, and for kv_tokens None (one config for
+    every batch, as triton_det needs: the Triton tile)."""
+    least = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
+    if not persistent or kv_tokens is None or kv_tokens < least:
         return None
     return gluon_ws_config(nhead, qlen)
 

@@ -48,7 +48,8 @@ def platform_builtin(case: Case, platform: PlatformInfo):
     and can run here, else the Triton tile's sweep winners (mla_config.builtin_config)."""
     from rocbench.kernels import mla_config as kc
 
-    gluon = kc.gluon_builtin(case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
+    gluon = kc.gluon_builtin(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"] * case["ctx"],
+                             persistent=case["persist"])
     if gluon is not None and gluon_unsupported_reason(case, platform) is None:
         return gluon
     return kc.builtin_config(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"], persistent=case["persist"])
