@@ -182,9 +182,9 @@ TINY_REDUCE_ROWS = 64
 
 # The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind. H100
 # (2026-12-06, kernel_us, persistent, uniform, 192 gated rows against the Triton tile at batch 2-64 x ctx 1024 / 4096 x
-# nhead 16-128, device_moe.sh mla-gluon-crossover): bf16 from 16K tokens 1.01-1.63x at every head count (below it
-# 0.92-1.46x); fp8, whose q split costs a launch and whose tile converts V, from 128K tokens 1.01-1.21x (at 64K 0.93-1.14x,
-# nhead 32 losing; at batch 2-4 0.63-1.10x)
+# nhead 16-128, device_moe.sh mla-gluon-crossover): bf16 from 16K tokens 1.01-1.78x at every head count (below it
+# 0.92-1.22x); fp8, whose q split costs a launch and whose tile converts V, from 128K tokens 1.01-1.21x (at 64K
+# 0.93-1.14x, nhead 32 losing; at batch 2-4 0.63-1.10x)
 GLUON_MIN_KV_TOKENS = {"bf16": 16 * 1024, "fp8": 128 * 1024}
 
 
