@@ -77,6 +77,11 @@
 #   mla-gluon-default  the MLA GPU tests (the GPU tier with the Gluon tile built in at batch 32 x 600 bf16), triton's
 #               rows on both sides of mla_config.GLUON_MIN_KV_TOKENS (paths name the tile), and --tune at nhead 64
 #               batch 64 bf16 with the Triton tile as a candidate (about 400 s)
+#   mla-gluon-mtp  MTP (qlen 2) through the Gluon tile, its query tokens one by one (mla_decode.one_token_lens; 64-head
+#               tiles only, where the Triton tile reads the KV once per head group anyway) against the Triton tile at
+#               nhead 64 / 128 x batch 8 / 32 / 64 x bf16 / fp8 x uniform / skewed, persistent, ctx 4096, gated; first
+#               the Gluon GPU tests (qlen 2 and 3 among them). Predicted from the qlen-1 rows of as many query tokens
+#               (H100): nhead 64 batch 32 bf16 174 -> ~136 us (-22%), fp8 193 -> ~175 (-10%); not yet run (about 250 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -282,6 +287,11 @@ for part in "$@"; do
 print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_string())"
             step 150 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-tune64.json" $PY -m rocbench mla --nhead 64 --batch 64 \
                 --kv-dtype bf16 --persist --tune --times kernel --skip-batch-probes --out "$OUT/ab-mla-tune64" | tail -6 ;;
+        mla-gluon-mtp)
+            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py 2>&1 | tail -4
+            step 300 $PY -m rocbench mla --nhead 64,128 --batch 8,32,64 --qlen 2 --kv-dtype bf16,fp8 --persist \
+                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws \
+                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-mtp" | tail -26 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

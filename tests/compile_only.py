@@ -126,7 +126,7 @@ def _mla_case(name: str, kv_dtype, nhead: int, qlen: int, batch: int, persist: b
     q = make_query(kv.batch * qlen, nhead, torch.bfloat16, g, "cpu")
     io = types.SimpleNamespace(q=q, kv=kv, out=torch.empty(*q.shape[:2], KV_LORA_RANK, dtype=q.dtype))
     case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": nhead, "qlen": qlen, "persist": persist,
-            "batch": batch}
+            "batch": batch, "ctx": 256, "page_size": 64}
     target = TARGETS[name]
     platform = PlatformInfo("cuda" if target.nvidia else "rocm", 1, [name], sm_count=target.sms, l2_bytes=None,
                             arch=str(target.arch))

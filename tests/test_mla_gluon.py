@@ -3,6 +3,7 @@ takes its place (everywhere), q's fp8 split (everywhere Triton runs), and the ti
 3.6 against the reference, through mla_decode_persistent, where the benchmark's rows do not reach (a sequence's partial
 last block read from before its page, pages of 128 tokens, split units merged by the reduce)."""
 import dataclasses
+import itertools
 import textwrap
 
 import pytest
@@ -22,10 +23,10 @@ GLUON_HERE = NVIDIA and torch.cuda.get_device_capability() == (9, 0) and \
 E4M3FN = DEVICE == "cpu" or NVIDIA and torch.cuda.get_device_capability() >= (8, 9)  # Triton's e4m3fn type
 
 
-def _case(lens, page_size, kv_dtype, nhead, seed, device=DEVICE):
+def _case(lens, page_size, kv_dtype, nhead, seed, device=DEVICE, qlen=1):
     g = torch.Generator().manual_seed(seed)
     kv = build_paged_kv(lens, page_size, kv_dtype, g, "cpu").to(device)
-    return make_query(len(lens), nhead, torch.bfloat16, g, device), kv
+    return make_query(len(lens) * qlen, nhead, torch.bfloat16, g, device), kv
 
 
 def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
@@ -83,6 +84,41 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
     assert platform_builtin(case, hopper) == triton_tile
 
 
+def test_mtp_takes_the_gluon_tile_token_by_token_at_64_head_tiles(monkeypatch):
+    """MTP (more than one query token) through the Gluon tile: only with 64-head tiles (at 16-32 heads the Triton
+    tile holds all query rows and reads the KV once); its schedule takes the query tokens one by one
+    (mla_decode.one_token_lens: token j of L sees L - qlen + j + 1, the reference's causal limits, checked here on the
+    reference itself over the sequences' own pages); the scope refuses a schedule of the qlen form."""
+    assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(32, 2) is None
+    config = mla_config.gluon_ws_config(128, 2)
+    assert config.gluon_ws and mla_config.kernel_heads_per_group(128, 2, config) == 64
+    assert mla_config.gluon_builtin(torch.bfloat16, 128, 2, 10**7, persistent=True) is None  # untimed: not built in
+    assert mla_decode.one_token_lens([5, 9], 3) == [3, 4, 5, 7, 8, 9]
+    lens, qlen = [100, 7, 64], 2
+    q, kv = _case(lens, 16, torch.float32, 64, 4, "cpu", qlen=qlen)
+    q = q.float()
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, qlen)
+    pages = [kv.kv_indices[kv.kv_indptr[b]:kv.kv_indptr[b + 1]].tolist() for b in range(len(lens))]
+    one_by_one = mla_decode.one_token_lens(lens, qlen)
+    as_sequences = build_paged_kv(one_by_one, 16, torch.float32, torch.Generator().manual_seed(0), "cpu")
+    flat = [page for b in range(len(lens)) for _ in range(qlen) for page in pages[b]]
+    as_sequences = dataclasses.replace(  # each query token's own sequence over the pages of its sequence
+        as_sequences, kv_buffer=kv.kv_buffer, kv_indices=torch.tensor(flat, dtype=torch.int32),
+        kv_indptr=torch.tensor([0] + list(itertools.accumulate(len(pages[b]) for b in range(len(lens))
+                                                                for _ in range(qlen))), dtype=torch.int32))
+    one, _ = mla_decode_reference(q, as_sequences, SM_SCALE, 1)
+    torch.testing.assert_close(one, ref, rtol=1e-5, atol=1e-6)  # fp32, the same sums in another order
+    schedule = mla_decode.build_persistent_schedule(lens, qlen, 64, 4, config)
+    assert (schedule.qlen, schedule.batch, schedule.heads_per_group) == (1, len(lens) * qlen, 64)
+    triton_tile = mla_decode.build_persistent_schedule(lens, qlen, 64, 4, dataclasses.replace(config, gluon_ws=False))
+    assert (triton_tile.qlen, triton_tile.batch, triton_tile.heads_per_group) == (qlen, len(lens), 32)
+    monkeypatch.setattr(triton, "__version__", mla_gluon_scope.GLUON_TRITON + ".0")
+    assert mla_gluon_scope.case_reason("cuda", "sm_90", torch.bfloat16, torch.bfloat16, 2, 64, 64) is None
+    assert "one query token" in mla_gluon_scope.case_reason("cuda", "sm_90", torch.bfloat16, torch.bfloat16, 2, 32, 64)
+    with pytest.raises(ValueError, match="the Gluon tile's: qlen 1 over batch x qlen"):
+        mla_decode.mla_decode_persistent(q, kv, triton_tile, SM_SCALE, qlen, config=config)
+
+
 @needs_interpreter()
 def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
     """The `triton` backend with gluon_ws on a platform outside the Gluon tile's scope (here: CPU tensors) runs the
@@ -109,7 +145,7 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 with the tokens on M and q's
-    split. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
+    split, MTP (two query tokens) at 64 heads. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
 
@@ -123,17 +159,18 @@ def test_gluon_tile_compiles_for_sm90_offline():
         from tests.compile_only import _mla_case, compile_only
         with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
                                                                lambda *args: None):
-            for kv_dtype, nhead in ((torch.bfloat16, 128), (torch.float8_e4m3fn, 16)):
-                case, io, ctx = _mla_case("sm90", kv_dtype, nhead, 1, 2, True)
-                config = mla_config.gluon_ws_config(nhead, 1)
+            for kv_dtype, nhead, qlen in ((torch.bfloat16, 128, 1), (torch.float8_e4m3fn, 16, 1),
+                                          (torch.bfloat16, 64, 2)):
+                case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
+                config = mla_config.gluon_ws_config(nhead, qlen)
                 lens = [int(x) for x in io.kv.seq_lens]
-                schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, 132, config,
+                schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, 132, config,
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
-                mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, 1, io.out, config=config)
+                mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, qlen, io.out, config=config)
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 2 and launched.count("_split_q_kernel") == 1, launched
+    assert launched.count("_kernel") == 3 and launched.count("_split_q_kernel") == 1, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -162,16 +199,18 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")  # a kernel waiting on an mbarrier forever: fail the worker, not the run
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("page_size,nhead,programs", [(64, 64, 132), (128, 128, 132), (64, 128, 7), (64, 16, 132),
-                                                       (128, 32, 7)])
-def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs):
-    lens = [175, 2793, 64, 700, 1]  # partial last blocks, a whole one, one token
-    q, kv = _case(lens, page_size, kv_dtype, nhead, page_size + nhead + programs)
-    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
-    config = mla_config.gluon_ws_config(nhead, 1)
-    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
+@pytest.mark.parametrize("page_size,nhead,programs,qlen", [(64, 64, 132, 1), (128, 128, 132, 1), (64, 128, 7, 1),
+                                                            (64, 16, 132, 1), (128, 32, 7, 1), (64, 64, 132, 2),
+                                                            (128, 128, 7, 3)])
+def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
+    """MTP (qlen 2, 3): the query tokens one by one over their sequence's pages, each to its causal limit."""
+    lens = [175, 2793, 64, 700, qlen]  # partial last blocks, a whole one, as few tokens as query tokens
+    q, kv = _case(lens, page_size, kv_dtype, nhead, page_size + nhead + programs + qlen, qlen=qlen)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, qlen)
+    config = mla_config.gluon_ws_config(nhead, qlen)
+    schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, programs, config,
                                                     kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
-    assert mla_gluon_scope.unsupported_reason(q, kv, 1, schedule) is None
-    out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
-    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
+    assert mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule) is None
+    out = torch.full((len(lens) * qlen, nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
+    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, qlen, out, config=config)
     assert_matches_reference(out, ref, torch.bfloat16)

@@ -194,15 +194,18 @@ def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int |
     persistent kernel over at least GLUON_MIN_KV_TOKENS of KV. None elsewhere, and for kv_tokens None (one config for
     every batch, as triton_det needs: the Triton tile)."""
     least = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
-    if not persistent or kv_tokens is None or kv_tokens < least:
+    if not persistent or qlen != 1 or kv_tokens is None or kv_tokens < least:  # MTP: not yet timed
         return None
     return gluon_ws_config(nhead, qlen)
 
 
 def gluon_ws_config(nhead: int, qlen: int) -> MlaKernelConfig | None:
     """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, 16 or 32 rows below, one
-    program per SM (its ~220 KB of shared memory); None where it has no tile (qlen > 1, other head counts)."""
-    if qlen != 1 or not (nhead in (16, 32) or nhead % 64 == 0):
+    program per SM (its ~220 KB of shared memory); None where it has no tile. More than one query token (MTP) only
+    with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV once per query
+    token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the Triton tile holds
+    all of a sequence's query rows and reads its KV once."""
+    if not (nhead in (16, 32) or nhead % 64 == 0) or qlen != 1 and nhead % 64:
         return None
     return MlaKernelConfig(max_tile_rows=64 if nhead >= 64 else 32, block_n=64, gluon_ws=True)
 
@@ -387,5 +390,6 @@ def persistent_num_programs(num_sms: int, config: MlaKernelConfig) -> int:
 
 
 def kernel_heads_per_group(nhead: int, qlen: int, config: MlaKernelConfig) -> int:
-    """The head tile both kernels use for this config (build the schedule with the same)."""
-    return pick_heads_per_group(nhead, qlen, config.max_tile_rows)
+    """The head tile both kernels use for this config (build the schedule with the same). The Gluon tile takes a
+    sequence's query tokens one by one, so its tile holds heads of one token."""
+    return pick_heads_per_group(nhead, 1 if config.gluon_ws else qlen, config.max_tile_rows)

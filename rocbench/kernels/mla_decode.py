@@ -420,6 +420,8 @@ def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
     work per program, granularity a multiple of block_n), on CPU: call .to(device).
     fixed_split_tokens (a multiple of that granularity): batch-invariant splits, see
     rocbench.formats.mla_schedule. kv_element_bytes (the KV cache's) prices a partial for config.whole_units."""
+    if config.gluon_ws and qlen > 1:  # the Gluon tile takes the query tokens one by one
+        seq_lens, qlen = one_token_lens(seq_lens, qlen), 1
     hpg = kernel_heads_per_group(nhead, qlen, config)
     granularity = max(DEFAULT_KV_GRANULARITY, config.block_n)
     return build_mla_schedule(
@@ -429,6 +431,13 @@ def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
         fixed_split_tokens=fixed_split_tokens,
         partial_cost=partial_cost_granules(qlen * hpg, granularity, kv_element_bytes) if config.whole_units else None,
     )
+
+
+def one_token_lens(seq_lens, qlen: int) -> list[int]:
+    """A batch with qlen query tokens per sequence as qlen sequences of one token each: query token j of a sequence
+    of L tokens sees its first L - qlen + j + 1 (the causal limits rocbench.suites.mla.reference states). q's and
+    out's rows (b * qlen + j) are already in that order; the pages stay the sequence's."""
+    return [int(length) - qlen + j + 1 for length in seq_lens for j in range(qlen)]
 
 
 def _workspace(ws: MlaWorkspace | None, slots: int, rows: int, device) -> MlaWorkspace:
@@ -526,14 +535,17 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
     kernel_heads_per_group) must be on q's device and built for this batch's seq_lens, qlen
     and nhead. Returns out [tokens, nhead, 512] in q's dtype."""
     _check_inputs(q, kv, qlen)
-    if (schedule.qlen, schedule.nhead, schedule.batch) != (qlen, q.shape[1], kv.batch):
+    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
+    # the Gluon tile's schedule takes the query tokens one by one (build_persistent_schedule)
+    wanted = (1, q.shape[1], kv.batch * qlen) if config.gluon_ws else (qlen, q.shape[1], kv.batch)
+    if (schedule.qlen, schedule.nhead, schedule.batch) != wanted:
         raise ValueError(
             f"schedule built for qlen={schedule.qlen} nhead={schedule.nhead} batch={schedule.batch}, "
             f"called with qlen={qlen} nhead={q.shape[1]} batch={kv.batch}"
+            + (" (the Gluon tile's: qlen 1 over batch x qlen)" if config.gluon_ws else "")
         )
     if schedule.work_info.device != q.device:
         raise ValueError("move the schedule to q's device first (schedule.to(device))")
-    config = config or default_config(kv.kv_buffer.dtype, q.shape[1], qlen)
     hpg = schedule.heads_per_group
     out = _out_like(q, out)
     workspace = _workspace(workspace, max(1, schedule.num_partials), schedule.rows_per_item, q.device)

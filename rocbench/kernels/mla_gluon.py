@@ -23,13 +23,16 @@ tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as 
 accumulated onto the high part's, and each consumer converts its half of V to fp16 into its own shared buffer and
 releases the stage before its softmax.
 
-Scope (mla_gluon_scope.unsupported_reason): bf16 q, bf16 or e4m3fn KV, qlen 1, nhead 16, 32 or a multiple of 64,
-page_size a multiple of 64, the persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program
-per SM), the persistent kernel's reduce for split units.
+Scope (mla_gluon_scope.unsupported_reason): bf16 q, bf16 or e4m3fn KV, nhead 16, 32 or a multiple of 64 (more than
+one query token per sequence, MTP, only with 64-head tiles: the schedule then takes the query tokens one by one,
+rocbench.kernels.mla_decode.one_token_lens, and a work item's sequence is b // qlen for its pages), page_size a
+multiple of 64, the persistent schedule (rocbench.formats.mla_schedule) built for the tile (one program per SM), the
+persistent kernel's reduce for split units.
 
-Measured as the A/B plugin `triton_gluon_ws` (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100): bf16 batch
-64 / 128 1.01-1.78x the Triton tile's kernel time (nhead 128 batch 64 305.4 -> 173.9 us, 35 -> 61% of the roofline),
-batch 1 0.86-1.01x. fp8 was wrong there (the q split, see _split_q_kernel); its fix has not run on a GPU yet.
+Measured against the Triton tile (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100, 96 + 192 gated rows):
+batch 64 / 128 bf16 1.01-1.79x its kernel time (nhead 128 batch 64 303.7 -> 171.2 us, 33 -> 58% of the roofline),
+fp8 1.03-1.31x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x. Built in where the KV read is large enough
+(mla_config.GLUON_MIN_KV_TOKENS); MTP through it not yet timed.
 """
 from __future__ import annotations
 
@@ -118,6 +121,7 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     q_lo_desc = shared[21]
     q_lo_smem = shared[16]
+    qlen = shared[23]  # query tokens per sequence: item b is query token b % qlen of sequence b // qlen
     q_full, q_empty, kv_full, kv_empty = bars
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
     ROWS: gl.constexpr = q_desc.block_type.shape[0]  # query rows per tile
@@ -126,7 +130,7 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     it = 0
     for item in range(first, last):
         b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
-        page_start = gl.load(KV_INDPTR + b)
+        page_start = gl.load(KV_INDPTR + b // qlen)
         n_item = item - first
         # q of this item, once both consumers released the last one (mbarriers start at phase 1 complete)
         mbarrier.wait(q_empty, (n_item & 1) ^ 1)
@@ -391,7 +395,7 @@ def _barriers(NUM_STAGES: gl.constexpr):
 
 @gluon.jit
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
-            HI_SCALE, LO_SCALE, KV_SCALE, nhead, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
+            HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
@@ -417,8 +421,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES), WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES,
               nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
               KV_SCALE, q_lo_desc)
-    args0 = (common + (p0_smem,), PAGE_SIZE, INFO_COLS)
-    args1 = (common + (p1_smem,), PAGE_SIZE, INFO_COLS)
+    args0 = (common + (p0_smem, qlen), PAGE_SIZE, INFO_COLS)
+    args1 = (common + (p1_smem, qlen), PAGE_SIZE, INFO_COLS)
     gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1], [232, 40])
 
 
@@ -483,8 +487,8 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time)."""
-    rows = schedule.heads_per_group  # qlen 1
-    assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0
+    rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
+    assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
@@ -499,8 +503,8 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     kv_desc = _descriptor(kv.kv_buffer, [1, TILE, TILE])
     log2e = 1.4426950408889634
     args = (q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
-            workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], out.stride(0), out.stride(1),
-            sm_scale * log2e)
+            workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], schedule.batch // kv.batch,
+            out.stride(0), out.stride(1), sm_scale * log2e)
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, **options)

@@ -23,6 +23,8 @@ def unsupported_reason(q: torch.Tensor, kv: PagedKV, qlen: int, schedule: MlaSch
                          kv.page_size)
     if reason is None and schedule.kv_granularity % TILE:
         return f"schedule granules of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
+    if reason is None and (schedule.qlen, schedule.batch) != (1, kv.batch * qlen):
+        return "a schedule over the query tokens one by one only (mla_decode.build_persistent_schedule with gluon_ws)"
     return reason
 
 
@@ -38,8 +40,9 @@ def case_reason(kind: str, arch: str | None, q_dtype: torch.dtype, kv_dtype: tor
         return f"written in Triton {GLUON_TRITON}'s Gluon API; this is Triton {triton.__version__}"
     if q_dtype != torch.bfloat16 or kv_dtype not in (torch.bfloat16, torch.float8_e4m3fn):
         return "bf16 q with bf16 or e4m3fn KV only"
-    if qlen != 1 or heads_per_group not in (16, 32, TILE):
-        return f"one query token and head tiles of 16, 32 or 64 only (qlen {qlen}, {heads_per_group} heads)"
+    if heads_per_group not in (16, 32, TILE) or qlen != 1 and heads_per_group != TILE:
+        return (f"head tiles of 16, 32 or 64, and of 64 with more than one query token, only (qlen {qlen}, "
+                f"{heads_per_group} heads)")
     if page_size % TILE:
         return f"pages of a multiple of {TILE} tokens only (a KV block is one page's TMA box)"
     return None

@@ -37,7 +37,7 @@ def gluon_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
 
     config = kc.gluon_ws_config(case["nhead"], case["qlen"])
     if not case["persist"] or config is None:
-        return "the persistent kernel at qlen 1 and 16, 32 or a multiple of 64 heads only"
+        return "the persistent kernel at 16, 32 or a multiple of 64 heads (more than one query token: 64) only"
     heads = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
     return mla_gluon_scope.case_reason(platform.kind, platform.arch, case["q_dtype"], case["kv_dtype"], case["qlen"],
                                        heads, case["page_size"])
@@ -123,16 +123,21 @@ class TritonMla(Backend):
         lens = [int(x) for x in io.kv.seq_lens.cpu()]
         qlen = case["qlen"]
         if case["persist"]:
-            schedule = k.build_persistent_schedule(lens, qlen, case["nhead"], ctx.platform.grid_sms, config,
+            def schedule_for(config):
+                return k.build_persistent_schedule(lens, qlen, case["nhead"], ctx.platform.grid_sms, config,
                                                    fixed_split_tokens=split_tokens,
                                                    kv_element_bytes=io.kv.kv_buffer.element_size()).to(ctx.device)
-            workspace = k.alloc_persistent_workspace(schedule, ctx.device)
+
+            schedule = schedule_for(config)
             if config.gluon_ws:
                 from rocbench.kernels import mla_gluon_scope
 
                 reason = mla_gluon_scope.unsupported_reason(io.q, io.kv, qlen, schedule)
-                config = dataclasses.replace(config, gluon_ws=reason is None)
+                if reason:  # the Triton tile's schedule differs where there is more than one query token
+                    config = dataclasses.replace(config, gluon_ws=False)
+                    schedule = schedule_for(config)
                 source += f"; Triton tile (not the Gluon tile: {reason})" if reason else "; Gluon tile"
+            workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
             def run() -> torch.Tensor:
                 return k.mla_decode_persistent(io.q, io.kv, schedule, SM_SCALE, qlen, out=io.out,
