@@ -33,6 +33,13 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   takes it at every batch.
 - `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
   baseline of the Gluon tile's A/B rows now that `triton` takes the Gluon tile on Hopper.
+- `triton_gluon_one_chain`, `triton_gluon_overlap`, `triton_gluon_regs224`: the Gluon tile with its knobs, compiled
+  offline only so far (sm_90, Triton 3.6, nhead 64): one chain removes fp8's wait between q's two parts' Q@K^T
+  (split_q's one_scale); overlap issues block i + 1's Q@K^T before block i's softmax (and fp8's V conversion), at
+  36 -> 208 wgmma instructions in the unrolled code and more spills (bf16 18 -> 45 stores at 168 registers); 224
+  registers per thread take the bf16 64-row tile's spills from 18 to 1 (fp8 106 -> 93). Predicted: fp8 nhead 64 / 128
+  -5..-20% from one chain and overlap together (fp8 ran 5.6 us per block-item against bf16's 4.4 at half the bytes);
+  bf16 within +-5%.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -88,3 +95,20 @@ class TritonGluonWs(TritonMla):
     def config(self, case, ctx):
         return kc.gluon_ws_config(case["nhead"], case["qlen"]), "gluon_ws"
 
+
+def _gluon_variant(name: str, description: str, **fields) -> type:
+    """triton_gluon_ws with the Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs)."""
+    def config(self, case, ctx):
+        changed = ", ".join(f"{field}={value}" for field, value in fields.items())
+        return dataclasses.replace(kc.gluon_ws_config(case["nhead"], case["qlen"]), **fields), f"gluon_ws, {changed}"
+
+    return backends("mla").register(type(name, (TritonGluonWs,), {"name": name, "description": description,
+                                                                  "config": config}))
+
+
+_gluon_variant("triton_gluon_one_chain", "the Gluon tile, fp8 q's two parts at one scale: one Q@K^T chain (A/B plugin)",
+               gluon_one_chain=True)
+_gluon_variant("triton_gluon_overlap", "the Gluon tile, the next block's Q@K^T under this block's softmax (64-row "
+               "tiles; fp8 with one chain; A/B plugin)", gluon_one_chain=True, gluon_overlap=True)
+_gluon_variant("triton_gluon_regs224", "the Gluon tile launched at 224 registers per thread (A/B plugin)",
+               gluon_regs=224)

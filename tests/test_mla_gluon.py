@@ -36,7 +36,10 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert mla_config.gluon_ws_config(128, 1).max_tile_rows == 64
     assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(8, 1) is None
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
-        assert mla_config.tune_candidates(kv_dtype, 64, 1, 64)["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
+        candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
+        assert candidates["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
+        assert candidates["gluon_ws,overlap"].gluon_overlap and candidates["gluon_ws,regs224"].gluon_regs == 224
+        assert ("gluon_ws,one_chain" in candidates) == (kv_dtype != torch.bfloat16)
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
     chain = mla_config.smaller_configs(mla_config.gluon_ws_config(64, 1))
@@ -79,7 +82,8 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
     candidates = mla_config.tune_candidates(kv_dtype, 128, 1, big, builtin=gluon)
     assert candidates["builtin"] == gluon and candidates["triton_tile"] == triton_tile and "gluon_ws" not in candidates
     assert candidates["quota_cuts"] == dataclasses.replace(gluon, whole_units=False)  # the schedule's knob
-    assert not any(config.gluon_ws for name, config in candidates.items() if name not in ("builtin", "quota_cuts"))
+    assert not any(config.gluon_ws for name, config in candidates.items()
+                   if name not in ("builtin", "quota_cuts") and not name.startswith("gluon_ws,"))
     monkeypatch.setattr(triton, "__version__", "3.9.0")
     assert platform_builtin(case, hopper) == triton_tile
 
@@ -145,12 +149,12 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 with the tokens on M and q's
-    split, MTP (two query tokens) at 64 heads. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
+    split, MTP (two query tokens) at 64 heads, and fp8 with the untimed knobs (one chain, overlap, 224 registers). Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
 
     script = textwrap.dedent("""
-        import os, tempfile
+        import dataclasses, os, tempfile
         cache = tempfile.TemporaryDirectory()  # compiled now: Triton's cache keys miss what a builtin alias names
         os.environ["TRITON_CACHE_DIR"] = cache.name
         from unittest import mock
@@ -159,10 +163,11 @@ def test_gluon_tile_compiles_for_sm90_offline():
         from tests.compile_only import _mla_case, compile_only
         with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
                                                                lambda *args: None):
-            for kv_dtype, nhead, qlen in ((torch.bfloat16, 128, 1), (torch.float8_e4m3fn, 16, 1),
-                                          (torch.bfloat16, 64, 2)):
+            knobs = dict(gluon_one_chain=True, gluon_overlap=True, gluon_regs=224)
+            for kv_dtype, nhead, qlen, more in ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}),
+                                                (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, knobs)):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
-                config = mla_config.gluon_ws_config(nhead, qlen)
+                config = dataclasses.replace(mla_config.gluon_ws_config(nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
                 schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, 132, config,
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
@@ -170,15 +175,17 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 3 and launched.count("_split_q_kernel") == 1, launched
+    assert launched.count("_kernel") == 4 and launched.count("_split_q_kernel") == 2, launched
 
 
 @needs_interpreter(on_cpu_only=True)
 @pytest.mark.skipif(not E4M3FN, reason="Triton's e4m3fn type needs NVIDIA sm_89+ (ROCm has e4m3fnuz)")
 @pytest.mark.gpu
-def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
+@pytest.mark.parametrize("one_scale", [False, True])
+def test_q_split_into_two_fp8_parts_keeps_bf16_precision(one_scale):
+    """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest);
+    one_scale (MlaKernelConfig.gluon_one_chain): lo at hi's scale, as close."""
     mla_gluon = pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
-    """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest)."""
     rows = 75  # four programs of SPLIT_ROWS 16 and a partial fifth
     q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)[:rows].contiguous()
     # row 0: 448 (hi_scale 1) and e4m3's rounding ties, normal and subnormal (2^-9 apart below 2^-6), both signs
@@ -186,13 +193,16 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision():
     q[0] = torch.cat([ties, -ties] * 29)[:576].to(q.dtype)
     hi, lo = (torch.empty(rows, 576, dtype=torch.float8_e4m3fn, device=DEVICE) for _ in range(2))
     hi_scale, lo_scale = (torch.empty(rows, device=DEVICE) for _ in range(2))
-    mla_gluon.split_q(q, hi, lo, hi_scale, lo_scale)
+    mla_gluon.split_q(q, hi, lo, hi_scale, lo_scale, one_scale=one_scale)
+    assert torch.equal(lo_scale, hi_scale) == one_scale
     rebuilt = hi.float() * hi_scale[:, None] + lo.float() * lo_scale[:, None]
     row_max = q.float().abs().amax(1)
     assert ((rebuilt - q.float()).abs().amax(1) <= row_max * 2.0**-7).all()
     assert ((hi.float() * hi_scale[:, None] - q.float()).abs().amax(1) > row_max * 2.0**-7).any()  # lo matters
-    if DEVICE == "cpu":  # the interpreter divides exactly: hi is torch's round-to-nearest-even cast, ties included
+    if DEVICE == "cpu":  # the interpreter divides exactly: hi and lo are torch's round-to-nearest-even casts
         assert torch.equal(hi.float(), (q.float() / hi_scale[:, None]).to(torch.float8_e4m3fn).float())
+        residual = (q.float() - hi.float() * hi_scale[:, None]) / lo_scale[:, None]
+        assert torch.equal(lo.float(), residual.to(torch.float8_e4m3fn).float())
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
@@ -213,4 +223,25 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
     assert mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule) is None
     out = torch.full((len(lens) * qlen, nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
     mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, qlen, out, config=config)
+    assert_matches_reference(out, ref, torch.bfloat16)
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("knobs", [{"gluon_one_chain": True}, {"gluon_overlap": True},
+                                   {"gluon_one_chain": True, "gluon_overlap": True}, {"gluon_regs": 224}])
+@pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
+def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
+    """The Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs) against the reference:
+    blocks of one item, of many, partial ones, split units (the 16-32 row tile takes one chain and the registers)."""
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    config = dataclasses.replace(mla_config.gluon_ws_config(nhead, 1), **knobs)
+    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
+                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
+    out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
+    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
     assert_matches_reference(out, ref, torch.bfloat16)

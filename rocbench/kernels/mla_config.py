@@ -89,6 +89,20 @@ class MlaKernelConfig:
     # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
     # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
     gluon_ws: bool = False
+    # the Gluon tile with fp8 KV: q's two fp8 parts at one scale (the low part at the high part's), so that their
+    # Q@K^T products are one MMA chain with one wait, not two with a rescale between (rocbench.kernels.mla_gluon.split_q).
+    # Offline only so far; a --tune candidate
+    gluon_one_chain: bool = False
+    # the Gluon tile's 64-row consumers issue block i + 1's Q@K^T before block i's softmax (fp8: and its V conversion),
+    # so that the tensor cores run under those instructions; fp8 takes one chain with it. Why: at nhead 64 fp8 took
+    # 5.6 us per block-item against bf16's 4.4 at half the bytes (H100, mla-gluon-ws-ab-h100), the S wait, the
+    # conversion and the softmax in series with the MMAs. Offline only so far; a --tune candidate
+    gluon_overlap: bool = False
+    # the Gluon tile's registers per thread at launch, which its first consumer (the default partition) keeps; the
+    # second takes 232 and the producer 40 (setmaxnreg). Offline sm_90 (Triton 3.6, 64-row tile, nhead 64): at 168 the
+    # bf16 consumer spills 18 registers (64 bytes of stack), at 200 or 224 one; fp8 106 -> 93 (its smem descriptors).
+    # 224 is the most 9 warps may start with (64K registers); a --tune candidate, not timed
+    gluon_regs: int = 168
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -350,6 +364,11 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         gluon = gluon_ws_config(nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon
+            options["gluon_ws,regs224"] = dataclasses.replace(gluon, gluon_regs=224)
+            if fp8:
+                options["gluon_ws,one_chain"] = dataclasses.replace(gluon, gluon_one_chain=True)
+            if gluon.max_tile_rows == 64:  # the 64-row consumer's overlap (fp8 with one chain)
+                options["gluon_ws,overlap"] = dataclasses.replace(gluon, gluon_one_chain=fp8, gluon_overlap=True)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,

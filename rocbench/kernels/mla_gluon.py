@@ -105,9 +105,14 @@ def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr):
 
 
 @gluon.jit
-def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr):
+def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
+                ONE_CHAIN: gl.constexpr):
     """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
-    product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile)."""
+    product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile).
+    ONE_CHAIN (the parts at one scale, split_q's one_scale): the 18 + 18 MMAs as one chain, waited for once."""
+    if ONE_CHAIN:
+        return warpgroup_mma_wait(num_outstanding=0, deps=[_scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros,
+                                                                          True, TOKENS_M)]) * lo_scale
     s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
     s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M)
@@ -115,7 +120,17 @@ def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_sca
 
 
 @gluon.jit
-def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
+def _scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros, FP8: gl.constexpr, TOKENS_M: gl.constexpr):
+    """A block's Q@K^T MMAs issued, not waited for: bf16 one chain; fp8 q's two parts at one scale, one chain."""
+    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M)
+    if FP8:
+        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M)
+    return s
+
+
+@gluon.jit
+def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
+              OVERLAP: gl.constexpr):
     """The loads: q once per work item (FP8: its two fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
@@ -154,9 +169,12 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
 
 
 @gluon.jit
-def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
+def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
+              OVERLAP: gl.constexpr):
     """One consumer warp group: channels DV_BASE * 64 .. + 256 of the output for every item of this program. FP8: q's
-    two fp8 parts' products with the fp8 KV tile as loaded, V converted to fp16 into this group's own buffer."""
+    two fp8 parts' products with the fp8 KV tile as loaded, V converted to fp16 into this group's own buffer.
+    OVERLAP: block i + 1's Q@K^T issued before block i's softmax (fp8: and its V conversion, with ONE_CHAIN), so that
+    the tensor cores work while this group's other instructions run; an item's blocks only, its last one peeled."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
     q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
@@ -166,11 +184,8 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
     qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
     qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
-    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     rows_l: gl.constexpr = gl.SliceLayout(1, mma)
-    cols_l: gl.constexpr = gl.SliceLayout(0, mma)
     rows = gl.arange(0, BLOCK, layout=rows_l)
-    cols = gl.arange(0, BLOCK, layout=cols_l)
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
@@ -179,49 +194,59 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
         if FP8:
             kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
                                                        rows, qk_scale)
-            hi_over_lo = gl.convert_layout(hi_over_lo, gl.SliceLayout(1, qk_mma))
-            lo_scale_qk = gl.convert_layout(lo_scale, gl.SliceLayout(1, qk_mma))
+            hi_over_lo = gl.convert_layout(hi_over_lo, gl.SliceLayout(1, qk_mma))[:, None]
+            s_scale = gl.convert_layout(lo_scale, gl.SliceLayout(1, qk_mma))[:, None]
+        else:
+            s_scale = qk_scale
+            hi_over_lo = qk_scale
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
-        for start in range(kv_start, kv_end, BLOCK):
-            stage = it % NUM_STAGES
-            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
-            if FP8:  # q's two parts' products
-                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[:, None], lo_scale_qk[:, None],
-                                False)
-                s = gl.convert_layout(s, mma)
-                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
-            else:
-                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
-            # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
-            first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
-            visible = (first_tok + cols) >= start
-            s = gl.where(visible[None, :], s, float("-inf"))
-            m_new = gl.maximum(m_i, gl.max(s, 1))
-            alpha = gl.exp2(m_i - m_new)
-            p = gl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + gl.sum(p, 1)
-            m_i = m_new
-            if FP8:
-                p_a = gl.convert_layout(p.to(gl.float16), p_op)
-                acc0 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
-                acc1 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
-                acc2 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
-                acc3 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
-            else:
-                p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
-                base = stage * BOXES + DV_BASE
-                acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
-                acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
-                acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
-                acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
+        if OVERLAP:
+            n_blocks = gl.cdiv(kv_end - kv_start, BLOCK)
+            mbarrier.wait(kv_full.index(it % NUM_STAGES), (it // NUM_STAGES) & 1)
+            s = _scores_issued(q_smem, q_lo_smem, kv_smem, (it % NUM_STAGES) * BOXES,
+                               gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), FP8, False)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+            for i in range(n_blocks - 1):  # the next block's Q@K^T under this block's softmax and P V
+                stage = it % NUM_STAGES
+                mbarrier.wait(kv_full.index((it + 1) % NUM_STAGES), ((it + 1) // NUM_STAGES) & 1)
+                s_next = _scores_issued(q_smem, q_lo_smem, kv_smem, ((it + 1) % NUM_STAGES) * BOXES,
+                                        gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), FP8, False)
+                m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
+                    gl.convert_layout(s, mma), kv_start + i * BLOCK, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem,
+                    v16_smem, kv_empty, stage, DV_BASE, FP8)
+                acc0, acc1, acc2, acc3, p_a, s_next = warpgroup_mma_wait(
+                    num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a, s_next])
+                if not FP8:
+                    mbarrier.arrive(kv_empty.index(stage), count=1)
+                s = s_next * s_scale
+                it += 1
+            m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(  # the last block
+                gl.convert_layout(s, mma), kv_start + (n_blocks - 1) * BLOCK, kv_end, m_i, l_i, acc0, acc1, acc2, acc3,
+                kv_smem, v16_smem, kv_empty, it % NUM_STAGES, DV_BASE, FP8)
             acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
             if not FP8:
-                mbarrier.arrive(kv_empty.index(stage), count=1)
+                mbarrier.arrive(kv_empty.index(it % NUM_STAGES), count=1)
             it += 1
+        else:
+            for start in range(kv_start, kv_end, BLOCK):
+                stage = it % NUM_STAGES
+                mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
+                s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
+                if FP8:  # q's two parts' products
+                    s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False,
+                                    ONE_CHAIN)
+                else:
+                    s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
+                    s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+                m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
+                    gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
+                    kv_empty, stage, DV_BASE, FP8)
+                acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
+                if not FP8:
+                    mbarrier.arrive(kv_empty.index(stage), count=1)
+                it += 1
         mbarrier.arrive(q_empty, count=1)
         if FP8:  # the KV scale of V
             acc0 = acc0 * kv_scale
@@ -233,7 +258,40 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
 
 
 @gluon.jit
-def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
+def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem, kv_empty, stage,
+                DV_BASE: gl.constexpr, FP8: gl.constexpr):
+    """One KV block of the 64-row tile after its scores s (scaled, in the P V MMA's layout): fp8's V conversion (which
+    releases the stage), the online softmax, and this group's four P V MMAs issued, not waited for."""
+    mma: gl.constexpr = s.type.layout
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    if FP8:
+        _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
+    # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
+    first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
+    visible = (first_tok + gl.arange(0, BLOCK, layout=gl.SliceLayout(0, mma))) >= start
+    s = gl.where(visible[None, :], s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, 1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + gl.sum(p, 1)
+    if FP8:
+        p_a = gl.convert_layout(p.to(gl.float16), p_op)
+        acc0 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
+        acc1 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
+        acc2 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
+        acc3 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
+    else:
+        p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
+        base = stage * BOXES + DV_BASE
+        acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
+        acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
+        acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
+        acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
+    return m_new, l_i, acc0, acc1, acc2, acc3, p_a
+
+
+@gluon.jit
+def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The 16-32 row tile's consumer: the block's 64 tokens on the MMAs' M side (S^T = K q^T, O^T += V^T P^T, the
     softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
@@ -266,7 +324,7 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
             s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
             if FP8:  # q's two parts' products; V to fp16 in this group's buffer
                 s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[None, :], lo_scale[None, :],
-                                True)
+                                True, ONE_CHAIN)
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, True)
@@ -359,22 +417,25 @@ def _store(acc, l_i, m_i, box, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, s
 
 
 @gluon.jit
-def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr):
-    """The consumer for the tile q's descriptor holds: 64 rows, or 16-32 with the tokens on M."""
+def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
+                 OVERLAP: gl.constexpr):
+    """The consumer for the tile q's descriptor holds: 64 rows, or 16-32 with the tokens on M (no OVERLAP yet)."""
     if shared[0].block_type.shape[0] == BLOCK:
-        _consumer(shared, DV_BASE, INFO_COLS)
+        _consumer(shared, DV_BASE, INFO_COLS, ONE_CHAIN, OVERLAP)
     else:
-        _consumer_tokens_m(shared, DV_BASE, INFO_COLS)
+        _consumer_tokens_m(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
 
 
 @gluon.jit
-def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    _consumer_of(shared, 0, INFO_COLS)
+def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
+                    OVERLAP: gl.constexpr):
+    _consumer_of(shared, 0, INFO_COLS, ONE_CHAIN, OVERLAP)
 
 
 @gluon.jit
-def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    _consumer_of(shared, HALF, INFO_COLS)
+def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
+                     OVERLAP: gl.constexpr):
+    _consumer_of(shared, HALF, INFO_COLS, ONE_CHAIN, OVERLAP)
 
 
 @gluon.jit
@@ -396,7 +457,7 @@ def _barriers(NUM_STAGES: gl.constexpr):
 @gluon.jit
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
-            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr):
+            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, OVERLAP: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -421,8 +482,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES), WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES,
               nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
               KV_SCALE, q_lo_desc)
-    args0 = (common + (p0_smem, qlen), PAGE_SIZE, INFO_COLS)
-    args1 = (common + (p1_smem, qlen), PAGE_SIZE, INFO_COLS)
+    args0 = (common + (p0_smem, qlen), PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
+    args1 = (common + (p1_smem, qlen), PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
     gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1], [232, 40])
 
 
@@ -438,7 +499,8 @@ def _e4m3_grid(v):
 
 
 @triton.jit
-def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr, ROWS: tl.constexpr):
+def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr, ROWS: tl.constexpr,
+                    ONE_SCALE: tl.constexpr):
     """q's rows (ROWS per program, num_rows in all) as two fp8 parts with per-row scales, as the product's 64-row fp8
     tile splits them (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale.
 
@@ -457,13 +519,17 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constex
     hi_pe = _e4m3_grid(q_pe / hi_scale[:, None])
     res_nope = q_nope - hi_nope * hi_scale[:, None]
     res_pe = q_pe - hi_pe * hi_scale[:, None]
-    res_max = _row_amax(res_nope, res_pe)
-    lo_scale = tl.where(res_max > 0.0, res_max / FP8_MAX, 1.0)
+    if ONE_SCALE:  # the residual, at most half a step of hi's (16 x hi_scale), fits e4m3 at hi's scale
+        lo_scale = hi_scale
+    else:
+        res_max = _row_amax(res_nope, res_pe)
+        lo_scale = tl.where(res_max > 0.0, res_max / FP8_MAX, 1.0)
     fp8: tl.constexpr = HI.dtype.element_ty
     tl.store(HI + nope, hi_nope.to(fp8), mask=ok)  # exact: already on the grid
     tl.store(HI + pe, hi_pe.to(fp8), mask=ok)
-    tl.store(LO + nope, (res_nope / lo_scale[:, None]).to(fp8), mask=ok)
-    tl.store(LO + pe, (res_pe / lo_scale[:, None]).to(fp8), mask=ok)
+    # lo rounded by _e4m3_grid too: the interpreter's cast drops the carry into the exponent (-1.96 -> -1.0, not -2.0)
+    tl.store(LO + nope, _e4m3_grid(res_nope / lo_scale[:, None]).to(fp8), mask=ok)
+    tl.store(LO + pe, _e4m3_grid(res_pe / lo_scale[:, None]).to(fp8), mask=ok)
     tl.store(HI_SCALE + rows, hi_scale, mask=rows < num_rows)
     tl.store(LO_SCALE + rows, lo_scale, mask=rows < num_rows)
 
@@ -471,10 +537,15 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constex
 SPLIT_ROWS = 16  # q rows per program of the split (64 spilled: 255 registers and 1.3 KB of stack per thread offline)
 
 
-def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, hi_scale: torch.Tensor, lo_scale: torch.Tensor):
-    """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale."""
+def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, hi_scale: torch.Tensor, lo_scale: torch.Tensor,
+            one_scale: bool = False):
+    """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale.
+    one_scale: lo_scale = hi_scale, so that the two parts' products add in one MMA chain (MlaKernelConfig.gluon_one_chain).
+    hi's rounding leaves at most half its step, 16 x hi_scale at e4m3's top binade, which lo holds at hi's scale as
+    closely as at its own (3 mantissa bits either way; only residuals under 2^-6 x hi_scale go subnormal)."""
     _split_q_kernel[(triton.cdiv(q2d.shape[0], SPLIT_ROWS),)](q2d, hi, lo, hi_scale, lo_scale, q2d.shape[0],
-                                                              FP8_MAX=torch.finfo(hi.dtype).max, ROWS=SPLIT_ROWS)
+                                                              FP8_MAX=torch.finfo(hi.dtype).max, ROWS=SPLIT_ROWS,
+                                                              ONE_SCALE=one_scale)
 
 
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
@@ -482,19 +553,23 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     return TensorDescriptor.from_tensor(t, block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
-def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace) -> None:
+def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
+           overlap: bool = False, regs: int = 168) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
-    kernel, counted in the call's time)."""
+    kernel, counted in the call's time). one_chain, overlap, regs: MlaKernelConfig.gluon_one_chain, gluon_overlap (fp8's
+    overlap takes one chain), gluon_regs (the launch's registers per thread, which the first consumer keeps: the
+    partitions' 4 + 4 + 1 warps start with them, at most 224 in 64K)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
+    one_chain = fp8 and (one_chain or overlap)
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
         hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
         hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
-        split_q(q2d, hi, lo, hi_scale, lo_scale)
+        split_q(q2d, hi, lo, hi_scale, lo_scale, one_scale=one_chain)
         q_desc, q_lo_desc = _descriptor(hi, [rows, TILE]), _descriptor(lo, [rows, TILE])
         scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
     else:
@@ -505,9 +580,10 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     args = (q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
             workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], schedule.batch // kv.batch,
             out.stride(0), out.stride(1), sm_scale * log2e)
-    options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=168)
+    options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=regs)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
-    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, **options)
+    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
+                                      OVERLAP=overlap, **options)
 
 
 __all__ = ["attend", "split_q"]
