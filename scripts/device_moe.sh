@@ -82,7 +82,8 @@
 #               nhead 64 / 128 x batch 8 / 32 / 64 x bf16 / fp8 x uniform / skewed, persistent, ctx 4096, gated; first
 #               the Gluon GPU tests (qlen 2 and 3 among them). Predicted from the qlen-1 rows of as many query tokens
 #               (H100): nhead 64 batch 32 bf16 174 -> ~136 us (-22%), fp8 193 -> ~175 (-10%); not yet run (about 250 s)
-#   mla-gluon-knobs  the Gluon tile (triton_gluon_ws) against its untimed knobs (one chain, overlap, 224 registers;
+#   mla-gluon-knobs  the Gluon tile (triton_gluon_ws) against its untimed knobs (one chain, overlap, 224 registers,
+#               S split;
 #               scripts/mla_variants_plugin.py says what each does and predicts) at nhead 16-128 x batch 64 / 128 x fp8 /
 #               bf16, ctx 4096 uniform, persistent, gated; first the Gluon GPU tests, the knobs' among them (about 400 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
@@ -299,7 +300,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 200 $PY -m pytest -q -p no:cacheprovider -rfs -n 4 tests/test_mla_gluon.py 2>&1 | tail -4
             step 350 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_one_chain,triton_gluon_overlap,triton_gluon_regs224 \
+                --backends triton_gluon_ws,triton_gluon_one_chain,triton_gluon_overlap,triton_gluon_regs224,triton_gluon_split_s \
                 --timeout 60 --out "$OUT/ab-mla-gluon-knobs" | tail -40 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \

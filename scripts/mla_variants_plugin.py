@@ -40,6 +40,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   registers per thread take the bf16 64-row tile's spills from 18 to 1 (fp8 106 -> 93). Predicted: fp8 nhead 64 / 128
   -5..-20% from one chain and overlap together (fp8 ran 5.6 us per block-item against bf16's 4.4 at half the bytes);
   bf16 within +-5%.
+- `triton_gluon_split_s`: the 64-row tile with S split between its consumers (mla_config.gluon_split_s, FlashMLA's
+  division): each computes Q@K^T for half the block's tokens, the row maxima, P's halves and the row sums exchanged
+  through shared memory (two exchanges per block). Offline only; predicted -15..-30% at nhead 128 bf16.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -112,3 +115,5 @@ _gluon_variant("triton_gluon_overlap", "the Gluon tile, the next block's Q@K^T u
                "tiles; fp8 with one chain; A/B plugin)", gluon_one_chain=True, gluon_overlap=True)
 _gluon_variant("triton_gluon_regs224", "the Gluon tile launched at 224 registers per thread (A/B plugin)",
                gluon_regs=224)
+_gluon_variant("triton_gluon_split_s", "the Gluon tile, S split between its two consumers, P exchanged (64-row tiles; "
+               "A/B plugin)", gluon_split_s=True)

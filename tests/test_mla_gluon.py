@@ -39,6 +39,7 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         assert candidates["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
         assert candidates["gluon_ws,overlap"].gluon_overlap and candidates["gluon_ws,regs224"].gluon_regs == 224
+        assert candidates["gluon_ws,split_s"].gluon_split_s
         assert ("gluon_ws,one_chain" in candidates) == (kv_dtype != torch.bfloat16)
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
@@ -149,7 +150,9 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 with the tokens on M and q's
-    split, MTP (two query tokens) at 64 heads, and fp8 with the untimed knobs (one chain, overlap, 224 registers). Catches a change this Triton cannot compile; the GPU runs used Triton 3.6, which the scope requires."""
+    split, MTP (two query tokens) at 64 heads, fp8 with the untimed knobs (one chain, overlap, 224 registers) and bf16
+    with S split between the consumers. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
+    which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
 
@@ -165,7 +168,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                                lambda *args: None):
             knobs = dict(gluon_one_chain=True, gluon_overlap=True, gluon_regs=224)
             for kv_dtype, nhead, qlen, more in ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}),
-                                                (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, knobs)):
+                                                (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, knobs),
+                                                (torch.bfloat16, 128, 1, dict(gluon_split_s=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -175,7 +179,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 4 and launched.count("_split_q_kernel") == 2, launched
+    assert launched.count("_kernel") == 5 and launched.count("_split_q_kernel") == 2, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -231,11 +235,13 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 @pytest.mark.parametrize("knobs", [{"gluon_one_chain": True}, {"gluon_overlap": True},
-                                   {"gluon_one_chain": True, "gluon_overlap": True}, {"gluon_regs": 224}])
+                                   {"gluon_one_chain": True, "gluon_overlap": True}, {"gluon_regs": 224},
+                                   {"gluon_split_s": True}, {"gluon_split_s": True, "gluon_one_chain": True}])
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
-    """The Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs) against the reference:
-    blocks of one item, of many, partial ones, split units (the 16-32 row tile takes one chain and the registers)."""
+    """The Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs, gluon_split_s) against
+    the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile takes one chain and the
+    registers only)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)

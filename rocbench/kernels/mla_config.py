@@ -103,6 +103,12 @@ class MlaKernelConfig:
     # bf16 consumer spills 18 registers (64 bytes of stack), at 200 or 224 one; fp8 106 -> 93 (its smem descriptors).
     # 224 is the most 9 warps may start with (64K registers); a --tune candidate, not timed
     gluon_regs: int = 168
+    # the Gluon tile's 64-row consumers split S between them (each the Q@K^T of half the block's tokens), exchanging row
+    # maxima, P's halves and the row sums through shared memory, as FlashMLA divides the work: the Q@K^T MMAs halve
+    # (the 64-row tile issues them for all of S in each consumer). At nhead 128 bf16 the tile's MMAs, S counted twice,
+    # ran at ~92% of the measured MMA rate (H100 171.0 us). Offline sm_90 (Triton 3.6): bf16 spills 18 -> 4 registers
+    # at 168 (0 at 224). Predicted -15..-30% at nhead 128, less at 64 (bytes bound it); a --tune candidate, not timed
+    gluon_split_s: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -367,8 +373,9 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             options["gluon_ws,regs224"] = dataclasses.replace(gluon, gluon_regs=224)
             if fp8:
                 options["gluon_ws,one_chain"] = dataclasses.replace(gluon, gluon_one_chain=True)
-            if gluon.max_tile_rows == 64:  # the 64-row consumer's overlap (fp8 with one chain)
+            if gluon.max_tile_rows == 64:  # the 64-row consumer's overlap (fp8 with one chain), and S split
                 options["gluon_ws,overlap"] = dataclasses.replace(gluon, gluon_one_chain=fp8, gluon_overlap=True)
+                options["gluon_ws,split_s"] = dataclasses.replace(gluon, gluon_split_s=True)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,

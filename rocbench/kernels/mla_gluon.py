@@ -54,6 +54,8 @@ from rocbench.kernels.mla_attend import _row_amax
 # raise). The GPU runs used 3.6, which mla_gluon_scope requires; the new name lets later Tritons compile this module
 # offline (tests/test_mla_gluon.py)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+# a barrier of this partition's warps: thread_barrier in 3.6, barrier later
+_partition_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 TILE = 64  # query rows per tile, tokens per KV block, channels per TMA box (host side)
 BLOCK = gl.constexpr(TILE)
 BOXES = gl.constexpr((KV_LORA_RANK + QK_ROPE_DIM) // 64)  # 9: eight latent boxes, one rope box
@@ -93,38 +95,42 @@ def _zeros4(shape: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
-def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr):
+def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
     """The nine 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
-    (TOKENS_M: the block's tokens on M)."""
+    (TOKENS_M: the block's tokens on M); TOKEN_HALF 0 or 1: S for the block's first or second 32 tokens only."""
     for j in gl.static_range(BOXES):
+        k = _kv_box(kv_smem, first_box + j)
+        if TOKEN_HALF >= 0:
+            k = k.slice(TOKEN_HALF * (BLOCK // 2), BLOCK // 2)
         if TOKENS_M:
-            acc = warpgroup_mma(_kv_box(kv_smem, first_box + j), q_parts.index(j).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(k, q_parts.index(j).permute((1, 0)), acc, is_async=True)
         else:
-            acc = warpgroup_mma(q_parts.index(j), _kv_box(kv_smem, first_box + j).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(q_parts.index(j), k.permute((1, 0)), acc, is_async=True)
     return acc
 
 
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
-                ONE_CHAIN: gl.constexpr):
+                ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
     """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
     product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile).
     ONE_CHAIN (the parts at one scale, split_q's one_scale): the 18 + 18 MMAs as one chain, waited for once."""
     if ONE_CHAIN:
         return warpgroup_mma_wait(num_outstanding=0, deps=[_scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros,
-                                                                          True, TOKENS_M)]) * lo_scale
-    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M)
+                                                                          True, TOKENS_M, TOKEN_HALF)]) * lo_scale
+    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
-    s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M)
+    s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
     return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
 @gluon.jit
-def _scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros, FP8: gl.constexpr, TOKENS_M: gl.constexpr):
+def _scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros, FP8: gl.constexpr, TOKENS_M: gl.constexpr,
+                   TOKEN_HALF: gl.constexpr = -1):
     """A block's Q@K^T MMAs issued, not waited for: bf16 one chain; fp8 q's two parts at one scale, one chain."""
-    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M)
+    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
     if FP8:
-        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M)
+        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
     return s
 
 
@@ -291,6 +297,128 @@ def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16
 
 
 @gluon.jit
+def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
+    """The 64-row tile with S split between the two consumers (gluon_split_s, FlashMLA's division of work): consumer c
+    computes S for the block's tokens 32c .. 32c + 31 only (half the Q@K^T MMAs that _consumer issues, where each
+    consumer computes all of S), the two exchange their row maxima through shared memory, each writes its half of P
+    there, and each multiplies the whole P by V for its own 256 output channels. Two exchanges per block, each a
+    partition barrier and an mbarrier of both consumers; the row sums are exchanged once per item."""
+    q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
+    OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
+    q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
+    stats_smem, p_halves, exchanged = shared[24:27]
+    q_full, q_empty, kv_full, kv_empty = bars
+    FP8: gl.constexpr = kv_desc.dtype.is_fp8()
+    NUM_STAGES: gl.constexpr = kv_full.shape[0]
+    HALF_BLOCK: gl.constexpr = BLOCK // 2
+    MINE: gl.constexpr = DV_BASE // HALF  # this consumer's tokens: the block's first or second half
+    qk_k: gl.constexpr = 32 if FP8 else 16
+    s_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                    instr_shape=[16, HALF_BLOCK, qk_k])
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
+    rows_s: gl.constexpr = gl.SliceLayout(1, s_mma)
+    rows = gl.arange(0, BLOCK, layout=rows_s)
+    toks = MINE * HALF_BLOCK + gl.arange(0, HALF_BLOCK, layout=gl.SliceLayout(0, s_mma))
+    p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
+    first, last = _program_items(WORK_INDPTR)
+    it = 0
+    for item in range(first, last):
+        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
+        mbarrier.wait(q_full, (item - first) & 1)
+        if FP8:
+            kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
+                                                       rows, qk_scale)
+            hi_over_lo = hi_over_lo[:, None]
+            s_scale = lo_scale[:, None]
+        else:
+            s_scale = qk_scale
+            hi_over_lo = qk_scale
+        m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_s)
+        l_i = gl.zeros([BLOCK], gl.float32, rows_s)  # this consumer's tokens' share of the row sums
+        acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
+        for start in range(kv_start, kv_end, BLOCK):
+            stage = it % NUM_STAGES
+            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
+            s = gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma)
+            if FP8:  # q's two parts' products
+                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False, ONE_CHAIN,
+                                MINE)
+            else:
+                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False, MINE)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+            if FP8:
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
+            first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
+            s = gl.where(((first_tok + toks) >= start)[None, :], s, float("-inf"))
+            # the row maxima of both halves: each consumer's through shared memory
+            m_mine = gl.max(s, 1)
+            stats_smem.slice(MINE * BLOCK, BLOCK).store(m_mine)
+            _exchange(exchanged.index(0), it)
+            m_new = gl.maximum(m_i, gl.maximum(m_mine, stats_smem.slice((1 - MINE) * BLOCK, BLOCK).load(rows_s)))
+            alpha = gl.exp2(m_i - m_new)
+            p = gl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + gl.sum(p, 1)
+            m_i = m_new
+            p_halves.index(MINE).store(p.to(p_dtype))
+            fence_async_shared()  # P's stores before either consumer's MMAs read them
+            _exchange(exchanged.index(1), it)
+            alpha_o = gl.convert_layout(alpha, gl.SliceLayout(1, mma))[:, None]
+            acc0 = acc0 * alpha_o
+            acc1 = acc1 * alpha_o
+            acc2 = acc2 * alpha_o
+            acc3 = acc3 * alpha_o
+            for h in gl.static_range(2):  # P's two token halves by V's
+                p_h = p_halves.index(h)
+                if FP8:
+                    acc0 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 0).slice(h * HALF_BLOCK, HALF_BLOCK), acc0,
+                                         is_async=True)
+                    acc1 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 1).slice(h * HALF_BLOCK, HALF_BLOCK), acc1,
+                                         is_async=True)
+                    acc2 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 2).slice(h * HALF_BLOCK, HALF_BLOCK), acc2,
+                                         is_async=True)
+                    acc3 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 3).slice(h * HALF_BLOCK, HALF_BLOCK), acc3,
+                                         is_async=True)
+                else:
+                    base = stage * BOXES + DV_BASE
+                    acc0 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 0).slice(h * HALF_BLOCK, HALF_BLOCK), acc0,
+                                         is_async=True)
+                    acc1 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 1).slice(h * HALF_BLOCK, HALF_BLOCK), acc1,
+                                         is_async=True)
+                    acc2 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 2).slice(h * HALF_BLOCK, HALF_BLOCK), acc2,
+                                         is_async=True)
+                    acc3 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 3).slice(h * HALF_BLOCK, HALF_BLOCK), acc3,
+                                         is_async=True)
+            acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
+            it += 1
+        mbarrier.arrive(q_empty, count=1)
+        # the row sums: both halves' (the same maxima scaled them)
+        stats_smem.slice(MINE * BLOCK, BLOCK).store(l_i)
+        _exchange(exchanged.index(2), item - first)
+        l_i = l_i + stats_smem.slice((1 - MINE) * BLOCK, BLOCK).load(rows_s)
+        _exchange(exchanged.index(3), item - first)  # both read before the next item's maxima overwrite them
+        if FP8:
+            acc0 = acc0 * kv_scale
+            acc1 = acc1 * kv_scale
+            acc2 = acc2 * kv_scale
+            acc3 = acc3 * kv_scale
+        l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma))
+        m_o = gl.convert_layout(m_i, gl.SliceLayout(1, mma))
+        _store4(acc0, acc1, acc2, acc3, l_o, m_o, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
+                BLOCK)
+
+
+@gluon.jit
+def _exchange(bar, n):
+    """Both consumers past this point, for the n-th time (each barrier completes once per n): this consumer's shared
+    stores done (its partition's barrier), then one arrival each on `bar` (count 2) and the wait for both."""
+    _partition_barrier()
+    mbarrier.arrive(bar, count=1)
+    mbarrier.wait(bar, n & 1)
+
+
+@gluon.jit
 def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The 16-32 row tile's consumer: the block's 64 tokens on the MMAs' M side (S^T = K q^T, O^T += V^T P^T, the
     softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256."""
@@ -419,8 +547,13 @@ def _store(acc, l_i, m_i, box, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, s
 @gluon.jit
 def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
                  OVERLAP: gl.constexpr):
-    """The consumer for the tile q's descriptor holds: 64 rows, or 16-32 with the tokens on M (no OVERLAP yet)."""
-    if shared[0].block_type.shape[0] == BLOCK:
+    """The consumer for the tile q's descriptor holds: 64 rows (S split between the consumers, or each computing all
+    of it), or 16-32 with the tokens on M (no OVERLAP or S split)."""
+    # decided from a buffer's shape: the partitions' constexpr arguments arrive as runtime values (see _kernel), and a
+    # branch on one compiled both consumers into each partition, where Triton 3.6's LLVM lowering failed an assertion
+    if shared[25].shape[0] == 2:  # P's two halves: S split between the consumers
+        _consumer_split_s(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
+    elif shared[0].block_type.shape[0] == BLOCK:
         _consumer(shared, DV_BASE, INFO_COLS, ONE_CHAIN, OVERLAP)
     else:
         _consumer_tokens_m(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
@@ -457,7 +590,8 @@ def _barriers(NUM_STAGES: gl.constexpr):
 @gluon.jit
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
-            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, OVERLAP: gl.constexpr):
+            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, OVERLAP: gl.constexpr,
+            SPLIT_S: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -482,8 +616,24 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES), WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES,
               nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
               KV_SCALE, q_lo_desc)
-    args0 = (common + (p0_smem, qlen), PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
-    args1 = (common + (p1_smem, qlen), PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
+    if SPLIT_S:  # the consumers' exchanges: row maxima (then sums), P's two token halves, four barriers of both
+        stats_smem = gl.allocate_shared_memory(gl.float32, [2 * BLOCK], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+        p_half_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
+        p_halves = gl.allocate_shared_memory(p_half_dtype, [2, BLOCK, BLOCK // 2],
+                                             gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK // 2], p_half_dtype))
+        exchanged = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(4):
+            mbarrier.init(exchanged.index(i), count=2)
+        fence_async_shared()
+    else:
+        stats_smem = q_smem
+        p_halves = q_smem
+        exchanged = q_smem
+    split = (stats_smem, p_halves, exchanged)
+    # the partitions get these constexprs as runtime values (Triton 3.6's warp_specialize: ONE_CHAIN arrives as an
+    # i1), which LLVM folds; both sides of a branch on one are compiled, so SPLIT_S is a buffer's shape instead
+    args0 = (common + (p0_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
+    args1 = (common + (p1_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
     gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1], [232, 40])
 
 
@@ -554,13 +704,13 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
-           overlap: bool = False, regs: int = 168) -> None:
+           overlap: bool = False, regs: int = 168, split_s: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, overlap, regs: MlaKernelConfig.gluon_one_chain, gluon_overlap (fp8's
     overlap takes one chain), gluon_regs (the launch's registers per thread, which the first consumer keeps: the
-    partitions' 4 + 4 + 1 warps start with them, at most 224 in 64K)."""
+    partitions' 4 + 4 + 1 warps start with them, at most 224 in 64K), gluon_split_s (64-row tiles; not with overlap)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -583,7 +733,7 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=regs)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
-                                      OVERLAP=overlap, **options)
+                                      OVERLAP=overlap and not split_s, SPLIT_S=split_s and rows == TILE, **options)
 
 
 __all__ = ["attend", "split_q"]
