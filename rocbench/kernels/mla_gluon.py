@@ -88,6 +88,23 @@ def _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, row0, rows, qk_scale):
 
 
 @gluon.jit
+def _item_start(WORK_INFO, item, first, q_full, INFO_COLS: gl.constexpr):
+    """A work item's _work_item, once its q is in shared memory."""
+    b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
+    mbarrier.wait(q_full, (item - first) & 1)
+    return b, g, kv_start, kv_end, slot
+
+
+@gluon.jit
+def _fp8_row_scales(HI_SCALE, LO_SCALE, KV_SCALE, row0, qk_scale, rows_layout: gl.constexpr, s_rows: gl.constexpr):
+    """A 64-row fp8 tile's (KV scale, hi_over_lo, the scores' scale), the last two as columns in the scores' row
+    layout s_rows (_q_scales of rows row0 .., laid out in rows_layout)."""
+    rows = gl.arange(0, BLOCK, layout=rows_layout)
+    kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, row0, rows, qk_scale)
+    return kv_scale, gl.convert_layout(hi_over_lo, s_rows)[:, None], gl.convert_layout(lo_scale, s_rows)[:, None]
+
+
+@gluon.jit
 def _zeros4(shape: gl.constexpr, layout: gl.constexpr):
     """Four zero fp32 accumulators: a consumer's four 64-channel boxes."""
     return (gl.zeros(shape, gl.float32, layout), gl.zeros(shape, gl.float32, layout),
@@ -191,20 +208,14 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
     qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
     qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
     rows_l: gl.constexpr = gl.SliceLayout(1, mma)
-    rows = gl.arange(0, BLOCK, layout=rows_l)
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
-        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
-        mbarrier.wait(q_full, (item - first) & 1)
+        b, g, kv_start, kv_end, slot = _item_start(WORK_INFO, item, first, q_full, INFO_COLS)
+        kv_scale, hi_over_lo, s_scale = 1.0, qk_scale, qk_scale
         if FP8:
-            kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
-                                                       rows, qk_scale)
-            hi_over_lo = gl.convert_layout(hi_over_lo, gl.SliceLayout(1, qk_mma))[:, None]
-            s_scale = gl.convert_layout(lo_scale, gl.SliceLayout(1, qk_mma))[:, None]
-        else:
-            s_scale = qk_scale
-            hi_over_lo = qk_scale
+            kv_scale, hi_over_lo, s_scale = _fp8_row_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead
+                                                            + g * BLOCK, qk_scale, rows_l, gl.SliceLayout(1, qk_mma))
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
@@ -317,22 +328,16 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
                                                     instr_shape=[16, HALF_BLOCK, qk_k])
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
     rows_s: gl.constexpr = gl.SliceLayout(1, s_mma)
-    rows = gl.arange(0, BLOCK, layout=rows_s)
     toks = MINE * HALF_BLOCK + gl.arange(0, HALF_BLOCK, layout=gl.SliceLayout(0, s_mma))
     p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
-        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
-        mbarrier.wait(q_full, (item - first) & 1)
-        if FP8:
-            kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * BLOCK,
-                                                       rows, qk_scale)
-            hi_over_lo = hi_over_lo[:, None]
-            s_scale = lo_scale[:, None]
-        else:
-            s_scale = qk_scale
-            hi_over_lo = qk_scale
+        b, g, kv_start, kv_end, slot = _item_start(WORK_INFO, item, first, q_full, INFO_COLS)
+        kv_scale, hi_over_lo, s_scale = 1.0, qk_scale, qk_scale
+        if FP8:  # per query row: this consumer's scores' rows
+            kv_scale, hi_over_lo, s_scale = _fp8_row_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead
+                                                            + g * BLOCK, qk_scale, rows_s, rows_s)
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_s)
         l_i = gl.zeros([BLOCK], gl.float32, rows_s)  # this consumer's tokens' share of the row sums
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
