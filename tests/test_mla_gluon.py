@@ -149,7 +149,7 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 
 def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
-    run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 with the tokens on M and q's
+    run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 and bf16 with the tokens on M, q's
     split, MTP (two query tokens) at 64 heads, fp8 with the untimed knobs (one chain, overlap, 224 registers) and bf16
     with S split between the consumers. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
     which the scope requires."""
@@ -169,7 +169,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
             knobs = dict(gluon_one_chain=True, gluon_overlap=True, gluon_regs=224)
             for kv_dtype, nhead, qlen, more in ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}),
                                                 (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, knobs),
-                                                (torch.bfloat16, 128, 1, dict(gluon_split_s=True))):
+                                                (torch.bfloat16, 128, 1, dict(gluon_split_s=True)),
+                                                (torch.bfloat16, 32, 1, {})):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -179,7 +180,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 5 and launched.count("_split_q_kernel") == 2, launched
+    assert launched.count("_kernel") == 6 and launched.count("_split_q_kernel") == 2, launched
 
 
 @needs_interpreter(on_cpu_only=True)

@@ -112,6 +112,21 @@ def _zeros4(shape: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
+def _scaled4(acc0, acc1, acc2, acc3, factor):
+    """A consumer's four accumulators times factor (a scalar, or a column per row)."""
+    return acc0 * factor, acc1 * factor, acc2 * factor, acc3 * factor
+
+
+@gluon.jit
+def _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8: gl.constexpr):
+    """An item's q released to the producer, and its accumulators (fp8: times the KV's scale, V's)."""
+    mbarrier.arrive(q_empty, count=1)
+    if FP8:
+        return _scaled4(acc0, acc1, acc2, acc3, kv_scale)
+    return acc0, acc1, acc2, acc3
+
+
+@gluon.jit
 def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
     """The nine 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
     (TOKENS_M: the block's tokens on M); TOKEN_HALF 0 or 1: S for the block's first or second 32 tokens only."""
@@ -176,8 +191,7 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAI
         for j in gl.static_range(BOXES):
             _tma_load(q_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_smem.index(j))
             if FP8:
-                _tma_load(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full,
-                                                q_lo_smem.index(j))
+                _tma_load(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_lo_smem.index(j))
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_empty.index(stage), ((it // NUM_STAGES) & 1) ^ 1)
@@ -264,12 +278,7 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
                 if not FP8:
                     mbarrier.arrive(kv_empty.index(stage), count=1)
                 it += 1
-        mbarrier.arrive(q_empty, count=1)
-        if FP8:  # the KV scale of V
-            acc0 = acc0 * kv_scale
-            acc1 = acc1 * kv_scale
-            acc2 = acc2 * kv_scale
-            acc3 = acc3 * kv_scale
+        acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         _store4(acc0, acc1, acc2, acc3, l_i, m_i, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
                 BLOCK)
 
@@ -367,11 +376,8 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
             p_halves.index(MINE).store(p.to(p_dtype))
             fence_async_shared()  # P's stores before either consumer's MMAs read them
             _exchange(exchanged.index(1), it)
-            alpha_o = gl.convert_layout(alpha, gl.SliceLayout(1, mma))[:, None]
-            acc0 = acc0 * alpha_o
-            acc1 = acc1 * alpha_o
-            acc2 = acc2 * alpha_o
-            acc3 = acc3 * alpha_o
+            acc0, acc1, acc2, acc3 = _scaled4(acc0, acc1, acc2, acc3,
+                                              gl.convert_layout(alpha, gl.SliceLayout(1, mma))[:, None])
             for h in gl.static_range(2):  # P's two token halves by V's
                 p_h = p_halves.index(h)
                 if FP8:
@@ -397,17 +403,12 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
             if not FP8:
                 mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
-        mbarrier.arrive(q_empty, count=1)
+        acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         # the row sums: both halves' (the same maxima scaled them)
         stats_smem.slice(MINE * BLOCK, BLOCK).store(l_i)
         _exchange(exchanged.index(2), item - first)
         l_i = l_i + stats_smem.slice((1 - MINE) * BLOCK, BLOCK).load(rows_s)
         _exchange(exchanged.index(3), item - first)  # both read before the next item's maxima overwrite them
-        if FP8:
-            acc0 = acc0 * kv_scale
-            acc1 = acc1 * kv_scale
-            acc2 = acc2 * kv_scale
-            acc3 = acc3 * kv_scale
         l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma))
         m_o = gl.convert_layout(m_i, gl.SliceLayout(1, mma))
         _store4(acc0, acc1, acc2, acc3, l_o, m_o, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
@@ -443,8 +444,8 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
-        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
-        mbarrier.wait(q_full, (item - first) & 1)
+        b, g, kv_start, kv_end, slot = _item_start(WORK_INFO, item, first, q_full, INFO_COLS)
+        kv_scale = 1.0
         if FP8:  # per query row: a column of S^T
             kv_scale, hi_over_lo, lo_scale = _q_scales(HI_SCALE, LO_SCALE, KV_SCALE, b.to(gl.int64) * nhead + g * ROWS,
                                                        qrows, qk_scale)
@@ -487,12 +488,7 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             if not FP8:
                 mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
-        mbarrier.arrive(q_empty, count=1)
-        if FP8:
-            acc0 = acc0 * kv_scale
-            acc1 = acc1 * kv_scale
-            acc2 = acc2 * kv_scale
-            acc3 = acc3 * kv_scale
+        acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         rows_of: gl.constexpr = gl.SliceLayout(1, gl.permute(acc0, (1, 0)).type.layout)  # [ROWS, 64] views
         l_o = gl.convert_layout(l_i, rows_of)
         m_o = gl.convert_layout(m_i, rows_of)
