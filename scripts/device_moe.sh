@@ -82,10 +82,12 @@
 #               nhead 64 / 128 x batch 8 / 32 / 64 x bf16 / fp8 x uniform / skewed, persistent, ctx 4096, gated; first
 #               the Gluon GPU tests (qlen 2 and 3 among them). Predicted from the qlen-1 rows of as many query tokens
 #               (H100): nhead 64 batch 32 bf16 174 -> ~136 us (-22%), fp8 193 -> ~175 (-10%); not yet run (about 250 s)
-#   mla-gluon-knobs  the Gluon tile (triton_gluon_ws) against its untimed knobs (one chain, overlap, 224 registers,
-#               S split;
-#               scripts/mla_variants_plugin.py says what each does and predicts) at nhead 16-128 x batch 64 / 128 x fp8 /
-#               bf16, ctx 4096 uniform, persistent, gated; first the Gluon GPU tests, the knobs' among them (about 400 s)
+#   mla-gluon-knobs  the Gluon tile as built in (fp8's one Q@K^T chain, S split at 64 rows) against triton_gluon_plain
+#               (neither) and triton_gluon_regs240 at nhead 16-128 x batch 64 / 128 x fp8 / bf16 x uniform / skewed, ctx
+#               4096, persistent, gated; then `triton` (the Gluon tile built in for MTP) against triton_tile at qlen 2;
+#               first the Gluon GPU tests. H100 2026-12-06 (the knobs as plugins then, 80 rows, about 180 s): one chain
+#               fp8 nhead 32-128 1.06-1.13x, S split nhead 64-128 1.03-1.10x, overlap 0.64-0.95x and a 224-register
+#               launch (384 threads do not fit) gone (about 300 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -298,10 +300,13 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-mtp" | tail -26 ;;
         mla-gluon-knobs)
             step 200 $PY -m pytest -q -p no:cacheprovider -rfs -n 4 tests/test_mla_gluon.py 2>&1 | tail -4
-            step 350 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
+            step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
+                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
+                --backends triton_gluon_ws,triton_gluon_plain,triton_gluon_regs240 \
+                --timeout 60 --out "$OUT/ab-mla-gluon-knobs" | tail -12
+            step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_one_chain,triton_gluon_overlap,triton_gluon_regs224,triton_gluon_split_s \
-                --timeout 60 --out "$OUT/ab-mla-gluon-knobs" | tail -40 ;;
+                --backends triton,triton_tile --timeout 60 --out "$OUT/ab-mla-gluon-mtp-builtin" | tail -20 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

@@ -58,7 +58,8 @@ def dump(out_dir: Path) -> None:
     saved = {}
     for nhead in NHEADS:
         kv, inputs = _inputs(nhead)
-        config = mla_config.gluon_ws_config(nhead, 1)
+        # two chains: q's low part at its own scale, as this probe's split (split_q without one_scale) compares it
+        config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), gluon_one_chain=False)
         schedule = mla_decode.build_persistent_schedule(LENS, 1, nhead, 132, config, kv_element_bytes=1).to("cuda")
         for name, (q, buffer) in inputs.items():
             kv_here = kv if buffer is None else dataclasses.replace(kv, kv_buffer=buffer)

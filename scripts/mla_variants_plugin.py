@@ -33,16 +33,13 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   takes it at every batch.
 - `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
   baseline of the Gluon tile's A/B rows now that `triton` takes the Gluon tile on Hopper.
-- `triton_gluon_one_chain`, `triton_gluon_overlap`, `triton_gluon_regs224`: the Gluon tile with its knobs, compiled
-  offline only so far (sm_90, Triton 3.6, nhead 64): one chain removes fp8's wait between q's two parts' Q@K^T
-  (split_q's one_scale); overlap issues block i + 1's Q@K^T before block i's softmax (and fp8's V conversion), at
-  36 -> 208 wgmma instructions in the unrolled code and more spills (bf16 18 -> 45 stores at 168 registers); 224
-  registers per thread take the bf16 64-row tile's spills from 18 to 1 (fp8 106 -> 93). Predicted: fp8 nhead 64 / 128
-  -5..-20% from one chain and overlap together (fp8 ran 5.6 us per block-item against bf16's 4.4 at half the bytes);
-  bf16 within +-5%.
-- `triton_gluon_split_s`: the 64-row tile with S split between its consumers (mla_config.gluon_split_s, FlashMLA's
-  division): each computes Q@K^T for half the block's tokens, the row maxima, P's halves and the row sums exchanged
-  through shared memory (two exchanges per block). Offline only; predicted -15..-30% at nhead 128 bf16.
+- `triton_gluon_plain`: the Gluon tile without the two knobs built in since (H100, 2026-12-06, ctx 4096, persistent,
+  80 gated rows, device_moe.sh mla-gluon-knobs): fp8's q parts in one Q@K^T chain (gluon_one_chain; nhead 32-128
+  1.06-1.13x) and S split between the 64-row consumers (gluon_split_s; bf16 nhead 128 1.08-1.10x, fp8 up to 1.09x).
+  The same run measured overlap (block i + 1's Q@K^T before block i's softmax: 0.64-0.95x at 64-128 heads, gone) and
+  a launch at 224 registers (384 threads do not fit 64K registers, so the rows ran the Triton tile; gone).
+- `triton_gluon_regs240`: the Gluon tile with each consumer at 240 registers and the producer's group at 24
+  (mla_config.gluon_regs; 232 and 40 built in). Offline sm_90: spills 18 -> 12 (bf16), 105 -> 101 (fp8).
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -96,24 +93,20 @@ class TritonGluonWs(TritonMla):
         return gluon_unsupported_reason(case, platform)
 
     def config(self, case, ctx):
-        return kc.gluon_ws_config(case["nhead"], case["qlen"]), "gluon_ws"
+        return kc.gluon_ws_config(case["kv_dtype"], case["nhead"], case["qlen"]), "gluon_ws"
 
 
 def _gluon_variant(name: str, description: str, **fields) -> type:
-    """triton_gluon_ws with the Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs)."""
+    """triton_gluon_ws with MlaKernelConfig's Gluon knobs changed (gluon_one_chain, gluon_regs, gluon_split_s)."""
     def config(self, case, ctx):
         changed = ", ".join(f"{field}={value}" for field, value in fields.items())
-        return dataclasses.replace(kc.gluon_ws_config(case["nhead"], case["qlen"]), **fields), f"gluon_ws, {changed}"
+        built_in = kc.gluon_ws_config(case["kv_dtype"], case["nhead"], case["qlen"])
+        return dataclasses.replace(built_in, **fields), f"gluon_ws, {changed}"
 
     return backends("mla").register(type(name, (TritonGluonWs,), {"name": name, "description": description,
                                                                   "config": config}))
 
 
-_gluon_variant("triton_gluon_one_chain", "the Gluon tile, fp8 q's two parts at one scale: one Q@K^T chain (A/B plugin)",
-               gluon_one_chain=True)
-_gluon_variant("triton_gluon_overlap", "the Gluon tile, the next block's Q@K^T under this block's softmax (64-row "
-               "tiles; fp8 with one chain; A/B plugin)", gluon_one_chain=True, gluon_overlap=True)
-_gluon_variant("triton_gluon_regs224", "the Gluon tile launched at 224 registers per thread (A/B plugin)",
-               gluon_regs=224)
-_gluon_variant("triton_gluon_split_s", "the Gluon tile, S split between its two consumers, P exchanged (64-row tiles; "
-               "A/B plugin)", gluon_split_s=True)
+_gluon_variant("triton_gluon_plain", "the Gluon tile with two fp8 Q@K^T chains and S whole in each consumer (the "
+               "Gluon tile before 2026-12-06; A/B plugin)", gluon_one_chain=False, gluon_split_s=False)
+_gluon_variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thread (A/B plugin)", gluon_regs=240)

@@ -16,6 +16,8 @@ from rocbench.suites.mla.reference import mla_decode_reference
 from tests.helpers import needs_interpreter
 from tests.test_mla_kernels import SM_SCALE, assert_matches_reference
 
+BF16 = torch.bfloat16
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NVIDIA = torch.cuda.is_available() and torch.version.hip is None  # ROCm's gfx942 reports capability 9.4 too
 GLUON_HERE = NVIDIA and torch.cuda.get_device_capability() == (9, 0) and \
@@ -32,32 +34,35 @@ def _case(lens, page_size, kv_dtype, nhead, seed, device=DEVICE, qlen=1):
 def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     """gluon_ws_config's tiles; the knob a --tune candidate of the persistent kernel at one query token; the Triton tile
     next in the fallback chain; the scope's reason on CPU tensors, and mla_decode_persistent refusing them."""
-    assert mla_config.gluon_ws_config(16, 1).max_tile_rows == 32
-    assert mla_config.gluon_ws_config(128, 1).max_tile_rows == 64
-    assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(8, 1) is None
+    assert mla_config.gluon_ws_config(BF16, 16, 1).max_tile_rows == 32
+    assert not mla_config.gluon_ws_config(BF16, 16, 1).gluon_split_s  # the tokens-on-M tile has no S split
+    assert mla_config.gluon_ws_config(BF16, 128, 1).max_tile_rows == 64
+    assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 8, 1) is None
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
-        assert candidates["gluon_ws"] == mla_config.gluon_ws_config(64, 1)
-        assert candidates["gluon_ws,overlap"].gluon_overlap and candidates["gluon_ws,regs224"].gluon_regs == 224
-        assert candidates["gluon_ws,split_s"].gluon_split_s
-        assert ("gluon_ws,one_chain" in candidates) == (kv_dtype != torch.bfloat16)
+        built_in = candidates["gluon_ws"]
+        assert built_in == mla_config.gluon_ws_config(kv_dtype, 64, 1) and built_in.gluon_split_s
+        assert built_in.gluon_one_chain == (kv_dtype != torch.bfloat16)  # fp8 only: bf16 q is one part
+        assert candidates["gluon_ws,regs240"].gluon_regs == 240 and built_in.gluon_regs == 232
+        assert not candidates["gluon_ws,whole_s"].gluon_split_s
+        assert ("gluon_ws,two_chains" in candidates) == (kv_dtype != torch.bfloat16)
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
-    chain = mla_config.smaller_configs(mla_config.gluon_ws_config(64, 1))
+    chain = mla_config.smaller_configs(mla_config.gluon_ws_config(BF16, 64, 1))
     assert chain[0].gluon_ws and chain[1] == dataclasses.replace(chain[0], gluon_ws=False)
     assert not any(c.gluon_ws for c in chain[1:])
     q, kv = _case([100], 64, torch.bfloat16, 64, 0, "cpu")
-    schedule = mla_decode.build_persistent_schedule([100], 1, 64, 4, mla_config.gluon_ws_config(64, 1))
+    schedule = mla_decode.build_persistent_schedule([100], 1, 64, 4, mla_config.gluon_ws_config(BF16, 64, 1))
     assert mla_gluon_scope.unsupported_reason(q, kv, 1, schedule) == "NVIDIA GPUs only"
     with pytest.raises(ValueError, match="the Gluon tile cannot take this call: NVIDIA GPUs only"):
-        mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, config=mla_config.gluon_ws_config(64, 1))
+        mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, config=mla_config.gluon_ws_config(BF16, 64, 1))
 
 
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtype, monkeypatch):
     """`triton`'s built-in config (suites.mla.backends.platform_builtin): the Gluon tile on sm_90 with Triton 3.6 for
-    the persistent kernel at one query token from GLUON_MIN_KV_TOKENS of KV (batch x ctx); the Triton tile's winners
-    below that, for split-KV, MTP, 64-token pages' multiples missing, fp16 q, other GPUs and other Tritons. `--tune`
+    the persistent kernel from GLUON_MIN_KV_TOKENS of KV (batch x qlen x ctx; MTP at 64-head tiles); the Triton tile's
+    winners below that, for split-KV, MTP at 16-32 heads, 64-token pages' multiples missing, fp16 q, other GPUs and other Tritons. `--tune`
     then tries the Triton tile as `triton_tile`."""
     from rocbench.core.platform import PlatformInfo
     from rocbench.suites.mla.backends import platform_builtin
@@ -68,14 +73,16 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
     big = least // 1024
     case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": 128, "qlen": 1, "persist": True, "batch": big,
             "ctx": 1024, "page_size": 64}
-    gluon, triton_tile = mla_config.gluon_ws_config(128, 1), mla_config.builtin_config(kv_dtype, 128, 1, big)
+    gluon, triton_tile = mla_config.gluon_ws_config(kv_dtype, 128, 1), mla_config.builtin_config(kv_dtype, 128, 1, big)
     assert platform_builtin(case, hopper) == gluon and gluon.gluon_ws and not triton_tile.gluon_ws
     assert platform_builtin({**case, "batch": big // 4, "ctx": 4096}, hopper) == gluon  # the KV, not the batch
-    for change in ({"batch": big - 1}, {"ctx": 1000}, {"persist": False}, {"qlen": 2}, {"page_size": 32},
-                   {"q_dtype": torch.float16}):
+    # MTP: the KV per query token (batch x qlen x ctx), at 64-head tiles only
+    assert platform_builtin({**case, "qlen": 2, "batch": big // 2}, hopper) == mla_config.gluon_ws_config(kv_dtype, 128, 2)
+    for change in ({"batch": big - 1}, {"ctx": 1000}, {"persist": False}, {"qlen": 2, "batch": big // 2 - 1},
+                   {"qlen": 2, "nhead": 32}, {"page_size": 32}, {"q_dtype": torch.float16}):
         other = {**case, **change}
         assert platform_builtin(other, hopper) == mla_config.builtin_config(
-            kv_dtype, 128, other["qlen"], other["batch"], persistent=other["persist"]), change
+            kv_dtype, other["nhead"], other["qlen"], other["batch"], persistent=other["persist"]), change
     for platform in (PlatformInfo("cuda", 1, ["B200"], 148, None, arch="sm_100"),
                      PlatformInfo("rocm", 1, ["MI300X"], 304, None, arch="gfx942"),
                      PlatformInfo("cpu", 0, [], None, None)):
@@ -94,10 +101,11 @@ def test_mtp_takes_the_gluon_tile_token_by_token_at_64_head_tiles(monkeypatch):
     tile holds all query rows and reads the KV once); its schedule takes the query tokens one by one
     (mla_decode.one_token_lens: token j of L sees L - qlen + j + 1, the reference's causal limits, checked here on the
     reference itself over the sequences' own pages); the scope refuses a schedule of the qlen form."""
-    assert mla_config.gluon_ws_config(16, 2) is None and mla_config.gluon_ws_config(32, 2) is None
-    config = mla_config.gluon_ws_config(128, 2)
+    assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 32, 2) is None
+    config = mla_config.gluon_ws_config(BF16, 128, 2)
     assert config.gluon_ws and mla_config.kernel_heads_per_group(128, 2, config) == 64
-    assert mla_config.gluon_builtin(torch.bfloat16, 128, 2, 10**7, persistent=True) is None  # untimed: not built in
+    assert mla_config.gluon_builtin(torch.bfloat16, 128, 2, 10**7, persistent=True) == config  # built in (timed)
+    assert mla_config.gluon_builtin(torch.bfloat16, 32, 2, 10**7, persistent=True) is None
     assert mla_decode.one_token_lens([5, 9], 3) == [3, 4, 5, 7, 8, 9]
     lens, qlen = [100, 7, 64], 2
     q, kv = _case(lens, 16, torch.float32, 64, 4, "cpu", qlen=qlen)
@@ -140,7 +148,7 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
     case = {"q_dtype": q.dtype, "kv_dtype": kv.kv_buffer.dtype, "nhead": 16, "qlen": 1, "persist": True, "batch": 2}
     ctx = types.SimpleNamespace(device=torch.device("cpu"), platform=PlatformInfo("cpu", 0, [], sm_count=4,
                                                                                      l2_bytes=None))
-    prepared = TritonMla.prepare_with(case, io, ctx, dataclasses.replace(mla_config.gluon_ws_config(16, 1),
+    prepared = TritonMla.prepare_with(case, io, ctx, dataclasses.replace(mla_config.gluon_ws_config(BF16, 16, 1),
                                                                          block_n=16), "test")
     assert "Triton tile (not the Gluon tile: NVIDIA GPUs only)" in prepared.description
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
@@ -150,8 +158,8 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 and bf16 with the tokens on M, q's
-    split, MTP (two query tokens) at 64 heads, fp8 with the untimed knobs (one chain, overlap, 224 registers) and bf16
-    with S split between the consumers. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
+    split, MTP (two query tokens) at 64 heads, the built-in knobs (fp8's one chain, S split at 64 rows) and the tile
+    without them (S whole in each consumer, fp8's two chains, 240 registers). Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
     which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
@@ -166,13 +174,13 @@ def test_gluon_tile_compiles_for_sm90_offline():
         from tests.compile_only import _mla_case, compile_only
         with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
                                                                lambda *args: None):
-            knobs = dict(gluon_one_chain=True, gluon_overlap=True, gluon_regs=224)
+            plain = dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)
             for kv_dtype, nhead, qlen, more in ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}),
-                                                (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, knobs),
-                                                (torch.bfloat16, 128, 1, dict(gluon_split_s=True)),
+                                                (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, {}),
+                                                (torch.float8_e4m3fn, 64, 1, plain), (torch.bfloat16, 128, 1, plain),
                                                 (torch.bfloat16, 32, 1, {})):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
-                config = dataclasses.replace(mla_config.gluon_ws_config(nhead, qlen), **more)
+                config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
                 schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, 132, config,
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
@@ -180,7 +188,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 6 and launched.count("_split_q_kernel") == 2, launched
+    assert launched.count("_kernel") == 7 and launched.count("_split_q_kernel") == 3, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -222,7 +230,7 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
     lens = [175, 2793, 64, 700, qlen]  # partial last blocks, a whole one, as few tokens as query tokens
     q, kv = _case(lens, page_size, kv_dtype, nhead, page_size + nhead + programs + qlen, qlen=qlen)
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, qlen)
-    config = mla_config.gluon_ws_config(nhead, qlen)
+    config = mla_config.gluon_ws_config(kv_dtype, nhead, qlen)  # the built-in knobs
     schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, programs, config,
                                                     kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
     assert mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule) is None
@@ -235,18 +243,17 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("knobs", [{"gluon_one_chain": True}, {"gluon_overlap": True},
-                                   {"gluon_one_chain": True, "gluon_overlap": True}, {"gluon_regs": 224},
-                                   {"gluon_split_s": True}, {"gluon_split_s": True, "gluon_one_chain": True}])
+@pytest.mark.parametrize("knobs", [{"gluon_one_chain": False, "gluon_split_s": False}, {"gluon_one_chain": False},
+                                   {"gluon_split_s": False}, {"gluon_regs": 240}])
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
-    """The Gluon tile's untimed knobs (mla_config: gluon_one_chain, gluon_overlap, gluon_regs, gluon_split_s) against
-    the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile takes one chain and the
-    registers only)."""
+    """The Gluon tile's knobs away from gluon_ws_config's choice (mla_config: gluon_one_chain, gluon_regs,
+    gluon_split_s) against the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile
+    takes one chain and the registers only)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
-    config = dataclasses.replace(mla_config.gluon_ws_config(nhead, 1), **knobs)
+    config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), **knobs)
     schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
                                                     kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
     out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)

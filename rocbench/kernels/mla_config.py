@@ -82,7 +82,7 @@ class MlaKernelConfig:
     whole_units: bool = True
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
-    # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, qlen 1, 64-token pages), else the
+    # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head tiles), else the
     # Triton tile. Take it with gluon_ws_config's head tile; built in from GLUON_MIN_KV_TOKENS where the GPU can run
     # it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
     # device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
@@ -91,23 +91,21 @@ class MlaKernelConfig:
     gluon_ws: bool = False
     # the Gluon tile with fp8 KV: q's two fp8 parts at one scale (the low part at the high part's), so that their
     # Q@K^T products are one MMA chain with one wait, not two with a rescale between (rocbench.kernels.mla_gluon.split_q).
-    # Offline only so far; a --tune candidate
+    # gluon_ws_config takes it for fp8. H100 (2026-12-06, kernel_us, ctx 4096 uniform, persistent, device_moe.sh
+    # mla-gluon-knobs): nhead 32 / 64 / 128 batch 64 132.96 -> 124.80, 176.16 -> 165.44, 282.24 -> 263.41 us; batch 128
+    # 222.56 -> 206.14, 310.91 -> 275.57, 550.94 -> 511.53; nhead 16 within 1%
     gluon_one_chain: bool = False
-    # the Gluon tile's 64-row consumers issue block i + 1's Q@K^T before block i's softmax (fp8: and its V conversion),
-    # so that the tensor cores run under those instructions; fp8 takes one chain with it. Why: at nhead 64 fp8 took
-    # 5.6 us per block-item against bf16's 4.4 at half the bytes (H100, mla-gluon-ws-ab-h100), the S wait, the
-    # conversion and the softmax in series with the MMAs. Offline only so far; a --tune candidate
-    gluon_overlap: bool = False
-    # the Gluon tile's registers per thread at launch, which its first consumer (the default partition) keeps; the
-    # second takes 232 and the producer 40 (setmaxnreg). Offline sm_90 (Triton 3.6, 64-row tile, nhead 64): at 168 the
-    # bf16 consumer spills 18 registers (64 bytes of stack), at 200 or 224 one; fp8 106 -> 93 (its smem descriptors).
-    # 224 is the most 9 warps may start with (64K registers); a --tune candidate, not timed
-    gluon_regs: int = 168
+    # each Gluon consumer warp group's registers (setmaxnreg; mla_gluon._kernel): 232 with the producer's group at 40,
+    # or 240 with it at 24. Offline sm_90 (Triton 3.6, 64-row tile): 240 spills 12 bf16 / 101 fp8 registers against
+    # 232's 18 / 105 (fp8's are its smem descriptors; 200 spills 124). A --tune candidate. (A launch at 224 registers
+    # per thread, an earlier form of this knob, cannot start 384 threads in 64K registers: H100, 2026-12-06)
+    gluon_regs: int = 232
     # the Gluon tile's 64-row consumers split S between them (each the Q@K^T of half the block's tokens), exchanging row
     # maxima, P's halves and the row sums through shared memory, as FlashMLA divides the work: the Q@K^T MMAs halve
-    # (the 64-row tile issues them for all of S in each consumer). At nhead 128 bf16 the tile's MMAs, S counted twice,
-    # ran at ~92% of the measured MMA rate (H100 171.0 us). Offline sm_90 (Triton 3.6): bf16 spills 18 -> 4 registers
-    # at 168 (0 at 224). Predicted -15..-30% at nhead 128, less at 64 (bytes bound it); a --tune candidate, not timed
+    # (otherwise each consumer issues them for all of S). gluon_ws_config takes it at 64-row tiles. H100 (2026-12-06,
+    # as gluon_one_chain's): bf16 nhead 64 / 128 batch 64 136.64 -> 133.01, 171.55 -> 158.34 us, batch 128 212.27 ->
+    # 211.73, 334.90 -> 305.92; fp8 (two chains) nhead 64 / 128 batch 128 310.91 -> 284.14, 550.94 -> 515.26. (Block
+    # i + 1's Q@K^T issued before block i's softmax, the "overlap" knob, lost 5-36% everywhere there and is gone)
     gluon_split_s: bool = False
 
 
@@ -211,23 +209,29 @@ GLUON_MIN_KV_TOKENS = {"bf16": 16 * 1024, "fp8": 128 * 1024}
 def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int | None, *,
                   persistent: bool) -> MlaKernelConfig | None:
     """The Gluon tile where it is the built-in choice on a GPU that can run it (the caller asks mla_gluon_scope): the
-    persistent kernel over at least GLUON_MIN_KV_TOKENS of KV. None elsewhere, and for kv_tokens None (one config for
-    every batch, as triton_det needs: the Triton tile)."""
+    persistent kernel over at least GLUON_MIN_KV_TOKENS of KV, counted per query token (batch x qlen x ctx: the tile
+    reads a sequence's KV once per query token). None elsewhere, and for kv_tokens None (one config for every batch, as
+    triton_det needs: the Triton tile). MTP (qlen 2, 64-head tiles), H100 (2026-12-06, kernel_us, ctx 4096,
+    persistent, 48 gated rows, device_moe.sh mla-gluon-mtp): nhead 64 / 128 batch 8-64 bf16 1.2-1.8x the Triton tile,
+    fp8 1.04-1.24x; at nhead 64 bf16 batch 32, 111.6 us for 64 query tokens against qlen 1's 136.4 at batch 64."""
     least = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
-    if not persistent or qlen != 1 or kv_tokens is None or kv_tokens < least:  # MTP: not yet timed
+    if not persistent or kv_tokens is None or kv_tokens < least:
         return None
-    return gluon_ws_config(nhead, qlen)
+    return gluon_ws_config(kv_dtype, nhead, qlen)
 
 
-def gluon_ws_config(nhead: int, qlen: int) -> MlaKernelConfig | None:
-    """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, 16 or 32 rows below, one
-    program per SM (its ~220 KB of shared memory); None where it has no tile. More than one query token (MTP) only
+def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelConfig | None:
+    """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, S split between the consumers
+    (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
+    one chain (gluon_one_chain). None where it has no tile. More than one query token (MTP) only
     with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV once per query
     token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the Triton tile holds
     all of a sequence's query rows and reads its KV once."""
     if not (nhead in (16, 32) or nhead % 64 == 0) or qlen != 1 and nhead % 64:
         return None
-    return MlaKernelConfig(max_tile_rows=64 if nhead >= 64 else 32, block_n=64, gluon_ws=True)
+    rows = 64 if nhead >= 64 else 32
+    return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=kv_dtype in E4M3_DTYPES,
+                           gluon_split_s=rows == 64)
 
 
 def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None, *, persistent: bool = True) -> str:
@@ -367,15 +371,14 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knob: either tile
-        gluon = gluon_ws_config(nhead, qlen)
+        gluon = gluon_ws_config(kv_dtype, nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon
-            options["gluon_ws,regs224"] = dataclasses.replace(gluon, gluon_regs=224)
+            options["gluon_ws,regs240"] = dataclasses.replace(gluon, gluon_regs=240)
             if fp8:
-                options["gluon_ws,one_chain"] = dataclasses.replace(gluon, gluon_one_chain=True)
-            if gluon.max_tile_rows == 64:  # the 64-row consumer's overlap (fp8 with one chain), and S split
-                options["gluon_ws,overlap"] = dataclasses.replace(gluon, gluon_one_chain=fp8, gluon_overlap=True)
-                options["gluon_ws,split_s"] = dataclasses.replace(gluon, gluon_split_s=True)
+                options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
+            if gluon.gluon_split_s:
+                options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,

@@ -147,28 +147,19 @@ def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_sca
     """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
     product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile).
     ONE_CHAIN (the parts at one scale, split_q's one_scale): the 18 + 18 MMAs as one chain, waited for once."""
-    if ONE_CHAIN:
-        return warpgroup_mma_wait(num_outstanding=0, deps=[_scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros,
-                                                                          True, TOKENS_M, TOKEN_HALF)]) * lo_scale
+    # two returns, not a branch that redefines s: ONE_CHAIN reaches the partitions as a runtime i1 (see _kernel), and
+    # the branch's sides would give s two types (an MMA accumulator, a tensor)
     s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
+    if ONE_CHAIN:
+        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
+        return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
     s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
     return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
 @gluon.jit
-def _scores_issued(q_smem, q_lo_smem, kv_smem, first_box, zeros, FP8: gl.constexpr, TOKENS_M: gl.constexpr,
-                   TOKEN_HALF: gl.constexpr = -1):
-    """A block's Q@K^T MMAs issued, not waited for: bf16 one chain; fp8 q's two parts at one scale, one chain."""
-    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
-    if FP8:
-        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
-    return s
-
-
-@gluon.jit
-def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
-              OVERLAP: gl.constexpr):
+def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The loads: q once per work item (FP8: its two fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
@@ -206,12 +197,9 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAI
 
 
 @gluon.jit
-def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
-              OVERLAP: gl.constexpr):
+def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """One consumer warp group: channels DV_BASE * 64 .. + 256 of the output for every item of this program. FP8: q's
-    two fp8 parts' products with the fp8 KV tile as loaded, V converted to fp16 into this group's own buffer.
-    OVERLAP: block i + 1's Q@K^T issued before block i's softmax (fp8: and its V conversion, with ONE_CHAIN), so that
-    the tensor cores work while this group's other instructions run; an item's blocks only, its last one peeled."""
+    two fp8 parts' products with the fp8 KV tile as loaded, V converted to fp16 into this group's own buffer."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
     q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
@@ -233,51 +221,23 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
         m_i = gl.full([BLOCK], NEG_BIG, gl.float32, rows_l)
         l_i = gl.zeros([BLOCK], gl.float32, rows_l)
         acc0, acc1, acc2, acc3 = _zeros4([BLOCK, BLOCK], mma)
-        if OVERLAP:
-            n_blocks = gl.cdiv(kv_end - kv_start, BLOCK)
-            mbarrier.wait(kv_full.index(it % NUM_STAGES), (it // NUM_STAGES) & 1)
-            s = _scores_issued(q_smem, q_lo_smem, kv_smem, (it % NUM_STAGES) * BOXES,
-                               gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), FP8, False)
-            s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
-            for i in range(n_blocks - 1):  # the next block's Q@K^T under this block's softmax and P V
-                stage = it % NUM_STAGES
-                mbarrier.wait(kv_full.index((it + 1) % NUM_STAGES), ((it + 1) // NUM_STAGES) & 1)
-                s_next = _scores_issued(q_smem, q_lo_smem, kv_smem, ((it + 1) % NUM_STAGES) * BOXES,
-                                        gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), FP8, False)
-                m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
-                    gl.convert_layout(s, mma), kv_start + i * BLOCK, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem,
-                    v16_smem, kv_empty, stage, DV_BASE, FP8)
-                acc0, acc1, acc2, acc3, p_a, s_next = warpgroup_mma_wait(
-                    num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a, s_next])
-                if not FP8:
-                    mbarrier.arrive(kv_empty.index(stage), count=1)
-                s = s_next * s_scale
-                it += 1
-            m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(  # the last block
-                gl.convert_layout(s, mma), kv_start + (n_blocks - 1) * BLOCK, kv_end, m_i, l_i, acc0, acc1, acc2, acc3,
-                kv_smem, v16_smem, kv_empty, it % NUM_STAGES, DV_BASE, FP8)
+        for start in range(kv_start, kv_end, BLOCK):
+            stage = it % NUM_STAGES
+            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
+            s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
+            if FP8:  # q's two parts' products
+                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False,
+                                ONE_CHAIN)
+            else:
+                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
+                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+            m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
+                gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
+                kv_empty, stage, DV_BASE, FP8)
             acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
             if not FP8:
-                mbarrier.arrive(kv_empty.index(it % NUM_STAGES), count=1)
+                mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
-        else:
-            for start in range(kv_start, kv_end, BLOCK):
-                stage = it % NUM_STAGES
-                mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-                s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
-                if FP8:  # q's two parts' products
-                    s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False,
-                                    ONE_CHAIN)
-                else:
-                    s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
-                    s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
-                m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
-                    gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
-                    kv_empty, stage, DV_BASE, FP8)
-                acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
-                if not FP8:
-                    mbarrier.arrive(kv_empty.index(stage), count=1)
-                it += 1
         acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         _store4(acc0, acc1, acc2, acc3, l_i, m_i, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
                 BLOCK)
@@ -546,30 +506,27 @@ def _store(acc, l_i, m_i, box, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, s
 
 
 @gluon.jit
-def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
-                 OVERLAP: gl.constexpr):
+def _consumer_of(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The consumer for the tile q's descriptor holds: 64 rows (S split between the consumers, or each computing all
-    of it), or 16-32 with the tokens on M (no OVERLAP or S split)."""
+    of it), or 16-32 with the tokens on M (no S split)."""
     # decided from a buffer's shape: the partitions' constexpr arguments arrive as runtime values (see _kernel), and a
     # branch on one compiled both consumers into each partition, where Triton 3.6's LLVM lowering failed an assertion
     if shared[25].shape[0] == 2:  # P's two halves: S split between the consumers
         _consumer_split_s(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
     elif shared[0].block_type.shape[0] == BLOCK:
-        _consumer(shared, DV_BASE, INFO_COLS, ONE_CHAIN, OVERLAP)
+        _consumer(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
     else:
         _consumer_tokens_m(shared, DV_BASE, INFO_COLS, ONE_CHAIN)
 
 
 @gluon.jit
-def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
-                    OVERLAP: gl.constexpr):
-    _consumer_of(shared, 0, INFO_COLS, ONE_CHAIN, OVERLAP)
+def _first_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
+    _consumer_of(shared, 0, INFO_COLS, ONE_CHAIN)
 
 
 @gluon.jit
-def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr,
-                     OVERLAP: gl.constexpr):
-    _consumer_of(shared, HALF, INFO_COLS, ONE_CHAIN, OVERLAP)
+def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
+    _consumer_of(shared, HALF, INFO_COLS, ONE_CHAIN)
 
 
 @gluon.jit
@@ -591,8 +548,8 @@ def _barriers(NUM_STAGES: gl.constexpr):
 @gluon.jit
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
-            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, OVERLAP: gl.constexpr,
-            SPLIT_S: gl.constexpr):
+            INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
+            CONSUMER_REGS: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -633,9 +590,14 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     split = (stats_smem, p_halves, exchanged)
     # the partitions get these constexprs as runtime values (Triton 3.6's warp_specialize: ONE_CHAIN arrives as an
     # i1), which LLVM folds; both sides of a branch on one are compiled, so SPLIT_S is a buffer's shape instead
-    args0 = (common + (p0_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
-    args1 = (common + (p1_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN, OVERLAP)
-    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1], [232, 40])
+    args0 = (common + (p0_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN)
+    args1 = (common + (p1_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN)
+    # registers (setmaxnreg): the launch's 168 x 384 threads is 64K; the producer's warp group (its warp and 3 idle
+    # ones) gives up all but 40 (24 beside 240), and the consumers share the rest, the first (the default partition)
+    # taking what Triton's AllocateWarpGroups leaves over: 232 or 240, as the second asks
+    producer_regs: gl.constexpr = 24 if CONSUMER_REGS > 232 else 40
+    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1],
+                       [CONSUMER_REGS, producer_regs])
 
 
 @triton.jit
@@ -685,6 +647,7 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constex
     tl.store(LO_SCALE + rows, lo_scale, mask=rows < num_rows)
 
 
+LAUNCH_REGS = 168  # 64K registers over the 3 warp groups (the producer's padded to 4 warps), rounded down to 8
 SPLIT_ROWS = 16  # q rows per program of the split (64 spilled: 255 registers and 1.3 KB of stack per thread offline)
 
 
@@ -705,17 +668,17 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
-           overlap: bool = False, regs: int = 168, split_s: bool = False) -> None:
+           regs: int = 232, split_s: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
-    kernel, counted in the call's time). one_chain, overlap, regs: MlaKernelConfig.gluon_one_chain, gluon_overlap (fp8's
-    overlap takes one chain), gluon_regs (the launch's registers per thread, which the first consumer keeps: the
-    partitions' 4 + 4 + 1 warps start with them, at most 224 in 64K), gluon_split_s (64-row tiles; not with overlap)."""
+    kernel, counted in the call's time). one_chain, regs, split_s: MlaKernelConfig.gluon_one_chain (fp8 only),
+    gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
-    one_chain = fp8 and (one_chain or overlap)
+    one_chain = fp8 and one_chain
+    assert regs in (232, 240), regs
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
         hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
@@ -731,10 +694,10 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     args = (q_desc, q_lo_desc, kv_desc, schedule.work_indptr, schedule.work_info, kv.kv_indptr, kv.kv_indices, out,
             workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], schedule.batch // kv.batch,
             out.stride(0), out.stride(1), sm_scale * log2e)
-    options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=regs)
+    options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=LAUNCH_REGS)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
-                                      OVERLAP=overlap and not split_s, SPLIT_S=split_s and rows == TILE, **options)
+                                      SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs, **options)
 
 
 __all__ = ["attend", "split_q"]

@@ -35,7 +35,7 @@ def gluon_unsupported_reason(case: Case, platform: PlatformInfo) -> str | None:
     from rocbench.kernels import mla_config as kc
     from rocbench.kernels import mla_gluon_scope
 
-    config = kc.gluon_ws_config(case["nhead"], case["qlen"])
+    config = kc.gluon_ws_config(case["kv_dtype"], case["nhead"], case["qlen"])
     if not case["persist"] or config is None:
         return "the persistent kernel at 16, 32 or a multiple of 64 heads (more than one query token: 64) only"
     heads = kc.kernel_heads_per_group(case["nhead"], case["qlen"], config)
@@ -48,7 +48,7 @@ def platform_builtin(case: Case, platform: PlatformInfo):
     and can run here, else the Triton tile's sweep winners (mla_config.builtin_config)."""
     from rocbench.kernels import mla_config as kc
 
-    gluon = kc.gluon_builtin(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"] * case["ctx"],
+    gluon = kc.gluon_builtin(case["kv_dtype"], case["nhead"], case["qlen"], case["batch"] * case["qlen"] * case["ctx"],
                              persistent=case["persist"])
     if gluon is not None and gluon_unsupported_reason(case, platform) is None:
         return gluon
