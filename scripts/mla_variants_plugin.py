@@ -33,13 +33,16 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   takes it at every batch.
 - `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
   baseline of the Gluon tile's A/B rows now that `triton` takes the Gluon tile on Hopper.
-- `triton_gluon_plain`: the Gluon tile without the two knobs built in since (H100, 2026-12-06, ctx 4096, persistent,
-  80 gated rows, device_moe.sh mla-gluon-knobs): fp8's q parts in one Q@K^T chain (gluon_one_chain; nhead 32-128
-  1.06-1.13x) and S split between the 64-row consumers (gluon_split_s; bf16 nhead 128 1.08-1.10x, fp8 up to 1.09x).
-  The same run measured overlap (block i + 1's Q@K^T before block i's softmax: 0.64-0.95x at 64-128 heads, gone) and
-  a launch at 224 registers (384 threads do not fit 64K registers, so the rows ran the Triton tile; gone).
+- `triton_gluon_plain`: the Gluon tile without the knobs built in since (H100, 2026-12-06, ctx 4096, persistent,
+  80 gated rows, device_moe.sh mla-gluon-knobs, then 96): fp8's q parts in one Q@K^T chain (gluon_one_chain; nhead
+  32-128 1.06-1.13x), S split between the 64-row consumers (gluon_split_s; bf16 nhead 128 1.08-1.10x, fp8 up to
+  1.09x) and fp8's 240 registers (below). The first run also measured overlap (block i + 1's Q@K^T before block i's
+  softmax: 0.64-0.95x at 64-128 heads, gone) and a launch at 224 registers (384 threads do not fit 64K registers, so
+  the rows ran the Triton tile; gone).
 - `triton_gluon_regs240`: the Gluon tile with each consumer at 240 registers and the producer's group at 24
-  (mla_config.gluon_regs; 232 and 40 built in). Offline sm_90: spills 18 -> 12 (bf16), 105 -> 101 (fp8).
+  (mla_config.gluon_regs; 232 and 40 were built in). Offline sm_90: spills 4 -> 0 (bf16), 101 -> 92 (fp8). H100
+  (2026-12-06, 96 gated rows): fp8 nhead 32 1.05x, 64-128 0.99-1.03x, 16 0.98x, bf16 within 1-2%: built in since for
+  fp8 from 32 heads, where this backend repeats the built-in.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -108,5 +111,6 @@ def _gluon_variant(name: str, description: str, **fields) -> type:
 
 
 _gluon_variant("triton_gluon_plain", "the Gluon tile with two fp8 Q@K^T chains and S whole in each consumer (the "
-               "Gluon tile before 2026-12-06; A/B plugin)", gluon_one_chain=False, gluon_split_s=False)
+               "Gluon tile before 2026-12-06; A/B plugin)", gluon_one_chain=False, gluon_split_s=False,
+               gluon_regs=232)
 _gluon_variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thread (A/B plugin)", gluon_regs=240)

@@ -96,9 +96,12 @@ class MlaKernelConfig:
     # 222.56 -> 206.14, 310.91 -> 275.57, 550.94 -> 511.53; nhead 16 within 1%
     gluon_one_chain: bool = False
     # each Gluon consumer warp group's registers (setmaxnreg; mla_gluon._kernel): 232 with the producer's group at 40,
-    # or 240 with it at 24. Offline sm_90 (Triton 3.6, 64-row tile): 240 spills 12 bf16 / 101 fp8 registers against
-    # 232's 18 / 105 (fp8's are its smem descriptors; 200 spills 124). A --tune candidate. (A launch at 224 registers
-    # per thread, an earlier form of this knob, cannot start 384 threads in 64K registers: H100, 2026-12-06)
+    # or 240 with it at 24. Offline sm_90 (Triton 3.6, 64-row tile, S split): 240 spills 0 bf16 / 92 fp8 registers
+    # against 232's 4 / 101 (fp8's are its smem descriptors; 200 spills more). gluon_ws_config takes 240 for fp8 from
+    # 32 heads. H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows, device_moe.sh mla-gluon-knobs): fp8
+    # nhead 32 batch 64 / 128 125.3 -> 119.2, 206.7 -> 199.1 us (skewed 1.05x), nhead 64-128 0.99-1.03x, nhead 16
+    # 0.98x; bf16 within 1-2%. (A launch at 224 registers per thread, an earlier form of this knob, cannot start 384
+    # threads in 64K registers: H100, 2026-12-06)
     gluon_regs: int = 232
     # the Gluon tile's 64-row consumers split S between them (each the Q@K^T of half the block's tokens), exchanging row
     # maxima, P's halves and the row sums through shared memory, as FlashMLA divides the work: the Q@K^T MMAs halve
@@ -223,15 +226,16 @@ def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int |
 def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelConfig | None:
     """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, S split between the consumers
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
-    one chain (gluon_one_chain). None where it has no tile. More than one query token (MTP) only
+    one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs). None where it has
+    no tile. More than one query token (MTP) only
     with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV once per query
     token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the Triton tile holds
     all of a sequence's query rows and reads its KV once."""
     if not (nhead in (16, 32) or nhead % 64 == 0) or qlen != 1 and nhead % 64:
         return None
-    rows = 64 if nhead >= 64 else 32
-    return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=kv_dtype in E4M3_DTYPES,
-                           gluon_split_s=rows == 64)
+    rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
+    return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=fp8, gluon_split_s=rows == 64,
+                           gluon_regs=240 if fp8 and nhead >= 32 else 232)
 
 
 def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None, *, persistent: bool = True) -> str:
@@ -374,7 +378,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         gluon = gluon_ws_config(kv_dtype, nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon
-            options["gluon_ws,regs240"] = dataclasses.replace(gluon, gluon_regs=240)
+            other_regs = 232 if gluon.gluon_regs == 240 else 240
+            options[f"gluon_ws,regs{other_regs}"] = dataclasses.replace(gluon, gluon_regs=other_regs)
             if fp8:
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
             if gluon.gluon_split_s:
