@@ -38,6 +38,9 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert not mla_config.gluon_ws_config(BF16, 16, 1).gluon_split_s  # the tokens-on-M tile has no S split
     assert mla_config.gluon_ws_config(BF16, 128, 1).max_tile_rows == 64
     assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 8, 1) is None
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1)) == "Gluon tile (232 registers)"
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)) == \
+        "Gluon tile (S split, fp8 q in one chain, 240 registers)"
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]

@@ -290,6 +290,24 @@ def test_backends_at_one_batch_are_bars_side_by_side_per_case(monkeypatch, tmp_p
     assert second.get_height() == 2 * first.get_height() and abs(second.get_x() - first.get_x()) < 1
 
 
+def test_an_ab_of_many_series_gives_each_its_own_colour_and_marker(monkeypatch, tmp_path):
+    """An A/B of 3 backends x 2 KV dtypes x 2 paths drew 12 lines from matplotlib's 10-colour cycle: two series shared
+    one colour and marker (H100 knob A/B, 2026-12-06). Now a colour per backend, a marker per case within it."""
+    figures = captured_figures(monkeypatch)
+    frame = timed_mla_frame()
+    frame = pd.concat([frame.assign(backend=name, kernel_us_median=frame["kernel_us_median"] * (1 + k / 10))
+                       for k, name in enumerate(("triton_a", "triton_b", "triton_c"))])
+    frame["graph_us_median"] = float("nan")
+    plots.draw(registry.get("mla"), frame, tmp_path)
+    for ax in figures["latency.png"].axes:
+        if not ax.lines:
+            continue
+        styles = [(line.get_color(), line.get_marker()) for line in ax.lines]
+        assert len(styles) == 12 and len(set(styles)) == 12
+        by_backend = {line.get_label().split()[0]: line.get_color() for line in ax.lines}
+        assert len(set(by_backend.values())) == 3
+
+
 def test_shapes_sort_by_size_not_as_text():
     shapes = ["64x7168", "1x16160", "2048x16384", "8x7168", "1x1024"]
     assert sorted(shapes, key=plots.sort_key) == ["1x1024", "1x16160", "8x7168", "64x7168", "2048x16384"]

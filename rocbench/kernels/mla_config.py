@@ -238,6 +238,13 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
                            gluon_regs=240 if fp8 and nhead >= 32 else 232)
 
 
+def gluon_tile_name(config: MlaKernelConfig) -> str:
+    """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
+    knobs = [name for on, name in ((config.gluon_split_s, "S split"), (config.gluon_one_chain, "fp8 q in one chain"))
+             if on]
+    return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
+
+
 def tune_key(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | None, *, persistent: bool = True) -> str:
     """What a tuned config is stored under: the KV element kind, the heads, the q length, the batch
     (rounded up to a power of two, at most 256: one decode batch plays like its neighbours) and the kernel."""

@@ -124,6 +124,32 @@ def finish(fig, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def series_styles(data: pd.DataFrame, hue: list[str]):
+    """A line's colour and marker from its row: a colour per backend and a marker per value of the other hue columns
+    (ctx_dist x kv_dtype, ...) where backends are compared, else a colour per series; tab20 past 10 colours, so that
+    no two series share both (the line style tells the times apart)."""
+    by_backend = "backend" in hue and len(hue) > 1
+    colour_cols = ["backend"] if by_backend else hue
+    marker_cols = [c for c in hue if c != "backend"] if by_backend else []
+
+    def keys(columns):
+        return list(dict.fromkeys(tuple(row) for row in data[columns].itertuples(index=False))) if columns else [()]
+
+    colours, markers = keys(colour_cols), keys(marker_cols)
+    palette = plt.get_cmap("tab10" if len(colours) <= 10 else "tab20").colors
+
+    def colour_of(row: pd.Series):
+        return palette[colours.index(tuple(row[c] for c in colour_cols)) % len(palette)]
+
+    def marker_of(row: pd.Series) -> str:
+        return MARKERS[markers.index(tuple(row[c] for c in marker_cols)) % len(MARKERS)]
+
+    return colour_of, marker_of
+
+
 def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) -> bool:
     ys = y_columns(spec, frame)
     if not ys:
@@ -137,15 +163,16 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) ->
     along = spec.get("along", []) if x == candidates[0] else []  # axes the x column stands for (bytes: shape)
     hue = [c for c in varying(data, ["backend", *axes]) if c not in (x, facet, *along)]
     chosen = panels(data, facet)
+    colour_of, marker_of = series_styles(data, hue)
     fig, grid = figure_grid(len(chosen), 4.6, 3.4)
     for ax, (title, part) in zip(grid, chosen):
         for _, group in (part.groupby(hue, sort=False) if hue else [((), part)]):
             group = group.sort_values(x)
-            line = None
+            first = group.iloc[0]
             for y, (style, _) in zip(ys, LINE_STYLES):
                 tag = f" ({time_of(y)})" if len(ys) > 1 else ""
-                line, = ax.plot(group[x], group[y], marker="o", markersize=3, linestyle=style,
-                                label=label(group.iloc[0], hue) + tag, color=None if line is None else line.get_color())
+                ax.plot(group[x], group[y], marker=marker_of(first), markersize=4, linestyle=style,
+                        label=label(first, hue) + tag, color=colour_of(first))
         if spec.get("logx", True) and (part[x] > 0).all():
             ax.set_xscale("log", base=2)
         if spec.get("logy"):
