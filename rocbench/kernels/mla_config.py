@@ -216,7 +216,7 @@ def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int |
     reads a sequence's KV once per query token). None elsewhere, and for kv_tokens None (one config for every batch, as
     triton_det needs: the Triton tile). MTP (qlen 2, 64-head tiles), H100 (2026-12-06, kernel_us, ctx 4096,
     persistent, 48 gated rows, device_moe.sh mla-gluon-mtp): nhead 64 / 128 batch 8-64 bf16 1.2-1.8x the Triton tile,
-    fp8 1.04-1.24x; at nhead 64 bf16 batch 32, 111.6 us for 64 query tokens against qlen 1's 136.4 at batch 64."""
+    fp8 1.04-1.22x; at nhead 64 bf16 batch 32, 111.6 us for 64 query tokens against qlen 1's 136.4 at batch 64."""
     least = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
     if not persistent or kv_tokens is None or kv_tokens < least:
         return None
