@@ -261,13 +261,13 @@ def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16
     p = gl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + gl.sum(p, 1)
     if FP8:
-        p_a = gl.convert_layout(p.to(gl.float16), p_op)
+        p_a = gl.convert_layout(p.to(v16_smem.dtype), p_op)  # P in V's dtype: fp16 beside fp8 KV
         acc0 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
         acc1 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
         acc2 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
         acc3 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
     else:
-        p_a = gl.convert_layout(p.to(gl.bfloat16), p_op)
+        p_a = gl.convert_layout(p.to(kv_smem.dtype), p_op)
         base = stage * BOXES + DV_BASE
         acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
         acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
@@ -298,7 +298,6 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
     rows_s: gl.constexpr = gl.SliceLayout(1, s_mma)
     toks = MINE * HALF_BLOCK + gl.arange(0, HALF_BLOCK, layout=gl.SliceLayout(0, s_mma))
-    p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
     first, last = _program_items(WORK_INDPTR)
     it = 0
     for item in range(first, last):
@@ -333,7 +332,7 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
             p = gl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + gl.sum(p, 1)
             m_i = m_new
-            p_halves.index(MINE).store(p.to(p_dtype))
+            p_halves.index(MINE).store(p.to(p_halves.dtype))
             fence_async_shared()  # P's stores before either consumer's MMAs read them
             _exchange(exchanged.index(1), it)
             acc0, acc1, acc2, acc3 = _scaled4(acc0, acc1, acc2, acc3,
@@ -430,7 +429,7 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             p = gl.exp2(s - m_new[None, :])
             l_i = l_i * alpha + gl.sum(p, 0)
             m_i = m_new
-            p_smem.store(p.to(gl.float16 if FP8 else gl.bfloat16))
+            p_smem.store(p.to(p_smem.dtype))
             fence_async_shared()  # P^T's stores before the MMAs read it
             alpha_o = gl.convert_layout(alpha, gl.SliceLayout(0, o_mma))[None, :]
             if FP8:
@@ -556,8 +555,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [BOXES, ROWS, BLOCK], q_desc.layout)
     kv_smem = gl.allocate_shared_memory(kv_desc.dtype, [NUM_STAGES * BOXES, 1, BLOCK, BLOCK], kv_desc.layout)
+    p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16  # P @ V's operands: fp8 V is converted to fp16
     if ROWS < BLOCK:  # each consumer's P^T, the second MMA's shared operand
-        p_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
         p_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK, ROWS], p_dtype)
         p0_smem = gl.allocate_shared_memory(p_dtype, [BLOCK, ROWS], p_layout)
         p1_smem = gl.allocate_shared_memory(p_dtype, [BLOCK, ROWS], p_layout)
@@ -576,9 +575,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
               KV_SCALE, q_lo_desc)
     if SPLIT_S:  # the consumers' exchanges: row maxima (then sums), P's two token halves, four barriers of both
         stats_smem = gl.allocate_shared_memory(gl.float32, [2 * BLOCK], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-        p_half_dtype: gl.constexpr = gl.float16 if FP8 else gl.bfloat16
-        p_halves = gl.allocate_shared_memory(p_half_dtype, [2, BLOCK, BLOCK // 2],
-                                             gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK // 2], p_half_dtype))
+        p_halves = gl.allocate_shared_memory(p_dtype, [2, BLOCK, BLOCK // 2],
+                                             gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK // 2], p_dtype))
         exchanged = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(4):
             mbarrier.init(exchanged.index(i), count=2)
