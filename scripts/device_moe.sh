@@ -81,13 +81,15 @@
 #               tiles only, where the Triton tile reads the KV once per head group anyway) against the Triton tile at
 #               nhead 64 / 128 x batch 8 / 32 / 64 x bf16 / fp8 x uniform / skewed, persistent, ctx 4096, gated; first
 #               the Gluon GPU tests (qlen 2 and 3 among them). Predicted from the qlen-1 rows of as many query tokens
-#               (H100): nhead 64 batch 32 bf16 174 -> ~136 us (-22%), fp8 193 -> ~175 (-10%); not yet run (about 250 s)
-#   mla-gluon-knobs  the Gluon tile as built in (fp8's one Q@K^T chain, S split at 64 rows) against triton_gluon_plain
-#               (neither) and triton_gluon_regs240 at nhead 16-128 x batch 64 / 128 x fp8 / bf16 x uniform / skewed, ctx
-#               4096, persistent, gated; then `triton` (the Gluon tile built in for MTP) against triton_tile at qlen 2;
-#               first the Gluon GPU tests. H100 2026-12-06 (the knobs as plugins then, 80 rows, about 180 s): one chain
-#               fp8 nhead 32-128 1.06-1.13x, S split nhead 64-128 1.03-1.10x, overlap 0.64-0.95x and a 224-register
-#               launch (384 threads do not fit) gone (about 300 s)
+#               (H100): nhead 64 batch 32 bf16 174 -> ~136 us (-22%), fp8 193 -> ~175 (-10%). H100 2026-12-06 (48
+#               rows, 82 s): 174.0 -> 111.6 and 192.4 -> 163.2; bf16 1.21-1.78x, fp8 1.04-1.22x: built in since
+#   mla-gluon-knobs  the Gluon tile as built in (fp8's one Q@K^T chain and, from 32 heads, 240 registers; S split at
+#               64 rows) against triton_gluon_plain (none of them) and triton_gluon_regs240 at nhead 16-128 x batch 64 /
+#               128 x fp8 / bf16 x uniform / skewed, ctx 4096, persistent, gated; then `triton` (the Gluon tile built in
+#               for MTP) against triton_tile at qlen 2; first the Gluon GPU tests. H100 2026-12-06, first as plugins
+#               (80 rows): one chain fp8 nhead 32-128 1.06-1.13x, S split nhead 64-128 1.03-1.10x, overlap 0.64-0.95x
+#               and a 224-register launch (384 threads do not fit) gone; then this part (96 + 16 rows, 120 s): 240
+#               registers fp8 nhead 32 1.05x, 64-128 0.99-1.03x, built in for fp8 from 32 heads (about 150 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin

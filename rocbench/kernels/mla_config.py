@@ -82,9 +82,9 @@ class MlaKernelConfig:
     whole_units: bool = True
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
-    # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head tiles), else the
-    # Triton tile. Take it with gluon_ws_config's head tile; built in from GLUON_MIN_KV_TOKENS where the GPU can run
-    # it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
+    # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head
+    # tiles), else the Triton tile. Take it with gluon_ws_config's head tile and knobs; built in from
+    # GLUON_MIN_KV_TOKENS where the GPU can run it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
     # device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
     # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
     # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
@@ -227,10 +227,10 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, S split between the consumers
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
     one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs). None where it has
-    no tile. More than one query token (MTP) only
-    with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV once per query
-    token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the Triton tile holds
-    all of a sequence's query rows and reads its KV once."""
+    no tile. More than one query token (MTP) only with 64-head tiles: it takes them one by one
+    (mla_decode.one_token_lens), reading a sequence's KV once per query token, as the Triton tile reads it once per
+    head group at those head counts; at 16-32 heads the Triton tile holds all of a sequence's query rows and reads its
+    KV once."""
     if not (nhead in (16, 32) or nhead % 64 == 0) or qlen != 1 and nhead % 64:
         return None
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
