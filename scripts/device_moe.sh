@@ -89,7 +89,8 @@
 #               for MTP) against triton_tile at qlen 2; first the Gluon GPU tests. H100 2026-12-06, first as plugins
 #               (80 rows): one chain fp8 nhead 32-128 1.06-1.13x, S split nhead 64-128 1.03-1.10x, overlap 0.64-0.95x
 #               and a 224-register launch (384 threads do not fit) gone; then this part (96 + 16 rows, 120 s): 240
-#               registers fp8 nhead 32 1.05x, 64-128 0.99-1.03x, built in for fp8 from 32 heads (about 150 s)
+#               registers fp8 nhead 32 1.05x, 64-128 0.99-1.03x, built in for fp8 from 32 heads. Now against
+#               triton_gluon_remat_q (q's descriptors per block) instead of regs 240; not yet run (about 150 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -304,7 +305,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 200 $PY -m pytest -q -p no:cacheprovider -rfs -n 4 tests/test_mla_gluon.py 2>&1 | tail -4
             step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_plain,triton_gluon_regs240 \
+                --backends triton_gluon_ws,triton_gluon_plain,triton_gluon_remat_q \
                 --timeout 60 --out "$OUT/ab-mla-gluon-knobs" | tail -12
             step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \

@@ -44,6 +44,12 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   (2026-12-06, 96 gated rows): fp8 nhead 32 1.05x, 64-128 0.99-1.03x, 16 0.98x, bf16 within 1-2%: built in since for
   fp8 from 32 heads, where this backend repeats the built-in.
 
+- `triton_gluon_remat_q`: the built-in Gluon tile with q's wgmma shared-memory descriptors computed at each KV block
+  (mla_config.gluon_remat_q): hoisted out of the loop, the fp8 64-row tile keeps 24 64-bit descriptors and spills
+  them. Offline sm_90 (Triton 3.6): fp8 64-row with S split 92 -> 1 spilled registers, its block loop 812 -> 862
+  instructions per warp but no local loads; fp8 32-row 120 -> 0 bytes of stack (loop 833 -> 915). Predicted: fp8 at
+  64-128 heads a few percent faster, 32-row tiles within +-3%; not yet run.
+
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
 import dataclasses
@@ -114,3 +120,5 @@ _gluon_variant("triton_gluon_plain", "the Gluon tile with two fp8 Q@K^T chains a
                "Gluon tile before 2026-12-06; A/B plugin)", gluon_one_chain=False, gluon_split_s=False,
                gluon_regs=232)
 _gluon_variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thread (A/B plugin)", gluon_regs=240)
+_gluon_variant("triton_gluon_remat_q", "the Gluon tile, q's wgmma descriptors computed at each KV block, not hoisted "
+               "and spilled (A/B plugin)", gluon_remat_q=True)

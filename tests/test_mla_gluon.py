@@ -48,7 +48,7 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         assert built_in.gluon_one_chain == (kv_dtype != torch.bfloat16)  # fp8 only: bf16 q is one part
         other_regs = 232 if kv_dtype != torch.bfloat16 else 240  # fp8 from 32 heads takes 240
         assert candidates[f"gluon_ws,regs{other_regs}"].gluon_regs == other_regs != built_in.gluon_regs
-        assert not candidates["gluon_ws,whole_s"].gluon_split_s
+        assert not candidates["gluon_ws,whole_s"].gluon_split_s and candidates["gluon_ws,remat_q"].gluon_remat_q
         assert ("gluon_ws,two_chains" in candidates) == (kv_dtype != torch.bfloat16)
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
@@ -163,7 +163,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 and bf16 with the tokens on M, q's
     split, MTP (two query tokens) at 64 heads, the built-in knobs (fp8's one chain, S split at 64 rows) and the tile
-    without them (S whole in each consumer, fp8's two chains, 240 registers). Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
+    without them (S whole in each consumer, fp8's two chains, 240 registers), and q's descriptors per block. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
     which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
@@ -182,7 +182,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
             for kv_dtype, nhead, qlen, more in ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}),
                                                 (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, {}),
                                                 (torch.float8_e4m3fn, 64, 1, plain), (torch.bfloat16, 128, 1, plain),
-                                                (torch.bfloat16, 32, 1, {})):
+                                                (torch.bfloat16, 32, 1, {}),
+                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -192,7 +193,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 7 and launched.count("_split_q_kernel") == 3, launched
+    assert launched.count("_kernel") == 8 and launched.count("_split_q_kernel") == 4, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -248,11 +249,12 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 @pytest.mark.parametrize("knobs", [{"gluon_one_chain": False, "gluon_split_s": False}, {"gluon_one_chain": False},
-                                   {"gluon_split_s": False}, {"gluon_regs": 240}, {"gluon_regs": 232}])
+                                   {"gluon_split_s": False}, {"gluon_regs": 240}, {"gluon_regs": 232},
+                                   {"gluon_remat_q": True}])
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
     """The Gluon tile's knobs away from gluon_ws_config's choice (mla_config: gluon_one_chain, gluon_regs,
-    gluon_split_s) against the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile
+    gluon_split_s, gluon_remat_q) against the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile
     takes one chain and the registers only)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))

@@ -110,6 +110,12 @@ class MlaKernelConfig:
     # 211.73, 334.90 -> 305.92; fp8 (two chains) nhead 64 / 128 batch 128 310.91 -> 284.14, 550.94 -> 515.26. (Block
     # i + 1's Q@K^T issued before block i's softmax, the "overlap" knob, lost 5-36% everywhere there and is gone)
     gluon_split_s: bool = False
+    # the Gluon tile computes q's wgmma shared-memory descriptors at each KV block instead of once per program
+    # (mla_gluon._q_first): hoisted, the fp8 64-row tile keeps 24 64-bit descriptors live and spills them. Offline
+    # sm_90 (Triton 3.6): fp8 64-row tile with S split at 240 registers 92 -> 1 spilled registers, its block loop
+    # 812 -> 862 instructions per consumer warp without the 30 local loads; fp8 32-row 120 -> 0 bytes of stack, loop
+    # 833 -> 915; bf16 64-row 4 -> 0 spills. A --tune candidate, not yet timed on a GPU
+    gluon_remat_q: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -240,8 +246,8 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
 
 def gluon_tile_name(config: MlaKernelConfig) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
-    knobs = [name for on, name in ((config.gluon_split_s, "S split"), (config.gluon_one_chain, "fp8 q in one chain"))
-             if on]
+    knobs = [name for on, name in ((config.gluon_split_s, "S split"), (config.gluon_one_chain, "fp8 q in one chain"),
+                                   (config.gluon_remat_q, "q descriptors per block")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
 
@@ -391,6 +397,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
+            options["gluon_ws,remat_q"] = dataclasses.replace(gluon, gluon_remat_q=True)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,

@@ -127,34 +127,43 @@ def _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8: gl.constexpr):
 
 
 @gluon.jit
-def _qk_chain(q_parts, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
+def _qk_chain(q_parts, q_first, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
     """The nine 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
-    (TOKENS_M: the block's tokens on M); TOKEN_HALF 0 or 1: S for the block's first or second 32 tokens only."""
+    (TOKENS_M: the block's tokens on M); TOKEN_HALF 0 or 1: S for the block's first or second 32 tokens only. q_first:
+    q's first box, 0 (_q_first)."""
     for j in gl.static_range(BOXES):
         k = _kv_box(kv_smem, first_box + j)
         if TOKEN_HALF >= 0:
             k = k.slice(TOKEN_HALF * (BLOCK // 2), BLOCK // 2)
         if TOKENS_M:
-            acc = warpgroup_mma(k, q_parts.index(j).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(k, q_parts.index(q_first + j).permute((1, 0)), acc, is_async=True)
         else:
-            acc = warpgroup_mma(q_parts.index(j), k.permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma(q_parts.index(q_first + j), k.permute((1, 0)), acc, is_async=True)
     return acc
 
 
 @gluon.jit
-def _fp8_scores(q_smem, q_lo_smem, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
+def _q_first(stage, shared):
+    """q's first box for a block's Q@K^T: 0. With MlaKernelConfig.gluon_remat_q (shared[27] 1) a value the compiler
+    cannot know is 0, so that q's wgmma descriptors are computed at each block rather than hoisted out of the loop,
+    where the fp8 64-row tile spills them (offline sm_90: 24 64-bit values stored, reloaded before the QGMMAs)."""
+    return (stage >> 24) * shared[27]
+
+
+@gluon.jit
+def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                 ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
     """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
     product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile).
     ONE_CHAIN (the parts at one scale, split_q's one_scale): the 18 + 18 MMAs as one chain, waited for once."""
     # two returns, not a branch that redefines s: ONE_CHAIN reaches the partitions as a runtime i1 (see _kernel), and
     # the branch's sides would give s two types (an MMA accumulator, a tensor)
-    s = _qk_chain(q_smem, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
+    s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
     if ONE_CHAIN:
-        s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
+        s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
         return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
-    s = _qk_chain(q_lo_smem, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
+    s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
     return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
@@ -226,10 +235,10 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
             if FP8:  # q's two parts' products
-                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False,
-                                ONE_CHAIN)
-            else:
-                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False)  # issued together, waited for once
+                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, hi_over_lo,
+                                s_scale, False, ONE_CHAIN)
+            else:  # issued together, waited for once
+                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, False)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
             m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
                 gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
@@ -314,10 +323,10 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma)
             if FP8:  # q's two parts' products
-                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo, s_scale, False, ONE_CHAIN,
-                                MINE)
+                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, hi_over_lo,
+                                s_scale, False, ONE_CHAIN, MINE)
             else:
-                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, False, MINE)
+                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, False, MINE)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
             if FP8:
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
@@ -416,11 +425,11 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
             if FP8:  # q's two parts' products; V to fp16 in this group's buffer
-                s = _fp8_scores(q_smem, q_lo_smem, kv_smem, stage * BOXES, s, hi_over_lo[None, :], lo_scale[None, :],
-                                True, ONE_CHAIN)
+                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s,
+                                hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN)
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
-                s = _qk_chain(q_smem, kv_smem, stage * BOXES, s, True)
+                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[:, None], s, float("-inf"))
@@ -548,7 +557,7 @@ def _barriers(NUM_STAGES: gl.constexpr):
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
-            CONSUMER_REGS: gl.constexpr):
+            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -585,7 +594,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         stats_smem = q_smem
         p_halves = q_smem
         exchanged = q_smem
-    split = (stats_smem, p_halves, exchanged)
+    split = (stats_smem, p_halves, exchanged, REMAT_Q)  # shared[24:28]
     # the partitions get these constexprs as runtime values (Triton 3.6's warp_specialize: ONE_CHAIN arrives as an
     # i1), which LLVM folds; both sides of a branch on one are compiled, so SPLIT_S is a buffer's shape instead
     args0 = (common + (p0_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN)
@@ -666,12 +675,12 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
-           regs: int = 232, split_s: bool = False) -> None:
+           regs: int = 232, split_s: bool = False, remat_q: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
-    kernel, counted in the call's time). one_chain, regs, split_s: MlaKernelConfig.gluon_one_chain (fp8 only),
-    gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only)."""
+    kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
+    gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -695,7 +704,8 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=LAUNCH_REGS)
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
-                                      SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs, **options)
+                                      SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
+                                      REMAT_Q=int(remat_q), **options)
 
 
 __all__ = ["attend", "split_q"]
