@@ -91,6 +91,11 @@
 #               and a 224-register launch (384 threads do not fit) gone; then this part (96 + 16 rows, 120 s): 240
 #               registers fp8 nhead 32 1.05x, 64-128 0.99-1.03x, built in for fp8 from 32 heads. Now against
 #               triton_gluon_remat_q (q's descriptors per block) instead of regs 240; not yet run (about 150 s)
+#   mla-gluon-fp8q  triton_fp8q (q cast to fp8, AITER's numerics, at the fp8-query tolerance) through the Gluon tile
+#               (MlaKernelConfig.fp8_q_one_part: no low part; offline 104 -> 68 wgmma instructions at 64 rows) against
+#               triton with fp8 and bf16 KV, nhead 16-128 x batch 64 / 128, ctx 4096 uniform, persistent; first its GPU
+#               test. Predicted: at 64-128 heads, where MMAs bound the time, fp8q under bf16's time (q's two parts cost
+#               as much MMA time as bf16's one product); not yet run (about 80 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -310,6 +315,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
                 --backends triton,triton_tile --timeout 60 --out "$OUT/ab-mla-gluon-mtp-builtin" | tail -20 ;;
+        mla-gluon-fp8q)
+            step 100 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k one_fp8_part 2>&1 | tail -3
+            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
+                --ctx-dist uniform --backends triton,triton_fp8q --times kernel --skip-batch-probes \
+                --timeout 60 --out "$OUT/ab-mla-gluon-fp8q" | tail -26 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

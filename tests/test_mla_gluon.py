@@ -163,7 +163,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 and bf16 with the tokens on M, q's
     split, MTP (two query tokens) at 64 heads, the built-in knobs (fp8's one chain, S split at 64 rows) and the tile
-    without them (S whole in each consumer, fp8's two chains, 240 registers), and q's descriptors per block. Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
+    without them (S whole in each consumer, fp8's two chains, 240 registers), q's descriptors per block, and q in one
+    fp8 part (triton_fp8q). Catches a change this Triton cannot compile; the GPU runs used Triton 3.6,
     which the scope requires."""
     pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
     from tests.compile_only import run_offline
@@ -183,7 +184,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, {}),
                                                 (torch.float8_e4m3fn, 64, 1, plain), (torch.bfloat16, 128, 1, plain),
                                                 (torch.bfloat16, 32, 1, {}),
-                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=True))):
+                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=True)),
+                                                (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -193,7 +195,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 8 and launched.count("_split_q_kernel") == 4, launched
+    assert launched.count("_kernel") == 9 and launched.count("_split_q_kernel") == 5, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -221,6 +223,11 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision(one_scale):
         assert torch.equal(hi.float(), (q.float() / hi_scale[:, None]).to(torch.float8_e4m3fn).float())
         residual = (q.float() - hi.float() * hi_scale[:, None]) / lo_scale[:, None]
         assert torch.equal(lo.float(), residual.to(torch.float8_e4m3fn).float())
+    # q in one part (MlaKernelConfig.fp8_q_one_part, no low part): the same hi, and its scale as lo_scale
+    one_hi, one_scale_hi, one_scale_lo = torch.empty_like(hi), torch.empty_like(hi_scale), torch.empty_like(lo_scale)
+    mla_gluon.split_q(q, one_hi, None, one_scale_hi, one_scale_lo, one_scale=True)
+    assert torch.equal(one_hi.float(), hi.float()) and torch.equal(one_scale_hi, hi_scale)
+    assert torch.equal(one_scale_lo, hi_scale)
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
@@ -265,3 +272,31 @@ def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
     out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
     mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
     assert_matches_reference(out, ref, torch.bfloat16)
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("nhead,programs", [(16, 132), (32, 7), (64, 132), (128, 7)])
+def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead, programs):
+    """triton_fp8q's numerics through the Gluon tile (MlaKernelConfig.fp8_q_one_part: no low part): within the
+    fp8-query tolerance that backend is judged at, and visibly less exact than q's two parts (else the low part was
+    still used)."""
+    from rocbench.core.harness import gate
+    from rocbench.suites.mla.backends import FP8_QUERY_TOLERANCE
+
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs)
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    errors = {}
+    for one_part in (True, False):
+        config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
+                                     fp8_q_one_part=one_part)
+        schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
+                                                        kv_element_bytes=1).to(DEVICE)
+        out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
+        mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
+        verdict = gate.tolerance(out, ref, FP8_QUERY_TOLERANCE)  # as the harness judges triton_fp8q's rows
+        assert verdict.passed, verdict.detail
+        errors[one_part] = verdict.max_abs_err
+    assert errors[True] > 2 * errors[False], errors

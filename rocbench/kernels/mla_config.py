@@ -59,7 +59,9 @@ class MlaKernelConfig:
     convert_where_loaded: bool = False
     # with fp8_qk, q in one fp8 part instead of two (hi + lo): one fp8 MMA for Q@K^T and half q's registers, at
     # AITER's numerics (its fp8 KV path casts q to fp8) and so at the suite's fp8-query tolerance, not bf16's. Only
-    # the `triton_fp8q` backend takes it
+    # the `triton_fp8q` backend takes it, in the Triton tile or the Gluon tile (mla_gluon: no low part loaded or
+    # multiplied; offline sm_90, 64-row tile with S split: 104 -> 68 wgmma instructions, 92 -> 20 spilled registers;
+    # not yet timed on a GPU)
     fp8_q_one_part: bool = False
     # with fp8_qk's two parts, the low part's Q@K^T accumulated onto the high part's product (rescaled per row by
     # hi_scale / lo_scale) instead of into a second [rows, tokens] fp32 product: one product live, the same sum to
@@ -246,7 +248,8 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
 
 def gluon_tile_name(config: MlaKernelConfig) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
-    knobs = [name for on, name in ((config.gluon_split_s, "S split"), (config.gluon_one_chain, "fp8 q in one chain"),
+    q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
+    knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 

@@ -150,15 +150,35 @@ def _q_first(stage, shared):
     return (stage >> 24) * shared[27]
 
 
+@gluon.constexpr_function
+def _q_parts(q_lo_smem, fp8):
+    """How many fp8 parts q comes in: 2, or 1 where _kernel gave the low part a one-word marker (Q_ONE_PART; the
+    partitions get no constexpr, so a buffer's shape says it); 1 for bf16 q."""
+    return 2 if fp8 and q_lo_smem.shape[0] == BOXES else 1
+
+
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                 ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
-    """q's two fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape): the low part's
-    product accumulated onto the high part's, rescaled, so that one product is live (as the product's tile).
-    ONE_CHAIN (the parts at one scale, split_q's one_scale): the 18 + 18 MMAs as one chain, waited for once."""
+    """q's fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape). One part (q cast to
+    fp8 at split_q's one scale): its product. Two: the low part's product accumulated onto the high part's, rescaled,
+    so that one product is live (as the product's tile); ONE_CHAIN (the parts at one scale, split_q's one_scale): the
+    18 + 18 MMAs as one chain, waited for once."""
+    s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
+    if _q_parts(q_lo_smem, True) == 1:
+        s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
+    else:
+        s = _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M, ONE_CHAIN,
+                                TOKEN_HALF)
+    return s
+
+
+@gluon.jit
+def _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
+                        ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr):
+    """_fp8_scores with q's low part, s the high part's MMAs issued."""
     # two returns, not a branch that redefines s: ONE_CHAIN reaches the partitions as a runtime i1 (see _kernel), and
     # the branch's sides would give s two types (an MMA accumulator, a tensor)
-    s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
     if ONE_CHAIN:
         s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
         return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
@@ -169,7 +189,7 @@ def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_l
 
 @gluon.jit
 def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
-    """The loads: q once per work item (FP8: its two fp8 parts), the KV blocks through the ring, each completion
+    """The loads: q once per work item (FP8: its fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     q_lo_desc = shared[21]
@@ -187,10 +207,10 @@ def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAI
         n_item = item - first
         # q of this item, once both consumers released the last one (mbarriers start at phase 1 complete)
         mbarrier.wait(q_empty, (n_item & 1) ^ 1)
-        mbarrier.expect(q_full, (2 if FP8 else 1) * BOXES * q_desc.block_type.nbytes)
+        mbarrier.expect(q_full, _q_parts(q_lo_smem, FP8) * BOXES * q_desc.block_type.nbytes)
         for j in gl.static_range(BOXES):
             _tma_load(q_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_smem.index(j))
-            if FP8:
+            if _q_parts(q_lo_smem, FP8) == 2:
                 _tma_load(q_lo_desc, [b * nhead + g * ROWS, j * BLOCK], q_full, q_lo_smem.index(j))
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
@@ -557,7 +577,7 @@ def _barriers(NUM_STAGES: gl.constexpr):
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
-            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr):
+            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -572,8 +592,11 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     else:
         p0_smem = q_smem
         p1_smem = q_smem
-    if FP8:  # q's low part; each consumer's V in fp16 (4 boxes each)
-        q_lo_smem = gl.allocate_shared_memory(q_lo_desc.dtype, [BOXES, ROWS, BLOCK], q_lo_desc.layout)
+    if FP8:  # q's low part (one part: a marker of one word, which _q_parts reads); each consumer's V in fp16
+        if Q_ONE_PART:
+            q_lo_smem = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+        else:
+            q_lo_smem = gl.allocate_shared_memory(q_lo_desc.dtype, [BOXES, ROWS, BLOCK], q_lo_desc.layout)
         v16_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK], gl.float16)
         v16_smem = gl.allocate_shared_memory(gl.float16, [2 * HALF, BLOCK, BLOCK], v16_layout)
     else:
@@ -620,7 +643,7 @@ def _e4m3_grid(v):
 
 @triton.jit
 def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constexpr, ROWS: tl.constexpr,
-                    ONE_SCALE: tl.constexpr):
+                    ONE_SCALE: tl.constexpr, STORE_LO: tl.constexpr):
     """q's rows (ROWS per program, num_rows in all) as two fp8 parts with per-row scales, as the product's 64-row fp8
     tile splits them (rocbench.kernels.mla_attend._split_q_fp8): q = hi * hi_scale + lo * lo_scale.
 
@@ -647,9 +670,10 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constex
     fp8: tl.constexpr = HI.dtype.element_ty
     tl.store(HI + nope, hi_nope.to(fp8), mask=ok)  # exact: already on the grid
     tl.store(HI + pe, hi_pe.to(fp8), mask=ok)
-    # lo rounded by _e4m3_grid too: the interpreter's cast drops the carry into the exponent (-1.96 -> -1.0, not -2.0)
-    tl.store(LO + nope, _e4m3_grid(res_nope / lo_scale[:, None]).to(fp8), mask=ok)
-    tl.store(LO + pe, _e4m3_grid(res_pe / lo_scale[:, None]).to(fp8), mask=ok)
+    if STORE_LO:  # lo rounded by _e4m3_grid too: the interpreter's cast drops the carry into the exponent (-1.96 ->
+        # -1.0, not -2.0)
+        tl.store(LO + nope, _e4m3_grid(res_nope / lo_scale[:, None]).to(fp8), mask=ok)
+        tl.store(LO + pe, _e4m3_grid(res_pe / lo_scale[:, None]).to(fp8), mask=ok)
     tl.store(HI_SCALE + rows, hi_scale, mask=rows < num_rows)
     tl.store(LO_SCALE + rows, lo_scale, mask=rows < num_rows)
 
@@ -658,15 +682,17 @@ LAUNCH_REGS = 168  # 64K registers over the 3 warp groups (the producer's padded
 SPLIT_ROWS = 16  # q rows per program of the split (64 spilled: 255 registers and 1.3 KB of stack per thread offline)
 
 
-def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, hi_scale: torch.Tensor, lo_scale: torch.Tensor,
-            one_scale: bool = False):
-    """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale.
+def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_scale: torch.Tensor,
+            lo_scale: torch.Tensor, one_scale: bool = False):
+    """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale; lo
+    None: hi alone (q in one fp8 part, MlaKernelConfig.fp8_q_one_part), lo_scale still written.
     one_scale: lo_scale = hi_scale, so that the two parts' products add in one MMA chain (MlaKernelConfig.gluon_one_chain).
     hi's rounding leaves at most half its step, 16 x hi_scale at e4m3's top binade, which lo holds at hi's scale as
     closely as at its own (3 mantissa bits either way; only residuals under 2^-6 x hi_scale go subnormal)."""
-    _split_q_kernel[(triton.cdiv(q2d.shape[0], SPLIT_ROWS),)](q2d, hi, lo, hi_scale, lo_scale, q2d.shape[0],
-                                                              FP8_MAX=torch.finfo(hi.dtype).max, ROWS=SPLIT_ROWS,
-                                                              ONE_SCALE=one_scale)
+    _split_q_kernel[(triton.cdiv(q2d.shape[0], SPLIT_ROWS),)](q2d, hi, hi if lo is None else lo, hi_scale, lo_scale,
+                                                              q2d.shape[0], FP8_MAX=torch.finfo(hi.dtype).max,
+                                                              ROWS=SPLIT_ROWS, ONE_SCALE=one_scale,
+                                                              STORE_LO=lo is not None)
 
 
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
@@ -675,23 +701,27 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
-           regs: int = 232, split_s: bool = False, remat_q: bool = False) -> None:
+           regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
-    gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q."""
+    gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
+    (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
-    one_chain = fp8 and one_chain
+    q_one_part = fp8 and q_one_part
+    one_chain = fp8 and (one_chain or q_one_part)  # one part: its scale is split_q's one scale
     assert regs in (232, 240), regs
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
-        hi, lo = (torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device) for _ in range(2))
+        hi = torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device)
+        lo = None if q_one_part else torch.empty_like(hi)
         hi_scale, lo_scale = (torch.empty(q2d.shape[0], dtype=torch.float32, device=q.device) for _ in range(2))
         split_q(q2d, hi, lo, hi_scale, lo_scale, one_scale=one_chain)
-        q_desc, q_lo_desc = _descriptor(hi, [rows, TILE]), _descriptor(lo, [rows, TILE])
+        q_desc = _descriptor(hi, [rows, TILE])
+        q_lo_desc = q_desc if lo is None else _descriptor(lo, [rows, TILE])
         scales = (hi_scale, lo_scale, kv.kv_scale if kv.kv_scale is not None else torch.ones((), device=q.device))
     else:
         q_desc = q_lo_desc = _descriptor(q2d, [rows, TILE])
@@ -705,7 +735,7 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
                                       SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
-                                      REMAT_Q=int(remat_q), **options)
+                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, **options)
 
 
 __all__ = ["attend", "split_q"]
