@@ -188,6 +188,18 @@ def _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, l
 
 
 @gluon.jit
+def _row_scores(shared, stage, zeros, hi_over_lo, s_scale, ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
+    """The 64-row tile's scaled scores for the KV block in stage (TOKEN_HALF 0 or 1: of its first or second 32
+    tokens): fp8 q's parts' products (_fp8_scores), or bf16's one chain issued together and waited for once."""
+    q_smem, kv_smem, q_lo_smem = shared[2], shared[3], shared[16]
+    if kv_smem.dtype.is_fp8():
+        return _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, zeros, hi_over_lo,
+                           s_scale, False, ONE_CHAIN, TOKEN_HALF)
+    s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, zeros, False, TOKEN_HALF)
+    return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+
+
+@gluon.jit
 def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The loads: q once per work item (FP8: its fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
@@ -253,13 +265,8 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            s = gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma)
-            if FP8:  # q's two parts' products
-                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, hi_over_lo,
-                                s_scale, False, ONE_CHAIN)
-            else:  # issued together, waited for once
-                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, False)
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+            s = _row_scores(shared, stage, gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), hi_over_lo, s_scale,
+                            ONE_CHAIN)
             m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
                 gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
                 kv_empty, stage, DV_BASE, FP8)
@@ -341,13 +348,8 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            s = gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma)
-            if FP8:  # q's two parts' products
-                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, hi_over_lo,
-                                s_scale, False, ONE_CHAIN, MINE)
-            else:
-                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, False, MINE)
-                s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * s_scale
+            s = _row_scores(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo, s_scale,
+                            ONE_CHAIN, MINE)
             if FP8:
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
