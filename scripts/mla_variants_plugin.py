@@ -16,19 +16,21 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   nhead 16 batch 1): the split-KV kernel 2328 -> 1760 instructions per warp, no local memory. Predicted nhead 16
   -10..-20%; H100 (2026-12-06, kernel us, ctx 4096, split-KV): nhead 16 bf16 10.27 -> 9.57 (-7%), fp8 10.66 -> 11.31
   (+6%), nhead 64 bf16 14.11 -> 16.56, fp8 16.03 -> 24.72: a `--tune` candidate (`splits128,block32,chunk128`), not a
-  plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8 warps at
-  one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s
-  `plain` candidate covers for bf16.
+  plan. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8
+  warps at one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which
+  `--tune`'s `plain` candidate covers for bf16.
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
   attention kernel written in Gluon and warp-specialized (rocbench/kernels/mla_gluon.py, MlaKernelConfig.gluon_ws): a
-  1-warp TMA producer, two 4-warp consumers each owning half the output channels and syncing only with the producer
-  (mbarriers), where the product's 8-warp tile stalls most at its per-stage CTA barrier (ncu, H200, 2026-12-06).
+  1-warp TMA producer, two 4-warp consumers each owning half the output channels and syncing by mbarriers (with the
+  producer; at 64-row tiles, with S split since, with each other too), where the product's 8-warp tile stalls most
+  at its per-stage CTA barrier (ncu, H200, 2026-12-06).
   H100 (2026-12-06, bf16, ctx 4096, kernel us, 24/24 gated rows passed; results/examples/mla-gluon-ws-ab-h100): batch
   64 at nhead 16 / 32 / 64 / 128 113.5 -> 112.5, 127.6 -> 119.0, 183.5 -> 136.4, 305.4 -> 173.9 (89 / 84 / 73 / 61%
   of the roofline; the product's tile 88 / 78 / 54 / 35%), batch 128 1.09-1.78x, batch 1 0.86-1.01x (the product runs
   batch 1 with split-KV). fp8: wrong on its first GPU runs (the q split's residual, a Triton 3.6 sm_90 miscompile of
   the fp8 tile converted back); the split rewritten without that conversion. H100 (2026-12-06, 96 gated rows, bf16
-  and fp8, uniform and skewed): all passed; batch 64 / 128 1.02-1.79x the Triton tile (fp8 1.03-1.31x), batch 1 0.53-1.01x.
+  and fp8, uniform and skewed): all passed; batch 64 / 128 1.02-1.79x the Triton tile (fp8 1.03-1.31x), batch 1
+  0.53-1.01x.
   Built in since from mla_config.GLUON_MIN_KV_TOKENS where the GPU can run it, so `triton` takes it there; this backend
   takes it at every batch.
 - `triton_tile`: `triton` with the Triton tile's built-in config everywhere (mla_config.builtin_config), the
@@ -71,22 +73,24 @@ class TritonTile(TritonMla):
                                  persistent=case["persist"]), "the Triton tile's built-in config"
 
 
-def _variant(name: str, description: str, **fields) -> type:
+def _variant(name: str, description: str, base: type, **fields) -> type:
+    """`base` (a backend here) with MlaKernelConfig fields changed; the row's path names them."""
     def config(self, case, ctx):
-        config, source = TritonTile.config(self, case, ctx)
+        config, source = base.config(self, case, ctx)
         changed = ", ".join(f"{field}={value}" for field, value in fields.items())
         return dataclasses.replace(config, **fields), f"{source}, {changed}"
 
-    return backends("mla").register(type(name, (TritonMla,), {"name": name, "description": description,
-                                                              "config": config}))
+    return backends("mla").register(type(name, (base,), {"name": name, "description": description,
+                                                         "config": config}))
 
 
 _variant("triton_quota_cuts", "triton, its persistent schedule cutting every unit to the quotas (before whole units)",
-         whole_units=False)
-_variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two products (an A/B plugin)",
+         TritonTile, whole_units=False)
+_variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two products (an A/B plugin)", TritonTile,
          fp8_qk_one_product=False)
 _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 32-token blocks, its reduce loading "
-         "128 partials at once (an A/B plugin)", block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
+         "128 partials at once (an A/B plugin)", TritonTile, block_n=32, split_min_tokens=32, max_splits=128,
+         reduce_chunk=128)
 
 
 @backends("mla").register
@@ -105,20 +109,9 @@ class TritonGluonWs(TritonMla):
         return kc.gluon_ws_config(case["kv_dtype"], case["nhead"], case["qlen"]), "gluon_ws"
 
 
-def _gluon_variant(name: str, description: str, **fields) -> type:
-    """triton_gluon_ws with MlaKernelConfig's Gluon knobs changed (gluon_one_chain, gluon_regs, gluon_split_s)."""
-    def config(self, case, ctx):
-        changed = ", ".join(f"{field}={value}" for field, value in fields.items())
-        built_in = kc.gluon_ws_config(case["kv_dtype"], case["nhead"], case["qlen"])
-        return dataclasses.replace(built_in, **fields), f"gluon_ws, {changed}"
-
-    return backends("mla").register(type(name, (TritonGluonWs,), {"name": name, "description": description,
-                                                                  "config": config}))
-
-
-_gluon_variant("triton_gluon_plain", "the Gluon tile with two fp8 Q@K^T chains and S whole in each consumer (the "
-               "Gluon tile before 2026-12-06; A/B plugin)", gluon_one_chain=False, gluon_split_s=False,
-               gluon_regs=232)
-_gluon_variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thread (A/B plugin)", gluon_regs=240)
-_gluon_variant("triton_gluon_remat_q", "the Gluon tile, q's wgmma descriptors computed at each KV block, not hoisted "
-               "and spilled (A/B plugin)", gluon_remat_q=True)
+_variant("triton_gluon_plain", "the Gluon tile with two fp8 Q@K^T chains and S whole in each consumer (the Gluon tile "
+         "before 2026-12-06; A/B plugin)", TritonGluonWs, gluon_one_chain=False, gluon_split_s=False, gluon_regs=232)
+_variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thread (A/B plugin)", TritonGluonWs,
+         gluon_regs=240)
+_variant("triton_gluon_remat_q", "the Gluon tile, q's wgmma descriptors computed at each KV block, not hoisted and "
+         "spilled (A/B plugin)", TritonGluonWs, gluon_remat_q=True)
