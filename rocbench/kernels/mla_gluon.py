@@ -7,9 +7,10 @@ most at the CTA barrier that guards each pipeline stage: one 8-warp program per 
 issued by the same warps that compute. Triton's own warp specialization does not take this loop (the correction after
 round 10 in results/examples/mla-variants-h200). Here the roles are explicit:
 - a 1-warp producer partition streams q and the KV blocks by TMA into a 2-stage ring (mbarriers, no CTA barrier);
-- two 4-warp consumer partitions each own half of the 512 output channels (four [64, 64] fp32 accumulators) and each
-  computes the whole S = q K^T for itself (as the Triton tile does: Triton gives both warp groups all of S), its
-  own online softmax, and its half of P V; they sync only with the producer.
+- two 4-warp consumer partitions each own half of the 512 output channels (four [64, 64] fp32 accumulators). At
+  64-row tiles they split S = q K^T by the block's tokens (gluon_split_s, as FlashMLA divides it) and exchange row
+  maxima, P's halves and row sums through shared memory; without the split each computes all of S for itself (as
+  the Triton tile does) and syncs only with the producer.
 The paged KV goes through a 3-D descriptor over the page pool ([pages, page_size, 576], 64 x 64 boxes): a sequence's
 last, partial block is read from 64 - n tokens before its page position, so the rows before the page are TMA's zeros
 and no row past the sequence's end is read (the cache past it may hold anything, NaN in the tests).
@@ -19,9 +20,9 @@ on the MMAs' M side (S^T = K q^T, the softmax down the columns, P^T through each
 O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8.
 
 fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the Triton 64-row
-tile splits it in-kernel the same way), Q@K^T runs as fp8 wgmmas on the tile as loaded, the low part's product
-accumulated onto the high part's, and each consumer converts its half of V to fp16 into its own shared buffer and
-releases the stage before its softmax.
+tile splits it in-kernel the same way), at one scale so that both parts' Q@K^T is one MMA chain (gluon_one_chain), or
+cast to one part (fp8_q_one_part: triton_fp8q's numerics). Q@K^T runs as fp8 wgmmas on the tile as loaded, and each
+consumer converts its half of V to fp16 into its own shared buffer and releases the stage before its softmax.
 
 Scope (mla_gluon_scope.unsupported_reason): bf16 q, bf16 or e4m3fn KV, nhead 16, 32 or a multiple of 64 (more than
 one query token per sequence, MTP, only with 64-head tiles: the schedule then takes the query tokens one by one,
@@ -32,7 +33,8 @@ persistent kernel's reduce for split units.
 Measured against the Triton tile (H100, 2026-12-06, results/examples/mla-gluon-ws-ab-h100, 96 + 192 gated rows):
 batch 64 / 128 bf16 1.01-1.79x its kernel time (nhead 128 batch 64 303.7 -> 171.2 us, 33 -> 58% of the roofline),
 fp8 1.03-1.31x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x. Built in where the KV read is large enough
-(mla_config.GLUON_MIN_KV_TOKENS); MTP through it not yet timed.
+(mla_config.GLUON_MIN_KV_TOKENS), MTP at 64-head tiles included; its knobs' measurements are mla_config's
+(results/examples/mla-gluon-knobs-ab-h100).
 """
 from __future__ import annotations
 
@@ -249,7 +251,8 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
     NUM_STAGES: gl.constexpr = kv_full.shape[0]
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, 16])
     qk_k: gl.constexpr = 32 if FP8 else 16  # an MMA's K: 32 bytes of its operands
-    qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK, qk_k])
+    qk_mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, BLOCK, qk_k])
     rows_l: gl.constexpr = gl.SliceLayout(1, mma)
     first, last = _program_items(WORK_INDPTR)
     it = 0
@@ -296,19 +299,11 @@ def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16
     alpha = gl.exp2(m_i - m_new)
     p = gl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + gl.sum(p, 1)
-    if FP8:
-        p_a = gl.convert_layout(p.to(v16_smem.dtype), p_op)  # P in V's dtype: fp16 beside fp8 KV
-        acc0 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
-        acc1 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
-        acc2 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
-        acc3 = warpgroup_mma(p_a, v16_smem.index(DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
-    else:
-        p_a = gl.convert_layout(p.to(kv_smem.dtype), p_op)
-        base = stage * BOXES + DV_BASE
-        acc0 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 0), acc0 * alpha[:, None], is_async=True)
-        acc1 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 1), acc1 * alpha[:, None], is_async=True)
-        acc2 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 2), acc2 * alpha[:, None], is_async=True)
-        acc3 = warpgroup_mma(p_a, _kv_box(kv_smem, base + 3), acc3 * alpha[:, None], is_async=True)
+    p_a = gl.convert_layout(p.to(_v_box(kv_smem, v16_smem, stage, DV_BASE).dtype), p_op)  # P in V's dtype
+    acc0 = warpgroup_mma(p_a, _v_box(kv_smem, v16_smem, stage, DV_BASE + 0), acc0 * alpha[:, None], is_async=True)
+    acc1 = warpgroup_mma(p_a, _v_box(kv_smem, v16_smem, stage, DV_BASE + 1), acc1 * alpha[:, None], is_async=True)
+    acc2 = warpgroup_mma(p_a, _v_box(kv_smem, v16_smem, stage, DV_BASE + 2), acc2 * alpha[:, None], is_async=True)
+    acc3 = warpgroup_mma(p_a, _v_box(kv_smem, v16_smem, stage, DV_BASE + 3), acc3 * alpha[:, None], is_async=True)
     return m_new, l_i, acc0, acc1, acc2, acc3, p_a
 
 
@@ -370,25 +365,10 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
                                               gl.convert_layout(alpha, gl.SliceLayout(1, mma))[:, None])
             for h in gl.static_range(2):  # P's two token halves by V's
                 p_h = p_halves.index(h)
-                if FP8:
-                    acc0 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 0).slice(h * HALF_BLOCK, HALF_BLOCK), acc0,
-                                         is_async=True)
-                    acc1 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 1).slice(h * HALF_BLOCK, HALF_BLOCK), acc1,
-                                         is_async=True)
-                    acc2 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 2).slice(h * HALF_BLOCK, HALF_BLOCK), acc2,
-                                         is_async=True)
-                    acc3 = warpgroup_mma(p_h, v16_smem.index(DV_BASE + 3).slice(h * HALF_BLOCK, HALF_BLOCK), acc3,
-                                         is_async=True)
-                else:
-                    base = stage * BOXES + DV_BASE
-                    acc0 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 0).slice(h * HALF_BLOCK, HALF_BLOCK), acc0,
-                                         is_async=True)
-                    acc1 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 1).slice(h * HALF_BLOCK, HALF_BLOCK), acc1,
-                                         is_async=True)
-                    acc2 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 2).slice(h * HALF_BLOCK, HALF_BLOCK), acc2,
-                                         is_async=True)
-                    acc3 = warpgroup_mma(p_h, _kv_box(kv_smem, base + 3).slice(h * HALF_BLOCK, HALF_BLOCK), acc3,
-                                         is_async=True)
+                acc0 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 0, h), acc0, is_async=True)
+                acc1 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 1, h), acc1, is_async=True)
+                acc2 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 2, h), acc2, is_async=True)
+                acc3 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 3, h), acc3, is_async=True)
             acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
             if not FP8:
                 mbarrier.arrive(kv_empty.index(stage), count=1)
@@ -463,17 +443,14 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             p_smem.store(p.to(p_smem.dtype))
             fence_async_shared()  # P^T's stores before the MMAs read it
             alpha_o = gl.convert_layout(alpha, gl.SliceLayout(0, o_mma))[None, :]
-            if FP8:
-                acc0 = warpgroup_mma(v16_smem.index(DV_BASE + 0).permute((1, 0)), p_smem, acc0 * alpha_o, is_async=True)
-                acc1 = warpgroup_mma(v16_smem.index(DV_BASE + 1).permute((1, 0)), p_smem, acc1 * alpha_o, is_async=True)
-                acc2 = warpgroup_mma(v16_smem.index(DV_BASE + 2).permute((1, 0)), p_smem, acc2 * alpha_o, is_async=True)
-                acc3 = warpgroup_mma(v16_smem.index(DV_BASE + 3).permute((1, 0)), p_smem, acc3 * alpha_o, is_async=True)
-            else:
-                base = stage * BOXES + DV_BASE
-                acc0 = warpgroup_mma(_kv_box(kv_smem, base + 0).permute((1, 0)), p_smem, acc0 * alpha_o, is_async=True)
-                acc1 = warpgroup_mma(_kv_box(kv_smem, base + 1).permute((1, 0)), p_smem, acc1 * alpha_o, is_async=True)
-                acc2 = warpgroup_mma(_kv_box(kv_smem, base + 2).permute((1, 0)), p_smem, acc2 * alpha_o, is_async=True)
-                acc3 = warpgroup_mma(_kv_box(kv_smem, base + 3).permute((1, 0)), p_smem, acc3 * alpha_o, is_async=True)
+            acc0 = warpgroup_mma(_v_box(kv_smem, v16_smem, stage, DV_BASE + 0).permute((1, 0)), p_smem, acc0 * alpha_o,
+                                 is_async=True)
+            acc1 = warpgroup_mma(_v_box(kv_smem, v16_smem, stage, DV_BASE + 1).permute((1, 0)), p_smem, acc1 * alpha_o,
+                                 is_async=True)
+            acc2 = warpgroup_mma(_v_box(kv_smem, v16_smem, stage, DV_BASE + 2).permute((1, 0)), p_smem, acc2 * alpha_o,
+                                 is_async=True)
+            acc3 = warpgroup_mma(_v_box(kv_smem, v16_smem, stage, DV_BASE + 3).permute((1, 0)), p_smem, acc3 * alpha_o,
+                                 is_async=True)
             acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
             if not FP8:
                 mbarrier.arrive(kv_empty.index(stage), count=1)
@@ -490,6 +467,19 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
 def _kv_box(kv_smem, i):
     """Box i of the KV ring as a [64, 64] operand (the TMA writes it as [1, 64, 64], a page's slice)."""
     return kv_smem.index(i).reshape([BLOCK, BLOCK])
+
+
+@gluon.jit
+def _v_box(kv_smem, v16_smem, stage, box):
+    """V's box `box` (0-7, 64 output channels) of the block in stage, as P @ V's operand: fp8 KV's in fp16, this
+    consumer's converted copy (_v_to_f16_and_release); bf16 KV's in the ring as loaded."""
+    return v16_smem.index(box) if kv_smem.dtype.is_fp8() else _kv_box(kv_smem, stage * BOXES + box)
+
+
+@gluon.jit
+def _v_half(kv_smem, v16_smem, stage, box, h: gl.constexpr):
+    """_v_box's 32 tokens of half h, as P's half h multiplies them (the S split)."""
+    return _v_box(kv_smem, v16_smem, stage, box).slice(h * (BLOCK // 2), BLOCK // 2)
 
 
 @gluon.jit
@@ -688,7 +678,8 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_sca
             lo_scale: torch.Tensor, one_scale: bool = False):
     """q [rows, 576] into hi, lo (fp8, q's shape) and their per-row scales: q = hi * hi_scale + lo * lo_scale; lo
     None: hi alone (q in one fp8 part, MlaKernelConfig.fp8_q_one_part), lo_scale still written.
-    one_scale: lo_scale = hi_scale, so that the two parts' products add in one MMA chain (MlaKernelConfig.gluon_one_chain).
+    one_scale: lo_scale = hi_scale, so that the two parts' products add in one MMA chain
+    (MlaKernelConfig.gluon_one_chain).
     hi's rounding leaves at most half its step, 16 x hi_scale at e4m3's top binade, which lo holds at hi's scale as
     closely as at its own (3 mantissa bits either way; only residuals under 2^-6 x hi_scale go subnormal)."""
     _split_q_kernel[(triton.cdiv(q2d.shape[0], SPLIT_ROWS),)](q2d, hi, hi if lo is None else lo, hi_scale, lo_scale,
