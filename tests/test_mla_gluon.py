@@ -66,8 +66,8 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
 def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtype, monkeypatch):
     """`triton`'s built-in config (suites.mla.backends.platform_builtin): the Gluon tile on sm_90 with Triton 3.6 for
     the persistent kernel from GLUON_MIN_KV_TOKENS of KV (batch x qlen x ctx; MTP at 64-head tiles); the Triton tile's
-    winners below that, for split-KV, MTP at 16-32 heads, 64-token pages' multiples missing, fp16 q, other GPUs and other Tritons. `--tune`
-    then tries the Triton tile as `triton_tile`."""
+    winners below that, for split-KV, MTP at 16-32 heads, 64-token pages' multiples missing, fp16 q, other GPUs and
+    other Tritons. `--tune` then tries the Triton tile as `triton_tile`."""
     from rocbench.core.platform import PlatformInfo
     from rocbench.suites.mla.backends import platform_builtin
 
@@ -81,7 +81,8 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
     assert platform_builtin(case, hopper) == gluon and gluon.gluon_ws and not triton_tile.gluon_ws
     assert platform_builtin({**case, "batch": big // 4, "ctx": 4096}, hopper) == gluon  # the KV, not the batch
     # MTP: the KV per query token (batch x qlen x ctx), at 64-head tiles only
-    assert platform_builtin({**case, "qlen": 2, "batch": big // 2}, hopper) == mla_config.gluon_ws_config(kv_dtype, 128, 2)
+    mtp = {**case, "qlen": 2, "batch": big // 2}
+    assert platform_builtin(mtp, hopper) == mla_config.gluon_ws_config(kv_dtype, 128, 2)
     for change in ({"batch": big - 1}, {"ctx": 1000}, {"persist": False}, {"qlen": 2, "batch": big // 2 - 1},
                    {"qlen": 2, "nhead": 32}, {"page_size": 32}, {"q_dtype": torch.float16}):
         other = {**case, **change}
@@ -230,6 +231,16 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision(one_scale):
     assert torch.equal(one_scale_lo, hi_scale)
 
 
+def _gluon_out(q, kv, lens, programs, config, qlen=1):
+    """The persistent decode through the Gluon tile over `programs` programs, into an output that starts as NaN (a
+    row it never writes fails the check); the scope must take the call, not fall back."""
+    schedule = mla_decode.build_persistent_schedule(lens, qlen, q.shape[1], programs, config,
+                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
+    assert mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule) is None
+    out = torch.full((*q.shape[:2], 512), float("nan"), dtype=q.dtype, device=DEVICE)
+    return mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, qlen, out, config=config)
+
+
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")  # a kernel waiting on an mbarrier forever: fail the worker, not the run
@@ -243,12 +254,7 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
     q, kv = _case(lens, page_size, kv_dtype, nhead, page_size + nhead + programs + qlen, qlen=qlen)
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, qlen)
     config = mla_config.gluon_ws_config(kv_dtype, nhead, qlen)  # the built-in knobs
-    schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, programs, config,
-                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
-    assert mla_gluon_scope.unsupported_reason(q, kv, qlen, schedule) is None
-    out = torch.full((len(lens) * qlen, nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
-    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, qlen, out, config=config)
-    assert_matches_reference(out, ref, torch.bfloat16)
+    assert_matches_reference(_gluon_out(q, kv, lens, programs, config, qlen), ref, torch.bfloat16)
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
@@ -261,17 +267,13 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
     """The Gluon tile's knobs away from gluon_ws_config's choice (mla_config: gluon_one_chain, gluon_regs,
-    gluon_split_s, gluon_remat_q) against the reference: blocks of one item, of many, partial ones, split units (the 16-32 row tile
-    takes one chain and the registers only)."""
+    gluon_split_s, gluon_remat_q) against the reference: blocks of one item, of many, partial ones, split units (the
+    16-32 row tile takes one chain and the registers only)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), **knobs)
-    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
-                                                    kv_element_bytes=kv.kv_buffer.element_size()).to(DEVICE)
-    out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
-    mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
-    assert_matches_reference(out, ref, torch.bfloat16)
+    assert_matches_reference(_gluon_out(q, kv, lens, programs, config), ref, torch.bfloat16)
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
@@ -292,11 +294,8 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
     for one_part in (True, False):
         config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
                                      fp8_q_one_part=one_part)
-        schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, programs, config,
-                                                        kv_element_bytes=1).to(DEVICE)
-        out = torch.full((len(lens), nhead, 512), float("nan"), dtype=q.dtype, device=DEVICE)
-        mla_decode.mla_decode_persistent(q, kv, schedule, SM_SCALE, 1, out, config=config)
-        verdict = gate.tolerance(out, ref, FP8_QUERY_TOLERANCE)  # as the harness judges triton_fp8q's rows
+        # as the harness judges triton_fp8q's rows
+        verdict = gate.tolerance(_gluon_out(q, kv, lens, programs, config), ref, FP8_QUERY_TOLERANCE)
         assert verdict.passed, verdict.detail
         errors[one_part] = verdict.max_abs_err
     assert errors[True] > 2 * errors[False], errors
