@@ -86,13 +86,14 @@ class MlaKernelConfig:
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head
     # tiles), else the Triton tile. Take it with gluon_ws_config's head tile and knobs; built in from
-    # GLUON_MIN_KV_TOKENS where the GPU can run it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent, 96 gated rows against the Triton tile,
-    # device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
+    # GLUON_MIN_KV_TOKENS where the GPU can run it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent,
+    # 96 gated rows against the Triton tile, device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
     # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
     # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
     gluon_ws: bool = False
     # the Gluon tile with fp8 KV: q's two fp8 parts at one scale (the low part at the high part's), so that their
-    # Q@K^T products are one MMA chain with one wait, not two with a rescale between (rocbench.kernels.mla_gluon.split_q).
+    # Q@K^T products are one MMA chain with one wait, not two with a rescale between
+    # (rocbench.kernels.mla_gluon.split_q).
     # gluon_ws_config takes it for fp8. H100 (2026-12-06, kernel_us, ctx 4096 uniform, persistent, device_moe.sh
     # mla-gluon-knobs): nhead 32 / 64 / 128 batch 64 132.96 -> 124.80, 176.16 -> 165.44, 282.24 -> 263.41 us; batch 128
     # 222.56 -> 206.14, 310.91 -> 275.57, 550.94 -> 511.53; nhead 16 within 1%
