@@ -90,12 +90,18 @@
 #               (80 rows): one chain fp8 nhead 32-128 1.06-1.13x, S split nhead 64-128 1.03-1.10x, overlap 0.64-0.95x
 #               and a 224-register launch (384 threads do not fit) gone; then this part (96 + 16 rows, 120 s): 240
 #               registers fp8 nhead 32 1.05x, 64-128 0.99-1.03x, built in for fp8 from 32 heads. Now against
-#               triton_gluon_remat_q (q's descriptors per block) instead of regs 240; not yet run (about 150 s)
+#               triton_gluon_remat_q (q's descriptors per block) instead of regs 240; H100 (64 rows): fp8 nhead 64-128
+#               1.25-1.32x, 32 1.03-1.10x, 16 and bf16 within 3%: built in for fp8 from 32 heads
 #   mla-gluon-fp8q  triton_fp8q (q cast to fp8, AITER's numerics, at the fp8-query tolerance) through the Gluon tile
 #               (MlaKernelConfig.fp8_q_one_part: no low part; offline 104 -> 68 wgmma instructions at 64 rows) against
 #               triton with fp8 and bf16 KV, nhead 16-128 x batch 64 / 128, ctx 4096 uniform, persistent; first its GPU
 #               test. Predicted: at 64-128 heads, where MMAs bound the time, fp8q under bf16's time (q's two parts cost
-#               as much MMA time as bf16's one product); not yet run (about 80 s)
+#               as much MMA time as bf16's one product). H100 (2026-12-06, 24 gated rows): fp8q 1.19-1.64x triton's
+#               fp8, at nhead 64 batch 64 104.2 us against bf16's 132.9; its GPU test failed at nhead 128 x 7 programs
+#   mla-gluon-remat  the Gluon GPU tests (tracebacks in mla-gluon-tests.log) with q's descriptors per block built in
+#               for fp8 from 32 heads, then triton against triton_fp8q (fp8, bf16; nhead 16-128, batch 64 / 128) and
+#               MTP fp8 (qlen 2, nhead 64 / 128, batch 8 / 32) against the hoisted descriptors and the Triton tile
+#               (about 250 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -320,6 +326,17 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
                 --ctx-dist uniform --backends triton,triton_fp8q --times kernel --skip-batch-probes \
                 --timeout 60 --out "$OUT/ab-mla-gluon-fp8q" | tail -26 ;;
+        mla-gluon-remat)
+            step 150 $PY -m pytest -q -n 4 -p no:cacheprovider -rfs --tb=long tests/test_mla_gluon.py \
+                > "$OUT/mla-gluon-tests.log" 2>&1
+            grep -E "^E |^FAILED|passed|failed" "$OUT/mla-gluon-tests.log" | tail -30
+            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
+                --ctx-dist uniform --backends triton,triton_fp8q --times kernel --skip-batch-probes \
+                --timeout 60 --out "$OUT/ab-mla-gluon-remat-fp8q" | tail -6
+            step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8 --persist \
+                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
+                --backends triton_gluon_ws,triton_gluon_hoisted_q,triton_tile --timeout 60 \
+                --out "$OUT/ab-mla-gluon-remat-mtp" | tail -6 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

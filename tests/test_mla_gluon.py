@@ -40,7 +40,7 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 8, 1) is None
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1)) == "Gluon tile (232 registers)"
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)) == \
-        "Gluon tile (S split, fp8 q in one chain, 240 registers)"
+        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -48,7 +48,9 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         assert built_in.gluon_one_chain == (kv_dtype != torch.bfloat16)  # fp8 only: bf16 q is one part
         other_regs = 232 if kv_dtype != torch.bfloat16 else 240  # fp8 from 32 heads takes 240
         assert candidates[f"gluon_ws,regs{other_regs}"].gluon_regs == other_regs != built_in.gluon_regs
-        assert not candidates["gluon_ws,whole_s"].gluon_split_s and candidates["gluon_ws,remat_q"].gluon_remat_q
+        assert not candidates["gluon_ws,whole_s"].gluon_split_s
+        remat = "gluon_ws,hoisted_q" if kv_dtype != torch.bfloat16 else "gluon_ws,remat_q"  # fp8 from 32 heads
+        assert candidates[remat].gluon_remat_q != built_in.gluon_remat_q == (kv_dtype != torch.bfloat16)
         assert ("gluon_ws,two_chains" in candidates) == (kv_dtype != torch.bfloat16)
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
@@ -185,7 +187,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.bfloat16, 64, 2, {}), (torch.float8_e4m3fn, 64, 1, {}),
                                                 (torch.float8_e4m3fn, 64, 1, plain), (torch.bfloat16, 128, 1, plain),
                                                 (torch.bfloat16, 32, 1, {}),
-                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=True)),
+                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
@@ -263,7 +265,7 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 @pytest.mark.parametrize("knobs", [{"gluon_one_chain": False, "gluon_split_s": False}, {"gluon_one_chain": False},
                                    {"gluon_split_s": False}, {"gluon_regs": 240}, {"gluon_regs": 232},
-                                   {"gluon_remat_q": True}])
+                                   {"gluon_remat_q": True}, {"gluon_remat_q": False}])
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
     """The Gluon tile's knobs away from gluon_ws_config's choice (mla_config: gluon_one_chain, gluon_regs,

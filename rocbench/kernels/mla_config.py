@@ -235,7 +235,9 @@ def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int |
 def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelConfig | None:
     """The Gluon tile's config (gluon_ws) for a head count: 64-row tiles from 64 heads, S split between the consumers
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
-    one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs). None where it has
+    one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs) and q's descriptors
+    made at each KV block (gluon_remat_q; H100, 2026-12-06, 32 gated rows: fp8 nhead 32 1.03-1.10x, 64-128
+    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there). None where it has
     no tile. More than one query token (MTP) only with 64-head tiles: it takes them one by one
     (mla_decode.one_token_lens), reading a sequence's KV once per query token, as the Triton tile reads it once per
     head group at those head counts; at 16-32 heads the Triton tile holds all of a sequence's query rows and reads its
@@ -244,7 +246,7 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
         return None
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
     return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=fp8, gluon_split_s=rows == 64,
-                           gluon_regs=240 if fp8 and nhead >= 32 else 232)
+                           gluon_regs=240 if fp8 and nhead >= 32 else 232, gluon_remat_q=fp8 and nhead >= 32)
 
 
 def gluon_tile_name(config: MlaKernelConfig) -> str:
@@ -401,7 +403,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
-            options["gluon_ws,remat_q"] = dataclasses.replace(gluon, gluon_remat_q=True)
+            remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
+            options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,
