@@ -14,7 +14,7 @@ from rocbench.formats.paged_kv import build_paged_kv, make_query
 from rocbench.kernels import mla_config, mla_decode, mla_gluon_scope
 from rocbench.suites.mla.reference import mla_decode_reference
 from tests.helpers import needs_interpreter
-from tests.test_mla_kernels import SM_SCALE, assert_matches_reference
+from tests.test_mla_kernels import SM_SCALE, assert_matches_reference, q_on_the_fp8_grid
 
 BF16 = torch.bfloat16
 
@@ -283,21 +283,25 @@ def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("nhead,programs", [(16, 132), (32, 7), (64, 132), (128, 7)])
 def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead, programs):
-    """triton_fp8q's numerics through the Gluon tile (MlaKernelConfig.fp8_q_one_part: no low part): within the
-    fp8-query tolerance that backend is judged at, and visibly less exact than q's two parts (else the low part was
-    still used)."""
+    """triton_fp8q's numerics through the Gluon tile (MlaKernelConfig.fp8_q_one_part: no low part). On q already on
+    the fp8 grid the cast is exact, so the output matches the reference as bf16 does: this checks the one part's scale
+    and masks. On random q: within the fp8-query tolerance that backend is judged at, and less exact than q's two
+    parts (else the low part was still used; H100: 1.6x their error at nhead 128 x 7 programs, 2x or more elsewhere)."""
     from rocbench.core.harness import gate
     from rocbench.suites.mla.backends import FP8_QUERY_TOLERANCE
 
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs)
+    config = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)
+    one_part = dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True)
+    exact = q_on_the_fp8_grid(len(lens), nhead, torch.bfloat16, torch.Generator().manual_seed(programs))
+    ref, _ = mla_decode_reference(exact, kv, SM_SCALE, 1)
+    assert_matches_reference(_gluon_out(exact, kv, lens, programs, one_part), ref, torch.bfloat16)
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     errors = {}
-    for one_part in (True, False):
-        config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
-                                     fp8_q_one_part=one_part)
+    for name, form in (("one part", one_part), ("two parts", dataclasses.replace(config, fp8_qk=True))):
         # as the harness judges triton_fp8q's rows
-        verdict = gate.tolerance(_gluon_out(q, kv, lens, programs, config), ref, FP8_QUERY_TOLERANCE)
+        verdict = gate.tolerance(_gluon_out(q, kv, lens, programs, form), ref, FP8_QUERY_TOLERANCE)
         assert verdict.passed, verdict.detail
-        errors[one_part] = verdict.max_abs_err
-    assert errors[True] > 2 * errors[False], errors
+        errors[name] = verdict.max_abs_err
+    assert errors["one part"] > 1.25 * errors["two parts"], errors

@@ -157,7 +157,7 @@ def test_bf16_and_the_ptx_conversion_in_the_interpreter(kv_dtype, config, monkey
         assert torch.equal(plain.view(torch.int16), converted.view(torch.int16))
 
 
-def _q_on_the_fp8_grid(tokens, nhead, dtype, g):
+def q_on_the_fp8_grid(tokens, nhead, dtype, g):
     """q whose rows are e4m3 values times 2^-8, each row's largest 448 x 2^-8: its fp8 scale is exactly 2^-8, so the
     cast to fp8 is exact whatever the rounding."""
     e = (torch.randn(tokens, nhead, 576, generator=g) * 100).clamp(-440, 440).to(FP8_DTYPE).float()
@@ -175,7 +175,7 @@ def test_q_in_one_fp8_part(config):
     GPU, so the CPU checks the ordering and the GPU the tolerance."""
     g = _gen(11)
     kv = build_paged_kv([40, 23], 16, FP8_DTYPE, g, "cpu").to(DEVICE)
-    exact = _q_on_the_fp8_grid(2 * 2, 8, torch.float16, g)
+    exact = q_on_the_fp8_grid(2 * 2, 8, torch.float16, g)
     ref, _ = mla_decode_reference(exact, kv, SM_SCALE, 2)
     for out in _run_both(exact, kv, 2, config, 3, 4)[:2]:
         assert_matches_reference(out, ref, torch.float16)
