@@ -102,6 +102,11 @@
 #               for fp8 from 32 heads, then triton against triton_fp8q (fp8, bf16; nhead 16-128, batch 64 / 128) and
 #               MTP fp8 (qlen 2, nhead 64 / 128, batch 8 / 32) against the hoisted descriptors and the Triton tile
 #               (about 250 s)
+#   mla-gluon-crossover-fp8  the Gluon tile against the Triton tile with fp8 KV from 2K to 128K KV tokens (nhead
+#               16-128, batch 2-32, ctx 1024 / 4096), now that q's descriptors per block took 64-128 heads 1.25-1.32x:
+#               where GLUON_MIN_KV_TOKENS["fp8"] (128K) should now be (about 150 s)
+#   ncu-mla-gluon  Nsight Compute of the Gluon tile as built in (batch 64, ctx 4096: nhead 16 / 64 / 128 fp8, 32 / 128
+#               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -337,6 +342,25 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
                 --backends triton_gluon_ws,triton_gluon_hoisted_q,triton_tile --timeout 60 \
                 --out "$OUT/ab-mla-gluon-remat-mtp" | tail -6 ;;
+        mla-gluon-crossover-fp8)
+            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 2,4,8,16,32 --ctx 1024,4096 --kv-dtype fp8 \
+                --persist --ctx-dist uniform --plugin scripts/mla_variants_plugin.py \
+                --backends triton_tile,triton_gluon_ws --times kernel --skip-batch-probes --timeout 60 \
+                --out "$OUT/ab-mla-gluon-crossover-fp8" | tail -4 ;;
+        ncu-mla-gluon)
+            mkdir -p "$OUT/ncu-mla-gluon"
+            for row in "16 fp8" "32 bf16" "64 fp8" "128 fp8" "128 bf16"; do
+                read -r nhead kv <<< "$row"
+                step 60 ncu --clock-control none --target-processes all -k 'regex:^_kernel$' --launch-count 2 \
+                    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+                    --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats \
+                    --section InstructionStats $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" \
+                    --persist --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 --backends triton \
+                    --out "$STORES/ncu-mla-runs" > "$OUT/ncu-mla-gluon/nhead$nhead-batch64-$kv.txt" 2>&1
+            done
+            $PY scripts/ncu_digest.py "$OUT"/ncu-mla-gluon/*.txt > "$OUT/ncu-mla-gluon/digest.md"
+            cat "$OUT/ncu-mla-gluon/digest.md" | head -20
+            (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \
