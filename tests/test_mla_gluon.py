@@ -75,7 +75,7 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
 
     monkeypatch.setattr(triton, "__version__", mla_gluon_scope.GLUON_TRITON + ".0")
     hopper = PlatformInfo("cuda", 1, ["H100"], 132, None, arch="sm_90")
-    least = mla_config.GLUON_MIN_KV_TOKENS["bf16" if kv_dtype == torch.bfloat16 else "fp8"]
+    least = mla_config.gluon_min_kv_tokens(kv_dtype, 128)
     big = least // 1024
     case = {"q_dtype": torch.bfloat16, "kv_dtype": kv_dtype, "nhead": 128, "qlen": 1, "persist": True, "batch": big,
             "ctx": 1024, "page_size": 64}
@@ -101,6 +101,16 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
                    if name not in ("builtin", "quota_cuts") and not name.startswith("gluon_ws,"))
     monkeypatch.setattr(triton, "__version__", "3.9.0")
     assert platform_builtin(case, hopper) == triton_tile
+
+
+def test_fp8_takes_the_gluon_tile_from_less_kv_the_more_heads():
+    """GLUON_MIN_KV_TOKENS by head count: fp8 from 64K tokens at 16 heads, 32K at 32-64, 16K from 128; bf16 16K."""
+    fp8 = torch.float8_e4m3fn
+    least = [mla_config.gluon_min_kv_tokens(fp8, nhead) // 1024 for nhead in (16, 32, 64, 128, 256)]
+    assert least == [64, 32, 32, 16, 16]
+    assert {mla_config.gluon_min_kv_tokens(BF16, nhead) for nhead in (16, 32, 64, 128)} == {16 * 1024}
+    assert mla_config.gluon_builtin(fp8, 64, 1, 32 * 1024, persistent=True) == mla_config.gluon_ws_config(fp8, 64, 1)
+    assert mla_config.gluon_builtin(fp8, 16, 1, 32 * 1024, persistent=True) is None
 
 
 def test_mtp_takes_the_gluon_tile_token_by_token_at_64_head_tiles(monkeypatch):

@@ -210,12 +210,20 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 TINY_REDUCE_ROWS = 64
 
 
-# The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind. H100
-# (2026-12-06, kernel_us, persistent, uniform, 192 gated rows against the Triton tile at batch 2-64 x ctx 1024 / 4096 x
-# nhead 16-128, device_moe.sh mla-gluon-crossover): bf16 from 16K tokens 1.01-1.78x at every head count (below it
-# 0.92-1.22x); fp8, whose q split costs a launch and whose tile converts V, from 128K tokens 1.01-1.21x (at 64K
-# 0.93-1.14x, nhead 32 losing; at batch 2-4 0.63-1.10x)
-GLUON_MIN_KV_TOKENS = {"bf16": 16 * 1024, "fp8": 128 * 1024}
+# The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind and head count
+# (an entry holds from its head count up). H100 (2026-12-06, kernel_us, persistent, uniform, gated rows against the
+# Triton tile at batch 2-64 x ctx 1024 / 4096 x nhead 16-128, device_moe.sh mla-gluon-crossover): bf16 from 16K
+# tokens 1.01-1.78x at every head count (below it 0.92-1.22x). fp8, whose q split costs a launch and whose tile
+# converts V, from q's descriptors per block on (80 rows, mla-gluon-crossover-fp8): nhead 16 from 64K 1.07-1.13x (32K
+# 0.94-1.01x), nhead 32 from 32K 1.01-1.19x (16K 0.97-1.01x), nhead 64 from 32K 1.12-1.47x (16K 0.91-1.00x), nhead
+# 128 from 16K 1.28-1.61x (8K 0.92-1.01x); at 2-8K 0.66-0.92x everywhere
+GLUON_MIN_KV_TOKENS = {"bf16": {16: 16 * 1024}, "fp8": {16: 64 * 1024, 32: 32 * 1024, 128: 16 * 1024}}
+
+
+def gluon_min_kv_tokens(kv_dtype: torch.dtype, nhead: int) -> int:
+    """GLUON_MIN_KV_TOKENS for a KV dtype at a head count: the entry of the most heads not above nhead."""
+    by_heads = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
+    return by_heads[max([heads for heads in by_heads if heads <= nhead], default=min(by_heads))]
 
 
 def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int | None, *,
@@ -226,8 +234,7 @@ def gluon_builtin(kv_dtype: torch.dtype, nhead: int, qlen: int, kv_tokens: int |
     triton_det needs: the Triton tile). MTP (qlen 2, 64-head tiles), H100 (2026-12-06, kernel_us, ctx 4096,
     persistent, 48 gated rows, device_moe.sh mla-gluon-mtp): nhead 64 / 128 batch 8-64 bf16 1.2-1.8x the Triton tile,
     fp8 1.04-1.22x; at nhead 64 bf16 batch 32, 111.6 us for 64 query tokens against qlen 1's 136.4 at batch 64."""
-    least = GLUON_MIN_KV_TOKENS["fp8" if kv_dtype in E4M3_DTYPES else "bf16"]
-    if not persistent or kv_tokens is None or kv_tokens < least:
+    if not persistent or kv_tokens is None or kv_tokens < gluon_min_kv_tokens(kv_dtype, nhead):
         return None
     return gluon_ws_config(kv_dtype, nhead, qlen)
 
