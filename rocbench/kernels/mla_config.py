@@ -60,8 +60,8 @@ class MlaKernelConfig:
     # with fp8_qk, q in one fp8 part instead of two (hi + lo): one fp8 MMA for Q@K^T and half q's registers, at
     # AITER's numerics (its fp8 KV path casts q to fp8) and so at the suite's fp8-query tolerance, not bf16's. Only
     # the `triton_fp8q` backend takes it, in the Triton tile or the Gluon tile (mla_gluon: no low part loaded or
-    # multiplied; offline sm_90, 64-row tile with S split: 104 -> 68 wgmma instructions, 92 -> 20 spilled registers;
-    # not yet timed on a GPU)
+    # multiplied; offline sm_90, 64-row tile with S split: 104 -> 68 wgmma instructions). H100 (2026-12-06, batch 64,
+    # ctx 4096, persistent): nhead 16 / 32 / 64 / 128 77.5 / 91.5 / 100.1 / 156.9 us, 0.69-0.98x bf16 KV's time
     fp8_q_one_part: bool = False
     # with fp8_qk's two parts, the low part's Q@K^T accumulated onto the high part's product (rescaled per row by
     # hi_scale / lo_scale) instead of into a second [rows, tokens] fp32 product: one product live, the same sum to
@@ -117,7 +117,7 @@ class MlaKernelConfig:
     # (mla_gluon._q_first): hoisted, the fp8 64-row tile keeps 24 64-bit descriptors live and spills them. Offline
     # sm_90 (Triton 3.6): fp8 64-row tile with S split at 240 registers 92 -> 1 spilled registers, its block loop
     # 812 -> 862 instructions per consumer warp without the 30 local loads; fp8 32-row 120 -> 0 bytes of stack, loop
-    # 833 -> 915; bf16 64-row 4 -> 0 spills. A --tune candidate, not yet timed on a GPU
+    # 833 -> 915; bf16 64-row 4 -> 0 spills. gluon_ws_config takes it for fp8 from 32 heads (timed there)
     gluon_remat_q: bool = False
 
 
