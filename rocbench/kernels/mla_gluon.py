@@ -202,7 +202,7 @@ def _row_scores(shared, stage, zeros, hi_over_lo, s_scale, ONE_CHAIN: gl.constex
 
 
 @gluon.jit
-def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
+def _producer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     """The loads: q once per work item (FP8: its fp8 parts), the KV blocks through the ring, each completion
     signalled by the TMA."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
@@ -618,7 +618,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     # ones) gives up all but 40 (24 beside 240), and the consumers share the rest, the first (the default partition)
     # taking what Triton's AllocateWarpGroups leaves over: 232 or 240, as the second asks
     producer_regs: gl.constexpr = 24 if CONSUMER_REGS > 232 else 40
-    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1)], [4, 1],
+    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1[:3])], [4, 1],
                        [CONSUMER_REGS, producer_regs])
 
 
