@@ -107,6 +107,9 @@
 #               where GLUON_MIN_KV_TOKENS["fp8"] (128K) should now be (about 150 s)
 #   ncu-mla-gluon  Nsight Compute of the Gluon tile as built in (batch 64, ctx 4096: nhead 16 / 64 / 128 fp8, 32 / 128
 #               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
+#   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
+#               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
+#               tests of the deeper ring (bitwise the default's) (about 150 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -361,6 +364,13 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla-gluon/*.txt > "$OUT/ncu-mla-gluon/digest.md"
             cat "$OUT/ncu-mla-gluon/digest.md" | head -20
             (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
+        mla-gluon-stages)
+            step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "deeper or one_fp8_part" 2>&1 \
+                | tail -3
+            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
+                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
+                --backends triton_fp8q,triton_fp8q_stages3,triton_fp8q_stages4 --timeout 60 \
+                --out "$OUT/ab-mla-gluon-stages" | tail -6 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

@@ -54,13 +54,19 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   fp8 nhead 64-128 1.25-1.32x (nhead 64 batch 64 163.1 -> 127.1), nhead 32 1.03-1.10x, nhead 16 0.99-1.00x; bf16
   0.98-1.03x. Built in since for fp8 from 32 heads; `triton_gluon_hoisted_q` is the tile before.
 
+- `triton_fp8q_stages3`, `triton_fp8q_stages4`: `triton_fp8q` (q in one fp8 part) with the Gluon tile's KV ring one
+  stage deeper than its default (mla_config.gluon_stages): the low part's 37 KB of shared memory (64 rows) hold a
+  third stage, and at 16 heads a fourth fits (offline sm_90: 222 / 227 KB of 227). Elsewhere the config does not fit
+  and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
+  its peak (ncu, `mla-gluon-remat-fp8q-h100`); not yet run.
+
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
 import dataclasses
 
 from rocbench.kernels import mla_config as kc
 from rocbench.plugin import backends
-from rocbench.suites.mla.backends import TritonMla, gluon_unsupported_reason
+from rocbench.suites.mla.backends import TritonMla, TritonMlaFp8Query, gluon_unsupported_reason
 
 
 @backends("mla").register
@@ -117,5 +123,9 @@ _variant("triton_gluon_regs240", "the Gluon tile, 240 registers per consumer thr
          gluon_regs=240)
 _variant("triton_gluon_remat_q", "the Gluon tile, q's wgmma descriptors computed at each KV block, not hoisted and "
          "spilled (A/B plugin)", TritonGluonWs, gluon_remat_q=True)
+_variant("triton_fp8q_stages3", "triton_fp8q with the Gluon tile's KV ring 3 deep (the 64-row tile's default is 2; "
+         "A/B plugin)", TritonMlaFp8Query, gluon_stages=3)
+_variant("triton_fp8q_stages4", "triton_fp8q with the Gluon tile's KV ring 4 deep (fits the 16-head tile only; "
+         "A/B plugin)", TritonMlaFp8Query, gluon_stages=4)
 _variant("triton_gluon_hoisted_q", "the Gluon tile, q's wgmma descriptors hoisted out of the KV loop (built in before "
          "2026-12-06 for fp8; A/B plugin)", TritonGluonWs, gluon_remat_q=False)

@@ -41,6 +41,8 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1)) == "Gluon tile (232 registers)"
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)) == \
         "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
+    deeper = dataclasses.replace(mla_config.gluon_ws_config(BF16, 16, 1), gluon_stages=3)
+    assert mla_config.gluon_tile_name(deeper) == "Gluon tile (3-stage KV ring, 232 registers)"
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -198,7 +200,9 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, plain), (torch.bfloat16, 128, 1, plain),
                                                 (torch.bfloat16, 32, 1, {}),
                                                 (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
-                                                (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True))):
+                                                (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
+                                                (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
+                                                                                  gluon_stages=3))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -208,7 +212,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 9 and launched.count("_split_q_kernel") == 5, launched
+    assert launched.count("_kernel") == 10 and launched.count("_split_q_kernel") == 6, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -315,3 +319,19 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
         assert verdict.passed, verdict.detail
         errors[name] = verdict.max_abs_err
     assert errors["one part"] > 1.25 * errors["two parts"], errors
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("nhead,programs,stages", [(64, 132, 3), (128, 7, 3), (16, 132, 4)])
+def test_gluon_ws_deeper_kv_ring_gives_the_same_bits(nhead, programs, stages):
+    """MlaKernelConfig.gluon_stages: with q in one fp8 part the KV ring takes one more stage (mla_gluon.default_stages);
+    the blocks meet the same consumers in the same order, so the output is the default ring's, bit for bit."""
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + stages)
+    config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
+                                 fp8_q_one_part=True)
+    default = _gluon_out(q, kv, lens, programs, config)
+    deeper = _gluon_out(q, kv, lens, programs, dataclasses.replace(config, gluon_stages=stages))
+    assert torch.equal(default, deeper)

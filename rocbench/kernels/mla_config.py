@@ -119,6 +119,11 @@ class MlaKernelConfig:
     # 812 -> 862 instructions per consumer warp without the 30 local loads; fp8 32-row 120 -> 0 bytes of stack, loop
     # 833 -> 915; bf16 64-row 4 -> 0 spills. gluon_ws_config takes it for fp8 from 32 heads (timed there)
     gluon_remat_q: bool = False
+    # the Gluon tile's KV ring: blocks in flight per program; 0 is its own choice, 2 (64-row tiles, and bf16) or 3 (fp8
+    # at 16-32 rows, whose stages are half bf16's). q in one fp8 part (fp8_q_one_part) frees the low part's shared
+    # memory for one more stage. Offline sm_90 (Triton 3.6): 3 stages fit fp8's 64-row tile with q in one part (see
+    # mla_gluon.stages); more than fit falls back to the Triton tile, as any config too large. Untimed
+    gluon_stages: int = 0
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -260,7 +265,8 @@ def gluon_tile_name(config: MlaKernelConfig) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
     q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
-                                   (config.gluon_remat_q, "q descriptors per block")) if on]
+                                   (config.gluon_remat_q, "q descriptors per block"),
+                                   (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
 

@@ -688,25 +688,36 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_sca
                                                               STORE_LO=lo is not None)
 
 
+def default_stages(fp8: bool, rows: int) -> int:
+    """The KV ring's depth that fits beside q, P and fp8's converted V: 2, or 3 for fp8 at 16-32 rows (half-size
+    stages). Offline sm_90 (Triton 3.6), shared memory per program of the 227 KB: fp8 64-row with q's two parts 222 KB
+    at 2 stages; with q in one part 185 KB at 2, 222 KB at 3; fp8 16-row with q in one part 190 KB at 3, 227 KB at 4
+    (MlaKernelConfig.gluon_stages)."""
+    return 3 if fp8 and rows < TILE else 2
+
+
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     dtype = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float8_e4m3fn: gl.float8e4nv}[t.dtype]
     return TensorDescriptor.from_tensor(t, block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
-           regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False) -> None:
+           regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False,
+           stages: int = 0) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
     gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
-    (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend)."""
+    (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend).
+    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
     q_one_part = fp8 and q_one_part
     one_chain = fp8 and (one_chain or q_one_part)  # one part: its scale is split_q's one scale
     assert regs in (232, 240), regs
+    assert 0 <= stages <= 4, stages  # 0: default_stages
     q2d = q.view(q.shape[0] * q.shape[1], q.shape[2])
     if fp8:
         hi = torch.empty(q2d.shape, dtype=kv.kv_buffer.dtype, device=q.device)
@@ -725,8 +736,7 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
             workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], schedule.batch // kv.batch,
             out.stride(0), out.stride(1), sm_scale * log2e)
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=LAUNCH_REGS)
-    # 16-32 rows in fp8: the smaller stages leave room for a third (beside each consumer's fp16 V)
-    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=3 if fp8 and rows < TILE else 2, ONE_CHAIN=one_chain,
+    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows), ONE_CHAIN=one_chain,
                                       SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
                                       REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, **options)
 
