@@ -110,6 +110,9 @@
 #   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
 #               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
 #               tests of the deeper ring (bitwise the default's) (about 150 s)
+#   mla-gluon-ablate  where the Gluon tile's time goes (scripts/mla_gluon_ablate.py): the tile as built in, without
+#               fp8's V conversion, and its producer's KV stream alone, at batch 64 x 4096: fp8 (two parts, one part)
+#               nhead 16 / 64 / 128, bf16 nhead 32 / 128 (CUDA events, ungated; about 300 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -371,6 +374,10 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
                 --backends triton_fp8q,triton_fp8q_stages3,triton_fp8q_stages4 --timeout 60 \
                 --out "$OUT/ab-mla-gluon-stages" | tail -6 ;;
+        mla-gluon-ablate)
+            step 150 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8
+            step 150 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 --one-part
+            step 100 $PY scripts/mla_gluon_ablate.py --nhead 32,128 --batch 64 --kv-dtype bf16 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

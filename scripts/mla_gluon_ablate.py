@@ -1,0 +1,128 @@
+"""Where the Gluon MLA tile's time goes: the persistent decode timed with parts of its work taken out (device only).
+
+Each variant runs in a process of its own (the Gluon functions are swapped in rocbench.kernels.mla_gluon before the
+first compile) and prints one line: microseconds per call, the median of CUDA-event timings of back-to-back calls
+(L2 not flushed: at batch 64 x 4096 the KV is 150-300 MB, beyond any L2). The outputs of the ablated variants are
+wrong by construction and not checked; the full variant is the product's kernel. Variants:
+
+    full          the tile as configured (the built-in gluon_ws_config, or with q in one fp8 part: --one-part)
+    no_v_convert  fp8: each consumer releases the stage without converting its V boxes to fp16 (P @ V reads the
+                  fp16 buffer as it is): what the conversion costs on the consumers' path
+    stream_only   the consumers only wait for each KV block and q and release them: the producer's TMA stream alone,
+                  the floor of this pipeline's memory side
+
+    python scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 [--one-part] [--stages N]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("full", "no_v_convert", "stream_only")
+
+
+def _swap(variant: str) -> None:
+    """Replace the Gluon functions the variant takes out (before anything compiles): rocbench.kernels.mla_gluon looks
+    its callees up by name when it compiles."""
+    from rocbench.kernels import mla_gluon
+
+    if variant == "no_v_convert":
+        mla_gluon._v_to_f16_and_release = ablated._release_only
+    elif variant == "stream_only":
+        mla_gluon._consumer_of = ablated._wait_and_release
+    elif variant != "full":
+        raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}")
+
+
+def _time_one(variant: str, kv_name: str, nhead: int, batch: int, ctx: int, one_part: bool, stages: int,
+              calls: int) -> float:
+    """Microseconds per call of the persistent decode through the Gluon tile, the variant swapped in."""
+    import torch
+
+    _swap(variant)
+    from rocbench.formats.paged_kv import build_paged_kv, make_query
+    from rocbench.kernels import mla_config, mla_decode
+
+    kv_dtype = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}[kv_name]
+    config = mla_config.gluon_ws_config(kv_dtype, nhead, 1)
+    if config is None:
+        raise SystemExit(f"no Gluon tile at nhead {nhead}")
+    config = dataclasses.replace(config, gluon_stages=stages)
+    if one_part:
+        config = dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True)
+    g = torch.Generator().manual_seed(0)
+    lens = [ctx] * batch
+    kv = build_paged_kv(lens, 64, kv_dtype, g, "cpu").to("cuda")
+    q = make_query(batch, nhead, torch.bfloat16, g, "cuda")
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+    schedule = mla_decode.build_persistent_schedule(lens, 1, nhead, num_sms, config,
+                                                    kv_element_bytes=kv.kv_buffer.element_size()).to("cuda")
+    out = torch.empty((batch, nhead, 512), dtype=torch.bfloat16, device="cuda")
+
+    def call():
+        mla_decode.mla_decode_persistent(q, kv, schedule, 192 ** -0.5, 1, out, config=config)
+
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(calls):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000.0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nhead", default="16,64,128")
+    parser.add_argument("--batch", default="64")
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--kv-dtype", default="fp8", choices=("bf16", "fp8"))
+    parser.add_argument("--one-part", action="store_true", help="q in one fp8 part (triton_fp8q's numerics)")
+    parser.add_argument("--stages", type=int, default=0, help="the KV ring's depth (0: the tile's default)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--one", nargs=4, metavar=("VARIANT", "NHEAD", "BATCH", "KV"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        variant, nhead, batch, kv_name = args.one
+        us = _time_one(variant, kv_name, int(nhead), int(batch), args.ctx, args.one_part, args.stages, args.calls)
+        print(f"{us:.1f}")
+        return
+    variants = args.variants.split(",")
+    if args.kv_dtype == "bf16" and "no_v_convert" in variants:
+        variants.remove("no_v_convert")  # bf16 converts nothing
+    print(f"kv {args.kv_dtype}{', q in one fp8 part' if args.one_part else ''}, ctx {args.ctx}, "
+          f"stages {args.stages or 'default'}: us per call (median of {args.calls})")
+    print("nhead batch " + " ".join(f"{v:>13}" for v in variants))
+    for nhead in (int(n) for n in args.nhead.split(",")):
+        for batch in (int(b) for b in args.batch.split(",")):
+            cells = []
+            for variant in variants:
+                cmd = [sys.executable, __file__, "--one", variant, str(nhead), str(batch), args.kv_dtype,
+                       "--ctx", str(args.ctx), "--stages", str(args.stages), "--calls", str(args.calls)]
+                if args.one_part:
+                    cmd.append("--one-part")
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+                lines = done.stdout.strip().splitlines()
+                cells.append(lines[-1] if done.returncode == 0 and lines else f"rc {done.returncode}")
+                if done.returncode:
+                    print(done.stderr[-1500:], file=sys.stderr)
+            print(f"{nhead:<5} {batch:<5} " + " ".join(f"{c:>13}" for c in cells))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import mla_gluon_ablated as ablated  # the Gluon stand-ins (imports Triton's Gluon)
+
+    main()
