@@ -113,6 +113,9 @@
 #   mla-gluon-ablate  where the Gluon tile's time goes (scripts/mla_gluon_ablate.py): the tile as built in, without
 #               fp8's V conversion, and its producer's KV stream alone, at batch 64 x 4096: fp8 (two parts, one part)
 #               nhead 16 / 64 / 128, bf16 nhead 32 / 128 (CUDA events, ungated; about 300 s)
+#   mla-gluon-converter  fp8's V converted by the producer's warp group (mla_config.gluon_v_converter) against the
+#               consumers' conversion, q in two fp8 parts and in one: its GPU tests (the same bits), then nhead 16-128
+#               x batch 64 / 128 uniform (about 200 s)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -378,6 +381,12 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 150 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8
             step 150 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 --one-part
             step 100 $PY scripts/mla_gluon_ablate.py --nhead 32,128 --batch 64 --kv-dtype bf16 ;;
+        mla-gluon-converter)
+            step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k v_converter 2>&1 | tail -3
+            step 250 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
+                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
+                --backends triton_gluon_ws,triton_gluon_v_converter,triton_fp8q,triton_fp8q_v_converter --timeout 60 \
+                --out "$OUT/ab-mla-gluon-converter" | tail -6 ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

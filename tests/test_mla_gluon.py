@@ -54,6 +54,7 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         remat = "gluon_ws,hoisted_q" if kv_dtype != torch.bfloat16 else "gluon_ws,remat_q"  # fp8 from 32 heads
         assert candidates[remat].gluon_remat_q != built_in.gluon_remat_q == (kv_dtype != torch.bfloat16)
         assert ("gluon_ws,two_chains" in candidates) == (kv_dtype != torch.bfloat16)
+        assert ("gluon_ws,v_converter" in candidates) == (kv_dtype != torch.bfloat16)  # bf16 converts nothing
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
     chain = mla_config.smaller_configs(mla_config.gluon_ws_config(BF16, 64, 1))
@@ -202,7 +203,9 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
-                                                                                  gluon_stages=3))):
+                                                                                  gluon_stages=3)),
+                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_v_converter=True)),
+                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_v_converter=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -212,7 +215,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 10 and launched.count("_split_q_kernel") == 6, launched
+    assert launched.count("_kernel") == 12 and launched.count("_split_q_kernel") == 8, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -335,3 +338,22 @@ def test_gluon_ws_deeper_kv_ring_gives_the_same_bits(nhead, programs, stages):
     default = _gluon_out(q, kv, lens, programs, config)
     deeper = _gluon_out(q, kv, lens, programs, dataclasses.replace(config, gluon_stages=stages))
     assert torch.equal(default, deeper)
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("one_part", [False, True])
+@pytest.mark.parametrize("nhead,programs", [(16, 132), (32, 7), (64, 132), (128, 7)])
+def test_gluon_ws_v_converter_gives_the_same_bits(nhead, programs, one_part):
+    """MlaKernelConfig.gluon_v_converter: fp8's V converted by the producer's warp group instead of each consumer; the
+    same fp16 values meet the same MMAs, so the output is the consumers' conversion's, bit for bit (16-32 row tiles,
+    64-row ones with the S split; q in two fp8 parts or one)."""
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + one_part)
+    config = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)
+    if one_part:
+        config = dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True)
+    by_consumers = _gluon_out(q, kv, lens, programs, config)
+    by_converter = _gluon_out(q, kv, lens, programs, dataclasses.replace(config, gluon_v_converter=True))
+    assert torch.equal(by_consumers, by_converter)
