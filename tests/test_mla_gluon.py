@@ -54,7 +54,6 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         remat = "gluon_ws,hoisted_q" if kv_dtype != torch.bfloat16 else "gluon_ws,remat_q"  # fp8 from 32 heads
         assert candidates[remat].gluon_remat_q != built_in.gluon_remat_q == (kv_dtype != torch.bfloat16)
         assert ("gluon_ws,two_chains" in candidates) == (kv_dtype != torch.bfloat16)
-        assert ("gluon_ws,v_converter" in candidates) == (kv_dtype != torch.bfloat16)  # bf16 converts nothing
         assert "gluon_ws" not in mla_config.tune_candidates(kv_dtype, 64, 1, 64, persistent=False)
     assert "gluon_ws" not in mla_config.tune_candidates(torch.bfloat16, 16, 2, 64)
     chain = mla_config.smaller_configs(mla_config.gluon_ws_config(BF16, 64, 1))

@@ -420,7 +420,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             options[f"gluon_ws,regs{other_regs}"] = dataclasses.replace(gluon, gluon_regs=other_regs)
             if fp8:
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
-                options["gluon_ws,v_converter"] = dataclasses.replace(gluon, gluon_v_converter=True)
+                # (gluon_v_converter joins once a GPU has run it: an untested mbarrier protocol could hang a --tune)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
