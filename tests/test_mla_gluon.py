@@ -285,8 +285,8 @@ def test_gluon_ws_matches_reference(kv_dtype, page_size, nhead, programs, qlen):
 @pytest.mark.parametrize("nhead,programs", [(64, 132), (128, 7), (32, 132)])
 def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
     """The Gluon tile's knobs away from gluon_ws_config's choice (mla_config: gluon_one_chain, gluon_regs,
-    gluon_split_s; gluon_remat_q both ways, its choice differing by KV dtype) against the reference: blocks of one item, of many, partial ones, split units (the
-    16-32 row tile takes one chain and the registers only)."""
+    gluon_split_s; gluon_remat_q both ways, its choice differing by KV dtype) against the reference: blocks of one
+    item, of many, partial ones, split units (the 16-32 row tile takes one chain and the registers only)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, nhead + programs + len(knobs))
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)

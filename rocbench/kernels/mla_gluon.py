@@ -513,7 +513,7 @@ def _block_done(shared, stage, DV_BASE: gl.constexpr):
 def _v_converter(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     """fp8 KV with MlaKernelConfig.gluon_v_converter: the producer's warp group's idle warps convert each block's V
     to fp16 for the consumers, ahead of their P @ V and off their path. Consumer c's four boxes once it released the
-    last block's (shared[28]: full 0, 1 and empty 2, 3), 16 rows at a time (its registers are the producer's few)."""
+    last block's (shared[28]: full 0, 1 and empty 2, 3), 8 rows at a time (its registers are the producer's few)."""
     kv_smem, v16_smem, v16_bars = shared[3], shared[17], shared[28]
     q_full, q_empty, kv_full, kv_empty = shared[4]
     WORK_INDPTR, WORK_INFO = shared[5], shared[6]
