@@ -87,9 +87,10 @@ class MlaKernelConfig:
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head
     # tiles), else the Triton tile. Take it with gluon_ws_config's head tile and knobs; built in from
     # GLUON_MIN_KV_TOKENS where the GPU can run it (gluon_builtin). H100 (2026-12-06, kernel_us, ctx 4096, persistent,
-    # 96 gated rows against the Triton tile, device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 / 128 112.4 -> 111.7, 127.1 -> 119.3,
-    # 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0, 198.5 -> 176.2, 323.3 -> 281.9; batch 128
-    # and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q split and one program per SM)
+    # 96 gated rows against the Triton tile, device_moe.sh mla-gluon-ws): batch 64 uniform bf16 nhead 16 / 32 / 64 /
+    # 128 112.4 -> 111.7, 127.1 -> 119.3, 182.8 -> 136.7, 303.7 -> 171.2 us; fp8 109.1 -> 91.9, 138.6 -> 133.0,
+    # 198.5 -> 176.2, 323.3 -> 281.9; batch 128 and skewed 1.02-1.79x; batch 1 bf16 0.86-1.01x, fp8 0.53-0.71x (its q
+    # split and one program per SM)
     gluon_ws: bool = False
     # the Gluon tile with fp8 KV: q's two fp8 parts at one scale (the low part at the high part's), so that their
     # Q@K^T products are one MMA chain with one wait, not two with a rescale between
@@ -122,7 +123,7 @@ class MlaKernelConfig:
     # the Gluon tile's KV ring: blocks in flight per program; 0 is its own choice, 2 (64-row tiles, and bf16) or 3 (fp8
     # at 16-32 rows, whose stages are half bf16's). q in one fp8 part (fp8_q_one_part) frees the low part's shared
     # memory for one more stage. Offline sm_90 (Triton 3.6): 3 stages fit fp8's 64-row tile with q in one part (see
-    # mla_gluon.stages); more than fit falls back to the Triton tile, as any config too large. Untimed
+    # mla_gluon.default_stages); more than fit falls back to the Triton tile, as any config too large. Untimed
     gluon_stages: int = 0
     # fp8 KV: V converted to fp16 by two warps of the producer's warp group (idle until now: setmaxnreg moves registers
     # by whole warp groups), each consumer's half once that consumer released the last block's, instead of by each
@@ -254,11 +255,10 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
     one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs) and q's descriptors
     made at each KV block (gluon_remat_q; H100, 2026-12-06, 32 gated rows: fp8 nhead 32 1.03-1.10x, 64-128
-    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there). None where it has
-    no tile. More than one query token (MTP) only with 64-head tiles: it takes them one by one
-    (mla_decode.one_token_lens), reading a sequence's KV once per query token, as the Triton tile reads it once per
-    head group at those head counts; at 16-32 heads the Triton tile holds all of a sequence's query rows and reads its
-    KV once."""
+    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there). None where it has no tile. More than one query
+    token (MTP) only with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV
+    once per query token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the
+    Triton tile holds all of a sequence's query rows and reads its KV once."""
     if not (nhead in (16, 32) or nhead % 64 == 0) or qlen != 1 and nhead % 64:
         return None
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES

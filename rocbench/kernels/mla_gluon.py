@@ -159,6 +159,13 @@ def _q_parts(q_lo_smem, fp8):
     return 2 if fp8 and q_lo_smem.shape[0] == BOXES else 1
 
 
+@gluon.constexpr_function
+def _converter_on(v16_bars):
+    """Whether the V converter partition runs (MlaKernelConfig.gluon_v_converter): _kernel gave it its four barriers,
+    and a buffer of another shape otherwise (the partitions get no constexpr)."""
+    return v16_bars.shape[0] == 4
+
+
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                 ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
@@ -486,7 +493,7 @@ def _v_to_f16_and_release(shared, stage, it, DV_BASE: gl.constexpr):
     released (this consumer is done reading it). The consumer converts them, or, with the converter partition
     (MlaKernelConfig.gluon_v_converter: shared[28] holds its four barriers), waits for its conversion."""
     kv_smem, v16_smem, kv_empty, v16_bars = shared[3], shared[17], shared[4][3], shared[28]
-    if v16_bars.shape[0] == 4:
+    if _converter_on(v16_bars):
         mbarrier.arrive(kv_empty.index(stage), count=1)  # Q@K^T waited for: K read; V comes from the converter
         mbarrier.wait(v16_bars.index(DV_BASE // HALF), it & 1)
     else:
@@ -505,7 +512,7 @@ def _block_done(shared, stage, DV_BASE: gl.constexpr):
     kv_smem, kv_empty, v16_bars = shared[3], shared[4][3], shared[28]
     if not kv_smem.dtype.is_fp8():
         mbarrier.arrive(kv_empty.index(stage), count=1)
-    elif v16_bars.shape[0] == 4:
+    elif _converter_on(v16_bars):
         mbarrier.arrive(v16_bars.index(2 + DV_BASE // HALF), count=1)
 
 
@@ -645,9 +652,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         v16_smem = q_smem
     CONVERTER: gl.constexpr = FP8 and V_CONVERTER
     common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES, 3 if CONVERTER else 2), WORK_INDPTR, WORK_INFO,
-              KV_INDPTR, KV_INDICES,
-              nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
-              KV_SCALE, q_lo_desc)
+              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem,
+              v16_smem, HI_SCALE, LO_SCALE, KV_SCALE, q_lo_desc)
     if SPLIT_S:  # the consumers' exchanges: row maxima (then sums), P's two token halves, four barriers of both
         stats_smem = gl.allocate_shared_memory(gl.float32, [2 * BLOCK], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         p_halves = gl.allocate_shared_memory(p_dtype, [2, BLOCK, BLOCK // 2],
@@ -666,7 +672,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         for i in gl.static_range(4):
             mbarrier.init(v16_bars.index(i), count=1)
         fence_async_shared()
-    else:  # a buffer of another shape says there is none
+    else:  # a buffer of another shape says there is none (_converter_on)
         v16_bars = q_smem
     # the partitions get these constexprs as runtime values (Triton 3.6's warp_specialize: ONE_CHAIN arrives as an
     # i1), which LLVM folds; both sides of a branch on one are compiled, so SPLIT_S is a buffer's shape instead

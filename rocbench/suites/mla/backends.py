@@ -136,7 +136,8 @@ class TritonMla(Backend):
                 if reason:  # the Triton tile's schedule differs where there is more than one query token
                     config = dataclasses.replace(config, gluon_ws=False)
                     schedule = schedule_for(config)
-                source += f"; Triton tile (not the Gluon tile: {reason})" if reason else f"; {kc.gluon_tile_name(config)}"
+                tile = f"Triton tile (not the Gluon tile: {reason})" if reason else kc.gluon_tile_name(config)
+                source += f"; {tile}"
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
             def run() -> torch.Tensor:
