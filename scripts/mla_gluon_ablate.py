@@ -1,9 +1,10 @@
 """Where the Gluon MLA tile's time goes: the persistent decode timed with parts of its work taken out (device only).
 
 Each variant runs in a process of its own (the Gluon functions are swapped in rocbench.kernels.mla_gluon before the
-first compile) and prints one line: microseconds per call, the median of CUDA-event timings of back-to-back calls
-(L2 not flushed: at batch 64 x 4096 the KV is 150-300 MB, beyond any L2). The outputs of the ablated variants are
-wrong by construction and not checked; the full variant is the product's kernel. Variants:
+first compile) and prints one line: its kernel_us as rocbench takes it (rocbench.core.harness.kernel_time: caches
+flushed before each call, the union of the call's kernels, the median), so that the full variant reads as the sweeps'
+rows. The outputs of the ablated variants are wrong by construction and not checked; the full variant is the
+product's kernel. Variants:
 
     full          the tile as configured (the built-in gluon_ws_config, or with q in one fp8 part: --one-part)
     no_v_convert  fp8: each consumer releases the stage without converting its V boxes to fp16 (P @ V reads the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +29,7 @@ VARIANTS = ("full", "no_v_convert", "stream_only")
 def _swap(variant: str) -> None:
     """Replace the Gluon functions the variant takes out (before anything compiles): rocbench.kernels.mla_gluon looks
     its callees up by name when it compiles."""
+    import mla_gluon_ablated as ablated  # the stand-ins, beside this script (they import Triton's Gluon)
     from rocbench.kernels import mla_gluon
 
     if variant == "no_v_convert":
@@ -40,9 +41,13 @@ def _swap(variant: str) -> None:
 
 
 def _time_one(variant: str, kv_name: str, nhead: int, batch: int, ctx: int, one_part: bool, stages: int,
-              calls: int) -> float:
-    """Microseconds per call of the persistent decode through the Gluon tile, the variant swapped in."""
+              max_time_s: float) -> float:
+    """kernel_us of the persistent decode through the Gluon tile, the variant swapped in."""
     import torch
+
+    from rocbench.core import platform
+    from rocbench.core.harness import kernel_time
+    from rocbench.core.stats import StoppingRule
 
     _swap(variant)
     from rocbench.formats.paged_kv import build_paged_kv, make_query
@@ -67,18 +72,10 @@ def _time_one(variant: str, kv_name: str, nhead: int, batch: int, ctx: int, one_
     def call():
         mla_decode.mla_decode_persistent(q, kv, schedule, 192 ** -0.5, 1, out, config=config)
 
-    for _ in range(3):
-        call()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(calls):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0)
-    return statistics.median(times)
+    device = torch.device("cuda")
+    flusher = kernel_time.Flusher(device, platform.detect().cache_bytes or 0)  # the harness's cold caches
+    measured = kernel_time.kernel_time(call, device, StoppingRule(max_seconds=max_time_s), flusher)
+    return measured.stats.median_us
 
 
 def main() -> None:
@@ -90,26 +87,26 @@ def main() -> None:
     parser.add_argument("--one-part", action="store_true", help="q in one fp8 part (triton_fp8q's numerics)")
     parser.add_argument("--stages", type=int, default=0, help="the KV ring's depth (0: the tile's default)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--max-time", type=float, default=2.0, help="seconds of sampling per variant at most")
     parser.add_argument("--one", nargs=4, metavar=("VARIANT", "NHEAD", "BATCH", "KV"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         variant, nhead, batch, kv_name = args.one
-        us = _time_one(variant, kv_name, int(nhead), int(batch), args.ctx, args.one_part, args.stages, args.calls)
+        us = _time_one(variant, kv_name, int(nhead), int(batch), args.ctx, args.one_part, args.stages, args.max_time)
         print(f"{us:.1f}")
         return
     variants = args.variants.split(",")
     if args.kv_dtype == "bf16" and "no_v_convert" in variants:
         variants.remove("no_v_convert")  # bf16 converts nothing
     print(f"kv {args.kv_dtype}{', q in one fp8 part' if args.one_part else ''}, ctx {args.ctx}, "
-          f"stages {args.stages or 'default'}: us per call (median of {args.calls})")
+          f"stages {args.stages or 'default'}: kernel_us per call")
     print("nhead batch " + " ".join(f"{v:>13}" for v in variants))
     for nhead in (int(n) for n in args.nhead.split(",")):
         for batch in (int(b) for b in args.batch.split(",")):
             cells = []
             for variant in variants:
                 cmd = [sys.executable, __file__, "--one", variant, str(nhead), str(batch), args.kv_dtype,
-                       "--ctx", str(args.ctx), "--stages", str(args.stages), "--calls", str(args.calls)]
+                       "--ctx", str(args.ctx), "--stages", str(args.stages), "--max-time", str(args.max_time)]
                 if args.one_part:
                     cmd.append("--one-part")
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -122,7 +119,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import mla_gluon_ablated as ablated  # the Gluon stand-ins (imports Triton's Gluon)
-
     main()

@@ -16,10 +16,9 @@ def test_the_ablations_compile_and_take_out_their_parts():
         sys.path.insert(0, "scripts")
         from unittest import mock
         import torch
-        import mla_gluon_ablate, mla_gluon_ablated
+        import mla_gluon_ablate
         from rocbench.kernels import mla_config, mla_decode, mla_gluon, mla_gluon_scope
         from tests.compile_only import _mla_case, compile_only
-        mla_gluon_ablate.ablated = mla_gluon_ablated
         mla_gluon_ablate._swap(os.environ["ABLATE"])
         with compile_only("sm90"), mock.patch.object(mla_gluon_scope, "unsupported_reason", lambda *args: None):
             case, io, ctx = _mla_case("sm90", torch.float8_e4m3fn, 64, 1, 2, True)
