@@ -373,7 +373,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
         mla-gluon-stages)
             step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py \
-                -k "deeper or one_fp8_part" 2>&1 | tail -3
+                -k "gluon_stages or one_fp8_part" 2>&1 | tail -3
             step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
                 --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
                 --backends triton_fp8q,triton_fp8q_stages3,triton_fp8q_stages4 --timeout 60 \
@@ -383,7 +383,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 200 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 --one-part
             step 120 $PY scripts/mla_gluon_ablate.py --nhead 32,128 --batch 64 --kv-dtype bf16 ;;
         mla-gluon-converter)
-            step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k v_converter 2>&1 | tail -3
+            step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k gluon_v_converter 2>&1 | tail -3
             step 250 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
                 --backends triton_gluon_ws,triton_gluon_v_converter,triton_fp8q,triton_fp8q_v_converter --timeout 60 \

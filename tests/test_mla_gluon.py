@@ -326,33 +326,21 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
-@pytest.mark.parametrize("nhead,programs,stages", [(64, 132, 3), (128, 7, 3), (16, 132, 4)])
-def test_gluon_ws_deeper_kv_ring_gives_the_same_bits(nhead, programs, stages):
-    """MlaKernelConfig.gluon_stages: with q in one fp8 part the KV ring takes one more stage (mla_gluon.default_stages);
-    the blocks meet the same consumers in the same order, so the output is the default ring's, bit for bit."""
-    lens = [175, 2793, 64, 700, 1]
-    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + stages)
-    config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
-                                 fp8_q_one_part=True)
-    default = _gluon_out(q, kv, lens, programs, config)
-    deeper = _gluon_out(q, kv, lens, programs, dataclasses.replace(config, gluon_stages=stages))
-    assert torch.equal(default, deeper)
-
-
-@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
-@pytest.mark.gpu
-@pytest.mark.timeout(120, method="thread")
-@pytest.mark.parametrize("one_part", [False, True])
-@pytest.mark.parametrize("nhead,programs", [(16, 132), (32, 7), (64, 132), (128, 7)])
-def test_gluon_ws_v_converter_gives_the_same_bits(nhead, programs, one_part):
-    """MlaKernelConfig.gluon_v_converter: fp8's V converted by the producer's warp group instead of each consumer; the
-    same fp16 values meet the same MMAs, so the output is the consumers' conversion's, bit for bit (16-32 row tiles,
-    64-row ones with the S split; q in two fp8 parts or one)."""
+@pytest.mark.parametrize("nhead,programs,one_part,knob", [
+    # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it
+    (64, 132, True, {"gluon_stages": 3}), (128, 7, True, {"gluon_stages": 3}), (16, 132, True, {"gluon_stages": 4}),
+    # V converted by the producer's warp group: 16-32 row tiles, 64-row ones with the S split, q in two parts or one
+    *[(nhead, programs, one_part, {"gluon_v_converter": True})
+      for nhead, programs in ((16, 132), (32, 7), (64, 132), (128, 7)) for one_part in (False, True)]],
+    ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
+def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, one_part, knob):
+    """MlaKernelConfig.gluon_stages and gluon_v_converter change where and when the work happens, not what is
+    multiplied: the blocks meet the same consumers in the same order, and the converter writes the same fp16 V, so
+    the output is the tile's without the knob, bit for bit."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + one_part)
     config = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)
     if one_part:
         config = dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True)
-    by_consumers = _gluon_out(q, kv, lens, programs, config)
-    by_converter = _gluon_out(q, kv, lens, programs, dataclasses.replace(config, gluon_v_converter=True))
-    assert torch.equal(by_consumers, by_converter)
+    without = _gluon_out(q, kv, lens, programs, config)
+    assert torch.equal(without, _gluon_out(q, kv, lens, programs, dataclasses.replace(config, **knob)))
