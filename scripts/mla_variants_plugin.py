@@ -45,7 +45,6 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   (mla_config.gluon_regs; 232 and 40 were built in). Offline sm_90: spills 4 -> 0 (bf16), 101 -> 92 (fp8). H100
   (2026-12-06, 96 gated rows): fp8 nhead 32 1.05x, 64-128 0.99-1.03x, 16 0.98x, bf16 within 1-2%: built in since for
   fp8 from 32 heads, where this backend repeats the built-in.
-
 - `triton_gluon_remat_q`: the built-in Gluon tile with q's wgmma shared-memory descriptors computed at each KV block
   (mla_config.gluon_remat_q): hoisted out of the loop, the fp8 64-row tile keeps 24 64-bit descriptors and spills
   them. Offline sm_90 (Triton 3.6): fp8 64-row with S split 92 -> 1 spilled registers, its block loop 812 -> 862
@@ -53,13 +52,11 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   64-128 heads a few percent faster, 32-row tiles within +-3%. H100 (2026-12-06, 64 gated rows, kernel us, ctx 4096):
   fp8 nhead 64-128 1.25-1.32x (nhead 64 batch 64 163.1 -> 127.1), nhead 32 1.03-1.10x, nhead 16 0.99-1.00x; bf16
   0.98-1.03x. Built in since for fp8 from 32 heads; `triton_gluon_hoisted_q` is the tile before.
-
 - `triton_fp8q_stages3`, `triton_fp8q_stages4`: `triton_fp8q` (q in one fp8 part) with the Gluon tile's KV ring one
   stage deeper than its default (mla_config.gluon_stages): the low part's 37 KB of shared memory (64 rows) hold a
   third stage, and at 16 heads a fourth fits (offline sm_90: 222 / 227 KB of 227). Elsewhere the config does not fit
   and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
   its peak (ncu, `mla-gluon-remat-fp8q-h100`); not yet run.
-
 - `triton_gluon_v_converter`, `triton_fp8q_v_converter`: fp8's V converted to fp16 by two warps of the producer's
   warp group (idle until now) instead of by each consumer between its Q@K^T and its P @ V
   (mla_config.gluon_v_converter): the consumers wait for it only if it falls behind. Offline sm_90: the converter's

@@ -522,7 +522,7 @@ def _v_converter(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
     to fp16 for the consumers, ahead of their P @ V and off their path. Consumer c's four boxes once it released the
     last block's (shared[28]: full 0, 1 and empty 2, 3), 8 rows at a time (its registers are the producer's few)."""
     kv_smem, v16_smem, v16_bars = shared[3], shared[17], shared[28]
-    q_full, q_empty, kv_full, kv_empty = shared[4]
+    kv_full, kv_empty = shared[4][2:]  # (q_full, q_empty, kv_full, kv_empty): no q here
     WORK_INDPTR, WORK_INFO = shared[5], shared[6]
     NUM_STAGES: gl.constexpr = kv_full.shape[0]
     # 8 rows a pass: at the 24 registers beside consumers of 240, 16-row passes spill inside the loop (offline sm_90);
