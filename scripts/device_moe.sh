@@ -172,6 +172,19 @@ rows() {
     step 200 "${store[@]}" $PY -m rocbench moe --model deepseek-r1 --tp 8 "${common[@]}" | tail -8
 }
 
+# Nsight Compute as every ncu part runs it: unlocked clocks, child processes, the sections its digest reads
+NCU=(ncu --clock-control none --target-processes all --section SpeedOfLight --section MemoryWorkloadAnalysis
+     --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis
+     --section SchedulerStats)
+
+mla_ab() {  # mla_ab <limit> <table lines> <name> <rocbench mla args...>: persistent, kernel time, the A/B plugin loaded,
+    # 60 s per case, into $OUT/ab-<name>; the last lines of its table
+    local limit=$1 lines=$2 name=$3
+    shift 3
+    step "$limit" $PY -m rocbench mla --persist --plugin scripts/mla_variants_plugin.py --times kernel \
+        --skip-batch-probes --timeout 60 --out "$OUT/ab-$name" "$@" | tail -"$lines"
+}
+
 force() {  # force <variant> <MoeConfig fields as JSON> [--retiled: on the fragment-order plans]
     $PY scripts/moe_config_store.py "$STORES/$1.json" "$2" "${@:3}"
 }
@@ -247,10 +260,7 @@ for part in "$@"; do
                 for tokens in 1 64 1024; do
                     name=$(echo "$model-$tokens" | tr -c 'a-z0-9.\n-' '-' | tr -s '-')
                     # shellcheck disable=SC2086  # $model holds several flags
-                    step 60 ncu --clock-control none --target-processes all -k 'regex:_moe_|_chunk|_place' \
-                        --launch-count 6 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-                        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
-                        --section SchedulerStats --section InstructionStats \
+                    step 60 "${NCU[@]}" -k 'regex:_moe_|_chunk|_place' --launch-count 6 --section InstructionStats \
                         $PY -m rocbench moe --model $model --tokens "$tokens" --layout interleave --times graph \
                         --skip-batch-probes --iters 3 --backends triton --out "$STORES/ncu-runs" \
                         > "$OUT/ncu/$name.txt" 2>&1
@@ -264,10 +274,8 @@ for part in "$@"; do
                        "64 1 --no-persist"; do
                 read -r nhead batch mode <<< "$row"
                 for kv in bf16 fp8; do
-                    step 60 ncu --clock-control none --target-processes all -k 'regex:_persistent_kernel|_split_kv|_reduce|_merge' \
-                        --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-                        --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
-                        --section SchedulerStats --print-details all $PY -m rocbench mla --nhead "$nhead" --batch "$batch" --kv-dtype "$kv" \
+                    step 60 "${NCU[@]}" -k 'regex:_persistent_kernel|_split_kv|_reduce|_merge' --launch-count 2 \
+                        --print-details all $PY -m rocbench mla --nhead "$nhead" --batch "$batch" --kv-dtype "$kv" \
                         "$mode" --ctx-dist uniform --times graph --skip-batch-probes --iters 3 --backends triton \
                         --out "$STORES/ncu-mla-runs" > "$OUT/ncu-mla/nhead$nhead-batch$batch-$kv${mode#-}.txt" 2>&1
                 done
@@ -301,14 +309,11 @@ for part in "$@"; do
             step 120 $PY -m rocbench mla --nhead 64,128 --batch 64 --kv-dtype bf16,fp8 --persist --ctx-dist uniform \
                 --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws --times kernel,graph \
                 --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws-graph" | tail -12
-            step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128,1 --kv-dtype fp8,bf16 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-ws" | tail -30 ;;
+            mla_ab 400 30 mla-gluon-ws --nhead 16,32,64,128 --batch 64,128,1 --kv-dtype fp8,bf16 \
+                --ctx-dist uniform,skewed --backends triton_tile,triton_gluon_ws ;;
         mla-gluon-crossover)
-            step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 2,4,8,16,32,64 --ctx 1024,4096 --kv-dtype bf16,fp8 \
-                --persist --ctx-dist uniform --plugin scripts/mla_variants_plugin.py \
-                --backends triton_tile,triton_gluon_ws --times kernel --skip-batch-probes --timeout 60 \
-                --out "$OUT/ab-mla-gluon-crossover" | tail -12 ;;
+            mla_ab 300 12 mla-gluon-crossover --nhead 16,32,64,128 --batch 2,4,8,16,32,64 --ctx 1024,4096 \
+                --kv-dtype bf16,fp8 --ctx-dist uniform --backends triton_tile,triton_gluon_ws ;;
         mla-gluon-default)
             # the GPU tests of the MLA paths (the GPU tier: the Gluon tile built in at batch 32 in bf16), then triton's
             # own choice of tile on both sides of mla_config.GLUON_MIN_KV_TOKENS (each row's path names it), then
@@ -324,47 +329,35 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --kv-dtype bf16 --persist --tune --times kernel --skip-batch-probes --out "$OUT/ab-mla-tune64" | tail -6 ;;
         mla-gluon-mtp)
             step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py 2>&1 | tail -4
-            step 300 $PY -m rocbench mla --nhead 64,128 --batch 8,32,64 --qlen 2 --kv-dtype bf16,fp8 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-gluon-mtp" | tail -26 ;;
+            mla_ab 300 26 mla-gluon-mtp --nhead 64,128 --batch 8,32,64 --qlen 2 --kv-dtype bf16,fp8 \
+                --ctx-dist uniform,skewed --backends triton_tile,triton_gluon_ws ;;
         mla-gluon-knobs)
             step 200 $PY -m pytest -q -p no:cacheprovider -rfs -n 4 tests/test_mla_gluon.py 2>&1 | tail -4
-            step 300 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_plain,triton_gluon_remat_q \
-                --timeout 60 --out "$OUT/ab-mla-gluon-knobs" | tail -12
-            step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8,bf16 --persist \
-                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton,triton_tile --timeout 60 --out "$OUT/ab-mla-gluon-mtp-builtin" | tail -20 ;;
+            mla_ab 300 12 mla-gluon-knobs --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 \
+                --ctx-dist uniform,skewed --backends triton_gluon_ws,triton_gluon_plain,triton_gluon_remat_q
+            mla_ab 150 20 mla-gluon-mtp-builtin --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8,bf16 \
+                --ctx-dist uniform --backends triton,triton_tile ;;
         mla-gluon-fp8q)
             step 100 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k one_fp8_part 2>&1 | tail -3
-            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
-                --ctx-dist uniform --backends triton,triton_fp8q --times kernel --skip-batch-probes \
-                --timeout 60 --out "$OUT/ab-mla-gluon-fp8q" | tail -26 ;;
+            mla_ab 200 26 mla-gluon-fp8q --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --ctx-dist uniform \
+                --backends triton,triton_fp8q ;;
         mla-gluon-remat)
             step 150 $PY -m pytest -q -n 4 -p no:cacheprovider -rfs --tb=long tests/test_mla_gluon.py \
                 > "$OUT/mla-gluon-tests.log" 2>&1
             grep -E "^E |^FAILED|passed|failed" "$OUT/mla-gluon-tests.log" | tail -30
-            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 --persist \
-                --ctx-dist uniform --backends triton,triton_fp8q --times kernel --skip-batch-probes \
-                --timeout 60 --out "$OUT/ab-mla-gluon-remat-fp8q" | tail -6
-            step 150 $PY -m rocbench mla --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8 --persist \
-                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_hoisted_q,triton_tile --timeout 60 \
-                --out "$OUT/ab-mla-gluon-remat-mtp" | tail -6 ;;
+            mla_ab 200 6 mla-gluon-remat-fp8q --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8,bf16 \
+                --ctx-dist uniform --backends triton,triton_fp8q
+            mla_ab 150 6 mla-gluon-remat-mtp --nhead 64,128 --qlen 2 --batch 8,32 --kv-dtype fp8 --ctx-dist uniform \
+                --backends triton_gluon_ws,triton_gluon_hoisted_q,triton_tile ;;
         mla-gluon-crossover-fp8)
-            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 2,4,8,16,32 --ctx 1024,4096 --kv-dtype fp8 \
-                --persist --ctx-dist uniform --plugin scripts/mla_variants_plugin.py \
-                --backends triton_tile,triton_gluon_ws --times kernel --skip-batch-probes --timeout 60 \
-                --out "$OUT/ab-mla-gluon-crossover-fp8" | tail -4 ;;
+            mla_ab 200 4 mla-gluon-crossover-fp8 --nhead 16,32,64,128 --batch 2,4,8,16,32 --ctx 1024,4096 \
+                --kv-dtype fp8 --ctx-dist uniform --backends triton_tile,triton_gluon_ws ;;
         ncu-mla-gluon)
             mkdir -p "$OUT/ncu-mla-gluon"
             for row in "16 fp8" "32 bf16" "64 fp8" "128 fp8" "128 bf16"; do
                 read -r nhead kv <<< "$row"
-                step 60 ncu --clock-control none --target-processes all -k 'regex:^_kernel$' --launch-count 2 \
-                    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
-                    --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats \
-                    --section InstructionStats $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" \
+                step 60 "${NCU[@]}" -k 'regex:^_kernel$' --launch-count 2 --section InstructionStats \
+                    $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" \
                     --persist --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 --backends triton \
                     --out "$STORES/ncu-mla-runs" > "$OUT/ncu-mla-gluon/nhead$nhead-batch64-$kv.txt" 2>&1
             done
@@ -374,20 +367,16 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
         mla-gluon-stages)
             step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py \
                 -k "gluon_stages or one_fp8_part" 2>&1 | tail -3
-            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
-                --ctx-dist uniform,skewed --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_fp8q,triton_fp8q_stages3,triton_fp8q_stages4 --timeout 60 \
-                --out "$OUT/ab-mla-gluon-stages" | tail -6 ;;
+            mla_ab 200 6 mla-gluon-stages --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 \
+                --ctx-dist uniform,skewed --backends triton_fp8q,triton_fp8q_stages3,triton_fp8q_stages4 ;;
         mla-gluon-ablate)
             step 200 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8
             step 200 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 --one-part
             step 120 $PY scripts/mla_gluon_ablate.py --nhead 32,128 --batch 64 --kv-dtype bf16 ;;
         mla-gluon-converter)
             step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k gluon_v_converter 2>&1 | tail -3
-            step 250 $PY -m rocbench mla --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --persist \
-                --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
-                --backends triton_gluon_ws,triton_gluon_v_converter,triton_fp8q,triton_fp8q_v_converter --timeout 60 \
-                --out "$OUT/ab-mla-gluon-converter" | tail -6 ;;
+            mla_ab 250 6 mla-gluon-converter --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
+                --backends triton_gluon_ws,triton_gluon_v_converter,triton_fp8q,triton_fp8q_v_converter ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \
