@@ -225,7 +225,7 @@ def test_q_split_into_two_fp8_parts_keeps_bf16_precision(one_scale):
     """hi * hi_scale + lo * lo_scale gives q back to about bf16's precision (one part alone: 2^-4 of a row's largest);
     one_scale (MlaKernelConfig.gluon_one_chain): lo at hi's scale, as close."""
     mla_gluon = pytest.importorskip("rocbench.kernels.mla_gluon", reason="this Triton has no Gluon")
-    rows = 75  # four programs of SPLIT_ROWS 16 and a partial fifth
+    rows = 75  # programs of SPLIT_ROWS rows and a partial last one
     q = make_query(5, 16, torch.bfloat16, torch.Generator().manual_seed(3), DEVICE).view(80, 576)[:rows].contiguous()
     # row 0: 448 (hi_scale 1) and e4m3's rounding ties, normal and subnormal (2^-9 apart below 2^-6), both signs
     ties = torch.tensor([17.0, 19.0, 9.0, 11.0, 1.0625, 1.1875, 3 * 2.0**-10, 5 * 2.0**-10, 448.0, 0.0])

@@ -739,7 +739,11 @@ def _split_q_kernel(Q, HI, LO, HI_SCALE, LO_SCALE, num_rows, FP8_MAX: tl.constex
 
 
 LAUNCH_REGS = 168  # 64K registers over the 3 warp groups (the producer's padded to 4 warps), rounded down to 8
-SPLIT_ROWS = 16  # q rows per program of the split (64 spilled: 255 registers and 1.3 KB of stack per thread offline)
+# q rows per program of the split: 4. H100 (2026-12-06), batch 64: 16 rows made 64 programs at nhead 16, each warp
+# 3096 instructions in a row (offline sm_90; 896 at 4 rows), and took 7.8 us of the fp8 call's ~92 (Nsight Compute);
+# 4 rows: 4.6 us, and the call (two fp8 parts) 91.8 -> 88.4-89.4 us at nhead 16, 127.7 -> 120.1-120.6 at 64, 201.7
+# -> 196.7-198.1 at 128. 64 rows spilled: 255 registers and 1.3 KB of stack per thread offline
+SPLIT_ROWS = 4
 
 
 def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_scale: torch.Tensor,
