@@ -109,14 +109,12 @@
 #               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
 #   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
 #               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
-#               tests of the deeper ring (bitwise the default's) (about 150 s)
+#               tests of the deeper ring (bitwise the default's) (about 150 s). H100 (2026-12-06, 51 s): 3 stages at
+#               64 rows within 1% of 2, 4 at 16 heads 0-5% slower than 3; at 32+ heads 4 do not fit (the Triton tile)
 #   mla-gluon-ablate  where the Gluon tile's time goes (scripts/mla_gluon_ablate.py): the tile as built in, without
 #               fp8's V conversion, and its producer's KV stream alone, at batch 64 x 4096: fp8 (two parts, one part)
-#               nhead 16 / 64 / 128, bf16 nhead 32 / 128 (kernel_us as the harness takes it, ungated; about
-#               400 s)
-#   mla-gluon-converter  fp8's V converted by the producer's warp group (mla_config.gluon_v_converter) against the
-#               consumers' conversion, q in two fp8 parts and in one: its GPU tests (the same bits), then nhead 16-128
-#               x batch 64 / 128 uniform (about 200 s)
+#               nhead 16 / 64 / 128, bf16 nhead 32 / 128 (kernel_us as the harness takes it, ungated; H100
+#               2026-12-06: 184 s, results/examples/mla-gluon-ablate-h100)
 #   mla-one-product  triton (q's two fp8 parts' Q@K^T as one product in the 64-row tile: built in) against
 #               triton_fp8_two_products (scripts/mla_variants_plugin.py) with fp8 KV, persistent and split-KV, nhead
 #               16/32/64/128 x batch 1/64/128, ctx 4096 uniform, gated. H100 (2026-12-05, one product as the plugin
@@ -373,10 +371,6 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 200 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8
             step 200 $PY scripts/mla_gluon_ablate.py --nhead 16,64,128 --batch 64 --kv-dtype fp8 --one-part
             step 120 $PY scripts/mla_gluon_ablate.py --nhead 32,128 --batch 64 --kv-dtype bf16 ;;
-        mla-gluon-converter)
-            step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py -k gluon_v_converter 2>&1 | tail -3
-            mla_ab 250 6 mla-gluon-converter --nhead 16,32,64,128 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
-                --backends triton_gluon_ws,triton_gluon_v_converter,triton_fp8q,triton_fp8q_v_converter ;;
         mla-one-product)
             step 400 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1,64,128 --kv-dtype fp8 \
                 --ctx-dist uniform --plugin scripts/mla_variants_plugin.py --backends triton,triton_fp8_two_products \

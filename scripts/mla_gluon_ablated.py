@@ -8,10 +8,10 @@ from rocbench.kernels.mla_gluon import BLOCK, _program_items, _work_item
 
 
 @gluon.jit
-def _release_only(shared, stage, it, DV_BASE: gl.constexpr):
+def _release_only(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
     """mla_gluon._v_to_f16_and_release without the conversion: the stage released, V's fp16 buffer left as it is."""
     fence_async_shared()
-    mbarrier.arrive(shared[4][3].index(stage), count=1)
+    mbarrier.arrive(kv_empty.index(stage), count=1)
 
 
 @gluon.jit

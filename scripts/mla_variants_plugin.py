@@ -56,12 +56,8 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   stage deeper than its default (mla_config.gluon_stages): the low part's 37 KB of shared memory (64 rows) hold a
   third stage, and at 16 heads a fourth fits (offline sm_90: 222 / 227 KB of 227). Elsewhere the config does not fit
   and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
-  its peak (ncu, `mla-gluon-remat-fp8q-h100`); not yet run.
-- `triton_gluon_v_converter`, `triton_fp8q_v_converter`: fp8's V converted to fp16 by two warps of the producer's
-  warp group (idle until now) instead of by each consumer between its Q@K^T and its P @ V
-  (mla_config.gluon_v_converter): the consumers wait for it only if it falls behind. Offline sm_90: the converter's
-  block loop 482 instructions per warp with a barrier of its two warps per 8-row pass; 7 spilled registers at the
-  24 beside consumers of 240. Predicted: up to what scripts/mla_gluon_ablate.py's no_v_convert saves; not yet run.
+  its peak (ncu, `mla-gluon-remat-fp8q-h100`). H100 (2026-12-06, 48 gated rows): refuted, 3 stages at 64 rows within
+  1% of 2, 4 at 16 heads 0-5% slower than 3 (`mla-gluon-ablate-h100`).
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -130,9 +126,5 @@ _variant("triton_fp8q_stages3", "triton_fp8q with the Gluon tile's KV ring 3 dee
          "A/B plugin)", TritonMlaFp8Query, gluon_stages=3)
 _variant("triton_fp8q_stages4", "triton_fp8q with the Gluon tile's KV ring 4 deep (fits the 16-head tile only; "
          "A/B plugin)", TritonMlaFp8Query, gluon_stages=4)
-_variant("triton_gluon_v_converter", "the Gluon tile, fp8's V converted to fp16 by the producer's warp group, not by "
-         "each consumer (A/B plugin)", TritonGluonWs, gluon_v_converter=True)
-_variant("triton_fp8q_v_converter", "triton_fp8q, its V converted to fp16 by the Gluon tile's producer group (A/B "
-         "plugin)", TritonMlaFp8Query, gluon_v_converter=True)
 _variant("triton_gluon_hoisted_q", "the Gluon tile, q's wgmma descriptors hoisted out of the KV loop (built in before "
          "2026-12-06 for fp8; A/B plugin)", TritonGluonWs, gluon_remat_q=False)

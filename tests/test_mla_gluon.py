@@ -202,9 +202,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
-                                                                                  gluon_stages=3)),
-                                                (torch.float8_e4m3fn, 64, 1, dict(gluon_v_converter=True)),
-                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_v_converter=True))):
+                                                                                  gluon_stages=3))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -214,7 +212,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 12 and launched.count("_split_q_kernel") == 8, launched
+    assert launched.count("_kernel") == 10 and launched.count("_split_q_kernel") == 6, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -328,15 +326,11 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("nhead,programs,one_part,knob", [
     # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it
-    (64, 132, True, {"gluon_stages": 3}), (128, 7, True, {"gluon_stages": 3}), (16, 132, True, {"gluon_stages": 4}),
-    # V converted by the producer's warp group: 16-32 row tiles, 64-row ones with the S split, q in two parts or one
-    *[(nhead, programs, one_part, {"gluon_v_converter": True})
-      for nhead, programs in ((16, 132), (32, 7), (64, 132), (128, 7)) for one_part in (False, True)]],
+    (64, 132, True, {"gluon_stages": 3}), (128, 7, True, {"gluon_stages": 3}), (16, 132, True, {"gluon_stages": 4})],
     ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
 def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, one_part, knob):
-    """MlaKernelConfig.gluon_stages and gluon_v_converter change where and when the work happens, not what is
-    multiplied: the blocks meet the same consumers in the same order, and the converter writes the same fp16 V, so
-    the output is the tile's without the knob, bit for bit."""
+    """MlaKernelConfig.gluon_stages changes when the work happens, not what is multiplied: the blocks meet the same
+    consumers in the same order, so the output is the tile's without the knob, bit for bit."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + one_part)
     config = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)

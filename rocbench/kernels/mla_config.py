@@ -123,13 +123,11 @@ class MlaKernelConfig:
     # the Gluon tile's KV ring: blocks in flight per program; 0 is its own choice, 2 (64-row tiles, and bf16) or 3 (fp8
     # at 16-32 rows, whose stages are half bf16's). q in one fp8 part (fp8_q_one_part) frees the low part's shared
     # memory for one more stage. Offline sm_90 (Triton 3.6): 3 stages fit fp8's 64-row tile with q in one part (see
-    # mla_gluon.default_stages); more than fit falls back to the Triton tile, as any config too large. Untimed
+    # mla_gluon.default_stages); more than fit falls back to the Triton tile, as any config too large. H100
+    # (2026-12-06, triton_fp8q, batch 64-128, 48 gated rows): 3 stages at 64 rows within 1% of 2, 4 at 16 rows
+    # 0-5% slower than 3 (at 32-128 heads 4 do not fit: those rows ran the Triton tile, as their path says); the
+    # defaults stay
     gluon_stages: int = 0
-    # fp8 KV: V converted to fp16 by two warps of the producer's warp group (idle until now: setmaxnreg moves registers
-    # by whole warp groups), each consumer's half once that consumer released the last block's, instead of by each
-    # consumer between its Q@K^T and its P @ V. The same values in the same MMAs: the same bits. Offline sm_90 only;
-    # untimed (scripts/mla_gluon_ablate.py's no_v_convert bounds what it can gain)
-    gluon_v_converter: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -271,8 +269,7 @@ def gluon_tile_name(config: MlaKernelConfig) -> str:
     q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block"),
-                                   (config.gluon_stages, f"{config.gluon_stages}-stage KV ring"),
-                                   (config.gluon_v_converter, "V converted by the producer's group")) if on]
+                                   (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
 
@@ -420,7 +417,6 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             options[f"gluon_ws,regs{other_regs}"] = dataclasses.replace(gluon, gluon_regs=other_regs)
             if fp8:
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
-                # (gluon_v_converter joins once a GPU has run it: an untested mbarrier protocol could hang a --tune)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"

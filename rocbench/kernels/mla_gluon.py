@@ -159,13 +159,6 @@ def _q_parts(q_lo_smem, fp8):
     return 2 if fp8 and q_lo_smem.shape[0] == BOXES else 1
 
 
-@gluon.constexpr_function
-def _converter_on(v16_bars):
-    """Whether the V converter partition runs (MlaKernelConfig.gluon_v_converter): _kernel gave it its four barriers,
-    and a buffer of another shape otherwise (the partitions get no constexpr)."""
-    return v16_bars.shape[0] == 4
-
-
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                 ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
@@ -278,10 +271,11 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
             s = _row_scores(shared, stage, gl.zeros([BLOCK, BLOCK], gl.float32, qk_mma), hi_over_lo, s_scale,
                             ONE_CHAIN)
             m_i, l_i, acc0, acc1, acc2, acc3, p_a = _softmax_pv(
-                gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, shared, stage, it,
-                DV_BASE, FP8)
+                gl.convert_layout(s, mma), start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem,
+                kv_empty, stage, DV_BASE, FP8)
             acc0, acc1, acc2, acc3, p_a = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3, p_a])
-            _block_done(shared, stage, DV_BASE)
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
         acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         _store4(acc0, acc1, acc2, acc3, l_i, m_i, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE,
@@ -289,15 +283,14 @@ def _consumer(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN:
 
 
 @gluon.jit
-def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, shared, stage, it, DV_BASE: gl.constexpr,
-                FP8: gl.constexpr):
-    """One KV block (the it-th) of the 64-row tile after its scores s (scaled, in the P V MMA's layout): fp8's V in
-    fp16 (_v_to_f16_and_release), the online softmax, and this group's four P V MMAs issued, not waited for."""
-    kv_smem, v16_smem = shared[3], shared[17]
+def _softmax_pv(s, start, kv_end, m_i, l_i, acc0, acc1, acc2, acc3, kv_smem, v16_smem, kv_empty, stage,
+                DV_BASE: gl.constexpr, FP8: gl.constexpr):
+    """One KV block of the 64-row tile after its scores s (scaled, in the P V MMA's layout): fp8's V conversion (which
+    releases the stage), the online softmax, and this group's four P V MMAs issued, not waited for."""
     mma: gl.constexpr = s.type.layout
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     if FP8:
-        _v_to_f16_and_release(shared, stage, it, DV_BASE)
+        _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
     # row i of the block holds token first_tok + i (a partial last block was read to end at kv_end)
     first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
     visible = (first_tok + gl.arange(0, BLOCK, layout=gl.SliceLayout(0, mma))) >= start
@@ -353,7 +346,7 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
             s = _row_scores(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo, s_scale,
                             ONE_CHAIN, MINE)
             if FP8:
-                _v_to_f16_and_release(shared, stage, it, DV_BASE)
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[None, :], s, float("-inf"))
             # the row maxima of both halves: each consumer's through shared memory
@@ -377,7 +370,8 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
                 acc2 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 2, h), acc2, is_async=True)
                 acc3 = warpgroup_mma(p_h, _v_half(kv_smem, v16_smem, stage, DV_BASE + 3, h), acc3, is_async=True)
             acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
-            _block_done(shared, stage, DV_BASE)
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
         acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         # the row sums: both halves' (the same maxima scaled them)
@@ -435,7 +429,7 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             if FP8:  # q's two parts' products; V to fp16 in this group's buffer
                 s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s,
                                 hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN)
-                _v_to_f16_and_release(shared, stage, it, DV_BASE)
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
@@ -458,7 +452,8 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             acc3 = warpgroup_mma(_v_box(kv_smem, v16_smem, stage, DV_BASE + 3).permute((1, 0)), p_smem, acc3 * alpha_o,
                                  is_async=True)
             acc0, acc1, acc2, acc3 = warpgroup_mma_wait(num_outstanding=0, deps=[acc0, acc1, acc2, acc3])
-            _block_done(shared, stage, DV_BASE)
+            if not FP8:
+                mbarrier.arrive(kv_empty.index(stage), count=1)
             it += 1
         acc0, acc1, acc2, acc3 = _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8)
         rows_of: gl.constexpr = gl.SliceLayout(1, gl.permute(acc0, (1, 0)).type.layout)  # [ROWS, 64] views
@@ -488,65 +483,15 @@ def _v_half(kv_smem, v16_smem, stage, box, h: gl.constexpr):
 
 
 @gluon.jit
-def _v_to_f16_and_release(shared, stage, it, DV_BASE: gl.constexpr):
-    """fp8, the it-th KV block, in stage: this consumer's four V boxes in fp16 in its own buffer, and the stage
-    released (this consumer is done reading it). The consumer converts them, or, with the converter partition
-    (MlaKernelConfig.gluon_v_converter: shared[28] holds its four barriers), waits for its conversion."""
-    kv_smem, v16_smem, kv_empty, v16_bars = shared[3], shared[17], shared[4][3], shared[28]
-    if _converter_on(v16_bars):
-        mbarrier.arrive(kv_empty.index(stage), count=1)  # Q@K^T waited for: K read; V comes from the converter
-        mbarrier.wait(v16_bars.index(DV_BASE // HALF), it & 1)
-    else:
-        v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
-        for j in gl.static_range(HALF):
-            v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
-            v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
-        fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
-        mbarrier.arrive(kv_empty.index(stage), count=1)
-
-
-@gluon.jit
-def _block_done(shared, stage, DV_BASE: gl.constexpr):
-    """After a block's P @ V was waited for: bf16 releases the stage (V was read there); fp8 with the converter
-    releases this consumer's fp16 V to it; fp8 without released the stage at its conversion."""
-    kv_smem, kv_empty, v16_bars = shared[3], shared[4][3], shared[28]
-    if not kv_smem.dtype.is_fp8():
-        mbarrier.arrive(kv_empty.index(stage), count=1)
-    elif _converter_on(v16_bars):
-        mbarrier.arrive(v16_bars.index(2 + DV_BASE // HALF), count=1)
-
-
-@gluon.jit
-def _v_converter(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr):
-    """fp8 KV with MlaKernelConfig.gluon_v_converter: the producer's warp group's idle warps convert each block's V
-    to fp16 for the consumers, ahead of their P @ V and off their path. Consumer c's four boxes once it released the
-    last block's (shared[28]: full 0, 1 and empty 2, 3), 8 rows at a time (its registers are the producer's few)."""
-    kv_smem, v16_smem, v16_bars = shared[3], shared[17], shared[28]
-    kv_full, kv_empty = shared[4][2:]  # (q_full, q_empty, kv_full, kv_empty): no q here
-    WORK_INDPTR, WORK_INFO = shared[5], shared[6]
-    NUM_STAGES: gl.constexpr = kv_full.shape[0]
-    # 8 rows a pass: at the 24 registers beside consumers of 240, 16-row passes spill inside the loop (offline sm_90);
-    # each pass's store waits at a barrier of the two warps (Triton's shared-memory hazard analysis puts one there)
-    rows: gl.constexpr = 8
-    v_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [2, 1], [1, 0])  # 2 warps: 8 rows x 64 per pass
-    first, last = _program_items(WORK_INDPTR)
-    it = 0
-    for item in range(first, last):
-        b, g, kv_start, kv_end, slot = _work_item(WORK_INFO, item, INFO_COLS)
-        for start in range(kv_start, kv_end, BLOCK):
-            stage = it % NUM_STAGES
-            mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            for c in gl.static_range(2):
-                mbarrier.wait(v16_bars.index(2 + c), (it & 1) ^ 1)  # consumer c done with the last block's V
-                for j in gl.static_range(HALF):
-                    box = _kv_box(kv_smem, stage * BOXES + c * HALF + j)
-                    for r in gl.static_range(BLOCK // rows):
-                        v = box.slice(r * rows, rows).load(v_load)
-                        v16_smem.index(c * HALF + j).slice(r * rows, rows).store(v.to(gl.float16))
-                fence_async_shared()  # the stores before consumer c's MMAs read them
-                mbarrier.arrive(v16_bars.index(c), count=1)
-            mbarrier.arrive(kv_empty.index(stage), count=1)  # V read: the stage may refill
-            it += 1
+def _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
+    """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer, then the stage released
+    (this consumer is done reading it)."""
+    v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
+    for j in gl.static_range(HALF):
+        v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
+        v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
+    fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
+    mbarrier.arrive(kv_empty.index(stage), count=1)
 
 
 @gluon.jit
@@ -605,9 +550,8 @@ def _second_consumer(shared, PAGE_SIZE: gl.constexpr, INFO_COLS: gl.constexpr, O
 
 
 @gluon.jit
-def _barriers(NUM_STAGES: gl.constexpr, KV_USERS: gl.constexpr):
-    """(q_full, q_empty, kv_full, kv_empty), initialized: the producer fills, both consumers release (and the V
-    converter, KV_USERS 3)."""
+def _barriers(NUM_STAGES: gl.constexpr):
+    """(q_full, q_empty, kv_full, kv_empty), initialized: the producer fills, both consumers release."""
     q_full = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     kv_full = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -616,7 +560,7 @@ def _barriers(NUM_STAGES: gl.constexpr, KV_USERS: gl.constexpr):
     mbarrier.init(q_empty, count=2)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(kv_full.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=KV_USERS)
+        mbarrier.init(kv_empty.index(i), count=2)
     fence_async_shared()
     return q_full, q_empty, kv_full, kv_empty
 
@@ -625,7 +569,7 @@ def _barriers(NUM_STAGES: gl.constexpr, KV_USERS: gl.constexpr):
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
-            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr, V_CONVERTER: gl.constexpr):
+            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -650,10 +594,9 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
     else:
         q_lo_smem = q_smem
         v16_smem = q_smem
-    CONVERTER: gl.constexpr = FP8 and V_CONVERTER
-    common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES, 3 if CONVERTER else 2), WORK_INDPTR, WORK_INFO,
-              KV_INDPTR, KV_INDICES, nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem,
-              v16_smem, HI_SCALE, LO_SCALE, KV_SCALE, q_lo_desc)
+    common = (q_desc, kv_desc, q_smem, kv_smem, _barriers(NUM_STAGES), WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES,
+              nhead, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale, q_lo_smem, v16_smem, HI_SCALE, LO_SCALE,
+              KV_SCALE, q_lo_desc)
     if SPLIT_S:  # the consumers' exchanges: row maxima (then sums), P's two token halves, four barriers of both
         stats_smem = gl.allocate_shared_memory(gl.float32, [2 * BLOCK], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         p_halves = gl.allocate_shared_memory(p_dtype, [2, BLOCK, BLOCK // 2],
@@ -667,27 +610,16 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         p_halves = q_smem
         exchanged = q_smem
     split = (stats_smem, p_halves, exchanged, REMAT_Q)  # shared[24:28]
-    if CONVERTER:  # shared[28]: consumer c's fp16 V full (c) and released (2 + c)
-        v16_bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(4):
-            mbarrier.init(v16_bars.index(i), count=1)
-        fence_async_shared()
-    else:  # a buffer of another shape says there is none (_converter_on)
-        v16_bars = q_smem
     # the partitions get these constexprs as runtime values (Triton 3.6's warp_specialize: ONE_CHAIN arrives as an
     # i1), which LLVM folds; both sides of a branch on one are compiled, so SPLIT_S is a buffer's shape instead
-    args0 = (common + (p0_smem, qlen) + split + (v16_bars, ), PAGE_SIZE, INFO_COLS, ONE_CHAIN)
-    args1 = (common + (p1_smem, qlen) + split + (v16_bars, ), PAGE_SIZE, INFO_COLS, ONE_CHAIN)
+    args0 = (common + (p0_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN)
+    args1 = (common + (p1_smem, qlen) + split, PAGE_SIZE, INFO_COLS, ONE_CHAIN)
     # registers (setmaxnreg): the launch's 168 x 384 threads is 64K; the producer's warp group (its warp and 3 idle
     # ones) gives up all but 40 (24 beside 240), and the consumers share the rest, the first (the default partition)
     # taking what Triton's AllocateWarpGroups leaves over: 232 or 240, as the second asks
     producer_regs: gl.constexpr = 24 if CONSUMER_REGS > 232 else 40
-    if CONVERTER:  # two of the producer's idle warps convert V, at its registers
-        gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1[:3]),
-                            (_v_converter, args1[:3])], [4, 1, 2], [CONSUMER_REGS, producer_regs, producer_regs])
-    else:
-        gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1[:3])], [4, 1],
-                           [CONSUMER_REGS, producer_regs])
+    gl.warp_specialize([(_first_consumer, args0), (_second_consumer, args1), (_producer, args1[:3])], [4, 1],
+                       [CONSUMER_REGS, producer_regs])
 
 
 @triton.jit
@@ -775,15 +707,14 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
            regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False,
-           stages: int = 0, v_converter: bool = False) -> None:
+           stages: int = 0) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
     gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
     (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend).
-    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`). v_converter (fp8 only): V
-    converted to fp16 by the producer's warp group, not by each consumer (MlaKernelConfig.gluon_v_converter)."""
+    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -811,8 +742,7 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=LAUNCH_REGS)
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows), ONE_CHAIN=one_chain,
                                       SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
-                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, V_CONVERTER=fp8 and v_converter,
-                                      **options)
+                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, **options)
 
 
 __all__ = ["attend", "split_q"]
