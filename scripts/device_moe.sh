@@ -107,6 +107,10 @@
 #               where GLUON_MIN_KV_TOKENS["fp8"] (128K) should now be (about 150 s)
 #   ncu-mla-gluon  Nsight Compute of the Gluon tile as built in (batch 64, ctx 4096: nhead 16 / 64 / 128 fp8, 32 / 128
 #               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
+#   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
+#               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
+#               64 (64-row), bf16 nhead 32; each report (.ncu-rep) and its source page as CSV (--page source
+#               --print-source sass) in ncu-mla-gluon-source.tgz (about 120 s)
 #   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
 #               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
 #               tests of the deeper ring (bitwise the default's) (about 150 s). H100 (2026-12-06, 51 s): 3 stages at
@@ -362,6 +366,20 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla-gluon/*.txt > "$OUT/ncu-mla-gluon/digest.md"
             cat "$OUT/ncu-mla-gluon/digest.md" | head -20
             (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
+        ncu-mla-gluon-source)
+            mkdir -p "$OUT/ncu-mla-gluon-source"
+            for row in "16 fp8" "64 fp8" "32 bf16"; do
+                read -r nhead kv <<< "$row"
+                rep="$OUT/ncu-mla-gluon-source/nhead$nhead-batch64-$kv"
+                step 90 ncu --clock-control none --target-processes all -k 'regex:^_kernel$' --launch-count 1 \
+                    --section SourceCounters --section WarpStateStats --import-source yes -o "$rep" \
+                    $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist --ctx-dist uniform \
+                    --times kernel --skip-batch-probes --iters 3 --backends triton --out "$STORES/ncu-mla-runs" \
+                    > "$rep.log" 2>&1
+                ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
+                wc -l "$rep.csv"
+            done
+            (cd "$OUT" && tar czf ncu-mla-gluon-source.tgz ncu-mla-gluon-source && rm -rf ncu-mla-gluon-source) ;;
         mla-gluon-stages)
             step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py \
                 -k "gluon_stages or one_fp8_part" 2>&1 | tail -3
