@@ -107,6 +107,9 @@
 #               where GLUON_MIN_KV_TOKENS["fp8"] (128K) should now be (about 150 s)
 #   ncu-mla-gluon  Nsight Compute of the Gluon tile as built in (batch 64, ctx 4096: nhead 16 / 64 / 128 fp8, 32 / 128
 #               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
+#   mla-reduce-chunk  triton (its reduce's chunk shrunk to the most partials the schedule's merges take) against
+#               triton_reduce16 (16 at once, as before; scripts/mla_variants_plugin.py) at nhead 16 / 32 / 64, batch 64
+#               / 128, bf16 and fp8, uniform and skewed: predicted -2..-6% at batch 64 (about 120 s)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
 #               64 (64-row), bf16 nhead 32; each report (.ncu-rep) and its source page as CSV (--page source
@@ -366,6 +369,9 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             $PY scripts/ncu_digest.py "$OUT"/ncu-mla-gluon/*.txt > "$OUT/ncu-mla-gluon/digest.md"
             cat "$OUT/ncu-mla-gluon/digest.md" | head -20
             (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
+        mla-reduce-chunk)
+            mla_ab 240 8 mla-reduce-chunk --nhead 16,32,64 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform,skewed \
+                --backends triton,triton_reduce16 ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do

@@ -58,6 +58,11 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
   its peak (ncu, `mla-gluon-remat-fp8q-h100`). H100 (2026-12-06, 48 gated rows): refuted, 3 stages at 64 rows within
   1% of 2, 4 at 16 heads 0-5% slower than 3 (`mla-gluon-ablate-h100`).
+- `triton_reduce16`: `triton` with its reduce loading 16 partials at once (MlaKernelConfig.reduce_chunk) at batch 64+,
+  as built in before the chunk shrank to the most partials the schedule's merges take (mla_decode.reduce_shape's
+  most_partials: 4 at batch 64 x 4096 uniform). ncu (H200, 2026-12-05): that reduce 6.7 / 9.8 / 14.8 us at nhead 16 /
+  32 / 64 at 32-58% of issue slots; offline sm_90 552 -> 224 instructions per program. Predicted: the reduce about
+  halved, the call -2..-6% at nhead 16-64 batch 64 (bf16 nhead 32 from 82% of the roofline to about 85); not yet run.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -128,3 +133,5 @@ _variant("triton_fp8q_stages4", "triton_fp8q with the Gluon tile's KV ring 4 dee
          "A/B plugin)", TritonMlaFp8Query, gluon_stages=4)
 _variant("triton_gluon_hoisted_q", "the Gluon tile, q's wgmma descriptors hoisted out of the KV loop (built in before "
          "2026-12-06 for fp8; A/B plugin)", TritonGluonWs, gluon_remat_q=False)
+_variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
+         "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)

@@ -330,6 +330,14 @@ def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
     assert reduce_shape(16, False, config) == ReduceShape(cols=64, chunk=64)
     assert reduce_shape(16, True, config) == reduce_shape(16, True) == WIDE_REDUCE  # triton_det's sum order
     assert reduce_shape(4096, False, MlaKernelConfig(reduce_chunk=64)) == ReduceShape(cols=NARROW_REDUCE.cols, chunk=64)
+    # the built-in chunk shrinks to the most partials a merge takes (a power of two, at least 2), never past the
+    # shape's; a config's chunk and an invariant run's stay as they are
+    assert reduce_shape(4096, False, most_partials=4) == ReduceShape(cols=NARROW_REDUCE.cols, chunk=4)
+    assert [reduce_shape(4096, False, most_partials=n).chunk for n in (1, 2, 3, 5, 16, 17, 64)] == [2, 2, 4, 8, 16,
+                                                                                                   16, 16]
+    assert reduce_shape(16, False, most_partials=3) == ReduceShape(cols=WIDE_REDUCE.cols, chunk=4)
+    assert reduce_shape(16, False, config, most_partials=3) == ReduceShape(cols=64, chunk=64)
+    assert reduce_shape(16, True, most_partials=2) == WIDE_REDUCE
     for bad in (MlaKernelConfig(reduce_cols=96), MlaKernelConfig(reduce_chunk=48), MlaKernelConfig(reduce_cols=1024)):
         with pytest.raises(ValueError, match="powers of two"):
             reduce_shape(16, False, bad)

@@ -78,6 +78,8 @@ def check_invariants(s, seq_lens, quota_balance=True):
         members = s.reduce_partial_map[rptr[r] : rptr[r + 1]].tolist()
         assert members == [slot for _, _, slot in pieces[(b, g)]]  # KV order
     assert len({tuple(f) for f in finals}) == len(finals)
+    # the host's count of the most partials a merge takes (the reduce's chunk), without reading the device's maps
+    assert s.most_partials == max((b - a for a, b in zip(rptr, rptr[1:])), default=0)
 
 
 def _random_case(rng):

@@ -84,6 +84,7 @@ class MlaSchedule:
     heads_per_group: int
     kv_granularity: int
     fixed_split_tokens: int | None = None  # units cut at multiples of this many tokens only (batch-invariant)
+    most_partials: int = 0  # the most partials one reduce merges (0: none), known on the host without a sync
 
     @property
     def num_items(self) -> int:
@@ -331,4 +332,5 @@ def build_mla_schedule(
         heads_per_group=heads_per_group,
         kv_granularity=kv_granularity,
         fixed_split_tokens=fixed_split_tokens,
+        most_partials=max((len(m) for m in reduce_members), default=0),
     )

@@ -352,18 +352,26 @@ class ReduceShape:
 
 # Few merged rows (small batches, long splits lists): 4 programs per row, 32 partials per load, so that more
 # loads are in flight (H200, batch 1 x 4096, 64 splits: 14.8 -> 12.1 us per call). Many rows (batch 64): one
-# program per row and 16 partials per load (the split shape made those 9-17% slower).
+# program per row and 16 partials per load (the split shape made those 9-17% slower), or as few as the schedule's
+# merges take (reduce_shape's most_partials).
 WIDE_REDUCE, NARROW_REDUCE = ReduceShape(cols=128, chunk=32), ReduceShape(cols=KV_LORA_RANK, chunk=16)
 
 
-def reduce_shape(merged_rows: int, invariant: bool, config: MlaKernelConfig | None = None) -> ReduceShape:
+def reduce_shape(merged_rows: int, invariant: bool, config: MlaKernelConfig | None = None,
+                 most_partials: int = 0) -> ReduceShape:
     """The merge's launch shape for this many output rows to merge, or the one config asks for. A batch-invariant
     run keeps one shape whatever the batch and the config: the shape sets the order of the sums over a chunk's
-    partials."""
+    partials. most_partials (0: not known): the most partials one merge takes; unless the config names a chunk, the
+    chunk shrinks to it (a power of two, at least 2), since a chunk's masked lanes cost their instructions all the
+    same (offline sm_90, 512 columns: 552 instructions at 16 partials a load, 224 at 4, which is what a batch-64
+    persistent schedule's merges take). A merge that fits one chunk either way keeps one chunk, so only the order of a
+    sum over 3 or more partials can change."""
     if invariant:
         return WIDE_REDUCE
     shape = WIDE_REDUCE if merged_rows < 512 else NARROW_REDUCE
     if config is None or not (config.reduce_cols or config.reduce_chunk):
+        if most_partials:
+            shape = ReduceShape(shape.cols, chunk=min(shape.chunk, max(2, 1 << (most_partials - 1).bit_length())))
         return shape
     shape = ReduceShape(cols=config.reduce_cols or shape.cols, chunk=config.reduce_chunk or shape.chunk)
     powers_of_two = all(n > 0 and n & (n - 1) == 0 for n in (shape.cols, shape.chunk))
@@ -517,7 +525,8 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
     if not direct_out:
-        shape = reduce_shape(groups * kv.batch * qlen * hpg, invariant=split_tokens is not None, config=config)
+        shape = reduce_shape(groups * kv.batch * qlen * hpg, invariant=split_tokens is not None, config=config,
+                             most_partials=num_kv_splits)
         _reduce_splits_kernel[(groups, kv.batch, qlen * hpg * (KV_LORA_RANK // shape.cols))](
             out, workspace.partial_out, workspace.partial_lse, kv.seq_lens, num_kv_splits, out.stride(0),
             out.stride(1), QLEN=qlen, HPG=hpg, D_LATENT=KV_LORA_RANK, SPLIT_TOKENS=split_tokens or 0,
@@ -584,7 +593,8 @@ def reduce_schedule_partials(out: torch.Tensor, workspace: MlaWorkspace, schedul
     if schedule.num_reduce == 0:
         return
     shape = reduce_shape(schedule.num_reduce * schedule.rows_per_item,
-                         invariant=schedule.fixed_split_tokens is not None, config=config)
+                         invariant=schedule.fixed_split_tokens is not None, config=config,
+                         most_partials=schedule.most_partials)
     _reduce_schedule_kernel[(schedule.num_reduce, schedule.rows_per_item * (KV_LORA_RANK // shape.cols))](
         out, workspace.partial_out, workspace.partial_lse,
         schedule.reduce_indptr, schedule.reduce_final_map, schedule.reduce_partial_map,
