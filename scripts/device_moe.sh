@@ -370,8 +370,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             cat "$OUT/ncu-mla-gluon/digest.md" | head -20
             (cd "$OUT" && tar czf ncu-mla-gluon.tgz ncu-mla-gluon && rm -rf ncu-mla-gluon) ;;
         mla-reduce-chunk)
-            mla_ab 240 8 mla-reduce-chunk --nhead 16,32,64 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform,skewed \
-                --backends triton,triton_reduce16 ;;
+            mla_ab 240 8 mla-reduce-chunk --nhead 16,32,64 --batch 64,128 --kv-dtype bf16,fp8 \
+                --ctx-dist uniform,skewed --backends triton,triton_reduce16 ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do
