@@ -177,10 +177,10 @@ rows() {
     step 200 "${store[@]}" $PY -m rocbench moe --model deepseek-r1 --tp 8 "${common[@]}" | tail -8
 }
 
-# Nsight Compute as every ncu part runs it: unlocked clocks, child processes, the sections its digest reads
-NCU=(ncu --clock-control none --target-processes all --section SpeedOfLight --section MemoryWorkloadAnalysis
-     --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis
-     --section SchedulerStats)
+# Nsight Compute as every ncu part runs it (unlocked clocks, child processes), and with the sections its digest reads
+NCU_RUN=(ncu --clock-control none --target-processes all)
+NCU=("${NCU_RUN[@]}" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats
+     --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats)
 
 mla_ab() {  # mla_ab <limit> <table lines> <name> <rocbench mla args...>: persistent, kernel time, the A/B plugin loaded,
     # 60 s per case, into $OUT/ab-<name>; the last lines of its table
@@ -377,7 +377,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             for row in "16 fp8" "64 fp8" "32 bf16"; do
                 read -r nhead kv <<< "$row"
                 rep="$OUT/ncu-mla-gluon-source/nhead$nhead-batch64-$kv"
-                step 90 ncu --clock-control none --target-processes all -k 'regex:^_kernel$' --launch-count 1 \
+                step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 \
                     --section SourceCounters --section WarpStateStats --import-source yes -o "$rep" \
                     $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist --ctx-dist uniform \
                     --times kernel --skip-batch-probes --iters 3 --backends triton --out "$STORES/ncu-mla-runs" \

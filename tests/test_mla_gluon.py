@@ -324,17 +324,16 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
-@pytest.mark.parametrize("nhead,programs,one_part,knob", [
+@pytest.mark.parametrize("nhead,programs,knob", [
     # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it
-    (64, 132, True, {"gluon_stages": 3}), (128, 7, True, {"gluon_stages": 3}), (16, 132, True, {"gluon_stages": 4})],
+    (64, 132, {"gluon_stages": 3}), (128, 7, {"gluon_stages": 3}), (16, 132, {"gluon_stages": 4})],
     ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
-def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, one_part, knob):
+def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, knob):
     """MlaKernelConfig.gluon_stages changes when the work happens, not what is multiplied: the blocks meet the same
-    consumers in the same order, so the output is the tile's without the knob, bit for bit."""
+    consumers in the same order, so the output is the tile's without the knob (q in one fp8 part), bit for bit."""
     lens = [175, 2793, 64, 700, 1]
-    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + one_part)
-    config = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)
-    if one_part:
-        config = dataclasses.replace(config, fp8_qk=True, fp8_q_one_part=True)
+    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, nhead + programs + 1)
+    config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), fp8_qk=True,
+                                 fp8_q_one_part=True)
     without = _gluon_out(q, kv, lens, programs, config)
     assert torch.equal(without, _gluon_out(q, kv, lens, programs, dataclasses.replace(config, **knob)))
