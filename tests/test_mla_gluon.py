@@ -325,8 +325,9 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("nhead,programs,knob", [
-    # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it
-    (64, 132, {"gluon_stages": 3}), (128, 7, {"gluon_stages": 3}), (16, 132, {"gluon_stages": 4})],
+    # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it; at 16 rows,
+    # where the consumers' partial S^T take that room, one shallower
+    (64, 132, {"gluon_stages": 3}), (128, 7, {"gluon_stages": 3}), (16, 132, {"gluon_stages": 2})],
     ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
 def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, knob):
     """MlaKernelConfig.gluon_stages changes when the work happens, not what is multiplied: the blocks meet the same

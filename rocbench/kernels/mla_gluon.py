@@ -129,11 +129,12 @@ def _item_end(q_empty, acc0, acc1, acc2, acc3, kv_scale, FP8: gl.constexpr):
 
 
 @gluon.jit
-def _qk_chain(q_parts, q_first, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
-    """The nine 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
+def _qk_chain(q_parts, q_first, kv_smem, first_box, acc, TOKENS_M: gl.constexpr, TOKEN_HALF: gl.constexpr = -1,
+              BOX0: gl.constexpr = 0, NBOX: gl.constexpr = BOXES):
+    """The 64-channel boxes' Q@K^T products accumulated onto acc, issued together: S (64 query rows on M) or S^T
     (TOKENS_M: the block's tokens on M); TOKEN_HALF 0 or 1: S for the block's first or second 32 tokens only. q_first:
-    q's first box, 0 (_q_first)."""
-    for j in gl.static_range(BOXES):
+    q's first box, 0 (_q_first). Boxes BOX0 .. BOX0 + NBOX - 1 of the nine (_my_boxes: a consumer's share of K)."""
+    for j in gl.static_range(BOX0, BOX0 + NBOX):
         k = _kv_box(kv_smem, first_box + j)
         if TOKEN_HALF >= 0:
             k = k.slice(TOKEN_HALF * (BLOCK // 2), BLOCK // 2)
@@ -161,31 +162,32 @@ def _q_parts(q_lo_smem, fp8):
 
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
-                ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1):
+                ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1, BOX0: gl.constexpr = 0,
+                NBOX: gl.constexpr = BOXES):
     """q's fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape). One part (q cast to
     fp8 at split_q's one scale): its product. Two: the low part's product accumulated onto the high part's, rescaled,
     so that one product is live (as the product's tile); ONE_CHAIN (the parts at one scale, split_q's one_scale): the
-    18 + 18 MMAs as one chain, waited for once."""
-    s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF)
+    18 + 18 MMAs as one chain, waited for once. BOX0, NBOX: _qk_chain's boxes (the product over those alone)."""
+    s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
     if _q_parts(q_lo_smem, True) == 1:
         s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
     else:
         s = _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M, ONE_CHAIN,
-                                TOKEN_HALF)
+                                TOKEN_HALF, BOX0, NBOX)
     return s
 
 
 @gluon.jit
 def _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
-                        ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr):
+                        ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, BOX0: gl.constexpr, NBOX: gl.constexpr):
     """_fp8_scores with q's low part, s the high part's MMAs issued."""
     # two returns, not a branch that redefines s: ONE_CHAIN reaches the partitions as a runtime i1 (see _kernel), and
     # the branch's sides would give s two types (an MMA accumulator, a tensor)
     if ONE_CHAIN:
-        s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
+        s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
         return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
-    s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF)
+    s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
     return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
@@ -397,11 +399,16 @@ def _exchange(bar, n):
 @gluon.jit
 def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The 16-32 row tile's consumer: the block's 64 tokens on the MMAs' M side (S^T = K q^T, O^T += V^T P^T, the
-    softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256."""
+    softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256. S^T is split
+    between the consumers by K: each multiplies its share of the nine boxes (_my_boxes) and the two add their partial
+    products through shared memory (_add_partial_scores), so each block's K tile is read by one set of MMAs, not two."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
     q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
     p_smem = shared[22]
+    s_parts, exchanged = shared[24], shared[26]
+    BOX0: gl.constexpr = _my_boxes(DV_BASE)[0]
+    NBOX: gl.constexpr = _my_boxes(DV_BASE)[1]
     q_full, q_empty, kv_full, kv_empty = bars
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
@@ -426,13 +433,16 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
-            if FP8:  # q's two parts' products; V to fp16 in this group's buffer
+            if FP8:  # q's two parts' products; V to fp16 in this group's buffer under the exchange
                 s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s,
-                                hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN)
+                                hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN, -1, BOX0, NBOX)
+                _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
-                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True)
+                s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True, -1, BOX0, NBOX)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
+                _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+            s = _add_partial_scores(s, s_parts, exchanged, it, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[:, None], s, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 0))
@@ -461,6 +471,31 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
         m_o = gl.convert_layout(m_i, rows_of)
         _store4(gl.permute(acc0, (1, 0)), gl.permute(acc1, (1, 0)), gl.permute(acc2, (1, 0)), gl.permute(acc3, (1, 0)),
                 l_o, m_o, b, g, slot, OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, DV_BASE, ROWS)
+
+
+@gluon.constexpr_function
+def _my_boxes(dv_base):
+    """(first box, boxes) of the nine whose Q@K^T a 16-32 row consumer multiplies: the first five for the first
+    consumer (DV_BASE 0), the last four for the second."""
+    first = 0 if dv_base == 0 else (BOXES + 1) // 2
+    return first, (BOXES + 1) // 2 if dv_base == 0 else BOXES // 2
+
+
+@gluon.jit
+def _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE: gl.constexpr):
+    """This consumer's partial S^T of the it-th block into its slot (two slots per consumer, by the block's parity:
+    the other consumer has read the older one before either passes the next exchange), then its arrival."""
+    s_parts.index((it % 2) * 2 + DV_BASE // HALF).store(s)
+    _partition_barrier()  # the group's stores before its arrival
+    mbarrier.arrive(exchanged.index(0), count=1)
+
+
+@gluon.jit
+def _add_partial_scores(s, s_parts, exchanged, it, DV_BASE: gl.constexpr):
+    """S^T of the it-th block: this consumer's partial s plus the other's, once both offered theirs (in one order in
+    both consumers' sums, mine + other's, which IEEE addition makes the same bits)."""
+    mbarrier.wait(exchanged.index(0), it & 1)
+    return s + s_parts.index((it % 2) * 2 + 1 - DV_BASE // HALF).load(s.type.layout)
 
 
 @gluon.jit
@@ -605,6 +640,12 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         for i in gl.static_range(4):
             mbarrier.init(exchanged.index(i), count=2)
         fence_async_shared()
+    elif ROWS < BLOCK:  # the 16-32 row consumers' partial S^T, two slots each, and the barrier of both
+        stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        p_halves = q_smem
+        exchanged = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(exchanged.index(0), count=2)
+        fence_async_shared()
     else:
         stats_smem = q_smem
         p_halves = q_smem
@@ -693,11 +734,12 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_sca
 
 
 def default_stages(fp8: bool, rows: int) -> int:
-    """The KV ring's depth that fits beside q, P and fp8's converted V: 2, or 3 for fp8 at 16-32 rows (half-size
-    stages). Offline sm_90 (Triton 3.6), shared memory per program of the 227 KB: fp8 64-row with q's two parts 222 KB
-    at 2 stages; with q in one part 185 KB at 2, 222 KB at 3; fp8 16-row with q in one part 190 KB at 3, 227 KB at 4
+    """The KV ring's depth that fits beside q, P, fp8's converted V and the 16-32 row consumers' partial S^T: 2, or 3
+    for fp8 at 16 rows (half-size stages). Offline sm_90 (Triton 3.6), shared memory per program of the 227 KB: fp8
+    64-row with q's two parts 222 KB at 2 stages; with q in one part 185 KB at 2, 222 KB at 3; fp8 16-row 211 KB at 3
+    (q in one part 202 KB), 32-row 213 KB at 2 and 249 KB at 3; bf16 32-row 221 KB at 2
     (MlaKernelConfig.gluon_stages)."""
-    return 3 if fp8 and rows < TILE else 2
+    return 3 if fp8 and rows == 16 else 2
 
 
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
