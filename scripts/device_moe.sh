@@ -109,7 +109,12 @@
 #               bf16), the digest in ncu-mla-gluon/digest.md (about 150 s)
 #   mla-reduce-chunk  triton (its reduce's chunk shrunk to the most partials the schedule's merges take) against
 #               triton_reduce16 (16 at once, as before; scripts/mla_variants_plugin.py) at nhead 16 / 32 / 64, batch 64
-#               / 128, bf16 and fp8, uniform and skewed: predicted -2..-6% at batch 64 (about 120 s)
+#               / 128, bf16 and fp8, uniform and skewed: predicted -2..-6% at batch 64 (about 120 s). H100 (2026-12-06,
+#               66 s): batch 64 uniform 1.01-1.05x, skewed 1.00-1.03x, batch 128 within 0.7%: built in as written
+#   mla-gluon-split-k  the 16-32 row Gluon tile with S^T's Q@K^T split by K between its consumers
+#               (MlaKernelConfig.gluon_split_k): its GPU tests, then triton against triton_gluon_split_k (nhead 16 /
+#               32, batch 64 / 128, bf16 / fp8, uniform / skewed) and triton_fp8q against triton_fp8q_split_k (fp8,
+#               uniform), gated. Predicted fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3% (about 200 s)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
 #               64 (64-row), bf16 nhead 32; each report (.ncu-rep) and its source page as CSV (--page source
@@ -372,6 +377,12 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
         mla-reduce-chunk)
             mla_ab 240 8 mla-reduce-chunk --nhead 16,32,64 --batch 64,128 --kv-dtype bf16,fp8 \
                 --ctx-dist uniform,skewed --backends triton,triton_reduce16 ;;
+        mla-gluon-split-k)
+            step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3
+            mla_ab 200 6 mla-gluon-split-k --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 \
+                --ctx-dist uniform,skewed --backends triton,triton_gluon_split_k
+            mla_ab 120 4 mla-gluon-split-k-fp8q --nhead 16,32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
+                --backends triton_fp8q,triton_fp8q_split_k ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do

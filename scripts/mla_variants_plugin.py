@@ -62,7 +62,13 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   as built in before the chunk shrank to the most partials the schedule's merges take (mla_decode.reduce_shape's
   most_partials: 4 at batch 64 x 4096 uniform). ncu (H200, 2026-12-05): that reduce 6.7 / 9.8 / 14.8 us at nhead 16 /
   32 / 64 at 32-58% of issue slots; offline sm_90 552 -> 224 instructions per program. Predicted: the reduce about
-  halved, the call -2..-6% at nhead 16-64 batch 64 (bf16 nhead 32 from 82% of the roofline to about 85); not yet run.
+  halved, the call -2..-6% at nhead 16-64 batch 64 (bf16 nhead 32 from 82% of the roofline to about 85). H100
+  (2026-12-06, 48 gated rows, device_moe.sh mla-reduce-chunk): batch 64 uniform 1.01-1.05x faster built in (nhead 64
+  fp8 120.1 -> 114.9 us, bf16 132.5 -> 127.6; bf16 nhead 32 119.2 -> 117.1), skewed 1.00-1.03x, batch 128 within
+  +-0.7% (noise 0.4-0.5%): confirmed, smaller than predicted.
+- `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
+  S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
+  Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%; not yet run.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -133,5 +139,9 @@ _variant("triton_fp8q_stages4", "triton_fp8q with the Gluon tile's KV ring 4 dee
          "A/B plugin)", TritonMlaFp8Query, gluon_stages=4)
 _variant("triton_gluon_hoisted_q", "the Gluon tile, q's wgmma descriptors hoisted out of the KV loop (built in before "
          "2026-12-06 for fp8; A/B plugin)", TritonGluonWs, gluon_remat_q=False)
+_variant("triton_gluon_split_k", "the Gluon tile, S^T's Q@K^T split by K between the 16-32 row consumers (A/B "
+         "plugin)", TritonGluonWs, gluon_split_k=True)
+_variant("triton_fp8q_split_k", "triton_fp8q, S^T's Q@K^T split by K between the 16-32 row Gluon consumers (A/B "
+         "plugin)", TritonMlaFp8Query, gluon_split_k=True)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)

@@ -43,6 +43,11 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
     deeper = dataclasses.replace(mla_config.gluon_ws_config(BF16, 16, 1), gluon_stages=3)
     assert mla_config.gluon_tile_name(deeper) == "Gluon tile (3-stage KV ring, 232 registers)"
+    split_k = dataclasses.replace(mla_config.gluon_ws_config(BF16, 32, 1), gluon_split_k=True)
+    assert mla_config.gluon_tile_name(split_k) == "Gluon tile (S^T split by K, 232 registers)"
+    for nhead in (16, 32):  # the 16-32 row tile: S^T split by K is a candidate; 64 rows split S by tokens instead
+        assert mla_config.tune_candidates(BF16, nhead, 1, 64)["gluon_ws,split_k"] == split_k
+    assert "gluon_ws,split_k" not in mla_config.tune_candidates(BF16, 64, 1, 64)
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -202,7 +207,10 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
-                                                                                  gluon_stages=3))):
+                                                                                  gluon_stages=3)),
+                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_split_k=True)),
+                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True)),
+                                                (torch.bfloat16, 32, 1, dict(gluon_split_k=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -212,7 +220,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 10 and launched.count("_split_q_kernel") == 6, launched
+    assert launched.count("_kernel") == 13 and launched.count("_split_q_kernel") == 8, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -295,6 +303,28 @@ def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+@pytest.mark.parametrize("nhead,programs,more", [(16, 132, {}), (32, 7, {}), (16, 7, {"fp8_qk": True,
+                                                                                    "fp8_q_one_part": True})])
+def test_gluon_ws_with_s_split_by_k_matches_reference(kv_dtype, nhead, programs, more):
+    """MlaKernelConfig.gluon_split_k: the 16-32 row consumers' partial products added through shared memory, over
+    blocks of one item and many, partial blocks and split units (7 programs: many items each, the slots' parity
+    carried across items), and with q in one fp8 part (no low part: one chain per consumer's boxes; q on the fp8
+    grid, so that the cast is exact and the reference's tolerance holds)."""
+    if kv_dtype == torch.bfloat16 and more:
+        pytest.skip("q in one fp8 part is fp8 KV's")
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, kv_dtype, nhead, 3 * nhead + programs)
+    if more:
+        q = q_on_the_fp8_grid(len(lens), nhead, torch.bfloat16, torch.Generator().manual_seed(programs))
+    ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
+    config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), gluon_split_k=True, **more)
+    assert_matches_reference(_gluon_out(q, kv, lens, programs, config), ref, torch.bfloat16)
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("nhead,programs", [(16, 132), (32, 7), (64, 132), (128, 7)])
 def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead, programs):
     """triton_fp8q's numerics through the Gluon tile (MlaKernelConfig.fp8_q_one_part: no low part). On q already on
@@ -325,9 +355,8 @@ def test_gluon_ws_with_q_in_one_fp8_part_is_within_the_fp8_query_tolerance(nhead
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
 @pytest.mark.parametrize("nhead,programs,knob", [
-    # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it; at 16 rows,
-    # where the consumers' partial S^T take that room, one shallower
-    (64, 132, {"gluon_stages": 3}), (128, 7, {"gluon_stages": 3}), (16, 132, {"gluon_stages": 2})],
+    # a KV ring one stage deeper (mla_gluon.default_stages), where q in one fp8 part leaves room for it
+    (64, 132, {"gluon_stages": 3}), (128, 7, {"gluon_stages": 3}), (16, 132, {"gluon_stages": 4})],
     ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
 def test_gluon_ws_knobs_that_keep_the_bits(nhead, programs, knob):
     """MlaKernelConfig.gluon_stages changes when the work happens, not what is multiplied: the blocks meet the same

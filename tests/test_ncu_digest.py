@@ -40,3 +40,27 @@ def test_each_launch_keeps_its_own_metrics_and_durations_come_in_us(tmp_path):
     assert rows[1][1:5] == ["moe_combine", "1,3,1x128", "0.95", "0.42"] and rows[1][6] == "40"
     assert rows[2][1] == "**sum**" and rows[2][3] == "44.31"
     assert "| crashed | (no profiled launch" in out
+
+
+def test_source_digest_adds_each_stretchs_samples_and_names_its_instructions(tmp_path):
+    """scripts/ncu_source_digest.py: each stretch of SASS lines gets its share of the samples, its most executed line
+    and its marking instructions (a predicate skipped), and the lines with the most samples come first."""
+    columns = ["Address", "Source", "Warp Stall Sampling (All Samples)", "Warp Stall Sampling (Not-issued Samples)",
+               "Instructions Executed", "stall_barrier", "stall_long_sb", "stall_long_sb (Not Issued)"]
+    lines = [("QGMMA.64x16x32.F32.E4M3.E4M3 R24, gdesc[UR8], R24", 10, 16384, 0, 0),
+             ("@!P2  BRA 0x7f00", 30, 4096, 0, 30),
+             ("@!P5  SYNCS.ARRIVE.TRANS64.A1T0 RZ, [R4], RZ", 0, 192, 0, 0),
+             ("NOP", 60, 267, 60, 0)]
+    rows = [f'"{0x1000 + 16 * i:#x}","{src}","{n}","{n}","{ex}","{bar}","{lsb}","0"'
+            for i, (src, n, ex, bar, lsb) in enumerate(lines)]
+    page = tmp_path / "page.csv"
+    page.write_text('"Kernel Name","_kernel",\n' + ",".join(f'"{c}"' for c in columns) + "\n" + "\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, "scripts/ncu_source_digest.py", str(page), "--lines", "2", "--top", "2",
+                          "--part", "0-2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "4 SASS lines, 100 warp-state samples" in out
+    assert "| 0-1 | 40.0% | 16384 | QGMMA 1 | long_sb 100% |" in out
+    assert "| 2-3 | 60.0% | 267 | SYNCS 1 | barrier 100% |" in out
+    top = [line for line in out.splitlines() if line.startswith("| 3 |") or line.startswith("| 1 |")]
+    assert top[0].startswith("| 3 | 60.00% | 267 | `NOP`") and top[1].startswith("| 1 | 30.00% |")
+    kinds = out[out.index("lines 0-2: 40 samples"):]  # the partition: the MMA line's 10 and the branch's 30
+    assert "| branch (mostly mbarrier wait loops) | 75.0% |" in kinds and "| fp8 MMA | 25.0% |" in kinds

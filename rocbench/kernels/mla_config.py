@@ -128,6 +128,18 @@ class MlaKernelConfig:
     # 0-5% slower than 3 (at 32-128 heads 4 do not fit: those rows ran the Triton tile, as their path says); the
     # defaults stay
     gluon_stages: int = 0
+    # the Gluon tile's 16-32 row consumers split S^T's Q@K^T by K: the first multiplies the first five of the nine
+    # 64-channel boxes, the second the last four, and each adds the other's partial product from shared memory (two fp32
+    # slots each by block parity, one barrier of both per block) where each multiplied all nine. Why: Nsight Compute
+    # source counters (H100, 2026-12-06, fp8 nhead 16 batch 64, device_moe.sh ncu-mla-gluon-source) had each consumer
+    # spend 33% of its block loop issuing its 36 QGMMAs, 44% converting V and in the softmax, 12% in P@V; every 64x16
+    # MMA reads its 64-token K tile from shared memory, so the two consumers read each block's K tile twice over (~184
+    # KB of ~340 KB of shared-memory traffic per block, estimated). Issuing block i + 1's Q@K^T before block i's
+    # conversion instead (the same H100, A/B in one call) made fp8 slower: nhead 16 / 32 batch 64 88.4 -> 96.0, 104.1 ->
+    # 115.3 us (unexplained; perhaps the MMAs' and the conversion's shared-memory reads meet). Offline sm_90 (Triton
+    # 3.6): QGMMAs per consumer and block 36 -> 20 / 16, no spills at 16 rows; fp8 at 32 rows takes 2 stages
+    # (mla_gluon.default_stages). Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. Untimed
+    gluon_split_k: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -269,6 +281,7 @@ def gluon_tile_name(config: MlaKernelConfig) -> str:
     q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block"),
+                                   (config.gluon_split_k and config.max_tile_rows < 64, "S^T split by K"),
                                    (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
@@ -419,6 +432,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
+            else:  # 16-32 rows: S^T by K between the consumers, or whole in each
+                options["gluon_ws,split_k"] = dataclasses.replace(gluon, gluon_split_k=not gluon.gluon_split_k)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
             options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all

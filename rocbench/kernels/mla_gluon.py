@@ -17,7 +17,9 @@ and no row past the sequence's end is read (the cache past it may hold anything,
 
 16-32 query rows (nhead 16 / 32): the same kernel, producer and two consumers with the block's 64 tokens
 on the MMAs' M side (S^T = K q^T, the softmax down the columns, P^T through each consumer's own shared buffer,
-O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8.
+O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8. Each consumer multiplies all of S^T; with gluon_split_k (untimed,
+off by default) they split its Q@K^T by K and add their partial products through shared memory (fp8 at 32 rows then
+takes 2 stages).
 
 fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the Triton 64-row
 tile splits it in-kernel the same way), at one scale so that both parts' Q@K^T is one MMA chain (gluon_one_chain), or
@@ -399,16 +401,18 @@ def _exchange(bar, n):
 @gluon.jit
 def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ONE_CHAIN: gl.constexpr):
     """The 16-32 row tile's consumer: the block's 64 tokens on the MMAs' M side (S^T = K q^T, O^T += V^T P^T, the
-    softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256. S^T is split
-    between the consumers by K: each multiplies its share of the nine boxes (_my_boxes) and the two add their partial
-    products through shared memory (_add_partial_scores), so each block's K tile is read by one set of MMAs, not two."""
+    softmax down the columns), P^T through this group's own shared buffer, channels DV_BASE * 64 .. + 256. With
+    gluon_split_k (_kernel's SPLIT_K: a barrier of one) S^T is split between the consumers by K: each multiplies its
+    share of the nine boxes (_my_boxes) and the two add their partial products through shared memory
+    (_add_partial_scores), so each block's K tile is read by one set of MMAs, not by both consumers'."""
     q_desc, kv_desc, q_smem, kv_smem, bars, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, nhead = shared[:10]
     OUT, PART_OUT, PART_LSE, stride_ot, stride_oh, qk_scale = shared[10:16]
     q_lo_smem, v16_smem, HI_SCALE, LO_SCALE, KV_SCALE = shared[16:21]
     p_smem = shared[22]
     s_parts, exchanged = shared[24], shared[26]
-    BOX0: gl.constexpr = _my_boxes(DV_BASE)[0]
-    NBOX: gl.constexpr = _my_boxes(DV_BASE)[1]
+    SPLIT_K: gl.constexpr = exchanged.shape[0] == 1  # the constexpr as a buffer's shape, as SPLIT_S (see _kernel)
+    BOX0: gl.constexpr = _my_boxes(DV_BASE, SPLIT_K)[0]
+    NBOX: gl.constexpr = _my_boxes(DV_BASE, SPLIT_K)[1]
     q_full, q_empty, kv_full, kv_empty = bars
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
     ROWS: gl.constexpr = q_desc.block_type.shape[0]
@@ -436,13 +440,16 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             if FP8:  # q's two parts' products; V to fp16 in this group's buffer under the exchange
                 s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s,
                                 hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN, -1, BOX0, NBOX)
-                _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+                if SPLIT_K:
+                    _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
                 _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True, -1, BOX0, NBOX)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
-                _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
-            s = _add_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+                if SPLIT_K:
+                    _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+            if SPLIT_K:
+                s = _add_partial_scores(s, s_parts, exchanged, it, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[:, None], s, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 0))
@@ -474,11 +481,12 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
 
 
 @gluon.constexpr_function
-def _my_boxes(dv_base):
-    """(first box, boxes) of the nine whose Q@K^T a 16-32 row consumer multiplies: the first five for the first
-    consumer (DV_BASE 0), the last four for the second."""
-    first = 0 if dv_base == 0 else (BOXES + 1) // 2
-    return first, (BOXES + 1) // 2 if dv_base == 0 else BOXES // 2
+def _my_boxes(dv_base, split_k):
+    """(first box, boxes) of the nine whose Q@K^T a 16-32 row consumer multiplies: all of them, or split by K the
+    first five for the first consumer (DV_BASE 0) and the last four for the second."""
+    if not split_k:
+        return 0, BOXES
+    return (0, (BOXES + 1) // 2) if dv_base == 0 else ((BOXES + 1) // 2, BOXES // 2)
 
 
 @gluon.jit
@@ -604,7 +612,7 @@ def _barriers(NUM_STAGES: gl.constexpr):
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
-            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr):
+            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr, SPLIT_K: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -640,7 +648,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         for i in gl.static_range(4):
             mbarrier.init(exchanged.index(i), count=2)
         fence_async_shared()
-    elif ROWS < BLOCK:  # the 16-32 row consumers' partial S^T, two slots each, and the barrier of both
+    elif SPLIT_K and ROWS < BLOCK:  # the 16-32 row consumers' partial S^T, two slots each, and the barrier of both
         stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
         p_halves = q_smem
         exchanged = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
@@ -733,13 +741,13 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_sca
                                                               STORE_LO=lo is not None)
 
 
-def default_stages(fp8: bool, rows: int) -> int:
-    """The KV ring's depth that fits beside q, P, fp8's converted V and the 16-32 row consumers' partial S^T: 2, or 3
-    for fp8 at 16 rows (half-size stages). Offline sm_90 (Triton 3.6), shared memory per program of the 227 KB: fp8
-    64-row with q's two parts 222 KB at 2 stages; with q in one part 185 KB at 2, 222 KB at 3; fp8 16-row 211 KB at 3
-    (q in one part 202 KB), 32-row 213 KB at 2 and 249 KB at 3; bf16 32-row 221 KB at 2
-    (MlaKernelConfig.gluon_stages)."""
-    return 3 if fp8 and rows == 16 else 2
+def default_stages(fp8: bool, rows: int, split_k: bool = False) -> int:
+    """The KV ring's depth that fits beside q, P, fp8's converted V and the 16-32 row consumers' partial S^T
+    (split_k): 2, or 3 for fp8 at 16-32 rows (half-size stages), at 16 rows only with split_k. Offline sm_90 (Triton
+    3.6), shared memory per program of the 227 KB: fp8 64-row with q's two parts 222 KB at 2 stages; with q in one
+    part 185 KB at 2, 222 KB at 3; fp8 16-row with q in one part 190 KB at 3, 227 KB at 4; with split_k fp8 16-row
+    211 KB at 3, 32-row 213 KB at 2 and 249 KB at 3, bf16 32-row 221 KB at 2 (MlaKernelConfig.gluon_stages)."""
+    return 3 if fp8 and rows < TILE and (rows == 16 or not split_k) else 2
 
 
 def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
@@ -749,14 +757,15 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
            regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False,
-           stages: int = 0) -> None:
+           stages: int = 0, split_k: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
     gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
     (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend).
-    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`)."""
+    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`). split_k:
+    MlaKernelConfig.gluon_split_k (16-32 row tiles only)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -782,9 +791,10 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
             workspace.partial_out, workspace.partial_lse, *scales, q.shape[1], schedule.batch // kv.batch,
             out.stride(0), out.stride(1), sm_scale * log2e)
     options = dict(PAGE_SIZE=kv.page_size, INFO_COLS=WORK_INFO_COLS, num_warps=4, maxnreg=LAUNCH_REGS)
-    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows), ONE_CHAIN=one_chain,
-                                      SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
-                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, **options)
+    split_k = split_k and rows < TILE
+    _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows, split_k),
+                                      ONE_CHAIN=one_chain, SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
+                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, SPLIT_K=split_k, **options)
 
 
 __all__ = ["attend", "split_q"]
