@@ -303,16 +303,15 @@ def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
 @pytest.mark.gpu
 @pytest.mark.timeout(120, method="thread")
-@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float8_e4m3fn])
-@pytest.mark.parametrize("nhead,programs,more", [(16, 132, {}), (32, 7, {}), (16, 7, {"fp8_qk": True,
-                                                                                    "fp8_q_one_part": True})])
+@pytest.mark.parametrize("kv_dtype,nhead,programs,more", [
+    (kv_dtype, nhead, programs, {}) for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn)
+    for nhead, programs in ((16, 132), (32, 7))] + [(torch.float8_e4m3fn, 16, 7, {"fp8_qk": True,
+                                                                                  "fp8_q_one_part": True})])
 def test_gluon_ws_with_s_split_by_k_matches_reference(kv_dtype, nhead, programs, more):
     """MlaKernelConfig.gluon_split_k: the 16-32 row consumers' partial products added through shared memory, over
     blocks of one item and many, partial blocks and split units (7 programs: many items each, the slots' parity
     carried across items), and with q in one fp8 part (no low part: one chain per consumer's boxes; q on the fp8
     grid, so that the cast is exact and the reference's tolerance holds)."""
-    if kv_dtype == torch.bfloat16 and more:
-        pytest.skip("q in one fp8 part is fp8 KV's")
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, 3 * nhead + programs)
     if more:

@@ -743,7 +743,7 @@ def split_q(q2d: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor | None, hi_sca
 
 def default_stages(fp8: bool, rows: int, split_k: bool = False) -> int:
     """The KV ring's depth that fits beside q, P, fp8's converted V and the 16-32 row consumers' partial S^T
-    (split_k): 2, or 3 for fp8 at 16-32 rows (half-size stages), at 16 rows only with split_k. Offline sm_90 (Triton
+    (split_k): 2, or 3 for fp8 at 16-32 rows (half-size stages; with split_k at 16 rows only). Offline sm_90 (Triton
     3.6), shared memory per program of the 227 KB: fp8 64-row with q's two parts 222 KB at 2 stages; with q in one
     part 185 KB at 2, 222 KB at 3; fp8 16-row with q in one part 190 KB at 3, 227 KB at 4; with split_k fp8 16-row
     211 KB at 3, 32-row 213 KB at 2 and 249 KB at 3, bf16 32-row 221 KB at 2 (MlaKernelConfig.gluon_stages)."""
