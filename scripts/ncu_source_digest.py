@@ -63,12 +63,12 @@ def read_source_page(path: Path) -> list[SassLine]:
     header = rows[1]
     col = {name: i for i, name in enumerate(header)}
     reasons = [h for h in header if h.startswith("stall_") and not h.endswith("(Not Issued)")]
+    source, samples, executed = col["Source"], col[SAMPLES], col["Instructions Executed"]  # KeyError: not that CSV
     lines = []
     for row in rows[2:]:
         if len(row) < len(header):
             continue
-        lines.append(SassLine(len(lines), row[col["Source"]].strip(), _number(row[col[SAMPLES]]),
-                              _number(row[col["Instructions Executed"]]),
+        lines.append(SassLine(len(lines), row[source].strip(), _number(row[samples]), _number(row[executed]),
                               {r.removeprefix("stall_"): _number(row[col[r]]) for r in reasons}))
     return lines
 
@@ -82,8 +82,9 @@ def _top_reasons(lines: list[SassLine], count: int = 3) -> str:
 
 
 def digest(lines: list[SassLine], stretch: int, top: int) -> str:
-    total = sum(line.samples for line in lines) or 1.0
-    out = [f"{len(lines)} SASS lines, {total:.0f} warp-state samples", "",
+    samples = sum(line.samples for line in lines)
+    total = samples or 1.0  # shares of nothing are 0%
+    out = [f"{len(lines)} SASS lines, {samples:.0f} warp-state samples", "",
            "| lines | samples | most executed | marks | top stalls |", "|---|---|---|---|---|"]
     for first in range(0, len(lines), stretch):
         part = lines[first:first + stretch]
@@ -125,7 +126,12 @@ def main() -> None:
         parser.error("--part takes FIRST-LAST, two line numbers")
     if any(len(part) != 2 or part[0] > part[1] for part in parts):
         parser.error("--part takes FIRST-LAST with FIRST <= LAST")
-    lines = read_source_page(args.csv)
+    if not args.csv.is_file():
+        parser.error(f"{args.csv}: no such file")
+    try:
+        lines = read_source_page(args.csv)
+    except (KeyError, IndexError, UnicodeDecodeError, csv.Error) as err:
+        parser.error(f"{args.csv}: not the CSV of ncu's source page with SASS ({type(err).__name__}: {err})")
     print(digest(lines, args.lines, args.top))
     for first, last in parts:
         print("\n" + kinds(lines, first, last))
