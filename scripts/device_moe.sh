@@ -114,7 +114,9 @@
 #   mla-gluon-split-k  the 16-32 row Gluon tile with S^T's Q@K^T split by K between its consumers
 #               (MlaKernelConfig.gluon_split_k): its GPU tests, then triton against triton_gluon_split_k (nhead 16 /
 #               32, batch 64 / 128, bf16 / fp8, uniform / skewed) and triton_fp8q against triton_fp8q_split_k (fp8,
-#               uniform), gated. Predicted fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3% (about 200 s)
+#               uniform), gated; then Nsight Compute's source counters of the split tile (fp8 nhead 16 batch 64) and
+#               their digest (scripts/ncu_source_digest.py). Predicted fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within
+#               +-3% (about 250 s)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
 #               64 (64-row), bf16 nhead 32; each report (.ncu-rep) and its source page as CSV (--page source
@@ -382,7 +384,16 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             mla_ab 200 6 mla-gluon-split-k --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 \
                 --ctx-dist uniform,skewed --backends triton,triton_gluon_split_k
             mla_ab 120 4 mla-gluon-split-k-fp8q --nhead 16,32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
-                --backends triton_fp8q,triton_fp8q_split_k ;;
+                --backends triton_fp8q,triton_fp8q_split_k
+            # where the split tile's consumers wait (as ncu-mla-gluon-source did for the tile without it)
+            rep="$OUT/ncu-split-k-nhead16-batch64-fp8"
+            step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 --section SourceCounters \
+                --section WarpStateStats --import-source yes -o "$rep" $PY -m rocbench mla --nhead 16 --batch 64 \
+                --kv-dtype fp8 --persist --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 \
+                --plugin scripts/mla_variants_plugin.py --backends triton_gluon_split_k --out "$STORES/ncu-mla-runs" \
+                > "$rep.log" 2>&1
+            ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
+            $PY scripts/ncu_source_digest.py "$rep.csv" > "$rep.md" 2>&1; head -30 "$rep.md" ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do
