@@ -437,17 +437,16 @@ def _consumer_tokens_m(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, O
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
             s = gl.zeros([BLOCK, ROWS], gl.float32, s_mma)
-            if FP8:  # q's two parts' products; V to fp16 in this group's buffer under the exchange
+            if FP8:  # q's two parts' products
                 s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s,
                                 hi_over_lo[None, :], lo_scale[None, :], True, ONE_CHAIN, -1, BOX0, NBOX)
-                if SPLIT_K:
-                    _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
-                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             else:
                 s = _qk_chain(q_smem, _q_first(stage, shared), kv_smem, stage * BOXES, s, True, -1, BOX0, NBOX)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * qk_scale
-                if SPLIT_K:
-                    _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+            if SPLIT_K:
+                _offer_partial_scores(s, s_parts, exchanged, it, DV_BASE)
+            if FP8:  # V to fp16 in this group's buffer (under the exchange, with SPLIT_K)
+                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             if SPLIT_K:
                 s = _add_partial_scores(s, s_parts, exchanged, it, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
