@@ -119,8 +119,8 @@
 #               +-3% (about 250 s)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
-#               64 (64-row), bf16 nhead 32; each report (.ncu-rep) and its source page as CSV (--page source
-#               --print-source sass) in ncu-mla-gluon-source.tgz (about 120 s)
+#               64 (64-row), bf16 nhead 32; each report (.ncu-rep), its source page as CSV (--page source
+#               --print-source sass) and that page's digest in ncu-mla-gluon-source.tgz (about 120 s)
 #   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
 #               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
 #               tests of the deeper ring (bitwise the default's) (about 150 s). H100 (2026-12-06, 51 s): 3 stages at
@@ -188,6 +188,19 @@ rows() {
 NCU_RUN=(ncu --clock-control none --target-processes all)
 NCU=("${NCU_RUN[@]}" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats
      --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats)
+
+ncu_source() {  # ncu_source <report> <nhead> <kv> <rocbench mla args...>: Nsight Compute's source counters of the MLA
+    # attention kernel's first launch (persistent, batch 64, ctx 4096 uniform), its source page as <report>.csv and
+    # that page's digest (scripts/ncu_source_digest.py) as <report>.md
+    local rep=$1 nhead=$2 kv=$3
+    shift 3
+    step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 --section SourceCounters --section WarpStateStats \
+        --import-source yes -o "$rep" $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist \
+        --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 --out "$STORES/ncu-mla-runs" "$@" \
+        > "$rep.log" 2>&1
+    ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
+    $PY scripts/ncu_source_digest.py "$rep.csv" > "$rep.md" 2>&1
+}
 
 mla_ab() {  # mla_ab <limit> <table lines> <name> <rocbench mla args...>: persistent, kernel time, the A/B plugin loaded,
     # 60 s per case, into $OUT/ab-<name>; the last lines of its table
@@ -386,25 +399,15 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             mla_ab 120 4 mla-gluon-split-k-fp8q --nhead 16,32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
                 --backends triton_fp8q,triton_fp8q_split_k
             # where the split tile's consumers wait (as ncu-mla-gluon-source did for the tile without it)
-            rep="$OUT/ncu-split-k-nhead16-batch64-fp8"
-            step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 --section SourceCounters \
-                --section WarpStateStats --import-source yes -o "$rep" $PY -m rocbench mla --nhead 16 --batch 64 \
-                --kv-dtype fp8 --persist --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 \
-                --plugin scripts/mla_variants_plugin.py --backends triton_gluon_split_k --out "$STORES/ncu-mla-runs" \
-                > "$rep.log" 2>&1
-            ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
-            $PY scripts/ncu_source_digest.py "$rep.csv" > "$rep.md" 2>&1; head -30 "$rep.md" ;;
+            ncu_source "$OUT/ncu-split-k-nhead16-batch64-fp8" 16 fp8 --plugin scripts/mla_variants_plugin.py \
+                --backends triton_gluon_split_k
+            head -30 "$OUT/ncu-split-k-nhead16-batch64-fp8.md" ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do
                 read -r nhead kv <<< "$row"
                 rep="$OUT/ncu-mla-gluon-source/nhead$nhead-batch64-$kv"
-                step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 \
-                    --section SourceCounters --section WarpStateStats --import-source yes -o "$rep" \
-                    $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist --ctx-dist uniform \
-                    --times kernel --skip-batch-probes --iters 3 --backends triton --out "$STORES/ncu-mla-runs" \
-                    > "$rep.log" 2>&1
-                ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
+                ncu_source "$rep" "$nhead" "$kv" --backends triton
                 wc -l "$rep.csv"
             done
             (cd "$OUT" && tar czf ncu-mla-gluon-source.tgz ncu-mla-gluon-source && rm -rf ncu-mla-gluon-source) ;;
