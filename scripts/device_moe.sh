@@ -59,6 +59,10 @@
 #   det-builtin triton and triton_det alone, batch-invariance gate on, at 1, 64, 1024 tokens (3 shapes): triton_det as
 #               built in, GEMM2's K split in two at gpt-oss-120b TP1 (moe_plan.deterministic_split2; H200 2026-12-06 as
 #               triton_det_split2x2: 1.36x -> 1.15x triton's time at 1 token; about 150 s on an H200)
+#   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
+#               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
+#               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
+#               of y), 4 tokens within +-3% (about 150 s)
 #   split       one_mul against split_pairs (16, 64 tokens), the fused combine at 1 and 16 (about 100 s)
 #   mla-tune32  rocbench mla --tune at nhead 32, bf16 and fp8 KV, batch 64, persistent (the bf16 tokens-on-M candidate;
 #               every candidate's time lands in the tuned-config store's evidence, copied to $OUT; about 200 s)
@@ -273,6 +277,7 @@ for part in "$@"; do
         ab-wide-y) versus_default wide_y '{"narrow_y": false}' 1024,4096 1,8 ;;
         ab-bm64) versus_default bm64 '{"bm": 64}' 1024 1,8 ;;
         ab-split4) versus_default split4 '{"split1": 4}' 1 1 ;;
+        ab-fused-combine) versus_default fused '{"fused_combine": true}' 1,4 1,8 ;;
         ab-fill-wave)
             force fill1 '{}' --retiled --fill-wave gemm1
             force fill12 '{}' --retiled --fill-wave both
