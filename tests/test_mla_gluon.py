@@ -48,6 +48,11 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     for nhead in (16, 32):  # the 16-32 row tile: S^T split by K is a candidate; 64 rows split S by tokens instead
         assert mla_config.tune_candidates(BF16, nhead, 1, 64)["gluon_ws,split_k"] == split_k
     assert "gluon_ws,split_k" not in mla_config.tune_candidates(BF16, 64, 1, 64)
+    fp8_16 = mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1)  # fp8 at 16 heads splits it; whole is the other
+    assert fp8_16.gluon_split_k and mla_config.gluon_tile_name(fp8_16) == \
+        "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
+    assert not mla_config.tune_candidates(torch.float8_e4m3fn, 16, 1, 64)["gluon_ws,whole_k"].gluon_split_k
+    assert mla_config.tune_candidates(torch.float8_e4m3fn, 32, 1, 64)["gluon_ws,split_k"].gluon_split_k
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -208,7 +213,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
                                                                                   gluon_stages=3)),
-                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_split_k=True)),
+                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_split_k=False)),
                                                 (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True)),
                                                 (torch.bfloat16, 32, 1, dict(gluon_split_k=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
@@ -306,18 +311,20 @@ def test_gluon_ws_knobs_match_reference(kv_dtype, knobs, nhead, programs):
 @pytest.mark.parametrize("kv_dtype,nhead,programs,more", [
     (kv_dtype, nhead, programs, {}) for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn)
     for nhead, programs in ((16, 132), (32, 7))] + [(torch.float8_e4m3fn, 16, 7, {"fp8_qk": True,
-                                                                                  "fp8_q_one_part": True})])
+                                                                                  "fp8_q_one_part": True}),
+                                                     (torch.float8_e4m3fn, 16, 7, {"gluon_split_k": False})])
 def test_gluon_ws_with_s_split_by_k_matches_reference(kv_dtype, nhead, programs, more):
     """MlaKernelConfig.gluon_split_k: the 16-32 row consumers' partial products added through shared memory, over
     blocks of one item and many, partial blocks and split units (7 programs: many items each, the slots' parity
     carried across items), and with q in one fp8 part (no low part: one chain per consumer's boxes; q on the fp8
-    grid, so that the cast is exact and the reference's tolerance holds)."""
+    grid, so that the cast is exact and the reference's tolerance holds); and fp8 with S^T whole in each consumer, the
+    other choice where fp8's own config splits it."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, 3 * nhead + programs)
-    if more:
+    if more.get("fp8_q_one_part"):
         q = q_on_the_fp8_grid(len(lens), nhead, torch.bfloat16, torch.Generator().manual_seed(programs))
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
-    config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), gluon_split_k=True, **more)
+    config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), **{"gluon_split_k": True, **more})
     assert_matches_reference(_gluon_out(q, kv, lens, programs, config), ref, torch.bfloat16)
 
 

@@ -138,7 +138,11 @@ class MlaKernelConfig:
     # conversion instead (the same H100, A/B in one call) made fp8 slower: nhead 16 / 32 batch 64 88.4 -> 96.0, 104.1 ->
     # 115.3 us (unexplained; perhaps the MMAs' and the conversion's shared-memory reads meet). Offline sm_90 (Triton
     # 3.6): QGMMAs per consumer and block 36 -> 20 / 16, no spills at 16 rows; fp8 at 32 rows takes 2 stages
-    # (mla_gluon.default_stages). Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. Untimed
+    # (mla_gluon.default_stages). Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06,
+    # kernel_us, ctx 4096, batch 64 / 128, uniform and skewed, 40 gated rows, device_moe.sh mla-gluon-split-k): fp8
+    # nhead 16 0.88-0.91x (batch 64 uniform 88.9 -> 81.1 us), q in one fp8 part 0.95-0.96x; fp8 nhead 32 1.05-1.08x
+    # slower (1.14-1.18x with q in one part: its 2 stages against 3), bf16 0.99-1.00x. gluon_ws_config takes it for
+    # fp8 at 16 heads
     gluon_split_k: bool = False
 
 
@@ -265,7 +269,8 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
     one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs) and q's descriptors
     made at each KV block (gluon_remat_q; H100, 2026-12-06, 32 gated rows: fp8 nhead 32 1.03-1.10x, 64-128
-    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there). None where it has no tile. More than one query
+    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there); fp8 at 16 heads with S^T split by K between its
+    consumers (gluon_split_k: 0.88-0.91x there, slower at 32). None where it has no tile. More than one query
     token (MTP) only with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV
     once per query token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the
     Triton tile holds all of a sequence's query rows and reads its KV once."""
@@ -273,7 +278,8 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
         return None
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
     return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=fp8, gluon_split_s=rows == 64,
-                           gluon_regs=240 if fp8 and nhead >= 32 else 232, gluon_remat_q=fp8 and nhead >= 32)
+                           gluon_regs=240 if fp8 and nhead >= 32 else 232, gluon_remat_q=fp8 and nhead >= 32,
+                           gluon_split_k=fp8 and nhead == 16)
 
 
 def gluon_tile_name(config: MlaKernelConfig) -> str:
@@ -433,7 +439,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
             else:  # 16-32 rows: S^T by K between the consumers, or whole in each
-                options["gluon_ws,split_k"] = dataclasses.replace(gluon, gluon_split_k=not gluon.gluon_split_k)
+                split_k = "whole_k" if gluon.gluon_split_k else "split_k"
+                options[f"gluon_ws,{split_k}"] = dataclasses.replace(gluon, gluon_split_k=not gluon.gluon_split_k)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
             options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
