@@ -31,7 +31,10 @@ class MoeConfig:
     stages1: int = 3
     stages2: int = 3
     asm_dequant: bool = True  # PTX fp4->bf16 (used for bf16 on NVIDIA GPUs only; generic path otherwise)
-    fused_combine: bool = False  # last GEMM2 program per hidden tile does the top-k sum (inline only)
+    # last GEMM2 program per hidden tile does the top-k sum (inline only), no combine kernel. Slower on fragments:
+    # H100 (2026-12-06, kernel_us, device_moe.sh ab-fused-combine, results/examples/moe-fused-combine-ab-h100) 1 token
+    # gpt-oss-120b TP1 / TP8 / DeepSeek-R1 TP8 32.3 -> 35.2, 13.9 -> 15.3, 20.5 -> 23.2 us; 4 tokens 1.10-1.28x
+    fused_combine: bool = False
     # load the next K step's weights before decoding this one's (register double buffer). It lost with 32-column
     # GEMM1 tiles (H200: gpt-oss-120b TP1 x 64 tokens 1702 -> 1771 us); with 64-column tiles and the scales read
     # as words, --tune picked it with 1 stage at decode, and the decode plans take it (heuristic_plan)

@@ -104,7 +104,8 @@ class TritonMoe(Backend):
                              hidden=case["hidden"], activation=case["activation"], b13=io.b13, b2=io.b2,
                              out=io.out, config=config, counters=counters, scale_max=scale_max,
                              w13_live_scales=live13, fragments=fragments)
-        route = "inline-route" if config.inline else "aligned"
+        # the fused combine acts on inline routing only (moe_a16w4): named where it runs
+        route = ("inline-route fused-combine" if config.fused_combine else "inline-route") if config.inline else "aligned"
         pipeline = pipeline_description(config, ctx.device, io.x.dtype, scale_max, live13)
         if fragments is not None:
             pipeline += f" (weights re-tiled from the {case['layout']} bytes before timing)"
