@@ -59,6 +59,8 @@
 #   det-builtin triton and triton_det alone, batch-invariance gate on, at 1, 64, 1024 tokens (3 shapes): triton_det as
 #               built in, GEMM2's K split in two at gpt-oss-120b TP1 (moe_plan.deterministic_split2; H200 2026-12-06 as
 #               triton_det_split2x2: 1.36x -> 1.15x triton's time at 1 token; about 150 s on an H200)
+#   mla-split-k-stages  fp8 nhead 32 batch 64 / 128: triton (S^T whole, 3 stages) against triton_gluon_split_k (split,
+#               2 stages) and triton_gluon_stages2 (whole, 2 stages; about 60 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -120,7 +122,9 @@
 #               32, batch 64 / 128, bf16 / fp8, uniform / skewed) and triton_fp8q against triton_fp8q_split_k (fp8,
 #               uniform), gated; then Nsight Compute's source counters of the split tile (fp8 nhead 16 batch 64) and
 #               their digest (scripts/ncu_source_digest.py). Predicted fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within
-#               +-3% (about 250 s)
+#               +-3% (about 250 s). H100 (2026-12-06, 78 s to the ncu): fp8 nhead 16 0.88-0.91x, 32 1.05-1.08x slower,
+#               bf16 0.99-1.00x: built in for fp8 at 16 heads (e395432); triton is then split there (triton_gluon_whole_k
+#               the other choice)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
 #               64 (64-row), bf16 nhead 32; each report (.ncu-rep), its source page as CSV (--page source
@@ -397,6 +401,9 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
         mla-reduce-chunk)
             mla_ab 240 8 mla-reduce-chunk --nhead 16,32,64 --batch 64,128 --kv-dtype bf16,fp8 \
                 --ctx-dist uniform,skewed --backends triton,triton_reduce16 ;;
+        mla-split-k-stages)  # whole S^T on the split tile's 2 stages: is the split's loss at 32 heads the stage?
+            mla_ab 120 8 mla-split-k-stages --nhead 32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
+                --backends triton,triton_gluon_split_k,triton_gluon_stages2 ;;
         mla-gluon-split-k)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3
             mla_ab 200 6 mla-gluon-split-k --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 \

@@ -68,7 +68,11 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   +-0.7% (noise 0.4-0.5%): confirmed, smaller than predicted.
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
-  Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%; not yet run.
+  Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
+  `mla-gluon-split-k-ab-h100`): fp8 nhead 16 0.88-0.91x, nhead 32 1.05-1.08x slower, bf16 0.99-1.00x; built in for
+  fp8 at 16 heads. `triton_gluon_whole_k`: the Gluon tile with S^T whole in each consumer (built in before e395432).
+- `triton_gluon_stages2`: the Gluon tile with a 2-stage KV ring, to time fp8 at 32 heads with S^T whole on the split
+  tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T).
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -143,5 +147,8 @@ _variant("triton_gluon_split_k", "the Gluon tile, S^T's Q@K^T split by K between
          "plugin)", TritonGluonWs, gluon_split_k=True)
 _variant("triton_fp8q_split_k", "triton_fp8q, S^T's Q@K^T split by K between the 16-32 row Gluon consumers (A/B "
          "plugin)", TritonMlaFp8Query, gluon_split_k=True)
+_variant("triton_gluon_whole_k", "the Gluon tile, S^T whole in each 16-32 row consumer (A/B plugin)", TritonGluonWs,
+         gluon_split_k=False)
+_variant("triton_gluon_stages2", "the Gluon tile, its KV ring 2 deep (A/B plugin)", TritonGluonWs, gluon_stages=2)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)
