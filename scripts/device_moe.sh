@@ -60,7 +60,9 @@
 #               built in, GEMM2's K split in two at gpt-oss-120b TP1 (moe_plan.deterministic_split2; H200 2026-12-06 as
 #               triton_det_split2x2: 1.36x -> 1.15x triton's time at 1 token; about 150 s on an H200)
 #   mla-split-k-stages  fp8 nhead 32 batch 64 / 128: triton (S^T whole, 3 stages) against triton_gluon_split_k (split,
-#               2 stages) and triton_gluon_stages2 (whole, 2 stages; about 60 s)
+#               2 stages) and triton_gluon_stages2 (whole, 2 stages; about 60 s). H100 (2026-12-06, 20 s): whole on 2
+#               stages as on 3 (104.1 vs 103.8 us batch 64, 182.8 vs 184.1 batch 128), split 109.4 / 197.7: the split
+#               costs at 32 rows, not the stage
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read

@@ -72,7 +72,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   `mla-gluon-split-k-ab-h100`): fp8 nhead 16 0.88-0.91x, nhead 32 1.05-1.08x slower, bf16 0.99-1.00x; built in for
   fp8 at 16 heads. `triton_gluon_whole_k`: the Gluon tile with S^T whole in each consumer (built in before e395432).
 - `triton_gluon_stages2`: the Gluon tile with a 2-stage KV ring, to time fp8 at 32 heads with S^T whole on the split
-  tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T).
+  tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T). H100
+  (2026-12-06, 6 gated rows): no, whole on 2 stages 104.1 / 182.8 us at batch 64 / 128 against 103.8 / 184.1 on 3,
+  split 109.4 / 197.7.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""

@@ -141,8 +141,9 @@ class MlaKernelConfig:
     # (mla_gluon.default_stages). Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06,
     # kernel_us, ctx 4096, batch 64 / 128, uniform and skewed, 40 gated rows, device_moe.sh mla-gluon-split-k): fp8
     # nhead 16 0.88-0.91x (batch 64 uniform 88.9 -> 81.1 us), q in one fp8 part 0.95-0.96x; fp8 nhead 32 1.05-1.08x
-    # slower (1.14-1.18x with q in one part: its 2 stages against 3), bf16 0.99-1.00x. gluon_ws_config takes it for
-    # fp8 at 16 heads
+    # slower (1.14-1.18x with q in one part), bf16 0.99-1.00x. Not its 2 stages against 3: S^T whole on 2 stages took
+    # fp8 nhead 32 what it takes on 3 (104.1 / 182.8 us against 103.8 / 184.1 at batch 64 / 128, split 109.4 / 197.7;
+    # device_moe.sh mla-split-k-stages). gluon_ws_config takes it for fp8 at 16 heads
     gluon_split_k: bool = False
 
 
