@@ -63,6 +63,10 @@
 #               2 stages) and triton_gluon_stages2 (whole, 2 stages; about 60 s). H100 (2026-12-06, 20 s): whole on 2
 #               stages as on 3 (104.1 vs 103.8 us batch 64, 182.8 vs 184.1 batch 128), split 109.4 / 197.7: the split
 #               costs at 32 rows, not the stage
+#   mla-swizzled-parts  the split tile's partial S^T in swizzled rows (MlaKernelConfig.gluon_swizzled_parts): its GPU
+#               tests, then triton against triton_gluon_split_k, triton_gluon_split_k_swizzled and triton_gluon_whole_k
+#               at nhead 16 / 32 x batch 64 / 128 x bf16 / fp8, uniform. Predicted: fp8 split at 32 heads -4..-8% (to
+#               within +-3% of whole), at 16 -1..-3%; bf16 within +-2% (about 150 s)
 #   ncu-split-k-32  Nsight Compute's source counters (and digests) of the 32-row fp8 tile at batch 64 with S^T split by
 #               K and whole: where the split's 5-8% goes at 32 heads, where it gains 9-12% at 16 (about 150 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
@@ -408,6 +412,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
         mla-split-k-stages)  # whole S^T on the split tile's 2 stages: is the split's loss at 32 heads the stage?
             mla_ab 120 8 mla-split-k-stages --nhead 32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
                 --backends triton,triton_gluon_split_k,triton_gluon_stages2 ;;
+        mla-swizzled-parts)
+            step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "swizzled or split_by_k" \
+                2>&1 | tail -3
+            mla_ab 200 14 mla-swizzled-parts --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform \
+                --backends triton,triton_gluon_split_k,triton_gluon_split_k_swizzled,triton_gluon_whole_k ;;
         ncu-split-k-32)  # where the split tile loses at 32 heads: its consumers' source counters beside the whole tile's
             for backend in triton_gluon_split_k triton_gluon_whole_k; do
                 ncu_source "$OUT/ncu-nhead32-batch64-fp8-$backend" 32 fp8 --plugin scripts/mla_variants_plugin.py \

@@ -71,6 +71,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
   `mla-gluon-split-k-ab-h100`): fp8 nhead 16 0.88-0.91x, nhead 32 1.05-1.08x slower, bf16 0.99-1.00x; built in for
   fp8 at 16 heads. `triton_gluon_whole_k`: the Gluon tile with S^T whole in each consumer (built in before e395432).
+- `triton_gluon_split_k_swizzled`: `triton_gluon_split_k` with the partial S^T's rows swizzled in shared memory
+  (MlaKernelConfig.gluon_swizzled_parts: the accumulator's 64-bit accesses meet 2-way bank conflicts at 16 rows and
+  4-way at 32 unswizzled). Predicted: fp8 split at 32 heads -4..-8% (to within +-3% of S^T whole), at 16 -1..-3%.
 - `triton_gluon_stages2`: the Gluon tile with a 2-stage KV ring, to time fp8 at 32 heads with S^T whole on the split
   tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T). H100
   (2026-12-06, 6 gated rows): no, whole on 2 stages 104.1 / 182.8 us at batch 64 / 128 against 103.8 / 184.1 on 3,
@@ -149,6 +152,8 @@ _variant("triton_gluon_split_k", "the Gluon tile, S^T's Q@K^T split by K between
          "plugin)", TritonGluonWs, gluon_split_k=True)
 _variant("triton_fp8q_split_k", "triton_fp8q, S^T's Q@K^T split by K between the 16-32 row Gluon consumers (A/B "
          "plugin)", TritonMlaFp8Query, gluon_split_k=True)
+_variant("triton_gluon_split_k_swizzled", "the Gluon tile, S^T split by K between the 16-32 row consumers, their "
+         "partial S^T in swizzled rows (A/B plugin)", TritonGluonWs, gluon_split_k=True, gluon_swizzled_parts=True)
 _variant("triton_gluon_whole_k", "the Gluon tile, S^T whole in each 16-32 row consumer (A/B plugin)", TritonGluonWs,
          gluon_split_k=False)
 _variant("triton_gluon_stages2", "the Gluon tile, its KV ring 2 deep (A/B plugin)", TritonGluonWs, gluon_stages=2)

@@ -53,6 +53,13 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
     assert not mla_config.tune_candidates(torch.float8_e4m3fn, 16, 1, 64)["gluon_ws,whole_k"].gluon_split_k
     assert mla_config.tune_candidates(torch.float8_e4m3fn, 32, 1, 64)["gluon_ws,split_k"].gluon_split_k
+    swizzled = dataclasses.replace(fp8_16, gluon_swizzled_parts=True)
+    assert mla_config.gluon_tile_name(swizzled) == \
+        "Gluon tile (fp8 q in one chain, S^T split by K, swizzled partial S^T, 232 registers)"
+    assert mla_config.gluon_tile_name(dataclasses.replace(swizzled, gluon_split_k=False)) == \
+        "Gluon tile (fp8 q in one chain, 232 registers)"  # no split, no partials to swizzle
+    assert mla_config.tune_candidates(torch.float8_e4m3fn, 16, 1, 64)["gluon_ws,swizzled_parts"] == swizzled
+    assert "gluon_ws,swizzled_parts" not in mla_config.tune_candidates(BF16, 16, 1, 64)  # no split there
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -215,7 +222,10 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                                                   gluon_stages=3)),
                                                 (torch.float8_e4m3fn, 16, 1, dict(gluon_split_k=False)),
                                                 (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True)),
-                                                (torch.bfloat16, 32, 1, dict(gluon_split_k=True))):
+                                                (torch.bfloat16, 32, 1, dict(gluon_split_k=True)),
+                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_swizzled_parts=True)),
+                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True,
+                                                                                  gluon_swizzled_parts=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -225,7 +235,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 13 and launched.count("_split_q_kernel") == 8, launched
+    assert launched.count("_kernel") == 15 and launched.count("_split_q_kernel") == 10, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -326,6 +336,22 @@ def test_gluon_ws_with_s_split_by_k_matches_reference(kv_dtype, nhead, programs,
     ref, _ = mla_decode_reference(q, kv, SM_SCALE, 1)
     config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), **{"gluon_split_k": True, **more})
     assert_matches_reference(_gluon_out(q, kv, lens, programs, config), ref, torch.bfloat16)
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("kv_dtype,nhead,programs", [(torch.float8_e4m3fn, 16, 132), (torch.float8_e4m3fn, 32, 7),
+                                                     (torch.bfloat16, 32, 132)])
+def test_swizzled_partial_scores_keep_the_bits(kv_dtype, nhead, programs):
+    """MlaKernelConfig.gluon_swizzled_parts moves where the split's partial S^T lies in shared memory, not what is
+    added: the output is the unswizzled split's, bit for bit (which test_gluon_ws_with_s_split_by_k_matches_reference
+    holds to the reference)."""
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, kv_dtype, nhead, 5 * nhead + programs)
+    split = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), gluon_split_k=True)
+    swizzled = dataclasses.replace(split, gluon_swizzled_parts=True)
+    assert torch.equal(_gluon_out(q, kv, lens, programs, split), _gluon_out(q, kv, lens, programs, swizzled))
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")

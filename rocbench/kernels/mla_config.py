@@ -145,6 +145,14 @@ class MlaKernelConfig:
     # fp8 nhead 32 what it takes on 3 (104.1 / 182.8 us against 103.8 / 184.1 at batch 64 / 128, split 109.4 / 197.7;
     # device_moe.sh mla-split-k-stages). gluon_ws_config takes it for fp8 at 16 heads
     gluon_split_k: bool = False
+    # with gluon_split_k: the partial S^T's rows swizzled in shared memory (mla_gluon._partial_scores_layout). Why: the
+    # consumers store and load it in the wgmma accumulator's layout, whose 64-bit accesses put a half-warp on four
+    # tokens' rows 64 or 128 bytes apart, the same banks unswizzled: 2-way conflicts at 16 rows, 4-way at 32 (8 KB
+    # stored and 8 KB loaded per consumer and block at 32 rows, between the two consumers' barrier, so every cycle of
+    # it is waited for). The split's loss at 32 heads was not its lost KV stage (above). Offline sm_90 (Triton 3.6):
+    # see mla_gluon. Predicted: fp8 split at 32 heads -4..-8% (to within +-3% of S^T whole), at 16 heads -1..-3%.
+    # Untimed
+    gluon_swizzled_parts: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -289,6 +297,8 @@ def gluon_tile_name(config: MlaKernelConfig) -> str:
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block"),
                                    (config.gluon_split_k and config.max_tile_rows < 64, "S^T split by K"),
+                                   (config.gluon_split_k and config.gluon_swizzled_parts and config.max_tile_rows < 64,
+                                    "swizzled partial S^T"),
                                    (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
@@ -442,6 +452,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             else:  # 16-32 rows: S^T by K between the consumers, or whole in each
                 split_k = "whole_k" if gluon.gluon_split_k else "split_k"
                 options[f"gluon_ws,{split_k}"] = dataclasses.replace(gluon, gluon_split_k=not gluon.gluon_split_k)
+                if gluon.gluon_split_k:  # its partial S^T's rows swizzled, or not
+                    parts = "plain_parts" if gluon.gluon_swizzled_parts else "swizzled_parts"
+                    options[f"gluon_ws,{parts}"] = dataclasses.replace(
+                        gluon, gluon_swizzled_parts=not gluon.gluon_swizzled_parts)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
             options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all

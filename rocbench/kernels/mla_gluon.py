@@ -17,9 +17,9 @@ and no row past the sequence's end is read (the cache past it may hold anything,
 
 16-32 query rows (nhead 16 / 32): the same kernel, producer and two consumers with the block's 64 tokens
 on the MMAs' M side (S^T = K q^T, the softmax down the columns, P^T through each consumer's own shared buffer,
-O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8. Each consumer multiplies all of S^T; with gluon_split_k (untimed,
-off by default) they split its Q@K^T by K and add their partial products through shared memory (fp8 at 32 rows then
-takes 2 stages).
+O^T += V^T P^T), 2 KV stages in bf16, 3 in fp8. Each consumer multiplies all of S^T; with gluon_split_k (fp8's
+config at 16 heads) they split its Q@K^T by K and add their partial products through shared memory (fp8 at 32 rows
+then takes 2 stages), in rows swizzled against bank conflicts with gluon_swizzled_parts (untimed, off by default).
 
 fp8 (e4m3fn) KV: q is split first into two fp8 parts with per-row scales (a small Triton kernel; the Triton 64-row
 tile splits it in-kernel the same way), at one scale so that both parts' Q@K^T is one MMA chain (gluon_one_chain), or
@@ -505,6 +505,18 @@ def _add_partial_scores(s, s_parts, exchanged, it, DV_BASE: gl.constexpr):
     return s + s_parts.index((it % 2) * 2 + 1 - DV_BASE // HALF).load(s.type.layout)
 
 
+@gluon.constexpr_function
+def _partial_scores_layout(rows, swizzled):
+    """The shared layout of a consumer's partial S^T ([64 tokens, rows] fp32, rows 16 or 32: 64 or 128 bytes). Its
+    stores and loads are the wgmma accumulator's: per 64-bit access, a half-warp covers 4 tokens x 8 rows, 32 bytes of
+    each token's row. Unswizzled those four 32-byte pieces fall in the same banks every 128 bytes: 2-way conflicts at
+    16 rows, 4-way at 32. Swizzled, the 32-byte vectors are XORed by the token (every 128 bytes' worth of tokens) so
+    that the four land in four bank groups (MlaKernelConfig.gluon_swizzled_parts)."""
+    if not swizzled:
+        return gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    return gl.SwizzledSharedLayout(8, 128 // (rows * 4), rows // 8, [1, 0])
+
+
 @gluon.jit
 def _kv_box(kv_smem, i):
     """Box i of the KV ring as a [64, 64] operand (the TMA writes it as [1, 64, 64], a page's slice)."""
@@ -611,7 +623,8 @@ def _barriers(NUM_STAGES: gl.constexpr):
 def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_INDICES, OUT, PART_OUT, PART_LSE,
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
-            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr, SPLIT_K: gl.constexpr):
+            CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr, SPLIT_K: gl.constexpr,
+            SWIZZLE_PARTS: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -648,7 +661,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
             mbarrier.init(exchanged.index(i), count=2)
         fence_async_shared()
     elif SPLIT_K and ROWS < BLOCK:  # the 16-32 row consumers' partial S^T, two slots each, and the barrier of both
-        stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS], _partial_scores_layout(ROWS, SWIZZLE_PARTS))
         p_halves = q_smem
         exchanged = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
         mbarrier.init(exchanged.index(0), count=2)
@@ -756,15 +769,15 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
            regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False,
-           stages: int = 0, split_k: bool = False) -> None:
+           stages: int = 0, split_k: bool = False, swizzled_parts: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
     kernel, counted in the call's time). one_chain, regs, split_s, remat_q: MlaKernelConfig.gluon_one_chain (fp8 only),
     gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
     (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend).
-    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`). split_k:
-    MlaKernelConfig.gluon_split_k (16-32 row tiles only)."""
+    stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`). split_k, swizzled_parts:
+    MlaKernelConfig.gluon_split_k (16-32 row tiles only), gluon_swizzled_parts (with split_k)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -793,7 +806,8 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     split_k = split_k and rows < TILE
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows, split_k),
                                       ONE_CHAIN=one_chain, SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
-                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, SPLIT_K=split_k, **options)
+                                      REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, SPLIT_K=split_k,
+                                      SWIZZLE_PARTS=split_k and swizzled_parts, **options)
 
 
 __all__ = ["attend", "split_q"]
