@@ -150,8 +150,10 @@ class MlaKernelConfig:
     # tokens' rows 64 or 128 bytes apart, the same banks unswizzled: 2-way conflicts at 16 rows, 4-way at 32 (8 KB
     # stored and 8 KB loaded per consumer and block at 32 rows, between the two consumers' barrier, so every cycle of
     # it is waited for). The split's loss at 32 heads was not its lost KV stage (above). Offline sm_90 (Triton 3.6):
-    # see mla_gluon. Predicted: fp8 split at 32 heads -4..-8% (to within +-3% of S^T whole), at 16 heads -1..-3%.
-    # Untimed
+    # the same 18 STS.64 and 16 LDS.64, 16-32 more SASS lines; no spills at fp8 16 rows and bf16 32; at fp8 32 rows
+    # (240 registers) one more spilled word, reloaded once per block after the exchange's barrier. The default split
+    # (unswizzled) compiles to the 3560 lines Nsight Compute profiled. Predicted: fp8 split at 32 heads -4..-8% (to
+    # within +-3% of S^T whole), at 16 heads -1..-3%. Untimed
     gluon_swizzled_parts: bool = False
 
 
