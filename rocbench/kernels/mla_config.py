@@ -296,11 +296,10 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
 def gluon_tile_name(config: MlaKernelConfig) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
     q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
+    split_k = config.gluon_split_k and config.max_tile_rows < 64  # 64-row tiles split S by tokens instead
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
-                                   (config.gluon_remat_q, "q descriptors per block"),
-                                   (config.gluon_split_k and config.max_tile_rows < 64, "S^T split by K"),
-                                   (config.gluon_split_k and config.gluon_swizzled_parts and config.max_tile_rows < 64,
-                                    "swizzled partial S^T"),
+                                   (config.gluon_remat_q, "q descriptors per block"), (split_k, "S^T split by K"),
+                                   (split_k and config.gluon_swizzled_parts, "swizzled partial S^T"),
                                    (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 

@@ -372,7 +372,7 @@ def reduce_shape(merged_rows: int, invariant: bool, config: MlaKernelConfig | No
     shape = WIDE_REDUCE if merged_rows < 512 else NARROW_REDUCE
     if config is None or not (config.reduce_cols or config.reduce_chunk):
         if most_partials:
-            shape = ReduceShape(shape.cols, chunk=min(shape.chunk, max(2, 1 << (most_partials - 1).bit_length())))
+            shape = ReduceShape(shape.cols, chunk=min(shape.chunk, max(2, triton.next_power_of_2(most_partials))))
         return shape
     shape = ReduceShape(cols=config.reduce_cols or shape.cols, chunk=config.reduce_chunk or shape.chunk)
     powers_of_two = all(n > 0 and n & (n - 1) == 0 for n in (shape.cols, shape.chunk))
