@@ -24,6 +24,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from tabulate import tabulate
+
 MARKERS = ("QGMMA", "HGMMA", "F2FP", "SYNCS", "UTMALDG", "LDS", "STS", "BAR", "MUFU", "SHFL", "LDG", "STG", "STL",
            "LDL", "EXIT")
 SAMPLES = "Warp Stall Sampling (All Samples)"
@@ -81,22 +83,25 @@ def _top_reasons(lines: list[SassLine], count: int = 3) -> str:
     return ", ".join(f"{r} {v / samples:.0%}" for r, v in total.most_common(count) if v) if samples else ""
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
 def digest(lines: list[SassLine], stretch: int, top: int) -> str:
     samples = sum(line.samples for line in lines)
     total = samples or 1.0  # shares of nothing are 0%
-    out = [f"{len(lines)} SASS lines, {samples:.0f} warp-state samples", "",
-           "| lines | samples | most executed | marks | top stalls |", "|---|---|---|---|---|"]
+    stretches = []
     for first in range(0, len(lines), stretch):
         part = lines[first:first + stretch]
         marks = collections.Counter(m for line in part for m in MARKERS if line.opcode.startswith(m))
-        out.append(f"| {first}-{first + len(part) - 1} | {sum(x.samples for x in part) / total:.1%} "
-                   f"| {max(x.executed for x in part):.0f} | {' '.join(f'{m} {n}' for m, n in marks.items())} "
-                   f"| {_top_reasons(part)} |")
-    out += ["", "| line | samples | executed | SASS | top stalls |", "|---|---|---|---|---|"]
-    for line in sorted(lines, key=lambda x: -x.samples)[:top]:
-        out.append(f"| {line.index} | {line.samples / total:.2%} | {line.executed:.0f} | `{line.source[:60]}` "
-                   f"| {_top_reasons([line])} |")
-    return "\n".join(out)
+        stretches.append([f"{first}-{first + len(part) - 1}", f"{sum(x.samples for x in part) / total:.1%}",
+                          f"{max(x.executed for x in part):.0f}", " ".join(f"{m} {n}" for m, n in marks.items()),
+                          _top_reasons(part)])
+    busiest = [[str(line.index), f"{line.samples / total:.2%}", f"{line.executed:.0f}", f"`{line.source[:60]}`",
+                _top_reasons([line])] for line in sorted(lines, key=lambda x: -x.samples)[:top]]
+    return "\n\n".join([f"{len(lines)} SASS lines, {samples:.0f} warp-state samples",
+                         _table(["lines", "samples", "most executed", "marks", "top stalls"], stretches),
+                         _table(["line", "samples", "executed", "SASS", "top stalls"], busiest)])
 
 
 def kinds(lines: list[SassLine], first: int, last: int) -> str:
@@ -106,8 +111,8 @@ def kinds(lines: list[SassLine], first: int, last: int) -> str:
     by_kind = collections.Counter()
     for line in part:
         by_kind[next((kind for prefix, kind in KINDS if line.opcode.startswith(prefix)), "other")] += line.samples
-    out = [f"lines {first}-{last}: {sum(x.samples for x in part):.0f} samples", "", "| kind | share |", "|---|---|"]
-    return "\n".join(out + [f"| {kind} | {n / total:.1%} |" for kind, n in by_kind.most_common()])
+    shares = [[kind, f"{n / total:.1%}"] for kind, n in by_kind.most_common()]
+    return f"lines {first}-{last}: {sum(x.samples for x in part):.0f} samples\n\n" + _table(["kind", "share"], shares)
 
 
 def main() -> None:
