@@ -660,8 +660,9 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         for i in gl.static_range(4):
             mbarrier.init(exchanged.index(i), count=2)
         fence_async_shared()
-    elif SPLIT_K and ROWS < BLOCK:  # the 16-32 row consumers' partial S^T, two slots each, and the barrier of both
-        stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS], _partial_scores_layout(ROWS, SWIZZLE_PARTS))
+    elif SPLIT_K:  # 16-32 rows (the launcher sees to it): the partial S^T, two slots per consumer, a barrier of both
+        stats_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK, ROWS],
+                                               _partial_scores_layout(ROWS, SWIZZLE_PARTS))
         p_halves = q_smem
         exchanged = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
         mbarrier.init(exchanged.index(0), count=2)
