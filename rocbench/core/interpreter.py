@@ -23,6 +23,21 @@ def _probe_kernel(bound_ptr, out_ptr):  # a loop whose bound comes from memory, 
 
 
 @functools.cache
+def import_what_the_interpreter_imports_late() -> None:
+    """Triton's interpreter (3.6-3.9) imports Gluon at its first kernel run in a process (jit.mangle_type, for Gluon's
+    tensor descriptors) while it has triton.language patched: Gluon's builtins are made from tl's, so they wrap the
+    interpreter's stand-ins for good, and every later Gluon compile in that process fails ("Did you forget to add
+    @triton.gluon.jit ?": a GPU test worker that had probed the interpreter, then compiled the Gluon MLA tile). The
+    same call outside a kernel run imports it first. Idempotent; nothing where Triton lacks it."""
+    import torch
+    import triton
+
+    mangle_type = getattr(triton.runtime.jit, "mangle_type", None)
+    if mangle_type is not None:
+        mangle_type(torch.empty(1))
+
+
+@functools.cache
 def interpreter_problem() -> str | None:
     """None if the interpreter runs the probe correctly here, else one line saying why not.
 
@@ -32,6 +47,7 @@ def interpreter_problem() -> str | None:
     import torch
     import triton
 
+    import_what_the_interpreter_imports_late()
     bound = torch.tensor([3], dtype=torch.int32)
     out = torch.zeros(1, dtype=torch.int32)
     try:
