@@ -48,18 +48,20 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     for nhead in (16, 32):  # the 16-32 row tile: S^T split by K is a candidate; 64 rows split S by tokens instead
         assert mla_config.tune_candidates(BF16, nhead, 1, 64)["gluon_ws,split_k"] == split_k
     assert "gluon_ws,split_k" not in mla_config.tune_candidates(BF16, 64, 1, 64)
-    fp8_16 = mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1)  # fp8 at 16 heads splits it; whole is the other
-    assert fp8_16.gluon_split_k and mla_config.gluon_tile_name(fp8_16) == \
-        "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
-    assert not mla_config.tune_candidates(torch.float8_e4m3fn, 16, 1, 64)["gluon_ws,whole_k"].gluon_split_k
-    assert mla_config.tune_candidates(torch.float8_e4m3fn, 32, 1, 64)["gluon_ws,split_k"].gluon_split_k
-    swizzled = dataclasses.replace(fp8_16, gluon_swizzled_parts=True)
-    assert mla_config.gluon_tile_name(swizzled) == \
+    for nhead in (16, 32):  # fp8 splits it at 16-32 heads in swizzled rows; whole and plain rows are the others
+        fp8 = mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1)
+        assert fp8.gluon_split_k and fp8.gluon_swizzled_parts
+        candidates = mla_config.tune_candidates(torch.float8_e4m3fn, nhead, 1, 64)
+        assert candidates["gluon_ws,whole_k"] == dataclasses.replace(fp8, gluon_split_k=False)
+        assert candidates["gluon_ws,plain_parts"] == dataclasses.replace(fp8, gluon_swizzled_parts=False)
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1)) == \
         "Gluon tile (fp8 q in one chain, S^T split by K, swizzled partial S^T, 232 registers)"
-    assert mla_config.gluon_tile_name(dataclasses.replace(swizzled, gluon_split_k=False)) == \
+    plain = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1), gluon_swizzled_parts=False)
+    assert mla_config.gluon_tile_name(plain) == "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
+    assert mla_config.gluon_tile_name(dataclasses.replace(plain, gluon_split_k=False, gluon_swizzled_parts=True)) == \
         "Gluon tile (fp8 q in one chain, 232 registers)"  # no split, no partials to swizzle
-    assert mla_config.tune_candidates(torch.float8_e4m3fn, 16, 1, 64)["gluon_ws,swizzled_parts"] == swizzled
-    assert "gluon_ws,swizzled_parts" not in mla_config.tune_candidates(BF16, 16, 1, 64)  # no split there
+    assert mla_config.tune_candidates(BF16, 32, 1, 64)["gluon_ws,split_k"] == split_k  # unswizzled where not fp8
+    assert not {"gluon_ws,swizzled_parts", "gluon_ws,plain_parts"} & set(mla_config.tune_candidates(BF16, 16, 1, 64))
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -221,11 +223,11 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
                                                                                   gluon_stages=3)),
                                                 (torch.float8_e4m3fn, 16, 1, dict(gluon_split_k=False)),
-                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True)),
+                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=False)),
                                                 (torch.bfloat16, 32, 1, dict(gluon_split_k=True)),
-                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_swizzled_parts=True)),
-                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=True,
-                                                                                  gluon_swizzled_parts=True))):
+                                                (torch.float8_e4m3fn, 16, 1, dict(gluon_swizzled_parts=False)),
+                                                (torch.float8_e4m3fn, 32, 1, {}),
+                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_swizzled_parts=False))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -235,7 +237,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 15 and launched.count("_split_q_kernel") == 10, launched
+    assert launched.count("_kernel") == 16 and launched.count("_split_q_kernel") == 11, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -349,7 +351,8 @@ def test_swizzled_partial_scores_keep_the_bits(kv_dtype, nhead, programs):
     holds to the reference)."""
     lens = [175, 2793, 64, 700, 1]
     q, kv = _case(lens, 64, kv_dtype, nhead, 5 * nhead + programs)
-    split = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), gluon_split_k=True)
+    split = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, 1), gluon_split_k=True,
+                                gluon_swizzled_parts=False)
     swizzled = dataclasses.replace(split, gluon_swizzled_parts=True)
     assert torch.equal(_gluon_out(q, kv, lens, programs, split), _gluon_out(q, kv, lens, programs, swizzled))
 

@@ -143,7 +143,8 @@ class MlaKernelConfig:
     # nhead 16 0.88-0.91x (batch 64 uniform 88.9 -> 81.1 us), q in one fp8 part 0.95-0.96x; fp8 nhead 32 1.05-1.08x
     # slower (1.14-1.18x with q in one part), bf16 0.99-1.00x. Not its 2 stages against 3: S^T whole on 2 stages took
     # fp8 nhead 32 what it takes on 3 (104.1 / 182.8 us against 103.8 / 184.1 at batch 64 / 128, split 109.4 / 197.7;
-    # device_moe.sh mla-split-k-stages). gluon_ws_config takes it for fp8 at 16 heads
+    # device_moe.sh mla-split-k-stages); it was the bank conflicts (gluon_swizzled_parts, below). gluon_ws_config takes
+    # it, swizzled, for fp8 at 16 and 32 heads
     gluon_split_k: bool = False
     # with gluon_split_k: the partial S^T's rows swizzled in shared memory (mla_gluon._partial_scores_layout). Why: the
     # consumers store and load it in the wgmma accumulator's layout, whose 64-bit accesses put a half-warp on four
@@ -153,7 +154,11 @@ class MlaKernelConfig:
     # the same 18 STS.64 and 16 LDS.64, 16-32 more SASS lines; no spills at fp8 16 rows and bf16 32; at fp8 32 rows
     # (240 registers) one more spilled word, reloaded once per block after the exchange's barrier. The default split
     # (unswizzled) compiles to the 3560 lines Nsight Compute profiled. Predicted: fp8 split at 32 heads -4..-8% (to
-    # within +-3% of S^T whole), at 16 heads -1..-3%. Untimed
+    # within +-3% of S^T whole), at 16 heads -1..-3%. H100 (2026-12-06, kernel_us, ctx 4096 uniform, batch 64 / 128,
+    # 32 gated rows, device_moe.sh mla-swizzled-parts): fp8 nhead 32 0.88 / 0.86x the unswizzled split (109.97 ->
+    # 96.85, 199.43 -> 171.60 us), 0.93 / 0.94x S^T whole (103.86, 183.01 us): confirmed, beyond the prediction; fp8
+    # nhead 16 1.00x (79.99 -> 79.87, 140.00 -> 140.59 us: refuted, no gain), bf16 0.99-1.01x. gluon_ws_config takes
+    # it wherever it splits
     gluon_swizzled_parts: bool = False
 
 
@@ -280,8 +285,9 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     (gluon_split_s), 16 or 32 rows below, one program per SM (its ~220 KB of shared memory); fp8 with q's two parts in
     one chain (gluon_one_chain) and, from 32 heads, 240 registers per consumer thread (gluon_regs) and q's descriptors
     made at each KV block (gluon_remat_q; H100, 2026-12-06, 32 gated rows: fp8 nhead 32 1.03-1.10x, 64-128
-    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there); fp8 at 16 heads with S^T split by K between its
-    consumers (gluon_split_k: 0.88-0.91x there, slower at 32). None where it has no tile. More than one query
+    1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there); fp8 at 16-32 heads with S^T split by K between
+    its consumers through swizzled rows (gluon_split_k, gluon_swizzled_parts: 0.89-0.90x S^T whole at 16 heads,
+    0.93-0.94x at 32). None where it has no tile. More than one query
     token (MTP) only with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV
     once per query token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the
     Triton tile holds all of a sequence's query rows and reads its KV once."""
@@ -290,7 +296,7 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
     return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=fp8, gluon_split_s=rows == 64,
                            gluon_regs=240 if fp8 and nhead >= 32 else 232, gluon_remat_q=fp8 and nhead >= 32,
-                           gluon_split_k=fp8 and nhead == 16)
+                           gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64)
 
 
 def gluon_tile_name(config: MlaKernelConfig) -> str:
