@@ -423,6 +423,16 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                     --backends "$backend"
                 head -12 "$OUT/ncu-nhead32-batch64-fp8-$backend.md"
             done ;;
+        moe16-modes)  # DeepSeek-R1 TP 8 x 16 tokens: kernel_us samples near 148 or 168 us, graph_us steady at 158;
+            # are the first samples of a row the slow ones? 12 samples (as the converged rows took) thrice, 400, and
+            # make bench's way (graph then kernel, the stopping rule)
+            for run in 12a 12b 12c 400 rule; do
+                iters=(--iters "${run%[abc]}")
+                times=(--times kernel)
+                [ "$run" = rule ] && iters=() && times=()
+                step 120 $PY -m rocbench moe --model deepseek-r1 --tp 8 --tokens 16 --layout interleave,separated \
+                    "${times[@]}" "${iters[@]}" --skip-batch-probes --out "$OUT/ab-moe16-modes-$run" | tail -4
+            done ;;
         mla-gluon-split-k)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3
             mla_ab 200 6 mla-gluon-split-k --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 \
