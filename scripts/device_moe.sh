@@ -66,9 +66,14 @@
 #   mla-swizzled-parts  the split tile's partial S^T in swizzled rows (MlaKernelConfig.gluon_swizzled_parts): its GPU
 #               tests, then triton against triton_gluon_split_k, triton_gluon_split_k_swizzled and triton_gluon_whole_k
 #               at nhead 16 / 32 x batch 64 / 128 x bf16 / fp8, uniform. Predicted: fp8 split at 32 heads -4..-8% (to
-#               within +-3% of whole), at 16 -1..-3%; bf16 within +-2% (about 150 s)
+#               within +-3% of whole), at 16 -1..-3%; bf16 within +-2% (about 150 s). H100 (2026-12-06, 71 s): fp8 32
+#               heads 0.86-0.88x the plain split, 0.93-0.94x whole; 16 heads 1.00x: built in for fp8 (99b87a4)
 #   ncu-split-k-32  Nsight Compute's source counters (and digests) of the 32-row fp8 tile at batch 64 with S^T split by
-#               K and whole: where the split's 5-8% goes at 32 heads, where it gains 9-12% at 16 (about 150 s)
+#               K and whole: where the split's 5-8% goes at 32 heads, where it gains 9-12% at 16 (about 150 s; moot
+#               since the swizzled split wins at 32)
+#   moe16-modes  DeepSeek-R1 TP 8 x 16 tokens, both layouts, kernel_us at 12 samples in three processes, at 400, and
+#               as make bench takes it, each with --save-samples: are a row's first samples the slow mode (168 against
+#               148 us in two make bench runs, graph_us 158 throughout)? (about 100 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -425,13 +430,14 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             done ;;
         moe16-modes)  # DeepSeek-R1 TP 8 x 16 tokens: kernel_us samples near 148 or 168 us, graph_us steady at 158;
             # are the first samples of a row the slow ones? 12 samples (as the converged rows took) thrice, 400, and
-            # make bench's way (graph then kernel, the stopping rule)
+            # make bench's way (graph then kernel, the stopping rule); every sample in order in each run's samples.csv
             for run in 12a 12b 12c 400 rule; do
                 iters=(--iters "${run%[abc]}")
                 times=(--times kernel)
                 [ "$run" = rule ] && iters=() && times=()
                 step 120 $PY -m rocbench moe --model deepseek-r1 --tp 8 --tokens 16 --layout interleave,separated \
-                    "${times[@]}" "${iters[@]}" --skip-batch-probes --out "$OUT/ab-moe16-modes-$run" | tail -4
+                    "${times[@]}" "${iters[@]}" --skip-batch-probes --save-samples --out "$OUT/ab-moe16-modes-$run" \
+                    | tail -4
             done ;;
         mla-gluon-split-k)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3

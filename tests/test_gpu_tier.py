@@ -41,7 +41,7 @@ def test_mla_and_moe_gates_hold_under_graph_replay_in_bf16_and_fp8(tmp_path):
 
 def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
     proc = rocbench("mla", "--nhead", "64", "--batch", "4", "--ctx", "2048", "--kv-dtype", "bf16", "--ctx-dist",
-                    "uniform", "--max-time", "0.2", "--out", str(tmp_path), on_gpu=True)
+                    "uniform", "--max-time", "0.2", "--save-samples", "--out", str(tmp_path), on_gpu=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = latest_run(tmp_path, "mla")
     frame = results(run)
@@ -53,6 +53,15 @@ def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
     assert frame["speedup_vs_split_kv_graph"].notna().iloc[1] and meta(run)["copy_bw_GBps"] > 100
     assert meta(run)["roofline"]["mma_tflops"]["bf16"] > 10 and "8192" in meta(run)["roofline"]["how"]
     assert frame["devices"].tolist() == ["cuda:0", "cuda:0"]
+    # --save-samples: every sample of both times, in order; the row's median is theirs
+    samples = pd.read_csv(run / "samples.csv")
+    for row in frame.itertuples():
+        for basis in ("kernel", "graph"):
+            mine = samples[(samples["case"] == row.case) & (samples["backend"] == row.backend) &
+                           (samples["time"] == basis)]
+            assert mine["index"].tolist() == list(range(len(mine)))
+            assert mine["us"].notna().sum() == getattr(row, f"{basis}_samples")
+            assert mine["us"].median() == pytest.approx(getattr(row, f"{basis}_us_median"), rel=1e-9)
 
 
 def test_selfcheck_passes_briefly(tmp_path):

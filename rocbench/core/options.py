@@ -23,6 +23,7 @@ class RunOptions:
     tune: bool = False
     require_batch_invariant: bool = False
     skip_batch_probes: bool = False
+    save_samples: bool = False  # every timing sample, in order, to samples.csv
     # Measured once per run (rank 0, before the first case) and handed to every rank for its % columns.
     roofline: Roofline | None = None
 

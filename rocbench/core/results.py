@@ -148,6 +148,37 @@ class ResultsWriter:
         return pd.DataFrame(self.rows, columns=self.columns)
 
 
+SAMPLES_FILE = "samples.csv"
+SAMPLES_COLUMNS = ["case", "backend", "time", "index", "us"]
+
+
+def samples_key(time: str) -> str:
+    """The private row key under which a rank hands the recorder one time's samples (--save-samples)."""
+    return f"_samples_{time}"
+
+
+def take_samples(row: dict) -> dict[str, list[float]]:
+    """The samples a row carries, per time, removed from it (they go to samples.csv, not results.csv)."""
+    return {time: list(row.pop(samples_key(time))) for time in TIMES if samples_key(time) in row}
+
+
+def append_samples(run_dir: Path, case: str, backend: str, samples: dict[str, list[float]]) -> None:
+    """One row's samples appended to samples.csv, one line each in the order taken (NaN, a dropped sample, is
+    written empty), under the same lock and flush as results.csv's rows."""
+    lines = [(case, backend, time, index, value) for time, values in samples.items()
+             for index, value in enumerate(values)]
+    if not lines:
+        return
+    with open(Path(run_dir) / SAMPLES_FILE, "a", newline="") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            pd.DataFrame(lines, columns=SAMPLES_COLUMNS).to_csv(handle, header=handle.tell() == 0, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def read_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "results.csv"
     if not path.exists():

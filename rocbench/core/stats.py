@@ -69,6 +69,7 @@ class TimingStats:
     samples: int  # kept
     dropped: int  # taken below 75% of the default clock
     noise: float  # relative noise of the median (see median_noise)
+    values_us: tuple[float, ...] = ()  # every sample in the order taken, NaN where dropped (--save-samples)
 
     @staticmethod
     def from_samples(samples_us: Sequence[float]) -> "TimingStats":
@@ -77,9 +78,9 @@ class TimingStats:
         dropped = int(len(arr) - len(kept))
         if len(kept) == 0:
             nan = float("nan")
-            return TimingStats(nan, nan, nan, 0, dropped, math.inf)
+            return TimingStats(nan, nan, nan, 0, dropped, math.inf, tuple(arr.tolist()))
         return TimingStats(float(np.median(kept)), float(np.percentile(kept, 10)), float(np.percentile(kept, 90)),
-                           len(kept), dropped, median_noise(kept))
+                           len(kept), dropped, median_noise(kept), tuple(arr.tolist()))
 
 
 def slowest_rank(per_rank: Sequence[Sequence[float]]) -> list[float]:

@@ -42,6 +42,9 @@ COMMON = (
     Param("times", "Which times to take: kernel (profiler records, launch gaps excluded) and/or graph (CUDA "
                    "graph of back-to-back calls).", choices(("kernel", "graph")), default_text(DEFAULTS.times),
           metavar="LIST"),
+    flag("save_samples", "Also write every timing sample, in the order taken, to samples.csv beside results.csv "
+                         "(one line per sample: case, backend, time, index, us; a dropped sample's us empty): a "
+                         "row's distribution and drift, which its median and p10/p90 summarize."),
     Param("warmup", "Untimed graph replays before the samples.", integer(0), default_text(DEFAULTS.warmup)),
     Param("seed", "Seed of every generated input.", integer(), default_text(DEFAULTS.seed)),
     Param("timeout", "Seconds one (case, backend) may take before it is recorded as a timeout.", number(1.0),

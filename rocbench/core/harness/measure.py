@@ -18,7 +18,7 @@ from rocbench.core.faults import inject
 from rocbench.core.axes import Case
 from rocbench.core.options import RunOptions
 from rocbench.core.roofline import Roofline
-from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED
+from rocbench.core.results import FAIL, FAULT, PASS, UNSUPPORTED, samples_key
 from rocbench.core.stats import StoppingRule
 from rocbench.core.suite import Backend, RankContext, Suite, Tolerance, Verdict
 
@@ -302,6 +302,8 @@ def time_backend(suite: Suite, backend: Backend, case: Case, ctx: RankContext, o
     row.update(timing_mode=graph.mode, graph_calls_per_sample=graph.calls_per_sample, graph_cold=graph.cold,
                clock_drops_graph=graph.stats.dropped, **clock_columns(before, after))
     row.update(time_and_rates("graph", graph.stats, work, ctx.roofline))
+    if opts.save_samples:
+        row[samples_key("graph")] = graph.stats.values_us
 
 
 def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, opts: RunOptions) -> RankResult:
@@ -326,6 +328,8 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
             fragment.update(clock_columns(before, clocks.read(reader)))
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),
                                        ctx.roofline))
+        if opts.save_samples:
+            fragment[samples_key("kernel")] = kernel.stats.values_us
     except PhaseError as err:
         fragment.update(status=FAULT, detail=f"kernel timing: {err.detail}")
         fatal = err.fatal

@@ -25,8 +25,9 @@ from rocbench.core.roofline import Roofline
 from rocbench.core.reporting.junit import write_junit
 from rocbench.core.platform import PlatformInfo, git_revision
 from rocbench.core.harness.ranks import GATE_STAGE, KERNEL_STAGE, Task
-from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, base_meta, columns_for, new_run_dir,
-                                   read_meta, read_results, speedup_column, write_meta)
+from rocbench.core.results import (BAD_STATUSES, FAULT, PASS, TIMES, ResultsWriter, append_samples, base_meta,
+                                   columns_for, new_run_dir, read_meta, read_results, speedup_column, take_samples,
+                                   write_meta)
 from rocbench.core.suite import Backend, Speedup, Suite
 
 LOCK_FILE = ".lock"  # held by the process that runs (or resumes) the run
@@ -108,6 +109,7 @@ class RunRecorder:
 
     def record(self, task: Task, row: dict) -> None:
         case, backend = self.cases[task.case], self.by_name[task.backend]
+        append_samples(self.run_dir, case.id, backend.name, take_samples(row))
         row = finish_row(self.suite, case, backend, self.world_size, row)
         self.timed.update(timed_medians([row]))
         add_speedups(row, self.timed, self.cases_by_id, self.speedups, self.default_twins)
@@ -116,6 +118,7 @@ class RunRecorder:
     def add_kernel_time(self, task: Task, fragment: dict) -> None:
         case_id = self.cases[task.case].id
         row = next(r for r in self.writer.rows if r["case"] == case_id and r["backend"] == task.backend)
+        append_samples(self.run_dir, case_id, task.backend, take_samples(fragment))
         fragment = {k: v for k, v in fragment.items() if k not in ("gate", "hosts", "devices")}
         row.update(fragment)
         self.timed.update(timed_medians([row]))
