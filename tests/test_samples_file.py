@@ -1,5 +1,6 @@
 """--save-samples: a row's timing samples leave the row for samples.csv, in the order taken (the GPU tier checks
 them against a timed row's columns)."""
+import io
 import math
 
 import pandas as pd
@@ -30,3 +31,31 @@ def test_the_option_is_one_declaration_for_the_cli_and_yaml(tmp_path):
         proc = invoke("sweep", str(sweep), "--dry-run")
         assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert invoke("mla", "--save-samples", "--dry-run").returncode == 0
+
+
+def test_the_recorder_writes_a_rows_samples_apart_from_its_columns(tmp_path):
+    """A rank's row (graph samples) and its kernel-time fragment (kernel samples) through the recorder: results.csv
+    keeps its schema, samples.csv gets both times' samples under the row's case and backend."""
+    from rich.console import Console
+
+    from rocbench.core.cli.command import suite_params
+    from rocbench.core.harness.ranks import Task
+    from rocbench.core.harness.recorder import RunRecorder
+    from rocbench.core.options import RunOptions
+    from rocbench.core.platform import detect
+    from tests import toy_addrmsnorm
+
+    suite = toy_addrmsnorm.SUITE
+    params = suite_params(suite, {"dtype": "fp32"})
+    cases = suite.cases(params)
+    backends = list(suite.backends)
+    recorder = RunRecorder.open(suite, params, RunOptions(save_samples=True), detect(), backends, cases, tmp_path,
+                                None, Console(file=io.StringIO()))
+    backend = backends[0].name
+    recorder.record(Task(0, backend), {"status": "pass", "graph_us_median": 2.0, samples_key("graph"): (2.0, 2.5)})
+    recorder.add_kernel_time(Task(0, backend), {"kernel_us_median": 1.0, samples_key("kernel"): (1.0,)})
+    frame = pd.read_csv(recorder.run_dir / "results.csv")
+    assert not [c for c in frame.columns if c.startswith("_")] and frame["kernel_us_median"].tolist() == [1.0]
+    samples = pd.read_csv(recorder.run_dir / SAMPLES_FILE)
+    assert samples[["case", "backend"]].drop_duplicates().values.tolist() == [[cases[0].id, backend]]
+    assert samples["time"].tolist() == ["graph", "graph", "kernel"] and samples["us"].tolist() == [2.0, 2.5, 1.0]
