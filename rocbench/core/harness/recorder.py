@@ -109,22 +109,24 @@ class RunRecorder:
 
     def record(self, task: Task, row: dict) -> None:
         case, backend = self.cases[task.case], self.by_name[task.backend]
-        append_samples(self.run_dir, case.id, backend.name, take_samples(row))
+        samples = take_samples(row)
         row = finish_row(self.suite, case, backend, self.world_size, row)
         self.timed.update(timed_medians([row]))
         add_speedups(row, self.timed, self.cases_by_id, self.speedups, self.default_twins)
         self.writer.append(row)
+        append_samples(self.run_dir, case.id, backend.name, samples)  # after its row: none of a row never recorded
 
     def add_kernel_time(self, task: Task, fragment: dict) -> None:
         case_id = self.cases[task.case].id
         row = next(r for r in self.writer.rows if r["case"] == case_id and r["backend"] == task.backend)
-        append_samples(self.run_dir, case_id, task.backend, take_samples(fragment))
+        samples = take_samples(fragment)
         fragment = {k: v for k, v in fragment.items() if k not in ("gate", "hosts", "devices")}
         row.update(fragment)
         self.timed.update(timed_medians([row]))
         for other in self.writer.rows:  # this row's kernel time may be another row's baseline
             add_speedups(other, self.timed, self.cases_by_id, self.speedups, self.default_twins)
         self.writer.rewrite()
+        append_samples(self.run_dir, case_id, task.backend, samples)
 
     def drive(self, executor: Executor) -> None:
         """Every missing row (gate and graph time), then every kernel time (a profiler session slows the process's
