@@ -71,6 +71,10 @@
 #   ncu-split-k-32  Nsight Compute's source counters (and digests) of the 32-row fp8 tile at batch 64 with S^T split by
 #               K and whole: where the split's 5-8% goes at 32 heads, where it gains 9-12% at 16 (about 150 s; moot
 #               since the swizzled split wins at 32)
+#   mla-convert-under-qk  the fp8 64-row Gluon tile converting V while its Q@K^T MMAs run
+#               (MlaKernelConfig.gluon_convert_under_qk): its GPU test (the same bits), then triton against
+#               triton_gluon_convert_under_qk and triton_fp8q against triton_fp8q_convert_under_qk, nhead 64 / 128 x batch
+#               64 / 128 x uniform / skewed, fp8. Predicted nhead 128 -8..-14%, 64 -5..-10% (about 150 s)
 #   moe16-modes  DeepSeek-R1 TP 8 x 16 tokens, both layouts, kernel_us at 12 samples in three processes, at 400, and
 #               as make bench takes it, each with --save-samples: are a row's first samples the slow mode (168 against
 #               148 us in two make bench runs, graph_us 158 throughout)? (about 100 s)
@@ -422,6 +426,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 2>&1 | tail -3
             mla_ab 200 14 mla-swizzled-parts --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --backends triton,triton_gluon_split_k,triton_gluon_split_k_swizzled,triton_gluon_whole_k ;;
+        mla-convert-under-qk)
+            step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "convert_under_qk" \
+                2>&1 | tail -3
+            mla_ab 240 18 mla-convert-under-qk --nhead 64,128 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform,skewed \
+                --backends triton,triton_gluon_convert_under_qk,triton_fp8q,triton_fp8q_convert_under_qk ;;
         ncu-split-k-32)  # where the split tile loses at 32 heads: its consumers' source counters beside the whole tile's
             for backend in triton_gluon_split_k triton_gluon_whole_k; do
                 ncu_source "$OUT/ncu-nhead32-batch64-fp8-$backend" 32 fp8 --plugin scripts/mla_variants_plugin.py \

@@ -74,6 +74,12 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
 - `triton_gluon_split_k_swizzled`: `triton_gluon_split_k` with the partial S^T's rows swizzled in shared memory
   (MlaKernelConfig.gluon_swizzled_parts: the accumulator's 64-bit accesses meet 2-way bank conflicts at 16 rows and
   4-way at 32 unswizzled). Predicted: fp8 split at 32 heads -4..-8% (to within +-3% of S^T whole), at 16 -1..-3%.
+  H100 (2026-12-06, 32 gated rows, `mla-gluon-swizzled-parts-ab-h100`): fp8 32 heads 0.86-0.88x the plain split
+  (`triton_gluon_split_k`, which sets plain rows since fp8's config swizzles them), 16 heads 1.00x; built in for fp8.
+- `triton_gluon_convert_under_qk`, `triton_fp8q_convert_under_qk`: the 64-row fp8 tile (S split) converting V to fp16
+  while its Q@K^T MMAs run rather than after their wait (MlaKernelConfig.gluon_convert_under_qk; the same bits).
+  Offline sm_90: the conversion's F2FP and STS.128 between the last QGMMA and the wait; spills 1 -> 3 stored words.
+  Predicted: fp8 nhead 128 -8..-14%, nhead 64 -5..-10%, triton_fp8q alike.
 - `triton_gluon_stages2`: the Gluon tile with a 2-stage KV ring, to time fp8 at 32 heads with S^T whole on the split
   tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T). H100
   (2026-12-06, 6 gated rows): no, whole on 2 stages 104.1 / 182.8 us at batch 64 / 128 against 103.8 / 184.1 on 3,
@@ -148,8 +154,8 @@ _variant("triton_fp8q_stages4", "triton_fp8q with the Gluon tile's KV ring 4 dee
          "A/B plugin)", TritonMlaFp8Query, gluon_stages=4)
 _variant("triton_gluon_hoisted_q", "the Gluon tile, q's wgmma descriptors hoisted out of the KV loop (built in before "
          "2026-12-06 for fp8; A/B plugin)", TritonGluonWs, gluon_remat_q=False)
-_variant("triton_gluon_split_k", "the Gluon tile, S^T's Q@K^T split by K between the 16-32 row consumers (A/B "
-         "plugin)", TritonGluonWs, gluon_split_k=True)
+_variant("triton_gluon_split_k", "the Gluon tile, S^T's Q@K^T split by K between the 16-32 row consumers, their "
+         "partial S^T in plain rows (A/B plugin)", TritonGluonWs, gluon_split_k=True, gluon_swizzled_parts=False)
 _variant("triton_fp8q_split_k", "triton_fp8q, S^T's Q@K^T split by K between the 16-32 row Gluon consumers (A/B "
          "plugin)", TritonMlaFp8Query, gluon_split_k=True)
 _variant("triton_gluon_split_k_swizzled", "the Gluon tile, S^T split by K between the 16-32 row consumers, their "
@@ -157,5 +163,9 @@ _variant("triton_gluon_split_k_swizzled", "the Gluon tile, S^T split by K betwee
 _variant("triton_gluon_whole_k", "the Gluon tile, S^T whole in each 16-32 row consumer (A/B plugin)", TritonGluonWs,
          gluon_split_k=False)
 _variant("triton_gluon_stages2", "the Gluon tile, its KV ring 2 deep (A/B plugin)", TritonGluonWs, gluon_stages=2)
+_variant("triton_gluon_convert_under_qk", "the Gluon tile, fp8 V converted while the 64-row consumers' Q@K^T MMAs run "
+         "(A/B plugin)", TritonGluonWs, gluon_convert_under_qk=True)
+_variant("triton_fp8q_convert_under_qk", "triton_fp8q, fp8 V converted while the 64-row Gluon consumers' Q@K^T MMAs "
+         "run (A/B plugin)", TritonMlaFp8Query, gluon_convert_under_qk=True)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)

@@ -62,6 +62,12 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         "Gluon tile (fp8 q in one chain, 232 registers)"  # no split, no partials to swizzle
     assert mla_config.tune_candidates(BF16, 32, 1, 64)["gluon_ws,split_k"] == split_k  # unswizzled where not fp8
     assert not {"gluon_ws,swizzled_parts", "gluon_ws,plain_parts"} & set(mla_config.tune_candidates(BF16, 16, 1, 64))
+    fp8_128 = mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)  # fp8 64-row tiles: V converted under Q@K^T
+    under = mla_config.tune_candidates(torch.float8_e4m3fn, 128, 1, 64)["gluon_ws,convert_under_qk"]
+    assert under == dataclasses.replace(fp8_128, gluon_convert_under_qk=True) != fp8_128
+    assert mla_config.gluon_tile_name(under) == \
+        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, V converted under Q@K^T, 240 registers)"
+    assert "gluon_ws,convert_under_qk" not in mla_config.tune_candidates(BF16, 128, 1, 64)  # bf16 converts nothing
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]
@@ -227,7 +233,10 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                 (torch.bfloat16, 32, 1, dict(gluon_split_k=True)),
                                                 (torch.float8_e4m3fn, 16, 1, dict(gluon_swizzled_parts=False)),
                                                 (torch.float8_e4m3fn, 32, 1, {}),
-                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_swizzled_parts=False))):
+                                                (torch.float8_e4m3fn, 32, 1, dict(gluon_swizzled_parts=False)),
+                                                (torch.float8_e4m3fn, 128, 1, dict(gluon_convert_under_qk=True)),
+                                                (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True,
+                                                                                  gluon_convert_under_qk=True))):
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
                 lens = [int(x) for x in io.kv.seq_lens]
@@ -237,7 +246,7 @@ def test_gluon_tile_compiles_for_sm90_offline():
             print(" ".join(driver.launched))
     """)
     launched = run_offline(script).split()
-    assert launched.count("_kernel") == 16 and launched.count("_split_q_kernel") == 11, launched
+    assert launched.count("_kernel") == 18 and launched.count("_split_q_kernel") == 13, launched
 
 
 @needs_interpreter(on_cpu_only=True)
@@ -355,6 +364,25 @@ def test_swizzled_partial_scores_keep_the_bits(kv_dtype, nhead, programs):
                                 gluon_swizzled_parts=False)
     swizzled = dataclasses.replace(split, gluon_swizzled_parts=True)
     assert torch.equal(_gluon_out(q, kv, lens, programs, split), _gluon_out(q, kv, lens, programs, swizzled))
+
+
+@pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")
+@pytest.mark.gpu
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.parametrize("nhead,programs,more", [(64, 132, {}), (128, 7, {}), (128, 132, {"gluon_one_chain": False}),
+                                                 (64, 7, {"fp8_qk": True, "fp8_q_one_part": True})])
+def test_v_converted_under_qk_keeps_the_bits(nhead, programs, more):
+    """MlaKernelConfig.gluon_convert_under_qk moves fp8 V's conversion to fp16 between the 64-row consumers' Q@K^T MMAs
+    and their wait, with q's parts in one chain, in two (between the parts) and in one part: the same operations in
+    another order, so the tile's output bit for bit (a stage released before its MMAs' wait would let the producer
+    overwrite K under them)."""
+    lens = [175, 2793, 64, 700, 1]
+    q, kv = _case(lens, 64, torch.float8_e4m3fn, nhead, 7 * nhead + programs)
+    if more.get("fp8_q_one_part"):
+        q = q_on_the_fp8_grid(len(lens), nhead, torch.bfloat16, torch.Generator().manual_seed(programs))
+    config = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, nhead, 1), **more)
+    under = dataclasses.replace(config, gluon_convert_under_qk=True)
+    assert torch.equal(_gluon_out(q, kv, lens, programs, config), _gluon_out(q, kv, lens, programs, under))
 
 
 @pytest.mark.skipif(not GLUON_HERE, reason="a Hopper (sm_90) kernel in Triton 3.6's Gluon")

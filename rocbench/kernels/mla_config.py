@@ -160,6 +160,14 @@ class MlaKernelConfig:
     # nhead 16 1.00x (79.99 -> 79.87, 140.00 -> 140.59 us: refuted, no gain), bf16 0.99-1.01x. gluon_ws_config takes
     # it wherever it splits
     gluon_swizzled_parts: bool = False
+    # fp8 64-row tiles with S split (gluon_split_s): each consumer converts its V boxes to fp16 while its Q@K^T MMAs
+    # run, between issuing them and waiting for them, rather than after the wait; the stage is released after the
+    # wait (the MMAs read K from it). Why: bf16 at 128 heads is compute-bound and fp8 with q's two parts does the same
+    # MMA work plus the conversion (10-17% of the call by ablation), which now waits for the MMAs and they for it: the
+    # two consumers convert and multiply in lockstep (their S-split exchanges), so the tensor cores idle through every
+    # conversion. The same operations in another order: the same bits. No more shared memory. Predicted fp8 nhead
+    # 128 -8..-14% (batch 64 197 -> 170-181 us), nhead 64 -5..-10%, q in one part (triton_fp8q) alike. Untimed
+    gluon_convert_under_qk: bool = False
 
 
 DEFAULT_CONFIG = MlaKernelConfig()
@@ -306,6 +314,7 @@ def gluon_tile_name(config: MlaKernelConfig) -> str:
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block"), (split_k, "S^T split by K"),
                                    (split_k and config.gluon_swizzled_parts, "swizzled partial S^T"),
+                                   (config.gluon_convert_under_qk and config.gluon_split_s, "V converted under Q@K^T"),
                                    (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 
@@ -456,6 +465,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                 options["gluon_ws,two_chains"] = dataclasses.replace(gluon, gluon_one_chain=False)
             if gluon.gluon_split_s:
                 options["gluon_ws,whole_s"] = dataclasses.replace(gluon, gluon_split_s=False)
+                if fp8:  # V's conversion under the Q@K^T MMAs, or after them
+                    when = "convert_after_qk" if gluon.gluon_convert_under_qk else "convert_under_qk"
+                    options[f"gluon_ws,{when}"] = dataclasses.replace(
+                        gluon, gluon_convert_under_qk=not gluon.gluon_convert_under_qk)
             else:  # 16-32 rows: S^T by K between the consumers, or whole in each
                 split_k = "whole_k" if gluon.gluon_split_k else "split_k"
                 options[f"gluon_ws,{split_k}"] = dataclasses.replace(gluon, gluon_split_k=not gluon.gluon_split_k)

@@ -568,7 +568,8 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         mla_gluon.attend(q, kv, schedule, sm_scale, out, workspace, one_chain=config.gluon_one_chain,
                          regs=config.gluon_regs, split_s=config.gluon_split_s, remat_q=config.gluon_remat_q,
                          q_one_part=config.fp8_q_one_part, stages=config.gluon_stages,
-                         split_k=config.gluon_split_k, swizzled_parts=config.gluon_swizzled_parts)
+                         split_k=config.gluon_split_k, swizzled_parts=config.gluon_swizzled_parts,
+                         convert_under_qk=config.gluon_convert_under_qk)
         reduce_schedule_partials(out, workspace, schedule, config)
         return out
     args, scale_ptr = _common_args(q, kv, out, sm_scale)

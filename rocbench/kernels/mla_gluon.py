@@ -181,6 +181,46 @@ def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_l
 
 
 @gluon.jit
+def _fp8_scores_converting(shared, stage, zeros, hi_over_lo, lo_scale, v16_smem, ONE_CHAIN: gl.constexpr,
+                           TOKEN_HALF: gl.constexpr, DV_BASE: gl.constexpr):
+    """_fp8_scores of the 64-row tile (_row_scores) with this consumer's V converted to fp16 (_v_to_f16) while the
+    Q@K^T MMAs run, not after them (MlaKernelConfig.gluon_convert_under_qk): the same operations in another order, so
+    the same bits. The caller releases the stage once this returns (the MMAs read K from it until their wait)."""
+    q_smem, kv_smem, q_lo_smem = shared[2], shared[3], shared[16]
+    q_first = _q_first(stage, shared)
+    s = _qk_chain(q_smem, q_first, kv_smem, stage * BOXES, zeros, False, TOKEN_HALF)
+    if _q_parts(q_lo_smem, True) == 1:
+        _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
+    else:
+        s = _second_part_converting(s, q_lo_smem, q_first, kv_smem, v16_smem, stage, hi_over_lo, lo_scale, ONE_CHAIN,
+                                    TOKEN_HALF, DV_BASE)
+    return s
+
+
+@gluon.jit
+def _second_part_converting(s, q_lo_smem, q_first, kv_smem, v16_smem, stage, hi_over_lo, lo_scale,
+                            ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, DV_BASE: gl.constexpr):
+    """_fp8_scores_converting with q's low part, s the high part's MMAs issued: V converted under the one chain, or
+    under the high part's MMAs (two returns, as in _second_part_scores)."""
+    if ONE_CHAIN:
+        s = _qk_chain(q_lo_smem, q_first, kv_smem, stage * BOXES, s, False, TOKEN_HALF)
+        _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
+        return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
+    _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
+    s = _qk_chain(q_lo_smem, q_first, kv_smem, stage * BOXES, s, False, TOKEN_HALF)
+    return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
+
+
+@gluon.constexpr_function
+def _converts_under_qk(exchanged):
+    """MlaKernelConfig.gluon_convert_under_qk, as the split-S exchanges' barrier array says it: a fifth, unused
+    barrier (the partitions get no constexpr; see _q_parts)."""
+    return exchanged.shape[0] == 5
+
+
+@gluon.jit
 def _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                         ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, BOX0: gl.constexpr, NBOX: gl.constexpr):
     """_fp8_scores with q's low part, s the high part's MMAs issued."""
@@ -348,10 +388,15 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            s = _row_scores(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo, s_scale,
-                            ONE_CHAIN, MINE)
-            if FP8:
-                _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
+            if FP8 and _converts_under_qk(exchanged):
+                s = _fp8_scores_converting(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma),
+                                           hi_over_lo, s_scale, v16_smem, ONE_CHAIN, MINE, DV_BASE)
+                mbarrier.arrive(kv_empty.index(stage), count=1)
+            else:
+                s = _row_scores(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo,
+                                s_scale, ONE_CHAIN, MINE)
+                if FP8:
+                    _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE)
             first_tok = start + gl.minimum(kv_end - start, BLOCK) - BLOCK
             s = gl.where(((first_tok + toks) >= start)[None, :], s, float("-inf"))
             # the row maxima of both halves: each consumer's through shared memory
@@ -541,12 +586,19 @@ def _v_half(kv_smem, v16_smem, stage, box, h: gl.constexpr):
 def _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
     """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer, then the stage released
     (this consumer is done reading it)."""
+    _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
+    mbarrier.arrive(kv_empty.index(stage), count=1)
+
+
+@gluon.jit
+def _v_to_f16(kv_smem, v16_smem, stage, DV_BASE: gl.constexpr):
+    """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer (the stage not released:
+    its Q@K^T MMAs may still be reading it)."""
     v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
     for j in gl.static_range(HALF):
         v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
         v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
     fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
-    mbarrier.arrive(kv_empty.index(stage), count=1)
 
 
 @gluon.jit
@@ -625,7 +677,7 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
             HI_SCALE, LO_SCALE, KV_SCALE, nhead, qlen, stride_ot, stride_oh, qk_scale, PAGE_SIZE: gl.constexpr,
             INFO_COLS: gl.constexpr, NUM_STAGES: gl.constexpr, ONE_CHAIN: gl.constexpr, SPLIT_S: gl.constexpr,
             CONSUMER_REGS: gl.constexpr, REMAT_Q: gl.constexpr, Q_ONE_PART: gl.constexpr, SPLIT_K: gl.constexpr,
-            SWIZZLE_PARTS: gl.constexpr):
+            SWIZZLE_PARTS: gl.constexpr, CONVERT_UNDER_QK: gl.constexpr):
     """The tile q's descriptor holds (64 query rows, or 16-32 with the tokens on M), its buffers and barriers, and the
     three partitions."""
     FP8: gl.constexpr = kv_desc.dtype.is_fp8()
@@ -657,7 +709,8 @@ def _kernel(q_desc, q_lo_desc, kv_desc, WORK_INDPTR, WORK_INFO, KV_INDPTR, KV_IN
         stats_smem = gl.allocate_shared_memory(gl.float32, [2 * BLOCK], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         p_halves = gl.allocate_shared_memory(p_dtype, [2, BLOCK, BLOCK // 2],
                                              gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK // 2], p_dtype))
-        exchanged = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+        # a fifth barrier, never used, says CONVERT_UNDER_QK to the consumers (_converts_under_qk)
+        exchanged = gl.allocate_shared_memory(gl.int64, [4 + CONVERT_UNDER_QK, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(4):
             mbarrier.init(exchanged.index(i), count=2)
         fence_async_shared()
@@ -771,7 +824,8 @@ def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
 
 def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, workspace, *, one_chain: bool = False,
            regs: int = 232, split_s: bool = False, remat_q: bool = False, q_one_part: bool = False,
-           stages: int = 0, split_k: bool = False, swizzled_parts: bool = False) -> None:
+           stages: int = 0, split_k: bool = False, swizzled_parts: bool = False,
+           convert_under_qk: bool = False) -> None:
     """The persistent decode's attention with this kernel: final rows into out, split units' partials into the
     workspace for the persistent kernel's reduce (the caller's: rocbench.kernels.mla_decode.mla_decode_persistent,
     within mla_gluon_scope.unsupported_reason's scope). fp8 KV: q split into its two fp8 parts first (one small Triton
@@ -779,7 +833,8 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     gluon_regs (each consumer's registers: 232 or 240), gluon_split_s (64-row tiles only), gluon_remat_q. q_one_part
     (MlaKernelConfig.fp8_q_one_part, fp8 only): q in one fp8 part, AITER's numerics (the triton_fp8q backend).
     stages: the KV ring's depth (MlaKernelConfig.gluon_stages; 0: `default_stages`). split_k, swizzled_parts:
-    MlaKernelConfig.gluon_split_k (16-32 row tiles only), gluon_swizzled_parts (with split_k)."""
+    MlaKernelConfig.gluon_split_k (16-32 row tiles only), gluon_swizzled_parts (with split_k). convert_under_qk:
+    MlaKernelConfig.gluon_convert_under_qk (fp8 64-row tiles with S split only)."""
     rows = schedule.heads_per_group  # of one query token: the schedule takes them one by one
     assert rows in (16, 32, TILE) and schedule.kv_granularity % TILE == 0 and schedule.batch % kv.batch == 0
     fp8 = kv.kv_buffer.dtype == torch.float8_e4m3fn
@@ -809,7 +864,9 @@ def attend(q: torch.Tensor, kv, schedule, sm_scale: float, out: torch.Tensor, wo
     _kernel[(schedule.num_programs,)](*args, NUM_STAGES=stages or default_stages(fp8, rows, split_k),
                                       ONE_CHAIN=one_chain, SPLIT_S=split_s and rows == TILE, CONSUMER_REGS=regs,
                                       REMAT_Q=int(remat_q), Q_ONE_PART=q_one_part, SPLIT_K=split_k,
-                                      SWIZZLE_PARTS=split_k and swizzled_parts, **options)
+                                      SWIZZLE_PARTS=split_k and swizzled_parts,
+                                      CONVERT_UNDER_QK=int(convert_under_qk and fp8 and split_s and rows == TILE),
+                                      **options)
 
 
 __all__ = ["attend", "split_q"]
