@@ -166,51 +166,22 @@ def _q_parts(q_lo_smem, fp8):
 @gluon.jit
 def _fp8_scores(q_smem, q_lo_smem, q_first, kv_smem, first_box, zeros, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
                 ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr = -1, BOX0: gl.constexpr = 0,
-                NBOX: gl.constexpr = BOXES):
+                NBOX: gl.constexpr = BOXES, v16_smem=None, DV_BASE: gl.constexpr = 0, CONVERT: gl.constexpr = False):
     """q's fp8 parts' scores (scaled for exp2; hi_over_lo and lo_scale broadcast to zeros' shape). One part (q cast to
     fp8 at split_q's one scale): its product. Two: the low part's product accumulated onto the high part's, rescaled,
     so that one product is live (as the product's tile); ONE_CHAIN (the parts at one scale, split_q's one_scale): the
-    18 + 18 MMAs as one chain, waited for once. BOX0, NBOX: _qk_chain's boxes (the product over those alone)."""
+    18 + 18 MMAs as one chain, waited for once. BOX0, NBOX: _qk_chain's boxes (the product over those alone).
+    CONVERT (MlaKernelConfig.gluon_convert_under_qk): this consumer's V boxes converted to fp16 into v16_smem
+    (_v_to_f16) while the MMAs run, before their wait; the caller releases the stage after it (the MMAs read K)."""
     s = _qk_chain(q_smem, q_first, kv_smem, first_box, zeros, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
     if _q_parts(q_lo_smem, True) == 1:
+        if CONVERT:
+            _v_to_f16(kv_smem, v16_smem, first_box, DV_BASE)
         s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
     else:
         s = _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M, ONE_CHAIN,
-                                TOKEN_HALF, BOX0, NBOX)
+                                TOKEN_HALF, BOX0, NBOX, v16_smem, DV_BASE, CONVERT)
     return s
-
-
-@gluon.jit
-def _fp8_scores_converting(shared, stage, zeros, hi_over_lo, lo_scale, v16_smem, ONE_CHAIN: gl.constexpr,
-                           TOKEN_HALF: gl.constexpr, DV_BASE: gl.constexpr):
-    """_fp8_scores of the 64-row tile (_row_scores) with this consumer's V converted to fp16 (_v_to_f16) while the
-    Q@K^T MMAs run, not after them (MlaKernelConfig.gluon_convert_under_qk): the same operations in another order, so
-    the same bits. The caller releases the stage once this returns (the MMAs read K from it until their wait)."""
-    q_smem, kv_smem, q_lo_smem = shared[2], shared[3], shared[16]
-    q_first = _q_first(stage, shared)
-    s = _qk_chain(q_smem, q_first, kv_smem, stage * BOXES, zeros, False, TOKEN_HALF)
-    if _q_parts(q_lo_smem, True) == 1:
-        _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
-        s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
-    else:
-        s = _second_part_converting(s, q_lo_smem, q_first, kv_smem, v16_smem, stage, hi_over_lo, lo_scale, ONE_CHAIN,
-                                    TOKEN_HALF, DV_BASE)
-    return s
-
-
-@gluon.jit
-def _second_part_converting(s, q_lo_smem, q_first, kv_smem, v16_smem, stage, hi_over_lo, lo_scale,
-                            ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, DV_BASE: gl.constexpr):
-    """_fp8_scores_converting with q's low part, s the high part's MMAs issued: V converted under the one chain, or
-    under the high part's MMAs (two returns, as in _second_part_scores)."""
-    if ONE_CHAIN:
-        s = _qk_chain(q_lo_smem, q_first, kv_smem, stage * BOXES, s, False, TOKEN_HALF)
-        _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
-        return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
-    _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
-    s = _qk_chain(q_lo_smem, q_first, kv_smem, stage * BOXES, s, False, TOKEN_HALF)
-    return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
 
 
 @gluon.constexpr_function
@@ -222,13 +193,19 @@ def _converts_under_qk(exchanged):
 
 @gluon.jit
 def _second_part_scores(s, q_lo_smem, q_first, kv_smem, first_box, hi_over_lo, lo_scale, TOKENS_M: gl.constexpr,
-                        ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, BOX0: gl.constexpr, NBOX: gl.constexpr):
-    """_fp8_scores with q's low part, s the high part's MMAs issued."""
+                        ONE_CHAIN: gl.constexpr, TOKEN_HALF: gl.constexpr, BOX0: gl.constexpr, NBOX: gl.constexpr,
+                        v16_smem, DV_BASE: gl.constexpr, CONVERT: gl.constexpr):
+    """_fp8_scores with q's low part, s the high part's MMAs issued (CONVERT: V converted under the one chain, or
+    under the high part's MMAs)."""
     # two returns, not a branch that redefines s: ONE_CHAIN reaches the partitions as a runtime i1 (see _kernel), and
     # the branch's sides would give s two types (an MMA accumulator, a tensor)
     if ONE_CHAIN:
         s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
+        if CONVERT:
+            _v_to_f16(kv_smem, v16_smem, first_box, DV_BASE)
         return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
+    if CONVERT:
+        _v_to_f16(kv_smem, v16_smem, first_box, DV_BASE)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s]) * hi_over_lo
     s = _qk_chain(q_lo_smem, q_first, kv_smem, first_box, s, TOKENS_M, TOKEN_HALF, BOX0, NBOX)
     return warpgroup_mma_wait(num_outstanding=0, deps=[s]) * lo_scale
@@ -388,9 +365,10 @@ def _consumer_split_s(shared, DV_BASE: gl.constexpr, INFO_COLS: gl.constexpr, ON
         for start in range(kv_start, kv_end, BLOCK):
             stage = it % NUM_STAGES
             mbarrier.wait(kv_full.index(stage), (it // NUM_STAGES) & 1)
-            if FP8 and _converts_under_qk(exchanged):
-                s = _fp8_scores_converting(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma),
-                                           hi_over_lo, s_scale, v16_smem, ONE_CHAIN, MINE, DV_BASE)
+            if FP8 and _converts_under_qk(exchanged):  # V converted while the Q@K^T MMAs run
+                s = _fp8_scores(q_smem, q_lo_smem, _q_first(stage, shared), kv_smem, stage * BOXES,
+                                gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo, s_scale, False,
+                                ONE_CHAIN, MINE, 0, BOXES, v16_smem, DV_BASE, True)
                 mbarrier.arrive(kv_empty.index(stage), count=1)
             else:
                 s = _row_scores(shared, stage, gl.zeros([BLOCK, HALF_BLOCK], gl.float32, s_mma), hi_over_lo,
@@ -586,17 +564,17 @@ def _v_half(kv_smem, v16_smem, stage, box, h: gl.constexpr):
 def _v_to_f16_and_release(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
     """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer, then the stage released
     (this consumer is done reading it)."""
-    _v_to_f16(kv_smem, v16_smem, stage, DV_BASE)
+    _v_to_f16(kv_smem, v16_smem, stage * BOXES, DV_BASE)
     mbarrier.arrive(kv_empty.index(stage), count=1)
 
 
 @gluon.jit
-def _v_to_f16(kv_smem, v16_smem, stage, DV_BASE: gl.constexpr):
-    """fp8: this consumer's four V boxes of the stage converted to fp16 into its own buffer (the stage not released:
-    its Q@K^T MMAs may still be reading it)."""
+def _v_to_f16(kv_smem, v16_smem, first_box, DV_BASE: gl.constexpr):
+    """fp8: this consumer's four V boxes of the stage whose first box is first_box, converted to fp16 into its own
+    buffer (the stage not released: its Q@K^T MMAs may still be reading it)."""
     v_load: gl.constexpr = gl.BlockedLayout([1, 16], [8, 4], [4, 1], [1, 0])
     for j in gl.static_range(HALF):
-        v = _kv_box(kv_smem, stage * BOXES + DV_BASE + j).load(v_load)
+        v = _kv_box(kv_smem, first_box + DV_BASE + j).load(v_load)
         v16_smem.index(DV_BASE + j).store(v.to(gl.float16))
     fence_async_shared()  # the V reads before the stage's refill; the stores before the MMAs
 
