@@ -17,6 +17,7 @@ from tests.helpers import needs_interpreter
 from tests.test_mla_kernels import SM_SCALE, assert_matches_reference, q_on_the_fp8_grid
 
 BF16 = torch.bfloat16
+FP8 = torch.float8_e4m3fn
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NVIDIA = torch.cuda.is_available() and torch.version.hip is None  # ROCm's gfx942 reports capability 9.4 too
@@ -38,13 +39,13 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert not mla_config.gluon_ws_config(BF16, 16, 1).gluon_split_s  # the tokens-on-M tile has no S split
     assert mla_config.gluon_ws_config(BF16, 128, 1).max_tile_rows == 64
     assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 8, 1) is None
-    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1)) == "Gluon tile (232 registers)"
-    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)) == \
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1), BF16) == "Gluon tile (232 registers)"
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1), FP8) == \
         "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
     deeper = dataclasses.replace(mla_config.gluon_ws_config(BF16, 16, 1), gluon_stages=3)
-    assert mla_config.gluon_tile_name(deeper) == "Gluon tile (3-stage KV ring, 232 registers)"
+    assert mla_config.gluon_tile_name(deeper, BF16) == "Gluon tile (3-stage KV ring, 232 registers)"
     split_k = dataclasses.replace(mla_config.gluon_ws_config(BF16, 32, 1), gluon_split_k=True)
-    assert mla_config.gluon_tile_name(split_k) == "Gluon tile (S^T split by K, 232 registers)"
+    assert mla_config.gluon_tile_name(split_k, BF16) == "Gluon tile (S^T split by K, 232 registers)"
     for nhead in (16, 32):  # the 16-32 row tile: S^T split by K is a candidate; 64 rows split S by tokens instead
         assert mla_config.tune_candidates(BF16, nhead, 1, 64)["gluon_ws,split_k"] == split_k
     assert "gluon_ws,split_k" not in mla_config.tune_candidates(BF16, 64, 1, 64)
@@ -54,20 +55,23 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
         candidates = mla_config.tune_candidates(torch.float8_e4m3fn, nhead, 1, 64)
         assert candidates["gluon_ws,whole_k"] == dataclasses.replace(fp8, gluon_split_k=False)
         assert candidates["gluon_ws,plain_parts"] == dataclasses.replace(fp8, gluon_swizzled_parts=False)
-    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1)) == \
+    assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1), FP8) == \
         "Gluon tile (fp8 q in one chain, S^T split by K, swizzled partial S^T, 232 registers)"
     plain = dataclasses.replace(mla_config.gluon_ws_config(torch.float8_e4m3fn, 16, 1), gluon_swizzled_parts=False)
-    assert mla_config.gluon_tile_name(plain) == "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
-    assert mla_config.gluon_tile_name(dataclasses.replace(plain, gluon_split_k=False, gluon_swizzled_parts=True)) == \
+    assert mla_config.gluon_tile_name(plain, FP8) == "Gluon tile (fp8 q in one chain, S^T split by K, 232 registers)"
+    unsplit = dataclasses.replace(plain, gluon_split_k=False, gluon_swizzled_parts=True)
+    assert mla_config.gluon_tile_name(unsplit, FP8) == \
         "Gluon tile (fp8 q in one chain, 232 registers)"  # no split, no partials to swizzle
     assert mla_config.tune_candidates(BF16, 32, 1, 64)["gluon_ws,split_k"] == split_k  # unswizzled where not fp8
     assert not {"gluon_ws,swizzled_parts", "gluon_ws,plain_parts"} & set(mla_config.tune_candidates(BF16, 16, 1, 64))
     fp8_128 = mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)  # fp8 64-row tiles: V converted under Q@K^T
     under = mla_config.tune_candidates(torch.float8_e4m3fn, 128, 1, 64)["gluon_ws,convert_under_qk"]
     assert under == dataclasses.replace(fp8_128, gluon_convert_under_qk=True) != fp8_128
-    assert mla_config.gluon_tile_name(under) == \
+    assert mla_config.gluon_tile_name(under, FP8) == \
         "Gluon tile (S split, fp8 q in one chain, q descriptors per block, V converted under Q@K^T, 240 registers)"
     assert "gluon_ws,convert_under_qk" not in mla_config.tune_candidates(BF16, 128, 1, 64)  # bf16 converts nothing
+    bf16_under = dataclasses.replace(mla_config.gluon_ws_config(BF16, 128, 1), gluon_convert_under_qk=True)
+    assert mla_config.gluon_tile_name(bf16_under, BF16) == "Gluon tile (S split, 232 registers)"  # as attend runs it
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):
         candidates = mla_config.tune_candidates(kv_dtype, 64, 1, 64)
         built_in = candidates["gluon_ws"]

@@ -307,14 +307,18 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
                            gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64)
 
 
-def gluon_tile_name(config: MlaKernelConfig) -> str:
-    """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)"."""
-    q_form = "q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain else ""
+def gluon_tile_name(config: MlaKernelConfig, kv_dtype: torch.dtype) -> str:
+    """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)". Only the
+    knobs the tile acts on for this KV dtype (mla_gluon.attend drops q's fp8 forms and V's conversion for bf16)."""
+    fp8 = kv_dtype in E4M3_DTYPES
+    q_form = ("q in one fp8 part" if config.fp8_q_one_part else "fp8 q in one chain" if config.gluon_one_chain
+              else "") if fp8 else ""
     split_k = config.gluon_split_k and config.max_tile_rows < 64  # 64-row tiles split S by tokens instead
     knobs = [name for on, name in ((config.gluon_split_s, "S split"), (q_form, q_form),
                                    (config.gluon_remat_q, "q descriptors per block"), (split_k, "S^T split by K"),
                                    (split_k and config.gluon_swizzled_parts, "swizzled partial S^T"),
-                                   (config.gluon_convert_under_qk and config.gluon_split_s, "V converted under Q@K^T"),
+                                   (fp8 and config.gluon_convert_under_qk and config.gluon_split_s,
+                                    "V converted under Q@K^T"),
                                    (config.gluon_stages, f"{config.gluon_stages}-stage KV ring")) if on]
     return f"Gluon tile ({', '.join(knobs + [f'{config.gluon_regs} registers'])})"
 

@@ -136,7 +136,8 @@ class TritonMla(Backend):
                 if reason:  # the Triton tile's schedule differs where there is more than one query token
                     config = dataclasses.replace(config, gluon_ws=False)
                     schedule = schedule_for(config)
-                tile = f"Triton tile (not the Gluon tile: {reason})" if reason else kc.gluon_tile_name(config)
+                tile = (f"Triton tile (not the Gluon tile: {reason})" if reason
+                        else kc.gluon_tile_name(config, case["kv_dtype"]))
                 source += f"; {tile}"
             workspace = k.alloc_persistent_workspace(schedule, ctx.device)
 
