@@ -447,6 +447,14 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 step 120 $PY -m rocbench moe --model deepseek-r1 --tp 8 --tokens 16 --layout interleave,separated \
                     "${times[@]}" "${iters[@]}" --skip-batch-probes --save-samples --out "$OUT/ab-moe16-modes-$run" \
                     | tail -4
+            done
+            # the guess in README: GEMM2, launched early as GEMM1's programmatic dependent, holding SMs that GEMM1's
+            # last programs wait for; 12 samples thrice with the plans' dependent launch off
+            force nopdl '{"dependent_launch": false}' --retiled
+            for run in a b c; do
+                step 120 env "ROCBENCH_TUNED_CONFIGS=$STORES/nopdl.json" $PY -m rocbench moe --model deepseek-r1 --tp 8 \
+                    --tokens 16 --layout interleave,separated --times kernel --iters 12 --skip-batch-probes \
+                    --save-samples --out "$OUT/ab-moe16-modes-nopdl-$run" | tail -4
             done ;;
         mla-gluon-split-k)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3
