@@ -427,7 +427,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             mla_ab 200 14 mla-swizzled-parts --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --backends triton,triton_gluon_split_k,triton_gluon_split_k_swizzled,triton_gluon_whole_k ;;
         mla-convert-under-qk)
-            step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "convert_under_qk" \
+            step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3
             mla_ab 240 18 mla-convert-under-qk --nhead 64,128 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform,skewed \
                 --backends triton,triton_gluon_convert_under_qk,triton_fp8q,triton_fp8q_convert_under_qk ;;

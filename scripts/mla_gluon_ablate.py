@@ -7,8 +7,9 @@ rows. The outputs of the ablated variants are wrong by construction and not chec
 product's kernel. Variants:
 
     full          the tile as configured (the built-in gluon_ws_config, or with q in one fp8 part: --one-part)
-    no_v_convert  fp8: each consumer releases the stage without converting its V boxes to fp16 (P @ V reads the
-                  fp16 buffer as it is): what the conversion costs on the consumers' path
+    no_v_convert  fp8: each consumer releases the stage without converting its V boxes to fp16, after the Q@K^T wait
+                  or under its MMAs alike (P @ V reads the fp16 buffer as it is): what the conversion costs on the
+                  consumers' path
     stream_only   the consumers only wait for each KV block and q and release them: the producer's TMA stream alone,
                   the floor of this pipeline's memory side
 
@@ -33,7 +34,7 @@ def _swap(variant: str) -> None:
     from rocbench.kernels import mla_gluon
 
     if variant == "no_v_convert":
-        mla_gluon._v_to_f16_and_release = ablated._release_only
+        mla_gluon._v_to_f16 = ablated._no_conversion
     elif variant == "stream_only":
         mla_gluon._consumer_of = ablated._wait_and_release
     elif variant != "full":

@@ -8,10 +8,10 @@ from rocbench.kernels.mla_gluon import BLOCK, _program_items, _work_item
 
 
 @gluon.jit
-def _release_only(kv_smem, v16_smem, kv_empty, stage, DV_BASE: gl.constexpr):
-    """mla_gluon._v_to_f16_and_release without the conversion: the stage released, V's fp16 buffer left as it is."""
+def _no_conversion(kv_smem, v16_smem, first_box, DV_BASE: gl.constexpr):
+    """mla_gluon._v_to_f16 without the conversion, wherever the tile converts (after the Q@K^T wait, or under the
+    MMAs: gluon_convert_under_qk): V's fp16 buffer left as it is, the fence kept."""
     fence_async_shared()
-    mbarrier.arrive(kv_empty.index(stage), count=1)
 
 
 @gluon.jit
