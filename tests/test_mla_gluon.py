@@ -41,7 +41,7 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert mla_config.gluon_ws_config(BF16, 16, 2) is None and mla_config.gluon_ws_config(BF16, 8, 1) is None
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(BF16, 16, 1), BF16) == "Gluon tile (232 registers)"
     assert mla_config.gluon_tile_name(mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1), FP8) == \
-        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, V converted under Q@K^T, 240 registers)"
+        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
     deeper = dataclasses.replace(mla_config.gluon_ws_config(BF16, 16, 1), gluon_stages=3)
     assert mla_config.gluon_tile_name(deeper, BF16) == "Gluon tile (3-stage KV ring, 232 registers)"
     split_k = dataclasses.replace(mla_config.gluon_ws_config(BF16, 32, 1), gluon_split_k=True)
@@ -65,12 +65,11 @@ def test_gluon_tile_scope_and_the_triton_tile_everywhere_else():
     assert mla_config.tune_candidates(BF16, 32, 1, 64)["gluon_ws,split_k"] == split_k  # unswizzled where not fp8
     assert not {"gluon_ws,swizzled_parts", "gluon_ws,plain_parts"} & set(mla_config.tune_candidates(BF16, 16, 1, 64))
     fp8_128 = mla_config.gluon_ws_config(torch.float8_e4m3fn, 128, 1)  # fp8 64-row tiles: V converted under Q@K^T
-    after = mla_config.tune_candidates(torch.float8_e4m3fn, 128, 1, 64)["gluon_ws,convert_after_qk"]
-    assert after == dataclasses.replace(fp8_128, gluon_convert_under_qk=False) != fp8_128
-    assert mla_config.gluon_tile_name(after, FP8) == \
-        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, 240 registers)"
-    assert not {"gluon_ws,convert_under_qk", "gluon_ws,convert_after_qk"} & set(
-        mla_config.tune_candidates(BF16, 128, 1, 64))  # bf16 converts nothing
+    under = mla_config.tune_candidates(torch.float8_e4m3fn, 128, 1, 64)["gluon_ws,convert_under_qk"]
+    assert under == dataclasses.replace(fp8_128, gluon_convert_under_qk=True) != fp8_128
+    assert mla_config.gluon_tile_name(under, FP8) == \
+        "Gluon tile (S split, fp8 q in one chain, q descriptors per block, V converted under Q@K^T, 240 registers)"
+    assert "gluon_ws,convert_under_qk" not in mla_config.tune_candidates(BF16, 128, 1, 64)  # bf16 converts nothing
     bf16_under = dataclasses.replace(mla_config.gluon_ws_config(BF16, 128, 1), gluon_convert_under_qk=True)
     assert mla_config.gluon_tile_name(bf16_under, BF16) == "Gluon tile (S split, 232 registers)"  # as attend runs it
     for kv_dtype in (torch.bfloat16, torch.float8_e4m3fn):

@@ -295,8 +295,7 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     made at each KV block (gluon_remat_q; H100, 2026-12-06, 32 gated rows: fp8 nhead 32 1.03-1.10x, 64-128
     1.25-1.32x, nhead 16 0.99-1.00x; bf16 0.98-1.03x, so off there); fp8 at 16-32 heads with S^T split by K between
     its consumers through swizzled rows (gluon_split_k, gluon_swizzled_parts: 0.89-0.90x S^T whole at 16 heads,
-    0.93-0.94x at 32); fp8 64-row tiles convert V while their Q@K^T MMAs run (gluon_convert_under_qk).
-    None where it has no tile. More than one query
+    0.93-0.94x at 32). None where it has no tile. More than one query
     token (MTP) only with 64-head tiles: it takes them one by one (mla_decode.one_token_lens), reading a sequence's KV
     once per query token, as the Triton tile reads it once per head group at those head counts; at 16-32 heads the
     Triton tile holds all of a sequence's query rows and reads its KV once."""
@@ -305,8 +304,7 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
     rows, fp8 = 64 if nhead >= 64 else 32, kv_dtype in E4M3_DTYPES
     return MlaKernelConfig(max_tile_rows=rows, block_n=64, gluon_ws=True, gluon_one_chain=fp8, gluon_split_s=rows == 64,
                            gluon_regs=240 if fp8 and nhead >= 32 else 232, gluon_remat_q=fp8 and nhead >= 32,
-                           gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64,
-                           gluon_convert_under_qk=fp8 and rows == 64)
+                           gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64)
 
 
 def gluon_tile_name(config: MlaKernelConfig, kv_dtype: torch.dtype) -> str:
