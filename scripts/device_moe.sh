@@ -456,6 +456,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                     --tokens 16 --layout interleave,separated --times kernel --iters 12 --skip-batch-probes \
                     --save-samples --out "$OUT/ab-moe16-modes-nopdl-$run" | tail -4
             done ;;
+        moe16-warm)  # moe16-modes' 12-sample runs again, after timing.warm_up (30 ms of replays before the samples)
+            for run in a b c; do
+                step 60 $PY -m rocbench moe --model deepseek-r1 --tp 8 --tokens 16 --layout interleave,separated \
+                    --times kernel --iters 12 --skip-batch-probes --save-samples --out "$OUT/ab-moe16-warm-$run" | tail -3
+            done ;;
         mla-gluon-split-k)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k split_by_k 2>&1 | tail -3
             mla_ab 200 6 mla-gluon-split-k --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 \

@@ -369,3 +369,29 @@ def test_a_kernel_only_run_records_the_clocks_around_its_kernel_pass(monkeypatch
                          throttle_before="none", throttle_after="SwPowerCap")
     assert (clock_columns.items() <= columns.items()) is recorded
     assert recorded or not clock_columns.keys() & columns.keys()
+
+
+def test_warm_up_runs_its_replays_and_on_until_its_time_the_ranks_agreeing(monkeypatch):
+    """timing.warm_up: the counted replays, more until min_us back to back (from the first replay's time), the
+    ranks' largest count so a collective replays as often everywhere, none for --warmup 0."""
+    import time
+
+    from rocbench.core.harness import timing
+
+    monkeypatch.setattr(timing.torch.cuda, "synchronize", lambda device=None: None)
+    calls = []
+
+    def replay():  # a 2 ms replay
+        calls.append(1)
+        time.sleep(0.002)
+
+    def warmed(replays, sync=timing.ALONE):
+        calls.clear()
+        count = timing.warm_up(replay, "cpu", replays, sync, min_us=10_000)
+        assert count == len(calls)
+        return count
+
+    assert 4 <= warmed(1) <= 5  # 10 ms of 2 ms replays (a replay's overhead makes it a little longer)
+    assert warmed(20) == 20  # the count wins where it is more
+    assert warmed(0) == 0  # --warmup 0: none
+    assert warmed(1, RankSync(gather=lambda value: [value, 9])) == 9  # another rank needs 9

@@ -12,7 +12,7 @@ from rocbench.core.roofline import Roofline
 class RunOptions:
     correctness_only: bool = False
     cuda_graph: bool = False
-    warmup: int = 5  # untimed graph replays before the samples
+    warmup: int = 5  # untimed graph replays before the samples (timing.warm_up: at least 30 ms of them)
     iters: int | None = None  # fixed samples per time; None: sample until max_noise_pct or max_time_s
     max_noise_pct: float = 0.5  # percent: relative noise of the median (half its 95% CI) that ends sampling
     max_time_s: float = 1.0  # seconds of sampling per time (kernel, graph) of one (case, backend)

@@ -45,7 +45,8 @@ COMMON = (
     flag("save_samples", "Also write every timing sample, in the order taken, to samples.csv beside results.csv "
                          "(one line per sample: case, backend, time, index, us; a dropped sample's us empty): a "
                          "row's distribution and drift, which its median and p10/p90 summarize."),
-    Param("warmup", "Untimed graph replays before the samples.", integer(0), default_text(DEFAULTS.warmup)),
+    Param("warmup", "Untimed graph replays before the samples, and more where those take under 30 ms (0: none).",
+          integer(0), default_text(DEFAULTS.warmup)),
     Param("seed", "Seed of every generated input.", integer(), default_text(DEFAULTS.seed)),
     Param("timeout", "Seconds one (case, backend) may take before it is recorded as a timeout.", number(1.0),
           default_text(DEFAULTS.timeout_s)),

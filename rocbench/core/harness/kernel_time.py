@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from rocbench.core.stats import StoppingRule, TimingStats
-from rocbench.core.harness.timing import ALONE, Measurement, RankSync, dropped_if_low, eager_estimate_us, replayer, sample_until
+from rocbench.core.harness.timing import (ALONE, Measurement, RankSync, dropped_if_low, eager_estimate_us, replayer,
+                                             sample_until, warm_up)
 
 FLUSH_KERNEL = "rocbench_l2_flush"
 TARGET_REPLAY_US = 1000.0  # calls per profiled replay: about a millisecond of work, 1 to 16 calls
@@ -141,8 +142,7 @@ def kernel_time(run: Callable[[], object], device: torch.device, rule: StoppingR
     calls = sync.most(min(MAX_CALLS_PER_REPLAY, max(1, math.ceil(TARGET_REPLAY_US / max(estimate, 1.0)))))
     steps = [flusher, run]
     replay, mode = replayer(steps, 2 * calls, device, use_graph, context)
-    replay()
-    torch.cuda.synchronize(device)
+    warm_up(replay, device, 1, sync)
     kernel_counts: list[int] = []
 
     def take(n: int) -> list[float]:

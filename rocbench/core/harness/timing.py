@@ -19,6 +19,10 @@ from rocbench.core.stats import StoppingRule, TimingStats, slowest_rank
 MIN_ITERS_PER_SAMPLE = 8
 MAX_ITERS_PER_SAMPLE = 128
 TARGET_SAMPLE_US = 300.0
+# Untimed replays run for at least this long before a time's samples: after the host-side work between rows the GPU
+# comes back slow (H100, 2026-12-06, DeepSeek-R1 TP 8 x 16 tokens MoE, --save-samples: a row's first ~10 calls
+# 163-168 us, then 145-152 us, in 7 of 10 runs, with one replay of warm-up before the kernel time's samples)
+WARMUP_MIN_US = 30_000.0
 
 
 @dataclass(frozen=True)
@@ -167,15 +171,32 @@ def graph_time(runners: Sequence[Callable[[], object]], device: torch.device, wa
     """Per-call time of graph replays of many back-to-back calls cycling through `runners`."""
     iters = sync.most(iters_per_sample(eager_estimate_us(runners[0], device), len(runners)))
     replay, mode = replayer(runners, iters, device, use_graph, context)
-    for _ in range(warmup):
-        replay()
-    torch.cuda.synchronize(device)
+    warm_up(replay, device, warmup, sync)
 
     def take(n: int) -> list[float]:
         return dropped_if_low(event_samples(replay, iters, n, device, sync.barrier), clock_reader)
 
     samples = sample_until(take, rule, sync)
     return Measurement(TimingStats.from_samples(samples), iters, mode, "")
+
+
+def warm_up(replay: Callable[[], None], device: torch.device, replays: int, sync: RankSync = ALONE,
+            min_us: float = WARMUP_MIN_US) -> int:
+    """Untimed replays before sampling: at least `replays`, and as many more as make min_us back to back (from the
+    first replay's time). The count is the ranks' largest, so every rank replays a collective as often. None when
+    replays is 0 (--warmup 0). Returns how many ran."""
+    if replays <= 0:
+        return 0
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    replay()
+    torch.cuda.synchronize(device)
+    first_us = (time.perf_counter() - start) * 1e6
+    count = sync.most(max(replays, math.ceil(min_us / max(first_us, 1.0))))
+    for _ in range(count - 1):
+        replay()
+    torch.cuda.synchronize(device)
+    return count
 
 
 def event_samples(replay: Callable[[], None], calls: int, samples: int, device: torch.device,
