@@ -19,9 +19,10 @@ from rocbench.core.stats import StoppingRule, TimingStats, slowest_rank
 MIN_ITERS_PER_SAMPLE = 8
 MAX_ITERS_PER_SAMPLE = 128
 TARGET_SAMPLE_US = 300.0
-# Untimed replays run for at least this long before a time's samples: after the host-side work between rows the GPU
-# comes back slow (H100, 2026-12-06, DeepSeek-R1 TP 8 x 16 tokens MoE, --save-samples: a row's first ~10 calls
-# 163-168 us, then 145-152 us, in 7 of 10 runs, with one replay of warm-up before the kernel time's samples)
+# Untimed replays run for at least this long before a time's samples. With one replay of warm-up, a row timed after
+# another came back slow (H100, 2026-12-06, DeepSeek-R1 TP 8 x 16 tokens MoE, --save-samples, results/examples/
+# moe16-warmup-h100): its first 7-10 calls 163-169 us, the rest 145-152 us, in 5 of 8 processes (1-3 calls in the
+# others). 30 ms is a guess at what covers it, not yet timed.
 WARMUP_MIN_US = 30_000.0
 
 
