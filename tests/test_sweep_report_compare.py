@@ -131,6 +131,18 @@ def test_report_from_a_stored_run(tmp_path):
     assert "| triton" in text and "best % copy bw" in text
 
 
+def test_report_gives_each_rows_kernel_parts_whole(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(EXAMPLE, run)
+    frame = pd.read_csv(run / "results.csv")
+    parts = "_moe_gemm1_kernel_with_a_long_name 61.2 us, _moe_gemm2_kernel 30.4 us, _combine 4.1 us"
+    frame["kernel_parts"] = [parts if status == "pass" else None for status in frame["status"]]
+    frame.to_csv(run / "results.csv", index=False)
+    (run / "meta.json").chmod(0o644)
+    invoke("report", str(run))
+    assert f"| {parts} |" in (run / "report.md").read_text().replace("  ", " ")
+
+
 def test_report_lists_failures_first(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(EXAMPLE, run)

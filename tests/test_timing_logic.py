@@ -17,7 +17,7 @@ from rocbench.core.reporting import compare, report
 from rocbench.core import results
 from rocbench.core.axes import Case
 from rocbench.core.harness.measure import time_and_rates
-from rocbench.core.harness.kernel_time import Activity, call_spans, kernels_label, union_ns
+from rocbench.core.harness.kernel_time import Activity, call_spans, kernels_label, parts_label, union_ns
 from rocbench.core.roofline import Roofline
 from rocbench.core.stats import StoppingRule, TimingStats, median_noise, slowest_rank
 from rocbench.core.suite import Work, over_backend
@@ -150,6 +150,14 @@ def test_call_spans_split_at_flushes_skip_gaps_and_clip_early_starts():
     ]
     spans = call_spans(records)
     assert [(s.busy_us, s.kernels) for s in spans] == [(pytest.approx(0.110), 2), (pytest.approx(0.100), 2)]
+    assert [[(name, round(us, 3)) for name, us in s.parts] for s in spans] == [[("k1", 0.05), ("k2", 0.06)],
+                                                                            [("k3", 0.05), ("k4", 0.06)]]
+
+
+def test_parts_label_gives_each_kernels_median_per_call_slowest_first():
+    calls = [(("reduce", 1.0), ("attend", 5.0)), (("reduce", 3.0), ("attend", 7.0)), (("attend", 6.0),)]
+    assert parts_label(calls) == "attend 6.0 us, reduce 2.0 us"  # reduce's median over the 2 calls that ran it
+    assert parts_label([]) == ""
 
 
 def test_kernels_label_is_the_count_or_its_range():
@@ -358,13 +366,13 @@ def test_a_kernel_only_run_records_the_clocks_around_its_kernel_pass(monkeypatch
     monkeypatch.setattr(measure.clocks, "read", lambda reader: next(states))
     stats = SimpleNamespace(median_us=10.0, p10_us=9.9, p90_us=10.1, samples=50, noise=0.001, dropped=0)
     monkeypatch.setattr(measure, "measure_kernel", lambda *args: SimpleNamespace(
-        kernels_per_call=1, cold="flushed", stats=stats))
+        kernels_per_call=1, kernel_parts="k 10.0 us", cold="flushed", stats=stats))
     monkeypatch.setattr(measure, "device_alive", lambda ctx: False)
     suite = SimpleNamespace(work=lambda case, world: SimpleNamespace(bytes=1e6, flops=0, mma=None, busbw_factor=None))
     ctx = SimpleNamespace(device=SimpleNamespace(type="cpu"), platform=SimpleNamespace(kind="cuda"), world_size=1,
                           roofline=None)
     columns = measure.kernel_pass(suite, None, None, ctx, RunOptions(times=times)).row
-    assert columns["kernel_us_median"] == 10.0
+    assert columns["kernel_us_median"] == 10.0 and columns["kernel_parts"] == "k 10.0 us"
     clock_columns = dict(clock_mhz_before=1980.0, clock_mhz_after=1755.0, clock_default_mhz=1980.0,
                          throttle_before="none", throttle_after="SwPowerCap")
     assert (clock_columns.items() <= columns.items()) is recorded
@@ -374,16 +382,16 @@ def test_a_kernel_only_run_records_the_clocks_around_its_kernel_pass(monkeypatch
 def test_warm_up_runs_its_replays_and_on_until_its_time_the_ranks_agreeing(monkeypatch):
     """timing.warm_up: the counted replays, more until min_us back to back (from the first replay's time), the
     ranks' largest count so a collective replays as often everywhere, none for --warmup 0."""
-    import time
-
     from rocbench.core.harness import timing
 
     monkeypatch.setattr(timing.torch.cuda, "synchronize", lambda device=None: None)
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])  # a clock that only replays move
     calls = []
 
     def replay():  # a 2 ms replay
         calls.append(1)
-        time.sleep(0.002)
+        now[0] += 0.002
 
     def warmed(replays, sync=timing.ALONE):
         calls.clear()
@@ -391,7 +399,7 @@ def test_warm_up_runs_its_replays_and_on_until_its_time_the_ranks_agreeing(monke
         assert count == len(calls)
         return count
 
-    assert 4 <= warmed(1) <= 5  # 10 ms of 2 ms replays (a replay's overhead makes it a little longer)
+    assert warmed(1) == 5  # 10 ms of 2 ms replays
     assert warmed(20) == 20  # the count wins where it is more
     assert warmed(0) == 0  # --warmup 0: none
     assert warmed(1, RankSync(gather=lambda value: [value, 9])) == 9  # another rank needs 9

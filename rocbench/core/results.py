@@ -48,7 +48,7 @@ RESULT_SCHEMA: dict[str, type] = {
     "max_abs_err": float, "cosine": float, "deterministic": str, "graph_replays": str, "batch_invariant": str,
     "batch_variance": str, "path": str, "detail": str,
     **{c: float for c in time_columns("kernel")}, "kernel_samples": int, "kernel_noise_pct": float,
-    "kernels_per_call": int, "kernel_cold": str,
+    "kernels_per_call": int, "kernel_parts": str, "kernel_cold": str,
     **{c: float for c in time_columns("graph")}, "graph_samples": int, "graph_noise_pct": float,
     "graph_calls_per_sample": int, "graph_cold": str, "timing_mode": str,
     "clock_mhz_before": float, "clock_mhz_after": float, "clock_default_mhz": float, "throttle_before": str,

@@ -322,8 +322,8 @@ def kernel_pass(suite: Suite, backend: Backend, case: Case, ctx: RankContext, op
         kernel = measure_kernel(backend, ctx, opts, run, reader)
         if isinstance(kernel, str):
             return RankResult({"kernel_cold": kernel})
-        fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_cold=kernel.cold,
-                        clock_drops_kernel=kernel.stats.dropped)
+        fragment.update(kernels_per_call=kernel.kernels_per_call, kernel_parts=kernel.kernel_parts,
+                        kernel_cold=kernel.cold, clock_drops_kernel=kernel.stats.dropped)
         if own_clocks:
             fragment.update(clock_columns(before, clocks.read(reader)))
         fragment.update(time_and_rates("kernel", kernel.stats, suite.work(case, ctx.world_size),

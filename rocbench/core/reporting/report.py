@@ -46,7 +46,7 @@ TERMINAL_COLUMNS = ["kernel_us_median", "graph_us_median", "kernels_per_call", "
                     "determinism_price_kernel", "algbw_kernel_GBps",
                     "busbw_kernel_GBps", "pct_copy_bw_kernel", "pct_roofline_kernel", "tflops_kernel", "max_abs_err",
                     "cosine"]
-REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels_per_call",
+REPORT_TIME_COLUMNS = [*time_columns("kernel"), *time_columns("graph"), "kernels_per_call", "kernel_parts",
                        *[c for b in TIMES for c in rate_columns(b)],
                        "clock_drops_kernel", "clock_drops_graph", "batch_invariant", "determinism_price_kernel", "determinism_price_graph"]
 
@@ -373,7 +373,7 @@ def write_report(path: Path) -> Path:
         if not timed.empty:
             cols = ["backend", *suite.columns(), "path", *REPORT_TIME_COLUMNS, *speedup_columns(timed)]
             cols = [c for c in cols if filled(timed, c)]
-            lines += ["### Timed cases", "", markdown_table(timed, cols), ""]
+            lines += ["### Timed cases", "", markdown_table(timed, cols, full=("kernel_parts",)), ""]
         for png in sorted(run_dir.glob("*.png")):
             lines += [f"![{png.stem}]({(rel / png.name).as_posix()})", ""]
         sections.append("\n".join(lines))
