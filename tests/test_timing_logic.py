@@ -17,7 +17,8 @@ from rocbench.core.reporting import compare, report
 from rocbench.core import results
 from rocbench.core.axes import Case
 from rocbench.core.harness.measure import time_and_rates
-from rocbench.core.harness.kernel_time import Activity, call_spans, kernels_label, parts_label, union_ns
+from rocbench.core.harness.kernel_time import (Activity, call_spans, kernels_label, parts_label, short_kernel_name,
+                                               union_ns)
 from rocbench.core.roofline import Roofline
 from rocbench.core.stats import StoppingRule, TimingStats, median_noise, slowest_rank
 from rocbench.core.suite import Work, over_backend
@@ -403,3 +404,21 @@ def test_warm_up_runs_its_replays_and_on_until_its_time_the_ranks_agreeing(monke
     assert warmed(20) == 20  # the count wins where it is more
     assert warmed(0) == 0  # --warmup 0: none
     assert warmed(1, RankSync(gather=lambda value: [value, 9])) == 9  # another rank needs 9
+
+
+@pytest.mark.parametrize("record, short", [
+    ("_kernel", "_kernel"),  # Triton: the function's name already
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, at::detail::Array<char*, 1> >"
+     "(int, at::native::FillFunctor<float>, at::detail::Array<char*, 1>)", "vectorized_elementwise_kernel"),
+    ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float>(float*, float const*, int)",
+     "cunn_SoftMaxForward"),
+    ("void cutlass::Kernel2<cutlass_80_tensorop_gemm_bf16_64x64>(cutlass_80_tensorop_gemm_bf16_64x64::Params)",
+     "cutlass_80_tensorop_gemm_bf16_64x64"),
+    ("void cutlass::device_kernel<flash::FlashAttnFwdSm90<flash::Mainloop<2, cute::tuple<int>>, int> >"
+     "(flash::FlashAttnFwdSm90<int>::Params)", "FlashAttnFwdSm90"),
+    ("ncclDevKernel_AllGather_RING_LL(ncclDevKernelArgsStorage<4096ul>)", "ncclDevKernel_AllGather_RING_LL"),
+    ("Memcpy DtoD (Device -> Device)", "Memcpy DtoD"),
+])
+def test_kernel_parts_name_a_record_by_its_function(record, short):
+    """No commas, templates or parameters in kernel_parts' names (its ", " separates the parts)."""
+    assert short_kernel_name(record) == short

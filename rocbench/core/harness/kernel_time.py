@@ -73,7 +73,7 @@ def call_spans(activities: Sequence[Activity], marker: str = FLUSH_KERNEL) -> li
         named = [(name, s, e) for name, s, e in named if e > s]
         by_name: dict[str, list[tuple[int, int]]] = {}
         for name, s, e in named:
-            by_name.setdefault(name, []).append((s, e))
+            by_name.setdefault(short_kernel_name(name), []).append((s, e))
         parts = tuple((name, union_ns(intervals) / 1e3) for name, intervals in by_name.items())
         spans.append(CallSpan(union_ns([(s, e) for _, s, e in named]) / 1e3, len(named), parts))
     return spans
@@ -84,8 +84,33 @@ def kernels_label(counts: Iterable[int]) -> str:
     return "" if not values else (str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}")
 
 
+GENERIC_KERNELS = ("Kernel", "Kernel2", "device_kernel")  # CUTLASS 2 and 3 kernel wrappers
+
+
+def short_kernel_name(name: str) -> str:
+    """A GPU record's name as kernel_parts shows it: a kernel's function name without return type, namespaces,
+    template arguments or parameters ('void at::native::elementwise_kernel<128, 4, F>(int, F)' -> 'elementwise_kernel';
+    a Triton kernel's name is that already), a copy's kind ('Memcpy DtoD (Device -> Device)' -> 'Memcpy DtoD')."""
+    if "::" not in name and "<" not in name:
+        return name.split(" (")[0].strip() or name
+    outside, first_argument, depth, lists = [], [], 0, 0
+    for char in name:
+        lists += char == "<" and depth == 0  # the first template argument list only
+        depth += (char == "<") - (char == ">" and depth > 0)
+        if depth == 0 and char not in "<>":
+            outside.append(char)
+        elif depth == 1 and lists == 1 and char not in "<>" and "," not in first_argument:
+            first_argument.append(char)
+    function = "".join(outside).replace("(anonymous namespace)", "").split("(")[0].split()
+    short = function[-1].split("::")[-1] if function else name
+    if short in GENERIC_KERNELS and first_argument:  # CUTLASS's wrappers: the kernel is their template argument
+        return "".join(first_argument).split(",")[0].split("::")[-1].strip() or short
+    return short
+
+
 def parts_label(calls: Iterable[Sequence[tuple[str, float]]]) -> str:
-    """Each kernel's median time per call over the calls that ran it, slowest first: "name 95.1 us, name 6.3 us".
+    """Each kernel's median time per call over the calls that ran it, slowest first: "name 95.1 us, name 6.3 us"
+    (kernels of one short name together).
     Under programmatic dependent launch a kernel's time overlaps its predecessor's, so they may add up to more than
     kernel_us."""
     times: dict[str, list[float]] = {}
