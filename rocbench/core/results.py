@@ -110,6 +110,19 @@ def new_run_dir(out: Path, suite: str) -> Path:
             raise InputError(f"cannot create results directory under {out}: {err.strerror}") from None
 
 
+def append_csv(path: Path, frame: pd.DataFrame) -> None:
+    """The frame's lines appended to a CSV (its header first if the file is empty), under an exclusive lock, flushed
+    to disk before the lock goes: concurrent writers never interleave and a crash loses no appended line."""
+    with open(path, "a", newline="") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            frame.to_csv(handle, header=handle.tell() == 0, index=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class ResultsWriter:
     """Appends rows to results.csv, one flush per row, under an exclusive lock."""
 
@@ -123,16 +136,7 @@ class ResultsWriter:
         unknown = set(row) - set(self.columns)
         if unknown:  # a private key or a misspelt column: a harness bug, never silently dropped
             raise ValueError(f"row has keys outside the schema: {', '.join(sorted(unknown))}")
-        frame = pd.DataFrame([row], columns=self.columns)
-        with open(self.path, "a", newline="") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                header = handle.tell() == 0
-                frame.to_csv(handle, header=header, index=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        append_csv(self.path, pd.DataFrame([row], columns=self.columns))
         self.rows.append(row)
 
     def rewrite(self) -> None:
@@ -167,16 +171,8 @@ def append_samples(run_dir: Path, case: str, backend: str, samples: dict[str, li
     written empty), under the same lock and flush as results.csv's rows."""
     lines = [(case, backend, time, index, value) for time, values in samples.items()
              for index, value in enumerate(values)]
-    if not lines:
-        return
-    with open(Path(run_dir) / SAMPLES_FILE, "a", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            pd.DataFrame(lines, columns=SAMPLES_COLUMNS).to_csv(handle, header=handle.tell() == 0, index=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    if lines:
+        append_csv(Path(run_dir) / SAMPLES_FILE, pd.DataFrame(lines, columns=SAMPLES_COLUMNS))
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
