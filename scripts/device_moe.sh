@@ -74,10 +74,15 @@
 #   mla-convert-under-qk  the fp8 64-row Gluon tile converting V while its Q@K^T MMAs run
 #               (MlaKernelConfig.gluon_convert_under_qk): its GPU test (the same bits), then triton against
 #               triton_gluon_convert_under_qk and triton_fp8q against triton_fp8q_convert_under_qk, nhead 64 / 128 x batch
-#               64 / 128 x uniform / skewed, fp8. Predicted nhead 128 -8..-14%, 64 -5..-10% (about 150 s)
+#               64 / 128 x uniform / skewed, fp8. Predicted nhead 128 -8..-14%, 64 -5..-10% (about 150 s). H100
+#               (2026-12-06): 1.3-3.2% slower in every row, refuted (results/examples/mla-convert-under-qk-ab-h100)
 #   moe16-modes  DeepSeek-R1 TP 8 x 16 tokens, both layouts, kernel_us at 12 samples in three processes, at 400, and
-#               as make bench takes it, each with --save-samples: are a row's first samples the slow mode (168 against
-#               148 us in two make bench runs, graph_us 158 throughout)? (about 100 s)
+#               as make bench takes it, each with --save-samples, then 12 samples thrice with the dependent launch off:
+#               are a row's first samples the slow mode (168 against 148 us in two make bench runs, graph_us 158
+#               throughout)? (about 350 s). H100 (2026-12-06): yes, the row timed second started slow in 5 of 8
+#               processes, dependent launch or not (results/examples/moe16-warmup-h100)
+#   moe16-warm  moe16-modes' three 12-sample runs again after timing.warm_up (30 ms of replays): no slow start now?
+#               (about 100 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read

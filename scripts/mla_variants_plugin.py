@@ -79,7 +79,8 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
 - `triton_gluon_convert_under_qk`, `triton_fp8q_convert_under_qk`: the 64-row fp8 tile (S split) converting V to fp16
   while its Q@K^T MMAs run rather than after their wait (MlaKernelConfig.gluon_convert_under_qk; the same bits).
   Offline sm_90: the conversion's F2FP and STS.128 between the last QGMMA and the wait; spills 1 -> 3 stored words.
-  Predicted: fp8 nhead 128 -8..-14%, nhead 64 -5..-10%, triton_fp8q alike.
+  Predicted: fp8 nhead 128 -8..-14%, nhead 64 -5..-10%, triton_fp8q alike. H100 (2026-12-06, 32 gated rows,
+  `mla-convert-under-qk-ab-h100`): 1.3-3.2% slower in every row, both q forms: refuted, off.
 - `triton_gluon_stages2`: the Gluon tile with a 2-stage KV ring, to time fp8 at 32 heads with S^T whole on the split
   tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T). H100
   (2026-12-06, 6 gated rows): no, whole on 2 stages 104.1 / 182.8 us at batch 64 / 128 against 103.8 / 184.1 on 3,

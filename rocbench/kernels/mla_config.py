@@ -166,7 +166,10 @@ class MlaKernelConfig:
     # MMA work plus the conversion (10-17% of the call by ablation), which now waits for the MMAs and they for it: the
     # two consumers convert and multiply in lockstep (their S-split exchanges), so the tensor cores idle through every
     # conversion. The same operations in another order: the same bits. No more shared memory. Predicted fp8 nhead
-    # 128 -8..-14% (batch 64 197 -> 170-181 us), nhead 64 -5..-10%, q in one part (triton_fp8q) alike. Untimed
+    # 128 -8..-14% (batch 64 197 -> 170-181 us), nhead 64 -5..-10%, q in one part (triton_fp8q) alike. H100
+    # (2026-12-06, kernel_us, ctx 4096, nhead 64 / 128 x batch 64 / 128, uniform and skewed, 32 gated rows,
+    # device_moe.sh mla-convert-under-qk): 1.013-1.032x slower in every row, q in two parts or one (nhead 128 batch 64
+    # uniform 196.8 -> 201.6 us): refuted. Off; a --tune candidate (gluon_ws,convert_under_qk)
     gluon_convert_under_qk: bool = False
 
 
