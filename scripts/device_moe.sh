@@ -82,7 +82,11 @@
 #               throughout)? (about 350 s). H100 (2026-12-06): yes, the row timed second started slow in 5 of 8
 #               processes, dependent launch or not (results/examples/moe16-warmup-h100)
 #   moe16-warm  moe16-modes' three 12-sample runs again after timing.warm_up (30 ms of replays): no slow start now?
-#               (about 100 s)
+#               (about 100 s). H100 (2026-12-06, 78 s): all 72 samples 144.4-153.8 us, none slow at the start
+#   mla-batch1-tune  the GPU tier's timed-row test (kernel_parts as own times), then --tune at batch 1 x ctx 4096,
+#               nhead 16 / 64 / 128, bf16 / fp8, persistent and split-KV, with the candidates of fewer, longer splits
+#               (splits32 / splits16; granules2 / granules4). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB),
+#               nhead 16 within +-5% (about 400 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -431,6 +435,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 2>&1 | tail -3
             mla_ab 200 14 mla-swizzled-parts --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --backends triton,triton_gluon_split_k,triton_gluon_split_k_swizzled,triton_gluon_whole_k ;;
+        mla-batch1-tune)  # kernel_parts as own times on the GPU, then --tune at batch 1 with fewer, longer splits
+            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_gpu_tier.py -k timed_row 2>&1 | tail -3
+            step 420 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-batch1-tune.json" $PY -m rocbench mla --nhead 16,64,128 \
+                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes \
+                --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3

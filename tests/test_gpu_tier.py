@@ -53,11 +53,12 @@ def test_a_timed_row_has_both_times_and_its_rates(tmp_path):
     assert frame["speedup_vs_split_kv_graph"].notna().iloc[1] and meta(run)["copy_bw_GBps"] > 100
     assert meta(run)["roofline"]["mma_tflops"]["bf16"] > 10 and "8192" in meta(run)["roofline"]["how"]
     assert frame["devices"].tolist() == ["cuda:0", "cuda:0"]
-    for row in frame.itertuples():  # each kernel's median per call: no more kernels than a call ran, none over the call
-        parts = [part.rsplit(" ", 2) for part in row.kernel_parts.split(", ")]
+    for row in frame.itertuples():  # each kernel's median own time per call: no more kernels than a call ran,
+        parts = [part.rsplit(" ", 2) for part in row.kernel_parts.split(", ")]  # adding up to about the call's time
         most_kernels = int(str(row.kernels_per_call).split("-")[-1])
         assert all(unit == "us" for _, _, unit in parts) and 1 <= len(parts) <= most_kernels
-        assert max(float(us) for _, us, _ in parts) <= row.kernel_us_median * 1.05, row.kernel_parts
+        total = sum(float(us) for _, us, _ in parts)
+        assert 0.8 * row.kernel_us_median <= total <= 1.2 * row.kernel_us_median, row.kernel_parts
     # --save-samples: every sample of both times, in order; the row's median is theirs
     samples = pd.read_csv(run / "samples.csv")
     for row in frame.itertuples():

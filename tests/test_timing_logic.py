@@ -152,7 +152,19 @@ def test_call_spans_split_at_flushes_skip_gaps_and_clip_early_starts():
     spans = call_spans(records)
     assert [(s.busy_us, s.kernels) for s in spans] == [(pytest.approx(0.110), 2), (pytest.approx(0.100), 2)]
     assert [[(name, round(us, 3)) for name, us in s.parts] for s in spans] == [[("k1", 0.05), ("k2", 0.06)],
-                                                                            [("k3", 0.05), ("k4", 0.06)]]
+                                                                            [("k3", 0.05), ("k4", 0.05)]]
+    assert [sum(us for _, us in s.parts) for s in spans] == [pytest.approx(s.busy_us) for s in spans]
+
+
+def test_kernel_parts_count_a_waiting_kernel_only_after_its_predecessor():
+    """Programmatic dependent launch: the reduce starts 1 us into the attention and waits for it, so only its
+    2 us past the attention's end are its own; two launches of one kernel add up."""
+    flush = "rocbench_l2_flush_0d1d"
+    records = [Activity(flush, 0, 1000), Activity("attend", 1000, 9000), Activity("reduce", 2000, 11000),
+               Activity("attend", 11500, 12500)]
+    (span,) = call_spans(records)
+    assert dict(span.parts) == {"attend": pytest.approx(9.0), "reduce": pytest.approx(2.0)}
+    assert span.busy_us == pytest.approx(11.0)
 
 
 def test_parts_label_gives_each_kernels_median_per_call_slowest_first():

@@ -489,7 +489,16 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,
                                                                     max_splits=128, reduce_chunk=128)
-    if batch is not None and batch <= TINY_BATCH_MAX:  # up to 64 partials per row merged in one load
+    if batch is not None and batch <= TINY_BATCH_MAX:  # fewer, longer splits: half or a quarter of the fp32 partials
+        # written and read back (H100 make bench, batch 1 x 4096, kernel_parts: the reduce's own time 2.0 us of 10.2
+        # at nhead 16 bf16, 3.6 of 14.2 at 64, 7.4 of 21.4 at 128, where 64 splits write 16.8 MB of partials)
+        if persistent:
+            options["granules2"] = dataclasses.replace(triton_tile, min_granules_per_program=2)
+            options["granules4"] = dataclasses.replace(triton_tile, min_granules_per_program=4)
+        else:
+            options["splits32"] = dataclasses.replace(triton_tile, split_min_tokens=128, max_splits=32)
+            options["splits16"] = dataclasses.replace(triton_tile, split_min_tokens=256, max_splits=16)
+        # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
         # reduce_shape's own choice by rows, where the built-in config asks for a shape

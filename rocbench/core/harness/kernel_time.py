@@ -45,7 +45,7 @@ class Activity:
 class CallSpan:
     busy_us: float  # union of the call's activity intervals
     kernels: int  # activity records in the call
-    parts: tuple[tuple[str, float], ...] = ()  # (kernel name, union of that name's intervals in us), in launch order
+    parts: tuple[tuple[str, float], ...] = ()  # (kernel name, its own time in us: own_times), in launch order
 
 
 def union_ns(intervals: Iterable[tuple[int, int]]) -> int:
@@ -71,12 +71,21 @@ def call_spans(activities: Sequence[Activity], marker: str = FLUSH_KERNEL) -> li
         named = [(a.name, max(a.start_ns, flush.end_ns), min(a.end_ns, window_end)) for a in ordered
                  if not a.name.startswith(marker) and flush.start_ns <= a.start_ns < window_end]
         named = [(name, s, e) for name, s, e in named if e > s]
-        by_name: dict[str, list[tuple[int, int]]] = {}
-        for name, s, e in named:
-            by_name.setdefault(short_kernel_name(name), []).append((s, e))
-        parts = tuple((name, union_ns(intervals) / 1e3) for name, intervals in by_name.items())
-        spans.append(CallSpan(union_ns([(s, e) for _, s, e in named]) / 1e3, len(named), parts))
+        spans.append(CallSpan(union_ns([(s, e) for _, s, e in named]) / 1e3, len(named), own_times(named)))
     return spans
+
+
+def own_times(named: Sequence[tuple[str, int, int]]) -> tuple[tuple[str, float], ...]:
+    """Each kernel's own time in us (kernels of one short name summed, in launch order): the part of its interval
+    that no kernel started before it covers. A kernel launched early under programmatic dependent launch, which
+    waits for its predecessor, so counts from the predecessor's end; the parts add up to the call's busy time."""
+    own: dict[str, int] = {}
+    reach = None  # the latest end among the kernels started so far (they all started before this one)
+    for name, start, end in sorted(named, key=lambda record: record[1]):
+        key = short_kernel_name(name)
+        own[key] = own.get(key, 0) + max(0, end - max(start, reach if reach is not None else start))
+        reach = end if reach is None else max(reach, end)
+    return tuple((name, ns / 1e3) for name, ns in own.items())
 
 
 def kernels_label(counts: Iterable[int]) -> str:
@@ -109,10 +118,9 @@ def short_kernel_name(name: str) -> str:
 
 
 def parts_label(calls: Iterable[Sequence[tuple[str, float]]]) -> str:
-    """Each kernel's median time per call over the calls that ran it, slowest first: "name 95.1 us, name 6.3 us"
-    (kernels of one short name together).
-    Under programmatic dependent launch a kernel's time overlaps its predecessor's, so they may add up to more than
-    kernel_us."""
+    """Each kernel's median own time per call (own_times) over the calls that ran it, slowest first:
+    "name 95.1 us, name 6.3 us" (kernels of one short name together). The parts add up to about kernel_us: each
+    call's exactly, their medians nearly."""
     times: dict[str, list[float]] = {}
     for call in calls:
         for name, us in call:

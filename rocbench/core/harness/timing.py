@@ -56,7 +56,7 @@ class Measurement:
     mode: str  # "graph" | "eager" (a backend that cannot be captured)
     cold: str  # how caches were kept cold: "flush ..." or "rotation ..."
     kernels_per_call: str = ""
-    kernel_parts: str = ""  # kernel time only: each kernel's median per call (kernel_time.parts_label)
+    kernel_parts: str = ""  # kernel time only: each kernel's median own time per call (kernel_time.parts_label)
 
 
 def rotation_count(bytes_per_copy: int, cache_bytes: int | None, max_copies: int = 32, max_total: int = 8 << 30) -> int:
