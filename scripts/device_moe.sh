@@ -267,7 +267,7 @@ for part in "$@"; do
             args=()
             [[ $part == bench=* ]] && args=("BENCH_ARGS=--config configs/${part#bench=}.yaml")
             mkdir -p "$OUT/bench" && mv results results.repo && ln -s "$(realpath "$OUT/bench")" results
-            step 570 make bench "${args[@]}" > "$OUT/bench.log" 2>&1
+            step "${BENCH_LIMIT_S:-570}" make bench "${args[@]}" > "$OUT/bench.log" 2>&1
             grep -E "passed|failed|report" "$OUT/bench.log" | tail -8
             rm results && mv results.repo results
             (cd "$OUT" && tar czf sweeps.tgz bench && rm -rf bench) ;;
