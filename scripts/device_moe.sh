@@ -436,9 +436,11 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             mla_ab 200 14 mla-swizzled-parts --nhead 16,32 --batch 64,128 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --backends triton,triton_gluon_split_k,triton_gluon_split_k_swizzled,triton_gluon_whole_k ;;
         mla-batch1-tune)  # kernel_parts as own times on the GPU, then --tune at batch 1 with fewer, longer splits
-            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_gpu_tier.py -k timed_row 2>&1 | tail -3
-            step 420 env ROCBENCH_TUNED_CONFIGS="$OUT/mla-batch1-tune.json" $PY -m rocbench mla --nhead 16,64,128 \
-                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes \
+            [[ -n ${WITH_TIER_TEST:-} ]] && step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_gpu_tier.py \
+                -k timed_row 2>&1 | tail -3
+            step "${TUNE_LIMIT_S:-420}" env ROCBENCH_TUNED_CONFIGS="$OUT/mla-batch1-tune.json" $PY -m rocbench mla \
+                --nhead "${TUNE_NHEAD:-16,64,128}" \
+                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
