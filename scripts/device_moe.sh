@@ -440,7 +440,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 -k timed_row 2>&1 | tail -3
             step "${TUNE_LIMIT_S:-420}" env ROCBENCH_TUNED_CONFIGS="$OUT/mla-batch1-tune.json" $PY -m rocbench mla \
                 --nhead "${TUNE_NHEAD:-16,64,128}" \
-                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes ${TUNE_ARGS:-} \
+                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes \
+                ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
