@@ -83,10 +83,11 @@
 #               processes, dependent launch or not (results/examples/moe16-warmup-h100)
 #   moe16-warm  moe16-modes' three 12-sample runs again after timing.warm_up (30 ms of replays): no slow start now?
 #               (about 100 s). H100 (2026-12-06, 78 s): all 72 samples 144.4-153.8 us, none slow at the start
-#   mla-batch1-tune  the GPU tier's timed-row test (kernel_parts as own times), then --tune at batch 1 x ctx 4096,
-#               nhead 16 / 64 / 128, bf16 / fp8, persistent and split-KV, with the candidates of fewer, longer splits
-#               (splits32 / splits16; granules2 / granules4). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB),
-#               nhead 16 within +-5% (about 400 s)
+#   mla-batch1-tune  --tune at batch 1 x ctx 4096, nhead 16 / 64 / 128 (TUNE_NHEAD), bf16 / fp8, persistent and
+#               split-KV (TUNE_ARGS=--no-persist: split-KV only), with the candidates of fewer, longer splits (splits32
+#               / splits16; granules2 / granules4); WITH_TIER_TEST=1 runs the GPU tier's timed-row test first
+#               (kernel_parts as own times). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB), nhead 16 within
+#               +-5% (about 400 s; TUNE_LIMIT_S stops it sooner)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read

@@ -491,7 +491,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                                                                     max_splits=128, reduce_chunk=128)
     if batch is not None and batch <= TINY_BATCH_MAX:  # fewer, longer splits: half or a quarter of the fp32 partials
         # written and read back (H100 make bench, batch 1 x 4096, kernel_parts: the reduce's own time 2.0 us of 10.2
-        # at nhead 16 bf16, 3.6 of 14.2 at 64, 7.4 of 21.4 at 128, where 64 splits write 16.8 MB of partials)
+        # at nhead 16 bf16, 3.6 of 14.2 at 64, 7.4 of 21.4 at 128, where 2 head groups x 64 splits write 16.8 MB)
         if persistent:
             options["granules2"] = dataclasses.replace(triton_tile, min_granules_per_program=2)
             options["granules4"] = dataclasses.replace(triton_tile, min_granules_per_program=4)

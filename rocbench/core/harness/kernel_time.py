@@ -77,8 +77,8 @@ def call_spans(activities: Sequence[Activity], marker: str = FLUSH_KERNEL) -> li
 
 def own_times(named: Sequence[tuple[str, int, int]]) -> tuple[tuple[str, float], ...]:
     """Each kernel's own time in us (kernels of one short name summed, in launch order): the part of its interval
-    that no kernel started before it covers. A kernel launched early under programmatic dependent launch, which
-    waits for its predecessor, so counts from the predecessor's end; the parts add up to the call's busy time."""
+    that no kernel started before it covers. A kernel launched early under programmatic dependent launch waits for
+    its predecessor, so it counts from the predecessor's end. The parts add up to the call's busy time."""
     own: dict[str, int] = {}
     reach = None  # the latest end among the kernels started so far (they all started before this one)
     for name, start, end in sorted(named, key=lambda record: record[1]):
