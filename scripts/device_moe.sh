@@ -87,7 +87,8 @@
 #               split-KV (TUNE_ARGS=--no-persist: split-KV only), with the candidates of fewer, longer splits (splits32
 #               / splits16; granules2 / granules4); WITH_TIER_TEST=1 runs the GPU tier's timed-row test first
 #               (kernel_parts as own times). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB), nhead 16 within
-#               +-5% (about 400 s; TUNE_LIMIT_S stops it sooner)
+#               +-5%. Split-KV offers 14-15 candidates per bf16 row and 22-24 per fp8 row, persistent 18-19 / 30 (the
+#               Gluon tile's among them): one KV dtype (TUNE_KV) and path per call (TUNE_LIMIT_S stops it sooner)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -441,7 +442,7 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 -k timed_row 2>&1 | tail -3
             step "${TUNE_LIMIT_S:-420}" env ROCBENCH_TUNED_CONFIGS="$OUT/mla-batch1-tune.json" $PY -m rocbench mla \
                 --nhead "${TUNE_NHEAD:-16,64,128}" \
-                --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform --tune --times kernel --skip-batch-probes \
+                --batch 1 --kv-dtype "${TUNE_KV:-bf16,fp8}" --ctx-dist uniform --tune --times kernel --skip-batch-probes \
                 ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
         mla-convert-under-qk)
