@@ -21,11 +21,13 @@ from pathlib import Path
 
 _DEBUG_SECTION = re.compile(r"\s*\.section\s+\.debug")
 _OTHER_SECTION = re.compile(r"\s*\.(section|text|amdgpu_metadata|end_amdgpu_metadata)\b")
-_DEBUG_LINE = re.compile(r"\s*(\.file|\.loc)\b")
+# line directives, and PTX's debug-scope labels (one per inlined call: a helper function moves their numbers)
+_DEBUG_LINE = re.compile(r"\s*(\.file|\.loc)\b|\$L__tmp\d+:\s*$")
 
 
 def code_of(assembly: str, comment: str) -> str:
-    """PTX or AMDGCN without debug sections, line directives and comments (`comment`: `//` in PTX, `;` in AMDGCN)."""
+    """PTX or AMDGCN without debug sections, line directives, debug-scope labels and comments (`comment`: `//` in PTX,
+    `;` in AMDGCN)."""
     kept, in_debug = [], False
     for line in assembly.splitlines():
         if _DEBUG_SECTION.match(line):

@@ -1,4 +1,5 @@
-"""tests/kernel_digest.py keeps what the GPU runs and drops what only names the source (paths, lines, comments)."""
+"""tests/kernel_digest.py keeps what the GPU runs and drops what only names the source (paths, lines, comments,
+PTX's debug-scope labels)."""
 
 from tests.kernel_digest import code_of
 
@@ -18,6 +19,7 @@ _kernel:
 PTX = """.visible .entry _kernel(
 .file\t1 "{path}/mla_decode.py"
 \t.loc\t1 {line} 5  // mla_decode.py:{line}
+$L__tmp{line}:
 \tadd.s32 \t%r1, %r2, %r3;
 \t{instruction}
 \t.section\t.debug_str
