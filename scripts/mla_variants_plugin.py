@@ -132,7 +132,7 @@ class TritonTilePeelTail(TritonTile):
 
     def config(self, case, ctx):
         config, source = super().config(case, ctx)
-        if config.prefetch or config.tokens_as_m:
+        if not kc.takes_peel_tail(config):
             return config, f"{source}; peel_tail does not apply (prefetch or tokens_as_m)"
         return dataclasses.replace(config, peel_tail=True), f"{source}, peel_tail=True"
 

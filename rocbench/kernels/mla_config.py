@@ -317,6 +317,12 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
                            gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64)
 
 
+def takes_peel_tail(config: MlaKernelConfig) -> bool:
+    """Whether config's tile can peel its last block (MlaKernelConfig.peel_tail): the row form without the register
+    prefetch."""
+    return not (config.prefetch or config.tokens_as_m)
+
+
 def gluon_tile_name(config: MlaKernelConfig, kv_dtype: torch.dtype) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)". Only the
     knobs the tile acts on for this KV dtype (mla_gluon.attend drops q's fp8 forms and V's conversion for bf16)."""
@@ -468,7 +474,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             name = "fp8qk_two_products" if triton_tile.fp8_qk_one_product else "fp8qk_one_product"
             options[name] = dataclasses.replace(triton_tile, fp8_qk_one_product=not triton_tile.fp8_qk_one_product)
     options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
-    if not (triton_tile.prefetch or triton_tile.tokens_as_m):
+    if takes_peel_tail(triton_tile):
         options["peel_tail"] = dataclasses.replace(triton_tile, peel_tail=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knob: either tile

@@ -60,6 +60,7 @@ from rocbench.kernels.mla_config import (
     default_config,
     kernel_heads_per_group,
     persistent_num_programs,
+    takes_peel_tail,
 )
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
@@ -396,8 +397,8 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
 
 
 def _peel_tail(config: MlaKernelConfig) -> bool:
-    """config.peel_tail, which only the row form without the register prefetch takes."""
-    if config.peel_tail and (config.prefetch or config.tokens_as_m):
+    """config.peel_tail, where the tile takes it (mla_config.takes_peel_tail)."""
+    if config.peel_tail and not takes_peel_tail(config):
         raise ValueError(f"config {config}: peel_tail takes neither prefetch nor tokens_as_m")
     return config.peel_tail
 

@@ -79,12 +79,12 @@ def own_times(named: Sequence[tuple[str, int, int]]) -> tuple[tuple[str, float],
     """Each kernel's own time in us (kernels of one short name summed, in launch order): the part of its interval
     that no kernel started before it covers. A kernel launched early under programmatic dependent launch waits for
     its predecessor, so it counts from the predecessor's end. The parts add up to the call's busy time."""
-    own: dict[str, int] = {}
-    reach = None  # the latest end among the kernels started so far (they all started before this one)
+    own: dict[str, float] = {}
+    reach = -math.inf  # the latest end among the kernels started so far (they all started before this one)
     for name, start, end in sorted(named, key=lambda record: record[1]):
         key = short_kernel_name(name)
-        own[key] = own.get(key, 0) + max(0, end - max(start, reach if reach is not None else start))
-        reach = end if reach is None else max(reach, end)
+        own[key] = own.get(key, 0) + max(0, end - max(start, reach))
+        reach = max(reach, end)
     return tuple((name, ns / 1e3) for name, ns in own.items())
 
 

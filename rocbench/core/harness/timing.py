@@ -22,7 +22,8 @@ TARGET_SAMPLE_US = 300.0
 # Untimed replays run for at least this long before a time's samples. With one replay of warm-up, a row timed after
 # another came back slow (H100, 2026-12-06, DeepSeek-R1 TP 8 x 16 tokens MoE, --save-samples, results/examples/
 # moe16-warmup-h100): its first 7-10 calls 163-169 us, the rest 145-152 us, in 5 of 8 processes (1-3 calls in the
-# others). 30 ms is a guess at what covers it, not yet timed.
+# others). With 30 ms of replays the same three 12-sample runs took all 72 samples at 144.4-153.8 us, none slow at the
+# start (part 2 there).
 WARMUP_MIN_US = 30_000.0
 
 
