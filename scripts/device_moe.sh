@@ -89,11 +89,6 @@
 #               (kernel_parts as own times). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB), nhead 16 within
 #               +-5%. Split-KV offers 14-15 candidates per bf16 row and 22-24 per fp8 row, persistent 18-19 / 30 (the
 #               Gluon tile's among them): one KV dtype (TUNE_KV) and path per call (TUNE_LIMIT_S stops it sooner)
-#   mla-peel-tail  the Triton tile (triton_tile) against it with whole KV blocks unmasked and a sequence's last
-#               partial block after the loop (triton_tile_peel_tail: MlaKernelConfig.peel_tail, the same bits): its
-#               GPU tests, then batch 1 x nhead 16-128 x bf16 / fp8 x both paths and batch 64 persistent, ctx 4096
-#               uniform. Offline sm_90: a full block's path 2328 -> 2072 instructions (batch 1 nhead 16 bf16).
-#               Predicted: batch 1's attention kernel -5..-10%, batch 64 -2..-6% (about 300 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -450,14 +445,6 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --batch 1 --kv-dtype "${TUNE_KV:-bf16,fp8}" --ctx-dist uniform --tune --times kernel --skip-batch-probes \
                 ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
-        mla-peel-tail)  # the Triton tile with its last partial block peeled out of the loop, against the tile as is
-            step 150 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_kernels.py \
-                -k "peeled_tail or gpu_bf16_and_cuda_graph" 2>&1 | tail -3
-            step 200 $PY -m rocbench mla --nhead 16,32,64,128 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
-                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_peel_tail --times kernel \
-                --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-peel-tail-b1" | tail -20
-            mla_ab 200 20 mla-peel-tail-b64 --nhead 16,32,64,128 --batch 64 --kv-dtype bf16,fp8 --ctx-dist uniform \
-                --backends triton_tile,triton_tile_peel_tail ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3

@@ -85,11 +85,6 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   tile's 2 stages: whether the split's loss there is its ring's lost stage (shared memory for the partial S^T). H100
   (2026-12-06, 6 gated rows): no, whole on 2 stages 104.1 / 182.8 us at batch 64 / 128 against 103.8 / 184.1 on 3,
   split 109.4 / 197.7.
-- `triton_tile_peel_tail`: `triton_tile` with whole KV blocks loaded unmasked and a sequence's last, partial block
-  after the loop (MlaKernelConfig.peel_tail; the same bits). Where the tile's config prefetches in registers or puts
-  the tokens on M, peel_tail does not apply and the row runs `triton_tile`'s config, its path saying so. Offline
-  sm_90: a full block's path 2328 -> 2072 instructions at batch 1 nhead 16 bf16, 1496 -> 1328 at 64. Predicted: the
-  attention kernel -5..-10% at batch 1 (nhead 16 bf16 8.2 -> ~7.5 us), -2..-6% at batch 64 on the Triton tile.
 
     rocbench mla --plugin scripts/mla_variants_plugin.py --backends triton,triton_quota_cuts,triton_fp8_two_products
     rocbench mla --persist --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_gluon_ws"""
@@ -121,20 +116,6 @@ def _variant(name: str, description: str, base: type, **fields) -> type:
 
     return backends("mla").register(type(name, (base,), {"name": name, "description": description,
                                                          "config": config}))
-
-
-@backends("mla").register
-class TritonTilePeelTail(TritonTile):
-    """`triton_tile` with MlaKernelConfig.peel_tail where its config takes it."""
-
-    name = "triton_tile_peel_tail"
-    description = "triton_tile, whole KV blocks unmasked and the last partial block after the loop (A/B plugin)"
-
-    def config(self, case, ctx):
-        config, source = super().config(case, ctx)
-        if not kc.takes_peel_tail(config):
-            return config, f"{source}; peel_tail does not apply (prefetch or tokens_as_m)"
-        return dataclasses.replace(config, peel_tail=True), f"{source}, peel_tail=True"
 
 
 _variant("triton_quota_cuts", "triton, its persistent schedule cutting every unit to the quotas (before whole units)",

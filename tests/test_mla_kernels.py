@@ -368,20 +368,6 @@ def test_tiny_batch_configs():
     assert builtin_config(torch.bfloat16, 64, 1) == builtin_config(torch.bfloat16, 64, 1, 16)  # triton_det: batch-free
 
 
-@pytest.mark.parametrize("kv_dtype,config", [
-    (torch.float16, MlaKernelConfig(block_n=16)), (FP8_DTYPE, MlaKernelConfig(block_n=16, reload_v=True)),
-    (FP8_DTYPE, MlaKernelConfig(block_n=16, fp8_qk=True, f16_mma=True))])
-def test_peeled_tail_gives_the_same_bits(kv_dtype, config):
-    """peel_tail: whole blocks unmasked, the last partial one after the loop, in the same order: the same output, bit
-    for bit, on sequences that end inside a block, on a block's edge, and inside a split."""
-    q, kv, _ = _case([37, 64, 70, 9], 16, torch.float16, kv_dtype, 8, 1, seed=21)
-    plain = _run_both(q, kv, 1, config, 3, 5)[:2]
-    peeled = _run_both(q, kv, 1, dataclasses.replace(config, peel_tail=True), 3, 5)[:2]
-    assert all(torch.equal(a, b) for a, b in zip(plain, peeled))
-    with pytest.raises(ValueError, match="peel_tail"):
-        _run_both(q, kv, 1, dataclasses.replace(config, peel_tail=True, prefetch=True, num_stages=1), 3, 5)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")
 @pytest.mark.parametrize("kv_dtype,nhead,change", [
     (torch.bfloat16, 16, {}), (FP8_DTYPE, 16, {}), (torch.bfloat16, 64, {}), (FP8_DTYPE, 64, {}),
@@ -389,9 +375,7 @@ def test_peeled_tail_gives_the_same_bits(kv_dtype, config):
     (torch.bfloat16, 16, dict(dependent_reduce=True)), (FP8_DTYPE, 64, dict(dependent_reduce=True)),
     # the block's tokens as the MMAs' M side, at the size that takes Hopper's wgmma (64-token blocks, 4 warps)
     (FP8_DTYPE, 16, dataclasses.asdict(TOKENS_AS_M)), (FP8_DTYPE, 32, dataclasses.asdict(TOKENS_AS_M)),
-    (torch.bfloat16, 16, dict(tokens_as_m=True, num_warps=4, block_n=64, reload_v=False)),
-    # whole blocks unmasked, the last one after the loop (skewed lengths end inside a block)
-    (torch.bfloat16, 16, dict(peel_tail=True)), (FP8_DTYPE, 64, dict(peel_tail=True))])
+    (torch.bfloat16, 16, dict(tokens_as_m=True, num_warps=4, block_n=64, reload_v=False))])
 def test_gpu_bf16_and_cuda_graph(kv_dtype, nhead, change):
     """The default configs compiled (and variants): at nhead 64 the 64-row tile, with fp8 KV its fp8 Q@K^T MMAs."""
     lens = make_seq_lens(8, 700, "skewed", _gen(14))

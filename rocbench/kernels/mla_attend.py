@@ -28,14 +28,11 @@ def _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page, str
 
 
 @triton.jit
-def _load_rows(PTR, tok_off, n_ok, COL0: tl.constexpr, WIDTH: tl.constexpr, MASKED: tl.constexpr = True):
+def _load_rows(PTR, tok_off, n_ok, COL0: tl.constexpr, WIDTH: tl.constexpr):
     """[BLOCK_N, WIDTH] channels COL0.. of the given tokens, zero for masked ones: slots past
-    the sequence's end hold garbage (NaN in the tests) and must not be read. MASKED False: every token is
-    inside the sequence (a full block), so no mask."""
+    the sequence's end hold garbage (NaN in the tests) and must not be read."""
     cols = COL0 + tl.arange(0, WIDTH)
-    if MASKED:
-        return tl.load(PTR + tok_off[:, None] + cols[None, :], mask=n_ok[:, None], other=0.0)
-    return tl.load(PTR + tok_off[:, None] + cols[None, :])
+    return tl.load(PTR + tok_off[:, None] + cols[None, :], mask=n_ok[:, None], other=0.0)
 
 
 @triton.jit
@@ -254,40 +251,6 @@ def _attend_tokens_as_m(
 
 
 @triton.jit
-def _row_block(acc, m_i, l_i, k_nope, k_pe, V, KV_INDICES, page_start, start, kv_end, limit, stride_kv_page,
-               stride_kv_tok, q_nope, q_pe, lo_nope, lo_pe, hi_scale, lo_scale, hi_over_lo, qk_scale,
-               BLOCK_N: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, MASKED: tl.constexpr,
-               MMA_DTYPE: tl.constexpr, RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, CVT_ASM: tl.constexpr,
-               D_LATENT: tl.constexpr):
-    """One KV block of attend_kv_range's row form, its K tile loaded (k_nope, k_pe): V, the scores and the online
-    softmax step. MASKED False: a whole block inside the sequence (RELOAD_V's load then takes no mask)."""
-    if not FP8_QK:
-        k_nope = _kv_as(k_nope, MMA_DTYPE, CVT_ASM)
-        k_pe = _kv_as(k_pe, MMA_DTYPE, CVT_ASM)
-    if RELOAD_V:
-        tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
-                                          stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-        v = _kv_as(_load_rows(V, tok_off, n_ok, 0, D_LATENT, MASKED), MMA_DTYPE, CVT_ASM)
-    elif FP8_QK:
-        v = _kv_as(k_nope, MMA_DTYPE, CVT_ASM)
-    else:
-        # V is the latent part of the same cached tokens, already converted
-        v = k_nope
-    n = start + tl.arange(0, BLOCK_N)
-    visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
-    if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
-        s = _scores(lo_nope, lo_pe, k_nope, k_pe, _scores(q_nope, q_pe, k_nope, k_pe) * hi_over_lo)
-        s = s * lo_scale
-    elif FP8_QK == 2:
-        s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
-    elif FP8_QK:
-        s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
-    else:
-        s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
-    return _softmax_step_rows(acc, m_i, l_i, s, v, visible)
-
-
-@triton.jit
 def attend_kv_range(
     Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
     stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
@@ -295,7 +258,6 @@ def attend_kv_range(
     PAGE_SIZE: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PREFETCH: tl.constexpr,
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, D_LATENT: tl.constexpr, D_ROPE: tl.constexpr,
-    PEEL_TAIL: tl.constexpr = False,
 ):
     """Attend the tile's rows to tokens [kv_start, kv_end) of one sequence, the query rows as the MMAs' M
     side, or with TOKENS_AS_M the KV block's tokens (_attend_tokens_as_m).
@@ -321,9 +283,7 @@ def attend_kv_range(
     - F16_MMA (fp8 KV, bf16 q): the MMAs that take converted KV run in fp16, q rescaled per row by a
       power of two (_f16_rows; the scale folded into the softmax scale), P in fp16 (finer than bf16 in
       [0, 1]); e4m3 converts to fp16 exactly.
-    - CVT_ASM (with fp16 MMAs, NVIDIA): that conversion by PTX that Triton does not move (_kv_as).
-    - PEEL_TAIL (the row form without PREFETCH): whole blocks load without the token mask, and a last, partial
-      block runs after the loop with it."""
+    - CVT_ASM (with fp16 MMAs, NVIDIA): that conversion by PTX that Triton does not move (_kv_as)."""
     if TOKENS_AS_M:
         acc, m_i, l_i = _attend_tokens_as_m(
             Q, KV, V, KV_INDICES, page_start, q_row0, head0, kv_start, kv_end, seq_len, qk_scale, v_scale,
@@ -333,7 +293,6 @@ def attend_kv_range(
         q_nope, q_pe, hi_scale, lo_nope, lo_pe, lo_scale, limit, m_i, l_i = _tile_start(
             Q, q_row0, head0, seq_len, qk_scale, stride_qt, stride_qh, KV.dtype.element_ty,
             QLEN, HPG, BLOCK_M, FP8_QK, F16_MMA, FP8_MAX, D_LATENT, D_ROPE)
-        hi_over_lo = hi_scale  # FP8_QK's ratio of q's part scales (unused otherwise)
         if FP8_QK:
             hi_scale = hi_scale[:, None]
             lo_scale = lo_scale[:, None]
@@ -347,9 +306,7 @@ def attend_kv_range(
                                               stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
             next_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
             next_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-        # PEEL_TAIL: the loop takes the whole blocks, unmasked; a last, partial block runs after it, masked
-        loop_end = kv_start + (kv_end - kv_start) // BLOCK_N * BLOCK_N if PEEL_TAIL else kv_end
-        for start in range(kv_start, loop_end, BLOCK_N):
+        for start in range(kv_start, kv_end, BLOCK_N):
             if PREFETCH:
                 k_nope = next_nope
                 k_pe = next_pe
@@ -360,21 +317,31 @@ def attend_kv_range(
             else:
                 tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
                                                   stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
-                k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT, not PEEL_TAIL)
-                k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE, not PEEL_TAIL)
-            acc, m_i, l_i = _row_block(
-                acc, m_i, l_i, k_nope, k_pe, V, KV_INDICES, page_start, start, kv_end, limit, stride_kv_page,
-                stride_kv_tok, q_nope, q_pe, lo_nope, lo_pe, hi_scale, lo_scale, hi_over_lo, qk_scale,
-                BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, not PEEL_TAIL, mma_dtype, RELOAD_V, FP8_QK, CVT_ASM, D_LATENT)
-        if PEEL_TAIL:
-            if loop_end < kv_end:
-                tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, loop_end, kv_end, stride_kv_page,
-                                                  stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
                 k_nope = _load_rows(KV, tok_off, n_ok, 0, D_LATENT)
                 k_pe = _load_rows(KV, tok_off, n_ok, D_LATENT, D_ROPE)
-                acc, m_i, l_i = _row_block(
-                    acc, m_i, l_i, k_nope, k_pe, V, KV_INDICES, page_start, loop_end, kv_end, limit, stride_kv_page,
-                    stride_kv_tok, q_nope, q_pe, lo_nope, lo_pe, hi_scale, lo_scale, hi_over_lo, qk_scale,
-                    BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, True, mma_dtype, RELOAD_V, FP8_QK, CVT_ASM, D_LATENT)
+            if not FP8_QK:
+                k_nope = _kv_as(k_nope, mma_dtype, CVT_ASM)
+                k_pe = _kv_as(k_pe, mma_dtype, CVT_ASM)
+            if RELOAD_V:
+                tok_off, n_ok = _kv_token_offsets(KV_INDICES, page_start, start, kv_end, stride_kv_page,
+                                                  stride_kv_tok, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED)
+                v = _kv_as(_load_rows(V, tok_off, n_ok, 0, D_LATENT), mma_dtype, CVT_ASM)
+            elif FP8_QK:
+                v = _kv_as(k_nope, mma_dtype, CVT_ASM)
+            else:
+                # V is the latent part of the same cached tokens, already converted
+                v = k_nope
+            n = start + tl.arange(0, BLOCK_N)
+            visible = (n[None, :] < limit[:, None]) & (n < kv_end)[None, :]
+            if FP8_QK == 3:  # the low part's product accumulated onto the high part's, rescaled: one product live
+                s = _scores(lo_nope, lo_pe, k_nope, k_pe, _scores(q_nope, q_pe, k_nope, k_pe) * hi_over_lo)
+                s = s * lo_scale
+            elif FP8_QK == 2:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale + _scores(lo_nope, lo_pe, k_nope, k_pe) * lo_scale
+            elif FP8_QK:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * hi_scale
+            else:
+                s = _scores(q_nope, q_pe, k_nope, k_pe) * qk_scale
+            acc, m_i, l_i = _softmax_step_rows(acc, m_i, l_i, s, v, visible)
         acc = acc * v_scale
     return acc, m_i, l_i

@@ -36,13 +36,6 @@ class MlaKernelConfig:
     # 132 SMs, DRAM 5-11%; 128 splits of 32 tokens (block_n 32) fill them at twice the partials: a --tune candidate
     split_min_tokens: int = 64
     max_splits: int = 64
-    # the Triton tile's row form (not with prefetch or tokens_as_m): whole KV blocks load without the token mask and
-    # a sequence's last, partial block runs after the loop. Offline sm_90 SASS (Triton 3.6, split-KV at batch 1, one
-    # full block per program): the path a full block takes 2328 -> 2072 instructions at nhead 16 bf16 and 1496 ->
-    # 1328 at 64 (ISETP + SEL 310 -> 11), the code 2328 -> 3360 with the tail's copy. Predicted: the attention
-    # kernel -5..-10% at batch 1, where it is serial instruction latency (nhead 16: 8.2 -> ~7.5 us); untimed, a
-    # --tune candidate
-    peel_tail: bool = False
     fp8_qk: bool = False  # fp8 KV: q split into two fp8 parts, Q@K^T as fp8 MMAs on the tile as loaded
     # fp8 KV with bf16 q: the MMAs that take converted KV run in fp16 (mla_attend._f16_rows): e4m3 -> fp16 is one
     # exact conversion instruction per two elements, e4m3 -> bf16 goes through fp16 and fp32
@@ -317,12 +310,6 @@ def gluon_ws_config(kv_dtype: torch.dtype, nhead: int, qlen: int) -> MlaKernelCo
                            gluon_split_k=fp8 and rows < 64, gluon_swizzled_parts=fp8 and rows < 64)
 
 
-def takes_peel_tail(config: MlaKernelConfig) -> bool:
-    """Whether config's tile can peel its last block (MlaKernelConfig.peel_tail): the row form without the register
-    prefetch."""
-    return not (config.prefetch or config.tokens_as_m)
-
-
 def gluon_tile_name(config: MlaKernelConfig, kv_dtype: torch.dtype) -> str:
     """The Gluon tile with its knobs, as a row's path names it: e.g. "Gluon tile (S split, 232 registers)". Only the
     knobs the tile acts on for this KV dtype (mla_gluon.attend drops q's fp8 forms and V's conversion for bf16)."""
@@ -474,8 +461,6 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             name = "fp8qk_two_products" if triton_tile.fp8_qk_one_product else "fp8qk_one_product"
             options[name] = dataclasses.replace(triton_tile, fp8_qk_one_product=not triton_tile.fp8_qk_one_product)
     options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
-    if takes_peel_tail(triton_tile):
-        options["peel_tail"] = dataclasses.replace(triton_tile, peel_tail=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knob: either tile
         gluon = gluon_ws_config(kv_dtype, nhead, qlen)

@@ -60,7 +60,6 @@ from rocbench.kernels.mla_config import (
     default_config,
     kernel_heads_per_group,
     persistent_num_programs,
-    takes_peel_tail,
 )
 from rocbench.kernels.pdl import dependent_launch_supported, gdc_launch_dependents, gdc_wait, pdl_launch_option
 from rocbench.kernels.target import nvidia_gpu
@@ -154,7 +153,7 @@ def _split_kv_kernel(
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr,
     D_ROPE: tl.constexpr,
-    PDL: tl.constexpr, PEEL_TAIL: tl.constexpr = False,
+    PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
         gdc_launch_dependents()
@@ -176,7 +175,7 @@ def _split_kv_kernel(
         sm_scale_log2 * kv_scale, kv_scale,
         stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
         QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-        TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE, PEEL_TAIL,
+        TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE,
     )
     if DIRECT_OUT:  # a single split: no partials, no reduce
         _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -196,7 +195,7 @@ def _persistent_kernel(
     RELOAD_V: tl.constexpr, FP8_QK: tl.constexpr, F16_MMA: tl.constexpr, FP8_MAX: tl.constexpr,
     TOKENS_AS_M: tl.constexpr, CVT_ASM: tl.constexpr, HAS_SCALE: tl.constexpr, D_LATENT: tl.constexpr,
     D_ROPE: tl.constexpr,
-    PDL: tl.constexpr, PEEL_TAIL: tl.constexpr = False,
+    PDL: tl.constexpr,
 ):
     if PDL:  # the reduce may launch now; it waits for this grid's completion before reading partials
         gdc_launch_dependents()
@@ -217,7 +216,7 @@ def _persistent_kernel(
             sm_scale_log2 * kv_scale, kv_scale,
             stride_qt, stride_qh, stride_kv_page, stride_kv_tok,
             QLEN, HPG, BLOCK_M, BLOCK_N, PAGE_SIZE, PAGE_ALIGNED, PREFETCH, RELOAD_V, FP8_QK, F16_MMA, FP8_MAX,
-            TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE, PEEL_TAIL,
+            TOKENS_AS_M, CVT_ASM, D_LATENT, D_ROPE,
         )
         if slot < 0:
             _store_final(OUT, acc, l_i, b * QLEN, g * HPG, stride_ot, stride_oh, QLEN, HPG, BLOCK_M, D_LATENT)
@@ -396,13 +395,6 @@ def _fp8_args(q: torch.Tensor, kv: PagedKV, config: MlaKernelConfig) -> dict:
                 FP8_MAX=torch.finfo(kv.kv_buffer.dtype).max if fp8 else 1.0)
 
 
-def _peel_tail(config: MlaKernelConfig) -> bool:
-    """config.peel_tail, where the tile takes it (mla_config.takes_peel_tail)."""
-    if config.peel_tail and not takes_peel_tail(config):
-        raise ValueError(f"config {config}: peel_tail takes neither prefetch nor tokens_as_m")
-    return config.peel_tail
-
-
 def _dependent_launch(config: MlaKernelConfig, device: torch.device) -> bool:
     """Programmatic dependent launch of the reduce (config.dependent_reduce) where it exists."""
     return config.dependent_reduce and dependent_launch_supported(device)
@@ -530,7 +522,6 @@ def mla_decode_split_kv(q: torch.Tensor, kv: PagedKV, sm_scale: float, qlen: int
         # split boundaries are multiples of block_n, so a block never straddles a page
         PAGE_ALIGNED=kv.page_size >= config.block_n,
         PREFETCH=config.prefetch, RELOAD_V=config.reload_v, TOKENS_AS_M=config.tokens_as_m,
-        PEEL_TAIL=_peel_tail(config),
         **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
@@ -591,7 +582,6 @@ def mla_decode_persistent(q: torch.Tensor, kv: PagedKV, schedule: MlaSchedule, s
         # the granularity is a multiple of block_n
         PAGE_ALIGNED=kv.page_size >= config.block_n and schedule.kv_granularity % config.block_n == 0,
         PREFETCH=config.prefetch, RELOAD_V=config.reload_v, TOKENS_AS_M=config.tokens_as_m,
-        PEEL_TAIL=_peel_tail(config),
         **_fp8_args(q, kv, config), PDL=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages, **args,
     )
