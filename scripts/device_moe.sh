@@ -84,11 +84,14 @@
 #   moe16-warm  moe16-modes' three 12-sample runs again after timing.warm_up (30 ms of replays): no slow start now?
 #               (about 100 s). H100 (2026-12-06, 78 s): all 72 samples 144.4-153.8 us, none slow at the start
 #   mla-batch1-tune  --tune at batch 1 x ctx 4096, nhead 16 / 64 / 128 (TUNE_NHEAD), bf16 / fp8, persistent and
-#               split-KV (TUNE_ARGS=--no-persist: split-KV only), with the candidates of fewer, longer splits (splits32
-#               / splits16; granules2 / granules4); WITH_TIER_TEST=1 runs the GPU tier's timed-row test first
-#               (kernel_parts as own times). Predicted nhead 128 -10..-20% (partials 16.8 -> 8.4 MB), nhead 16 within
-#               +-5%. Split-KV offers 14-15 candidates per bf16 row and 22-24 per fp8 row, persistent 18-19 / 30 (the
-#               Gluon tile's among them): one KV dtype (TUNE_KV) and path per call (TUNE_LIMIT_S stops it sooner)
+#               split-KV (TUNE_ARGS=--no-persist: split-KV only); WITH_TIER_TEST=1 runs the GPU tier's timed-row test
+#               first (kernel_parts as own times). One KV dtype (TUNE_KV) and path per call (TUNE_LIMIT_S stops it
+#               sooner). H100 (2026-12-06, 4 calls of 71-125 s; tier test passed): fewer, longer splits lost (0.98-1.93x
+#               the built-in; dropped), the reduce's 64 partials per load over 128 channels won at nhead 128 (0.90x
+#               split-KV bf16, 0.92x fp8, 0.95x persistent bf16; built in)
+#   mla-batch1-reduce  triton_tile against triton_tile_reduce_by_rows (the reduce's shape before) at batch 1 x 4096,
+#               nhead 64 / 128, bf16 / fp8, both kernels: the 64-per-load reduce built in at 128 heads, confirmed
+#               outside --tune? Predicted nhead 128 -5..-10%, nhead 64 the same (about 90 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -445,6 +448,10 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --batch 1 --kv-dtype "${TUNE_KV:-bf16,fp8}" --ctx-dist uniform --tune --times kernel --skip-batch-probes \
                 ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
+        mla-batch1-reduce)
+            step 200 $PY -m rocbench mla --nhead 64,128 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
+                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_reduce_by_rows \
+                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-reduce" | tail -20 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3

@@ -66,6 +66,11 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   (2026-12-06, 48 gated rows, device_moe.sh mla-reduce-chunk): batch 64 uniform 1.01-1.05x faster built in (nhead 64
   fp8 120.1 -> 114.9 us, bf16 132.5 -> 127.6; bf16 nhead 32 119.2 -> 117.1), skewed 1.00-1.03x, batch 128 within
   +-0.7% (noise 0.4-0.5%): confirmed, smaller than predicted.
+- `triton_tile_reduce_by_rows`: `triton_tile` with its reduce's shape as mla_decode.reduce_shape picks it by rows to
+  merge. At batch 1 and 128 heads the built-in now merges 64 partials per load over 128 channels, where this loads 32
+  (`--tune`, H100, 2026-12-06: split-KV bf16 0.90x, fp8 0.92x, persistent bf16 0.95x the call's time). Predicted: the
+  built-in's kernel_us 5-10% under this one's at batch 1 nhead 128, the same elsewhere at batch 1 (64 rows or fewer
+  already took 64 per load).
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
@@ -170,3 +175,6 @@ _variant("triton_fp8q_convert_under_qk", "triton_fp8q, fp8 V converted while the
          "run (A/B plugin)", TritonMlaFp8Query, gluon_convert_under_qk=True)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)
+_variant("triton_tile_reduce_by_rows", "triton_tile, its reduce's shape picked by rows to merge (mla_decode.reduce_shape;"
+         " at batch 1 and 128 heads the built-in before 2026-12-06; A/B plugin)", TritonTile, reduce_cols=0,
+         reduce_chunk=0)

@@ -48,16 +48,13 @@ def test_candidates_are_distinct_and_valid():
         candidates = mla_config.tune_candidates(kv, 64, 1)
         assert candidates["builtin"] == mla_config.builtin_config(kv, 64, 1)
         assert len(set(candidates.values())) == len(candidates) >= 4
-    # batch 1: fewer, longer splits than the built-in (split-KV), more KV per program (persistent)
+    # batch 1: the reduce's shapes; at 128 heads the built-in merges 64 partials per load over 128 channels
     split_kv = mla_config.builtin_config(torch.bfloat16, 128, 1, 1, persistent=False)
-    assert (split_kv.split_min_tokens, split_kv.max_splits) == (64, 64)
+    assert (split_kv.reduce_cols, split_kv.reduce_chunk) == (128, 64)
     candidates = mla_config.tune_candidates(torch.bfloat16, 128, 1, 1, persistent=False)
-    assert candidates["splits32"] == dataclasses.replace(split_kv, split_min_tokens=128, max_splits=32)
-    assert candidates["splits16"] == dataclasses.replace(split_kv, split_min_tokens=256, max_splits=16)
-    persistent = mla_config.builtin_config(torch.bfloat16, 128, 1, 1)
-    assert persistent.min_granules_per_program == 1
-    candidates = mla_config.tune_candidates(torch.bfloat16, 128, 1, 1)
-    assert candidates["granules4"] == dataclasses.replace(persistent, min_granules_per_program=4)
+    # the shape reduce_shape picks by rows (32 partials per load) stays a candidate, under its first name ("plain")
+    assert dataclasses.replace(split_kv, reduce_cols=0, reduce_chunk=0) in candidates.values()
+    assert "reduce64x128" not in candidates  # the built-in, listed once under that name
     plan = moe_plan.heuristic_plan(1, 4, 128, 384, 3072)
     candidates = moe_plan.tune_candidates(plan, 384, 3072)
     assert candidates["plan"] == plan and len(candidates) >= 6

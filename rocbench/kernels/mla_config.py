@@ -259,6 +259,8 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 # load (ncu: it was latency-bound, walking its partials in two dependent loads of 32). `--tune`, graph us, H200:
 # batch 1 bf16 nhead 16 12.9 -> 11.2, nhead 64 17.6 -> 16.2; fp8 14.1 -> 12.2, 19.6 -> 18.1; batch 4 nhead 16 bf16
 # 20.7 -> 19.2, fp8 20.4 -> 19.0. At 256 rows (nhead 64, batch 4) it did not pay (bf16 >= 32.6 vs 32.2, fp8 35.5 vs 34.0)
+# At batch 1 and 128 heads, 64 partials per load over 128 channels (`--tune`, H100, 2026-12-06, against the wide
+# reduce's 32 per load: split-KV bf16 0.90x, fp8 0.92x, persistent bf16 0.95x the call's time; batch 2 untimed)
 TINY_REDUCE_ROWS = 64
 
 
@@ -369,8 +371,9 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         config = dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
     elif fp8 and (nhead <= 64 or persistent):
         config = FP8_CONFIG
-    if batch * nhead <= TINY_REDUCE_ROWS:
-        config = dataclasses.replace(config, reduce_cols=64, reduce_chunk=64)
+    if batch * nhead <= TINY_REDUCE_ROWS or batch == 1:
+        config = dataclasses.replace(config, reduce_cols=64 if batch * nhead <= TINY_REDUCE_ROWS else 128,
+                                     reduce_chunk=64)
     return config
 
 
@@ -489,15 +492,9 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
         # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,
                                                                     max_splits=128, reduce_chunk=128)
-    if batch is not None and batch <= TINY_BATCH_MAX:  # fewer, longer splits: half or a quarter of the fp32 partials
-        # written and read back (H100 make bench, batch 1 x 4096, kernel_parts: the reduce's own time 2.0 us of 10.2
-        # at nhead 16 bf16, 3.6 of 14.2 at 64, 7.4 of 21.4 at 128, where 2 head groups x 64 splits write 16.8 MB)
-        if persistent:
-            options["granules2"] = dataclasses.replace(triton_tile, min_granules_per_program=2)
-            options["granules4"] = dataclasses.replace(triton_tile, min_granules_per_program=4)
-        else:
-            options["splits32"] = dataclasses.replace(triton_tile, split_min_tokens=128, max_splits=32)
-            options["splits16"] = dataclasses.replace(triton_tile, split_min_tokens=256, max_splits=16)
+    if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's launch shapes. Fewer, longer splits (split-KV
+        # 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the partials) lost on an H100 (`--tune`,
+        # batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the worst; not candidates
         # up to 64 partials per row merged in one load
         options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
