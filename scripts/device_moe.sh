@@ -89,6 +89,12 @@
 #               sooner). H100 (2026-12-06, 4 calls of 71-125 s; tier test passed): fewer, longer splits lost (0.98-1.93x
 #               the built-in; dropped), the reduce's 64 partials per load over 128 channels won at nhead 128 (0.90x
 #               split-KV bf16, 0.92x fp8, 0.95x persistent bf16; built in)
+#   ncu-mla-batch1-source  where batch 1's split-KV attention kernel waits, per SASS instruction (as
+#               ncu-mla-gluon-source): nhead 16 / 64 bf16 and 16 fp8, ctx 4096, the kernel's first launch; report, source
+#               page CSV and digest in ncu-mla-batch1-source.tgz. Asks: is the 8.2 us at nhead 16 bf16 the dependent
+#               loads (seq_len, page indices, then KV), the MMAs, or the partial's store? The timings say it is not the
+#               instruction count (peel_tail: 264 fewer instructions, slower) nor the partials' bytes (fewer splits:
+#               slower) (about 150 s)
 #   mla-batch1-reduce  triton_tile against triton_tile_reduce_by_rows (the reduce's shape before) at batch 1 x 4096,
 #               nhead 64 / 128, bf16 / fp8, both kernels: the 64-per-load reduce built in at 128 heads, confirmed
 #               outside --tune? Predicted nhead 128 -5..-10%, nhead 64 the same (about 90 s)
@@ -228,15 +234,14 @@ NCU_RUN=(ncu --clock-control none --target-processes all)
 NCU=("${NCU_RUN[@]}" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats
      --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats)
 
-ncu_source() {  # ncu_source <report> <nhead> <kv> <rocbench mla args...>: Nsight Compute's source counters of the MLA
-    # attention kernel's first launch (persistent, batch 64, ctx 4096 uniform), its source page as <report>.csv and
-    # that page's digest (scripts/ncu_source_digest.py) as <report>.md
-    local rep=$1 nhead=$2 kv=$3
-    shift 3
-    step 90 "${NCU_RUN[@]}" -k 'regex:^_kernel$' --launch-count 1 --section SourceCounters --section WarpStateStats \
-        --import-source yes -o "$rep" $PY -m rocbench mla --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist \
-        --ctx-dist uniform --times kernel --skip-batch-probes --iters 3 --out "$STORES/ncu-mla-runs" "$@" \
-        > "$rep.log" 2>&1
+ncu_source() {  # ncu_source <report> <kernel name> <rocbench mla args: the row>: Nsight Compute's source counters of
+    # the named MLA kernel's first launch (ctx 4096 uniform), its source page as <report>.csv and that page's digest
+    # (scripts/ncu_source_digest.py) as <report>.md
+    local rep=$1 kernel=$2
+    shift 2
+    step 90 "${NCU_RUN[@]}" -k "regex:^$kernel\$" --launch-count 1 --section SourceCounters --section WarpStateStats \
+        --import-source yes -o "$rep" $PY -m rocbench mla --ctx-dist uniform --times kernel --skip-batch-probes \
+        --iters 3 --out "$STORES/ncu-mla-runs" "$@" > "$rep.log" 2>&1
     ncu --import "$rep.ncu-rep" --page source --print-source sass --csv > "$rep.csv" 2>&1
     $PY scripts/ncu_source_digest.py "$rep.csv" > "$rep.md" 2>&1
 }
@@ -459,8 +464,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --backends triton,triton_gluon_convert_under_qk,triton_fp8q,triton_fp8q_convert_under_qk ;;
         ncu-split-k-32)  # where the split tile loses at 32 heads: its consumers' source counters beside the whole tile's
             for backend in triton_gluon_split_k triton_gluon_whole_k; do
-                ncu_source "$OUT/ncu-nhead32-batch64-fp8-$backend" 32 fp8 --plugin scripts/mla_variants_plugin.py \
-                    --backends "$backend"
+                ncu_source "$OUT/ncu-nhead32-batch64-fp8-$backend" _kernel --nhead 32 --batch 64 --kv-dtype fp8 \
+                    --persist --plugin scripts/mla_variants_plugin.py --backends "$backend"
                 head -12 "$OUT/ncu-nhead32-batch64-fp8-$backend.md"
             done ;;
         moe16-modes)  # DeepSeek-R1 TP 8 x 16 tokens: kernel_us samples near 148 or 168 us, graph_us steady at 158;
@@ -494,18 +499,28 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             mla_ab 120 4 mla-gluon-split-k-fp8q --nhead 16,32 --batch 64,128 --kv-dtype fp8 --ctx-dist uniform \
                 --backends triton_fp8q,triton_fp8q_split_k
             # where the split tile's consumers wait (as ncu-mla-gluon-source did for the tile without it)
-            ncu_source "$OUT/ncu-split-k-nhead16-batch64-fp8" 16 fp8 --plugin scripts/mla_variants_plugin.py \
-                --backends triton_gluon_split_k
+            ncu_source "$OUT/ncu-split-k-nhead16-batch64-fp8" _kernel --nhead 16 --batch 64 --kv-dtype fp8 --persist \
+                --plugin scripts/mla_variants_plugin.py --backends triton_gluon_split_k
             head -30 "$OUT/ncu-split-k-nhead16-batch64-fp8.md" ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             for row in "16 fp8" "64 fp8" "32 bf16"; do
                 read -r nhead kv <<< "$row"
                 rep="$OUT/ncu-mla-gluon-source/nhead$nhead-batch64-$kv"
-                ncu_source "$rep" "$nhead" "$kv" --backends triton
+                ncu_source "$rep" _kernel --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist --backends triton
                 wc -l "$rep.csv"
             done
             (cd "$OUT" && tar czf ncu-mla-gluon-source.tgz ncu-mla-gluon-source && rm -rf ncu-mla-gluon-source) ;;
+        ncu-mla-batch1-source)
+            mkdir -p "$OUT/ncu-mla-batch1-source"
+            for row in "16 bf16" "64 bf16" "16 fp8"; do
+                read -r nhead kv <<< "$row"
+                rep="$OUT/ncu-mla-batch1-source/nhead$nhead-batch1-$kv"
+                ncu_source "$rep" _split_kv_kernel --nhead "$nhead" --batch 1 --kv-dtype "$kv" --no-persist \
+                    --backends triton
+                head -25 "$rep.md"
+            done
+            (cd "$OUT" && tar czf ncu-mla-batch1-source.tgz ncu-mla-batch1-source && rm -rf ncu-mla-batch1-source) ;;
         mla-gluon-stages)
             step 120 $PY -m pytest -q -p no:cacheprovider -rfs tests/test_mla_gluon.py \
                 -k "gluon_stages or one_fp8_part" 2>&1 | tail -3
