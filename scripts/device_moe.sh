@@ -95,9 +95,10 @@
 #               loads (seq_len, page indices, then KV), the MMAs, or the partial's store? The timings say it is not the
 #               instruction count (peel_tail: 264 fewer instructions, slower) nor the partials' bytes (fewer splits:
 #               slower) (about 150 s)
-#   mla-batch1-reduce  triton_tile against triton_tile_reduce_by_rows (the reduce's shape before) at batch 1 x 4096,
-#               nhead 64 / 128, bf16 / fp8, both kernels: the 64-per-load reduce built in at 128 heads, confirmed
-#               outside --tune? Predicted nhead 128 -5..-10%, nhead 64 the same (about 90 s)
+#   mla-batch1-reduce  batch 1's two built-ins of 2026-12-06 outside --tune, at ctx 4096, bf16 / fp8, both kernels:
+#               triton_tile against triton_tile_reduce_by_rows (the reduce's shape before) at nhead 64 / 128, and
+#               against triton_tile_splits64 (split-KV before BATCH1_SPLITS128) at nhead 16. Predicted nhead 128
+#               -5..-10%, nhead 16 bf16 split-KV -5..-7%, the other rows the same (about 120 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -456,7 +457,10 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
         mla-batch1-reduce)
             step 200 $PY -m rocbench mla --nhead 64,128 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_reduce_by_rows \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-reduce" | tail -20 ;;
+                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-reduce" | tail -20
+            step 120 $PY -m rocbench mla --nhead 16 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
+                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_splits64 \
+                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-splits" | tail -12 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3

@@ -55,6 +55,13 @@ def test_candidates_are_distinct_and_valid():
     # the shape reduce_shape picks by rows (32 partials per load) stays a candidate, under its first name ("plain")
     assert dataclasses.replace(split_kv, reduce_cols=0, reduce_chunk=0) in candidates.values()
     assert "reduce64x128" not in candidates  # the built-in, listed once under that name
+    # split-KV bf16 at 16 heads: 128 splits of 32 tokens built in, 64 of 64 (the rest's built-in) still a candidate
+    split_kv = mla_config.builtin_config(torch.bfloat16, 16, 1, 1, persistent=False)
+    assert (split_kv.block_n, split_kv.max_splits, split_kv.reduce_chunk) == (32, 128, 128)
+    assert mla_config.builtin_config(torch.float8_e4m3fn, 16, 1, 1, persistent=False).max_splits == 64
+    candidates = mla_config.tune_candidates(torch.bfloat16, 16, 1, 1, persistent=False)
+    splits64 = candidates["splits64,block64,chunk64"]
+    assert (splits64.block_n, splits64.max_splits, splits64.reduce_chunk) == (64, 64, 64)
     plan = moe_plan.heuristic_plan(1, 4, 128, 384, 3072)
     candidates = moe_plan.tune_candidates(plan, 384, 3072)
     assert candidates["plan"] == plan and len(candidates) >= 6

@@ -262,6 +262,10 @@ TINY_BATCH_CONFIG = MlaKernelConfig(max_tile_rows=16, programs_per_sm=2)
 # At batch 1 and 128 heads, 64 partials per load over 128 channels (`--tune`, H100, 2026-12-06, against the wide
 # reduce's 32 per load: split-KV bf16 0.90x, fp8 0.92x, persistent bf16 0.95x the call's time; batch 2 untimed)
 TINY_REDUCE_ROWS = 64
+# Split-KV at batch 1, bf16, 16 heads: up to 128 splits of 32-token blocks, the reduce merging a row's 128 partials in
+# one load. H100 kernel_us 10.27 -> 9.57 (mla-splits128-ab-h100, c13f418) and `--tune` 0.95x (2026-12-06); fp8 lost
+# (+6%) and so did nhead 64 (+17%), where the doubled partials cost the reduce more than the shorter splits save
+BATCH1_SPLITS128 = dict(block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
 
 
 # The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind and head count
@@ -374,6 +378,8 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
     if batch * nhead <= TINY_REDUCE_ROWS or batch == 1:
         config = dataclasses.replace(config, reduce_cols=64 if batch * nhead <= TINY_REDUCE_ROWS else 128,
                                      reduce_chunk=64)
+    if batch == 1 and nhead <= 16 and not fp8 and not persistent:
+        config = dataclasses.replace(config, **BATCH1_SPLITS128)
     return config
 
 
@@ -489,9 +495,10 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
             options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
-        # merged in one load (H100, batch 1 x 4096: nhead 16 bf16 -7%, fp8 +6%, nhead 64 +17..+54%: not a plan)
-        options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, block_n=32, split_min_tokens=32,
-                                                                    max_splits=128, reduce_chunk=128)
+        # merged in one load (BATCH1_SPLITS128), and the 64 splits of 64 tokens otherwise built in: one is the built-in
+        options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, **BATCH1_SPLITS128)
+        options["splits64,block64,chunk64"] = dataclasses.replace(triton_tile, block_n=64, split_min_tokens=64,
+                                                                  max_splits=64, reduce_chunk=64)
     if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's launch shapes. Fewer, longer splits (split-KV
         # 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the partials) lost on an H100 (`--tune`,
         # batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the worst; not candidates
