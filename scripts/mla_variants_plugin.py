@@ -17,9 +17,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   -10..-20%; H100 (2026-12-06, kernel us, ctx 4096, split-KV): nhead 16 bf16 10.27 -> 9.57 (-7%), fp8 10.66 -> 11.31
   (+6%), nhead 64 bf16 14.11 -> 16.56, fp8 16.03 -> 24.72: a `--tune` candidate (`splits128,block32,chunk128`).
   `--tune` on an H100 (2026-12-06) again 0.95x at nhead 16 bf16, so built in there (mla_config.BATCH1_SPLITS128),
-  where `triton_tile_splits64` is the split-KV before it. The same splits with the 64-partial reduce (10.53 / 13.75 / 17.82 / 26.18 us) lost and are gone, as is 8
-  warps at one program per SM (bf16 nhead 16: split-KV -4%, persistent +4%; fp8 and nhead 64 within 0.5%), which
-  `--tune`'s `plain` candidate covers for bf16.
+  where `triton_tile_splits64` is the split-KV before it. The same splits with the 64-partial reduce (10.53 / 13.75
+  / 17.82 / 26.18 us) lost and are gone, as is 8 warps at one program per SM (bf16 nhead 16: split-KV -4%,
+  persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s `plain` candidate covers for bf16.
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
   attention kernel written in Gluon and warp-specialized (rocbench/kernels/mla_gluon.py, MlaKernelConfig.gluon_ws): a
   1-warp TMA producer, two 4-warp consumers each owning half the output channels and syncing by mbarriers (with the
@@ -129,8 +129,7 @@ _variant("triton_quota_cuts", "triton, its persistent schedule cutting every uni
 _variant("triton_fp8_two_products", "triton, q's two fp8 parts' Q@K^T as two products (an A/B plugin)", TritonTile,
          fp8_qk_one_product=False)
 _variant("triton_splits128_chunk128", "triton, split-KV in up to 128 splits of 32-token blocks, its reduce loading "
-         "128 partials at once (an A/B plugin)", TritonTile, block_n=32, split_min_tokens=32, max_splits=128,
-         reduce_chunk=128)
+         "128 partials at once (an A/B plugin)", TritonTile, **kc.BATCH1_SPLITS128)
 
 
 @backends("mla").register
@@ -178,7 +177,7 @@ _variant("triton_reduce16", "triton, its reduce loading 16 partials at once howe
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)
 _variant("triton_tile_splits64", "triton_tile, split-KV in up to 64 splits of 64-token blocks, its reduce loading 64"
          " partials at once (at batch 1, 16 heads, bf16 the built-in before 2026-12-06; A/B plugin)", TritonTile,
-         block_n=64, split_min_tokens=64, max_splits=64, reduce_chunk=64)
-_variant("triton_tile_reduce_by_rows", "triton_tile, its reduce's shape picked by rows to merge (mla_decode.reduce_shape;"
-         " at batch 1 and 128 heads the built-in before 2026-12-06; A/B plugin)", TritonTile, reduce_cols=0,
-         reduce_chunk=0)
+         **kc.SPLITS64)
+_variant("triton_tile_reduce_by_rows", "triton_tile, its reduce's shape picked by rows to merge "
+         "(mla_decode.reduce_shape; at batch 1 and 128 heads the built-in before 2026-12-06; A/B plugin)", TritonTile,
+         reduce_cols=0, reduce_chunk=0)

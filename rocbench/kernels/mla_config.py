@@ -266,6 +266,7 @@ TINY_REDUCE_ROWS = 64
 # one load. H100 kernel_us 10.27 -> 9.57 (mla-splits128-ab-h100, c13f418) and `--tune` 0.95x (2026-12-06); fp8 lost
 # (+6%) and so did nhead 64 (+17%), where the doubled partials cost the reduce more than the shorter splits save
 BATCH1_SPLITS128 = dict(block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
+SPLITS64 = dict(block_n=64, split_min_tokens=64, max_splits=64, reduce_chunk=64)  # what the rest of batch 1 takes
 
 
 # The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind and head count
@@ -375,9 +376,9 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         config = dataclasses.replace(TINY_BATCH_CONFIG, f16_mma=fp8)
     elif fp8 and (nhead <= 64 or persistent):
         config = FP8_CONFIG
-    if batch * nhead <= TINY_REDUCE_ROWS or batch == 1:
-        config = dataclasses.replace(config, reduce_cols=64 if batch * nhead <= TINY_REDUCE_ROWS else 128,
-                                     reduce_chunk=64)
+    rows = batch * nhead
+    if rows <= TINY_REDUCE_ROWS or batch == 1:
+        config = dataclasses.replace(config, reduce_cols=64 if rows <= TINY_REDUCE_ROWS else 128, reduce_chunk=64)
     if batch == 1 and nhead <= 16 and not fp8 and not persistent:
         config = dataclasses.replace(config, **BATCH1_SPLITS128)
     return config
@@ -497,12 +498,11 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
         # merged in one load (BATCH1_SPLITS128), and the 64 splits of 64 tokens otherwise built in: one is the built-in
         options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, **BATCH1_SPLITS128)
-        options["splits64,block64,chunk64"] = dataclasses.replace(triton_tile, block_n=64, split_min_tokens=64,
-                                                                  max_splits=64, reduce_chunk=64)
-    if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's launch shapes. Fewer, longer splits (split-KV
-        # 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the partials) lost on an H100 (`--tune`,
-        # batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the worst; not candidates
-        # up to 64 partials per row merged in one load
+        options["splits64,block64,chunk64"] = dataclasses.replace(triton_tile, **SPLITS64)
+    # Fewer, longer splits (split-KV 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the
+    # partials) lost on an H100 (`--tune`, batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the
+    # worst; not candidates
+    if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's shapes: up to 64 partials per row in one load
         options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
         # reduce_shape's own choice by rows, where the built-in config asks for a shape
