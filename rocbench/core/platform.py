@@ -189,5 +189,8 @@ def git_revision() -> str | None:
     if out.returncode != 0:
         return None
     rev = out.stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+    # "+dirty": the code differs from the commit; results/ (where runs write, and examples move) does not count
+    code = ["--", ":(top)", ":(top,exclude)results"]
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *code], cwd=here,
+                           capture_output=True, text=True, timeout=5)
     return rev + ("+dirty" if dirty.stdout.strip() else "")
