@@ -17,7 +17,8 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   -10..-20%; H100 (2026-12-06, kernel us, ctx 4096, split-KV): nhead 16 bf16 10.27 -> 9.57 (-7%), fp8 10.66 -> 11.31
   (+6%), nhead 64 bf16 14.11 -> 16.56, fp8 16.03 -> 24.72: a `--tune` candidate (`splits128,block32,chunk128`).
   `--tune` on an H100 (2026-12-06) again 0.95x at nhead 16 bf16, so built in there (mla_config.BATCH1_SPLITS128),
-  where `triton_tile_splits64` is the split-KV before it. The same splits with the 64-partial reduce (10.53 / 13.75
+  where `triton_tile_splits64` is the split-KV before it (as built in against it, H100, `mla-batch1-reduce-ab-h100`:
+  9.51 against 10.34 us, 0.92x). The same splits with the 64-partial reduce (10.53 / 13.75
   / 17.82 / 26.18 us) lost and are gone, as is 8 warps at one program per SM (bf16 nhead 16: split-KV -4%,
   persistent +4%; fp8 and nhead 64 within 0.5%), which `--tune`'s `plain` candidate covers for bf16.
 - `triton_gluon_ws` (persistent, nhead 16 / 32 / 64+, Hopper, bf16 or e4m3fn KV): the same schedule and reduce with the
@@ -70,8 +71,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
 - `triton_tile_reduce_by_rows`: `triton_tile` with its reduce's shape as mla_decode.reduce_shape picks it by rows to
   merge. At batch 1 and 128 heads the built-in now merges 64 partials per load over 128 channels, where this loads 32
   (`--tune`, H100, 2026-12-06: split-KV bf16 0.90x, fp8 0.92x, persistent bf16 0.95x the call's time). Predicted: the
-  built-in's kernel_us 5-10% under this one's at batch 1 nhead 128, the same elsewhere at batch 1 (64 rows or fewer
-  already took 64 per load).
+  built-in's kernel_us 5-10% under this one's at batch 1 nhead 128. H100 (2026-12-06, 16 gated rows,
+  `mla-batch1-reduce-ab-h100`): 0.90x / 0.92x split-KV bf16 / fp8, 0.93x / 0.94x persistent; confirmed. At nhead 64 the
+  built-in merges 64 per load over 64 channels (as before the change) and this pick by rows is 8-10% slower.
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
