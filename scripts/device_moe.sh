@@ -98,7 +98,10 @@
 #   mla-batch1-reduce  batch 1's two built-ins of 2026-12-06 outside --tune, at ctx 4096, bf16 / fp8, both kernels:
 #               triton_tile against triton_tile_reduce_by_rows (the reduce's shape before) at nhead 64 / 128, and
 #               against triton_tile_splits64 (split-KV before BATCH1_SPLITS128) at nhead 16. Predicted nhead 128
-#               -5..-10%, nhead 16 bf16 split-KV -5..-7%, the other rows the same (about 120 s)
+#               -5..-10%, nhead 16 bf16 split-KV -5..-7%, the other rows the same (about 120 s). H100 (2026-12-06):
+#               0.90-0.94x at 128 heads, 0.92x at 16: confirmed (results/examples/mla-batch1-reduce-ab-h100)
+#   mla-batch1-warps  batch 1 at nhead 16 / 32, bf16, both kernels: triton_tile against itself on 8 and 16 warps, one
+#               program per SM (predicted nhead 16 split-KV -6..-9% / -8..-12%; about 80 s)
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -461,6 +464,10 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             step 120 $PY -m rocbench mla --nhead 16 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_splits64 \
                 --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-splits" | tail -12 ;;
+        mla-batch1-warps)  # batch 1 on 8 / 16 warps, one program per SM (mla_variants_plugin: predictions there)
+            step 150 $PY -m rocbench mla --nhead 16,32 --batch 1 --kv-dtype bf16 --ctx-dist uniform \
+                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_warps8,triton_tile_warps16 \
+                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-warps" | tail -16 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3

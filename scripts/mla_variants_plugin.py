@@ -74,6 +74,12 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   built-in's kernel_us 5-10% under this one's at batch 1 nhead 128. H100 (2026-12-06, 16 gated rows,
   `mla-batch1-reduce-ab-h100`): 0.90x / 0.92x split-KV bf16 / fp8, 0.93x / 0.94x persistent; confirmed. At nhead 64 the
   built-in merges 64 per load over 64 channels (as before the change) and this pick by rows is 8-10% slower.
+- `triton_tile_warps8`, `triton_tile_warps16`: `triton_tile` on 8 or 16 warps, one program per SM. At batch 1 and 16
+  heads, bf16, the built-in runs 4 warps (two programs per SM), and each of its 128 split-KV programs is one chain of
+  latencies (ncu, `ncu-mla-batch1-source-h100`: 35% of the warp samples in the MMAs, softmax and shared-memory reads
+  of one 32-token block). Offline sm_90 (Triton 3.6): 1760 -> 1184 / 912 instructions per warp, 127 -> 94 / 64
+  registers, no local memory. Predicted: split-KV nhead 16 bf16 -6..-9% (8 warps), -8..-12% (16); persistent
+  -3..-6%; nhead 32 (8 warps built in) with 16 within +-5%.
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
@@ -180,6 +186,10 @@ _variant("triton_reduce16", "triton, its reduce loading 16 partials at once howe
 _variant("triton_tile_splits64", "triton_tile, split-KV in up to 64 splits of 64-token blocks, its reduce loading 64"
          " partials at once (at batch 1, 16 heads, bf16 the built-in before 2026-12-06; A/B plugin)", TritonTile,
          **kc.SPLITS64)
+_variant("triton_tile_warps8", "triton_tile on 8 warps, one program per SM (A/B plugin)", TritonTile, num_warps=8,
+         programs_per_sm=1)
+_variant("triton_tile_warps16", "triton_tile on 16 warps, one program per SM (A/B plugin)", TritonTile, num_warps=16,
+         programs_per_sm=1)
 _variant("triton_tile_reduce_by_rows", "triton_tile, its reduce's shape picked by rows to merge "
          "(mla_decode.reduce_shape; at batch 1 and 128 heads the built-in before 2026-12-06; A/B plugin)", TritonTile,
          reduce_cols=0, reduce_chunk=0)
