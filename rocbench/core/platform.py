@@ -180,8 +180,9 @@ def software_origins() -> list[tuple[str, str]]:
     return rows
 
 
-def git_revision() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
+def git_revision(here: str | None = None) -> str | None:
+    """The commit of the checkout holding `here` (default: this package), "+dirty" if its code differs."""
+    here = here or os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
