@@ -78,8 +78,9 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   heads, bf16, the built-in runs 4 warps (two programs per SM), and each of its 128 split-KV programs is one chain of
   latencies (ncu, `ncu-mla-batch1-source-h100`: 35% of the warp samples in the MMAs, softmax and shared-memory reads
   of one 32-token block). Offline sm_90 (Triton 3.6): 1760 -> 1184 / 912 instructions per warp, 127 -> 94 / 64
-  registers, no local memory. Predicted: split-KV nhead 16 bf16 -6..-9% (8 warps), -8..-12% (16); persistent
-  -3..-6%; nhead 32 (8 warps built in) with 16 within +-5%.
+  registers, no local memory; nhead 32 (8 warps built in) 1496 -> 1040 on 16. Predicted: split-KV nhead 16 bf16
+  -6..-9% (8 warps), -8..-12% (16); persistent -3..-6%; nhead 32 on 16 warps within +-5%. fp8 at 16 heads runs 8
+  warps at 255 registers already; on 16 it is capped at 128 and spills 248 bytes, so it is not timed.
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,
