@@ -250,12 +250,16 @@ ncu_source() {  # ncu_source <report> <kernel name> <rocbench mla args: the row>
     $PY scripts/ncu_source_digest.py "$rep.csv" > "$rep.md" 2>&1
 }
 
-mla_ab() {  # mla_ab <limit> <table lines> <name> <rocbench mla args...>: persistent, kernel time, the A/B plugin loaded,
-    # 60 s per case, into $OUT/ab-<name>; the last lines of its table
+mla_rows() {  # mla_rows <limit> <table lines> <name> <rocbench mla args...>: kernel time, the A/B plugin loaded, 60 s
+    # per case, into $OUT/ab-<name> (both kernels unless the args say); the last lines of its table
     local limit=$1 lines=$2 name=$3
     shift 3
-    step "$limit" $PY -m rocbench mla --persist --plugin scripts/mla_variants_plugin.py --times kernel \
-        --skip-batch-probes --timeout 60 --out "$OUT/ab-$name" "$@" | tail -"$lines"
+    step "$limit" $PY -m rocbench mla --plugin scripts/mla_variants_plugin.py --times kernel --skip-batch-probes \
+        --timeout 60 --out "$OUT/ab-$name" "$@" | tail -"$lines"
+}
+
+mla_ab() {  # mla_ab <limit> <table lines> <name> <rocbench mla args...>: mla_rows of the persistent kernel
+    mla_rows "$1" "$2" "$3" --persist "${@:4}"
 }
 
 force() {  # force <variant> <MoeConfig fields as JSON> [--retiled: on the fragment-order plans]
@@ -458,16 +462,13 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 ${TUNE_ARGS:-} \
                 --out "$OUT/ab-mla-batch1-tune" | tail -30 ;;
         mla-batch1-reduce)
-            step 200 $PY -m rocbench mla --nhead 64,128 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
-                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_reduce_by_rows \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-reduce" | tail -20
-            step 120 $PY -m rocbench mla --nhead 16 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
-                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_splits64 \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-splits" | tail -12 ;;
+            mla_rows 200 20 mla-batch1-reduce --nhead 64,128 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
+                --backends triton_tile,triton_tile_reduce_by_rows
+            mla_rows 120 12 mla-batch1-splits --nhead 16 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
+                --backends triton_tile,triton_tile_splits64 ;;
         mla-batch1-warps)  # batch 1 on 8 / 16 warps, one program per SM (mla_variants_plugin: predictions there)
-            step 150 $PY -m rocbench mla --nhead 16,32 --batch 1 --kv-dtype bf16 --ctx-dist uniform \
-                --plugin scripts/mla_variants_plugin.py --backends triton_tile,triton_tile_warps8,triton_tile_warps16 \
-                --times kernel --skip-batch-probes --timeout 60 --out "$OUT/ab-mla-batch1-warps" | tail -16 ;;
+            mla_rows 150 16 mla-batch1-warps --nhead 16,32 --batch 1 --kv-dtype bf16 --ctx-dist uniform \
+                --backends triton_tile,triton_tile_warps8,triton_tile_warps16 ;;
         mla-convert-under-qk)
             step 120 $PY -m pytest -q -n 8 -p no:cacheprovider -rfs tests/test_mla_gluon.py -k "converted_under_qk" \
                 2>&1 | tail -3
