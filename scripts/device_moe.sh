@@ -101,7 +101,8 @@
 #               -5..-10%, nhead 16 bf16 split-KV -5..-7%, the other rows the same (about 120 s). H100 (2026-12-06):
 #               0.90-0.94x at 128 heads, 0.92x at 16: confirmed (results/examples/mla-batch1-reduce-ab-h100)
 #   mla-batch1-warps  batch 1 at nhead 16 / 32, bf16, both kernels: triton_tile against itself on 8 and 16 warps, one
-#               program per SM (predicted nhead 16 split-KV -6..-9% / -8..-12%; about 80 s)
+#               program per SM (predicted nhead 16 split-KV -6..-9% / -8..-12%; about 80 s). H200 (2026-12-06, 17 s):
+#               refuted, +2% / +16%; nhead 32 persistent on one program per SM -14%, built in since
 #   ab-fused-combine  the fragment-order default against it with the top-k sum done by GEMM2's last program per
 #               hidden tile (MoeConfig.fused_combine: no combine kernel) at 1 and 4 tokens, the default run again after
 #               (versus_default). Predicted: 1 token -1..-3 us of 14-36 us (the combine kernel's launch and its read
@@ -466,7 +467,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --backends triton_tile,triton_tile_reduce_by_rows
             mla_rows 120 12 mla-batch1-splits --nhead 16 --batch 1 --kv-dtype bf16,fp8 --ctx-dist uniform \
                 --backends triton_tile,triton_tile_splits64 ;;
-        mla-batch1-warps)  # batch 1 on 8 / 16 warps, one program per SM (mla_variants_plugin: predictions there)
+        mla-batch1-warps)  # batch 1 on 8 / 16 warps, one program per SM (mla_variants_plugin: predictions, and the
+            # H200's answer: refuted for split-KV; one program per SM won at 32 heads persistent, built in since)
             mla_rows 150 16 mla-batch1-warps --nhead 16,32 --batch 1 --kv-dtype bf16 --ctx-dist uniform \
                 --backends triton_tile,triton_tile_warps8,triton_tile_warps16 ;;
         mla-convert-under-qk)

@@ -81,6 +81,12 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   registers, no local memory; nhead 32 (8 warps built in) 1496 -> 1040 on 16. Predicted: split-KV nhead 16 bf16
   -6..-9% (8 warps), -8..-12% (16); persistent -3..-6%; nhead 32 on 16 warps within +-5%. fp8 at 16 heads runs 8
   warps at 255 registers already; on 16 it is capped at 128 and spills 248 bytes, so it is not timed.
+  H200 (2026-12-06, three runs, kernel us, ctx 4096, 36 gated rows; `mla-batch1-warps-ab-h200`): refuted for split-KV,
+  nhead 16 bf16 8.99-9.04 -> 9.15 (8 warps) / 10.43-10.48 (16), persistent 10.59-10.62 -> 11.01-11.04 / 12.19-12.26;
+  nhead 32 split-KV 10.34-10.37 -> 10.30-10.34 / 11.42-11.44. Unpredicted: nhead 32 persistent 13.60-13.79 ->
+  11.70-11.78 on 8 warps, which differs from the built-in there only in one program per SM; a fourth run over
+  16-128 heads x bf16 / fp8 found it at 32 heads bf16 only (-14%; elsewhere -1..+4%): built in there
+  (mla_config.BATCH1_PERSISTENT_ONE_PER_SM), a `--tune` candidate ("1/sm") at batch 1-4 elsewhere.
 - `triton_gluon_split_k`, `triton_fp8q_split_k`: `triton_gluon_ws` / `triton_fp8q` with the 16-32 row Gluon tile's
   S^T split by K between its consumers (MlaKernelConfig.gluon_split_k; fp8 at 32 rows then a 2-stage ring).
   Predicted: fp8 nhead 16 / 32 batch 64 -5..-12%, bf16 within +-3%. H100 (2026-12-06, 40 gated rows,

@@ -352,7 +352,7 @@ def test_reduce_shape_from_the_config_but_never_for_invariant_runs():
 def test_tiny_batch_configs():
     """Batch 1-4 with one query row per head: 16-row tiles at 32-64 heads (bf16; fp8 at 32 heads and batch 1),
     the 32-row fp8 config instead of fp8_qk's 64-row tile at 64 heads (and at 128 in the persistent kernel),
-    the dependent reduce at 16 heads, batch 1."""
+    the dependent reduce at 16 heads, batch 1, one program per SM in the persistent kernel at 32 heads, bf16, batch 1."""
     def rows(kv_dtype, nhead, batch, qlen=1):
         return kernel_heads_per_group(nhead, qlen, builtin_config(kv_dtype, nhead, qlen, batch)) * qlen
     assert [rows(torch.bfloat16, h, 1) for h in (16, 32, 64, 128)] == [16, 16, 16, 64]
@@ -366,6 +366,15 @@ def test_tiny_batch_configs():
     assert not any(builtin_config(kv, 16, 1, b).dependent_reduce for kv in (torch.bfloat16, FP8_DTYPE) for b in (2, None))
     assert rows(torch.bfloat16, 16, 1, qlen=2) == 32 and not builtin_config(torch.bfloat16, 16, 2, 1).dependent_reduce
     assert builtin_config(torch.bfloat16, 64, 1) == builtin_config(torch.bfloat16, 64, 1, 16)  # triton_det: batch-free
+    # one program per SM: the persistent kernel at batch 1, bf16, 32 heads only (H200 -14%; elsewhere a candidate)
+    per_sm = {(h, b, p): builtin_config(torch.bfloat16, h, 1, b, persistent=p).programs_per_sm
+              for h in (16, 32, 64) for b in (1, 2) for p in (True, False)}
+    assert [key for key, n in per_sm.items() if n == 1] == [(32, 1, True)]
+    assert builtin_config(torch.bfloat16, 32, 1, 1) == dataclasses.replace(builtin_config(torch.bfloat16, 32, 1, 2),
+                                                                           programs_per_sm=1)
+    assert tune_candidates(torch.bfloat16, 32, 1, 1)["rows16,2/sm"].programs_per_sm == 2  # the config it replaced
+    assert tune_candidates(torch.bfloat16, 64, 1, 1)["1/sm"].programs_per_sm == 1
+    assert "1/sm" not in tune_candidates(torch.bfloat16, 64, 1, 1, persistent=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and CUDA graphs need a GPU")

@@ -267,6 +267,12 @@ TINY_REDUCE_ROWS = 64
 # (+6%) and so did nhead 64 (+17%), where the doubled partials cost the reduce more than the shorter splits save
 BATCH1_SPLITS128 = dict(block_n=32, split_min_tokens=32, max_splits=128, reduce_chunk=128)
 SPLITS64 = dict(block_n=64, split_min_tokens=64, max_splits=64, reduce_chunk=64)  # what the rest of batch 1 takes
+# The persistent kernel at batch 1, bf16, 32 heads: its two 16-row head groups on one program per SM, not two (the
+# grid of two per SM dealt each program about 31 of the 8192 group-tokens, under one 64-token block). H200
+# (2026-12-06, mla-batch1-warps-ab-h200, four runs, kernel_us, ctx 4096): 13.60-13.79 -> 11.70-11.84 (-14%); the same
+# change at nhead 16 (+4%), 64 (+1.5%) and 128, and with fp8, lost or tied, so it stays there (a `--tune` candidate,
+# "1/sm", elsewhere). Predicted beforehand as 16 warps at 32 heads within +-5%; this is what the run showed instead
+BATCH1_PERSISTENT_ONE_PER_SM = dict(programs_per_sm=1)
 
 
 # The least KV (sequences x mean context, in tokens) that takes the Gluon tile by default, by KV kind and head count
@@ -381,6 +387,8 @@ def builtin_config(kv_dtype: torch.dtype, nhead: int = 16, qlen: int = 1, batch:
         config = dataclasses.replace(config, reduce_cols=64 if rows <= TINY_REDUCE_ROWS else 128, reduce_chunk=64)
     if batch == 1 and nhead <= 16 and not fp8 and not persistent:
         config = dataclasses.replace(config, **BATCH1_SPLITS128)
+    if batch == 1 and 16 < nhead <= 32 and not fp8 and persistent:
+        config = dataclasses.replace(config, **BATCH1_PERSISTENT_ONE_PER_SM)
     return config
 
 
@@ -502,6 +510,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     # Fewer, longer splits (split-KV 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the
     # partials) lost on an H100 (`--tune`, batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the
     # worst; not candidates
+    if persistent and batch is not None and batch <= TINY_BATCH_MAX:  # one program per SM: fewer, longer work items
+        options["1/sm"] = dataclasses.replace(triton_tile, programs_per_sm=1)
     if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's shapes: up to 64 partials per row in one load
         options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
