@@ -503,16 +503,17 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
                         gluon, gluon_swizzled_parts=not gluon.gluon_swizzled_parts)
             remat = "hoisted_q" if gluon.gluon_remat_q else "remat_q"
             options[f"gluon_ws,{remat}"] = dataclasses.replace(gluon, gluon_remat_q=not gluon.gluon_remat_q)
-    if not persistent and batch is not None and batch <= TINY_BATCH_MAX:  # twice the splits, of 32 tokens each, all
-        # merged in one load (BATCH1_SPLITS128), and the 64 splits of 64 tokens otherwise built in: one is the built-in
-        options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, **BATCH1_SPLITS128)
-        options["splits64,block64,chunk64"] = dataclasses.replace(triton_tile, **SPLITS64)
     # Fewer, longer splits (split-KV 32 / 16, persistent 2 / 4 granules per program: half or a quarter of the
     # partials) lost on an H100 (`--tune`, batch 1 x 4096, 2026-12-06): 0.98-1.93x the built-in's time, nhead 16 the
     # worst; not candidates
-    if persistent and batch is not None and batch <= TINY_BATCH_MAX:  # one program per SM: fewer, longer work items
-        options["1/sm"] = dataclasses.replace(triton_tile, programs_per_sm=1)
-    if batch is not None and batch <= TINY_BATCH_MAX:  # the reduce's shapes: up to 64 partials per row in one load
+    if batch is not None and batch <= TINY_BATCH_MAX:
+        if persistent:  # one program per SM: fewer, longer work items (built in at 32 heads, bf16, batch 1)
+            options["1/sm"] = dataclasses.replace(triton_tile, **BATCH1_PERSISTENT_ONE_PER_SM)
+        else:  # twice the splits, of 32 tokens each, all merged in one load (BATCH1_SPLITS128), and the 64 splits of
+            # 64 tokens otherwise built in: one is the built-in
+            options["splits128,block32,chunk128"] = dataclasses.replace(triton_tile, **BATCH1_SPLITS128)
+            options["splits64,block64,chunk64"] = dataclasses.replace(triton_tile, **SPLITS64)
+        # the reduce's shapes: up to 64 partials per row in one load
         options["reduce64x64"] = dataclasses.replace(triton_tile, reduce_cols=64, reduce_chunk=64)
         options["reduce64x128"] = dataclasses.replace(triton_tile, reduce_cols=128, reduce_chunk=64)
         # reduce_shape's own choice by rows, where the built-in config asks for a shape
