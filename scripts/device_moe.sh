@@ -169,8 +169,9 @@
 #               the other choice)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
-#               64 (64-row), bf16 nhead 32; each report (.ncu-rep), its source page as CSV (--page source
-#               --print-source sass) and that page's digest in ncu-mla-gluon-source.tgz (about 120 s)
+#               64 (64-row), bf16 nhead 32 (NCU_ROWS="32 bf16" for one: a comma list of "nhead kv"); each report
+#               (.ncu-rep), its source page as CSV (--page source --print-source sass) and that page's digest in
+#               ncu-mla-gluon-source.tgz (about 120 s; 40 s a row)
 #   mla-gluon-stages  triton_fp8q against its Gluon tile's KV ring one stage deeper (3 at 64 rows, 4 at 16 heads;
 #               scripts/mla_variants_plugin.py), fp8 nhead 16-128 x batch 64 / 128, uniform and skewed, after the GPU
 #               tests of the deeper ring (bitwise the default's) (about 150 s). H100 (2026-12-06, 51 s): 3 stages at
@@ -518,7 +519,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
             head -30 "$OUT/ncu-split-k-nhead16-batch64-fp8.md" ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
-            for row in "16 fp8" "64 fp8" "32 bf16"; do
+            IFS=, read -ra ncu_rows <<< "${NCU_ROWS:-16 fp8,64 fp8,32 bf16}"
+            for row in "${ncu_rows[@]}"; do
                 read -r nhead kv <<< "$row"
                 rep="$OUT/ncu-mla-gluon-source/nhead$nhead-batch64-$kv"
                 ncu_source "$rep" _kernel --nhead "$nhead" --batch 64 --kv-dtype "$kv" --persist --backends triton
