@@ -60,6 +60,13 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
   its peak (ncu, `mla-gluon-remat-fp8q-h100`). H100 (2026-12-06, 48 gated rows): refuted, 3 stages at 64 rows within
   1% of 2, 4 at 16 heads 0-5% slower than 3 (`mla-gluon-ablate-h100`).
+- `triton_even_pieces`: `triton` with MlaKernelConfig.even_pieces: the persistent schedule prices a third deal, each
+  (sequence, head group) unit in equal pieces of at most the quota, one per program where units are fewer than
+  programs. At batch 64 x 4096 uniform the quota deal gives 60 of 132 programs two items (two partials, q loaded
+  twice) for the same longest load of 32 granules as 128 halves. H200 make bench (72d0ae0), bf16 nhead 32: attention
+  86.6 + reduce 4.5 us of 192 partials, where batch 128 (no partials, 64 granules per program) runs at 90% of the
+  roofline. Predicted batch 64 uniform -3..-9% at 32-64 heads (nhead 32 bf16 91.2 -> 83-88 us), skewed batches at
+  32-128 heads -1..-5%; nhead 16 and batch 128 keep their schedule (device_moe.sh mla-even-pieces).
 - `triton_reduce16`: `triton` with its reduce loading 16 partials at once (MlaKernelConfig.reduce_chunk) at batch 64+,
   as built in before the chunk shrank to the most partials the schedule's merges take (mla_decode.reduce_shape's
   most_partials: 4 at batch 64 x 4096 uniform). ncu (H200, 2026-12-05): that reduce 6.7 / 9.8 / 14.8 us at nhead 16 /
@@ -188,6 +195,8 @@ _variant("triton_gluon_convert_under_qk", "the Gluon tile, fp8 V converted while
          "(A/B plugin)", TritonGluonWs, gluon_convert_under_qk=True)
 _variant("triton_fp8q_convert_under_qk", "triton_fp8q, fp8 V converted while the 64-row Gluon consumers' Q@K^T MMAs "
          "run (A/B plugin)", TritonMlaFp8Query, gluon_convert_under_qk=True)
+_variant("triton_even_pieces", "triton, its persistent schedule also pricing each unit cut in equal pieces "
+         "(even_pieces; an A/B plugin)", TritonMla, even_pieces=True)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)
 _variant("triton_tile_splits64", "triton_tile, split-KV in up to 64 splits of 64-token blocks, its reduce loading 64"

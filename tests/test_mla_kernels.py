@@ -437,6 +437,27 @@ def test_gpu_convert_where_loaded_is_exact(nhead, config, same_bits):
         assert torch.equal(plain.view(torch.int16), converted.view(torch.int16)) or not same_bits
 
 
+def test_even_pieces_schedule_matches_the_reference():
+    """An even-pieces deal (mla_schedule._even_pieces): 2 sequences of 8 granules on 5 programs, where the quota deal
+    gives one program the end of one and the start of the other; in halves each program holds one piece (its
+    partial), and the output matches the reference. The config's knob reaches the schedule: at 32-head tiles, batch
+    64 x 4096 on 132 programs, 128 halves instead of the quota deal's 192 items."""
+    from rocbench.kernels.mla_config import gluon_ws_config
+    from rocbench.kernels.mla_decode import build_persistent_schedule
+
+    lens = [512, 512]
+    q, kv, ref = _case(lens, 16, torch.float16, torch.float16, 4, 1, seed=11)
+    hpg = kernel_heads_per_group(4, 1, SMALL)
+    quota, even = (build_mla_schedule(lens, 1, 4, hpg, 5, 64, partial_cost=2.0, even_pieces=e) for e in (False, True))
+    assert (len(quota.work_info), len(even.work_info), even.num_partials) == (6, 4, 4)
+    out = mla_decode_persistent(q, kv, even.to(DEVICE), SM_SCALE, 1, out=_poisoned_out(q), config=SMALL)
+    assert_matches_reference(out, ref, torch.float16)
+    gluon = gluon_ws_config(torch.bfloat16, 32, 1)
+    items = {e: len(build_persistent_schedule([4096] * 64, 1, 32, 132, dataclasses.replace(gluon, even_pieces=e))
+                    .work_info) for e in (False, True)}
+    assert items == {False: 192, True: 128}
+
+
 def test_build_persistent_schedule_follows_config():
     from rocbench.kernels.mla_decode import build_persistent_schedule
 

@@ -153,6 +153,39 @@ def test_whole_units_never_cost_more_than_the_cut_deal_with_its_partials(seed):
         assert _priced_longest(priced, price) <= _priced_longest(cut, price)
 
 
+def test_even_pieces_give_each_program_one_item_where_units_are_fewer():
+    """even_pieces, batch 64 x 4096 tokens, 32-head tiles on 132 programs (a partial priced at 1.78 granules: bf16 KV,
+    32 rows): the quota deal loads 31-32 granules but gives 60 programs two items; 128 halves load 32 each, one item
+    and one partial per program (4 idle), and merge 2 partials per sequence instead of up to 4. At 16 heads (0.89)
+    two partials cost less than the extra granule, so the quota deal stays; the knob off, it stays everywhere."""
+    lens = [4096] * 64
+    quota = build_mla_schedule(lens, 1, 32, 32, 132, 64, partial_cost=1.78)
+    even = build_mla_schedule(lens, 1, 32, 32, 132, 64, partial_cost=1.78, even_pieces=True)
+    check_invariants(even, lens, quota_balance=False)
+    items = (even.work_indptr[1:] - even.work_indptr[:-1]).tolist()
+    assert (quota.num_partials, int(quota.program_load.max()), quota.most_partials) == (192, 32, 4)
+    assert (even.num_partials, even.num_reduce, even.most_partials) == (128, 64, 2)
+    assert sorted(items) == [0] * 4 + [1] * 128 and sorted(even.program_load.tolist()) == [0] * 4 + [32] * 128
+    assert _priced_longest(even, 1.78) < _priced_longest(quota, 1.78)
+    cheap = (build_mla_schedule(lens, 1, 16, 16, 132, 64, partial_cost=0.89, even_pieces=e) for e in (False, True))
+    assert next(cheap).work_info.tolist() == next(cheap).work_info.tolist()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_even_pieces_never_cost_more_than_the_deal_without_them(seed):
+    """Random batches: with even_pieces the deal is the one without them, or one with a longest program no more
+    loaded, partials priced, and every invariant the kernels rely on."""
+    rng = random.Random(seed)
+    lens, qlen, nhead, hpg, programs, gran, min_granules = _random_case(rng)
+    price = rng.choice([0.9, 1.8, 3.6, 7.1])
+    without = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules, partial_cost=price)
+    even = build_mla_schedule(lens, qlen, nhead, hpg, programs, gran, min_granules, partial_cost=price,
+                              even_pieces=True)
+    check_invariants(even, lens, quota_balance=False)
+    if even.work_info.tolist() != without.work_info.tolist():
+        assert _priced_longest(even, price) <= _priced_longest(without, price)
+
+
 def test_skewed_h100_shape():
     lens = make_seq_lens(64, 4096, "skewed", torch.Generator().manual_seed(0))
     s = build_mla_schedule(lens, 1, 16, 16, 132, 64)

@@ -182,6 +182,27 @@ def _whole_pieces(costs, programs):
     return per_unit
 
 
+def _even_pieces(costs, programs):
+    """Cut every unit into the fewest equal pieces (to a granule) of at most the quota (its ceil(total / programs)
+    granules), then deal the pieces longest first to the least loaded of `programs` (ties: the lowest). Where units
+    are fewer than programs, each program then holds at most one piece: 64 units of 64 granules on 132 programs are
+    128 halves of 32, where the quota deal gives 60 programs two pieces (two partials, two items) for a longest load
+    of 32 all the same. Per unit: its pieces (program, first granule, end granule), in KV order."""
+    quota = max(1, -(-sum(costs) // len(programs)))
+    pieces = []
+    for u, cost in enumerate(costs):
+        count = max(1, -(-cost // quota))
+        bounds = [cost * i // count for i in range(count + 1)]
+        pieces += [(u, first, end) for first, end in zip(bounds, bounds[1:]) if end > first]
+    least_loaded = [(0, p) for p in sorted(programs)]  # already a heap
+    per_unit: list[list[tuple[int, int, int]]] = [[] for _ in costs]
+    for u, first, end in sorted(pieces, key=lambda piece: piece[1] - piece[2]):  # longest first, stable
+        load, p = heapq.heappop(least_loaded)
+        per_unit[u].append((p, first, end))
+        heapq.heappush(least_loaded, (load + end - first, p))
+    return [sorted(unit, key=lambda piece: piece[1]) for unit in per_unit]
+
+
 def _longest_program(pieces_per_unit, partial_cost: float) -> float:
     """The most loaded program's granules, each piece of a cut unit charged partial_cost granules more (its partial
     written, read back and merged)."""
@@ -193,14 +214,16 @@ def _longest_program(pieces_per_unit, partial_cost: float) -> float:
     return max(load.values(), default=0.0)
 
 
-def _deal(costs, programs, split_granules, partial_cost: float | None):
+def _deal(costs, programs, split_granules, partial_cost: float | None, even_pieces: bool = False):
     """The units' pieces over `programs`: cut to quotas (or at fixed splits), or, given partial_cost and no fixed
-    splits, whole where that loads no program more than the cut deal's longest program with its partials."""
+    splits, whole where that loads no program more than the cut deal's longest program with its partials; with
+    even_pieces, also cut into equal pieces (_even_pieces) where that loads the longest program least, partials
+    priced (ties keep the deals before it: whole, then quotas)."""
     pieces = _cut(costs, programs, split_granules)
     if partial_cost is None or split_granules is not None or all(len(unit) == 1 for unit in pieces):
         return pieces
-    whole = _whole_pieces(costs, programs)
-    return whole if _longest_program(whole, 0.0) <= _longest_program(pieces, partial_cost) else pieces
+    deals = [_whole_pieces(costs, programs), pieces] + ([_even_pieces(costs, programs)] if even_pieces else [])
+    return min(deals, key=lambda deal: _longest_program(deal, partial_cost))  # the first of the least loaded
 
 
 def _useful_programs(costs, min_granules_per_program, split_granules) -> int:
@@ -243,6 +266,7 @@ def build_mla_schedule(
     min_granules_per_program: int = 1,
     fixed_split_tokens: int | None = None,
     partial_cost: float | None = None,
+    even_pieces: bool = False,
 ) -> MlaSchedule:
     """Split all (sequence, head group) KV work evenly over num_programs. Tensors are on CPU.
 
@@ -263,7 +287,8 @@ def build_mla_schedule(
     partial_cost (granules of KV that one partial costs: written, read back, merged): the units of a group (or of
     all) are dealt whole, longest first, where no program then carries more than the quota deal's longest program
     plus its partials' cost, so that nothing is split and nothing reduced (nhead 128, batch 64 x 4096 tokens: 128
-    units on 132 programs, cut to save one granule of 64, gave 256 partials and a reduce of 7% of the call)."""
+    units on 132 programs, cut to save one granule of 64, gave 256 partials and a reduce of 7% of the call).
+    even_pieces (with partial_cost): each unit cut in equal pieces is a third deal to price (_even_pieces)."""
     if isinstance(seq_lens, torch.Tensor):
         seq_lens = seq_lens.tolist()
     seq_lens = [int(x) for x in seq_lens]
@@ -294,13 +319,15 @@ def build_mla_schedule(
         for g in range(groups):
             units = [(b, g, length) for b, length in enumerate(seq_lens)]
             programs = list(range(g, active, groups))
-            next_partial = _emit(units, _deal(cost, programs, split_granules, partial_cost), kv_granularity,
-                                 items_per_program, next_partial, reduce_final, reduce_members)
+            deal = _deal(cost, programs, split_granules, partial_cost, even_pieces)
+            next_partial = _emit(units, deal, kv_granularity, items_per_program, next_partial, reduce_final,
+                                 reduce_members)
     else:
         units = [(b, g, length) for b, length in enumerate(seq_lens) for g in range(groups)]
         costs = [cost[b] for b, _, _ in units]
         active = max(1, min(num_programs, _useful_programs(costs, min_granules_per_program, split_granules)))
-        next_partial = _emit(units, _deal(costs, list(range(active)), split_granules, partial_cost), kv_granularity,
+        deal = _deal(costs, list(range(active)), split_granules, partial_cost, even_pieces)
+        next_partial = _emit(units, deal, kv_granularity,
                              items_per_program, next_partial, reduce_final, reduce_members)
 
     counts = [len(items) for items in items_per_program]

@@ -82,6 +82,15 @@ class MlaKernelConfig:
     # 328.2 -> 302.6, fp8 444.4 -> 418.5; nhead 64 batch 128 fp8 455.5 -> 428.4 (bf16 -0.5%); nhead 128 batch 128
     # -2%; skewed batches and nhead 16 the same schedule, within +-1%. Built in; the quota deal is a --tune candidate
     whole_units: bool = True
+    # with whole_units, a third deal priced beside whole units and quota cuts: each unit in equal pieces of at most
+    # the quota, one piece per program where units are fewer than programs (mla_schedule._even_pieces). At batch 64
+    # x 4096 uniform, 16-64 heads, the quota deal gives 60 of 132 programs two items (two partials, q loaded twice,
+    # two epilogues) for the same longest load of 32 granules as 128 halves; H200 make bench (72d0ae0): bf16 nhead 32
+    # 86.6 us in the attention and 4.5 in the reduce of 192 partials, against 157.1 us (no partials) for batch 128's
+    # 64 granules per program. Predicted there 91.2 -> 83-88 us (-3..-9%), nhead 64 alike, skewed batches at 32-128
+    # heads (161 -> 100 partials) -1..-5%; nhead 16 (a partial prices under a granule), batch 128 and batch 1 keep
+    # their schedule. Untimed: off, a --tune candidate (scripts/device_moe.sh mla-even-pieces)
+    even_pieces: bool = False
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head
@@ -480,7 +489,8 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
             options[name] = dataclasses.replace(triton_tile, fp8_qk_one_product=not triton_tile.fp8_qk_one_product)
     options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
     if persistent:
-        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knob: either tile
+        options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knobs: either tile
+        options["even_pieces"] = dataclasses.replace(builtin, even_pieces=True)
         gluon = gluon_ws_config(kv_dtype, nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon

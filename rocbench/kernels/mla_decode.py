@@ -439,6 +439,7 @@ def build_persistent_schedule(seq_lens, qlen: int, nhead: int, num_sms: int,
         min_granules_per_program=config.min_granules_per_program,
         fixed_split_tokens=fixed_split_tokens,
         partial_cost=partial_cost_granules(qlen * hpg, granularity, kv_element_bytes) if config.whole_units else None,
+        even_pieces=config.even_pieces,
     )
 
 
