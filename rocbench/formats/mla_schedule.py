@@ -170,16 +170,22 @@ def _cut(costs, programs, split_granules):
     return _fixed_pieces(costs, programs, split_granules)
 
 
+def _longest_first(pieces, programs, units: int):
+    """Deal pieces (unit, first granule, end granule), longest first (ties: in the order given), each to the least
+    loaded of `programs` (ties: the lowest). Per unit: its pieces (program, first, end), in KV order."""
+    least_loaded = [(0, p) for p in sorted(programs)]  # already a heap
+    per_unit: list[list[tuple[int, int, int]]] = [[] for _ in range(units)]
+    for u, first, end in sorted(pieces, key=lambda piece: piece[1] - piece[2]):
+        load, p = heapq.heappop(least_loaded)
+        per_unit[u].append((p, first, end))
+        heapq.heappush(least_loaded, (load + end - first, p))
+    return [sorted(unit, key=lambda piece: piece[1]) for unit in per_unit]
+
+
 def _whole_pieces(costs, programs):
     """Deal every unit whole, longest first, to the least loaded of `programs` (ties: the lowest): no unit is cut,
     so no partials. Per unit: its one piece (program, 0, cost)."""
-    least_loaded = [(0, p) for p in sorted(programs)]  # already a heap
-    per_unit: list[list[tuple[int, int, int]]] = [[] for _ in costs]
-    for u in sorted(range(len(costs)), key=lambda u: -costs[u]):
-        load, p = heapq.heappop(least_loaded)
-        per_unit[u] = [(p, 0, costs[u])]
-        heapq.heappush(least_loaded, (load + costs[u], p))
-    return per_unit
+    return _longest_first([(u, 0, cost) for u, cost in enumerate(costs)], programs, len(costs))
 
 
 def _even_pieces(costs, programs):
@@ -194,13 +200,7 @@ def _even_pieces(costs, programs):
         count = max(1, -(-cost // quota))
         bounds = [cost * i // count for i in range(count + 1)]
         pieces += [(u, first, end) for first, end in zip(bounds, bounds[1:]) if end > first]
-    least_loaded = [(0, p) for p in sorted(programs)]  # already a heap
-    per_unit: list[list[tuple[int, int, int]]] = [[] for _ in costs]
-    for u, first, end in sorted(pieces, key=lambda piece: piece[1] - piece[2]):  # longest first, stable
-        load, p = heapq.heappop(least_loaded)
-        per_unit[u].append((p, first, end))
-        heapq.heappush(least_loaded, (load + end - first, p))
-    return [sorted(unit, key=lambda piece: piece[1]) for unit in per_unit]
+    return _longest_first(pieces, programs, len(costs))
 
 
 def _longest_program(pieces_per_unit, partial_cost: float) -> float:
