@@ -327,8 +327,8 @@ def build_mla_schedule(
         costs = [cost[b] for b, _, _ in units]
         active = max(1, min(num_programs, _useful_programs(costs, min_granules_per_program, split_granules)))
         deal = _deal(costs, list(range(active)), split_granules, partial_cost, even_pieces)
-        next_partial = _emit(units, deal, kv_granularity,
-                             items_per_program, next_partial, reduce_final, reduce_members)
+        next_partial = _emit(units, deal, kv_granularity, items_per_program, next_partial, reduce_final,
+                             reduce_members)
 
     counts = [len(items) for items in items_per_program]
     work_indptr = torch.zeros(num_programs + 1, dtype=torch.int32)
