@@ -194,7 +194,7 @@ def _even_pieces(costs, programs):
     are fewer than programs, each program then holds at most one piece: 64 units of 64 granules on 132 programs are
     128 halves of 32, where the quota deal gives 60 programs two pieces (two partials, two items) for a longest load
     of 32 all the same. Per unit: its pieces (program, first granule, end granule), in KV order."""
-    quota = max(1, -(-sum(costs) // len(programs)))
+    quota = _quotas(sum(costs), len(programs))[0]  # the quota deal's largest: ceil(total / programs)
     pieces = []
     for u, cost in enumerate(costs):
         count = max(1, -(-cost // quota))
