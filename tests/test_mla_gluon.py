@@ -204,7 +204,23 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
     assert_matches_reference(prepared.run(), ref, torch.float16)
 
 
-def test_gluon_tile_compiles_for_sm90_offline():
+# The Gluon tile's configs to compile for sm_90, in three tests that xdist can spread over its workers (about 30 s
+# each on one core): the built-in ones, then each knob once against its default (a `--tune` candidate each)
+_PLAIN = "dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)"
+_SM90_CONFIGS = {
+    "builtin": "(BF16, 128, 1, {}), (FP8, 16, 1, {}), (BF16, 64, 2, {}), (FP8, 64, 1, {}), (BF16, 32, 1, {}), "
+               "(FP8, 32, 1, {})",
+    "knobs_64_rows": f"(FP8, 64, 1, {_PLAIN}), (BF16, 128, 1, {_PLAIN}), (FP8, 64, 1, dict(gluon_remat_q=False)), "
+                     "(FP8, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)), "
+                     "(FP8, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True, gluon_stages=3)), "
+                     "(FP8, 128, 1, dict(gluon_convert_under_qk=True))",
+    "knobs_32_rows": "(FP8, 32, 1, dict(gluon_split_k=False)), (BF16, 32, 1, dict(gluon_split_k=True)), "
+                     "(FP8, 32, 1, dict(gluon_swizzled_parts=False))",
+}
+
+
+@pytest.mark.parametrize("configs", sorted(_SM90_CONFIGS))
+def test_gluon_tile_compiles_for_sm90_offline(configs):
     """The Gluon tile through mla_decode_persistent, compiled for sm_90 by this Triton (tests/compile_only.py, nothing
     run; the scope check, which wants a Hopper, stubbed): bf16 with 64-row tiles, fp8 and bf16 with the tokens on M, q's
     split, MTP (two query tokens) at 64 heads, the built-in knobs (fp8's one chain, S split at 64 rows) and the tile
@@ -223,18 +239,8 @@ def test_gluon_tile_compiles_for_sm90_offline():
         import torch
         from rocbench.kernels import mla_config, mla_decode, mla_gluon_scope
         from tests.compile_only import _mla_case, compile_only
-        plain = dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)
-        configs = ((torch.bfloat16, 128, 1, {}), (torch.float8_e4m3fn, 16, 1, {}), (torch.bfloat16, 64, 2, {}),
-                   (torch.float8_e4m3fn, 64, 1, {}), (torch.float8_e4m3fn, 64, 1, plain),
-                   (torch.bfloat16, 128, 1, plain), (torch.bfloat16, 32, 1, {}),
-                   (torch.float8_e4m3fn, 64, 1, dict(gluon_remat_q=False)),
-                   (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
-                   (torch.float8_e4m3fn, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True, gluon_stages=3)),
-                   (torch.float8_e4m3fn, 32, 1, dict(gluon_split_k=False)),
-                   (torch.bfloat16, 32, 1, dict(gluon_split_k=True)),
-                   (torch.float8_e4m3fn, 32, 1, {}),
-                   (torch.float8_e4m3fn, 32, 1, dict(gluon_swizzled_parts=False)),
-                   (torch.float8_e4m3fn, 128, 1, dict(gluon_convert_under_qk=True)))
+        BF16, FP8 = torch.bfloat16, torch.float8_e4m3fn
+        configs = (CONFIGS,)
         with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
                                                                lambda *args: None):
             for kv_dtype, nhead, qlen, more in configs:
@@ -246,9 +252,9 @@ def test_gluon_tile_compiles_for_sm90_offline():
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
                 mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, qlen, io.out, config=config)
                 print(str(kv_dtype).removeprefix("torch."), *driver.launched)
-    """)
+    """).replace("CONFIGS", _SM90_CONFIGS[configs])
     lines = [line.split() for line in run_offline(script).splitlines()]
-    assert len(lines) == 15, lines
+    assert len(lines) == _SM90_CONFIGS[configs].count("(BF16,") + _SM90_CONFIGS[configs].count("(FP8,"), lines
     for kv, *launched in lines:
         assert launched.count("_kernel") == 1, (kv, launched)
         assert launched.count("_split_q_kernel") == (kv != "bfloat16"), (kv, launched)
