@@ -60,13 +60,13 @@ below: what `triton` runs off Hopper and below mla_config.GLUON_MIN_KV_TOKENS) w
   and the row falls back to the Triton tile, saying so. Predicted: 0-10% at batch 64-128 where DRAM is at 25-56% of
   its peak (ncu, `mla-gluon-remat-fp8q-h100`). H100 (2026-12-06, 48 gated rows): refuted, 3 stages at 64 rows within
   1% of 2, 4 at 16 heads 0-5% slower than 3 (`mla-gluon-ablate-h100`).
-- `triton_even_pieces`: `triton` with MlaKernelConfig.even_pieces: the persistent schedule prices a third deal, each
-  (sequence, head group) unit in equal pieces of at most the quota, one per program where units are fewer than
-  programs. At batch 64 x 4096 uniform the quota deal gives 60 of 132 programs two items (two partials, q loaded
-  twice) for the same longest load of 32 granules as 128 halves. H200 make bench (72d0ae0), bf16 nhead 32: attention
-  86.6 + reduce 4.5 us of 192 partials, where batch 128 (no partials, 64 granules per program) runs at 90% of the
-  roofline. Predicted batch 64 uniform -3..-9% at 32-64 heads (nhead 32 bf16 91.2 -> 83-88 us), skewed batches at
-  32-128 heads -1..-5%; nhead 16 and batch 128 keep their schedule (device_moe.sh mla-even-pieces).
+- `triton_no_even_pieces`: `triton` without MlaKernelConfig.even_pieces (the built-in before 2026-12-07): the
+  persistent schedule prices two deals, whole units and quota cuts, not also each (sequence, head group) unit in equal
+  pieces of at most the quota. At batch 64 x 4096 uniform the quota deal gives 60 of 132 programs two items (two
+  partials, q loaded twice) for the same longest load of 32 granules as 128 halves. Predicted -3..-9% for the even
+  pieces at 32-64 heads there, skewed batches at 32-128 heads -1..-5%, nhead 16 and batch 128 unchanged. H100
+  (2026-12-07, 64 gated rows, device_moe.sh mla-even-pieces): bf16 batch 64 uniform nhead 32 116.7 -> 110.2 us, 64
+  127.8 -> 116.3, skewed -6 / -8%, batch 128 skewed nhead 128 -7..-8%, the rest within +-1%: built in.
 - `triton_reduce16`: `triton` with its reduce loading 16 partials at once (MlaKernelConfig.reduce_chunk) at batch 64+,
   as built in before the chunk shrank to the most partials the schedule's merges take (mla_decode.reduce_shape's
   most_partials: 4 at batch 64 x 4096 uniform). ncu (H200, 2026-12-05): that reduce 6.7 / 9.8 / 14.8 us at nhead 16 /
@@ -195,8 +195,8 @@ _variant("triton_gluon_convert_under_qk", "the Gluon tile, fp8 V converted while
          "(A/B plugin)", TritonGluonWs, gluon_convert_under_qk=True)
 _variant("triton_fp8q_convert_under_qk", "triton_fp8q, fp8 V converted while the 64-row Gluon consumers' Q@K^T MMAs "
          "run (A/B plugin)", TritonMlaFp8Query, gluon_convert_under_qk=True)
-_variant("triton_even_pieces", "triton, its persistent schedule also pricing each unit cut in equal pieces "
-         "(even_pieces; an A/B plugin)", TritonMla, even_pieces=True)
+_variant("triton_no_even_pieces", "triton, its persistent schedule pricing whole units and quota cuts only, not "
+         "each unit in equal pieces (the built-in before 2026-12-07; A/B plugin)", TritonMla, even_pieces=False)
 _variant("triton_reduce16", "triton, its reduce loading 16 partials at once however few its merges take (the "
          "built-in before 2026-12-06; A/B plugin)", TritonMla, reduce_chunk=16)
 _variant("triton_tile_splits64", "triton_tile, split-KV in up to 64 splits of 64-token blocks, its reduce loading 64"

@@ -128,9 +128,9 @@ def test_triton_takes_the_gluon_tile_built_in_on_hopper_from_its_kv_size(kv_dtyp
     candidates = mla_config.tune_candidates(kv_dtype, 128, 1, big, builtin=gluon)
     assert candidates["builtin"] == gluon and candidates["triton_tile"] == triton_tile and "gluon_ws" not in candidates
     assert candidates["quota_cuts"] == dataclasses.replace(gluon, whole_units=False)  # the schedule's knobs
-    assert candidates["even_pieces"] == dataclasses.replace(gluon, even_pieces=True)
+    assert candidates["no_even_pieces"] == dataclasses.replace(gluon, even_pieces=False)
     assert not any(config.gluon_ws for name, config in candidates.items()
-                   if name not in ("builtin", "quota_cuts", "even_pieces") and not name.startswith("gluon_ws,"))
+                   if name not in ("builtin", "quota_cuts", "no_even_pieces") and not name.startswith("gluon_ws,"))
     monkeypatch.setattr(triton, "__version__", "3.9.0")
     assert platform_builtin(case, hopper) == triton_tile
 

@@ -85,12 +85,14 @@ class MlaKernelConfig:
     # with whole_units, a third deal priced beside whole units and quota cuts: each unit in equal pieces of at most
     # the quota, one piece per program where units are fewer than programs (mla_schedule._even_pieces). At batch 64
     # x 4096 uniform, 16-64 heads, the quota deal gives 60 of 132 programs two items (two partials, q loaded twice,
-    # two epilogues) for the same longest load of 32 granules as 128 halves; H200 make bench (72d0ae0): bf16 nhead 32
-    # 86.6 us in the attention and 4.5 in the reduce of 192 partials, against 157.1 us (no partials) for batch 128's
-    # 64 granules per program. Predicted there 91.2 -> 83-88 us (-3..-9%), nhead 64 alike, skewed batches at 32-128
-    # heads (161 -> 100 partials) -1..-5%; nhead 16 (a partial prices under a granule), batch 128 and batch 1 keep
-    # their schedule. Untimed: off, a --tune candidate (scripts/device_moe.sh mla-even-pieces)
-    even_pieces: bool = False
+    # two epilogues) for the same longest load of 32 granules as 128 halves (H200 make bench, 72d0ae0: bf16 nhead 32
+    # 86.6 us in the attention and 4.5 in the reduce of 192 partials). Predicted -3..-9% at 32-64 heads there,
+    # skewed batches at 32-128 heads -1..-5%, nhead 16 and batch 128 unchanged. H100 (2026-12-07, kernel_us, ctx
+    # 4096, 64 gated rows against the two deals, device_moe.sh mla-even-pieces, mla-even-pieces-ab-h100): batch 64
+    # uniform bf16 nhead 32 116.7 -> 110.2, 64 127.8 -> 116.3, fp8 -1..-4%; skewed bf16 32 / 64 -6 / -8%, fp8
+    # nhead 16 -7%; batch 128 skewed nhead 128 -7 / -8%; every other row within +-1%. Built in; the two deals
+    # without it are a --tune candidate
+    even_pieces: bool = True
     # persistent: the attention tile as the warp-specialized Gluon kernel (rocbench.kernels.mla_gluon: a TMA producer
     # warp, two consumer warp groups with half the output channels each, mbarriers instead of the Triton tile's CTA
     # barrier) where mla_gluon_scope allows it (NVIDIA sm_90, Triton 3.6, bf16 q, 64-token pages; MTP at 64-head
@@ -490,7 +492,7 @@ def tune_candidates(kv_dtype: torch.dtype, nhead: int, qlen: int, batch: int | N
     options["dependent_reduce"] = dataclasses.replace(triton_tile, dependent_reduce=True)
     if persistent:
         options["quota_cuts"] = dataclasses.replace(builtin, whole_units=False)  # the schedule's knobs: either tile
-        options["even_pieces"] = dataclasses.replace(builtin, even_pieces=True)
+        options["no_even_pieces"] = dataclasses.replace(builtin, even_pieces=False)
         gluon = gluon_ws_config(kv_dtype, nhead, qlen)
         if gluon is not None:  # the Triton tile where the Gluon one cannot run (the row's path says why)
             options["gluon_ws"] = gluon
