@@ -205,7 +205,8 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 
 
 # The Gluon tile's configs to compile for sm_90, in three tests that xdist can spread over its workers (about 30 s
-# each on one core): the built-in ones, then each knob once against its default (a `--tune` candidate each)
+# each on one core): the built-in ones, then each knob once against its default (`--tune` candidates, the A/B
+# plugin's variants)
 _PLAIN = "dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)"
 _SM90_CONFIGS = {
     "builtin": "(BF16, 128, 1, {}), (FP8, 16, 1, {}), (BF16, 64, 2, {}), (FP8, 64, 1, {}), (BF16, 32, 1, {}), "
