@@ -207,16 +207,19 @@ def test_gluon_ws_where_it_cannot_run_is_the_triton_tile_and_says_so():
 # The Gluon tile's configs to compile for sm_90, in three tests that xdist can spread over its workers (about 30 s
 # each on one core): the built-in ones, then each knob once against its default (`--tune` candidates, the A/B
 # plugin's variants)
-_PLAIN = "dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)"
+# (KV dtype's name in torch, nhead, qlen, MlaKernelConfig fields over gluon_ws_config's)
+_PLAIN = dict(gluon_one_chain=False, gluon_split_s=False, gluon_regs=240)
 _SM90_CONFIGS = {
-    "builtin": "(BF16, 128, 1, {}), (FP8, 16, 1, {}), (BF16, 64, 2, {}), (FP8, 64, 1, {}), (BF16, 32, 1, {}), "
-               "(FP8, 32, 1, {})",
-    "knobs_64_rows": f"(FP8, 64, 1, {_PLAIN}), (BF16, 128, 1, {_PLAIN}), (FP8, 64, 1, dict(gluon_remat_q=False)), "
-                     "(FP8, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)), "
-                     "(FP8, 64, 1, dict(fp8_qk=True, fp8_q_one_part=True, gluon_stages=3)), "
-                     "(FP8, 128, 1, dict(gluon_convert_under_qk=True))",
-    "knobs_32_rows": "(FP8, 32, 1, dict(gluon_split_k=False)), (BF16, 32, 1, dict(gluon_split_k=True)), "
-                     "(FP8, 32, 1, dict(gluon_swizzled_parts=False))",
+    "builtin": [("bfloat16", 128, 1, {}), ("float8_e4m3fn", 16, 1, {}), ("bfloat16", 64, 2, {}),
+                ("float8_e4m3fn", 64, 1, {}), ("bfloat16", 32, 1, {}), ("float8_e4m3fn", 32, 1, {})],
+    "knobs_64_rows": [("float8_e4m3fn", 64, 1, _PLAIN), ("bfloat16", 128, 1, _PLAIN),
+                      ("float8_e4m3fn", 64, 1, dict(gluon_remat_q=False)),
+                      ("float8_e4m3fn", 64, 1, dict(fp8_qk=True, fp8_q_one_part=True)),
+                      ("float8_e4m3fn", 64, 1, dict(fp8_qk=True, fp8_q_one_part=True, gluon_stages=3)),
+                      ("float8_e4m3fn", 128, 1, dict(gluon_convert_under_qk=True))],
+    "knobs_32_rows": [("float8_e4m3fn", 32, 1, dict(gluon_split_k=False)),
+                      ("bfloat16", 32, 1, dict(gluon_split_k=True)),
+                      ("float8_e4m3fn", 32, 1, dict(gluon_swizzled_parts=False))],
 }
 
 
@@ -240,11 +243,11 @@ def test_gluon_tile_compiles_for_sm90_offline(configs):
         import torch
         from rocbench.kernels import mla_config, mla_decode, mla_gluon_scope
         from tests.compile_only import _mla_case, compile_only
-        BF16, FP8 = torch.bfloat16, torch.float8_e4m3fn
-        configs = (CONFIGS,)
+        configs = CONFIGS
         with compile_only("sm90") as driver, mock.patch.object(mla_gluon_scope, "unsupported_reason",
                                                                lambda *args: None):
-            for kv_dtype, nhead, qlen, more in configs:
+            for kv_name, nhead, qlen, more in configs:
+                kv_dtype = getattr(torch, kv_name)
                 driver.launched.clear()
                 case, io, ctx = _mla_case("sm90", kv_dtype, nhead, qlen, 2, True)
                 config = dataclasses.replace(mla_config.gluon_ws_config(kv_dtype, nhead, qlen), **more)
@@ -253,9 +256,9 @@ def test_gluon_tile_compiles_for_sm90_offline(configs):
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
                 mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, qlen, io.out, config=config)
                 print(str(kv_dtype).removeprefix("torch."), *driver.launched)
-    """).replace("CONFIGS", _SM90_CONFIGS[configs])
+    """).replace("CONFIGS", repr(_SM90_CONFIGS[configs]))
     lines = [line.split() for line in run_offline(script).splitlines()]
-    assert len(lines) == _SM90_CONFIGS[configs].count("(BF16,") + _SM90_CONFIGS[configs].count("(FP8,"), lines
+    assert [kv for kv, *_ in lines] == [kv for kv, *_ in _SM90_CONFIGS[configs]], lines
     for kv, *launched in lines:
         assert launched.count("_kernel") == 1, (kv, launched)
         assert launched.count("_split_q_kernel") == (kv != "bfloat16"), (kv, launched)
