@@ -255,7 +255,7 @@ def test_gluon_tile_compiles_for_sm90_offline(configs):
                 schedule = mla_decode.build_persistent_schedule(lens, qlen, nhead, 132, config,
                                                                 kv_element_bytes=io.kv.kv_buffer.element_size())
                 mla_decode.mla_decode_persistent(io.q, io.kv, schedule, 0.1, qlen, io.out, config=config)
-                print(str(kv_dtype).removeprefix("torch."), *driver.launched)
+                print(kv_name, *driver.launched)
     """).replace("CONFIGS", repr(_SM90_CONFIGS[configs]))
     lines = [line.split() for line in run_offline(script).splitlines()]
     assert [kv for kv, *_ in lines] == [kv for kv, *_ in _SM90_CONFIGS[configs]], lines
