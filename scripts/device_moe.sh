@@ -169,10 +169,10 @@
 #               the other choice)
 #   mla-even-pieces  triton (MlaKernelConfig.even_pieces: the persistent schedule also prices each unit cut in equal
 #               pieces, one per program where units are fewer than programs) against triton_no_even_pieces (the two
-#               deals before), nhead 16-128 x batch 32 / 64 / 128 x bf16 / fp8 x uniform / skewed, ctx 4096, gated
-#               (about 200 s). H100 (2026-12-07, batch 64 / 128, 64 rows in 120 s): bf16 batch 64 uniform nhead 32 / 64
-#               -6 / -9%, skewed -6 / -8%, fp8 -1..-7%, batch 128 skewed nhead 128 -7..-8%, the rest within +-1%:
-#               built in (results/examples/mla-even-pieces-ab-h100)
+#               deals before), nhead 16-128 x batch 32 / 64 / 128 (EVEN_PIECES_BATCH: another list) x bf16 / fp8 x
+#               uniform / skewed, ctx 4096, gated (about 200 s). H100 (2026-12-07, batch 64 / 128, 64 rows in
+#               120 s): bf16 batch 64 uniform nhead 32 / 64 -6 / -9%, skewed -6 / -8%, fp8 -1..-7%, batch 128 skewed
+#               nhead 128 -7..-8%, the rest within +-1%: built in (results/examples/mla-even-pieces-ab-h100)
 #   ncu-mla-gluon-source  where the Gluon tile's consumers stall, per SASS instruction: Nsight Compute's warp-state
 #               sampling (SourceCounters) of the tile as built in at batch 64, ctx 4096, fp8 nhead 16 (tokens on M) and
 #               64 (64-row), bf16 nhead 32 (NCU_ROWS="32 bf16" for one: a comma list of "nhead kv"); each report
@@ -524,8 +524,8 @@ print(f[['nhead', 'batch', 'ctx', 'kv_dtype', 'kernel_us_median', 'path']].to_st
                 --plugin scripts/mla_variants_plugin.py --backends triton_gluon_split_k
             head -30 "$OUT/ncu-split-k-nhead16-batch64-fp8.md" ;;
         mla-even-pieces)
-            mla_ab 300 30 mla-even-pieces --nhead 16,32,64,128 --batch 32,64,128 --kv-dtype bf16,fp8 \
-                --ctx-dist uniform,skewed --backends triton,triton_no_even_pieces ;;
+            mla_ab 300 30 mla-even-pieces --nhead 16,32,64,128 --batch "${EVEN_PIECES_BATCH:-32,64,128}" \
+                --kv-dtype bf16,fp8 --ctx-dist uniform,skewed --backends triton,triton_no_even_pieces ;;
         ncu-mla-gluon-source)
             mkdir -p "$OUT/ncu-mla-gluon-source"
             IFS=, read -ra ncu_rows <<< "${NCU_ROWS:-16 fp8,64 fp8,32 bf16}"
