@@ -193,3 +193,35 @@ def test_compare_flags_a_gate_that_went_from_pass_to_fail(tmp_path):
 def test_selfcheck_needs_a_gpu():
     proc = invoke("selfcheck")  # the CLI tests hide GPUs, so this holds on any machine
     assert proc.returncode == 2 and "needs a GPU" in proc.stderr
+
+
+@pytest.mark.parametrize(("x", "y", "x_labels", "y_labels"), [
+    ([8, 16, 32], [22.0, 70.0], ["8", "16", "32"], ["30", "40", "60"]),  # under a decade: minor ticks labelled
+    ([1, 64, 4096], [12.0, 5500.0], ["1", "64", "4096"], ["100", "1000"]),
+])
+def test_log_axes_read_as_plain_numbers(x, y, x_labels, y_labels):
+    """Batch and token axes read 8, 16, 32 (not 2^3) and times 60 (not 6 x 10^1); a byte axis keeps 2^k."""
+    import matplotlib.pyplot as plt
+
+    from rocbench.core.reporting.plots import log_axes
+    fig, ax = plt.subplots()
+    ax.plot(x, [y[0], (y[0] * y[1]) ** 0.5, y[1]])
+    log_axes(ax, pd.Series(x), logy=True)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() + ax.get_yminorticklabels()]
+    plt.close(fig)
+    assert set(x_labels) <= set(shown) and set(y_labels) <= set(shown)
+    assert not any("^" in text or "times" in text or "e+" in text for text in shown), shown
+
+
+def test_log_axes_keep_powers_of_two_for_sizes():
+    import matplotlib.pyplot as plt
+
+    from rocbench.core.reporting.plots import log_axes
+    fig, ax = plt.subplots()
+    ax.plot([2 ** 12, 2 ** 27], [10, 300])
+    log_axes(ax, pd.Series([2 ** 12, 2 ** 27]), logy=False)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert shown and all("2^" in text for text in shown), shown

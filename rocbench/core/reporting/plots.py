@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # no display on CI or on the device
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 
 MAX_PANELS = 12
 RATIO_TICKS = (1 / 8, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 4, 8)
@@ -150,6 +150,20 @@ def series_styles(data: pd.DataFrame, hue: list[str]):
     return colour_of, marker_of
 
 
+def log_axes(ax, x_values: pd.Series | None, logy: bool) -> None:
+    """x on a log2 scale where given, y on a log10 one where asked, both labelled in plain numbers: 8, 16, 32 rather
+    than 2^3 (sizes from 2^16 up keep 2^k), 60 us rather than 6 x 10^1; minor y ticks labelled where y spans under a
+    decade."""
+    if x_values is not None:
+        ax.set_xscale("log", base=2)
+        if x_values.max() < 2 ** 16:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    if logy:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) -> bool:
     ys = y_columns(spec, frame)
     if not ys:
@@ -173,10 +187,7 @@ def line_figure(frame: pd.DataFrame, spec: dict, path: Path, axes: list[str]) ->
                 tag = f" ({time_of(y)})" if len(ys) > 1 else ""
                 ax.plot(group[x], group[y], marker=marker_of(first), markersize=4, linestyle=style,
                         label=label(first, hue) + tag, color=colour_of(first))
-        if spec.get("logx", True) and (part[x] > 0).all():
-            ax.set_xscale("log", base=2)
-        if spec.get("logy"):
-            ax.set_yscale("log")
+        log_axes(ax, part[x] if spec.get("logx", True) and (part[x] > 0).all() else None, bool(spec.get("logy")))
         if spec.get("hline") is not None:
             ax.axhline(spec["hline"], color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(title or "", fontsize=9)
