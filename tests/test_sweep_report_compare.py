@@ -195,33 +195,31 @@ def test_selfcheck_needs_a_gpu():
     assert proc.returncode == 2 and "needs a GPU" in proc.stderr
 
 
+def tick_labels(x: list[float], y: list[float], logy: bool) -> tuple[list[str], list[str]]:
+    """The x and y tick labels (y's minor ones included) a line through (x, y) gets from plots.log_axes."""
+    from rocbench.core.reporting.plots import log_axes, plt  # plots selects the Agg backend first
+    fig, ax = plt.subplots()
+    ax.plot(x, y)
+    log_axes(ax, pd.Series(x), logy=logy)
+    fig.canvas.draw()
+    x_shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    y_shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yminorticklabels() if t.get_text()]
+    plt.close(fig)
+    return x_shown, y_shown
+
+
 @pytest.mark.parametrize(("x", "y", "x_labels", "y_labels"), [
     ([8, 16, 32], [22.0, 70.0], ["8", "16", "32"], ["30", "40", "60"]),  # under a decade: minor ticks labelled
     ([1, 64, 4096], [12.0, 5500.0], ["1", "64", "4096"], ["100", "1000"]),
 ])
 def test_log_axes_read_as_plain_numbers(x, y, x_labels, y_labels):
-    """Batch and token axes read 8, 16, 32 (not 2^3) and times 60 (not 6 x 10^1); a byte axis keeps 2^k."""
-    import matplotlib.pyplot as plt
-
-    from rocbench.core.reporting.plots import log_axes
-    fig, ax = plt.subplots()
-    ax.plot(x, [y[0], (y[0] * y[1]) ** 0.5, y[1]])
-    log_axes(ax, pd.Series(x), logy=True)
-    fig.canvas.draw()
-    shown = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() + ax.get_yminorticklabels()]
-    plt.close(fig)
-    assert set(x_labels) <= set(shown) and set(y_labels) <= set(shown)
+    """Batch and token axes read 8, 16, 32 (not 2^3) and times 60 (not 6 x 10^1)."""
+    x_shown, y_shown = tick_labels(x, [y[0], (y[0] * y[1]) ** 0.5, y[1]], logy=True)
+    shown = x_shown + y_shown
+    assert set(x_labels) <= set(x_shown) and set(y_labels) <= set(y_shown)
     assert not any("^" in text or "times" in text or "e+" in text for text in shown), shown
 
 
 def test_log_axes_keep_powers_of_two_for_sizes():
-    import matplotlib.pyplot as plt
-
-    from rocbench.core.reporting.plots import log_axes
-    fig, ax = plt.subplots()
-    ax.plot([2 ** 12, 2 ** 27], [10, 300])
-    log_axes(ax, pd.Series([2 ** 12, 2 ** 27]), logy=False)
-    fig.canvas.draw()
-    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-    plt.close(fig)
-    assert shown and all("2^" in text for text in shown), shown
+    x_shown, _ = tick_labels([2 ** 12, 2 ** 27], [10, 300], logy=False)
+    assert x_shown and all("2^" in text for text in x_shown), x_shown
